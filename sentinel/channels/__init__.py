@@ -1,0 +1,1 @@
+"""Channels: config `type:` name -> class. PLACEHOLDER, filled by the channels issue."""

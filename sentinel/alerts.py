@@ -76,7 +76,7 @@ class Alert:
         return data
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Alert":
+    def from_dict(cls, data: Mapping[str, Any]) -> Alert:
         values = dict(data)
         values["kind"] = AlertKind(values["kind"])
         known = cls.__dataclass_fields__
@@ -96,7 +96,9 @@ def from_run(
 ) -> Alert:
     """An alert about ``run`` with the freshest facts the records hold."""
     now = time.time() if now is None else now
-    step = final.step if final is not None and final.step is not None else (progress.step if progress else None)
+    step = progress.step if progress else None
+    if final is not None and final.step is not None:
+        step = final.step
     scalars = (final.scalars if final is not None and final.scalars else None) or (
         progress.scalars if progress else {}
     )

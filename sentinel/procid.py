@@ -73,14 +73,14 @@ class ProcessIdentity:
     boot_id: str
 
     @classmethod
-    def of(cls, pid: int) -> Optional["ProcessIdentity"]:
+    def of(cls, pid: int) -> Optional[ProcessIdentity]:
         ticks = start_ticks(pid)
         if ticks is None:
             return None
         return cls(pid, ticks, boot_id())
 
     @classmethod
-    def current(cls) -> "ProcessIdentity":
+    def current(cls) -> ProcessIdentity:
         ident = cls.of(os.getpid())
         # /proc may be missing in odd sandboxes; a zero start time still names the process.
         return ident if ident is not None else cls(os.getpid(), 0, boot_id())

@@ -30,6 +30,7 @@ the meaning of one bumps ``FORMAT_VERSION``.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -187,7 +188,7 @@ class RunRecord:
         return {"v": FORMAT_VERSION, **data}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "RunRecord":
+    def from_dict(cls, data: Mapping[str, Any]) -> RunRecord:
         rec = _build(cls, data)
         _expect(is_run_id(rec.run_id), "run_id is not a run id")
         _expect(_is_int(rec.pid) and rec.pid > 0, "pid must be a positive integer")
@@ -243,7 +244,7 @@ class Progress:
         return {"v": FORMAT_VERSION, **data}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Progress":
+    def from_dict(cls, data: Mapping[str, Any]) -> Progress:
         rec = _build(cls, data)
         _expect(_is_number(rec.beat), "beat must be a number")
         _expect(_is_int(rec.seq), "seq must be an integer")
@@ -274,7 +275,7 @@ class FinalRecord:
         return {"v": FORMAT_VERSION, **data}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "FinalRecord":
+    def from_dict(cls, data: Mapping[str, Any]) -> FinalRecord:
         rec = _build(cls, data)
         _expect(rec.state in FINAL_STATES, f"state must be one of {', '.join(FINAL_STATES)}")
         _expect(_is_number(rec.ended), "ended must be a number")
@@ -301,7 +302,7 @@ class Message:
                 "text": _cap(self.text, MESSAGE_MAX_CHARS)}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Message":
+    def from_dict(cls, data: Mapping[str, Any]) -> Message:
         rec = _build(cls, data)
         _expect(_is_int(rec.seq) and rec.seq >= 0, "seq must be a non-negative integer")
         _expect(_is_number(rec.time), "time must be a number")
@@ -324,7 +325,7 @@ class DaemonLiveness:
         return {"v": FORMAT_VERSION, **asdict(self)}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "DaemonLiveness":
+    def from_dict(cls, data: Mapping[str, Any]) -> DaemonLiveness:
         rec = _build(cls, data)
         _expect(_is_int(rec.pid) and rec.pid > 0, "pid must be a positive integer")
         _expect(_is_int(rec.start_ticks), "start_ticks must be an integer")
@@ -366,10 +367,8 @@ def _build(cls: type, data: Mapping[str, Any]) -> Any:
 def make_private_dir(path: Path) -> None:
     """Create ``path`` (and parents) as 0700; an existing one must be a real
     directory, not a symlink."""
-    try:
+    with contextlib.suppress(FileExistsError):
         os.makedirs(path, mode=0o700, exist_ok=True)
-    except FileExistsError:
-        pass
     st = os.lstat(path)
     if not stat.S_ISDIR(st.st_mode):
         raise NotADirectoryError(errno.ENOTDIR, "not a directory (or a symlink)", str(path))
@@ -396,10 +395,8 @@ def write_json(path: Path, data: Mapping[str, Any], *, durable: bool = False) ->
             os.close(fd)
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
-        except OSError:
-            pass
         raise
     if durable:
         fsync_dir(path.parent)

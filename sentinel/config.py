@@ -1,24 +1,64 @@
 """Daemon configuration: the model, the embedded default, and loading.
 
-PLACEHOLDER MODEL — the config issue fills in `load_config` (validation with
-key paths and lines, ${VAR} substitution, unknown keys rejected).
+``load_config(path)`` reads YAML, substitutes ``${ENV_VAR}`` in strings and
+validates everything before it returns: every problem is collected and
+reported at once as ``key.path (line N): message`` (a typo must never
+silently switch alerting off, so unknown keys are errors too).
+
+The file format (see config.example.yaml for a commented example)::
+
+    spool: /var/lib/sentinel/spool        # optional; default: the shared spool rule
+    state_dir: /var/lib/sentinel/state    # optional; default: <spool>/.daemon
+    language: en                          # en | zh
+    stall_timeout: 10m                    # a number of seconds or "30s", "10m", "2h", "7d"
+    alert_on: [finished, crashed, ...]    # states that alert
+    channels:                             # named destinations
+      phone: {type: bark, key: "${BARK_KEY}"}
+    default_channels: [phone]             # default: every configured channel
+    retention: 7d
+    dead_letter_retention: 30d
+    retry_for: 48h
+    rescan_interval: 30s
+    log_level: info
 """
 
 from __future__ import annotations
 
+import contextlib
+import difflib
+import logging
+import os
+import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Mapping, Optional, Union
 
 from sentinel.alerts import ALERT_STATES
 from sentinel.spool import DAEMON_STATE_DIR, spool_dir
+
+log = logging.getLogger("sentinel.config")
+
+LANGUAGES = ("en", "zh")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+# Channel types known to the config, used only if the channel registry cannot be imported.
+FALLBACK_CHANNEL_TYPES = ("bark", "dingtalk", "slack", "console")
+# Keys handled by the config itself in a channel block; the rest go to the channel class.
+CHANNEL_COMMON_KEYS = ("type", "language")
+# Option names whose literal value in a file makes the file hold a secret.
+_SECRET_KEY_RE = re.compile(r"key|secret|token|webhook|password", re.IGNORECASE)
+_CHANNEL_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+_ENV_RE = re.compile(r"\$\$\{|\$\{([^}]*)\}")
+_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_DURATION_PART_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d|w)")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 
 
 @dataclass
 class ChannelConfig:
     name: str
     type: str
-    options: dict[str, Any]  # validated, ${VAR}s substituted; includes secrets
+    options: dict[str, Any]  # validated, ${VAR}s substituted; includes secrets; no type/language
     language: str = "en"
 
 
@@ -50,3 +90,415 @@ class Config:
 def default_config() -> Config:
     """The embedded default: the default spool, alerts printed to the console."""
     return Config()
+
+
+# ---------------------------------------------------------------- errors
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: str  # "channels.phone.key", "" for the whole file
+    line: Optional[int]  # 1-based
+    message: str
+
+    def __str__(self) -> str:
+        where = self.path or "(file)"
+        if self.line is not None:
+            where += f" (line {self.line})"
+        return f"{where}: {self.message}"
+
+
+class ConfigError(Exception):
+    """A config that cannot be used; ``problems`` lists every reason at once."""
+
+    def __init__(self, source: Union[str, Path, None], problems: list[Problem]) -> None:
+        self.source = source
+        self.details = list(problems)
+        self.problems = [str(p) for p in problems]
+        head = f"{source}: " if source else ""
+        count = len(self.problems)
+        super().__init__(
+            f"{head}{count} problem{'s' if count != 1 else ''} in the configuration:\n"
+            + "\n".join(f"  {p}" for p in self.problems)
+        )
+
+
+# ---------------------------------------------------------------- loading
+
+
+Key = tuple  # a key path: strings (mapping keys) and ints (list indexes)
+
+
+def format_path(path: Key) -> str:
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def load_config(path: Union[str, Path], env: Optional[Mapping[str, str]] = None) -> Config:
+    """Read and validate the config file at ``path``; raise ConfigError listing
+    every problem. ``env`` (default os.environ) supplies ``${VAR}`` values."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(path, [Problem("", None, f"cannot read the file: {reason}")]) from None
+    config = parse_config(text, source=path, env=env)
+    _warn_if_exposed(path, text, config)
+    return config
+
+
+def parse_config(
+    text: str, source: Union[str, Path, None] = None, env: Optional[Mapping[str, str]] = None
+) -> Config:
+    """Validate YAML ``text`` into a Config (``load_config`` without the file)."""
+    import yaml  # the daemon side only: `import sentinel` stays stdlib
+
+    env = os.environ if env is None else env
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        reason = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(source, [Problem("", line, f"not valid YAML: {reason}")]) from None
+    validator = _Validator(env)
+    data = validator.plain(root, ()) if root is not None else {}
+    config = validator.build(data, root)
+    if validator.problems:
+        raise ConfigError(source, sorted(validator.problems, key=lambda p: (p.line or 0, p.path)))
+    config.source = Path(source) if source is not None else None
+    return config
+
+
+def channel_secrets(config: Config) -> list[str]:
+    """Secret values held by the configured channels (for redaction and the
+    file permission check)."""
+    registry = _channel_registry()
+    found: list[str] = []
+    for chan in config.channels.values():
+        cls = registry.get(chan.type) if registry else None
+        if cls is not None:
+            # A channel that cannot even be built says nothing here.
+            with contextlib.suppress(Exception):
+                found.extend(s for s in cls(chan.name, chan.options, chan.language).secrets() if s)
+        found.extend(
+            v for k, v in chan.options.items() if _SECRET_KEY_RE.search(str(k)) and isinstance(v, str) and v
+        )
+    return sorted(set(found))
+
+
+def _warn_if_exposed(path: Path, text: str, config: Config) -> None:
+    """A config whose text holds a secret must not be readable by others."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return
+    if not mode & (stat.S_IRGRP | stat.S_IROTH):
+        return
+    # Secrets that came from ${ENV_VAR} are not in the text, so they do not count.
+    if any(len(s) >= 4 and s in text for s in channel_secrets(config)):
+        log.warning(
+            "%s holds channel secrets and is readable by %s (mode %03o); run: chmod 600 %s",
+            path,
+            "group and others" if mode & stat.S_IROTH and mode & stat.S_IRGRP
+            else ("others" if mode & stat.S_IROTH else "group"),
+            stat.S_IMODE(mode),
+            path,
+        )
+
+
+def _channel_registry() -> Optional[Mapping[str, Any]]:
+    try:
+        from sentinel.channels import REGISTRY  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    return REGISTRY
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from a number or a string like "90", "30s", "10m", "1h30m", "7d"."""
+    if isinstance(value, bool):
+        raise ValueError("must be a duration such as 30s, 10m, 2h or 7d, not a boolean")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip().lower()
+        try:
+            seconds = float(text)
+        except ValueError:
+            seconds = 0.0
+            pos = 0
+            for match in _DURATION_PART_RE.finditer(text):
+                if text[pos : match.start()].strip():
+                    break
+                seconds += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+                pos = match.end()
+            if pos == 0 or text[pos:].strip():
+                raise ValueError(
+                    f"{value!r} is not a duration (use seconds or a number with a unit: ms, s, m, h, d, w;"
+                    " e.g. 30s, 10m, 1h30m, 7d)"
+                ) from None
+    else:
+        raise ValueError("must be a duration such as 30s, 10m, 2h or 7d")
+    if seconds != seconds or seconds in (float("inf"), float("-inf")):
+        raise ValueError("must be a finite duration")
+    return seconds
+
+
+class _Validator:
+    """Walks the composed YAML once, collecting every problem with its line."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        import yaml
+
+        self.env = env
+        self.problems: list[Problem] = []
+        self.lines: dict[Key, int] = {}
+        self.constructor = yaml.constructor.SafeConstructor()
+        self.declared_channels: Optional[list[str]] = None  # names under `channels`, valid or not
+
+    # -- helpers
+
+    def problem(self, path: Key, message: str, line: Optional[int] = None) -> None:
+        probe = tuple(path) if line is None else ()
+        while probe:  # the nearest enclosing key that has a line
+            if probe in self.lines:
+                line = self.lines[probe]
+                break
+            probe = probe[:-1]
+        if line is None:
+            line = self.lines.get(())
+        self.problems.append(Problem(format_path(path), line, message))
+
+    def plain(self, node: Any, path: Key) -> Any:
+        """Python values from a composed node, recording each key's line,
+        rejecting duplicate keys and substituting ${VAR} in strings."""
+        import yaml
+
+        self.lines.setdefault(path, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            out: dict[Any, Any] = {}
+            for key_node, value_node in node.value:
+                if not isinstance(key_node, yaml.ScalarNode):
+                    self.lines.setdefault(path, key_node.start_mark.line + 1)
+                    self.problem(path, "keys must be plain names")
+                    continue
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    self.problem(path, "YAML merge keys (<<) are not supported")
+                    continue
+                key = key_node.value
+                child = path + (key,)
+                if key in out:
+                    self.problem(child, "duplicate key (YAML would silently keep only one value)",
+                                 line=key_node.start_mark.line + 1)
+                    continue
+                self.lines[child] = key_node.start_mark.line + 1
+                out[key] = self.plain(value_node, child)
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            items = []
+            for index, item in enumerate(node.value):
+                self.lines[path + (index,)] = item.start_mark.line + 1
+                items.append(self.plain(item, path + (index,)))
+            return items
+        try:
+            value = self.constructor.construct_object(node)  # a scalar, typed by YAML's rules
+        except yaml.YAMLError as exc:
+            self.problem(path, f"invalid value: {exc}")
+            return None
+        if isinstance(value, str):
+            value = self.substitute(value, path)
+        return value
+
+    def substitute(self, text: str, path: Key) -> str:
+        def replace(match: re.Match) -> str:
+            if match.group(0) == "$${":
+                return "${"  # escaped: a literal "${"
+            name = match.group(1)
+            if not _ENV_NAME_RE.match(name):
+                self.problem(path, f"${{{name}}} is not a valid environment variable reference")
+                return ""
+            if name not in self.env:
+                self.problem(path, f"environment variable {name} is not set")
+                return ""
+            return self.env[name]
+
+        return _ENV_RE.sub(replace, text)
+
+    def check_keys(self, data: Mapping[str, Any], path: Key, allowed: tuple) -> None:
+        for key in data:
+            if key not in allowed:
+                hint = difflib.get_close_matches(str(key), allowed, n=1)
+                known = f" (known keys: {', '.join(allowed)})"
+                hint_text = f"; did you mean {hint[0]!r}?" if hint else known
+                self.problem(path + (key,), "unknown key" + hint_text)
+
+    def mapping(self, value: Any, path: Key) -> Optional[dict]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.problem(path, f"must be a mapping of keys to values, not {_kind(value)}")
+            return None
+        return value
+
+    def take(self, data: Mapping[str, Any], key: str, path: Key, convert: Callable[[Any], Any]) -> Any:
+        """``convert(data[key])``, or a problem at ``path.key`` if it raises."""
+        try:
+            return convert(data[key])
+        except (ValueError, TypeError) as exc:
+            self.problem(path + (key,), str(exc))
+            return None
+
+    # -- the schema
+
+    def build(self, data: Any, root: Any) -> Config:
+        config = Config()
+        data = self.mapping(data, ())
+        if data is None:
+            return config
+        top = (
+            "spool", "state_dir", "language", "stall_timeout", "alert_on", "channels",
+            "default_channels", "retention", "dead_letter_retention", "retry_for",
+            "rescan_interval", "log_level",
+        )
+        self.check_keys(data, (), top)
+
+        for key in ("spool", "state_dir"):
+            if key in data:
+                setattr(config, key, self.take(data, key, (), _absolute_path))
+        if "language" in data:
+            config.language = self.take(data, "language", (), _choice(LANGUAGES)) or config.language
+        if "log_level" in data:
+            level = self.take(data, "log_level", (), _choice(LOG_LEVELS))
+            config.log_level = level or config.log_level
+        for key in ("stall_timeout", "retention", "dead_letter_retention", "retry_for", "rescan_interval"):
+            if key in data:
+                seconds = self.take(data, key, (), _positive_duration)
+                if seconds is not None:
+                    setattr(config, key, seconds)
+        if "alert_on" in data:
+            states = self.states(data["alert_on"], ("alert_on",))
+            if states is not None:
+                config.alert_on = frozenset(states)
+        if "channels" in data:
+            channels = self.channels(data["channels"], ("channels",), config.language)
+            if channels is not None:
+                config.channels = channels
+                config.default_channels = list(channels)
+        if "default_channels" in data:
+            declared = self.declared_channels if "channels" in data else list(config.channels)
+            if declared is not None:  # else `channels` itself is wrong, already reported
+                names = self.default_channels(data["default_channels"], declared, "channels" in data)
+                if names is not None:
+                    config.default_channels = names
+        return config
+
+    def states(self, value: Any, path: Key) -> Optional[list[str]]:
+        if not isinstance(value, list):
+            self.problem(path, f"must be a list of states ({', '.join(ALERT_STATES)}), not {_kind(value)}")
+            return None
+        states, ok = [], True
+        for index, item in enumerate(value):
+            if item not in ALERT_STATES:
+                states_list = ", ".join(ALERT_STATES)
+                self.problem(path + (index,), f"unknown state {item!r}; states are: {states_list}")
+                ok = False
+            else:
+                states.append(item)
+        return states if ok else None
+
+    def channels(self, value: Any, path: Key, language: str) -> Optional[dict[str, ChannelConfig]]:
+        value = self.mapping(value, path)
+        if value is None:
+            return None
+        self.declared_channels = [str(name) for name in value]
+        registry = _channel_registry()
+        known_types = tuple(sorted(registry)) if registry else FALLBACK_CHANNEL_TYPES
+        out: dict[str, ChannelConfig] = {}
+        for name, block in value.items():
+            where = path + (name,)
+            if not isinstance(name, str) or not _CHANNEL_NAME_RE.match(name):
+                self.problem(where, "a channel name must be letters, digits, '_', '-' or '.' (at most 64)")
+                continue
+            if name.startswith("inline-"):
+                self.problem(where, "names starting with 'inline-' are reserved for channels given by a run")
+                continue
+            if not isinstance(block, dict):
+                self.problem(where, f"must be a mapping with at least a 'type', not {_kind(block)}")
+                continue
+            kind = block.get("type")
+            if "type" not in block:
+                self.problem(where, f"missing 'type' (one of: {', '.join(known_types)})")
+                continue
+            if kind not in known_types:
+                types_list = ", ".join(known_types)
+                self.problem(where + ("type",), f"unknown channel type {kind!r}; types are: {types_list}")
+                continue
+            chan_language = language
+            if "language" in block:
+                chan_language = self.take(block, "language", where, _choice(LANGUAGES)) or language
+            options = {k: v for k, v in block.items() if k not in CHANNEL_COMMON_KEYS}
+            cls = registry.get(kind) if registry else None
+            if cls is not None:
+                try:
+                    issues = list(cls.check_options(options))
+                except Exception as exc:  # a broken option value must not crash validation
+                    issues = [("", f"invalid options ({exc.__class__.__name__}: {exc})")]
+                for key, message in issues:
+                    self.problem(where + ((key,) if key else ()), message)
+            out[name] = ChannelConfig(name, kind, options, chan_language)
+        return out
+
+    def default_channels(self, value: Any, channels: list[str], explicit: bool) -> Optional[list]:
+        path: Key = ("default_channels",)
+        if not isinstance(value, list):
+            self.problem(path, f"must be a list of channel names, not {_kind(value)}")
+            return None
+        names, ok = [], True
+        for index, item in enumerate(value):
+            if not isinstance(item, str) or item not in channels:
+                defined = ", ".join(channels) or "none"
+                origin = "defined under channels" if explicit else "defined (only the built-in 'console')"
+                self.problem(path + (index,), f"{item!r} is not a channel {origin}; channels: {defined}")
+                ok = False
+            elif item not in names:
+                names.append(item)
+        return names if ok else None
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean",
+            int: "a number", float: "a number"}.get(type(value), type(value).__name__)
+
+
+def _choice(options: tuple) -> Callable[[Any], str]:
+    def convert(value: Any) -> str:
+        if value not in options:
+            raise ValueError(f"must be one of {', '.join(options)}, not {value!r}")
+        return value
+
+    return convert
+
+
+def _positive_duration(value: Any) -> float:
+    seconds = parse_duration(value)
+    if seconds <= 0:
+        raise ValueError("must be longer than zero")
+    return seconds
+
+
+def _absolute_path(value: Any) -> Path:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"must be a path, not {_kind(value)}")
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        raise ValueError(f"must be an absolute path (the daemon's working directory is not yours): {value!r}")
+    return path

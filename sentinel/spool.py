@@ -374,11 +374,12 @@ def make_private_dir(path: Path) -> None:
         raise NotADirectoryError(errno.ENOTDIR, "not a directory (or a symlink)", str(path))
 
 
-def write_json(path: Path, data: Mapping[str, Any], *, durable: bool = False) -> None:
+def write_json(path: Path, data: Mapping[str, Any], *, durable: bool = False, mode: int = 0o600) -> None:
     """Atomically replace ``path`` with ``data``: temporary file + rename.
 
     ``durable`` also fsyncs file and directory, for records that must survive
-    a power cut (the final record, the daemon's outbox).
+    a power cut (the final record, the daemon's outbox). ``mode`` is for the
+    few files others must read (the daemon's liveness file in a shared spool).
     """
     path = Path(path)
     payload = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
@@ -386,6 +387,8 @@ def write_json(path: Path, data: Mapping[str, Any], *, durable: bool = False) ->
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         try:
+            if mode != 0o600:
+                os.fchmod(fd, mode)  # exact, whatever the umask
             view = memoryview(payload)
             while view:
                 view = view[os.write(fd, view) :]

@@ -1,0 +1,284 @@
+"""The `sentinel` command: daemon, status, check-config, test, run.
+
+Exit codes follow sysexits where one fits: 0 ok, 1 failure, 2 usage,
+78 (EX_CONFIG) for a configuration that cannot be used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Callable, Mapping, Optional, Sequence
+
+from sentinel.config import Config, ConfigError, default_config, load_config
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_CONFIG = 78
+
+SYSTEM_CONFIG = Path("/etc/sentinel/config.yaml")
+ENV_CONFIG = "SENTINEL_CONFIG"
+
+log = logging.getLogger("sentinel")
+
+
+# ---------------------------------------------------------------- config search
+
+
+def find_config(explicit: Optional[str] = None, env: Optional[Mapping[str, str]] = None) -> Optional[Path]:
+    """The config file to use, or None for the embedded default.
+
+    ``--config``, then ``$SENTINEL_CONFIG`` (both must exist), then
+    /etc/sentinel/config.yaml, then $XDG_CONFIG_HOME/sentinel/config.yaml.
+    """
+    env = os.environ if env is None else env
+    if explicit:
+        return Path(explicit)
+    if env.get(ENV_CONFIG):
+        return Path(env[ENV_CONFIG])
+    config_home = env.get("XDG_CONFIG_HOME") or os.path.join(
+        env.get("HOME") or os.path.expanduser("~"), ".config"
+    )
+    for candidate in (SYSTEM_CONFIG, Path(config_home) / "sentinel" / "config.yaml"):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def resolve_config(explicit: Optional[str] = None) -> Config:
+    """Load the config the search finds (ConfigError if it is unusable)."""
+    path = find_config(explicit)
+    if path is None:
+        return default_config()
+    return load_config(path)
+
+
+def _report_config_error(exc: ConfigError) -> int:
+    print(f"sentinel: {exc}", file=sys.stderr)
+    return EXIT_CONFIG
+
+
+# ---------------------------------------------------------------- logging
+
+
+class JournalFormatter(logging.Formatter):
+    """``<N>`` syslog priority prefixes that journald turns into levels; no
+    timestamp, journald adds its own."""
+
+    PRIORITIES = {
+        logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2,
+    }
+
+    def format(self, record: logging.LogRecord) -> str:
+        prio = self.PRIORITIES.get(record.levelno, 6)
+        text = super().format(record)
+        # Each line gets the prefix, so a traceback stays at its level in the journal.
+        return "\n".join(f"<{prio}>{line}" for line in text.splitlines() or [""])
+
+
+def stderr_is_journal(env: Optional[Mapping[str, str]] = None) -> bool:
+    """True if stderr is connected to journald (systemd sets JOURNAL_STREAM
+    to the device:inode of that stream)."""
+    env = os.environ if env is None else env
+    value = env.get("JOURNAL_STREAM")
+    if not value:
+        return False
+    try:
+        st = os.fstat(sys.stderr.fileno())
+        dev, ino = (int(x) for x in value.split(":"))
+    except (OSError, ValueError, AttributeError, TypeError):
+        return False
+    return (st.st_dev, st.st_ino) == (dev, ino)
+
+
+def setup_logging(level: str = "info") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if stderr_is_journal():
+        handler.setFormatter(JournalFormatter("%(name)s: %(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(getattr(logging, level.upper(), logging.INFO))
+
+
+# ---------------------------------------------------------------- commands
+
+
+def cmd_daemon(args: argparse.Namespace) -> int:
+    setup_logging("info")
+    try:
+        config = resolve_config(args.config)
+    except ConfigError as exc:
+        return _report_config_error(exc)
+    setup_logging(args.log_level or config.log_level)
+    log.info(
+        "config: %s; spool: %s; channels: %s (default: %s)",
+        config.source or "embedded default (alerts printed to the console)",
+        config.spool_path(),
+        ", ".join(config.channels) or "none",
+        ", ".join(config.default_channels) or "none",
+    )
+    from sentinel import daemon
+
+    return int(daemon.run(config) or 0)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from sentinel import status
+
+    state_dir: Optional[Path] = None
+    if args.spool:
+        spool_path = Path(args.spool)
+    else:
+        try:
+            config = resolve_config(args.config)
+        except ConfigError as exc:
+            if args.config:
+                return _report_config_error(exc)
+            # A config that is not ours to read (root's 0600 file) must not hide the runs.
+            print(f"sentinel: ignoring the config ({exc.problems[0]}); using the default spool",
+                  file=sys.stderr)
+            config = default_config()
+        spool_path = config.spool_path()
+        state_dir = config.state_path()
+    if not spool_path.is_dir():
+        print(f"sentinel: no spool at {spool_path} (no run has started yet)", file=sys.stderr)
+    report = status.collect(spool_path, state_dir)
+    print(status.render_json(report) if args.json else status.render_table(report))
+    return EXIT_OK
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    setup_logging("warning")  # the file permission warning shows on stderr
+    path = find_config(args.path)
+    if path is None:
+        config = default_config()
+        print("no config file found: the embedded default is in use "
+              f"(searched ${ENV_CONFIG}, {SYSTEM_CONFIG}, $XDG_CONFIG_HOME/sentinel/config.yaml)")
+    else:
+        try:
+            config = load_config(path)
+        except ConfigError as exc:
+            return _report_config_error(exc)
+        print(f"{path}: OK")
+    print(f"  spool:            {config.spool_path()}")
+    print(f"  language:         {config.language}")
+    print(f"  stall timeout:    {config.stall_timeout:g}s")
+    print(f"  alert on:         {', '.join(s for s in _state_order() if s in config.alert_on) or 'nothing'}")
+    for chan in config.channels.values():
+        print(f"  channel {chan.name}: type {chan.type}, language {chan.language}")
+    print(f"  default channels: {', '.join(config.default_channels) or 'none'}")
+    return EXIT_OK
+
+
+def _state_order() -> Sequence[str]:
+    from sentinel.alerts import ALERT_STATES
+
+    return ALERT_STATES
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    setup_logging("info")
+    try:
+        config = resolve_config(args.config)
+    except ConfigError as exc:
+        return _report_config_error(exc)
+    if args.channel and args.channel not in config.channels:
+        known = ", ".join(config.channels) or "none"
+        print(f"sentinel: no channel named {args.channel!r}; configured: {known}", file=sys.stderr)
+        return EXIT_CONFIG
+    from sentinel import selftest
+
+    return int(selftest.run_test(config, args.channel) or 0)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    command = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        args.parser.error("run: no command given (usage: sentinel run [--name NAME] -- CMD ...)")
+    from sentinel import runner
+
+    return runner.run_command(command, name=args.name, channels=args.channel or [])
+
+
+# ---------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from sentinel import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="sentinel",
+        description="Know within seconds that a training run finished, crashed, hung or was killed.",
+        epilog="Exit codes: 0 ok, 1 failure, 2 usage, 78 configuration error. "
+        "Config search: --config, $SENTINEL_CONFIG, /etc/sentinel/config.yaml, "
+        "$XDG_CONFIG_HOME/sentinel/config.yaml, else the embedded default (alerts on the console).",
+    )
+    parser.add_argument("--version", action="version", version=f"run-sentinel {__version__}")
+    sub = parser.add_subparsers(dest="command_name", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("daemon", help="watch the spool and send alerts (foreground; for systemd)",
+                       description="Watch every run in the spool and deliver alerts. Runs in the foreground "
+                       "and logs to stderr (journald-friendly under systemd).")
+    p.add_argument("--config", metavar="PATH", help="config file (default: the config search)")
+    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
+                   help="override the config's log_level")
+    p.set_defaults(func=cmd_daemon)
+
+    p = sub.add_parser("status", help="list the runs in the spool and their state",
+                       description="Every run in the spool: run id, name, pid, state, "
+                       "last heartbeat age, step.")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--config", metavar="PATH", help="config file that names the spool")
+    p.add_argument("--spool", metavar="DIR",
+                   help="spool directory (default: from the config, else the spool rule)")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("check-config", help="validate a config file and show what it configures",
+                       description="Validate a config file, reporting every problem with its key path "
+                       "and line.")
+    p.add_argument("path", nargs="?", metavar="PATH", help="config file (default: the config search)")
+    p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("test", help="send a test alert through a channel",
+                       description="Send a test alert through the real delivery path and print the answer.")
+    p.add_argument("channel", nargs="?", metavar="CHANNEL",
+                   help="channel name (default: the default channels)")
+    p.add_argument("--config", metavar="PATH", help="config file (default: the config search)")
+    p.set_defaults(func=cmd_test)
+
+    p = sub.add_parser("run", help="run any command as a watched job",
+                       usage="sentinel run [-h] [--name NAME] [--channel CHANNEL] -- CMD [ARG ...]",
+                       description="Run CMD as a watched child: its exit code or signal is recorded "
+                       "(finished, crashed, terminated), SIGINT/SIGTERM are forwarded to it, "
+                       "and sentinel exits with the child's status (128+N when killed by signal N).")
+    p.add_argument("--name", help="run name shown in alerts (default: the command)")
+    p.add_argument("--channel", action="append", metavar="CHANNEL",
+                   help="configured channel to alert (repeatable; default: the daemon's default channels)")
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD", help="the command and its arguments")
+    p.set_defaults(func=cmd_run, parser=p)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

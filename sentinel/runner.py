@@ -1,0 +1,132 @@
+"""`sentinel run -- CMD`: any command as a watched job.
+
+The wrapper is the watched process (its pid is in the run record), so a
+``kill -9`` of the wrapper is caught by the daemon like any run; as the
+child's parent it also knows how the child ended and records it:
+
+    exit 0                      finished
+    exit N != 0                 crashed, exit_code N
+    SIGINT                      aborted (signal SIGINT)
+    SIGSEGV, SIGABRT, SIGBUS …  crashed (signal; the program itself failed)
+    any other signal            terminated (signal, e.g. SIGTERM, SIGKILL)
+
+and exits with the child's status (128+N for signal N, as a shell reports it).
+
+Signals are taken synchronously (blocked, then ``sigwaitinfo``), which both
+avoids races with the child's exit and tells who sent them: a SIGINT sent by
+the kernel (Ctrl-C on the terminal) already reached the child, which shares
+our process group, so only signals sent by a process (``kill``) are forwarded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from sentinel import spool
+
+EXIT_NOT_FOUND = 127
+EXIT_NOT_EXECUTABLE = 126
+
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+# Signals by which a program dies of its own fault rather than being stopped.
+CRASH_SIGNALS = frozenset(
+    getattr(signal, name)
+    for name in ("SIGSEGV", "SIGABRT", "SIGBUS", "SIGFPE", "SIGILL", "SIGSYS", "SIGTRAP")
+    if hasattr(signal, name)
+)
+_SI_KERNEL = 0x80  # si_code of a signal the kernel raised itself (a terminal's ^C, ^\)
+
+
+def signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+def outcome(wait_status: int) -> tuple[spool.FinalRecord, int]:
+    """The final record for a child's wait status, and the status to exit with."""
+    now = time.time()
+    if os.WIFSIGNALED(wait_status):
+        signum = os.WTERMSIG(wait_status)
+        name = signal_name(signum)
+        if signum == signal.SIGINT:
+            state, text = "aborted", "interrupted (SIGINT)"
+        elif signum in CRASH_SIGNALS:
+            core = " (core dumped)" if os.WCOREDUMP(wait_status) else ""
+            state, text = "crashed", f"the command died of {name}{core}"
+        elif signum == signal.SIGKILL:
+            state = "terminated"
+            text = "the command was killed by SIGKILL (kill -9, or the kernel's OOM killer)"
+        else:
+            state, text = "terminated", f"the command was terminated by {name}"
+        return spool.FinalRecord(state=state, ended=now, signal=name, error=text), 128 + signum
+    code = os.WEXITSTATUS(wait_status) if os.WIFEXITED(wait_status) else 1
+    if code == 0:
+        return spool.FinalRecord(state="finished", ended=now, exit_code=0), 0
+    return spool.FinalRecord(state="crashed", ended=now, exit_code=code,
+                             error=f"the command exited with code {code}"), code
+
+
+def run_command(
+    command: Sequence[str],
+    *,
+    name: Optional[str] = None,
+    channels: Sequence[str] = (),
+    spool_path: Optional[Path] = None,
+) -> int:
+    """Run ``command`` watched; return the status to exit with."""
+    from sentinel.recorder import Recorder
+
+    waited = {signal.SIGCHLD, *FORWARDED}
+    previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, waited)
+    try:
+        # Opened after blocking: the heartbeat thread inherits the mask, so
+        # every signal comes to sigwaitinfo below. SIGTERM is ours to forward,
+        # not the recorder's to act on.
+        recorder = Recorder.open(
+            spool_path, name=name or shlex.join(command)[:200], labels={"command": shlex.join(command)},
+            channels=list(channels), source="run", handle_sigterm=False,
+        )
+        try:
+            # posix_spawn resets the child's mask: it sees signals as if run directly.
+            pid = os.posix_spawnp(command[0], list(command), dict(os.environ), setsigmask=())
+        except OSError as exc:
+            status = EXIT_NOT_FOUND if isinstance(exc, FileNotFoundError) else EXIT_NOT_EXECUTABLE
+            reason = "command not found" if status == EXIT_NOT_FOUND else (exc.strerror or str(exc))
+            print(f"sentinel: {command[0]}: {reason}", file=sys.stderr)
+            final = spool.FinalRecord(state="crashed", ended=time.time(), exit_code=status,
+                                      error=f"{command[0]}: {reason}")
+        else:
+            wait_status = _wait_forwarding(pid, waited, recorder)
+            final, status = outcome(wait_status)
+        recorder.finish(final.state, error=final.error, exit_code=final.exit_code, signal_name=final.signal)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
+    return status
+
+
+def _wait_forwarding(pid: int, waited: set, recorder: Any) -> int:
+    """Wait for ``pid`` to end, forwarding signals; return its wait status."""
+    while True:
+        # A SIGCHLD may have come and gone before we got here: look first, then wait.
+        done, wait_status = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return wait_status
+        # The child being alive is all the progress a wrapper can see; waking
+        # once per heartbeat to say so means a stall alert names a frozen wrapper.
+        recorder.note_progress()
+        info = signal.sigtimedwait(waited, recorder.interval)
+        if info is None or info.si_signo == signal.SIGCHLD:
+            continue
+        if info.si_code == _SI_KERNEL:
+            continue  # from the terminal: the child, in our process group, has it already
+        with contextlib.suppress(ProcessLookupError):  # it is exiting; waitpid tells how
+            os.kill(pid, info.si_signo)

@@ -1,0 +1,208 @@
+"""`sentinel status`: every run in the spool, as the records and the daemon see it.
+
+Read-only: nothing here writes to the spool or the daemon's state. A run's
+state comes from, in order of authority: its final record (the process said
+how it ended); what the daemon journalled about it (killed, lost, stalled);
+and otherwise the process identity (pid + start time + boot id) right now.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from sentinel import spool
+from sentinel.procid import ProcessIdentity
+
+log = logging.getLogger("sentinel.status")
+
+# Daemon verdicts that outrank what a bare process check can tell.
+_DEAD_VERDICTS = ("killed", "lost")
+
+
+@dataclass
+class RunStatus:
+    run_id: str
+    name: str
+    pid: int
+    user: str
+    hostname: str
+    source: str
+    started: float
+    state: str  # finished|crashed|aborted|terminated|killed|lost|stalled|running|dead
+    alive: bool  # the very process of the run exists now
+    daemon_state: Optional[str]  # the last state the daemon alerted on (its journal), if readable
+    last_beat: Optional[float]
+    beat_age: Optional[float]  # seconds since last_beat
+    step: Optional[int]
+    exit_code: Optional[int]
+    signal: Optional[str]
+    ended: Optional[float]
+
+
+@dataclass
+class SpoolStatus:
+    spool: str
+    daemon_pid: Optional[int]
+    daemon_alive: bool
+    runs: list[RunStatus]
+    skipped: list[str]  # "run_id: reason" for records that could not be read
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "spool": self.spool,
+            "daemon": {"pid": self.daemon_pid, "alive": self.daemon_alive},
+            "runs": [asdict(r) for r in self.runs],
+            "skipped": list(self.skipped),
+        }
+
+
+def collect(spool_path: Path, state_path: Optional[Path] = None, now: Optional[float] = None) -> SpoolStatus:
+    """Read every run under ``spool_path``; ``state_path`` is the daemon's
+    state directory (its alert journal is consulted when readable)."""
+    now = time.time() if now is None else now
+    journal = _journal_reader(state_path)
+    runs: list[RunStatus] = []
+    skipped: list[str] = []
+    for run_id in spool.list_run_ids(spool_path):
+        paths = spool.RunPaths(spool_path, run_id)
+        try:
+            record, _ = spool.read_run(paths.run)
+        except FileNotFoundError:
+            continue  # a run directory being created right now
+        except (spool.SpoolFormatError, OSError) as exc:
+            skipped.append(f"{run_id}: {exc}")
+            continue
+        runs.append(_run_status(record, paths, journal, now))
+    runs.sort(key=lambda r: (r.started, r.run_id))
+    daemon_pid, daemon_alive = _daemon(spool_path)
+    return SpoolStatus(str(spool_path), daemon_pid, daemon_alive, runs, skipped)
+
+
+def _run_status(record: spool.RunRecord, paths: spool.RunPaths, journal: Any, now: float) -> RunStatus:
+    progress = _optional(spool.read_progress, paths.beat)
+    final = _optional(spool.read_final, paths.final)
+    alive = ProcessIdentity(record.pid, record.start_ticks, record.boot_id).is_running()
+    verdict = journal(record.run_id) if journal else None
+    if final is not None:
+        state = final.state
+    elif verdict in _DEAD_VERDICTS:
+        state = verdict
+    elif alive:
+        state = "stalled" if verdict == "stalled" else "running"
+    else:
+        state = "dead"  # gone without a final record; the daemon has not said more (yet)
+    last_beat = progress.beat if progress else None
+    step = progress.step if progress else None
+    if final is not None and final.step is not None:
+        step = final.step
+    return RunStatus(
+        run_id=record.run_id,
+        name=record.name or record.labels.get("experiment", ""),
+        pid=record.pid,
+        user=record.user,
+        hostname=record.hostname,
+        source=record.source,
+        started=record.started,
+        state=state,
+        alive=alive,
+        daemon_state=verdict,
+        last_beat=last_beat,
+        beat_age=max(0.0, now - last_beat) if last_beat is not None else None,
+        step=step,
+        exit_code=final.exit_code if final else None,
+        signal=final.signal if final else None,
+        ended=final.ended if final else None,
+    )
+
+
+def _optional(reader: Any, path: Path) -> Any:
+    try:
+        return reader(path)
+    except (FileNotFoundError, spool.SpoolFormatError, OSError):
+        return None
+
+
+def _daemon(spool_path: Path) -> tuple[Optional[int], bool]:
+    try:
+        live, _ = spool.read_daemon_liveness(spool_path)
+    except (FileNotFoundError, spool.SpoolFormatError, OSError):
+        return None, False
+    return live.pid, ProcessIdentity(live.pid, live.start_ticks, live.boot_id).is_running()
+
+
+def _journal_reader(state_path: Optional[Path]) -> Any:
+    """A function run_id -> last state alert kind, or None when the daemon's
+    journal is absent or not ours to read (the system daemon keeps it 0700)."""
+    if state_path is None:
+        return None
+    root = Path(state_path) / "outbox"
+    try:
+        if not root.is_dir():
+            return None
+        from sentinel.outbox import Outbox
+
+        outbox = Outbox(root)
+    except Exception as exc:  # no journal is a normal answer here, never a failure
+        log.debug("daemon journal not readable at %s: %s", root, exc)
+        return None
+
+    def last_verdict(run_id: str) -> Optional[str]:
+        try:
+            alerts = outbox.journal(run_id)
+        except Exception as exc:
+            log.debug("daemon journal for %s not readable: %s", run_id, exc)
+            return None
+        kinds = [a.kind.value for a in alerts if a.kind.is_state]
+        return kinds[-1] if kinds else None
+
+    return last_verdict
+
+
+# ---------------------------------------------------------------- output
+
+
+def format_age(seconds: Optional[float]) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 90:
+        return f"{seconds:.0f}s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f}m"
+    if seconds < 36 * 3600:
+        return f"{seconds / 3600:.1f}h"
+    return f"{seconds / 86400:.1f}d"
+
+
+def render_json(status: SpoolStatus) -> str:
+    return json.dumps(status.to_dict(), indent=2, ensure_ascii=False)
+
+
+def render_table(status: SpoolStatus) -> str:
+    daemon = (
+        f"daemon pid {status.daemon_pid} watching" if status.daemon_alive
+        else "no daemon is watching this spool (start one: sentinel daemon)"
+    )
+    lines = [f"spool {status.spool}: {len(status.runs)} run(s); {daemon}"]
+    if status.runs:
+        header = ("RUN ID", "NAME", "PID", "STATE", "LAST BEAT", "STEP")
+        rows = [header]
+        for run in status.runs:
+            state = run.state
+            if run.signal:
+                state += f" ({run.signal})"
+            elif run.exit_code not in (None, 0):
+                state += f" (exit {run.exit_code})"
+            rows.append((run.run_id, run.name or "-", str(run.pid), state,
+                         format_age(run.beat_age) + (" ago" if run.beat_age is not None else ""),
+                         "-" if run.step is None else str(run.step)))
+        widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+        for row in rows:
+            lines.append("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
+    for note in status.skipped:
+        lines.append(f"skipped unreadable run record {note}")
+    return "\n".join(lines)

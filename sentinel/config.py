@@ -43,8 +43,6 @@ LANGUAGES = ("en", "zh")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 # Channel types known to the config, used only if the channel registry cannot be imported.
 FALLBACK_CHANNEL_TYPES = ("bark", "dingtalk", "slack", "console")
-# Keys handled by the config itself in a channel block; the rest go to the channel class.
-CHANNEL_COMMON_KEYS = ("type", "language")
 # Option names whose literal value in a file makes the file hold a secret.
 _SECRET_KEY_RE = re.compile(r"key|secret|token|webhook|password", re.IGNORECASE)
 _CHANNEL_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
@@ -58,7 +56,7 @@ _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, 
 class ChannelConfig:
     name: str
     type: str
-    options: dict[str, Any]  # validated, ${VAR}s substituted; includes secrets; no type/language
+    options: dict[str, Any]  # validated, ${VAR}s substituted; includes secrets; all but `type`
     language: str = "en"
 
 
@@ -262,6 +260,7 @@ class _Validator:
         self.lines: dict[Key, int] = {}
         self.constructor = yaml.constructor.SafeConstructor()
         self.declared_channels: Optional[list[str]] = None  # names under `channels`, valid or not
+        self.unresolved: set[Key] = set()  # values with an unset ${VAR}: reported once, not judged again
 
     # -- helpers
 
@@ -326,6 +325,7 @@ class _Validator:
                 return ""
             if name not in self.env:
                 self.problem(path, f"environment variable {name} is not set")
+                self.unresolved.add(tuple(path))
                 return ""
             return self.env[name]
 
@@ -440,18 +440,24 @@ class _Validator:
                 types_list = ", ".join(known_types)
                 self.problem(where + ("type",), f"unknown channel type {kind!r}; types are: {types_list}")
                 continue
+            cls = registry.get(kind) if registry else None
             chan_language = language
             if "language" in block:
-                chan_language = self.take(block, "language", where, _choice(LANGUAGES)) or language
-            options = {k: v for k, v in block.items() if k not in CHANNEL_COMMON_KEYS}
-            cls = registry.get(kind) if registry else None
+                if cls is None:  # else the channel's check_options judges it with the rest
+                    chan_language = self.take(block, "language", where, _choice(LANGUAGES)) or language
+                elif block["language"] in LANGUAGES:
+                    chan_language = block["language"]
+            # `language` stays among the options: a channel's own language outranks a run's.
+            options = {k: v for k, v in block.items() if k != "type"}
             if cls is not None:
                 try:
                     issues = list(cls.check_options(options))
                 except Exception as exc:  # a broken option value must not crash validation
                     issues = [("", f"invalid options ({exc.__class__.__name__}: {exc})")]
-                for key, message in issues:
-                    self.problem(where + ((key,) if key else ()), message)
+                for key, message in issues:  # key may be dotted: "level.killed"
+                    at = where + (tuple(str(key).split(".")) if key else ())
+                    if at not in self.unresolved:
+                        self.problem(at, message)
             out[name] = ChannelConfig(name, kind, options, chan_language)
         return out
 

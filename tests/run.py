@@ -1,0 +1,130 @@
+#!/usr/bin/env python3
+"""Set up everything the test suite needs, then run ruff and pytest.
+
+    python3 tests/run.py [PYTEST ARGS ...]
+
+Standard library only, so it works on a machine with nothing but Python 3.
+It creates (or reuses) three virtual environments in the repository root:
+
+    .venv                  this project, editable, with the test and swanlab
+                           extras (the latest SwanLab release)
+    .venv-swanlab-0.7.20   swanlab 0.7.20 + psutil (the vendored-callback era)
+    .venv-swanlab-0.6.11   swanlab 0.6.11 + swankit (the swankit-callback era)
+
+The older two only run victim scripts (with the repository on PYTHONPATH);
+tests find their interpreters through SENTINEL_TEST_PY_SWANLAB_0720 and
+SENTINEL_TEST_PY_SWANLAB_0611. An environment is reused when its marker
+file says it was built from the same requirements (and, for .venv, the same
+pyproject.toml); otherwise it is (re)installed.
+
+Exit status: non-zero if any step fails, including a pytest run that
+collected no test at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+ROOT = Path(__file__).resolve().parent.parent
+MARKER = ".sentinel-env"
+PYTEST_NO_TESTS = 5
+
+
+class Env:
+    def __init__(self, name: str, requirements: Sequence[str], env_var: Optional[str] = None,
+                 editable: bool = False) -> None:
+        self.name = name
+        self.dir = ROOT / name
+        self.requirements = list(requirements)
+        self.env_var = env_var
+        self.editable = editable
+
+    @property
+    def python(self) -> Path:
+        return self.dir / "bin" / "python"
+
+    def fingerprint(self) -> str:
+        digest = hashlib.sha256()
+        digest.update(sys.version.encode())
+        digest.update("\n".join(self.requirements).encode())
+        if self.editable:
+            digest.update((ROOT / "pyproject.toml").read_bytes())
+        return digest.hexdigest()
+
+
+ENVS = [
+    Env(".venv", [".[test,swanlab]"], editable=True),
+    Env(".venv-swanlab-0.7.20", ["swanlab==0.7.20", "psutil"], env_var="SENTINEL_TEST_PY_SWANLAB_0720"),
+    Env(".venv-swanlab-0.6.11", ["swanlab==0.6.11", "swankit"], env_var="SENTINEL_TEST_PY_SWANLAB_0611"),
+]
+
+
+def say(text: str) -> None:
+    print(f"[tests/run.py] {text}", flush=True)
+
+
+def run(argv: List[str], env: Optional[Dict[str, str]] = None) -> int:
+    say("$ " + " ".join(argv))
+    return subprocess.call(argv, cwd=ROOT, env=env)
+
+
+def ensure(venv: Env) -> bool:
+    """Create or update one environment; False if that failed."""
+    marker = venv.dir / MARKER
+    wanted = venv.fingerprint()
+    if venv.python.exists() and marker.exists() and marker.read_text().strip() == wanted:
+        say(f"{venv.name}: up to date")
+        return True
+    started = time.monotonic()
+    if not venv.python.exists():
+        say(f"{venv.name}: creating")
+        if run([sys.executable, "-m", "venv", "--clear", str(venv.dir)]) != 0:
+            return False
+    args = [str(venv.python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    for requirement in venv.requirements:
+        args += ["-e", requirement] if venv.editable else [requirement]
+    if run(args) != 0:
+        say(f"{venv.name}: installing {' '.join(venv.requirements)} failed")
+        return False
+    marker.write_text(wanted + "\n")
+    say(f"{venv.name}: ready in {time.monotonic() - started:.0f}s")
+    return True
+
+
+def main(argv: Sequence[str]) -> int:
+    if sys.version_info < (3, 9):  # noqa: UP036 -- run by whatever python3 a machine has
+        say(f"Python >= 3.9 is needed, this is {sys.version.split()[0]}")
+        return 1
+    for venv in ENVS:
+        if not ensure(venv):
+            return 1
+    env = dict(os.environ)
+    for venv in ENVS:
+        if venv.env_var:
+            env[venv.env_var] = str(venv.python)
+    python = str(ENVS[0].python)
+
+    failures = []
+    if run([python, "-m", "ruff", "check", "."], env) != 0:
+        failures.append("ruff check")
+    code = run([python, "-m", "pytest", *argv], env)
+    if code == PYTEST_NO_TESTS:
+        say("pytest collected no tests: that is a failure here")
+        failures.append("pytest (no tests ran)")
+    elif code != 0:
+        failures.append(f"pytest (exit {code})")
+    if failures:
+        say("FAILED: " + ", ".join(failures))
+        return 1
+    say("all passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,178 @@
+"""Delivery from inside the training process, for when no daemon is alive.
+
+This is what SwanLab's own notification plugins do, and it has their limit:
+a process that is killed cannot report its own death. It exists so that
+swapping an import for a drop-in callback never loses the alerts the user
+had before. One background thread sends, so the training thread never waits
+on the network; process exit waits for it, but only for a bounded time.
+
+The channel modules (and ``requests``) are imported here, lazily, on first
+use: a run with a live daemon never loads them.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
+
+from sentinel import spool
+from sentinel.alerts import Alert, AlertKind, from_run
+from sentinel.procid import ProcessIdentity
+
+if TYPE_CHECKING:
+    from sentinel.recorder import Recorder
+
+ATTEMPTS = 3
+RETRY_DELAY = 1.0  # seconds, doubled after each failed attempt
+MAX_RETRY_DELAY = 5.0
+
+
+def daemon_alive(spool_root: Path) -> bool:
+    """True if ``<spool>/daemon.json`` names a process that is running now."""
+    try:
+        liveness, _ = spool.read_daemon_liveness(spool_root)
+    except (OSError, spool.SpoolFormatError):
+        return False
+    return ProcessIdentity(liveness.pid, liveness.start_ticks, liveness.boot_id).is_running()
+
+
+def deliver_message(rec: Recorder, message: spool.Message) -> None:
+    alert = from_run(
+        f"{rec.run_id}.m{message.seq:08d}", AlertKind.MESSAGE, rec.record,
+        progress=None, now=message.time, text=message.text,
+    )
+    _sender().submit(alert, rec.inline_channels(), rec.record.language)
+
+
+def deliver_final(rec: Recorder) -> None:
+    final = rec.final
+    if final is None:
+        return
+    kind = AlertKind(final.state)
+    alert = from_run(f"{rec.run_id}.001.{kind.value}", kind, rec.record, final=final, now=final.ended)
+    _sender().submit(alert, rec.inline_channels(), rec.record.language)
+
+
+def drain(timeout: float) -> bool:
+    """Wait until every submitted alert was tried; False if time ran out."""
+    sender = _SENDER
+    return True if sender is None else sender.drain(timeout)
+
+
+class FallbackSender:
+    """One thread, one FIFO queue: alerts go out in the order they happened."""
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue[tuple[Alert, list[dict[str, Any]], Optional[str]]] = queue.Queue()
+        self._idle = threading.Condition()
+        self._pending = 0
+        self._thread: Optional[threading.Thread] = None
+        self._pid = os.getpid()
+
+    def submit(self, alert: Alert, channels: list[dict[str, Any]], language: Optional[str]) -> None:
+        if not channels or os.getpid() != self._pid:
+            return
+        with self._idle:
+            self._pending += 1
+        self._queue.put((alert, [dict(c) for c in channels], language))
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._work, name="sentinel-fallback", daemon=True)
+            try:
+                self._thread.start()
+            except RuntimeError:  # the interpreter is shutting down: send right here
+                self._thread = None
+                self._send_all_now()
+
+    def drain(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        with self._idle:
+            while self._pending > 0:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    _report("fallback-timeout", "gave up waiting for alerts still being sent from here")
+                    return False
+                self._idle.wait(left)
+        return True
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            self._send_one(*item)
+
+    def _send_all_now(self) -> None:
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            self._send_one(*item)
+
+    def _send_one(self, alert: Alert, channels: list[dict[str, Any]], language: Optional[str]) -> None:
+        try:
+            for options in channels:
+                _send_with_retries(alert, options, language)
+        finally:
+            with self._idle:
+                self._pending -= 1
+                self._idle.notify_all()
+
+
+def _send_with_retries(alert: Alert, options: dict[str, Any], language: Optional[str]) -> None:
+    from sentinel.channels import build_channel
+    from sentinel.channels.base import DeliveryError
+
+    opts = dict(options)
+    type_name = str(opts.get("type", "?"))
+    chosen_language = opts.pop("language", None) or language or "en"
+    try:
+        channel = build_channel(f"inline-{type_name}", opts, chosen_language)
+    except Exception as exc:
+        _report(f"build-{type_name}", f"cannot use the {type_name} channel from this process: {exc}")
+        return
+    delay = RETRY_DELAY
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            channel.send(alert)
+            return
+        except DeliveryError as exc:
+            if exc.permanent or attempt == ATTEMPTS:
+                _report(f"send-{type_name}", f"{type_name} alert not delivered: {exc}")
+                return
+            wait = min(MAX_RETRY_DELAY, max(delay, exc.retry_after or 0.0))
+        except Exception as exc:  # a channel bug must not end the sender thread
+            _report(f"send-{type_name}", f"{type_name} alert not delivered: {exc.__class__.__name__}")
+            return
+        time.sleep(wait)  # this is the sender's own thread, never training's
+        delay *= 2
+
+
+def _report(key: str, message: str) -> None:
+    from sentinel.recorder import report_once
+
+    report_once(key, message)
+
+
+_SENDER: Optional[FallbackSender] = None
+_SENDER_LOCK = threading.Lock()
+
+
+def _sender() -> FallbackSender:
+    global _SENDER
+    with _SENDER_LOCK:
+        if _SENDER is None or _SENDER._pid != os.getpid():
+            _SENDER = FallbackSender()
+        return _SENDER
+
+
+def _forget_sender_in_child() -> None:
+    global _SENDER, _SENDER_LOCK
+    _SENDER = None
+    _SENDER_LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_sender_in_child)

@@ -1,0 +1,586 @@
+"""One run as the training process sees it: memory, heartbeat thread, final record.
+
+The training thread only ever touches memory here (``note_progress``,
+``expect_pause``, ``send``): a daemon thread owns every spool write, so a
+``swanlab.log`` or a ``run.beat`` costs a few attribute stores. The thread
+rewrites ``beat.json`` every heartbeat interval whether or not anything was
+logged, which is how the daemon tells a live process from a dead one.
+
+Process-wide hooks, installed once and shared by every active run:
+
+* ``sys.excepthook`` records an uncaught exception as ``crashed`` (or
+  ``aborted`` for KeyboardInterrupt) with the traceback, then chains on.
+* ``sys.exit`` is wrapped to *remember* the status (nothing else changes),
+  because SwanLab reports ``sys.exit(1)`` as a success.
+* ``atexit`` ends any run still open as ``finished``.
+* SIGTERM: only when it still has its default disposition and we are on the
+  main thread; records ``terminated`` and then dies by the same signal.
+* ``os.register_at_fork``: a forked child (a DataLoader worker) forgets the
+  parent's runs, and every write also checks the pid, so a child never
+  writes as if it were the run.
+
+A spool that cannot be written (ENOSPC, read-only, permissions) is reported
+once on stderr and never raised into training. Stdlib only.
+"""
+
+from __future__ import annotations
+
+import atexit
+import numbers
+import os
+import pwd
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+from collections import deque
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+import sentinel
+from sentinel import spool
+from sentinel.procid import ProcessIdentity
+
+DEFAULT_HEARTBEAT_INTERVAL = 10.0
+ENV_HEARTBEAT_INTERVAL = "SENTINEL_HEARTBEAT_INTERVAL"
+MIN_HEARTBEAT_INTERVAL = 0.05
+# How long process exit may wait for in-process (no daemon) deliveries.
+FALLBACK_EXIT_TIMEOUT = 10.0
+
+_reported: set[str] = set()
+
+
+def report_once(key: str, message: str) -> None:
+    """Tell the user on stderr, once per process and ``key``; never raise."""
+    if key in _reported:
+        return
+    _reported.add(key)
+    try:
+        sys.stderr.write(f"sentinel: {message}\n")
+        sys.stderr.flush()
+    except Exception:
+        pass
+
+
+def heartbeat_interval_from_env(default: float = DEFAULT_HEARTBEAT_INTERVAL) -> float:
+    raw = os.environ.get(ENV_HEARTBEAT_INTERVAL)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        report_once("env-interval", f"ignoring {ENV_HEARTBEAT_INTERVAL}={raw!r}: not a number")
+        return default
+    return max(MIN_HEARTBEAT_INTERVAL, value)
+
+
+def exit_status_code(status: Any) -> int:
+    """The process exit status ``sys.exit(status)`` / ``SystemExit(status)`` gives."""
+    if status is None:
+        return 0
+    if isinstance(status, int):
+        return int(status)
+    return 1  # a message: Python prints it and exits with 1
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except (KeyError, OSError):
+        return os.environ.get("USER", "") or str(uid)
+
+
+def _numeric_scalars(values: Mapping[str, Any], into: dict[str, float]) -> dict[str, float]:
+    """Newest numeric values first, then older ones, at most MAX_SCALARS.
+
+    Only plain real numbers: converting a tensor here could force a device
+    sync from the heartbeat thread.
+    """
+    merged: dict[str, float] = {}
+    for key, value in list(values.items()):
+        if len(merged) >= spool.MAX_SCALARS:
+            break
+        if isinstance(value, numbers.Real) and not isinstance(value, bool):
+            merged[str(key)] = float(value)
+    for key, value in into.items():
+        if len(merged) >= spool.MAX_SCALARS:
+            break
+        merged.setdefault(key, value)
+    return merged
+
+
+class Recorder:
+    """The in-memory state of one run and the thread that writes it down.
+
+    Build one with ``Recorder.open(...)``. Every public method is safe to call
+    from any thread, never raises, and does nothing in a forked child.
+    """
+
+    def __init__(
+        self,
+        *,
+        spool_root: Path,
+        name: str = "",
+        labels: Optional[Mapping[str, Any]] = None,
+        channels: Sequence[spool.Channel] = (),
+        language: Optional[str] = None,
+        stall_timeout: Optional[float] = None,
+        heartbeat_interval: Optional[float] = None,
+        source: str = "watch",
+        handle_sigterm: bool = True,
+    ) -> None:
+        ident = ProcessIdentity.current()
+        interval = heartbeat_interval if heartbeat_interval is not None else heartbeat_interval_from_env()
+        self.interval = max(MIN_HEARTBEAT_INTERVAL, float(interval))
+        self.run_id = spool.new_run_id(ident.pid)
+        self.spool_root = Path(spool_root)
+        self.paths = spool.RunPaths(self.spool_root, self.run_id)
+        uid = os.getuid()
+        self.record = spool.RunRecord(
+            run_id=self.run_id,
+            pid=ident.pid,
+            start_ticks=ident.start_ticks,
+            boot_id=ident.boot_id,
+            hostname=socket.gethostname(),
+            uid=uid,
+            user=_user_name(uid),
+            cmdline=[sys.executable, *sys.argv],
+            cwd=_cwd(),
+            started=time.time(),
+            heartbeat_interval=self.interval,
+            stall_timeout=float(stall_timeout) if stall_timeout is not None else None,
+            name=name or "",
+            labels={str(k): str(v) for k, v in (labels or {}).items() if v is not None and v != ""},
+            channels=list(channels),
+            language=language,
+            source=source,
+            version=getattr(sentinel, "__version__", ""),
+        )
+        self.handle_sigterm = handle_sigterm
+        self._owner_pid = ident.pid
+        # Written by the training thread, read by the heartbeat thread. Plain
+        # attribute stores are atomic under the GIL; no lock on the hot path.
+        self._last_progress: Optional[float] = None
+        self._step: Optional[int] = None
+        self._fresh: Optional[Mapping[str, Any]] = None  # the latest scalars as reported
+        self._merged_from: Optional[Mapping[str, Any]] = None
+        self._scalars: dict[str, float] = {}
+        self._pause_until: Optional[float] = None
+        self._beat_now = False
+        self._outgoing: deque[tuple[float, str]] = deque()
+        # Owned by the heartbeat thread (and by finish, under the lock).
+        self._lock = threading.RLock()
+        self._wake = threading.Event()
+        self._stopping = False
+        self._ended = False
+        self._record_written = False
+        self._beat_seq = 0
+        self._msg_seq = 0
+        self._thread: Optional[threading.Thread] = None
+        self.final: Optional[spool.FinalRecord] = None
+
+    # ------------------------------------------------------------ lifecycle
+
+    @classmethod
+    def open(cls, spool_root: Optional[Path] = None, **kwargs: Any) -> Recorder:
+        """Create, record and start a run. Never raises on I/O trouble."""
+        rec = cls(spool_root=Path(spool_root) if spool_root is not None else spool.spool_dir(), **kwargs)
+        rec.start()
+        return rec
+
+    def start(self) -> None:
+        _install_process_hooks()
+        _ACTIVE.append(self)
+        if self.handle_sigterm:
+            _install_sigterm_handler()
+        with self._lock:
+            self._write_record()
+            self._write_beat(time.time())
+        self._announce_delivery_mode()
+        self._thread = threading.Thread(target=self._run_heartbeat, name="sentinel-heartbeat", daemon=True)
+        self._thread.start()
+
+    @property
+    def is_owner(self) -> bool:
+        return os.getpid() == self._owner_pid
+
+    @property
+    def ended(self) -> bool:
+        return self._ended
+
+    def add_channels(self, channels: Sequence[spool.Channel]) -> None:
+        """Alert these channels too (a second callback joined the run)."""
+        if not self.is_owner or self._ended:
+            return
+        with self._lock:
+            for channel in channels:
+                if channel not in self.record.channels:
+                    self.record.channels.append(channel)
+            self._record_written = False
+            self._write_record()
+
+    def update_labels(self, labels: Mapping[str, Any]) -> None:
+        if not self.is_owner or self._ended:
+            return
+        with self._lock:
+            for key, value in labels.items():
+                if value is not None and value != "":
+                    self.record.labels[str(key)] = str(value)
+            self._record_written = False
+            self._write_record()
+
+    # -------------------------------------------------- training-thread API
+
+    def note_progress(
+        self, step: Optional[int] = None, scalars: Optional[Mapping[str, Any]] = None,
+        when: Optional[float] = None,
+    ) -> None:
+        """The training code made progress. Memory only: the heartbeat thread
+        samples ``scalars`` (the latest report wins) when it next writes."""
+        self._last_progress = time.time() if when is None else when
+        if step is not None:
+            self._step = step
+        if scalars:
+            self._fresh = scalars
+
+    def expect_pause(self, seconds: float) -> None:
+        """No stall should be reported for ``seconds`` from now."""
+        try:
+            self._pause_until = time.time() + max(0.0, float(seconds))
+        except (TypeError, ValueError):
+            report_once("expect-pause", f"expect_pause needs seconds as a number, got {seconds!r}")
+            return
+        self._beat_now = True  # let the daemon know now, not at the next beat
+        self._wake.set()
+
+    def send(self, text: str) -> None:
+        """Queue a message; the heartbeat thread writes it to the spool at once."""
+        if not self.is_owner:
+            return
+        if self._ended:
+            _deliver_orphan_message(self, str(text))
+            return
+        self._outgoing.append((time.time(), str(text)))
+        self._wake.set()
+
+    # ------------------------------------------------------------- ending
+
+    def finish(
+        self,
+        state: str = "finished",
+        *,
+        error: Optional[str] = None,
+        exit_code: Optional[int] = None,
+        signal_name: Optional[str] = None,
+    ) -> None:
+        """Write the final record (once; later calls are ignored). Never raises."""
+        if not self.is_owner:
+            return
+        try:
+            self._finish(state, error, exit_code, signal_name)
+        except Exception as exc:  # never into training
+            report_once("finish", f"could not end run {self.run_id} cleanly: {exc!r}")
+
+    def _finish(
+        self, state: str, error: Optional[str], exit_code: Optional[int], signal_name: Optional[str]
+    ) -> None:
+        with self._lock:
+            if self._ended:
+                return
+            self._ended = True
+            self._stopping = True
+            self._wake.set()
+            if self in _ACTIVE:
+                _ACTIVE.remove(self)
+            if state == "finished" and _exit_status is not None:
+                # SwanLab (and atexit) call sys.exit(1) a success; the status says otherwise.
+                if _exit_status != 0:
+                    state, exit_code = "crashed", _exit_status
+                    error = error or f"sys.exit({_exit_status})"
+                elif exit_code is None:
+                    exit_code = 0
+            if state not in spool.FINAL_STATES:
+                state = "crashed"
+            self._merge_scalars()
+            self.final = spool.FinalRecord(
+                state=state,
+                ended=time.time(),
+                exit_code=exit_code,
+                signal=signal_name,
+                error=error,
+                step=self._step,
+                scalars=dict(self._scalars),
+            )
+            self._write_record()
+            self._flush_messages()
+            self._write(self.paths.final, self.final.to_dict(), durable=True)
+            if not _ACTIVE:
+                _restore_sigterm_handler()
+        self._deliver_final_without_daemon()
+
+    # ------------------------------------------------------ heartbeat thread
+
+    def _run_heartbeat(self) -> None:
+        next_beat = time.monotonic() + self.interval
+        while True:
+            timeout = next_beat - time.monotonic()
+            if timeout > 0 and self._wake.wait(timeout):
+                self._wake.clear()
+            if self._stopping or not self.is_owner:
+                return
+            try:
+                with self._lock:
+                    if self._ended:
+                        return
+                    self._write_record()  # retried until it lands (the spool may come back)
+                    self._flush_messages()
+                    now = time.monotonic()
+                    if now >= next_beat or self._beat_now:
+                        self._beat_now = False
+                        self._write_beat(time.time())
+                        next_beat = max(next_beat + self.interval, now + self.interval / 2)
+            except Exception as exc:  # a bug here must not kill the heartbeat
+                report_once("heartbeat", f"heartbeat error in run {self.run_id}: {exc!r}")
+
+    def _merge_scalars(self) -> None:
+        fresh = self._fresh
+        if fresh is None or fresh is self._merged_from:
+            return
+        try:
+            self._scalars = _numeric_scalars(fresh, self._scalars)
+            self._merged_from = fresh
+        except RuntimeError:
+            pass  # the dict changed under us; the next beat samples it again
+
+    def _progress(self, now: float) -> spool.Progress:
+        self._merge_scalars()
+        self._beat_seq += 1
+        return spool.Progress(
+            beat=now,
+            seq=self._beat_seq,
+            last_progress=self._last_progress,
+            step=self._step if isinstance(self._step, int) else None,
+            scalars=dict(self._scalars),
+            pause_until=self._pause_until,
+        )
+
+    def _write_beat(self, now: float) -> None:
+        self._write(self.paths.beat, self._progress(now).to_dict())
+
+    def _write_record(self) -> None:
+        if self._record_written:
+            return
+        # The spool first, on its own: makedirs gives only the leaf the 0700 mode.
+        if self._ensure_dir(self.spool_root) and self._ensure_dir(self.paths.dir) and self._write(
+            self.paths.run, self.record.to_dict(), durable=True
+        ):
+            self._record_written = True
+
+    def _flush_messages(self) -> None:
+        while self._outgoing:
+            when, text = self._outgoing.popleft()
+            self._msg_seq += 1
+            message = spool.Message(seq=self._msg_seq, time=when, text=text)
+            if self.inline_channels() and _daemon_watching(self.spool_root) is False:
+                # Sent from here, so not queued too: a daemon started later must not repeat it.
+                _deliver_without_daemon(self, message)
+                continue
+            written = self._ensure_dir(self.paths.messages) and self._write(
+                self.paths.message(message.seq), message.to_dict()
+            )
+            if not written:
+                _deliver_without_daemon(self, message)  # the spool failed; still try to tell
+
+    def _ensure_dir(self, path: Path) -> bool:
+        try:
+            spool.make_private_dir(path)
+            return True
+        except OSError as exc:
+            self._report_io(exc)
+            return False
+
+    def _write(self, path: Path, data: Mapping[str, Any], *, durable: bool = False) -> bool:
+        if not self.is_owner:
+            return False
+        try:
+            spool.write_json(path, data, durable=durable)
+            return True
+        except OSError as exc:
+            self._report_io(exc)
+            return False
+
+    def _report_io(self, exc: OSError) -> None:
+        report_once(
+            "spool-io",
+            f"cannot write to the spool {self.spool_root} ({exc.strerror or exc}); "
+            "training continues, but this run is not fully watched (reported once)",
+        )
+
+    # --------------------------------------------------- delivery mode
+
+    def inline_channels(self) -> list[dict[str, Any]]:
+        return [c for c in self.record.channels if isinstance(c, dict)]
+
+    def _announce_delivery_mode(self) -> None:
+        if _daemon_watching(self.spool_root) is not False:
+            return
+        if self.inline_channels():
+            report_once(
+                "no-daemon",
+                f"no sentinel daemon is watching {self.spool_root}: alerts for this run are sent "
+                "from this process, so a kill (SIGKILL, OOM) will not be reported",
+            )
+        else:
+            report_once(
+                "no-daemon",
+                f"no sentinel daemon is watching {self.spool_root}: this run is recorded there, "
+                "but only a running daemon (`sentinel daemon`) sends alerts",
+            )
+
+    def _deliver_final_without_daemon(self) -> None:
+        if self.final is None or not self.inline_channels():
+            return
+        if _daemon_watching(self.spool_root) is not False:
+            return
+        try:
+            from sentinel import fallback
+
+            fallback.deliver_final(self)
+        except Exception as exc:
+            report_once("fallback", f"could not send this run's end from the process: {exc!r}")
+
+
+def _cwd() -> str:
+    try:
+        return os.getcwd()
+    except OSError:
+        return ""
+
+
+def _daemon_watching(spool_root: Path) -> Optional[bool]:
+    """True/False if a daemon is/is not alive; never raises."""
+    try:
+        from sentinel.fallback import daemon_alive
+
+        return daemon_alive(spool_root)
+    except Exception:
+        return None
+
+
+def _deliver_without_daemon(rec: Recorder, message: spool.Message) -> None:
+    try:
+        from sentinel import fallback
+
+        fallback.deliver_message(rec, message)
+    except Exception as exc:
+        report_once("fallback", f"could not send a message from the process: {exc!r}")
+
+
+def _deliver_orphan_message(rec: Recorder, text: str) -> None:
+    """A message after the run ended: no spool record will carry it any more."""
+    rec._msg_seq += 1
+    _deliver_without_daemon(rec, spool.Message(seq=rec._msg_seq, time=time.time(), text=text))
+
+
+# ================================================================ process hooks
+
+_ACTIVE: list[Recorder] = []
+_hooks_installed = False
+_exit_status: Optional[int] = None  # what sys.exit was called with, on the main thread
+_previous_excepthook: Callable[..., Any] = sys.excepthook
+_original_exit: Callable[..., Any] = sys.exit
+_sigterm_installed = False
+
+
+def active_runs() -> list[Recorder]:
+    return list(_ACTIVE)
+
+
+def _install_process_hooks() -> None:
+    global _hooks_installed, _previous_excepthook, _original_exit
+    if _hooks_installed:
+        return
+    _hooks_installed = True
+    atexit.register(_at_exit)
+    _previous_excepthook = sys.excepthook
+    sys.excepthook = _excepthook
+    _original_exit = sys.exit
+    sys.exit = _exit_recording_status
+
+
+def _exit_recording_status(status: Any = None) -> None:
+    """``sys.exit`` as before; the status is only remembered for the final record."""
+    global _exit_status
+    if threading.current_thread() is threading.main_thread():
+        _exit_status = exit_status_code(status)
+    _original_exit(status)
+
+
+def _excepthook(exc_type: type, exc: BaseException, tb: Any) -> None:
+    try:
+        if _ACTIVE:
+            text = "".join(traceback.format_exception(exc_type, exc, tb))
+            for rec in list(_ACTIVE):
+                if issubclass(exc_type, KeyboardInterrupt):
+                    rec.finish("aborted", error=text, signal_name="SIGINT")
+                else:
+                    rec.finish("crashed", error=text, exit_code=1)
+    except Exception:
+        pass
+    _previous_excepthook(exc_type, exc, tb)
+
+
+def _at_exit() -> None:
+    for rec in list(_ACTIVE):
+        rec.finish("finished")
+    if "sentinel.fallback" in sys.modules:
+        sys.modules["sentinel.fallback"].drain(FALLBACK_EXIT_TIMEOUT)
+
+
+def _install_sigterm_handler() -> None:
+    """Only where it changes nothing else: SIGTERM still default, main thread."""
+    global _sigterm_installed
+    if _sigterm_installed or threading.current_thread() is not threading.main_thread():
+        return
+    try:
+        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+            return
+        signal.signal(signal.SIGTERM, _on_sigterm)
+        _sigterm_installed = True
+    except (ValueError, OSError):
+        pass
+
+
+def _restore_sigterm_handler() -> None:
+    global _sigterm_installed
+    if not _sigterm_installed or threading.current_thread() is not threading.main_thread():
+        return
+    try:
+        if signal.getsignal(signal.SIGTERM) is _on_sigterm:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        _sigterm_installed = False
+    except (ValueError, OSError):
+        pass
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    try:
+        for rec in list(_ACTIVE):
+            rec.finish("terminated", signal_name="SIGTERM")
+        if "sentinel.fallback" in sys.modules:
+            sys.modules["sentinel.fallback"].drain(FALLBACK_EXIT_TIMEOUT)
+    finally:
+        # Die exactly as the default disposition would have made us die.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
+        os._exit(128 + signal.SIGTERM)  # not reached: the signal is fatal now
+
+
+def _forget_runs_in_child() -> None:
+    _ACTIVE.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_runs_in_child)

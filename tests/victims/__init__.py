@@ -1,0 +1,1 @@
+"""Victim scripts: training stand-ins that tests start, signal and kill."""

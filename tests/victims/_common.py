@@ -1,0 +1,138 @@
+"""What every victim shares: its command line, and the behaviours to act out.
+
+Modes (what happens after ``--steps`` progress reports):
+  finish          end normally (explicit finish / leaving the block)
+  no-finish       just return from the script; atexit ends the run
+  exception       raise RuntimeError("boom from victim")
+  sys-exit-1      sys.exit(1)
+  sigint-self     send itself SIGINT (KeyboardInterrupt in the main thread)
+  sigterm-self    send itself SIGTERM
+  sleep-forever   keep reporting progress every --period s until killed
+  stall           stop reporting progress, stay alive (heartbeats go on) until killed
+  progress-then-stall-then-resume
+                  stall until --resume-file exists (or --stall-seconds pass),
+                  then report --steps more and finish
+  fork            fork a child that reports, sends and crashes as if it were
+                  the run; wait for it, then finish
+Every victim prints "READY <run_id>" once its run record is on disk, and
+"STALLED" / "RESUMED" / "DONE" at those points, so tests never sleep.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from typing import Callable, Optional
+
+MODES = (
+    "finish", "no-finish", "exception", "sys-exit-1", "sigint-self", "sigterm-self",
+    "sleep-forever", "stall", "progress-then-stall-then-resume", "fork",
+)
+FOREVER_LIMIT = 3600.0  # a victim nobody kills still ends by itself
+
+
+def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("mode", choices=MODES)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--period", type=float, default=0.05, help="seconds between progress reports")
+    parser.add_argument("--heartbeat", type=float, default=None, help="heartbeat interval (s)")
+    parser.add_argument("--stall-timeout", type=float, default=None)
+    parser.add_argument("--name", default=None)
+    parser.add_argument("--channel", action="append", default=[], help="inline channel, JSON")
+    parser.add_argument("--send", action="append", default=[], help="message(s) to send after the steps")
+    parser.add_argument("--resume-file", default=None)
+    parser.add_argument("--stall-seconds", type=float, default=None)
+    parser.add_argument("--user-sigterm-exit", type=int, default=None,
+                        help="install a SIGTERM handler that calls sys.exit(N) first")
+    parser.add_argument("--expect-pause", type=float, default=None)
+    args = parser.parse_args(argv)
+    args.channels = [json.loads(c) for c in args.channel]
+    return args
+
+
+def say(line: str) -> None:
+    print(line, flush=True)
+
+
+def install_user_sigterm(args: argparse.Namespace) -> None:
+    if args.user_sigterm_exit is not None:
+        code = args.user_sigterm_exit
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(code))
+
+
+def act(args: argparse.Namespace, report: Callable[[int], None], send: Callable[[str], None],
+        finish: Callable[[], None]) -> None:
+    """Act out ``args.mode``; ``report(step)`` is one unit of training progress."""
+    step = 0
+
+    def progress(n: int) -> None:
+        nonlocal step
+        for _ in range(n):
+            step += 1
+            report(step)
+            time.sleep(args.period)
+
+    progress(args.steps)
+    for text in args.send:
+        send(text)
+    mode = args.mode
+    if mode == "finish":
+        finish()
+    elif mode == "no-finish":
+        pass
+    elif mode == "exception":
+        raise RuntimeError("boom from victim")
+    elif mode == "sys-exit-1":
+        sys.exit(1)
+    elif mode == "sigint-self":
+        os.kill(os.getpid(), signal.SIGINT)
+        wait_forever()
+    elif mode == "sigterm-self":
+        os.kill(os.getpid(), signal.SIGTERM)
+        wait_forever()
+    elif mode == "sleep-forever":
+        say("RUNNING")
+        deadline = time.monotonic() + FOREVER_LIMIT
+        while time.monotonic() < deadline:
+            progress(1)
+    elif mode == "stall":
+        say("STALLED")
+        wait_forever()
+    elif mode == "progress-then-stall-then-resume":
+        say("STALLED")
+        wait_for_resume(args)
+        say("RESUMED")
+        progress(args.steps)
+        finish()
+    elif mode == "fork":
+        pid = os.fork()
+        if pid == 0:  # the child: everything here must leave the run alone
+            report(999)
+            send("from the child")
+            raise RuntimeError("child crash must not be recorded")
+        os.waitpid(pid, 0)
+        progress(1)
+        finish()
+    say("DONE")
+
+
+def wait_forever() -> None:
+    deadline = time.monotonic() + FOREVER_LIMIT
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def wait_for_resume(args: argparse.Namespace) -> None:
+    if args.stall_seconds is not None:
+        time.sleep(args.stall_seconds)
+        return
+    deadline = time.monotonic() + FOREVER_LIMIT
+    while time.monotonic() < deadline:
+        if args.resume_file and os.path.exists(args.resume_file):
+            return
+        time.sleep(0.02)

@@ -1,0 +1,73 @@
+"""A training stand-in using real SwanLab (offline mode) with a sentinel callback.
+
+    python tests/victims/swanlab_victim.py MODE [options] [--dropin KIND --dropin-args JSON]
+
+Works with every SwanLab the adapter supports (>= 0.8, 0.6.12-0.7.x,
+<= 0.6.11 with swankit). ``--dropin bark|dingtalk|slack`` uses the drop-in
+notification callback built from ``--dropin-args`` (JSON keyword arguments)
+instead of a plain SentinelCallback, and ``--send`` goes through its
+``send_msg``. ``swanlab.finish()`` is the explicit finish.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import _common  # noqa: E402
+
+
+def main() -> None:
+    argv = sys.argv[1:]
+    dropin, dropin_args, also_plain = None, {}, False
+    if "--dropin" in argv:
+        i = argv.index("--dropin")
+        dropin = argv[i + 1]
+        del argv[i : i + 2]
+    if "--dropin-args" in argv:
+        i = argv.index("--dropin-args")
+        dropin_args = json.loads(argv[i + 1])
+        del argv[i : i + 2]
+    if "--also-plain" in argv:  # a SentinelCallback next to the drop-in: still one run
+        argv.remove("--also-plain")
+        also_plain = True
+    args = _common.parse_args(argv)
+    _common.install_user_sigterm(args)
+
+    import swanlab
+
+    import sentinel
+
+    options = dict(name=args.name, channels=args.channels, stall_timeout=args.stall_timeout,
+                   heartbeat_interval=args.heartbeat)
+    callbacks = []
+    if dropin:
+        cls = {"bark": sentinel.BarkCallback, "dingtalk": sentinel.DingTalkCallback,
+               "slack": sentinel.SlackCallback}[dropin]
+        callback = cls(**dropin_args, heartbeat_interval=args.heartbeat)
+        callbacks.append(callback)
+        send = callback.send_msg
+        if also_plain:
+            callbacks.append(sentinel.SentinelCallback(**options))
+    else:
+        callback = sentinel.SentinelCallback(**options)
+        callbacks.append(callback)
+
+        def send(text: str) -> None:  # a plain SentinelCallback has no send_msg
+            callback.recorder.send(text)
+
+    swanlab.init(project="victim-project", experiment_name=f"exp-{args.mode}",
+                 description="a victim run", mode="offline", callbacks=callbacks)
+    _common.say(f"READY {callback.run_id}")
+
+    def report(step: int) -> None:
+        swanlab.log({"loss": 1.0 / step, "acc": step / 100.0}, step=step)
+
+    _common.act(args, report, send, swanlab.finish)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""A training stand-in watched with ``sentinel.watch``.
+
+    python tests/victims/watch_victim.py MODE [options]   (see _common.py)
+
+Runs with only ``PYTHONPATH`` pointing at the project: stdlib and sentinel.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import _common  # noqa: E402
+
+import sentinel  # noqa: E402
+
+
+def main() -> None:
+    args = _common.parse_args()
+    _common.install_user_sigterm(args)
+    run = sentinel.watch(
+        name=args.name or f"watch-{args.mode}",
+        channels=args.channels,
+        stall_timeout=args.stall_timeout,
+        heartbeat_interval=args.heartbeat,
+    )
+    _common.say(f"READY {run.run_id}")
+    if args.expect_pause is not None:
+        run.expect_pause(args.expect_pause)
+
+    def report(step: int) -> None:
+        run.beat(step=step, loss=1.0 / step, lr=0.1)
+
+    if args.mode == "no-finish":  # no with-block, no finish(): atexit ends it
+        _common.act(args, report, run.send, lambda: None)
+        return
+    with run:
+        _common.act(args, report, run.send, lambda: None)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,171 @@
+"""`sentinel run -- CMD`: the wrapper knows how its child ended and says so."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import resource
+import signal
+import subprocess
+import sys
+import termios
+from pathlib import Path
+
+import pytest
+
+from sentinel import spool
+from tests.cli_helpers import SENTINEL, final_of, only_run, read_line, run_sentinel, sentinel_env, wait_for
+
+PY = sys.executable
+# A child that says when it is ready, then waits to be signalled.
+WAITER = "import time; print('ready', flush=True); time.sleep(3600)"
+
+
+def no_core_dumps() -> None:
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+@pytest.fixture
+def spool_path(tmp_path: Path) -> Path:
+    return tmp_path / "spool"
+
+
+def run(spool_path: Path, *command: str, name: str = "job") -> subprocess.CompletedProcess:
+    return run_sentinel(["run", "--name", name, "--", *command], sentinel_env(spool_path),
+                        preexec_fn=no_core_dumps, cwd=spool_path.parent)
+
+
+def test_success_is_finished(spool_path: Path) -> None:
+    result = run(spool_path, PY, "-c", "print('hello from the job')", name="hello")
+    assert result.returncode == 0, result.stderr
+    assert "hello from the job" in result.stdout  # the child's output is its own
+    paths = only_run(spool_path)
+    record, _ = spool.read_run(paths.run)
+    assert record.name == "hello"
+    assert record.source == "run"
+    assert "print('hello from the job')" in record.labels["command"]
+    final = final_of(paths)
+    assert final is not None and final.state == "finished" and final.exit_code == 0
+    assert spool.read_progress(paths.beat).beat >= record.started
+
+
+def test_wrapper_pid_is_the_watched_process(spool_path: Path) -> None:
+    proc = subprocess.Popen([*SENTINEL, "run", "--", PY, "-c", WAITER], env=sentinel_env(spool_path),
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        assert read_line(proc.stdout) == b"ready\n"
+        paths = wait_for(lambda: spool.list_run_ids(spool_path) and only_run(spool_path), what="run record")
+        record, _ = spool.read_run(paths.run)
+        assert record.pid == proc.pid
+        assert final_of(paths) is None  # still running
+    finally:
+        proc.kill()
+        proc.wait(timeout=60)
+        proc.stdout.close()
+
+
+def test_exit_code_is_crashed_with_the_code(spool_path: Path) -> None:
+    result = run(spool_path, PY, "-c", "import sys; sys.exit(3)")
+    assert result.returncode == 3
+    final = final_of(only_run(spool_path))
+    assert final.state == "crashed"
+    assert final.exit_code == 3
+    assert final.signal is None
+    assert "exited with code 3" in final.error
+
+
+@pytest.mark.parametrize("signame,state,status", [
+    ("SIGKILL", "terminated", 128 + 9),
+    ("SIGSEGV", "crashed", 128 + 11),
+    ("SIGTERM", "terminated", 128 + 15),
+    ("SIGUSR1", "terminated", 128 + 10),
+])
+def test_death_by_signal_is_recorded_with_the_signal(spool_path: Path, signame: str, state: str,
+                                                     status: int) -> None:
+    code = f"import os, signal; os.kill(os.getpid(), signal.{signame})"
+    result = run(spool_path, PY, "-c", code)
+    assert result.returncode == status
+    final = final_of(only_run(spool_path))
+    assert (final.state, final.signal, final.exit_code) == (state, signame, None)
+    assert signame in final.error
+
+
+def test_command_not_found(spool_path: Path) -> None:
+    result = run(spool_path, "no-such-command-for-sentinel-tests")
+    assert result.returncode == 127
+    assert "no-such-command-for-sentinel-tests: command not found" in result.stderr
+    final = final_of(only_run(spool_path))
+    assert (final.state, final.exit_code) == ("crashed", 127)
+
+
+def test_no_command_is_a_usage_error(spool_path: Path) -> None:
+    result = run_sentinel(["run", "--name", "x", "--"], sentinel_env(spool_path))
+    assert result.returncode == 2
+    assert "no command given" in result.stderr
+    assert not spool.list_run_ids(spool_path)
+
+
+@pytest.mark.parametrize("sig,state,status", [
+    (signal.SIGTERM, "terminated", 128 + 15),
+    (signal.SIGINT, "aborted", 128 + 2),
+])
+def test_signals_to_the_wrapper_are_forwarded(spool_path: Path, sig: int, state: str, status: int) -> None:
+    proc = subprocess.Popen([*SENTINEL, "run", "--", PY, "-c", WAITER], env=sentinel_env(spool_path),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert read_line(proc.stdout) == b"ready\n"
+        proc.send_signal(sig)
+        assert proc.wait(timeout=60) == status
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+    final = final_of(only_run(spool_path))
+    assert (final.state, final.signal) == (state, signal.Signals(sig).name)
+
+
+CHILD_LOGGING_SIGNALS = """
+import signal, sys
+log = open(sys.argv[1], "a", buffering=1)
+def on_signal(signum, frame):
+    log.write(signal.Signals(signum).name + "\\n")
+    if signum == signal.SIGTERM:
+        sys.exit(0)
+signal.signal(signal.SIGINT, on_signal)
+signal.signal(signal.SIGTERM, on_signal)
+print("ready", flush=True)
+while True:
+    signal.pause()
+"""
+
+
+def test_ctrl_c_on_the_terminal_reaches_the_child_once(spool_path: Path, tmp_path: Path) -> None:
+    """^C on a terminal signals the whole foreground process group: the child
+    has it already, so the wrapper must not send a second one. A SIGTERM sent
+    afterwards by a process is forwarded; the child's log shows the order."""
+    log = tmp_path / "signals.log"
+    master, slave = os.openpty()
+
+    def own_terminal() -> None:  # runs in the new session: the pty becomes its terminal
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    proc = subprocess.Popen([*SENTINEL, "run", "--", PY, "-c", CHILD_LOGGING_SIGNALS, str(log)],
+                            env=sentinel_env(spool_path), stdin=slave, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, start_new_session=True, preexec_fn=own_terminal)
+    os.close(slave)
+    try:
+        assert read_line(proc.stdout) == b"ready\n"
+        os.write(master, b"\x03")  # the terminal's interrupt character
+        wait_for(lambda: log.exists() and "SIGINT" in log.read_text(), what="the child's SIGINT")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        os.close(master)
+    assert log.read_text().split() == ["SIGINT", "SIGTERM"]
+    assert final_of(only_run(spool_path)).state == "finished"

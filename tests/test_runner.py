@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import os
 import resource
+import shlex
 import signal
 import subprocess
 import sys
@@ -43,7 +44,7 @@ def test_success_is_finished(spool_path: Path) -> None:
     record, _ = spool.read_run(paths.run)
     assert record.name == "hello"
     assert record.source == "run"
-    assert "print('hello from the job')" in record.labels["command"]
+    assert shlex.split(record.labels["command"]) == [PY, "-c", "print('hello from the job')"]
     final = final_of(paths)
     assert final is not None and final.state == "finished" and final.exit_code == 0
     assert spool.read_progress(paths.beat).beat >= record.started

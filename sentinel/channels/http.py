@@ -1,0 +1,145 @@
+"""The one place that talks to the network.
+
+Every channel posts through ``post_json``: it always has a timeout, never
+follows a redirect (a webhook that moved should be reconfigured, and a
+redirect could carry a token to another host), reads a bounded amount of the
+answer, and turns anything that went wrong on the way into a ``DeliveryError``
+whose message has the secrets masked. Classifying what the service *said* is
+the channel's job; ``raise_for_status`` covers the HTTP rules they share.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Optional, Tuple, Union
+
+import sentinel
+from sentinel.channels.base import DeliveryError
+from sentinel.redact import redact
+
+# (connect, read) seconds. An alert that cannot be handed over in this time
+# is retried later rather than blocking the channel's queue.
+DEFAULT_TIMEOUT = (5.0, 15.0)
+MAX_ANSWER_BYTES = 64 * 1024
+USER_AGENT = f"run-sentinel/{getattr(sentinel, '__version__', '0')}"
+
+# Retry-After larger than this is not believed (a day is already generous).
+MAX_RETRY_AFTER = 24 * 3600.0
+
+
+@dataclass
+class Answer:
+    """What a service said, enough to classify it."""
+
+    status: int
+    text: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def json(self) -> Optional[Any]:
+        try:
+            return json.loads(self.text)
+        except ValueError:
+            return None
+
+    def brief(self, limit: int = 200) -> str:
+        text = " ".join(self.text.split())
+        return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def post_json(
+    url: str,
+    payload: Any,
+    *,
+    secrets: Iterable[Optional[str]] = (),
+    timeout: Union[Tuple[float, float], float] = DEFAULT_TIMEOUT,
+    what: str = "request",
+) -> Answer:
+    """POST ``payload`` as UTF-8 JSON to ``url``; return the answer.
+
+    Raises a transient DeliveryError for connection errors, timeouts and
+    anything else that kept an answer from arriving.
+    """
+    import requests  # daemon-side dependency; importing channels stays cheap
+
+    if not timeout:
+        raise ValueError("a timeout is mandatory")
+    secrets = list(secrets)
+    body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+    headers = {"Content-Type": "application/json; charset=utf-8", "User-Agent": USER_AGENT}
+    try:
+        with requests.post(
+            url, data=body, headers=headers, timeout=timeout, allow_redirects=False, stream=True
+        ) as response:
+            raw = response.raw.read(MAX_ANSWER_BYTES, decode_content=True) or b""
+            text = raw.decode(response.encoding or "utf-8", "replace")
+            return Answer(response.status_code, text, dict(response.headers))
+    except requests.exceptions.Timeout:
+        raise DeliveryError(f"{what} timed out (no answer within {_seconds(timeout)})") from None
+    except requests.exceptions.ConnectionError as exc:
+        raise DeliveryError(f"{what} failed to connect: {redact(_root_cause(exc), secrets)}") from None
+    except requests.exceptions.InvalidURL as exc:
+        raise DeliveryError(f"{what} URL is invalid: {redact(exc, secrets)}", permanent=True) from None
+    except requests.exceptions.RequestException as exc:
+        raise DeliveryError(f"{what} failed: {redact(_root_cause(exc), secrets)}") from None
+
+
+def raise_for_status(answer: Answer, *, what: str, secrets: Iterable[Optional[str]] = (),
+                     now: Optional[float] = None) -> None:
+    """The HTTP rules every webhook shares: 2xx passes; 429 and 5xx are
+    transient (honouring Retry-After); a redirect and other 4xx are permanent."""
+    status = answer.status
+    if 200 <= status < 300:
+        return
+    brief = redact(answer.brief(), secrets)
+    if status == 429 or status >= 500:
+        raise DeliveryError(
+            f"{what} answered HTTP {status}: {brief}",
+            retry_after=parse_retry_after(answer.headers.get("Retry-After"), now),
+        )
+    if 300 <= status < 400:
+        location = redact(answer.headers.get("Location", "?"), secrets)
+        raise DeliveryError(f"{what} redirected (HTTP {status}) to {location}; configure that URL",
+                            permanent=True)
+    raise DeliveryError(f"{what} refused the request: HTTP {status}: {brief}", permanent=True)
+
+
+def parse_retry_after(value: Optional[str], now: Optional[float] = None) -> Optional[float]:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when is None:
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if seconds != seconds:  # NaN
+        return None
+    return min(max(0.0, seconds), MAX_RETRY_AFTER)
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The innermost reason ("Connection refused"), not urllib3's nested repr."""
+    seen = exc
+    while seen.__context__ is not None or seen.__cause__ is not None:
+        seen = seen.__cause__ or seen.__context__  # type: ignore[assignment]
+    reason = str(seen) or seen.__class__.__name__
+    # urllib3 messages put the reason last: "...: Failed to establish a new connection: [Errno 111] ..."
+    for marker in ("[Errno", "Read timed out", "Connection aborted", "RemoteDisconnected"):
+        index = reason.find(marker)
+        if index >= 0:
+            return reason[index:].rstrip(")'\"")
+    return reason
+
+
+def _seconds(timeout: Union[Tuple[float, float], float]) -> str:
+    total = sum(timeout) if isinstance(timeout, tuple) else timeout
+    return f"{total:g} s"

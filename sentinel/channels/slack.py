@@ -1,0 +1,80 @@
+"""Slack incoming webhook: ``text`` (notification and fallback) + Block Kit ``blocks``.
+
+200 ``ok`` is success. 429 (with Retry-After) and 5xx are transient. The
+4xx answers Slack documents for webhooks name a configuration that will not
+heal by itself, so they are permanent, each with what to do about it.
+Slack allows about one message per second per webhook (``min_interval``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, ClassVar, Mapping
+
+from sentinel.alerts import Alert
+from sentinel.channels import http
+from sentinel.channels.base import Channel, DeliveryError
+from sentinel.channels.options import check_language, check_url, language_for, unknown_keys
+from sentinel.redact import redact
+from sentinel.render import render_slack
+
+ERRORS = {
+    "invalid_payload": "Slack could not understand the message; please report this as a run-sentinel bug",
+    "no_text": "Slack got a message without text; please report this as a run-sentinel bug",
+    "invalid_blocks": "Slack refused the message layout; please report this as a run-sentinel bug",
+    "invalid_blocks_format": "Slack refused the message layout; please report this as a run-sentinel bug",
+    "user_not_found": "the user this webhook posts as does not exist",
+    "action_prohibited": "the workspace restricts this webhook; ask a Slack admin",
+    "invalid_token": "the webhook's token is no longer valid; create a new incoming webhook",
+    "no_service": "the webhook was removed or disabled; create a new one and update webhook_url",
+    "no_service_id": "the webhook URL is incomplete; copy it again from Slack",
+    "no_team": "the Slack workspace no longer exists",
+    "team_disabled": "the Slack workspace is disabled",
+    "channel_not_found": "the webhook's channel no longer exists; create a webhook for another channel",
+    "channel_is_archived": "the webhook's channel is archived; unarchive it or use another channel",
+    "posting_to_general_channel_denied": "only admins may post to this channel",
+}
+
+
+class SlackChannel(Channel):
+    type_name: ClassVar[str] = "slack"
+    min_interval: ClassVar[float] = 1.0
+    OPTIONS = ("webhook_url", "language")
+
+    def __init__(self, name: str, options: Mapping[str, Any], language: str = "en") -> None:
+        super().__init__(name, options, language)
+        self.webhook_url: str = self.options["webhook_url"]
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> list[tuple[str, str]]:
+        problems = unknown_keys(options, cls.OPTIONS)
+        problems += check_url(options, "webhook_url", required=True)
+        problems += check_language(options)
+        return problems
+
+    def secrets(self) -> list[str]:
+        # The path after /services/ is the credential.
+        path_parts = [p for p in self.webhook_url.split("/services/", 1)[-1].split("/") if len(p) >= 8]
+        return [self.webhook_url, *path_parts]
+
+    def pace_key(self) -> str:
+        return "slack:" + hashlib.sha256(self.webhook_url.encode()).hexdigest()[:16]
+
+    def payload(self, alert: Alert) -> dict[str, Any]:
+        return render_slack(alert, language_for(self, alert))
+
+    def send(self, alert: Alert) -> str:
+        answer = http.post_json(self.webhook_url, self.payload(alert), secrets=self.secrets(), what="Slack")
+        return self.classify(answer)
+
+    def classify(self, answer: http.Answer) -> str:
+        body = redact(answer.brief(120), self.secrets())
+        if 200 <= answer.status < 300:
+            return f"Slack: {answer.status} {body}".rstrip()
+        error = body.strip()
+        if answer.status == 429 or answer.status >= 500:
+            http.raise_for_status(answer, what="Slack", secrets=self.secrets())
+        if error in ERRORS:
+            raise DeliveryError(f"Slack: HTTP {answer.status} {error} — {ERRORS[error]}", permanent=True)
+        http.raise_for_status(answer, what="Slack", secrets=self.secrets())
+        raise DeliveryError(f"Slack: HTTP {answer.status} {error}", permanent=True)  # 1xx: not reached

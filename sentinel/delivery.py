@@ -1,0 +1,349 @@
+"""Delivery workers: from the outbox to the channels, one thread per channel.
+
+Detection never waits for the network: the daemon enqueues (durably) and
+calls ``wake()``; each channel's worker sends its oldest pending alert first
+(FIFO keeps a run's messages in order), paces requests to what the service
+allows, retries transient failures on the outbox's schedule and lets the
+outbox dead-letter permanent ones.
+
+Pacing is per destination (``pace_key``: two channel entries naming one
+webhook share a budget). A channel with a per-window ``rate_limit`` and
+``supports_digest`` (DingTalk: 20 messages a minute per robot) gets its
+backlog merged into one digest message when sending it one by one would
+exceed the limit.
+
+Time comes from ``clock`` (and jitter from ``rand``), so tests drive the
+schedule without waiting for real backoff delays.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional
+
+from sentinel.channels import build_channel
+from sentinel.channels.base import Channel, DeliveryError
+from sentinel.outbox import Outbox, PendingDelivery
+from sentinel.redact import redact
+from sentinel.spool import SpoolFormatError, make_private_dir, read_json, write_json
+
+log = logging.getLogger("sentinel.delivery")
+
+IDLE_WAIT = 60.0  # a worker with nothing to do re-checks this often anyway
+MAX_DIGEST = 50  # alerts merged into one digest at most
+INLINE_DIR = "inline"
+
+
+# ---------------------------------------------------------------- pacing
+
+
+class RateLimiter:
+    """Pacing for one destination: at least ``min_interval`` between
+    requests, and at most ``max_count`` in any ``window`` seconds.
+    Pure bookkeeping: the caller passes the time."""
+
+    def __init__(self, min_interval: float = 0.0, max_count: Optional[int] = None,
+                 window: float = 60.0) -> None:
+        self.min_interval = min_interval
+        self.max_count = max_count
+        self.window = window
+        self.lock = threading.Lock()
+        self._sent: deque[float] = deque()
+
+    def _forget_old(self, now: float) -> None:
+        keep = max(self.window, self.min_interval)
+        while self._sent and self._sent[0] <= now - keep:
+            self._sent.popleft()
+
+    def next_allowed(self, now: float) -> float:
+        self._forget_old(now)
+        when = now
+        if self._sent:
+            when = max(when, self._sent[-1] + self.min_interval)
+        if self.max_count is not None and len(self._sent) >= self.max_count:
+            when = max(when, self._sent[-self.max_count] + self.window)
+        return when
+
+    def remaining(self, now: float) -> Optional[int]:
+        """Requests still allowed in the current window (None: no limit)."""
+        if self.max_count is None:
+            return None
+        self._forget_old(now)
+        return max(0, self.max_count - sum(1 for t in self._sent if t > now - self.window))
+
+    def record(self, now: float) -> None:
+        self._sent.append(now)
+
+
+def pace_key(name: str, channel: Channel) -> str:
+    key = getattr(channel, "pace_key", None)
+    return key() if callable(key) else f"channel:{name}"
+
+
+# ---------------------------------------------------------------- channels
+
+
+class ChannelSet:
+    """Channel names -> channels: the configured ones, and inline ones a run
+    brought in its record (registered by the daemon under a stable name).
+
+    Inline channels are also kept in ``inline_dir`` (0600 in the daemon's
+    0700 state directory), so alerts still pending for them after a restart
+    can be delivered even when the run's record is gone.
+    """
+
+    def __init__(self, channels: Optional[Mapping[str, Channel]] = None, *,
+                 inline_dir: Optional[Path] = None, language: str = "en") -> None:
+        self._channels: dict[str, Channel] = dict(channels or {})
+        self._inline_dir = Path(inline_dir) if inline_dir is not None else None
+        self._language = language
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_config(cls, config: Any) -> ChannelSet:
+        channels: dict[str, Channel] = {}
+        for name, chan in config.channels.items():
+            try:
+                channels[name] = build_channel(name, {"type": chan.type, **chan.options}, chan.language)
+            except ValueError as exc:  # validated config: only a bug gets here
+                log.error("channel %s is unusable: %s", name, redact(exc))
+        return cls(channels, inline_dir=config.state_path() / INLINE_DIR, language=config.language)
+
+    def names(self) -> list[str]:
+        with self._lock:
+            return list(self._channels)
+
+    def get(self, name: str) -> Optional[Channel]:
+        with self._lock:
+            channel = self._channels.get(name)
+            if channel is None and name.startswith("inline-"):
+                channel = self._load_inline(name)
+            return channel
+
+    def register_inline(self, options: Mapping[str, Any]) -> str:
+        """A stable name for an inline channel (``inline-<hash>``, no secret in
+        it). Raises ValueError (secrets masked) for invalid options."""
+        if not isinstance(options, Mapping):
+            raise ValueError("an inline channel must be a mapping of options")
+        canonical = json.dumps(dict(options), sort_keys=True, ensure_ascii=False, default=str)
+        name = "inline-" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+        with self._lock:
+            if name in self._channels:
+                return name
+            try:
+                channel = self._build_inline(name, options)
+            except ValueError as exc:
+                raise ValueError(redact(exc, _string_values(options))) from None
+            self._channels[name] = channel
+            if self._inline_dir is not None:
+                try:
+                    make_private_dir(self._inline_dir)
+                    write_json(self._inline_dir / f"{name}.json", {"v": 1, "options": dict(options)},
+                               durable=True)
+                except OSError as exc:
+                    log.warning("cannot keep inline channel %s for restarts: %s", name, exc.strerror)
+            return name
+
+    def _build_inline(self, name: str, options: Mapping[str, Any]) -> Channel:
+        channel = build_channel(name, options, options.get("language"))
+        if getattr(channel, "follow_run_language", False):
+            channel.language = self._language  # when the run names no language either
+        return channel
+
+    def _load_inline(self, name: str) -> Optional[Channel]:
+        if self._inline_dir is None or "/" in name:
+            return None
+        try:
+            data, _ = read_json(self._inline_dir / f"{name}.json")
+            channel = self._build_inline(name, data["options"])
+        except FileNotFoundError:
+            return None
+        except (SpoolFormatError, KeyError, TypeError, ValueError) as exc:
+            log.error("inline channel %s cannot be restored: %s", name, redact(exc))
+            return None
+        self._channels[name] = channel
+        return channel
+
+
+def _string_values(options: Mapping[str, Any]) -> list[str]:
+    return [str(v) for v in options.values() if isinstance(v, str)]
+
+
+# ---------------------------------------------------------------- workers
+
+
+class _Worker:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.event = threading.Event()
+        self.thread: Optional[threading.Thread] = None
+
+
+class Delivery:
+    """Per-channel worker threads draining the outbox."""
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        channels: ChannelSet,
+        clock: Callable[[], float] = time.time,
+        *,
+        rand: Callable[[], float] = random.random,
+        idle_wait: float = IDLE_WAIT,
+    ) -> None:
+        self.outbox = outbox
+        self.channels = channels
+        self.clock = clock
+        self.rand = rand
+        self.idle_wait = idle_wait
+        self._workers: dict[str, _Worker] = {}
+        self._limiters: dict[str, RateLimiter] = {}
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._started = False
+
+    def start(self) -> None:
+        """Start workers for every channel with pending alerts (those left by
+        an earlier process go out at once)."""
+        with self._lock:
+            self._started = True
+        self.wake()
+
+    def wake(self) -> None:
+        """New work may be in the outbox (or the clock moved): look now."""
+        with self._lock:
+            if not self._started or self._stopping.is_set():
+                return
+            for name in self.outbox.channels_pending():
+                if name not in self._workers:
+                    self._spawn(name)
+            for worker in self._workers.values():
+                worker.event.set()
+
+    def stop(self, timeout: float) -> bool:
+        """Stop the workers; True if all finished within ``timeout`` seconds
+        (a request in flight ends within its own timeout)."""
+        self._stopping.set()
+        with self._lock:
+            workers = list(self._workers.values())
+        for worker in workers:
+            worker.event.set()
+        deadline = time.monotonic() + timeout
+        for worker in workers:
+            if worker.thread is not None:
+                worker.thread.join(max(0.0, deadline - time.monotonic()))
+        return not any(w.thread is not None and w.thread.is_alive() for w in workers)
+
+    def _spawn(self, name: str) -> None:
+        worker = _Worker(name)
+        worker.thread = threading.Thread(target=self._run, args=(worker,), name=f"deliver-{name}",
+                                         daemon=True)
+        self._workers[name] = worker
+        worker.thread.start()
+
+    def _run(self, worker: _Worker) -> None:
+        while not self._stopping.is_set():
+            worker.event.clear()
+            try:
+                wait = self.step(worker.name)
+            except Exception:  # never let one bad alert end a channel's worker
+                log.error("delivery worker for %s hit an unexpected error", worker.name, exc_info=True)
+                wait = self.idle_wait
+            if wait is not None and wait > 0:
+                worker.event.wait(min(wait, self.idle_wait))
+
+    # ------------------------------------------------------------ one step
+
+    def step(self, name: str) -> Optional[float]:
+        """Do the next thing for channel ``name``: send, or say how long to
+        wait (seconds). None means "go again at once"."""
+        now = self.clock()
+        items = self.outbox.pending(name)
+        if not items:
+            return self.idle_wait
+        head = items[0]
+        if head.next_attempt > now:
+            return head.next_attempt - now  # FIFO: later alerts wait behind the head
+        channel = self.channels.get(name)
+        if channel is None:
+            self.outbox.mark_failed(head.alert.alert_id, name, f"channel {name!r} is not configured",
+                                    now, permanent=True)
+            return None
+        limiter = self._limiter(name, channel)
+        with limiter.lock:
+            allowed = limiter.next_allowed(now)
+            if allowed > now:
+                return allowed - now
+            batch = self._batch(channel, limiter, items, now)
+            limiter.record(now)
+        self._send(name, channel, batch)
+        return None
+
+    def _batch(self, channel: Channel, limiter: RateLimiter, items: list[PendingDelivery],
+               now: float) -> list[PendingDelivery]:
+        """The head alone, or (digest channels) the due backlog when sending it
+        one by one would exceed the service's rate limit."""
+        if not getattr(channel, "supports_digest", False):
+            return items[:1]
+        due = []
+        for item in items:
+            if item.next_attempt > now:
+                break
+            due.append(item)
+        remaining = limiter.remaining(now)
+        if len(due) < 2 or remaining is None or len(due) <= remaining:
+            return items[:1]
+        due = due[:MAX_DIGEST]
+        count = channel.digest_size([item.alert for item in due])  # type: ignore[attr-defined]
+        return due[: max(1, count)]
+
+    def _send(self, name: str, channel: Channel, batch: list[PendingDelivery]) -> None:
+        secrets = channel.secrets()
+        try:
+            if len(batch) > 1:
+                answer = channel.send_digest([item.alert for item in batch])  # type: ignore[attr-defined]
+            else:
+                answer = channel.send(batch[0].alert)
+        except DeliveryError as exc:
+            self._failed(name, batch, redact(exc, secrets), exc.permanent, exc.retry_after)
+            return
+        except Exception as exc:
+            # A bug, not the network: keep the alert and retry on schedule
+            # (a fixed daemon delivers it); the traceback is logged redacted.
+            log.error("channel %s failed unexpectedly: %s", name, redact(f"{exc.__class__.__name__}: {exc}",
+                                                                         secrets), exc_info=True)
+            self._failed(name, batch, f"unexpected {exc.__class__.__name__}", False, None)
+            return
+        answer = redact(answer, secrets)
+        now = self.clock()
+        for item in batch:
+            self.outbox.mark_delivered(item.alert.alert_id, name, answer, now)
+        what = batch[0].alert.alert_id if len(batch) == 1 else f"{len(batch)} alerts (digest)"
+        log.info("delivered %s to %s: %s", what, name, answer)
+
+    def _failed(self, name: str, batch: list[PendingDelivery], reason: str, permanent: bool,
+                retry_after: Optional[float]) -> None:
+        now = self.clock()
+        for item in batch:
+            when = self.outbox.mark_failed(item.alert.alert_id, name, reason, now, permanent=permanent,
+                                           retry_after=retry_after, rand=self.rand())
+            if when is not None:
+                log.warning("delivery of %s to %s failed (attempt %d), retrying in %.0f s: %s",
+                            item.alert.alert_id, name, item.attempts + 1, when - now, reason)
+
+    def _limiter(self, name: str, channel: Channel) -> RateLimiter:
+        key = pace_key(name, channel)
+        with self._lock:
+            limiter = self._limiters.get(key)
+            if limiter is None:
+                rate = getattr(channel, "rate_limit", None)
+                limiter = RateLimiter(channel.min_interval, *(rate or (None, 60.0)))
+                self._limiters[key] = limiter
+            return limiter

@@ -1,0 +1,408 @@
+"""The durable outbox: every alert is on disk before anyone tries to send it.
+
+This module owns the outbox's on-disk format; nothing else reads or writes
+these files. Layout (under ``<state>/outbox``, 0700)::
+
+    runs/<run_id>/<seq:012d>.<alert_id>.json   one record per alert
+    dead/<seq:012d>.<alert_id>.<channel>.json  a delivery that will never succeed
+
+A record holds the alert, the names of its channels and, per channel, the
+delivery state (pending / delivered / dead, attempts, next attempt). It is
+replaced atomically (temporary file + rename + fsync of file and directory)
+on every change, so a process killed at any instant leaves either the old
+or the new record: an alert once enqueued is never lost, and the only
+duplicate possible is a delivery whose answer arrived just before the kill,
+before "delivered" was written.
+
+``seq`` numbers alerts in enqueue order: a channel's pending alerts are sent
+oldest first (so a run's messages arrive in order), and ``journal(run_id)``
+lists a run's alerts in the order they were decided, surviving restarts.
+Records stay until ``forget_run`` (when the archived run is pruned), so the
+journal also remembers alerts that had no channel at all.
+
+The retry schedule is the pure function ``next_attempt``; callers pass the
+time in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import shutil
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from sentinel.alerts import Alert
+from sentinel.spool import SpoolFormatError, fsync_dir, make_private_dir, read_json, write_json
+
+log = logging.getLogger("sentinel.outbox")
+
+FORMAT_VERSION = 1
+RUNS_DIR = "runs"
+DEAD_DIR = "dead"
+NO_RUN = "_"  # the directory of alerts that belong to no run
+MAX_RECORD_BYTES = 1024 * 1024
+
+PENDING = "pending"
+DELIVERED = "delivered"
+DEAD = "dead"
+
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,199}$")
+_RECORD_NAME = re.compile(r"^([0-9]{12})\.(.+)\.json$")
+
+
+# ---------------------------------------------------------------- retry schedule
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Capped exponential backoff with jitter, for at least ``retry_for``."""
+
+    base: float = 10.0  # first retry after about this long
+    factor: float = 2.0
+    cap: float = 1800.0  # never wait longer than this between attempts (unless told to)
+    jitter: float = 0.25  # up to this fraction earlier, so many alerts don't retry in lockstep
+    retry_for: float = 48 * 3600.0
+
+
+def backoff(attempts: int, policy: RetryPolicy, rand: float) -> float:
+    """Delay after the ``attempts``-th failed attempt (1-based); ``rand`` in [0, 1)."""
+    exponent = max(0, attempts - 1)
+    # Compare in log space first: factor ** 10_000 would overflow.
+    raw = policy.cap if exponent > 64 else min(policy.cap, policy.base * policy.factor ** exponent)
+    return raw * (1.0 - policy.jitter * min(max(rand, 0.0), 1.0))
+
+
+def next_attempt(
+    now: float,
+    attempts: int,
+    first_failure: float,
+    policy: RetryPolicy,
+    rand: float,
+    retry_after: Optional[float] = None,
+) -> Optional[float]:
+    """When to try again after ``attempts`` failures, or None to give up.
+
+    Gives up only once transient failures have lasted ``policy.retry_for``;
+    a service's Retry-After is honoured even beyond the cap.
+    """
+    if now - first_failure >= policy.retry_for:
+        return None
+    delay = backoff(attempts, policy, rand)
+    if retry_after is not None and retry_after > delay:
+        delay = retry_after
+    return now + delay
+
+
+# ---------------------------------------------------------------- records
+
+
+@dataclass(frozen=True)
+class PendingDelivery:
+    """One alert still to be delivered to one channel."""
+
+    alert: Alert
+    channel: str
+    seq: int
+    attempts: int
+    first_attempt: Optional[float]
+    next_attempt: float
+    last_error: Optional[str]
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    alert_id: str
+    run_id: str
+    channel: str
+    reason: str
+    attempts: int
+    dead_at: float
+    path: Path
+
+
+def _channel_state() -> dict[str, Any]:
+    return {"state": PENDING, "attempts": 0, "first_attempt": None, "next_attempt": 0.0,
+            "last_error": None, "answer": None, "done_at": None}
+
+
+class Outbox:
+    """The durable queue between the daemon's decisions and the channels.
+
+    Thread-safe; one process owns a given root (the daemon holds the state
+    directory's lock).
+    """
+
+    def __init__(self, root: Path, policy: Optional[RetryPolicy] = None) -> None:
+        self.root = Path(root)
+        self.policy = policy or RetryPolicy()
+        self._lock = threading.RLock()
+        self._paths: dict[str, Path] = {}  # every known alert id -> its record
+        self._open: dict[str, dict[str, Any]] = {}  # records with a pending channel
+        self._queues: dict[str, list[tuple[int, str]]] = {}  # channel -> [(seq, alert id)], FIFO
+        self._next_seq = 1
+        make_private_dir(self.root)
+        make_private_dir(self.root / RUNS_DIR)
+        make_private_dir(self.root / DEAD_DIR)
+        self._load()
+
+    # ------------------------------------------------------------ loading
+
+    def _load(self) -> None:
+        """Rebuild the in-memory index from disk (start-up after any stop)."""
+        runs = self.root / RUNS_DIR
+        for run_dir in sorted(_listdir(runs)):
+            path = runs / run_dir
+            for name in sorted(_listdir(path)):
+                if name.startswith("."):
+                    _remove_stray(path / name)  # a temporary file from an interrupted write
+                    continue
+                match = _RECORD_NAME.match(name)
+                if not match:
+                    continue
+                record = self._read(path / name)
+                if record is None:
+                    continue
+                alert_id = record["alert"]["alert_id"]
+                self._paths[alert_id] = path / name
+                self._next_seq = max(self._next_seq, int(record["seq"]) + 1)
+                if any(c["state"] == PENDING for c in record["channels"].values()):
+                    self._open[alert_id] = record
+        for alert_id, record in sorted(self._open.items(), key=lambda item: item[1]["seq"]):
+            for channel, state in record["channels"].items():
+                if state["state"] == PENDING:
+                    self._queues.setdefault(channel, []).append((record["seq"], alert_id))
+
+    def _read(self, path: Path) -> Optional[dict[str, Any]]:
+        try:
+            data, _ = read_json(path, MAX_RECORD_BYTES)
+            if data.get("v") != FORMAT_VERSION:
+                raise SpoolFormatError(f"unknown outbox format version {data.get('v')!r}")
+            Alert.from_dict(data["alert"])  # proves the alert is readable
+            channels = data["channels"]
+            states = (PENDING, DELIVERED, DEAD)
+            if not isinstance(channels, dict) or not isinstance(data["seq"], int) or not all(
+                isinstance(c, dict) and c.get("state") in states for c in channels.values()
+            ):
+                raise SpoolFormatError("malformed record")
+            return data
+        except FileNotFoundError:
+            return None
+        except (SpoolFormatError, KeyError, TypeError, ValueError) as exc:
+            log.error("outbox record %s is unreadable and skipped: %s", path, exc)
+            return None
+
+    # ------------------------------------------------------------ the contract
+
+    def enqueue(self, alert: Alert, channels: list[str]) -> bool:
+        """Store ``alert`` for ``channels`` durably; False if its id is known.
+
+        Returns only once the record is fsynced. ``channels`` may be empty:
+        the alert is then only journalled.
+        """
+        alert_id = alert.alert_id
+        if not _SAFE_NAME.match(alert_id or ""):
+            raise ValueError(f"alert id {alert_id!r} is not a safe file name")
+        with self._lock:
+            if alert_id in self._paths:
+                return False
+            seq = self._next_seq
+            self._next_seq += 1
+            record = {
+                "v": FORMAT_VERSION,
+                "seq": seq,
+                "alert": alert.to_dict(),
+                "channels": {name: _channel_state() for name in dict.fromkeys(channels)},
+            }
+            run_dir = self.root / RUNS_DIR / _run_key(alert.run_id)
+            if not run_dir.is_dir():
+                make_private_dir(run_dir)
+                fsync_dir(run_dir.parent)  # the new directory's entry must survive too
+            path = run_dir / f"{seq:012d}.{alert_id}.json"
+            write_json(path, record, durable=True)
+            self._paths[alert_id] = path
+            if record["channels"]:
+                self._open[alert_id] = record
+                for name in record["channels"]:
+                    self._queues.setdefault(name, []).append((seq, alert_id))
+            return True
+
+    def known(self, alert_id: str) -> bool:
+        with self._lock:
+            return alert_id in self._paths
+
+    def journal(self, run_id: str) -> list[Alert]:
+        """Every alert ever enqueued for ``run_id``, in enqueue order."""
+        with self._lock:
+            run_dir = self.root / RUNS_DIR / _run_key(run_id)
+            alerts = []
+            for name in sorted(_listdir(run_dir)):
+                if not _RECORD_NAME.match(name):
+                    continue
+                record = self._read(run_dir / name)
+                if record is not None:
+                    alerts.append(Alert.from_dict(record["alert"]))
+            return alerts
+
+    def forget_run(self, run_id: str) -> None:
+        """Drop everything about ``run_id`` (its archived run was pruned)."""
+        with self._lock:
+            run_dir = self.root / RUNS_DIR / _run_key(run_id)
+            gone = {a for a, p in self._paths.items() if p.parent == run_dir}
+            for alert_id in gone:
+                del self._paths[alert_id]
+                self._open.pop(alert_id, None)
+            for name, queue in self._queues.items():
+                self._queues[name] = [item for item in queue if item[1] not in gone]
+            shutil.rmtree(run_dir, ignore_errors=True)
+
+    def pending_count(self) -> int:
+        """(alert, channel) deliveries not yet done."""
+        with self._lock:
+            return sum(len(queue) for queue in self._queues.values())
+
+    def dead_letters(self) -> list[DeadLetter]:
+        out = []
+        dead = self.root / DEAD_DIR
+        for name in sorted(_listdir(dead)):
+            if name.startswith("."):
+                continue
+            try:
+                data, _ = read_json(dead / name, MAX_RECORD_BYTES)
+                out.append(DeadLetter(
+                    alert_id=str(data["alert"]["alert_id"]), run_id=str(data["alert"].get("run_id", "")),
+                    channel=str(data["channel"]), reason=str(data["reason"]),
+                    attempts=int(data.get("attempts", 0)), dead_at=float(data["dead_at"]), path=dead / name,
+                ))
+            except (FileNotFoundError, SpoolFormatError, KeyError, TypeError, ValueError):
+                continue
+        return out
+
+    def prune_dead_letters(self, now: float, retention: float) -> int:
+        """Remove dead letters older than ``retention``; how many went."""
+        removed = 0
+        for letter in self.dead_letters():
+            if now - letter.dead_at > retention:
+                with contextlib.suppress(OSError):
+                    letter.path.unlink()
+                    removed += 1
+        return removed
+
+    # ------------------------------------------------------------ for delivery
+
+    def channels_pending(self) -> list[str]:
+        with self._lock:
+            return [name for name, queue in self._queues.items() if queue]
+
+    def pending(self, channel: str) -> list[PendingDelivery]:
+        """``channel``'s undelivered alerts, oldest first."""
+        with self._lock:
+            out = []
+            for seq, alert_id in self._queues.get(channel, []):
+                record = self._open[alert_id]
+                state = record["channels"][channel]
+                out.append(PendingDelivery(
+                    alert=Alert.from_dict(record["alert"]), channel=channel, seq=seq,
+                    attempts=state["attempts"], first_attempt=state["first_attempt"],
+                    next_attempt=state["next_attempt"], last_error=state["last_error"],
+                ))
+            return out
+
+    def mark_delivered(self, alert_id: str, channel: str, answer: str, now: float) -> None:
+        with self._lock:
+            record, state = self._state(alert_id, channel)
+            if state is None:
+                return
+            state.update(state=DELIVERED, attempts=state["attempts"] + 1, answer=answer[:500], done_at=now,
+                         first_attempt=state["first_attempt"] if state["first_attempt"] is not None else now)
+            self._save(alert_id, record, channel)
+
+    def mark_failed(
+        self,
+        alert_id: str,
+        channel: str,
+        reason: str,
+        now: float,
+        *,
+        permanent: bool,
+        retry_after: Optional[float] = None,
+        rand: float = 0.5,
+    ) -> Optional[float]:
+        """Record a failed attempt. Returns when to try again, or None when the
+        delivery was dead-lettered (permanent, or transient for too long)."""
+        with self._lock:
+            record, state = self._state(alert_id, channel)
+            if state is None:
+                return None
+            state["attempts"] += 1
+            if state["first_attempt"] is None:
+                state["first_attempt"] = now
+            state["last_error"] = reason[:2000]
+            when = None if permanent else next_attempt(
+                now, state["attempts"], state["first_attempt"], self.policy, rand, retry_after
+            )
+            if when is None:
+                if not permanent:
+                    reason = (f"gave up after {state['attempts']} attempts over "
+                              f"{(now - state['first_attempt']) / 3600:.1f} h of transient failures; "
+                              f"last: {reason}")
+                self._dead_letter(record, channel, state, reason, now)
+            else:
+                state["next_attempt"] = when
+            self._save(alert_id, record, channel)
+            return when
+
+    def _state(self, alert_id: str, channel: str) -> tuple[dict[str, Any], Optional[dict[str, Any]]]:
+        record = self._open.get(alert_id)
+        if record is None or channel not in record["channels"]:
+            return {}, None
+        state = record["channels"][channel]
+        return record, state if state["state"] == PENDING else None
+
+    def _dead_letter(self, record: dict[str, Any], channel: str, state: dict[str, Any],
+                     reason: str, now: float) -> None:
+        state.update(state=DEAD, done_at=now, last_error=reason[:2000])
+        alert_id = record["alert"]["alert_id"]
+        channel_part = channel if _SAFE_NAME.match(channel) else "channel"
+        path = self.root / DEAD_DIR / f"{record['seq']:012d}.{alert_id}.{channel_part}.json"
+        write_json(path, {"v": FORMAT_VERSION, "alert": record["alert"], "channel": channel,
+                          "reason": reason, "attempts": state["attempts"],
+                          "first_attempt": state["first_attempt"], "dead_at": now}, durable=True)
+        # Loud on purpose: an alert nobody will see is the worst outcome.
+        log.error("alert %s for channel %s was NOT delivered and is dead-lettered (%s): %s",
+                  alert_id, channel, path, reason)
+
+    def _save(self, alert_id: str, record: dict[str, Any], channel: str) -> None:
+        """Persist ``record`` and, once ``channel`` is no longer pending,
+        drop it from that channel's queue (and the record from memory when
+        no channel waits for it)."""
+        write_json(self._paths[alert_id], record, durable=True)
+        if record["channels"][channel]["state"] != PENDING:
+            self._queues[channel] = [item for item in self._queues.get(channel, []) if item[1] != alert_id]
+        if not any(c["state"] == PENDING for c in record["channels"].values()):
+            self._open.pop(alert_id, None)
+
+
+def _run_key(run_id: str) -> str:
+    if not run_id:
+        return NO_RUN
+    if not _SAFE_NAME.match(run_id):
+        raise ValueError(f"run id {run_id!r} is not a safe file name")
+    return run_id
+
+
+def _listdir(path: Path) -> list[str]:
+    try:
+        return os.listdir(path)
+    except OSError:
+        return []
+
+
+def _remove_stray(path: Path) -> None:
+    if path.name.endswith(".tmp"):
+        with contextlib.suppress(OSError):
+            path.unlink()

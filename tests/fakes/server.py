@@ -1,0 +1,213 @@
+"""The common part of the fake services: an HTTP server on 127.0.0.1 in a
+thread, recording every request with its arrival time, switchable to fail.
+
+Failure modes (``fail(mode)``), back to normal with ``recover()``:
+
+- ``"down"``: the connection is closed without an answer (a client sees a
+  connection error, as with a dead or unreachable service);
+- ``"5xx"``: the service's own server-error answer;
+- ``"4xx"``: the service's own "this will never work" answer;
+- ``fail(status=..., body=..., headers=...)``: exactly that answer.
+
+``hold_after(n)`` makes every request after the n-th wait, unanswered, until
+``release()``: a request is then "in flight" for as long as a test needs
+(e.g. to kill the sender mid-delivery).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable, Optional
+from urllib.parse import parse_qs, urlsplit
+
+HOST = "127.0.0.1"
+HOLD_LIMIT = 60.0  # a held request is answered by itself after this long (bounded)
+
+
+@dataclass
+class RecordedRequest:
+    method: str
+    path: str  # without the query
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: bytes
+    arrival_ns: int  # time.monotonic_ns() when the request line arrived
+    status: int = 0  # what the fake answered (0: no answer)
+    answer: bytes = b""
+
+    def json(self) -> Any:
+        return json.loads(self.body.decode("utf-8"))
+
+
+@dataclass
+class Reply:
+    status: int
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def json(cls, status: int, data: Any, headers: Optional[dict[str, str]] = None) -> Reply:
+        return cls(status, json.dumps(data, ensure_ascii=False).encode("utf-8"),
+                   {"Content-Type": "application/json; charset=utf-8", **(headers or {})})
+
+    @classmethod
+    def text(cls, status: int, text: str, headers: Optional[dict[str, str]] = None) -> Reply:
+        return cls(status, text.encode("utf-8"),
+                   {"Content-Type": "text/plain; charset=utf-8", **(headers or {})})
+
+
+DROP = None  # a handler's answer meaning "close the connection, say nothing"
+
+
+class FakeService:
+    """Subclasses implement ``handle(request) -> Reply`` and ``failure(mode)``."""
+
+    def __init__(self) -> None:
+        self.requests: list[RecordedRequest] = []
+        self._cond = threading.Condition()
+        self._mode: Optional[str] = None
+        self._custom: Optional[Reply] = None
+        self._hold_after: Optional[int] = None
+        self._released = threading.Event()
+        self._server: Optional[ThreadingHTTPServer] = None
+        self._thread: Optional[threading.Thread] = None
+
+    # ------------------------------------------------------------ life cycle
+
+    def start(self) -> FakeService:
+        service = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+                service._serve(self)
+
+            def do_GET(self) -> None:  # noqa: N802
+                service._serve(self)
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+                pass  # quiet: tests read ``requests`` instead
+
+        self._server = ThreadingHTTPServer((HOST, 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name=type(self).__name__,
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._released.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self) -> FakeService:
+        return self.start() if self._server is None else self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None, "not started"
+        return self._server.server_address[1]
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    # ------------------------------------------------------------ failure switches
+
+    def fail(self, mode: str = "5xx", *, status: Optional[int] = None, body: str = "",
+             headers: Optional[dict[str, str]] = None) -> None:
+        with self._cond:
+            if status is not None:
+                self._mode, self._custom = "custom", Reply.text(status, body, headers)
+            else:
+                if mode not in ("down", "5xx", "4xx"):
+                    raise ValueError(f"unknown failure mode {mode!r}")
+                self._mode, self._custom = mode, None
+
+    def recover(self) -> None:
+        with self._cond:
+            self._mode, self._custom = None, None
+
+    def hold_after(self, count: int) -> None:
+        self._released.clear()
+        self._hold_after = count
+
+    def release(self) -> None:
+        self._hold_after = None
+        self._released.set()
+
+    # ------------------------------------------------------------ observing
+
+    def received(self) -> list[RecordedRequest]:
+        with self._cond:
+            return list(self.requests)
+
+    def wait_for(self, predicate: Callable[[list[RecordedRequest]], bool], timeout: float = 10.0) -> bool:
+        """Wait until ``predicate(requests)`` holds; False after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not predicate(self.requests):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+            return True
+
+    def wait_for_requests(self, count: int, timeout: float = 10.0) -> list[RecordedRequest]:
+        if not self.wait_for(lambda reqs: len(reqs) >= count, timeout):
+            raise AssertionError(f"{type(self).__name__}: {len(self.requests)} request(s), expected {count}")
+        return self.received()
+
+    # ------------------------------------------------------------ serving
+
+    def handle(self, request: RecordedRequest) -> Optional[Reply]:
+        raise NotImplementedError
+
+    def failure(self, mode: str, request: RecordedRequest) -> Optional[Reply]:
+        raise NotImplementedError
+
+    def _serve(self, handler: BaseHTTPRequestHandler) -> None:
+        arrival = time.monotonic_ns()
+        length = int(handler.headers.get("Content-Length") or 0)
+        body = handler.rfile.read(length) if length else b""
+        parts = urlsplit(handler.path)
+        request = RecordedRequest(
+            method=handler.command, path=parts.path,
+            query={k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()},
+            headers={k: v for k, v in handler.headers.items()}, body=body, arrival_ns=arrival,
+        )
+        with self._cond:
+            self.requests.append(request)
+            count = len(self.requests)
+            mode, custom = self._mode, self._custom
+            self._cond.notify_all()
+        if self._hold_after is not None and count > self._hold_after:
+            self._released.wait(HOLD_LIMIT)
+        if mode == "custom":
+            reply: Optional[Reply] = custom
+        elif mode is not None:
+            reply = DROP if mode == "down" else self.failure(mode, request)
+        else:
+            with self._cond:  # fakes keep state (rate windows): one request at a time
+                reply = self.handle(request)
+        if reply is DROP:
+            handler.close_connection = True
+            return
+        request.status, request.answer = reply.status, reply.body
+        try:
+            handler.send_response(reply.status)
+            for key, value in reply.headers.items():
+                handler.send_header(key, value)
+            handler.send_header("Content-Length", str(len(reply.body)))
+            handler.end_headers()
+            handler.wfile.write(reply.body)
+        except OSError:
+            pass  # the client went away (killed mid-request): nothing to answer

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable, Mapping, Optional, Sequence
 
 from sentinel.config import Config, ConfigError, default_config, load_config
+from sentinel.spool import DAEMON_STATE_DIR
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -136,6 +137,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     state_dir: Optional[Path] = None
     if args.spool:
         spool_path = Path(args.spool)
+        state_dir = spool_path / DAEMON_STATE_DIR
     else:
         try:
             config = resolve_config(args.config)
@@ -150,7 +152,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         state_dir = config.state_path()
     if not spool_path.is_dir():
         print(f"sentinel: no spool at {spool_path} (no run has started yet)", file=sys.stderr)
-    report = status.collect(spool_path, state_dir)
+    report = status.collect(spool_path, state_dir, include_archive=args.all)
     print(status.render_json(report) if args.json else status.render_table(report))
     return EXIT_OK
 
@@ -239,6 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Every run in the spool: run id, name, pid, state, "
                        "last heartbeat age, step.")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--all", action="store_true",
+                   help="also list ended runs the daemon archived (when its state directory is readable)")
     p.add_argument("--config", metavar="PATH", help="config file that names the spool")
     p.add_argument("--spool", metavar="DIR",
                    help="spool directory (default: from the config, else the spool rule)")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from sentinel.procid import ProcessIdentity
 
 log = logging.getLogger("sentinel.status")
 
+ARCHIVE_DIR = "archive"  # <state>/archive: where the daemon moves ended runs (sentinel.daemon.hygiene)
 # Daemon verdicts that outrank what a bare process check can tell.
 _DEAD_VERDICTS = ("killed", "lost")
 
@@ -42,6 +44,7 @@ class RunStatus:
     exit_code: Optional[int]
     signal: Optional[str]
     ended: Optional[float]
+    archived: bool = False  # moved out of the spool by the daemon once it ended
 
 
 @dataclass
@@ -51,36 +54,69 @@ class SpoolStatus:
     daemon_alive: bool
     runs: list[RunStatus]
     skipped: list[str]  # "run_id: reason" for records that could not be read
+    archived: Optional[int] = None  # ended runs in the daemon's archive (None: not readable)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "spool": self.spool,
             "daemon": {"pid": self.daemon_pid, "alive": self.daemon_alive},
             "runs": [asdict(r) for r in self.runs],
+            "archived": self.archived,
             "skipped": list(self.skipped),
         }
 
 
-def collect(spool_path: Path, state_path: Optional[Path] = None, now: Optional[float] = None) -> SpoolStatus:
+def collect(
+    spool_path: Path,
+    state_path: Optional[Path] = None,
+    now: Optional[float] = None,
+    include_archive: bool = False,
+) -> SpoolStatus:
     """Read every run under ``spool_path``; ``state_path`` is the daemon's
-    state directory (its alert journal is consulted when readable)."""
+    state directory: its alert journal is consulted and, with
+    ``include_archive``, the ended runs it archived are listed too."""
     now = time.time() if now is None else now
     journal = _journal_reader(state_path)
     runs: list[RunStatus] = []
     skipped: list[str] = []
     for run_id in spool.list_run_ids(spool_path):
-        paths = spool.RunPaths(spool_path, run_id)
-        try:
-            record, _ = spool.read_run(paths.run)
-        except FileNotFoundError:
-            continue  # a run directory being created right now
-        except (spool.SpoolFormatError, OSError) as exc:
-            skipped.append(f"{run_id}: {exc}")
-            continue
-        runs.append(_run_status(record, paths, journal, now))
+        _read_into(runs, skipped, spool.RunPaths(spool_path, run_id), journal, now, archived=False)
+    archive = _archive_dirs(state_path)
+    if include_archive:
+        for directory in archive or []:
+            paths = spool.RunPaths(directory.parent, directory.name)
+            _read_into(runs, skipped, paths, journal, now, archived=True)
     runs.sort(key=lambda r: (r.started, r.run_id))
     daemon_pid, daemon_alive = _daemon(spool_path)
-    return SpoolStatus(str(spool_path), daemon_pid, daemon_alive, runs, skipped)
+    return SpoolStatus(str(spool_path), daemon_pid, daemon_alive, runs, skipped,
+                       archived=len(archive) if archive is not None else None)
+
+
+def _read_into(runs: list[RunStatus], skipped: list[str], paths: spool.RunPaths, journal: Any,
+               now: float, archived: bool) -> None:
+    try:
+        record, _ = spool.read_run(paths.run)
+    except FileNotFoundError:
+        return  # a run directory being created (or archived) right now
+    except (spool.SpoolFormatError, OSError) as exc:
+        skipped.append(f"{paths.run_id}: {exc}")
+        return
+    status = _run_status(record, paths, journal, now)
+    status.archived = archived
+    runs.append(status)
+
+
+def _archive_dirs(state_path: Optional[Path]) -> Optional[list[Path]]:
+    """Run directories in the daemon's archive (named ``<run id>`` or
+    ``<run id>.<n>``), or None when there is none or it is not ours to read."""
+    if state_path is None:
+        return None
+    root = Path(state_path) / ARCHIVE_DIR
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return None
+    return sorted(root / n for n in names if spool.is_run_id(n.split(".", 1)[0]))
 
 
 def _run_status(record: spool.RunRecord, paths: spool.RunPaths, journal: Any, now: float) -> RunStatus:
@@ -188,6 +224,9 @@ def render_table(status: SpoolStatus) -> str:
         else "no daemon is watching this spool (start one: sentinel daemon)"
     )
     lines = [f"spool {status.spool}: {len(status.runs)} run(s); {daemon}"]
+    shown_archived = any(r.archived for r in status.runs)
+    if status.archived and not shown_archived:
+        lines.append(f"{status.archived} ended run(s) archived by the daemon: sentinel status --all")
     if status.runs:
         header = ("RUN ID", "NAME", "PID", "STATE", "LAST BEAT", "STEP")
         rows = [header]
@@ -197,6 +236,8 @@ def render_table(status: SpoolStatus) -> str:
                 state += f" ({run.signal})"
             elif run.exit_code not in (None, 0):
                 state += f" (exit {run.exit_code})"
+            if run.archived:
+                state += ", archived"
             rows.append((run.run_id, run.name or "-", str(run.pid), state,
                          format_age(run.beat_age) + (" ago" if run.beat_age is not None else ""),
                          "-" if run.step is None else str(run.step)))

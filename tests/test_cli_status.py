@@ -1,0 +1,165 @@
+"""`sentinel status`: every run in the spool with its state, as JSON and as a table."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from sentinel import spool
+from sentinel.alerts import AlertKind, from_run
+from sentinel.procid import ProcessIdentity, boot_id
+from tests.cli_helpers import run_sentinel, sentinel_env
+
+
+def make_run(
+    spool_path: Path, name: str, ident: ProcessIdentity, started: float,
+    progress: spool.Progress | None = None, final: spool.FinalRecord | None = None,
+) -> spool.RunRecord:
+    run_id = spool.new_run_id(ident.pid, now=started)
+    paths = spool.RunPaths(spool_path, run_id)
+    spool.make_private_dir(paths.dir)
+    record = spool.RunRecord(
+        run_id=run_id, pid=ident.pid, start_ticks=ident.start_ticks, boot_id=ident.boot_id,
+        hostname="host", uid=os.getuid(), user="tester", cmdline=["train.py"], cwd="/",
+        started=started, heartbeat_interval=10.0, name=name, source="watch",
+    )
+    spool.write_json(paths.run, record.to_dict())
+    if progress is not None:
+        spool.write_json(paths.beat, progress.to_dict())
+    if final is not None:
+        spool.write_json(paths.final, final.to_dict())
+    return record
+
+
+def gone_process() -> ProcessIdentity:
+    """The identity of a process that has exited and been reaped."""
+    proc = subprocess.Popen(["true"])
+    ident = ProcessIdentity.of(proc.pid)
+    proc.wait()
+    assert ident is not None
+    return ident
+
+
+@pytest.fixture
+def populated(tmp_path: Path) -> dict:
+    spool_path = tmp_path / "spool"
+    spool.make_private_dir(spool_path)
+    now = time.time()
+    me = ProcessIdentity.current()
+    finished = make_run(spool_path, "finished-run", gone_process(), now - 300,
+                        progress=spool.Progress(beat=now - 200, seq=5, step=900),
+                        final=spool.FinalRecord(state="finished", ended=now - 199, exit_code=0, step=1000))
+    running = make_run(spool_path, "running-run", me, now - 100,
+                       progress=spool.Progress(beat=now - 5, seq=3, last_progress=now - 5, step=42))
+    dead = make_run(spool_path, "dead-run", gone_process(), now - 50,
+                    progress=spool.Progress(beat=now - 40, seq=1, step=7))
+    elsewhere = ProcessIdentity(me.pid, me.start_ticks, "another-boot")
+    other_boot = make_run(spool_path, "other-boot-run", elsewhere, now - 30)
+    bad = spool.RunPaths(spool_path, spool.new_run_id(99999, now=now))
+    spool.make_private_dir(bad.dir)
+    bad.run.write_text("{not json")
+    return {"spool": spool_path, "finished": finished, "running": running, "dead": dead,
+            "other_boot": other_boot, "bad": bad.run_id}
+
+
+def status_json(spool_path: Path, *extra: str) -> dict:
+    result = run_sentinel(["status", "--json", *extra], sentinel_env(spool_path))
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_status_json_lists_every_run(populated: dict) -> None:
+    report = status_json(populated["spool"])
+    assert report["spool"] == str(populated["spool"])
+    assert report["daemon"] == {"pid": None, "alive": False}
+    by_name = {r["name"]: r for r in report["runs"]}
+    assert list(by_name) == ["finished-run", "running-run", "dead-run", "other-boot-run"]  # by start
+
+    finished = by_name["finished-run"]
+    assert (finished["state"], finished["alive"], finished["step"], finished["exit_code"]) == \
+        ("finished", False, 1000, 0)
+    assert finished["run_id"] == populated["finished"].run_id
+    assert finished["pid"] == populated["finished"].pid
+
+    running = by_name["running-run"]
+    assert (running["state"], running["alive"], running["step"]) == ("running", True, 42)
+    assert running["pid"] == os.getpid()
+    assert 5 <= running["beat_age"] < 3600
+    assert running["last_beat"] == pytest.approx(time.time() - running["beat_age"], abs=60)
+
+    dead = by_name["dead-run"]
+    assert (dead["state"], dead["alive"], dead["step"], dead["daemon_state"]) == ("dead", False, 7, None)
+
+    # Same pid and start time, but from another boot: not this process.
+    assert by_name["other-boot-run"]["state"] == "dead"
+    assert by_name["other-boot-run"]["beat_age"] is None
+
+    assert len(report["skipped"]) == 1 and report["skipped"][0].startswith(populated["bad"] + ": ")
+
+
+def test_status_table(populated: dict) -> None:
+    result = run_sentinel(["status"], sentinel_env(populated["spool"]))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f"spool {populated['spool']}: 4 run(s); no daemon is watching")
+    assert lines[1].split() == ["RUN", "ID", "NAME", "PID", "STATE", "LAST", "BEAT", "STEP"]
+    rows = {line.split()[1]: line for line in lines[2:6]}
+    assert set(rows) == {"finished-run", "running-run", "dead-run", "other-boot-run"}
+    assert " running " in rows["running-run"] and rows["running-run"].rstrip().endswith("42")
+    assert "skipped unreadable run record " + populated["bad"] in result.stdout
+
+
+def test_status_takes_the_spool_from_the_config(populated: dict, tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(f"spool: {populated['spool']}\n")
+    env = sentinel_env(tmp_path / "elsewhere")
+    result = run_sentinel(["status", "--json", "--config", str(config)], env)
+    assert result.returncode == 0, result.stderr
+    assert len(json.loads(result.stdout)["runs"]) == 4
+
+
+def test_status_of_an_empty_spool(tmp_path: Path) -> None:
+    report = status_json(tmp_path / "never-created")
+    assert report["runs"] == [] and report["skipped"] == []
+
+
+def test_status_shows_the_daemon_verdict_and_the_archive(populated: dict) -> None:
+    """What the daemon journalled outranks a bare process check: a dead run
+    it alerted as killed shows as killed; archived runs show with --all."""
+    from sentinel.outbox import Outbox
+
+    state = populated["spool"] / spool.DAEMON_STATE_DIR
+    outbox = Outbox(state / "outbox")
+    dead = populated["dead"]
+    outbox.enqueue(from_run(f"{dead.run_id}.001.killed", AlertKind.KILLED, dead), [])
+    archived = make_run(populated["spool"], "archived-run", gone_process(), time.time() - 1000,
+                        final=spool.FinalRecord(state="crashed", ended=time.time() - 900, exit_code=2))
+    (state / "archive").mkdir(mode=0o700)
+    os.rename(populated["spool"] / archived.run_id, state / "archive" / archived.run_id)
+
+    report = status_json(populated["spool"])
+    by_name = {r["name"]: r for r in report["runs"]}
+    assert (by_name["dead-run"]["state"], by_name["dead-run"]["daemon_state"]) == ("killed", "killed")
+    assert "archived-run" not in by_name
+    assert report["archived"] == 1
+
+    report = status_json(populated["spool"], "--all")
+    by_name = {r["name"]: r for r in report["runs"]}
+    assert by_name["archived-run"]["archived"] is True
+    assert (by_name["archived-run"]["state"], by_name["archived-run"]["exit_code"]) == ("crashed", 2)
+    assert by_name["running-run"]["archived"] is False
+
+
+def test_status_sees_a_live_daemon(tmp_path: Path) -> None:
+    spool_path = tmp_path / "spool"
+    spool.make_private_dir(spool_path)
+    me = ProcessIdentity.current()
+    liveness = spool.DaemonLiveness(pid=me.pid, start_ticks=me.start_ticks, boot_id=boot_id(),
+                                    written=time.time())
+    spool.write_json(spool_path / spool.DAEMON_FILE, liveness.to_dict())
+    assert status_json(spool_path)["daemon"] == {"pid": os.getpid(), "alive": True}

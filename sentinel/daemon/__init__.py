@@ -1,0 +1,92 @@
+"""The watchdog daemon: notices a run's end or death and alerts on it.
+
+``run(config)`` is the whole daemon: it reconciles the spool with what it
+already alerted, then watches processes (pidfd + epoll), spool files
+(inotify) and the kernel log until stopped by SIGTERM/SIGINT or ``stop``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from typing import Any, Optional
+
+from sentinel import systemd
+from sentinel.config import Config
+
+log = logging.getLogger("sentinel.daemon")
+
+STOP_TIMEOUT = 10.0  # seconds delivery may take to finish in-flight requests at shutdown
+
+__all__ = ["run"]
+
+
+def _open_delivery(config: Config, retry_policy: Any = None) -> tuple[Any, Any, Any]:
+    """The outbox, the channel set and the delivery workers for ``config``."""
+    from sentinel.delivery import ChannelSet, Delivery
+    from sentinel.outbox import Outbox, RetryPolicy
+
+    policy = retry_policy if retry_policy is not None else RetryPolicy(retry_for=config.retry_for)
+    outbox = Outbox(config.state_path() / "outbox", policy)
+    channels = ChannelSet.from_config(config)
+    delivery = Delivery(outbox, channels)
+    return outbox, channels, delivery
+
+
+def _install_signal_handlers(stop: threading.Event) -> dict[int, Any]:
+    """SIGTERM/SIGINT only set ``stop`` (the loop does the rest); main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    previous = {}
+
+    def handler(signum: int, frame: Any) -> None:
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        previous[signum] = signal.signal(signum, handler)
+    return previous
+
+
+def run(config: Config, stop: Optional[threading.Event] = None, *, retry_policy: Any = None) -> int:
+    """Run the daemon until SIGTERM/SIGINT or ``stop`` is set; the exit status.
+
+    ``retry_policy`` (a ``sentinel.outbox.RetryPolicy``) overrides the retry
+    schedule derived from the config; tests and benchmarks shorten it.
+    """
+    from sentinel.daemon.loop import Daemon, lock_state_dir, prepare_dirs, serve
+
+    stop = threading.Event() if stop is None else stop
+    try:
+        prepare_dirs(config)
+    except OSError as exc:
+        log.error("cannot use spool %s / state %s: %s", config.spool_path(), config.state_path(), exc)
+        return 1
+    lock_fd = lock_state_dir(config.state_path())
+    if lock_fd is None:
+        log.error("another daemon already watches %s (lock %s held)", config.spool_path(),
+                  config.state_path() / "daemon.lock")
+        return 1
+    previous = _install_signal_handlers(stop)
+    delivery = daemon = None
+    try:
+        outbox, channels, delivery = _open_delivery(config, retry_policy)
+        daemon = Daemon(config, outbox, channels, delivery.wake)
+        delivery.start()  # alerts left pending by a previous daemon go out at once
+        daemon.start(time.time())
+        systemd.notify("READY=1")
+        log.info("watching %s (%d run(s) tracked)", config.spool_path(), len(daemon.runs))
+        serve(daemon, stop)
+        return 0
+    finally:
+        systemd.notify("STOPPING=1")
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+        if daemon is not None:
+            daemon.close()
+        if delivery is not None:
+            delivery.stop(STOP_TIMEOUT)
+        os.close(lock_fd)
+        log.info("stopped")

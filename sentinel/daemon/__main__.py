@@ -1,0 +1,10 @@
+"""``python -m sentinel.daemon [--config PATH]``: the daemon without the CLI's other commands."""
+
+from __future__ import annotations
+
+import sys
+
+from sentinel.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["daemon", *sys.argv[1:]]))

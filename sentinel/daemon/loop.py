@@ -1,0 +1,414 @@
+"""The daemon's main loop: wait on one epoll, then take small steps.
+
+The epoll holds one pidfd per watched process, the kernel log and a wake-up
+fd poked by the spool watcher and by a stop request. Each pass through the
+loop reads the clock once and hands ``now`` to every step; decisions are
+made by ``decide.transition`` and turned into alerts here, one per
+transition, enqueued durably in the outbox before anything is sent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import select
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional, Protocol
+
+from sentinel import spool, systemd
+from sentinel.alerts import Alert, AlertKind, from_run
+from sentinel.config import Config
+from sentinel.daemon import hygiene, liveness_file, reconcile
+from sentinel.daemon.decide import (
+    Event,
+    EventKind,
+    RunState,
+    alert_id,
+    exit_event,
+    is_stale,
+    message_alert_id,
+    stall_deadline,
+    transition,
+)
+from sentinel.daemon.liveness import POLL_INTERVAL, Liveness
+from sentinel.daemon.oom import OomDetector
+from sentinel.daemon.runs import ProblemLog, RunReader, TrackedRun, is_shared_spool
+from sentinel.daemon.watcher import Change, SpoolWatcher, Wakeup
+from sentinel.redact import redact
+from sentinel.spool import FinalRecord
+
+log = logging.getLogger("sentinel.daemon")
+
+KILLED_DETAIL = "killed (SIGKILL or crash of the interpreter; no exit record)"
+_MIN_STEP = 0.005  # never spin: a deadline "now" is re-checked a little later
+
+
+class OutboxLike(Protocol):
+    def enqueue(self, alert: Alert, channels: list[str]) -> bool: ...
+    def journal(self, run_id: str) -> list[Alert]: ...
+    def forget_run(self, run_id: str) -> None: ...
+    def prune_dead_letters(self, now: float, retention: float) -> int: ...
+
+
+class InlineChannels(Protocol):
+    def register_inline(self, options: dict) -> str: ...
+
+
+class Daemon:
+    """All of the daemon's state; ``step`` methods take ``now`` from the loop."""
+
+    def __init__(
+        self,
+        config: Config,
+        outbox: OutboxLike,
+        inline_channels: Optional[InlineChannels] = None,
+        wake_delivery: Callable[[], None] = lambda: None,
+        *,
+        use_pidfd: Optional[bool] = None,
+        kmsg_path: str = "/dev/kmsg",
+    ) -> None:
+        self.config = config
+        self.spool = Path(config.spool_path())
+        self.state_path = Path(config.state_path())
+        self.outbox = outbox
+        self.inline_channels = inline_channels
+        self.wake_delivery = wake_delivery
+        self.epoll = select.epoll()
+        self.wakeup = Wakeup()
+        self.epoll.register(self.wakeup.fd, select.EPOLLIN)
+        self.liveness = Liveness(self.epoll, use_pidfd)
+        self.oom = OomDetector(kmsg_path)
+        if self.oom.fd is not None:
+            self.epoll.register(self.oom.fd, select.EPOLLIN)
+        self.watcher = SpoolWatcher(self.spool, self.wakeup)
+        self.problems = ProblemLog()
+        self.reader = RunReader(self.spool, is_shared_spool(self.spool), self.problems)
+        self.runs: dict[str, TrackedRun] = {}
+        self.retired: set[str] = set()  # ended runs whose directory could not be archived
+        self.next_rescan = 0.0
+        self.next_poll = 0.0
+        self.next_watchdog: Optional[float] = None
+        self.watchdog_period = systemd.watchdog_period()
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self, now: float) -> None:
+        """Watch first, then reconcile: a run created meanwhile is seen twice, never zero times."""
+        if self.reader.shared:
+            log.info("%s is a shared spool: runs are accepted only from their owners", self.spool)
+        if not self.liveness.use_pidfd:
+            log.warning("pidfd_open is not available: polling processes every %.1fs", POLL_INTERVAL)
+        liveness_file.write(self.spool, now)
+        self.watcher.start()
+        reconcile.reconcile_all(self, now)
+        self.next_rescan = now + self.config.rescan_interval
+        if self.watchdog_period:
+            self.next_watchdog = now
+
+    def close(self) -> None:
+        self.watcher.stop()
+        liveness_file.remove(self.spool)
+        self.liveness.close()
+        self.oom.close()
+        self.wakeup.close()
+        self.epoll.close()
+
+    def timeout(self, now: float) -> float:
+        """Seconds the loop may sleep before some step is due."""
+        due = [self.next_rescan]
+        due.extend(r.stall_check_at for r in self.runs.values() if r.stall_check_at is not None)
+        if self.liveness.polling:
+            due.append(self.next_poll)
+        if self.next_watchdog is not None:
+            due.append(self.next_watchdog)
+        return max(_MIN_STEP, min(due) - now)
+
+    def poll_once(self, clock: Callable[[], float], max_wait: Optional[float] = None) -> float:
+        """Wait for something to do, do it; returns the ``now`` it used."""
+        wait = self.timeout(clock())
+        if max_wait is not None:
+            wait = min(wait, max_wait)
+        try:
+            ready = self.epoll.poll(wait)
+        except InterruptedError:
+            ready = []
+        now = clock()
+        self.handle(ready, now)
+        self.tick(now)
+        return now
+
+    # ------------------------------------------------------------ steps
+
+    def handle(self, ready: Iterable[tuple[int, int]], now: float) -> None:
+        fds = [fd for fd, _ in ready]
+        # Kernel log first, so an OOM line is known before its victim's exit is judged.
+        if self.oom.fd is not None and self.oom.fd in fds:
+            self.oom.drain()
+        if self.wakeup.fd in fds:
+            self.wakeup.clear()
+        # Spool changes (a final record among them) before exits: the process
+        # that wrote final.json and exited is then judged by its own word.
+        for event in self.watcher.drain():
+            self._guard(event.run_id, self.on_spool_change, event.run_id, event.change, now)
+        for fd in fds:
+            if self.liveness.owns(fd):
+                run_id = self.liveness.exited(fd)
+                if run_id is not None:
+                    self._guard(run_id, self.on_exit, run_id, now)
+
+    def tick(self, now: float) -> None:
+        for run in list(self.runs.values()):
+            if run.stall_check_at is not None and run.stall_check_at <= now:
+                self._guard(run.run_id, self.check_stall, run, now)
+        if self.liveness.polling and now >= self.next_poll:
+            for run_id in self.liveness.poll():
+                self._guard(run_id, self.on_exit, run_id, now)
+            self.next_poll = now + POLL_INTERVAL
+        if now >= self.next_rescan:
+            self.rescan(now)
+            self.next_rescan = now + self.config.rescan_interval
+        if self.next_watchdog is not None and now >= self.next_watchdog and self.watchdog_period:
+            systemd.notify("WATCHDOG=1")
+            self.next_watchdog = now + self.watchdog_period
+
+    def _guard(self, run_id: str, step: Callable[..., Any], *args: Any) -> None:
+        """One run's trouble is logged and retried at the next rescan; the loop goes on."""
+        try:
+            step(*args)
+        except Exception:
+            log.exception("handling run %s failed; it is re-read at the next rescan", run_id)
+            self.forget(run_id)
+
+    def forget(self, run_id: str) -> None:
+        """Drop in-memory state; the next rescan re-admits the run from disk + journal."""
+        self.runs.pop(run_id, None)
+        self.liveness.unwatch(run_id)
+        self.watcher.want_beats(run_id, False)
+
+    # ------------------------------------------------------------ events
+
+    def on_spool_change(self, run_id: str, change: Change, now: float) -> None:
+        if run_id in self.retired:
+            return
+        run = self.runs.get(run_id)
+        if run is None:
+            reconcile.admit(self, run_id, now, at_startup=False)
+            return
+        if change is Change.MESSAGE:
+            self.deliver_messages(run, now)
+        elif change is Change.FINAL:
+            self.check_final(run, now)
+        elif change is Change.BEAT:
+            self.check_recovery(run, now)
+
+    def on_exit(self, run_id: str, now: float) -> None:
+        run = self.runs.get(run_id)
+        if run is None:
+            return
+        run.watched = False
+        run.stall_check_at = None
+        self.judge_exit(run, now)
+        if run.state.is_terminal:
+            self.retire(run, now)
+
+    def judge_exit(self, run: TrackedRun, now: float) -> None:
+        """The process is gone: its final record if any, else killed (OOM if the kernel says)."""
+        self.deliver_messages(run, now)
+        if run.state.is_terminal:
+            return
+        final = self.reader.read_final(run)
+        cause = None if final is not None else self.oom.cause(run.identity, run.cgroup)
+        event = exit_event(final, oom=cause is not None, at_startup=False)
+        self.apply(run, event, now, final=final, detail=None if final else (cause or KILLED_DETAIL))
+
+    def check_final(self, run: TrackedRun, now: float) -> None:
+        self.deliver_messages(run, now)
+        if run.state.is_terminal:
+            return
+        final = self.reader.read_final(run)
+        if final is not None:
+            self.apply(run, Event.final(final.state), now, final=final)
+            if not run.watched:
+                self.retire(run, now)
+
+    def check_stall(self, run: TrackedRun, now: float) -> None:
+        """At a run's deadline: re-read its beat; stalled, or the next deadline."""
+        run.stall_check_at = None
+        if run.state is not RunState.RUNNING or not run.watched:
+            return
+        run.progress = self.reader.read_progress(run)
+        timeout = self.stall_timeout(run)
+        if is_stale(run.progress, run.record.started, timeout, now):
+            detail = self._stall_detail(run, timeout, now)
+            self.apply(run, Event(EventKind.PROGRESS_STALE), now, detail=detail)
+            if run.state is RunState.STALLED:
+                self.watcher.want_beats(run.run_id, True)
+                self.check_recovery(run, now)  # a beat may have landed meanwhile
+        else:
+            deadline = stall_deadline(run.progress, run.record.started, timeout)
+            run.stall_check_at = max(deadline, now + _MIN_STEP)
+
+    def check_recovery(self, run: TrackedRun, now: float) -> None:
+        """A stalled run's beat changed: fresh again means recovered."""
+        if run.state is not RunState.STALLED:
+            return
+        run.progress = self.reader.read_progress(run)
+        timeout = self.stall_timeout(run)
+        if is_stale(run.progress, run.record.started, timeout, now):
+            return
+        self.apply(run, Event(EventKind.PROGRESS_FRESH), now, detail="heartbeats and progress resumed")
+        if run.state is RunState.RUNNING:
+            self.watcher.want_beats(run.run_id, False)
+            deadline = stall_deadline(run.progress, run.record.started, timeout)
+            run.stall_check_at = max(deadline, now + _MIN_STEP)
+
+    def rescan(self, now: float) -> None:
+        """The safety net under inotify: every run directory, every pending record."""
+        liveness_file.write(self.spool, now)
+        present = set(self.list_run_ids())
+        self.retired &= present
+        for run_id in sorted(present - set(self.runs) - self.retired):
+            self._guard(run_id, reconcile.admit, self, run_id, now, False)
+        for run in list(self.runs.values()):
+            self._guard(run.run_id, self._rescan_run, run, now)
+        hygiene.prune_archive(self.state_path, self.config.retention, now, self.outbox.forget_run)
+        if self.outbox.prune_dead_letters(now, self.config.dead_letter_retention):
+            log.info("pruned dead letters older than the dead-letter retention period")
+
+    def _rescan_run(self, run: TrackedRun, now: float) -> None:
+        if run.state.is_live and not run.watched:
+            # A failed enqueue left the run live with no exit watch: judge again.
+            self.forget(run.run_id)
+            reconcile.admit(self, run.run_id, now, at_startup=False)
+            return
+        self.check_final(run, now)
+        self.check_recovery(run, now)
+        if run.state.is_terminal and not run.watched:
+            self.retire(run, now)
+
+    # ------------------------------------------------------------ effects
+
+    def apply(self, run: TrackedRun, event: Event, now: float, *, final: Optional[FinalRecord] = None,
+              detail: Optional[str] = None) -> None:
+        """Make the transition and enqueue its one alert (durably) before the state moves."""
+        new_state, kind = transition(run.state, event)
+        if kind is None:
+            run.state = new_state
+            return
+        number = run.transitions + 1
+        progress = self.reader.read_progress(run)
+        run.progress = progress
+        alert = from_run(alert_id(run.run_id, number, kind), kind, run.record, progress=progress,
+                         final=final, now=now, detail=detail)
+        channels = run.channels if kind.value in self.config.alert_on else []
+        # If this raises (disk full), the state stays put and the next rescan decides again.
+        self.outbox.enqueue(alert, channels)
+        log.info("run %s (pid %d): %s -> %s%s", run.run_id, run.record.pid, run.state.value,
+                 new_state.value, f" ({detail})" if detail else "")
+        run.state, run.transitions = new_state, number
+        self.wake_delivery()
+
+    def deliver_messages(self, run: TrackedRun, now: float) -> None:
+        """Queue the run's messages in order; each file goes once it is in the outbox."""
+        for seq, path, message in self.reader.pending_messages(run):
+            if message is None:
+                continue  # malformed or foreign: logged once, left for the archive
+            alert = from_run(message_alert_id(run.run_id, seq), AlertKind.MESSAGE, run.record,
+                             progress=run.progress, now=message.time, text=message.text)
+            self.outbox.enqueue(alert, run.channels)  # False: already queued before a restart
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            self.wake_delivery()
+
+    def retire(self, run: TrackedRun, now: float) -> None:
+        """An ended run whose process is gone: archive it and stop tracking."""
+        self.deliver_messages(run, now)
+        self.forget(run.run_id)
+        if hygiene.archive_run(run.paths.dir, self.state_path, now) is None and run.paths.dir.exists():
+            self.retired.add(run.run_id)
+
+    # ------------------------------------------------------------ helpers
+
+    def list_run_ids(self) -> list[str]:
+        return spool.list_run_ids(self.spool)
+
+    def stall_timeout(self, run: TrackedRun) -> float:
+        return run.record.stall_timeout or self.config.stall_timeout
+
+    @staticmethod
+    def _stall_detail(run: TrackedRun, timeout: float, now: float) -> str:
+        progress = run.progress
+        beat = progress.beat if progress is not None else run.record.started
+        last = run.record.started
+        if progress is not None and progress.last_progress is not None:
+            last = progress.last_progress
+        # Missing several heartbeats means the whole process stopped, not just training.
+        if now - beat > 3 * run.record.heartbeat_interval:
+            return (f"no heartbeat for {now - beat:.0f}s (stall timeout {timeout:.0f}s): "
+                    "the process is frozen (stopped, swapping or stuck in the kernel)")
+        return (f"no progress for {now - last:.0f}s (stall timeout {timeout:.0f}s) while the heartbeat "
+                "goes on: training is stuck")
+
+    def resolve_channels(self, run: TrackedRun) -> list[str]:
+        """The run's channel names; unknown or invalid entries fall back to the defaults."""
+        names: list[str] = []
+        entries = run.record.channels or list(self.config.default_channels)
+        for index, entry in enumerate(entries):
+            name = None
+            if isinstance(entry, str):
+                if entry in self.config.channels:
+                    name = entry
+                else:
+                    self.problems.report(run.paths.run,
+                                         f"unknown channel {entry!r}; using the default channels")
+            elif isinstance(entry, dict) and self.inline_channels is not None:
+                try:
+                    name = self.inline_channels.register_inline(entry)
+                except Exception as exc:
+                    self.problems.report(run.paths.run, f"invalid inline channel #{index + 1}: "
+                                         f"{redact(exc, _string_values(entry))}; using the default channels")
+            if name is None:
+                names.extend(self.config.default_channels)
+            else:
+                names.append(name)
+        return list(dict.fromkeys(names))  # order kept, duplicates dropped
+
+
+def _string_values(options: dict) -> list[str]:
+    return [v for v in options.values() if isinstance(v, str)]
+
+
+# ---------------------------------------------------------------- the entry point
+
+
+def lock_state_dir(state_path: Path) -> Optional[int]:
+    """One daemon per state directory: an flock held for the daemon's life."""
+    fd = os.open(state_path / "daemon.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def serve(daemon: Daemon, stop: threading.Event, clock: Callable[[], float] = time.time) -> None:
+    """Run ``daemon`` until ``stop`` is set."""
+    # The stop event is set by a signal handler or another thread; this
+    # waiter turns it into a wake-up of the epoll so shutdown is immediate.
+    waiter = threading.Thread(target=lambda: (stop.wait(), daemon.wakeup.wake()),
+                              name="sentinel-stop-waiter", daemon=True)
+    waiter.start()
+    while not stop.is_set():
+        daemon.poll_once(clock)
+
+
+def prepare_dirs(config: Config) -> None:
+    spool_path = Path(config.spool_path())
+    if not spool_path.exists():
+        spool.make_private_dir(spool_path)
+    spool.make_private_dir(Path(config.state_path()))

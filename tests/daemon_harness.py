@@ -1,0 +1,177 @@
+"""A real daemon process for end-to-end tests, and ways to watch it.
+
+    with DaemonProcess(tmp, channels={...}) as daemon:   # started, READY=1 seen
+        ...
+        daemon.stop()                                    # SIGTERM, clean exit
+
+The daemon runs as its own process (``tests/daemon_victims/launch_daemon.py``)
+with its own spool and state directory; readiness and shutdown are observed
+through a real ``NOTIFY_SOCKET`` (sd_notify datagrams), never by sleeping.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from sentinel.alerts import Alert, AlertKind
+from sentinel.outbox import Outbox
+from sentinel.render import render_bark
+from tests.victims.harness import ROOT, wait_for
+
+LAUNCHER = ROOT / "tests" / "daemon_victims" / "launch_daemon.py"
+ZOMBIE_PARENT = ROOT / "tests" / "daemon_victims" / "zombie_parent.py"
+
+
+class NotifySocket:
+    """A datagram socket standing in for systemd's; collects sd_notify states."""
+
+    def __init__(self) -> None:
+        # AF_UNIX paths are short (108 bytes): a private directory under /tmp.
+        self.dir = Path(tempfile.mkdtemp(prefix="sn-notify-"))
+        self.path = self.dir / "notify"
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(self.path))
+        self.states: list[str] = []
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._receive, daemon=True)
+        self._thread.start()
+
+    def _receive(self) -> None:
+        while True:
+            try:
+                data = self.sock.recv(4096)
+            except OSError:
+                return
+            with self._cond:
+                self.states.append(data.decode("utf-8", "replace"))
+                self._cond.notify_all()
+
+    def wait_for(self, state: str, count: int = 1, timeout: float = 30.0) -> bool:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self.states.count(state) < count:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+            return True
+
+    def close(self) -> None:
+        self.sock.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class DaemonProcess:
+    """The daemon under test: config written to ``tmp``, logs kept per start."""
+
+    def __init__(self, tmp: Path, channels: dict[str, dict[str, Any]], **settings: Any) -> None:
+        self.tmp = Path(tmp)
+        self.spool = self.tmp / "spool"
+        self.state = self.tmp / "state"
+        self.config_path = self.tmp / "daemon.yaml"
+        config = {"spool": str(self.spool), "state_dir": str(self.state), "channels": channels,
+                  "rescan_interval": "2s", **settings}
+        self.config_path.write_text(yaml.safe_dump(config))
+        self.config_path.chmod(0o600)  # it holds channel secrets
+        self.proc: Optional[subprocess.Popen[bytes]] = None
+        self.notify: Optional[NotifySocket] = None
+        self.starts = 0
+        self.logs: list[Path] = []
+
+    def start(self, wait_ready: bool = True) -> DaemonProcess:
+        self.starts += 1
+        self.notify = NotifySocket()
+        log_path = self.tmp / f"daemon-{self.starts}.log"
+        self.logs.append(log_path)
+        env = dict(os.environ, PYTHONPATH=str(ROOT), NOTIFY_SOCKET=str(self.notify.path),
+                   PYTHONUNBUFFERED="1")
+        env.pop("SENTINEL_SPOOL", None)
+        with open(log_path, "wb") as log_file:
+            self.proc = subprocess.Popen([sys.executable, str(LAUNCHER), str(self.config_path)], env=env,
+                                         stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT)
+        if wait_ready:
+            self.ready()
+        return self
+
+    def ready(self, timeout: float = 30.0) -> None:
+        assert self.notify is not None and self.proc is not None
+        if not self.notify.wait_for("READY=1", timeout=timeout):
+            raise AssertionError(f"daemon not ready (exit {self.proc.poll()}); log:\n{self.log()}")
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM and wait: the clean shutdown path."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout)
+        self._close_notify()
+        return code
+
+    def kill(self) -> None:
+        """SIGKILL: the daemon gets no chance to clean up."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(30)
+        self._close_notify()
+
+    def _close_notify(self) -> None:
+        if self.notify is not None:
+            self.notify.close()
+            self.notify = None
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log(self) -> str:
+        return "".join(p.read_text(errors="replace") for p in self.logs if p.exists())
+
+    def journal(self, run_id: str) -> list[Alert]:
+        """What the daemon decided about a run (read after it stopped: one owner at a time)."""
+        assert not self.alive(), "read the journal only while the daemon is stopped"
+        return Outbox(self.state / "outbox").journal(run_id)
+
+    def dead_letters(self) -> list[Any]:
+        assert not self.alive(), "read dead letters only while the daemon is stopped"
+        return Outbox(self.state / "outbox").dead_letters()
+
+    def __enter__(self) -> DaemonProcess:
+        return self.start() if self.proc is None else self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.alive():
+            self.kill()
+        self._close_notify()
+
+
+def bark_title(kind: AlertKind, run_name: str) -> str:
+    """The title the Bark channel gives an alert of ``kind`` about ``run_name``."""
+    alert = Alert(alert_id="x", kind=kind, created=0.0, run_name=run_name, text="")
+    return render_bark(alert, "en").title
+
+
+def titles(bark: Any) -> list[str]:
+    return [push.get("title", "") for push in bark.pushes]
+
+
+def wait_for_push(bark: Any, kind: AlertKind, run_name: str, timeout: float = 30.0) -> dict[str, Any]:
+    """The first accepted Bark push of ``kind`` about ``run_name``."""
+    title = bark_title(kind, run_name)
+
+    def find() -> Optional[dict[str, Any]]:
+        return next((p for p in bark.pushes if p.get("title") == title), None)
+
+    try:
+        return wait_for(find, timeout, what=f"a {kind.value} push for {run_name}")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; pushes so far: {titles(bark)}") from None

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import email.utils
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Optional, Tuple, Union
 
 import sentinel
 from sentinel.channels.base import DeliveryError
-from sentinel.redact import redact
+from sentinel.redact import RedactingFilter, redact
 
 # (connect, read) seconds. An alert that cannot be handed over in this time
 # is retried later rather than blocking the channel's queue.
@@ -64,6 +65,7 @@ def post_json(
     """
     import requests  # daemon-side dependency; importing channels stays cheap
 
+    _mask_urllib3_log()
     if not timeout:
         raise ValueError("a timeout is mandatory")
     secrets = list(secrets)
@@ -84,6 +86,14 @@ def post_json(
         raise DeliveryError(f"{what} URL is invalid: {redact(exc, secrets)}", permanent=True) from None
     except requests.exceptions.RequestException as exc:
         raise DeliveryError(f"{what} failed: {redact(_root_cause(exc), secrets)}") from None
+
+
+def _mask_urllib3_log() -> None:
+    """urllib3 logs request lines (with webhook paths and tokens) at debug
+    level: mask them at the source, whatever handlers are configured."""
+    logger = logging.getLogger("urllib3.connectionpool")
+    if not any(isinstance(f, RedactingFilter) for f in logger.filters):
+        logger.addFilter(RedactingFilter())
 
 
 def raise_for_status(answer: Answer, *, what: str, secrets: Iterable[Optional[str]] = (),

@@ -12,7 +12,7 @@ arrival time (``time.monotonic_ns()``) and can be switched to fail::
 
 from tests.fakes.bark import FakeBark
 from tests.fakes.dingtalk import FakeDingTalk
-from tests.fakes.server import FakeService, RecordedRequest, Reply
+from tests.fakes.server import FakeService, RecordedRequest, Reply, wait_for
 from tests.fakes.slack import FakeSlack
 
-__all__ = ["FakeBark", "FakeDingTalk", "FakeSlack", "FakeService", "RecordedRequest", "Reply"]
+__all__ = ["FakeBark", "FakeDingTalk", "FakeSlack", "FakeService", "RecordedRequest", "Reply", "wait_for"]

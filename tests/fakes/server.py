@@ -93,8 +93,9 @@ class FakeService:
 
         self._server = ThreadingHTTPServer((HOST, 0), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name=type(self).__name__,
-                                        daemon=True)
+        # A short poll interval: stop() (server.shutdown) waits up to one of them.
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
+                                        name=type(self).__name__, daemon=True)
         self._thread.start()
         return self
 
@@ -211,3 +212,14 @@ class FakeService:
             handler.wfile.write(reply.body)
         except OSError:
             pass  # the client went away (killed mid-request): nothing to answer
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.005) -> bool:
+    """Poll ``predicate`` until true or ``timeout`` seconds pass (bounded)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)

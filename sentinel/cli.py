@@ -107,6 +107,8 @@ def setup_logging(level: str = "info") -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(getattr(logging, level.upper(), logging.INFO))
+    # Library warnings (warnings.warn) take the same path, so each journal line has a priority.
+    logging.captureWarnings(True)
 
 
 # ---------------------------------------------------------------- commands

@@ -1,0 +1,70 @@
+"""``sentinel test [CHANNEL]``: a real TEST alert through each channel's send,
+with the service's answer printed."""
+
+from __future__ import annotations
+
+import io
+
+from sentinel.config import ChannelConfig, Config
+from sentinel.selftest import run_test
+from tests.fakes import FakeBark, FakeDingTalk, FakeSlack
+
+
+def config_for(tmp_path, **channels):
+    configured = {name: ChannelConfig(name, kind, options) for name, (kind, options) in channels.items()}
+    return Config(spool=tmp_path / "spool", channels=configured)
+
+
+def test_every_channel_answers(tmp_path, capsys):
+    with FakeBark() as bark, FakeDingTalk() as robot, FakeSlack() as slack:
+        config = config_for(
+            tmp_path,
+            phone=("bark", {"url": bark.key_url}),
+            team=("dingtalk", {"webhook_url": robot.webhook_url, "secret": robot.secret}),
+            ops=("slack", {"webhook_url": slack.webhook_url}),
+            console=("console", {}),
+        )
+        out = io.StringIO()
+        assert run_test(config, None, out=out) == 0
+        assert [p["title"] for p in bark.pushes] == ["🔔 Test alert: run-sentinel"]
+        assert robot.messages[0]["markdown"]["title"] == "🔔 Test alert: run-sentinel"
+        assert slack.messages[0]["text"].startswith("🔔 Test alert: run-sentinel")
+    assert out.getvalue().splitlines() == [
+        "✓ phone (bark): Bark: code 200 success",
+        "✓ team (dingtalk): DingTalk: errcode 0 ok",
+        "✓ ops (slack): Slack: 200 ok",
+        "✓ console (console): printed to stdout",
+    ]
+    assert capsys.readouterr().out.startswith("🔔 Test alert: run-sentinel")
+
+
+def test_one_channel_failing_explains_and_hides_secrets(tmp_path):
+    with FakeDingTalk() as robot, FakeSlack() as slack:
+        config = config_for(
+            tmp_path,
+            team=("dingtalk", {"webhook_url": robot.webhook_url, "secret": "SECwrong-secret-for-test"}),
+            ops=("slack", {"webhook_url": slack.webhook_url}),
+        )
+        out = io.StringIO()
+        assert run_test(config, "team", out=out) == 1
+        assert slack.received() == []  # only the named channel
+    text = out.getvalue()
+    assert text.startswith("✗ team (dingtalk): permanent: DingTalk: errcode 310000 sign not match")
+    assert "加签" in text
+    assert "SECwrong-secret-for-test" not in text and robot.access_token not in text
+
+
+def test_transient_failure_says_the_daemon_would_retry(tmp_path):
+    with FakeSlack() as slack:
+        slack.fail("5xx")
+        out = io.StringIO()
+        assert run_test(config_for(tmp_path, ops=("slack", {"webhook_url": slack.webhook_url})), "ops",
+                        out=out) == 1
+    assert out.getvalue().startswith(
+        "✗ ops (slack): transient (the daemon would retry): Slack answered HTTP 500")
+
+
+def test_unknown_channel(tmp_path):
+    out = io.StringIO()
+    assert run_test(config_for(tmp_path, console=("console", {})), "pager", out=out) == 1
+    assert out.getvalue() == "✗ pager: no such channel (configured: console)\n"

@@ -315,6 +315,7 @@ class Recorder:
             )
             self._write_record()
             self._flush_messages()
+            self._write_beat(self.final.ended)  # the last progress, for readers of beat.json
             self._write(self.paths.final, self.final.to_dict(), durable=True)
             if not _ACTIVE:
                 _restore_sigterm_handler()

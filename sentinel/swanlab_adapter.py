@@ -30,6 +30,8 @@ calls only its own. What SwanLab cannot tell us is made up for here:
 from __future__ import annotations
 
 import contextlib
+import sys
+import traceback
 from pathlib import Path, PurePosixPath
 from typing import Any, Mapping, Optional, Sequence, Union
 
@@ -149,7 +151,9 @@ class _SentinelHooks:
     def on_run_finished(self, state: Any = None, error: Optional[str] = None,
                         *args: Any, **kwargs: Any) -> None:
         try:
-            self._finish(_FINAL_STATE.get(str(state), "crashed" if error else "finished"), error)
+            final_state = _FINAL_STATE.get(str(state), "crashed" if error else "finished")
+            # SwanLab's "aborted" is its SIGINT handler (or a KeyboardInterrupt).
+            self._finish(final_state, error, signal_name="SIGINT" if final_state == "aborted" else None)
         except Exception as exc:
             _hook_failed("on_run_finished", exc)
 
@@ -182,9 +186,9 @@ class _SentinelHooks:
     def on_stop(self, error: Optional[str] = None, *args: Any, **kwargs: Any) -> None:
         try:
             if kwargs.get("interrupt"):
-                self._finish("aborted", error, signal_name="SIGINT")
+                self._finish("aborted", _with_exception_type(error), signal_name="SIGINT")
             else:
-                self._finish("crashed" if error is not None else "finished", error)
+                self._finish("crashed" if error is not None else "finished", _with_exception_type(error))
         except Exception as exc:
             _hook_failed("on_stop", exc)
 
@@ -293,6 +297,21 @@ def _enum_text(value: Any) -> Optional[str]:
         return None
     value = getattr(value, "value", value)
     return value if isinstance(value, str) else str(value)
+
+
+def _with_exception_type(error: Optional[str]) -> Optional[str]:
+    """The old API's error is ``format_tb`` + ``str(exc)``: no header, no type.
+
+    It is called from SwanLab's excepthook, and the interpreter sets
+    ``sys.last_value`` before calling the hook, so the full traceback can be
+    had; only when that exception is the one SwanLab describes.
+    """
+    if not error:
+        return error
+    exc = getattr(sys, "last_value", None)
+    if not isinstance(exc, BaseException) or str(exc) not in error:
+        return error
+    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
 
 
 def _hook_failed(hook: str, exc: BaseException) -> None:

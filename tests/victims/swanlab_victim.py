@@ -31,6 +31,9 @@ def main() -> None:
         i = argv.index("--dropin-args")
         dropin_args = json.loads(argv[i + 1])
         del argv[i : i + 2]
+    probe_api_key = "--probe-api-key" in argv  # prove the key reached callbacks' settings
+    if probe_api_key:
+        argv.remove("--probe-api-key")
     if "--also-plain" in argv:  # a SentinelCallback next to the drop-in: still one run
         argv.remove("--also-plain")
         also_plain = True
@@ -59,6 +62,8 @@ def main() -> None:
         def send(text: str) -> None:  # a plain SentinelCallback has no send_msg
             callback.recorder.send(text)
 
+    if probe_api_key and isinstance(getattr(swanlab, "Callback", None), type):
+        callbacks.append(_api_key_probe(swanlab.Callback)())
     swanlab.init(project="victim-project", experiment_name=f"exp-{args.mode}",
                  description="a victim run", mode="offline", callbacks=callbacks)
     _common.say(f"READY {callback.run_id}")
@@ -67,6 +72,20 @@ def main() -> None:
         swanlab.log({"loss": 1.0 / step, "acc": step / 100.0}, step=step)
 
     _common.act(args, report, send, swanlab.finish)
+
+
+def _api_key_probe(base: type) -> type:
+    class ApiKeyProbe(base):  # type: ignore[misc, valid-type]
+        @property
+        def name(self) -> str:
+            return "api-key-probe"
+
+        def on_run_initialized(self, run_dir, path, settings=None, *args, **kwargs):  # noqa: ANN001
+            seen = bool(getattr(settings, "api_key", None)) and settings.api_key == os.environ.get(
+                "SWANLAB_API_KEY")
+            _common.say(f"API_KEY_SEEN {'yes' if seen else 'no'}")
+
+    return ApiKeyProbe
 
 
 if __name__ == "__main__":

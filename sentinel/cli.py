@@ -259,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("test", help="send a test alert through a channel",
                        description="Send a test alert through the real delivery path and print the answer.")
     p.add_argument("channel", nargs="?", metavar="CHANNEL",
-                   help="channel name (default: the default channels)")
+                   help="channel name (default: every configured channel)")
     p.add_argument("--config", metavar="PATH", help="config file (default: the config search)")
     p.set_defaults(func=cmd_test)
 

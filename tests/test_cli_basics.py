@@ -237,3 +237,10 @@ def test_group_readable_secret_config_says_group(env: dict, tmp_path: Path) -> N
     path = config_file(tmp_path, WITH_SECRET, mode=0o640)
     result = run_sentinel(["check-config", str(path)], env)
     assert "is readable by group (mode 640)" in result.stderr
+
+
+def test_test_command_sends_through_a_channel(env: dict, tmp_path: Path) -> None:
+    result = run_sentinel(["test", "screen", "--config", str(config_file(tmp_path, GOOD))], env)
+    assert result.returncode == 0, result.stderr
+    assert "screen (console)" in result.stdout
+    assert "Test alert" in result.stdout  # the alert itself, printed by the console channel

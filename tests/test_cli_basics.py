@@ -243,4 +243,4 @@ def test_test_command_sends_through_a_channel(env: dict, tmp_path: Path) -> None
     result = run_sentinel(["test", "screen", "--config", str(config_file(tmp_path, GOOD))], env)
     assert result.returncode == 0, result.stderr
     assert "screen (console)" in result.stdout
-    assert "Test alert" in result.stdout  # the alert itself, printed by the console channel
+    assert "测试告警" in result.stdout  # the alert itself, in the configured language (zh)

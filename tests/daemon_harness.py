@@ -76,10 +76,12 @@ class NotifySocket:
 class DaemonProcess:
     """The daemon under test: config written to ``tmp``, logs kept per start."""
 
-    def __init__(self, tmp: Path, channels: dict[str, dict[str, Any]], **settings: Any) -> None:
+    def __init__(self, tmp: Path, channels: dict[str, dict[str, Any]], *, spool: Optional[Path] = None,
+                 state: Optional[Path] = None, **settings: Any) -> None:
         self.tmp = Path(tmp)
-        self.spool = self.tmp / "spool"
-        self.state = self.tmp / "state"
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        self.spool = spool if spool is not None else self.tmp / "spool"
+        self.state = state if state is not None else self.tmp / "state"
         self.config_path = self.tmp / "daemon.yaml"
         config = {"spool": str(self.spool), "state_dir": str(self.state), "channels": channels,
                   "rescan_interval": "2s", **settings}
@@ -135,6 +137,9 @@ class DaemonProcess:
 
     def log(self) -> str:
         return "".join(p.read_text(errors="replace") for p in self.logs if p.exists())
+
+    def wait_log(self, text: str, timeout: float = 30.0) -> None:
+        wait_for(lambda: text in self.log(), timeout, what=f"{text!r} in the daemon's log")
 
     def journal(self, run_id: str) -> list[Alert]:
         """What the daemon decided about a run (read after it stopped: one owner at a time)."""

@@ -94,6 +94,7 @@ class RunReader:
         self.spool = Path(spool_path)
         self.shared = shared
         self.problems = problems
+        self.untrusted: set[str] = set()  # shared spool: runs refused for their ownership
 
     def paths(self, run_id: str) -> RunPaths:
         return RunPaths(self.spool, run_id)
@@ -128,8 +129,13 @@ class RunReader:
             self.problems.report(paths.run, f"names run {record.run_id!r}, not its directory's")
             return None
         if self.shared:
+            if run_id in self.untrusted:
+                return None
             reason = self._untrusted(record, st.st_uid, dir_st.st_uid)
             if reason:
+                # Once refused, always refused: when the named process dies
+                # later, the files alone must not make the run acceptable.
+                self.untrusted.add(run_id)
                 self.problems.report(paths.run, reason)
                 return None
         return record, st.st_uid

@@ -265,7 +265,7 @@ class Delivery:
         """Do the next thing for channel ``name``: send, or say how long to
         wait (seconds). None means "go again at once"."""
         now = self.clock()
-        items = self.outbox.pending(name)
+        items = self.outbox.pending(name, limit=MAX_DIGEST)
         if not items:
             return self.idle_wait
         head = items[0]

@@ -298,11 +298,11 @@ class Outbox:
         with self._lock:
             return [name for name, queue in self._queues.items() if queue]
 
-    def pending(self, channel: str) -> list[PendingDelivery]:
-        """``channel``'s undelivered alerts, oldest first."""
+    def pending(self, channel: str, limit: Optional[int] = None) -> list[PendingDelivery]:
+        """``channel``'s undelivered alerts, oldest first (at most ``limit``)."""
         with self._lock:
             out = []
-            for seq, alert_id in self._queues.get(channel, []):
+            for seq, alert_id in self._queues.get(channel, [])[:limit]:
                 record = self._open[alert_id]
                 state = record["channels"][channel]
                 out.append(PendingDelivery(

@@ -374,9 +374,9 @@ def render_bark(alert: Alert, lang: str = "en") -> BarkText:
 
 
 def _md_escape(text: str) -> str:
-    # DingTalk markdown has no escaping; neutralise what would start markup
-    # in the middle of user text (a run name like "*best*").
-    return text.replace("*", "\\*").replace("_", "\\_").replace("#", "\\#")
+    # Values never start a line (so "#" is harmless) and intraword "_" in
+    # run names like "lr_3e_4" is no markup; only "*" would turn bold.
+    return text.replace("*", "\\*")
 
 
 def render_markdown(alert: Alert, lang: str = "en", max_bytes: int = _DINGTALK_BUDGET) -> tuple[str, str]:

@@ -124,7 +124,7 @@ def test_markdown_has_link_error_and_product_keyword():
 
 def test_markdown_escapes_markup_in_names():
     _, text = render_markdown(sample_alert(run_name="*best*_run #1"))
-    assert "\\*best\\*\\_run \\#1" in text
+    assert "- **Run**: \\*best\\*_run #1" in text
 
 
 def test_digest_fit_and_render():

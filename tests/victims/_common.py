@@ -66,7 +66,7 @@ def install_user_sigterm(args: argparse.Namespace) -> None:
 
 
 def act(args: argparse.Namespace, report: Callable[[int], None], send: Callable[[str], None],
-        finish: Callable[[], None]) -> None:
+        finish: Callable[[], None], run_dir: Optional[str] = None) -> None:
     """Act out ``args.mode``; ``report(step)`` is one unit of training progress."""
     step = 0
 
@@ -116,6 +116,9 @@ def act(args: argparse.Namespace, report: Callable[[int], None], send: Callable[
             send("from the child")
             raise RuntimeError("child crash must not be recorded")
         os.waitpid(pid, 0)
+        if run_dir:  # before the parent's own end could cover a child's write
+            left = sorted(n for n in os.listdir(run_dir) if n in ("final.json", "msg"))
+            say(f"AFTER-CHILD {','.join(left) or '-'}")
         progress(1)
         finish()
     say("DONE")

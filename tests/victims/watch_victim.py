@@ -34,10 +34,10 @@ def main() -> None:
         run.beat(step=step, loss=1.0 / step, lr=0.1)
 
     if args.mode == "no-finish":  # no with-block, no finish(): atexit ends it
-        _common.act(args, report, run.send, lambda: None)
+        _common.act(args, report, run.send, lambda: None, str(run.path))
         return
     with run:
-        _common.act(args, report, run.send, lambda: None)
+        _common.act(args, report, run.send, lambda: None, str(run.path))
 
 
 if __name__ == "__main__":

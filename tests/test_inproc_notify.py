@@ -1,0 +1,171 @@
+"""Drop-in notification callbacks: SwanLab's constructor arguments, the
+channel they record, and delivery from the process when no daemon is alive."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import pytest
+
+from sentinel import spool
+from sentinel.procid import ProcessIdentity
+from tests.fakes import FakeBark, FakeDingTalk, FakeSlack
+from tests.victims.harness import Victim, swanlab_params, swanlab_python
+
+KEY = "AbCdEfGhIjKlMnOpQrStUv"  # 22 characters, like the keys the Bark app makes
+
+
+def _push_text(push: dict) -> str:
+    return " ".join(str(push.get(k, "")) for k in ("title", "subtitle", "body"))
+
+
+def _pretend_a_daemon_is_alive(spool_dir: Path) -> None:
+    """daemon.json naming a live process (this one), as the daemon writes it."""
+    me = ProcessIdentity.current()
+    spool.make_private_dir(spool_dir)
+    spool.write_json(spool_dir / spool.DAEMON_FILE,
+                     spool.DaemonLiveness(me.pid, me.start_ticks, me.boot_id, written=0.0).to_dict())
+
+
+# ------------------------------------------------------------ constructors
+
+
+def test_bark_records_server_and_key_like_swanlab_0_10() -> None:
+    from sentinel import BarkCallback
+
+    callback = BarkCallback(key=KEY, url="https://bark.example.org", bark_level="critical", icon=None)
+    assert callback.channel == {"type": "bark", "server": "https://bark.example.org", "key": KEY,
+                                "level": "critical"}
+
+
+def test_bark_accepts_the_app_url_with_the_key_like_swanlab_0_7() -> None:
+    from sentinel import BarkCallback
+
+    callback = BarkCallback(url=f"https://api.day.app/{KEY}", language="zh", group="ml-runs")
+    assert callback.channel == {"type": "bark", "url": f"https://api.day.app/{KEY}", "language": "zh",
+                                "group": "ml-runs"}
+
+
+def test_bark_without_any_key_is_a_clear_error_that_keeps_secrets_out() -> None:
+    from sentinel import BarkCallback
+
+    with pytest.raises(ValueError, match="BarkCallback: .*device key"):
+        BarkCallback(url="https://api.day.app")
+
+
+def test_dingtalk_takes_secret_or_secrets() -> None:
+    from sentinel import DingTalkCallback
+
+    url = "https://oapi.dingtalk.com/robot/send?access_token=abc"
+    expected = {"type": "dingtalk", "webhook_url": url, "secret": "SECone"}
+    assert DingTalkCallback(url, "SECone").channel == expected
+    assert DingTalkCallback(webhook_url=url, secrets="SECtwo").channel["secret"] == "SECtwo"
+    assert "secret" not in DingTalkCallback(webhook_url=url).channel
+    with pytest.raises(ValueError, match="webhook_url") as info:
+        DingTalkCallback(webhook_url="not a url", secret="SECthree")
+    assert "SECthree" not in str(info.value)
+
+
+def test_slack_takes_webhook_url_and_language() -> None:
+    from sentinel import SlackCallback
+
+    url = "https://hooks.slack.com/services/T0/B0/x"
+    assert SlackCallback(url, "en").channel == {"type": "slack", "webhook_url": url, "language": "en"}
+    assert SlackCallback(webhook_url=url).channel == {"type": "slack", "webhook_url": url}
+
+
+def test_dropins_are_callbacks_of_the_installed_swanlab() -> None:
+    from sentinel import BarkCallback, SentinelCallback
+    from sentinel.swanlab_adapter import CallbackBase
+
+    callback = BarkCallback(key=KEY)
+    assert isinstance(callback, SentinelCallback) and isinstance(callback, CallbackBase)
+    assert callback.name != SentinelCallback().name  # SwanLab keeps both when given both
+
+
+# ------------------------------------------------------------ in real runs
+
+
+@pytest.mark.parametrize("env_var", swanlab_params())
+def test_without_a_daemon_the_process_sends_messages_and_the_end(env_var: str, tmp_path: Path) -> None:
+    python = swanlab_python(env_var)
+    with FakeBark(keys=[KEY]) as bark, Victim.swanlab(
+        python, tmp_path, "finish", "--heartbeat", "0.05", "--send", "accuracy above 0.95",
+        "--dropin", "bark", "--dropin-args", json.dumps({"key": KEY, "url": bark.url}),
+    ).start() as victim:
+        victim.ready()
+        assert victim.wait() == 0, victim.output()
+        # Exit waited for the sender: everything has arrived by now.
+        pushes = bark.pushes
+        assert len(pushes) == 2, (pushes, victim.output())
+        assert "accuracy above 0.95" in _push_text(pushes[0])
+        assert all(p["device_key"] == KEY for p in pushes)
+        assert "accuracy above 0.95" not in _push_text(pushes[1])  # the run's end
+        warnings = [line for line in victim.stderr if "no sentinel daemon is watching" in line]
+        assert len(warnings) == 1 and "kill" in warnings[0]
+        record = victim.record()
+        assert record.channels == [{"type": "bark", "server": bark.url, "key": KEY}]
+        assert victim.messages() == []  # sent from here, so not queued for a daemon too
+        assert victim.final().state == "finished"
+
+
+def test_without_a_daemon_sigterm_is_still_sent_before_dying(tmp_path: Path) -> None:
+    with FakeSlack(min_interval=0.0) as slack, Victim.swanlab(
+        swanlab_python(None), tmp_path, "sleep-forever", "--heartbeat", "0.05",
+        "--dropin", "slack", "--dropin-args", json.dumps({"webhook_url": slack.webhook_url}),
+    ).start() as victim:
+        victim.ready()
+        victim.expect("RUNNING")
+        victim.signal(signal.SIGTERM)
+        assert victim.wait() == -signal.SIGTERM, victim.output()
+        assert len(slack.messages) == 1, victim.output()
+        assert victim.final().state == "terminated"
+
+
+def test_without_a_daemon_a_signed_dingtalk_message_arrives(tmp_path: Path) -> None:
+    with FakeDingTalk() as ding, Victim.swanlab(
+        swanlab_python(None), tmp_path, "exception", "--heartbeat", "0.05", "--send", "epoch 3 done",
+        "--dropin", "dingtalk", "--dropin-args",
+        json.dumps({"webhook_url": ding.webhook_url, "secrets": ding.secret}),
+    ).start() as victim:
+        victim.ready()
+        assert victim.wait() == 1, victim.output()
+        messages = [json.dumps(m, ensure_ascii=False) for m in ding.messages]
+        assert len(messages) == 2, (ding.received(), victim.output())
+        assert "epoch 3 done" in messages[0]
+        assert "boom from victim" in messages[1]
+
+
+@pytest.mark.parametrize("env_var", swanlab_params())
+def test_with_a_daemon_alive_everything_goes_through_the_spool(env_var: str, tmp_path: Path) -> None:
+    python = swanlab_python(env_var)
+    spool_dir = tmp_path / "spool"
+    _pretend_a_daemon_is_alive(spool_dir)
+    with FakeBark(keys=[KEY]) as bark, Victim.swanlab(
+        python, tmp_path, "finish", "--heartbeat", "0.05", "--send", "queued, not sent",
+        "--dropin", "bark", "--dropin-args", json.dumps({"url": f"{bark.url}/{KEY}"}),
+        spool_dir=spool_dir,
+    ).start() as victim:
+        victim.ready()
+        assert victim.wait() == 0, victim.output()
+        assert bark.received() == []  # the process is gone: it never sent anything
+        assert [m.text for m in victim.messages()] == ["queued, not sent"]
+        assert victim.record().channels == [{"type": "bark", "url": f"{bark.url}/{KEY}"}]
+        assert not any("no sentinel daemon" in line for line in victim.stderr)
+
+
+def test_a_dropin_next_to_a_sentinel_callback_makes_one_run(tmp_path: Path) -> None:
+    spool_dir = tmp_path / "spool"
+    _pretend_a_daemon_is_alive(spool_dir)
+    with Victim.swanlab(
+        swanlab_python(None), tmp_path, "finish", "--heartbeat", "0.05", "--channel", '"ops"',
+        "--dropin", "bark", "--dropin-args", json.dumps({"key": KEY}), "--also-plain", spool_dir=spool_dir,
+    ).start() as victim:
+        victim.ready()
+        assert victim.wait() == 0, victim.output()
+        assert spool.list_run_ids(spool_dir) == [victim.run_id]
+        bark = {"type": "bark", "server": "https://api.day.app", "key": KEY}
+        assert victim.record().channels == [bark, "ops"]
+        assert victim.final().state == "finished"

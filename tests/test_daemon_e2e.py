@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
 import pytest
 
@@ -22,7 +22,7 @@ from sentinel.alerts import AlertKind
 from sentinel.procid import ProcessIdentity, process_state
 from tests.daemon_harness import ZOMBIE_PARENT, DaemonProcess, bark_title, titles, wait_for_push
 from tests.fakes import FakeBark
-from tests.victims.harness import Victim, wait_for
+from tests.victims.harness import Victim, swanlab_params, swanlab_python, wait_for
 
 HEARTBEAT = "0.1"
 K = AlertKind
@@ -453,3 +453,54 @@ def test_archived_runs_are_pruned_after_retention(tmp_path: Path, bark: FakeBark
         wait_for(lambda: not (daemon.state / "archive" / run_id).exists(), 30, what="the archive pruned")
         daemon.stop()
     assert daemon.journal(run_id) == []  # the journal went with it
+
+
+# ------------------------------------------------------------ real SwanLab (offline)
+
+
+def swanlab_victim(daemon: DaemonProcess, env_var: Optional[str], mode: str, name: str, *args: str) -> Victim:
+    python = swanlab_python(env_var)
+    return Victim.swanlab(python, daemon.tmp, mode, "--name", name, "--heartbeat", HEARTBEAT, *args,
+                          spool_dir=daemon.spool).start()
+
+
+@pytest.mark.parametrize("env_var", swanlab_params())
+def test_swanlab_run_killed_with_sigkill(
+    daemon: DaemonProcess, bark: FakeBark, env_var: Optional[str]
+) -> None:
+    with swanlab_victim(daemon, env_var, "sleep-forever", "swan-nine") as v:
+        run_id = v.ready()
+        v.expect("RUNNING")
+        v.kill()
+        wait_for_push(bark, K.KILLED, "swan-nine")
+    daemon.stop()
+    assert kinds(daemon, run_id) == [K.KILLED]
+
+
+@pytest.mark.parametrize("mode", ["finish", "exception"])
+def test_swanlab_run_ends(daemon: DaemonProcess, bark: FakeBark, mode: str) -> None:
+    expected = {"finish": K.FINISHED, "exception": K.CRASHED}[mode]
+    with swanlab_victim(daemon, None, mode, f"swan-{mode}") as v:
+        run_id = v.ready()
+        v.wait()
+        wait_for_push(bark, expected, f"swan-{mode}")
+    daemon.stop()
+    assert kinds(daemon, run_id) == [expected]
+
+
+def test_swanlab_dropin_bark_gets_the_kill_and_the_messages(daemon: DaemonProcess, tmp_path: Path) -> None:
+    """The drop-in callback's own Bark (an inline channel) receives what the daemon decides."""
+    with FakeBark() as own:
+        args = json.dumps({"url": own.url, "key": own.key})
+        with swanlab_victim(daemon, None, "sleep-forever", "swan-dropin", "--dropin", "bark",
+                            "--dropin-args", args, "--send", "hello from swanlab") as v:
+            run_id = v.ready()
+            v.expect("RUNNING")
+            record = v.record()
+            run_name = record.name or record.labels.get("experiment") or run_id  # as alerts name it
+            wait_for(lambda: any(p.get("body") == "hello from swanlab" for p in own.pushes), 30,
+                     what="the message on the drop-in's Bark")
+            v.kill()
+            wait_for_push(own, K.KILLED, run_name)
+    daemon.stop()
+    assert kinds(daemon, run_id) == [K.MESSAGE, K.KILLED]

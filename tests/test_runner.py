@@ -170,3 +170,12 @@ def test_ctrl_c_on_the_terminal_reaches_the_child_once(spool_path: Path, tmp_pat
         os.close(master)
     assert log.read_text().split() == ["SIGINT", "SIGTERM"]
     assert final_of(only_run(spool_path)).state == "finished"
+
+
+def test_channels_named_on_the_command_line_are_recorded(spool_path: Path) -> None:
+    result = run_sentinel(["run", "--channel", "phone", "--channel", "ops", "--", PY, "-c", "pass"],
+                          sentinel_env(spool_path))
+    assert result.returncode == 0, result.stderr
+    record, _ = spool.read_run(only_run(spool_path).run)
+    assert record.channels == ["phone", "ops"]
+    assert record.name == shlex.join([PY, "-c", "pass"])  # no --name: the command

@@ -82,15 +82,20 @@ def ensure(venv: Env) -> bool:
         say(f"{venv.name}: up to date")
         return True
     started = time.monotonic()
-    if not venv.python.exists():
-        say(f"{venv.name}: creating")
-        if run([sys.executable, "-m", "venv", "--clear", str(venv.dir)]) != 0:
-            return False
     args = [str(venv.python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
     for requirement in venv.requirements:
         args += ["-e", requirement] if venv.editable else [requirement]
-    if run(args) != 0:
+    # An environment left broken (an interrupted build, a moved interpreter)
+    # gets one rebuild from scratch before we give up.
+    for fresh in (False, True):
+        if fresh or not venv.python.exists():
+            say(f"{venv.name}: creating")
+            if run([sys.executable, "-m", "venv", "--clear", str(venv.dir)]) != 0:
+                return False
+        if run(args) == 0:
+            break
         say(f"{venv.name}: installing {' '.join(venv.requirements)} failed")
+    else:
         return False
     marker.write_text(wanted + "\n")
     say(f"{venv.name}: ready in {time.monotonic() - started:.0f}s")

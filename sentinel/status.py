@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from sentinel import spool
+from sentinel.alerts import Alert
 from sentinel.procid import ProcessIdentity
 
 log = logging.getLogger("sentinel.status")
@@ -173,28 +174,39 @@ def _daemon(spool_path: Path) -> tuple[Optional[int], bool]:
 
 def _journal_reader(state_path: Optional[Path]) -> Any:
     """A function run_id -> last state alert kind, or None when the daemon's
-    journal is absent or not ours to read (the system daemon keeps it 0700)."""
+    journal is absent or not ours to read (the system daemon keeps it 0700).
+
+    Read-only on purpose: constructing an ``Outbox`` would tidy its
+    directory (remove temporary files of writes in flight) under a running
+    daemon, so the records are read directly, newest first, with the
+    outbox module's own names for its layout.
+    """
     if state_path is None:
         return None
-    root = Path(state_path) / "outbox"
     try:
-        if not root.is_dir():
-            return None
-        from sentinel.outbox import Outbox
+        from sentinel import outbox as outbox_format
 
-        outbox = Outbox(root)
+        runs_dir = Path(state_path) / "outbox" / outbox_format.RUNS_DIR
+        if not runs_dir.is_dir():
+            return None
     except Exception as exc:  # no journal is a normal answer here, never a failure
-        log.debug("daemon journal not readable at %s: %s", root, exc)
+        log.debug("daemon journal not readable under %s: %s", state_path, exc)
         return None
 
     def last_verdict(run_id: str) -> Optional[str]:
         try:
-            alerts = outbox.journal(run_id)
+            run_dir = runs_dir / outbox_format._run_key(run_id)
+            names = sorted(n for n in os.listdir(run_dir) if outbox_format._RECORD_NAME.match(n))
+            for name in reversed(names):
+                data, _ = spool.read_json(run_dir / name, outbox_format.MAX_RECORD_BYTES)
+                alert = Alert.from_dict(data["alert"])
+                if alert.kind.is_state:
+                    return alert.kind.value
+        except FileNotFoundError:
+            return None  # nothing journalled for this run
         except Exception as exc:
             log.debug("daemon journal for %s not readable: %s", run_id, exc)
-            return None
-        kinds = [a.kind.value for a in alerts if a.kind.is_state]
-        return kinds[-1] if kinds else None
+        return None
 
     return last_verdict
 

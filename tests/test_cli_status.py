@@ -142,7 +142,12 @@ def test_status_shows_the_daemon_verdict_and_the_archive(populated: dict) -> Non
     (state / "archive").mkdir(mode=0o700)
     os.rename(populated["spool"] / archived.run_id, state / "archive" / archived.run_id)
 
+    # A write of the daemon in flight: status only reads, it must not tidy this away.
+    in_flight = next((state / "outbox" / "runs").iterdir()) / ".000000000002.x.json.1.tmp"
+    in_flight.write_text("{")
+
     report = status_json(populated["spool"])
+    assert in_flight.exists()
     by_name = {r["name"]: r for r in report["runs"]}
     assert (by_name["dead-run"]["state"], by_name["dead-run"]["daemon_state"]) == ("killed", "killed")
     assert "archived-run" not in by_name

@@ -9,8 +9,9 @@ touched:
 * drop-in SwanLab plugins: ``from sentinel import BarkCallback`` (also
   ``DingTalkCallback``, ``SlackCallback``).
 
-The SwanLab classes are loaded on first attribute access, so ``import
-sentinel`` never imports swanlab (or anything outside the standard library).
+Everything is loaded on first attribute access: ``import sentinel`` costs
+about a millisecond and never imports swanlab (or anything outside the
+standard library); the recorder loads when the first run starts.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ __version__ = "0.1.0"
 
 # name -> module that defines it; imported on first access (PEP 562).
 _LAZY = {
+    "watch": "sentinel.watching",
+    "Run": "sentinel.watching",
     "SentinelCallback": "sentinel.swanlab_adapter",
     "BarkCallback": "sentinel.notify",
     "DingTalkCallback": "sentinel.notify",
@@ -43,9 +46,3 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
-
-
-# Last, after __version__ (the recorder reads it). `sentinel.watch` is the
-# submodule, made callable: `sentinel.watch(...)` starts a run.
-from sentinel import watch  # noqa: E402
-from sentinel.watch import Run  # noqa: E402

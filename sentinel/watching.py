@@ -1,4 +1,4 @@
-"""``sentinel.watch``: watch any training loop, no framework needed.
+"""``sentinel.watch()`` and ``Run``: watch any training loop, no framework needed.
 
     with sentinel.watch(name="resnet50", channels=["phone"]) as run:
         for step in range(steps):
@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import sys
 import traceback
-import types
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Mapping, Optional, Sequence, Type, Union
@@ -137,15 +136,3 @@ def watch(
 def _script_name() -> str:
     argv0 = sys.argv[0] if sys.argv and sys.argv[0] else ""
     return os.path.basename(argv0) if argv0 not in ("", "-c", "-m") else ""
-
-
-class _CallableModule(types.ModuleType):
-    """``sentinel.watch`` is this module *and* the function: calling the
-    module calls ``watch``, so ``sentinel.watch(...)``, ``import sentinel.watch
-    as sw; sw.watch(...)`` and ``from sentinel.watch import watch`` all work."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Run:
-        return watch(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

@@ -13,7 +13,7 @@ import pytest
 import sentinel
 from sentinel import recorder, spool
 from sentinel.procid import ProcessIdentity
-from sentinel.watch import Run
+from sentinel.watching import Run
 from tests.victims.harness import wait_for
 
 FAST = 0.05
@@ -220,8 +220,8 @@ def test_a_run_started_off_the_main_thread_leaves_signals_alone(tmp_path: Path) 
     assert final(runs[0]).state == "finished"
 
 
-def test_watch_is_the_module_and_the_function() -> None:
-    import sentinel.watch as module
-    from sentinel.watch import watch
+def test_watch_and_run_are_loaded_lazily_from_one_module() -> None:
+    from sentinel.watching import Run as RunClass
+    from sentinel.watching import watch
 
-    assert sentinel.watch is module and callable(sentinel.watch) and module.watch is watch
+    assert sentinel.watch is watch and sentinel.Run is RunClass

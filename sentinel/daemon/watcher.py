@@ -15,6 +15,7 @@ import logging
 import os
 import queue
 import threading
+import warnings
 from pathlib import Path
 from typing import NamedTuple, Optional
 
@@ -156,6 +157,11 @@ class SpoolWatcher:
                 except Exception:  # a handler error must not kill the observer thread
                     log.exception("spool event handling failed")
 
+        # A run directory archived into a state directory inside the spool is
+        # moved within the watched tree; watchdog then re-registers its watch
+        # and warns about it. Expected here, so not worth a log line per run.
+        warnings.filterwarnings("ignore", message="Callback with id", category=RuntimeWarning,
+                                module="watchdog")
         observer = Observer()
         try:
             observer.schedule(

@@ -90,6 +90,14 @@ def pace_key(name: str, channel: Channel) -> str:
 # ---------------------------------------------------------------- channels
 
 
+INLINE_PREFIX = "inline-"
+
+
+def is_inline(name: str) -> bool:
+    """True for the name of a channel a run passed inline (not from the config)."""
+    return name.startswith(INLINE_PREFIX)
+
+
 class ChannelSet:
     """Channel names -> channels: the configured ones, and inline ones a run
     brought in its record (registered by the daemon under a stable name).
@@ -123,7 +131,7 @@ class ChannelSet:
     def get(self, name: str) -> Optional[Channel]:
         with self._lock:
             channel = self._channels.get(name)
-            if channel is None and name.startswith("inline-"):
+            if channel is None and is_inline(name):
                 channel = self._load_inline(name)
             return channel
 
@@ -133,7 +141,7 @@ class ChannelSet:
         if not isinstance(options, Mapping):
             raise ValueError("an inline channel must be a mapping of options")
         canonical = json.dumps(dict(options), sort_keys=True, ensure_ascii=False, default=str)
-        name = "inline-" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+        name = INLINE_PREFIX + hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
         with self._lock:
             if name in self._channels:
                 return name

@@ -17,7 +17,7 @@ import queue
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional, Tuple
 
 from sentinel import spool
 from sentinel.alerts import Alert, AlertKind, from_run
@@ -54,7 +54,8 @@ def deliver_final(rec: Recorder) -> None:
         return
     kind = AlertKind(final.state)
     alert = from_run(f"{rec.run_id}.001.{kind.value}", kind, rec.record, final=final, now=final.ended)
-    _sender().submit(alert, rec.inline_channels(), rec.record.language)
+    _sender().submit(alert, rec.inline_channels(), rec.record.language,
+                     on_delivered=rec.mark_final_delivered_inline)
 
 
 def drain(timeout: float) -> bool:
@@ -63,22 +64,28 @@ def drain(timeout: float) -> bool:
     return True if sender is None else sender.drain(timeout)
 
 
+# alert, inline channel options, run language, called once all channels took it
+_Job = Tuple[Alert, "list[dict[str, Any]]", Optional[str], Optional[Callable[[], None]]]
+
+
 class FallbackSender:
     """One thread, one FIFO queue: alerts go out in the order they happened."""
 
     def __init__(self) -> None:
-        self._queue: queue.Queue[tuple[Alert, list[dict[str, Any]], Optional[str]]] = queue.Queue()
+        self._queue: queue.Queue[_Job] = queue.Queue()
         self._idle = threading.Condition()
         self._pending = 0
         self._thread: Optional[threading.Thread] = None
         self._pid = os.getpid()
 
-    def submit(self, alert: Alert, channels: list[dict[str, Any]], language: Optional[str]) -> None:
+    def submit(self, alert: Alert, channels: list[dict[str, Any]], language: Optional[str],
+               on_delivered: Optional[Callable[[], None]] = None) -> None:
+        """Queue ``alert``; ``on_delivered`` runs once every channel took it."""
         if not channels or os.getpid() != self._pid:
             return
         with self._idle:
             self._pending += 1
-        self._queue.put((alert, [dict(c) for c in channels], language))
+        self._queue.put((alert, [dict(c) for c in channels], language, on_delivered))
         if self._thread is None:
             self._thread = threading.Thread(target=self._work, name="sentinel-fallback", daemon=True)
             try:
@@ -111,17 +118,20 @@ class FallbackSender:
                 return
             self._send_one(*item)
 
-    def _send_one(self, alert: Alert, channels: list[dict[str, Any]], language: Optional[str]) -> None:
+    def _send_one(self, alert: Alert, channels: list[dict[str, Any]], language: Optional[str],
+                  on_delivered: Optional[Callable[[], None]]) -> None:
         try:
-            for options in channels:
-                _send_with_retries(alert, options, language)
+            delivered = [_send_with_retries(alert, options, language) for options in channels]
+            if on_delivered is not None and all(delivered):
+                on_delivered()
         finally:
             with self._idle:
                 self._pending -= 1
                 self._idle.notify_all()
 
 
-def _send_with_retries(alert: Alert, options: dict[str, Any], language: Optional[str]) -> None:
+def _send_with_retries(alert: Alert, options: dict[str, Any], language: Optional[str]) -> bool:
+    """Try one channel a few times; True if it took the alert."""
     from sentinel.channels import build_channel
     from sentinel.channels.base import DeliveryError
 
@@ -132,22 +142,23 @@ def _send_with_retries(alert: Alert, options: dict[str, Any], language: Optional
         channel = build_channel(f"inline-{type_name}", opts, chosen_language)
     except Exception as exc:
         _report(f"build-{type_name}", f"cannot use the {type_name} channel from this process: {exc}")
-        return
+        return False
     delay = RETRY_DELAY
     for attempt in range(1, ATTEMPTS + 1):
         try:
             channel.send(alert)
-            return
+            return True
         except DeliveryError as exc:
             if exc.permanent or attempt == ATTEMPTS:
                 _report(f"send-{type_name}", f"{type_name} alert not delivered: {exc}")
-                return
+                return False
             wait = min(MAX_RETRY_DELAY, max(delay, exc.retry_after or 0.0))
         except Exception as exc:  # a channel bug must not end the sender thread
             _report(f"send-{type_name}", f"{type_name} alert not delivered: {exc.__class__.__name__}")
-            return
+            return False
         time.sleep(wait)  # this is the sender's own thread, never training's
         delay *= 2
+    return False
 
 
 def _report(key: str, message: str) -> None:

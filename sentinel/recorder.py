@@ -440,6 +440,17 @@ class Recorder:
                 "but only a running daemon (`sentinel daemon`) sends alerts",
             )
 
+    def mark_final_delivered_inline(self) -> None:
+        """The fallback sender delivered the ending: say so in final.json, so
+        a daemon started later does not send it to the inline channels again."""
+        final = self.final
+        if final is None or not self.is_owner:
+            return
+        final.delivered_inline = True
+        # No lock: the record no longer changes once ended, and the main thread
+        # may hold the lock while it waits for this sender (SIGTERM at exit).
+        self._write(self.paths.final, final.to_dict(), durable=True)
+
     def _deliver_final_without_daemon(self) -> None:
         if self.final is None or not self.inline_channels():
             return

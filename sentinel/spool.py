@@ -267,6 +267,9 @@ class FinalRecord:
     error: Optional[str] = None  # traceback tail, at most ERROR_TAIL_BYTES
     step: Optional[int] = None
     scalars: dict[str, float] = field(default_factory=dict)
+    # No daemon was alive, so the process itself delivered this ending to the
+    # run's inline channels; a daemon that starts later must not send it again.
+    delivered_inline: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -284,6 +287,7 @@ class FinalRecord:
         _expect(rec.error is None or isinstance(rec.error, str), "error must be a string")
         _expect(rec.step is None or _is_int(rec.step), "step must be an integer")
         _expect(isinstance(rec.scalars, dict), "scalars must be an object")
+        _expect(isinstance(rec.delivered_inline, bool), "delivered_inline must be true or false")
         rec.error = _cap_tail(rec.error, ERROR_TAIL_BYTES)
         rec.scalars = cap_scalars(rec.scalars)
         return rec

@@ -169,3 +169,25 @@ def test_a_dropin_next_to_a_sentinel_callback_makes_one_run(tmp_path: Path) -> N
         bark = {"type": "bark", "server": "https://api.day.app", "key": KEY}
         assert victim.record().channels == [bark, "ops"]
         assert victim.final().state == "finished"
+
+
+def test_an_ending_sent_from_the_process_is_not_sent_again_by_a_later_daemon(tmp_path: Path) -> None:
+    from sentinel.outbox import Outbox
+    from tests.daemon_harness import DaemonProcess
+
+    with FakeBark(keys=[KEY]) as bark:
+        with Victim.swanlab(
+            swanlab_python(None), tmp_path, "finish", "--heartbeat", "0.05",
+            "--dropin", "bark", "--dropin-args", json.dumps({"key": KEY, "url": bark.url}),
+        ).start() as victim:
+            victim.ready()
+            assert victim.wait() == 0, victim.output()
+        assert len(bark.pushes) == 1  # the end, sent by the process itself
+        assert victim.final().delivered_inline
+
+        daemon = DaemonProcess(tmp_path / "daemon", {"screen": {"type": "console"}}, spool=victim.spool)
+        with daemon:  # READY: the spool is reconciled, this run included
+            daemon.stop()
+        assert [a.kind.value for a in daemon.journal(victim.run_id)] == ["finished"]
+        assert Outbox(daemon.state / "outbox").pending_count() == 0
+        assert len(bark.pushes) == 1, bark.pushes

@@ -38,6 +38,7 @@ from sentinel.daemon.liveness import POLL_INTERVAL, Liveness
 from sentinel.daemon.oom import OomDetector
 from sentinel.daemon.runs import ProblemLog, RunReader, TrackedRun, is_shared_spool
 from sentinel.daemon.watcher import Change, SpoolWatcher, Wakeup
+from sentinel.delivery import is_inline
 from sentinel.redact import redact
 from sentinel.spool import FinalRecord
 
@@ -305,6 +306,9 @@ class Daemon:
         alert = from_run(alert_id(run.run_id, number, kind), kind, run.record, progress=progress,
                          final=final, now=now, detail=detail)
         channels = run.channels if kind.value in self.config.alert_on else []
+        if final is not None and final.delivered_inline:
+            # With no daemon alive, the process sent its ending to its inline channels itself.
+            channels = [name for name in channels if not is_inline(name)]
         # If this raises (disk full), the state stays put and the next rescan decides again.
         self.outbox.enqueue(alert, channels)
         log.info("run %s (pid %d): %s -> %s%s", run.run_id, run.record.pid, run.state.value,

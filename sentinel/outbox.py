@@ -34,7 +34,7 @@ import shutil
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from sentinel.alerts import Alert
 from sentinel.spool import SpoolFormatError, fsync_dir, make_private_dir, read_json, write_json
@@ -238,15 +238,7 @@ class Outbox:
     def journal(self, run_id: str) -> list[Alert]:
         """Every alert ever enqueued for ``run_id``, in enqueue order."""
         with self._lock:
-            run_dir = self.root / RUNS_DIR / _run_key(run_id)
-            alerts = []
-            for name in sorted(_listdir(run_dir)):
-                if not _RECORD_NAME.match(name):
-                    continue
-                record = self._read(run_dir / name)
-                if record is not None:
-                    alerts.append(Alert.from_dict(record["alert"]))
-            return alerts
+            return read_journal(self.root, run_id, self._read)
 
     def forget_run(self, run_id: str) -> None:
         """Drop everything about ``run_id`` (its archived run was pruned)."""
@@ -385,6 +377,33 @@ class Outbox:
             self._queues[channel] = [item for item in self._queues.get(channel, []) if item[1] != alert_id]
         if not any(c["state"] == PENDING for c in record["channels"].values()):
             self._open.pop(alert_id, None)
+
+
+def read_journal(root: Path, run_id: str,
+                 read: Optional[Callable[[Path], Optional[dict[str, Any]]]] = None) -> list[Alert]:
+    """The alerts journalled for ``run_id`` under outbox ``root``, oldest first.
+
+    Read-only: ``sentinel status`` calls it beside a running daemon, where
+    opening an ``Outbox`` would tidy files that daemon is writing.
+    """
+    run_dir = Path(root) / RUNS_DIR / _run_key(run_id)
+    alerts = []
+    for name in sorted(_listdir(run_dir)):
+        if not _RECORD_NAME.match(name):
+            continue
+        record = read(run_dir / name) if read is not None else _read_quietly(run_dir / name)
+        if record is not None:
+            alerts.append(Alert.from_dict(record["alert"]))
+    return alerts
+
+
+def _read_quietly(path: Path) -> Optional[dict[str, Any]]:
+    try:
+        data, _ = read_json(path, MAX_RECORD_BYTES)
+        Alert.from_dict(data["alert"])
+        return data
+    except (OSError, SpoolFormatError, KeyError, TypeError, ValueError):
+        return None
 
 
 def _run_key(run_id: str) -> str:

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 from sentinel import spool
-from sentinel.alerts import Alert
 from sentinel.procid import ProcessIdentity
 
 log = logging.getLogger("sentinel.status")
@@ -178,16 +177,15 @@ def _journal_reader(state_path: Optional[Path]) -> Any:
 
     Read-only on purpose: constructing an ``Outbox`` would tidy its
     directory (remove temporary files of writes in flight) under a running
-    daemon, so the records are read directly, newest first, with the
-    outbox module's own names for its layout.
+    daemon.
     """
     if state_path is None:
         return None
     try:
         from sentinel import outbox as outbox_format
 
-        runs_dir = Path(state_path) / "outbox" / outbox_format.RUNS_DIR
-        if not runs_dir.is_dir():
+        root = Path(state_path) / "outbox"
+        if not (root / outbox_format.RUNS_DIR).is_dir():
             return None
     except Exception as exc:  # no journal is a normal answer here, never a failure
         log.debug("daemon journal not readable under %s: %s", state_path, exc)
@@ -195,15 +193,9 @@ def _journal_reader(state_path: Optional[Path]) -> Any:
 
     def last_verdict(run_id: str) -> Optional[str]:
         try:
-            run_dir = runs_dir / outbox_format._run_key(run_id)
-            names = sorted(n for n in os.listdir(run_dir) if outbox_format._RECORD_NAME.match(n))
-            for name in reversed(names):
-                data, _ = spool.read_json(run_dir / name, outbox_format.MAX_RECORD_BYTES)
-                alert = Alert.from_dict(data["alert"])
+            for alert in reversed(outbox_format.read_journal(root, run_id)):
                 if alert.kind.is_state:
                     return alert.kind.value
-        except FileNotFoundError:
-            return None  # nothing journalled for this run
         except Exception as exc:
             log.debug("daemon journal for %s not readable: %s", run_id, exc)
         return None

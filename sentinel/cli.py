@@ -97,7 +97,11 @@ def stderr_is_journal(env: Optional[Mapping[str, str]] = None) -> bool:
 
 
 def setup_logging(level: str = "info") -> None:
+    from sentinel.redact import RedactingFilter
+
     handler = logging.StreamHandler(sys.stderr)
+    # On the handler, so every record from any library is masked on its way out.
+    handler.addFilter(RedactingFilter())
     if stderr_is_journal():
         handler.setFormatter(JournalFormatter("%(name)s: %(message)s"))
     else:

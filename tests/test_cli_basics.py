@@ -244,3 +244,25 @@ def test_test_command_sends_through_a_channel(env: dict, tmp_path: Path) -> None
     assert result.returncode == 0, result.stderr
     assert "screen (console)" in result.stdout
     assert "测试告警" in result.stdout  # the alert itself, in the configured language (zh)
+
+
+def test_daemon_logging_masks_channel_secrets_from_any_logger(capfd: pytest.CaptureFixture[str]) -> None:
+    from sentinel.channels import build_channel
+    from sentinel.cli import setup_logging
+
+    token = "xoxb-T0KEN-that-must-not-leak"
+    build_channel("team", {"type": "slack", "webhook_url": f"https://hooks.slack.com/services/{token}"})
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    try:
+        setup_logging("debug")
+        logging.getLogger("some.library").error("POST /services/%s failed", token)
+        try:
+            raise RuntimeError(f"boom with {token}")
+        except RuntimeError:
+            logging.getLogger("sentinel.daemon").exception("delivery crashed")
+    finally:
+        root.handlers[:], root.level = saved
+    err = capfd.readouterr().err
+    assert "failed" in err and "delivery crashed" in err and "RuntimeError" in err
+    assert token not in err

@@ -6,11 +6,11 @@ import os
 import select
 import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import IO, Any, Callable, Mapping, Optional, Sequence
+from typing import IO, Any, Mapping, Optional, Sequence
 
 from sentinel import spool
+from tests.victims.harness import wait_for  # noqa: F401  (re-exported for the CLI tests)
 
 SENTINEL = [sys.executable, "-m", "sentinel"]
 
@@ -33,19 +33,6 @@ def run_sentinel(args: Sequence[str], env: Mapping[str, str], timeout: float = 1
                  **kwargs: Any) -> subprocess.CompletedProcess:
     return subprocess.run([*SENTINEL, *args], env=dict(env), capture_output=True, text=True,
                           timeout=timeout, **kwargs)
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.02,
-             what: str = "condition") -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 def read_line(stream: IO[bytes], timeout: float = 30.0) -> bytes:

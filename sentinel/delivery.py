@@ -7,10 +7,11 @@ allows, retries transient failures on the outbox's schedule and lets the
 outbox dead-letter permanent ones.
 
 Pacing is per destination (``pace_key``: two channel entries naming one
-webhook share a budget). A channel with a per-window ``rate_limit`` and
-``supports_digest`` (DingTalk: 20 messages a minute per robot) gets its
-backlog merged into one digest message when sending it one by one would
-exceed the limit.
+webhook share a budget), counted from when each request was answered. A
+channel that ``supports_digest`` (DingTalk: 20 messages a minute per robot;
+Slack: one a second) gets its backlog merged into one digest message when
+sending it one by one would exceed the limit or take more than
+``DIGEST_AFTER`` seconds.
 
 Time comes from ``clock`` (and jitter from ``rand``), so tests drive the
 schedule without waiting for real backoff delays.
@@ -38,6 +39,9 @@ log = logging.getLogger("sentinel.delivery")
 
 IDLE_WAIT = 60.0  # a worker with nothing to do re-checks this often anyway
 MAX_DIGEST = 50  # alerts merged into one digest at most
+# A digest channel's due backlog is merged when pacing would spread it over
+# longer than this: 300 runs killed at once should not take 5 minutes to tell.
+DIGEST_AFTER = 10.0
 INLINE_DIR = "inline"
 
 
@@ -80,6 +84,15 @@ class RateLimiter:
 
     def record(self, now: float) -> None:
         self._sent.append(now)
+
+    def finished(self, started: float, now: float) -> None:
+        """A request recorded at ``started`` was answered at ``now``: count it
+        from then. The service saw it arrive somewhere in between, so pacing
+        from the start would let the next request arrive too early."""
+        for index in range(len(self._sent) - 1, -1, -1):
+            if self._sent[index] == started:
+                self._sent[index] = max(started, now)
+                return
 
 
 def pace_key(name: str, channel: Channel) -> str:
@@ -291,13 +304,18 @@ class Delivery:
                 return allowed - now
             batch = self._batch(channel, limiter, items, now)
             limiter.record(now)
-        self._send(name, channel, batch)
+        try:
+            self._send(name, channel, batch)
+        finally:
+            with limiter.lock:
+                limiter.finished(now, self.clock())
         return None
 
     def _batch(self, channel: Channel, limiter: RateLimiter, items: list[PendingDelivery],
                now: float) -> list[PendingDelivery]:
         """The head alone, or (digest channels) the due backlog when sending it
-        one by one would exceed the service's rate limit."""
+        one by one would exceed the service's rate limit or take longer than
+        ``DIGEST_AFTER``."""
         if not getattr(channel, "supports_digest", False):
             return items[:1]
         due = []
@@ -306,7 +324,9 @@ class Delivery:
                 break
             due.append(item)
         remaining = limiter.remaining(now)
-        if len(due) < 2 or remaining is None or len(due) <= remaining:
+        over_limit = remaining is not None and len(due) > remaining
+        too_slow = (len(due) - 1) * channel.min_interval > DIGEST_AFTER
+        if len(due) < 2 or not (over_limit or too_slow):
             return items[:1]
         due = due[:MAX_DIGEST]
         count = channel.digest_size([item.alert for item in due])  # type: ignore[attr-defined]

@@ -481,3 +481,33 @@ def render_slack(alert: Alert, lang: str = "en") -> dict:
         {"type": "mrkdwn", "text": _slack_escape(f"{PRODUCT} · {alert.alert_id}")}
     ]})
     return {"text": _cap(text, 3000), "blocks": blocks}
+
+
+# Block Kit allows 50 blocks a message: a header, the items, a context line.
+SLACK_DIGEST_MAX = 48
+
+
+def render_slack_digest(alerts: Sequence[Alert], lang: str = "en") -> dict:
+    """Several alerts in one Slack message, oldest first: a backlog that
+    pacing (one message a second) would spread over minutes arrives at once.
+    Pass at most ``SLACK_DIGEST_MAX`` alerts."""
+    title = f"{PRODUCT}: {_w(lang, 'digest').format(len(alerts))}"
+    blocks: list[dict] = [{"type": "header", "text": {"type": "plain_text", "text": title, "emoji": True}}]
+    lines = []
+    for alert in alerts[:SLACK_DIGEST_MAX]:
+        head = f"{EMOJI.get(alert.kind, '')} {headline(alert, lang)}".strip()
+        said = summary(alert, lang)
+        where = " · ".join(p for p in (alert.labels.get("project"), alert.hostname) if p)
+        item = f"*{_slack_escape(_cap(head, 150))}*"
+        if said:
+            item += "\n" + _slack_escape(_cap(said.splitlines()[0], 300))
+        if where:
+            item += "\n" + _slack_escape(_cap(where, 120))
+        if alert.url and len(alert.url) <= 400:
+            item += f"\n<{alert.url}|{_w(lang, 'open')}>"
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _cap(item, SLACK_SECTION_MAX)}})
+        lines.append(head)
+    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": PRODUCT}]})
+    text = f"{title} — " + "; ".join(lines)
+    return {"text": _cap(text, 3000), "blocks": blocks}
+

@@ -43,6 +43,17 @@ def test_rate_limiter_window():
     assert limiter.remaining(62.5) == 3
 
 
+def test_rate_limiter_counts_a_request_from_its_answer():
+    """The service sees a request arrive somewhere between send and answer:
+    pacing from the answer keeps the next one from arriving too early."""
+    limiter = RateLimiter(min_interval=1.0)
+    limiter.record(100.0)
+    limiter.finished(100.0, 100.4)
+    assert limiter.next_allowed(100.5) == pytest.approx(101.4)
+    limiter.finished(99.0, 200.0)  # not a request it knows: no change
+    assert limiter.next_allowed(100.5) == pytest.approx(101.4)
+
+
 # ---------------------------------------------------------------- one step at a time, on a fake clock
 
 
@@ -158,6 +169,71 @@ def test_a_channel_bug_keeps_the_alert(outbox, caplog):
     (pending,) = outbox.pending("x")
     assert pending.attempts == 1 and "unexpected KeyError" in pending.last_error
     assert "KeyError" in caplog.text
+
+
+class SlowChannel(Channel):
+    """Answers after ``delay`` seconds of the test's clock."""
+
+    type_name = "slow"
+    min_interval = 1.0
+
+    def __init__(self, clock, delay):
+        super().__init__("slow", {})
+        self.clock, self.delay, self.sent = clock, delay, []
+
+    @classmethod
+    def check_options(cls, options):
+        return []
+
+    def send(self, alert):
+        self.clock.advance(self.delay)
+        self.sent.append(alert.alert_id)
+        return "ok"
+
+
+def test_pacing_counts_from_the_answer_not_the_send(outbox):
+    clock = FakeClock()
+    channel = SlowChannel(clock, delay=0.4)
+    delivery = Delivery(outbox, ChannelSet({"slow": channel}), clock)
+    for n in range(2):
+        outbox.enqueue(sample_alert(n=n), ["slow"])
+    assert delivery.step("slow") is None
+    assert delivery.step("slow") == pytest.approx(1.0)  # a full second after the answer
+    clock.advance(1.0)
+    assert delivery.step("slow") is None
+    assert len(channel.sent) == 2
+
+
+def test_slack_burst_becomes_digests_within_block_kit_limits(outbox, slack):
+    clock = FakeClock()
+    delivery = slack_delivery(outbox, slack, clock)
+    for n in range(60):
+        outbox.enqueue(sample_alert(AlertKind.KILLED, n=n, run_name=f"run-{n:02d}"), ["ops"])
+    assert delivery.step("ops") is None
+    clock.advance(1.0)
+    assert delivery.step("ops") is None  # the 12 left would still take 11 s one by one
+    assert outbox.pending_count() == 0
+    first, second = slack.messages
+    assert first["blocks"][0]["text"]["text"] == "run-sentinel: 48 alerts"
+    assert second["blocks"][0]["text"]["text"] == "run-sentinel: 12 alerts"
+    for message in (first, second):
+        assert len(message["blocks"]) <= 50 and len(message["text"]) <= 3000
+    items = [b["text"]["text"] for m in (first, second) for b in m["blocks"] if b["type"] == "section"]
+    assert [f"run-{n:02d}" in item for n, item in enumerate(items)] == [True] * 60  # in order
+    assert all(r.status == 200 for r in slack.received())
+
+
+def test_slack_backlog_that_drains_quickly_is_sent_one_by_one(outbox, slack):
+    clock = FakeClock()
+    delivery = slack_delivery(outbox, slack, clock)
+    for n in range(5):
+        outbox.enqueue(sample_alert(AlertKind.MESSAGE, n=n, text=f"msg {n}"), ["ops"])
+    for _ in range(5):
+        wait = delivery.step("ops")
+        if wait is not None:
+            clock.advance(wait)
+            assert delivery.step("ops") is None
+    assert message_texts(slack) == [f"msg {n}" for n in range(5)]
 
 
 # ---------------------------------------------------------------- DingTalk: 20/min and the digest

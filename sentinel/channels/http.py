@@ -13,6 +13,7 @@ from __future__ import annotations
 import email.utils
 import json
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Optional, Tuple, Union
@@ -65,14 +66,13 @@ def post_json(
     """
     import requests  # daemon-side dependency; importing channels stays cheap
 
-    _mask_urllib3_log()
     if not timeout:
         raise ValueError("a timeout is mandatory")
     secrets = list(secrets)
     body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
     headers = {"Content-Type": "application/json; charset=utf-8", "User-Agent": USER_AGENT}
     try:
-        with requests.post(
+        with _session().post(
             url, data=body, headers=headers, timeout=timeout, allow_redirects=False, stream=True
         ) as response:
             raw = response.raw.read(MAX_ANSWER_BYTES, decode_content=True) or b""
@@ -86,6 +86,35 @@ def post_json(
         raise DeliveryError(f"{what} URL is invalid: {redact(exc, secrets)}", permanent=True) from None
     except requests.exceptions.RequestException as exc:
         raise DeliveryError(f"{what} failed: {redact(_root_cause(exc), secrets)}") from None
+
+
+_local = threading.local()
+
+
+def _session() -> Any:
+    """This thread's HTTP session: kept connections save a handshake per alert.
+
+    One per thread (each delivery worker has its own): a requests Session
+    is not meant to be shared across threads. A kept connection the server
+    has closed is detected before reuse; a connect failure is retried once
+    at once (the request was never sent, so a POST cannot be duplicated).
+    """
+    session = getattr(_local, "session", None)
+    if session is None:
+        import requests
+        from urllib3.util.retry import Retry
+
+        _mask_urllib3_log()
+        session = requests.Session()
+        session.trust_env = True
+        adapter = requests.adapters.HTTPAdapter(
+            max_retries=Retry(total=1, connect=1, read=0, redirect=0, status=0, other=0,
+                              allowed_methods=None, raise_on_status=False)
+        )
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        _local.session = session
+    return session
 
 
 def _mask_urllib3_log() -> None:

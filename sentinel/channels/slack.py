@@ -3,20 +3,22 @@
 200 ``ok`` is success. 429 (with Retry-After) and 5xx are transient. The
 4xx answers Slack documents for webhooks name a configuration that will not
 heal by itself, so they are permanent, each with what to do about it.
-Slack allows about one message per second per webhook (``min_interval``).
+Slack allows about one message per second per webhook (``min_interval``);
+a larger backlog is merged into digests (``send_digest``) by the delivery
+workers rather than trickled out over minutes.
 """
 
 from __future__ import annotations
 
 import hashlib
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar, Mapping, Sequence
 
 from sentinel.alerts import Alert
 from sentinel.channels import http
 from sentinel.channels.base import Channel, DeliveryError
 from sentinel.channels.options import check_language, check_url, language_for, unknown_keys
 from sentinel.redact import redact
-from sentinel.render import render_slack
+from sentinel.render import SLACK_DIGEST_MAX, render_slack, render_slack_digest
 
 ERRORS = {
     "invalid_payload": "Slack could not understand the message; please report this as a run-sentinel bug",
@@ -39,6 +41,7 @@ ERRORS = {
 class SlackChannel(Channel):
     type_name: ClassVar[str] = "slack"
     min_interval: ClassVar[float] = 1.0
+    supports_digest: ClassVar[bool] = True
     OPTIONS = ("webhook_url", "language")
 
     def __init__(self, name: str, options: Mapping[str, Any], language: str = "en") -> None:
@@ -64,7 +67,17 @@ class SlackChannel(Channel):
         return render_slack(alert, language_for(self, alert))
 
     def send(self, alert: Alert) -> str:
-        answer = http.post_json(self.webhook_url, self.payload(alert), secrets=self.secrets(), what="Slack")
+        return self._post(self.payload(alert))
+
+    def digest_size(self, alerts: Sequence[Alert]) -> int:
+        """How many of ``alerts`` (oldest first) one digest message can carry."""
+        return min(len(alerts), SLACK_DIGEST_MAX)
+
+    def send_digest(self, alerts: Sequence[Alert]) -> str:
+        return self._post(render_slack_digest(alerts, language_for(self, alerts[0])))
+
+    def _post(self, payload: dict[str, Any]) -> str:
+        answer = http.post_json(self.webhook_url, payload, secrets=self.secrets(), what="Slack")
         return self.classify(answer)
 
     def classify(self, answer: http.Answer) -> str:

@@ -342,24 +342,32 @@ def test_hostile_spool_files_are_skipped_once_and_the_daemon_lives(
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     (elsewhere / "run.json").write_bytes((daemon.spool / good_id / "run.json").read_bytes())
+
+    def put(path: Path, data: bytes) -> None:
+        # Whole, as one version: a file read while half written is another
+        # version of it, and would rightly be reported again.
+        staged = elsewhere / path.parent.name
+        staged.write_bytes(data)
+        os.rename(staged, path)
+
     bad: dict[str, Path] = {}
     bad["malformed"] = bad_dir("1") / "run.json"
-    bad["malformed"].write_text('{"v": 1, "run_id": ')
+    put(bad["malformed"], b'{"v": 1, "run_id": ')
     bad["huge"] = bad_dir("2") / "run.json"
-    bad["huge"].write_bytes(b'{"v": 1, "pad": "' + b"x" * (spool.MAX_FILE_BYTES + 10) + b'"}')
+    put(bad["huge"], b'{"v": 1, "pad": "' + b"x" * (spool.MAX_FILE_BYTES + 10) + b'"}')
     bad["symlink"] = bad_dir("3") / "run.json"
     bad["symlink"].symlink_to(elsewhere / "run.json")
     bad["version"] = bad_dir("4") / "run.json"
-    bad["version"].write_text(json.dumps({"v": 99, "run_id": "x"}))
+    put(bad["version"], json.dumps({"v": 99, "run_id": "x"}).encode())
     bad["fifo"] = bad_dir("5") / "run.json"
     os.mkfifo(bad["fifo"])
     bad["dir-symlink"] = daemon.spool / "20200101T000000-6-abcdef"
     bad["dir-symlink"].symlink_to(elsewhere, target_is_directory=True)
     bad["final"] = daemon.spool / good_id / "final.json"
-    bad["final"].write_text("not json at all")
+    put(bad["final"], b"not json at all")
     bad["message"] = daemon.spool / good_id / "msg" / "00000001.json"
     bad["message"].parent.mkdir(mode=0o700, exist_ok=True)
-    bad["message"].write_text("[1, 2")
+    put(bad["message"], b"[1, 2")
 
     # Two full rescans after the bad files exist: each problem is still logged once.
     liveness = daemon.spool / spool.DAEMON_FILE

@@ -8,11 +8,31 @@ these files. Layout (under ``<state>/outbox``, 0700)::
 
 A record holds the alert, the names of its channels and, per channel, the
 delivery state (pending / delivered / dead, attempts, next attempt). It is
-replaced atomically (temporary file + rename + fsync of file and directory)
-on every change, so a process killed at any instant leaves either the old
-or the new record: an alert once enqueued is never lost, and the only
-duplicate possible is a delivery whose answer arrived just before the kill,
-before "delivered" was written.
+replaced atomically (temporary file + rename) on every change, so a process
+killed at any instant leaves either the old or the new record: an alert
+once enqueued is never lost, and the only duplicate possible is a delivery
+whose answer arrived just before the kill, before "delivered" was written.
+
+What is guaranteed when:
+
+- ``enqueue(alert, channels)`` returns once the record is renamed into
+  place *and* fsynced (file, its directory, and a new run directory's
+  entry): from then on it survives the process being killed and a power cut.
+- ``enqueue(alert, channels, sync=False)`` returns once the record is
+  renamed into place, before any fsync. From that instant it survives the
+  process being killed at any moment (the kernel holds the data; a fresh
+  process reads it), but not yet a power cut. It is written to the disk by
+  the next ``sync()`` (which returns once every record enqueued before the
+  call is fsynced), called by the caller or by a ``SyncThread`` the caller
+  pokes right after waking delivery. The daemon does the latter, so the
+  fsync (about 1-2 ms, tens under load) runs while the first delivery
+  attempt is already under way instead of before it, and never stalls the
+  daemon's loop. Only a power cut in that window (between the rename and
+  the end of the fsync, normally a few ms) can lose the alert; the daemon
+  never deletes the source of an alert (a run's message file) before a
+  ``sync()`` of its own returned.
+- Every later change of a record (delivered, failed, dead-lettered) is
+  fsynced before the call returns.
 
 ``seq`` numbers alerts in enqueue order: a channel's pending alerts are sent
 oldest first (so a run's messages arrive in order), and ``journal(run_id)``
@@ -145,6 +165,11 @@ class Outbox:
         self._open: dict[str, dict[str, Any]] = {}  # records with a pending channel
         self._queues: dict[str, list[tuple[int, str]]] = {}  # channel -> [(seq, alert id)], FIFO
         self._next_seq = 1
+        # Written with sync=False and not yet fsynced: files, then directories
+        # (a new run directory before its parent, whose entry names it).
+        self._unsynced_files: list[Path] = []
+        self._unsynced_dirs: dict[Path, None] = {}
+        self._sync_lock = threading.Lock()  # one sync at a time: a return means all earlier ones are done
         make_private_dir(self.root)
         make_private_dir(self.root / RUNS_DIR)
         make_private_dir(self.root / DEAD_DIR)
@@ -198,11 +223,13 @@ class Outbox:
 
     # ------------------------------------------------------------ the contract
 
-    def enqueue(self, alert: Alert, channels: list[str]) -> bool:
+    def enqueue(self, alert: Alert, channels: list[str], *, sync: bool = True) -> bool:
         """Store ``alert`` for ``channels`` durably; False if its id is known.
 
-        Returns only once the record is fsynced. ``channels`` may be empty:
-        the alert is then only journalled.
+        Returns only once the record is fsynced; with ``sync=False`` once it
+        is renamed into place, and the caller must call ``sync()`` promptly
+        (see the module docstring for what holds in between). ``channels``
+        may be empty: the alert is then only journalled.
         """
         alert_id = alert.alert_id
         if not _SAFE_NAME.match(alert_id or ""):
@@ -219,17 +246,44 @@ class Outbox:
                 "channels": {name: _channel_state() for name in dict.fromkeys(channels)},
             }
             run_dir = self.root / RUNS_DIR / _run_key(alert.run_id)
-            if not run_dir.is_dir():
+            new_dir = not run_dir.is_dir()
+            if new_dir:
                 make_private_dir(run_dir)
-                fsync_dir(run_dir.parent)  # the new directory's entry must survive too
             path = run_dir / f"{seq:012d}.{alert_id}.json"
-            write_json(path, record, durable=True)
+            write_json(path, record, durable=sync)
+            if sync:
+                if new_dir:
+                    fsync_dir(run_dir.parent)  # the new directory's entry must survive too
+            else:
+                self._unsynced_files.append(path)
+                self._unsynced_dirs[run_dir] = None
+                if new_dir:
+                    self._unsynced_dirs[run_dir.parent] = None
             self._paths[alert_id] = path
             if record["channels"]:
                 self._open[alert_id] = record
                 for name in record["channels"]:
                     self._queues.setdefault(name, []).append((seq, alert_id))
             return True
+
+    def sync(self) -> None:
+        """fsync every record written with ``sync=False`` and its directories.
+
+        Returns once every record enqueued before the call is on disk, also
+        those a concurrent ``sync()`` (a ``SyncThread``) took over. Does not
+        hold the outbox lock while it waits for the disk, so enqueueing and
+        delivery go on meanwhile. A record replaced since (by a delivery's
+        durable update) is fsynced again harmlessly; one removed since
+        (``forget_run``) is skipped.
+        """
+        with self._sync_lock:
+            with self._lock:
+                files, self._unsynced_files = self._unsynced_files, []
+                dirs, self._unsynced_dirs = list(self._unsynced_dirs), {}
+            for path in files:
+                _fsync_path(path, os.O_RDONLY | os.O_NOFOLLOW)
+            for path in dirs:
+                _fsync_path(path, os.O_RDONLY | os.O_DIRECTORY)
 
     def known(self, alert_id: str) -> bool:
         with self._lock:
@@ -379,6 +433,43 @@ class Outbox:
             self._open.pop(alert_id, None)
 
 
+class SyncThread:
+    """Runs ``sync`` (an ``Outbox.sync``) on its own thread whenever poked.
+
+    The daemon's loop enqueues with ``sync=False``, wakes delivery, then
+    pokes this thread: the fsync then waits for the disk here, not in the
+    loop, and several alerts enqueued meanwhile share one pass.
+    """
+
+    def __init__(self, sync: Callable[[], None]) -> None:
+        self._sync = sync
+        self._wanted = threading.Event()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="sentinel-outbox-sync", daemon=True)
+        self._thread.start()
+
+    def request(self) -> None:
+        self._wanted.set()
+
+    def _run(self) -> None:
+        while True:
+            self._wanted.wait()
+            self._wanted.clear()
+            if self._stopping:
+                return
+            try:
+                self._sync()
+            except Exception:  # the thread must outlive any one failure; the next poke retries
+                log.exception("syncing the outbox failed")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the thread, then sync once more here: nothing is left unsynced."""
+        self._stopping = True
+        self._wanted.set()
+        self._thread.join(timeout)
+        self._sync()
+
+
 def read_journal(root: Path, run_id: str,
                  read: Optional[Callable[[Path], Optional[dict[str, Any]]]] = None) -> list[Alert]:
     """The alerts journalled for ``run_id`` under outbox ``root``, oldest first.
@@ -412,6 +503,24 @@ def _run_key(run_id: str) -> str:
     if not _SAFE_NAME.match(run_id):
         raise ValueError(f"run id {run_id!r} is not a safe file name")
     return run_id
+
+
+def _fsync_path(path: Path, flags: int) -> None:
+    try:
+        fd = os.open(path, flags | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return  # forgotten meanwhile: nothing left to make durable
+    except OSError as exc:
+        log.error("cannot open %s to fsync it (%s): its alert is queued but may not survive a power cut",
+                  path, exc.strerror)
+        return
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        log.error("fsync of %s failed (%s): its alert is queued but may not survive a power cut",
+                  path, exc.strerror)
+    finally:
+        os.close(fd)
 
 
 def _listdir(path: Path) -> list[str]:

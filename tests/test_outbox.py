@@ -11,13 +11,15 @@ import stat
 import subprocess
 import sys
 import textwrap
+import threading
 
 import pytest
 
 from sentinel.alerts import AlertKind
-from sentinel.outbox import Outbox, RetryPolicy, backoff, next_attempt
+from sentinel.outbox import Outbox, RetryPolicy, SyncThread, backoff, next_attempt
 from tests.fakes import FakeSlack
 from tests.fakes.samples import NOW, RUN_ID, sample_alert
+from tests.victims.harness import wait_for
 
 # ---------------------------------------------------------------- retry schedule (pure)
 
@@ -182,6 +184,107 @@ def test_damaged_files_are_skipped_and_strays_removed(outbox, tmp_path, caplog):
     assert reopened.enqueue(sample_alert(n=9), ["slack"])  # sequence continues past the damaged one
 
 
+def _fsynced_paths(monkeypatch):
+    """Record what each os.fsync call flushes (a power cut cannot be staged here)."""
+    synced = []
+    real = os.fsync
+
+    def recording(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        return real(fd)
+
+    monkeypatch.setattr(os, "fsync", recording)
+    return synced
+
+
+def test_default_enqueue_fsyncs_file_and_directories_before_returning(outbox, tmp_path, monkeypatch):
+    synced = _fsynced_paths(monkeypatch)
+    outbox.enqueue(sample_alert(n=1), ["slack"])
+    run_dir = tmp_path / "outbox" / "runs" / RUN_ID
+    assert len(synced) == 3
+    assert synced[0].startswith(str(run_dir / ".000000000001."))  # the record, before its rename
+    assert synced[1:] == [str(run_dir), str(run_dir.parent)]  # its entry, and the new directory's
+    outbox.sync()
+    assert len(synced) == 3  # nothing was left for sync()
+
+
+def test_unsynced_enqueue_is_in_place_at_once_and_reaches_disk_at_sync(outbox, tmp_path, monkeypatch):
+    synced = _fsynced_paths(monkeypatch)
+    first, second = sample_alert(n=1), sample_alert(AlertKind.KILLED, n=2)
+    assert outbox.enqueue(first, ["slack"], sync=False)
+    assert outbox.enqueue(second, ["slack"], sync=False)
+    assert synced == []  # nothing flushed yet: the first delivery need not wait for the disk
+    # Already in place: a fresh process (a daemon restarted after a kill) finds both, in order.
+    reopened = Outbox(tmp_path / "outbox")
+    assert [p.alert.alert_id for p in reopened.pending("slack")] == [first.alert_id, second.alert_id]
+    assert outbox.enqueue(first, ["slack"], sync=False) is False  # still idempotent
+
+    outbox.sync()
+    run_dir = tmp_path / "outbox" / "runs" / RUN_ID
+    files = [str(run_dir / f"{n:012d}.{a.alert_id}.json") for n, a in ((1, first), (2, second))]
+    assert synced == [*files, str(run_dir), str(run_dir.parent)]  # records, their directory, its entry
+    outbox.sync()
+    assert len(synced) == 4  # each record is synced once
+
+
+def test_sync_skips_a_record_forgotten_meanwhile_and_survives_delivery_updates(outbox, tmp_path, monkeypatch):
+    synced = _fsynced_paths(monkeypatch)
+    outbox.enqueue(sample_alert(n=1), ["slack"], sync=False)
+    outbox.enqueue(sample_alert(AlertKind.TEST, alert_id="test.1", run_id=""), ["slack"], sync=False)
+    outbox.mark_delivered("test.1", "slack", "ok", NOW)  # replaced (durably) before the sync
+    outbox.forget_run(RUN_ID)  # and the run's records removed
+    synced.clear()
+    outbox.sync()
+    no_run = tmp_path / "outbox" / "runs" / "_"
+    assert synced[0] == str(no_run / "000000000002.test.1.json")  # the forgotten run's record is skipped
+    assert sorted(synced[1:]) == [str(no_run.parent), str(no_run)]  # the directories still there
+    assert Outbox(tmp_path / "outbox").pending_count() == 0
+
+
+def test_sync_returns_only_after_a_concurrent_sync_finished(outbox, monkeypatch):
+    """A caller's sync() may find the work taken by the sync thread; it must
+    still not return before that work is on disk (message files are deleted
+    right after it)."""
+    entered, release = threading.Event(), threading.Event()
+    order = []
+    real = os.fsync
+
+    def blocking(fd):
+        if not entered.is_set():
+            entered.set()
+            release.wait(30)
+            order.append("first sync's fsync done")
+        return real(fd)
+
+    monkeypatch.setattr(os, "fsync", blocking)
+    outbox.enqueue(sample_alert(n=1), ["slack"], sync=False)
+    first = threading.Thread(target=outbox.sync)
+    first.start()
+    assert entered.wait(30)  # the first sync holds the record and waits for the disk
+    second = threading.Thread(target=lambda: (outbox.sync(), order.append("second sync returned")))
+    second.start()
+    second.join(0.5)  # bounded: a second sync that does not wait returns well within this
+    release.set()
+    first.join(30)
+    second.join(30)
+    assert order == ["first sync's fsync done", "second sync returned"]
+
+
+def test_sync_thread_syncs_when_poked_and_once_more_when_stopped(outbox, tmp_path, monkeypatch):
+    synced = _fsynced_paths(monkeypatch)
+    syncer = SyncThread(outbox.sync)
+    try:
+        outbox.enqueue(sample_alert(n=1), ["slack"], sync=False)
+        syncer.request()
+        run_dir = tmp_path / "outbox" / "runs" / RUN_ID
+        record = str(run_dir / f"000000000001.{sample_alert(n=1).alert_id}.json")
+        wait_for(lambda: record in synced, 30, what="the record fsynced by the thread")
+        outbox.enqueue(sample_alert(n=2), ["slack"], sync=False)  # never poked for this one
+    finally:
+        syncer.stop()
+    assert any(p.endswith(f"000000000002.{sample_alert(n=2).alert_id}.json") for p in synced)
+
+
 # ---------------------------------------------------------------- crash safety
 
 SENDER = textwrap.dedent("""
@@ -244,3 +347,26 @@ def test_sigkilled_sender_then_fresh_process_delivers_everything(tmp_path, held_
     deduplicated = [t for i, t in enumerate(texts) if t not in texts[:i]]
     assert deduplicated == expected  # FIFO across the crash
     assert Outbox(root).pending_count() == 0
+
+
+KILLED_BEFORE_SYNC = textwrap.dedent("""
+    import os, signal, sys, time
+    from sentinel.alerts import Alert, AlertKind
+    from sentinel.outbox import Outbox
+
+    outbox = Outbox(sys.argv[1])
+    for n in range(int(sys.argv[2])):
+        outbox.enqueue(Alert(alert_id=f"run.m{n:08d}", kind=AlertKind.MESSAGE, created=time.time(),
+                             run_id="run", run_name="victim", text=f"message {n}"), ["slack"], sync=False)
+    os.kill(os.getpid(), signal.SIGKILL)  # before sync(): nothing was fsynced
+""")
+
+
+def test_process_killed_between_enqueue_and_sync_loses_nothing(tmp_path):
+    script = tmp_path / "killed.py"
+    script.write_text(KILLED_BEFORE_SYNC)
+    root = tmp_path / "outbox"
+    proc = subprocess.run([sys.executable, str(script), str(root), "5"], timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    pending = Outbox(root).pending("slack")
+    assert [p.alert.text for p in pending] == [f"message {n}" for n in range(5)]

@@ -4,16 +4,24 @@ The epoll holds one pidfd per watched process, the kernel log and a wake-up
 fd poked by the spool watcher and by a stop request. Each pass through the
 loop reads the clock once and hands ``now`` to every step; decisions are
 made by ``decide.transition`` and turned into alerts here, one per
-transition, enqueued durably in the outbox before anything is sent.
+transition, put in place in the outbox before anything is sent (and
+fsynced while the first delivery attempt runs: see ``sentinel.outbox``).
+
+No pass does work proportional to the number of runs: stall deadlines sit
+in a heap, and the periodic full rescan is done a slice of runs per pass,
+so an exit is never queued behind thousands of other runs.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import gc
+import heapq
 import logging
 import os
 import select
+import sys
 import threading
 import time
 from pathlib import Path
@@ -36,9 +44,11 @@ from sentinel.daemon.decide import (
 )
 from sentinel.daemon.liveness import POLL_INTERVAL, Liveness
 from sentinel.daemon.oom import OomDetector
+from sentinel.daemon.rescan import RescanSweep
 from sentinel.daemon.runs import ProblemLog, RunReader, TrackedRun, is_shared_spool
 from sentinel.daemon.watcher import Change, SpoolWatcher, Wakeup
 from sentinel.delivery import is_inline
+from sentinel.outbox import SyncThread
 from sentinel.redact import redact
 from sentinel.spool import FinalRecord
 
@@ -46,10 +56,15 @@ log = logging.getLogger("sentinel.daemon")
 
 KILLED_DETAIL = "killed (SIGKILL or crash of the interpreter; no exit record)"
 _MIN_STEP = 0.005  # never spin: a deadline "now" is re-checked a little later
+# Runs re-read per loop pass during a rescan. Re-reading one costs ~12 µs
+# (a few stats and failed opens), so a slice keeps a pass to ~2.5 ms, where a
+# rescan of 10,000 runs done at once blocked the loop for ~145 ms.
+RESCAN_SLICE = 200
 
 
 class OutboxLike(Protocol):
-    def enqueue(self, alert: Alert, channels: list[str]) -> bool: ...
+    def enqueue(self, alert: Alert, channels: list[str], *, sync: bool = True) -> bool: ...
+    def sync(self) -> None: ...
     def journal(self, run_id: str) -> list[Alert]: ...
     def forget_run(self, run_id: str) -> None: ...
     def prune_dead_letters(self, now: float, retention: float) -> int: ...
@@ -78,6 +93,7 @@ class Daemon:
         self.outbox = outbox
         self.inline_channels = inline_channels
         self.wake_delivery = wake_delivery
+        self.syncer = SyncThread(outbox.sync)  # fsyncs new alerts off the loop, during delivery
         self.epoll = select.epoll()
         self.wakeup = Wakeup()
         self.epoll.register(self.wakeup.fd, select.EPOLLIN)
@@ -90,6 +106,9 @@ class Daemon:
         self.reader = RunReader(self.spool, is_shared_spool(self.spool), self.problems)
         self.runs: dict[str, TrackedRun] = {}
         self.retired: set[str] = set()  # ended runs whose directory could not be archived
+        # (deadline, run id); an entry is current only while it equals the run's stall_check_at.
+        self.stall_heap: list[tuple[float, str]] = []
+        self.sweep: Optional[RescanSweep] = None  # the rescan under way, if any
         self.next_rescan = 0.0
         self.next_poll = 0.0
         self.next_watchdog: Optional[float] = None
@@ -106,22 +125,29 @@ class Daemon:
         liveness_file.write(self.spool, now)
         self.watcher.start()
         reconcile.reconcile_all(self, now)
+        freeze_long_lived()
         self.next_rescan = now + self.config.rescan_interval
         if self.watchdog_period:
             self.next_watchdog = now
 
     def close(self) -> None:
+        if self.sweep is not None:
+            self.sweep.close()
         self.watcher.stop()
         liveness_file.remove(self.spool)
         self.liveness.close()
         self.oom.close()
         self.wakeup.close()
         self.epoll.close()
+        self.syncer.stop()
+        gc.unfreeze()  # an embedding process gets its collector back as it was
 
     def timeout(self, now: float) -> float:
         """Seconds the loop may sleep before some step is due."""
-        due = [self.next_rescan]
-        due.extend(r.stall_check_at for r in self.runs.values() if r.stall_check_at is not None)
+        due = [now if self.sweep is not None else self.next_rescan]
+        stall_check = self.next_stall_check()
+        if stall_check is not None:
+            due.append(stall_check)
         if self.liveness.polling:
             due.append(self.next_poll)
         if self.next_watchdog is not None:
@@ -162,16 +188,19 @@ class Daemon:
                     self._guard(run_id, self.on_exit, run_id, now)
 
     def tick(self, now: float) -> None:
-        for run in list(self.runs.values()):
+        for run in self.due_stall_checks(now):
+            # Checked again: a check made earlier in this loop may have moved it.
             if run.stall_check_at is not None and run.stall_check_at <= now:
                 self._guard(run.run_id, self.check_stall, run, now)
         if self.liveness.polling and now >= self.next_poll:
             for run_id in self.liveness.poll():
                 self._guard(run_id, self.on_exit, run_id, now)
             self.next_poll = now + POLL_INTERVAL
-        if now >= self.next_rescan:
-            self.rescan(now)
+        if self.sweep is None and now >= self.next_rescan:
+            self.start_rescan(now)
             self.next_rescan = now + self.config.rescan_interval
+        if self.sweep is not None:
+            self.continue_rescan(now)
         if self.next_watchdog is not None and now >= self.next_watchdog and self.watchdog_period:
             systemd.notify("WATCHDOG=1")
             self.next_watchdog = now + self.watchdog_period
@@ -211,7 +240,7 @@ class Daemon:
         if run is None:
             return
         run.watched = False
-        run.stall_check_at = None
+        self.schedule_stall_check(run, None)
         self.judge_exit(run, now)
         if run.state.is_terminal:
             self.retire(run, now)
@@ -238,7 +267,7 @@ class Daemon:
 
     def check_stall(self, run: TrackedRun, now: float) -> None:
         """At a run's deadline: re-read its beat; stalled, or the next deadline."""
-        run.stall_check_at = None
+        self.schedule_stall_check(run, None)
         if run.state is not RunState.RUNNING or not run.watched:
             return
         run.progress = self.reader.read_progress(run)
@@ -251,7 +280,7 @@ class Daemon:
                 self.check_recovery(run, now)  # a beat may have landed meanwhile
         else:
             deadline = stall_deadline(run.progress, run.record.started, timeout)
-            run.stall_check_at = max(deadline, now + _MIN_STEP)
+            self.schedule_stall_check(run, max(deadline, now + _MIN_STEP))
 
     def check_recovery(self, run: TrackedRun, now: float) -> None:
         """A stalled run's beat changed: fresh again means recovered."""
@@ -265,20 +294,40 @@ class Daemon:
         if run.state is RunState.RUNNING:
             self.watcher.want_beats(run.run_id, False)
             deadline = stall_deadline(run.progress, run.record.started, timeout)
-            run.stall_check_at = max(deadline, now + _MIN_STEP)
+            self.schedule_stall_check(run, max(deadline, now + _MIN_STEP))
 
     def rescan(self, now: float) -> None:
-        """The safety net under inotify: every run directory, every pending record."""
+        """The safety net under inotify, all at once: every run directory, every pending record."""
+        self.start_rescan(now)
+        while self.sweep is not None:
+            self.continue_rescan(now, limit=sys.maxsize)
+
+    def start_rescan(self, now: float) -> None:
+        """Begin a rescan; ``continue_rescan`` lists and visits the runs a slice at a time."""
         liveness_file.write(self.spool, now)
-        present = set(self.list_run_ids())
-        self.retired &= present
-        for run_id in sorted(present - set(self.runs) - self.retired):
-            self._guard(run_id, reconcile.admit, self, run_id, now, False)
-        for run in list(self.runs.values()):
-            self._guard(run.run_id, self._rescan_run, run, now)
+        if self.sweep is not None:
+            self.sweep.close()
+        self.sweep = RescanSweep(self.spool)
+
+    def continue_rescan(self, now: float, limit: int = RESCAN_SLICE) -> None:
+        """Visit the next ``limit`` runs of the rescan under way; finish it when none are left."""
+        sweep = self.sweep
+        if sweep is None:
+            return
+        for run_id in sweep.next_slice(limit, lambda: list(self.runs)):
+            run = self.runs.get(run_id)
+            if run is not None:
+                self._guard(run_id, self._rescan_run, run, now)
+            elif run_id not in self.retired:  # new, or forgotten after trouble: (re-)admit
+                self._guard(run_id, reconcile.admit, self, run_id, now, False)
+        if not sweep.done:
+            return
+        self.sweep = None
+        self.retired &= sweep.listed
         hygiene.prune_archive(self.state_path, self.config.retention, now, self.outbox.forget_run)
         if self.outbox.prune_dead_letters(now, self.config.dead_letter_retention):
             log.info("pruned dead letters older than the dead-letter retention period")
+        freeze_long_lived()
 
     def _rescan_run(self, run: TrackedRun, now: float) -> None:
         if run.state.is_live and not run.watched:
@@ -310,23 +359,33 @@ class Daemon:
             # With no daemon alive, the process sent its ending to its inline channels itself.
             channels = [name for name in channels if not is_inline(name)]
         # If this raises (disk full), the state stays put and the next rescan decides again.
-        self.outbox.enqueue(alert, channels)
-        log.info("run %s (pid %d): %s -> %s%s", run.run_id, run.record.pid, run.state.value,
-                 new_state.value, f" ({detail})" if detail else "")
+        self.outbox.enqueue(alert, channels, sync=False)
+        old_state = run.state
         run.state, run.transitions = new_state, number
         self.wake_delivery()
+        self.syncer.request()  # to disk while the first delivery attempt is under way
+        log.info("run %s (pid %d): %s -> %s%s", run.run_id, run.record.pid, old_state.value,
+                 new_state.value, f" ({detail})" if detail else "")
 
     def deliver_messages(self, run: TrackedRun, now: float) -> None:
-        """Queue the run's messages in order; each file goes once it is in the outbox."""
-        for seq, path, message in self.reader.pending_messages(run):
-            if message is None:
-                continue  # malformed or foreign: logged once, left for the archive
-            alert = from_run(message_alert_id(run.run_id, seq), AlertKind.MESSAGE, run.record,
-                             progress=run.progress, now=message.time, text=message.text)
-            self.outbox.enqueue(alert, run.channels)  # False: already queued before a restart
+        """Queue the run's messages in order; each file goes once its alert is on disk."""
+        queued: list[Path] = []
+        try:
+            for seq, path, message in self.reader.pending_messages(run):
+                if message is None:
+                    continue  # malformed or foreign: logged once, left for the archive
+                alert = from_run(message_alert_id(run.run_id, seq), AlertKind.MESSAGE, run.record,
+                                 progress=run.progress, now=message.time, text=message.text)
+                # False: already queued before a restart.
+                self.outbox.enqueue(alert, run.channels, sync=False)
+                queued.append(path)
+        finally:
+            if queued:
+                self.wake_delivery()
+                self.outbox.sync()
+        for path in queued:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
-            self.wake_delivery()
 
     def retire(self, run: TrackedRun, now: float) -> None:
         """An ended run whose process is gone: archive it and stop tracking."""
@@ -339,6 +398,39 @@ class Daemon:
 
     def list_run_ids(self) -> list[str]:
         return spool.list_run_ids(self.spool)
+
+    def schedule_stall_check(self, run: TrackedRun, when: Optional[float]) -> None:
+        """Re-read ``run``'s beat at ``when`` (None: no check pending)."""
+        run.stall_check_at = when
+        if when is None:
+            return  # the heap entry, if any, is now stale and skipped when it surfaces
+        heapq.heappush(self.stall_heap, (when, run.run_id))
+        if len(self.stall_heap) > 2 * len(self.runs) + 64:
+            # Stale entries of forgotten or rescheduled runs: rebuild from the runs.
+            self.stall_heap = [(r.stall_check_at, r.run_id) for r in self.runs.values()
+                               if r.stall_check_at is not None]
+            heapq.heapify(self.stall_heap)
+
+    def _current(self, entry: tuple[float, str]) -> Optional[TrackedRun]:
+        run = self.runs.get(entry[1])
+        return run if run is not None and run.stall_check_at == entry[0] else None
+
+    def next_stall_check(self) -> Optional[float]:
+        """The earliest pending stall check (stale heap entries are dropped on the way)."""
+        heap = self.stall_heap
+        while heap and self._current(heap[0]) is None:
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
+
+    def due_stall_checks(self, now: float) -> list[TrackedRun]:
+        """Runs whose stall check is due by ``now``, earliest first; taken off the heap."""
+        due: dict[str, TrackedRun] = {}  # a run scheduled twice for the same instant is checked once
+        heap = self.stall_heap
+        while heap and heap[0][0] <= now:
+            run = self._current(heapq.heappop(heap))
+            if run is not None:
+                due.setdefault(run.run_id, run)
+        return list(due.values())
 
     def stall_timeout(self, run: TrackedRun) -> float:
         return run.record.stall_timeout or self.config.stall_timeout
@@ -384,6 +476,23 @@ class Daemon:
 
 def _string_values(options: dict) -> list[str]:
     return [v for v in options.values() if isinstance(v, str)]
+
+
+def freeze_long_lived() -> None:
+    """Collect once, then exempt everything alive from later collections.
+
+    With 10,000 runs the daemon holds ~240,000 tracked objects; a full
+    (generation 2) collection walks them all and stopped the loop for
+    ~160 ms (measured), delaying any exit that came meanwhile. After the
+    start-up reconcile and after each rescan almost everything alive is
+    long-lived run state, so it is frozen and collections only walk what was
+    made since. Cost: an object frozen while alive that later becomes
+    garbage inside a reference cycle is not reclaimed until ``close``
+    unfreezes; a tracked run is plain acyclic data (records, paths, lists of
+    names), freed by reference counting when the run is forgotten.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 # ---------------------------------------------------------------- the entry point

@@ -63,7 +63,8 @@ def admit(daemon: Daemon, run_id: str, now: float, at_startup: bool) -> Optional
             daemon.watcher.want_beats(run_id, True)
             daemon.check_recovery(run, now)
         elif run.state is RunState.RUNNING:
-            run.stall_check_at = stall_deadline(run.progress, record.started, daemon.stall_timeout(run))
+            daemon.schedule_stall_check(run, stall_deadline(run.progress, record.started,
+                                                            daemon.stall_timeout(run)))
         return run
 
     if run.state.is_live:

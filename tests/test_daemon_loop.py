@@ -1,0 +1,280 @@
+"""The daemon loop's bookkeeping, in-process with real processes and a real
+outbox: stall deadlines kept in a heap, the rescan done a slice of runs per
+pass, long-lived state frozen out of the cyclic collector, and message files
+deleted only once their alerts are on disk."""
+
+from __future__ import annotations
+
+import gc
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from sentinel import spool
+from sentinel.alerts import Alert, AlertKind
+from sentinel.config import Config
+from sentinel.daemon.decide import RunState
+from sentinel.daemon.loop import RESCAN_SLICE, Daemon
+from sentinel.daemon.rescan import RescanSweep
+from sentinel.daemon.runs import TrackedRun
+from sentinel.outbox import Outbox
+from sentinel.procid import ProcessIdentity
+from tests.victims.harness import wait_for
+
+NOW = 1_750_000_000.0
+
+
+@pytest.fixture
+def child() -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def _config(tmp_path: Path) -> Config:
+    return Config(spool=tmp_path / "spool", state_dir=tmp_path / "state", default_channels=[])
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[Daemon]:
+    config = _config(tmp_path)
+    spool.make_private_dir(config.spool_path())
+    spool.make_private_dir(config.state_path())
+    d = Daemon(config, Outbox(config.state_path() / "outbox"), kmsg_path=str(tmp_path / "no-kmsg"))
+    yield d
+    d.close()
+
+
+def _write_run(spool_path: Path, ident: ProcessIdentity, index: int) -> str:
+    run_id = spool.new_run_id(ident.pid, NOW + index)
+    record = spool.RunRecord(
+        run_id=run_id, pid=ident.pid, start_ticks=ident.start_ticks, boot_id=ident.boot_id,
+        hostname=socket.gethostname(), uid=os.getuid(), user="tester", cmdline=["python"], cwd="/",
+        started=NOW, heartbeat_interval=10.0, stall_timeout=86400.0, name=f"run-{index}", source="run")
+    paths = spool.RunPaths(spool_path, run_id)
+    spool.make_private_dir(paths.dir)
+    spool.write_json(paths.run, record.to_dict())
+    return run_id
+
+
+def _ident(proc: subprocess.Popen[bytes]) -> ProcessIdentity:
+    return wait_for(lambda: ProcessIdentity.of(proc.pid), 10, what="the child in /proc")
+
+
+def _fake_run(run_id: str) -> TrackedRun:
+    """A tracked run for heap bookkeeping only (never read from disk)."""
+    record = spool.RunRecord(
+        run_id=run_id, pid=1, start_ticks=1, boot_id="b", hostname="h", uid=0, user="u", cmdline=[],
+        cwd="/", started=NOW, heartbeat_interval=10.0, stall_timeout=60.0, name=run_id, source="run")
+    return TrackedRun(record=record, paths=spool.RunPaths(Path("/nonexistent"), run_id), owner_uid=0)
+
+
+# ---------------------------------------------------------------- stall deadlines
+
+
+def test_stall_deadlines_come_earliest_first_and_stale_ones_are_skipped(daemon: Daemon) -> None:
+    runs = {name: _fake_run(name) for name in ("a", "b", "c")}
+    daemon.runs.update(runs)
+    daemon.schedule_stall_check(runs["a"], NOW + 100)
+    daemon.schedule_stall_check(runs["b"], NOW + 50)
+    daemon.schedule_stall_check(runs["c"], NOW + 300)
+    assert daemon.next_stall_check() == NOW + 50
+
+    daemon.schedule_stall_check(runs["b"], NOW + 200)  # rescheduled: its old entry is stale
+    assert daemon.next_stall_check() == NOW + 100
+    daemon.forget("a")  # forgotten: its entry is stale
+    assert daemon.next_stall_check() == NOW + 200
+    daemon.schedule_stall_check(runs["b"], None)  # nothing pending for b any more
+    assert daemon.next_stall_check() == NOW + 300
+    daemon.next_rescan = NOW + 1000
+    assert daemon.timeout(NOW) == pytest.approx(300.0)
+
+    daemon.schedule_stall_check(runs["b"], NOW + 10)
+    daemon.schedule_stall_check(runs["b"], NOW + 10)  # the same instant twice: checked once
+    assert [r.run_id for r in daemon.due_stall_checks(NOW + 5)] == []
+    assert [r.run_id for r in daemon.due_stall_checks(NOW + 400)] == ["b", "c"]
+    assert daemon.next_stall_check() is None
+
+
+def test_stall_heap_stays_bounded_when_runs_are_rescheduled_often(daemon: Daemon) -> None:
+    run = _fake_run("a")
+    daemon.runs["a"] = run
+    for n in range(1000):
+        daemon.schedule_stall_check(run, NOW + n)
+    assert len(daemon.stall_heap) <= 2 * len(daemon.runs) + 64
+    assert daemon.next_stall_check() == NOW + 999
+
+
+# ---------------------------------------------------------------- the rescan in slices
+
+
+def test_rescan_visits_every_run_a_slice_per_pass(daemon: Daemon, child: subprocess.Popen[bytes]) -> None:
+    ident = _ident(child)
+    count = 2 * RESCAN_SLICE + 7
+    run_ids = {_write_run(daemon.spool, ident, i) for i in range(count)}
+
+    daemon.start_rescan(NOW)
+    assert daemon.sweep is not None
+    assert daemon.timeout(NOW) == pytest.approx(0.005)  # the loop comes back soon for the next slice
+    passes = 0
+    while daemon.sweep is not None:
+        before = len(daemon.runs)
+        daemon.continue_rescan(NOW)
+        passes += 1
+        assert len(daemon.runs) - before <= RESCAN_SLICE  # no pass does more than one slice
+        assert passes <= count  # bounded: stops by itself
+    assert passes == 3
+    assert set(daemon.runs) == run_ids
+    assert all(run.watched and run.state is RunState.RUNNING for run in daemon.runs.values())
+    assert spool.read_daemon_liveness(daemon.spool)[0].pid == os.getpid()  # refreshed by the rescan
+
+    # Every run admitted by the slices is watched: one exit alerts each of them.
+    child.kill()
+    child.wait()
+    wait_for(lambda: (daemon.poll_once(lambda: NOW, max_wait=0.05), not daemon.runs)[1], 30,
+             what="every run judged")
+    for run_id in run_ids:
+        assert [a.kind for a in daemon.outbox.journal(run_id)] == [AlertKind.KILLED]
+
+
+def test_sweep_lists_every_run_once_then_the_tracked_ones_not_listed(tmp_path: Path) -> None:
+    spool_path = tmp_path / "spool"
+    listed = {spool.new_run_id(1000 + i, NOW) for i in range(45)}
+    for run_id in listed:
+        (spool_path / run_id).mkdir(parents=True)
+    (spool_path / ".daemon").mkdir()
+    (spool_path / "daemon.json").write_text("{}")
+    removed = {spool.new_run_id(9000 + i, NOW) for i in range(3)}  # tracked, directory gone
+    sweep = RescanSweep(spool_path)
+    seen: list[str] = []
+    for _ in range(100):  # bounded
+        if sweep.done:
+            break
+        part = sweep.next_slice(10, lambda: [*sorted(removed), *sorted(listed)[:5]])
+        assert len(part) <= 10
+        seen.extend(part)
+    assert sweep.done
+    assert len(seen) == len(set(seen))  # each run once
+    assert set(seen) == listed | removed
+    assert set(seen[-3:]) == removed  # runs missing from the spool come after the listing
+    assert sweep.listed == listed
+    assert RescanSweep(tmp_path / "absent").next_slice(10, lambda: ["x"]) == ["x"]
+
+
+def test_a_run_added_during_a_rescan_is_admitted_by_the_next_one_at_the_latest(
+        daemon: Daemon, child: subprocess.Popen[bytes]) -> None:
+    ident = _ident(child)
+    first = [_write_run(daemon.spool, ident, i) for i in range(RESCAN_SLICE + 1)]
+    daemon.start_rescan(NOW)
+    daemon.continue_rescan(NOW)
+    late = _write_run(daemon.spool, ident, 10_000)  # the listing may or may not still meet it
+    while daemon.sweep is not None:
+        daemon.continue_rescan(NOW)
+    assert set(first) <= set(daemon.runs)
+    daemon.rescan(NOW)  # the all-at-once form, as the next periodic rescan would
+    assert set(daemon.runs) == {*first, late}
+    assert all(daemon.liveness.watching(run_id) for run_id in daemon.runs)
+    assert all(daemon.outbox.journal(run_id) == [] for run_id in daemon.runs)  # alive: nothing alerted
+
+
+# ---------------------------------------------------------------- the cyclic collector
+
+
+def test_start_freezes_long_lived_state_and_close_unfreezes(tmp_path: Path,
+                                                             child: subprocess.Popen[bytes]) -> None:
+    config = _config(tmp_path)
+    spool.make_private_dir(config.spool_path())
+    ident = _ident(child)
+    run_id = _write_run(config.spool_path(), ident, 0)
+    spool.make_private_dir(config.state_path())
+    d = Daemon(config, Outbox(config.state_path() / "outbox"), kmsg_path=str(tmp_path / "no-kmsg"))
+    try:
+        d.start(NOW)
+        assert gc.get_freeze_count() > 0
+        tracked = d.runs[run_id]
+        assert gc.is_tracked(tracked)
+        assert not any(obj is tracked for obj in gc.get_objects(generation=2))  # frozen, not in gen 2
+        gc.collect()  # a full collection afterwards leaves the frozen state intact
+        assert d.runs[run_id] is tracked and tracked.watched
+        child.kill()
+        child.wait()
+        wait_for(lambda: (d.poll_once(lambda: NOW, max_wait=0.05), run_id not in d.runs)[1], 30,
+                 what="the run judged")
+        assert [a.kind for a in d.outbox.journal(run_id)] == [AlertKind.KILLED]
+    finally:
+        d.close()
+    assert gc.get_freeze_count() == 0
+
+
+# ---------------------------------------------------------------- messages and the outbox's fsync
+
+
+class RecordingOutbox(Outbox):
+    """A real outbox that notes, at each ``sync()``, which message files still exist."""
+
+    watched: list[Path] = []
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.at_sync: list[list[bool]] = []
+
+    def sync(self) -> None:
+        self.at_sync.append([path.exists() for path in self.watched])
+        super().sync()
+
+
+def test_message_files_are_deleted_only_after_their_alerts_are_synced(
+        tmp_path: Path, child: subprocess.Popen[bytes]) -> None:
+    config = _config(tmp_path)
+    spool.make_private_dir(config.spool_path())
+    spool.make_private_dir(config.state_path())
+    outbox = RecordingOutbox(config.state_path() / "outbox")
+    wakes: list[int] = []
+    d = Daemon(config, outbox, wake_delivery=lambda: wakes.append(len(outbox.at_sync)),
+               kmsg_path=str(tmp_path / "no-kmsg"))
+    try:
+        run_id = _write_run(config.spool_path(), _ident(child), 0)
+        paths = spool.RunPaths(config.spool_path(), run_id)
+        spool.make_private_dir(paths.messages)
+        for seq in (1, 2, 3):
+            message = spool.Message(seq=seq, time=NOW + seq, text=f"m{seq}")
+            spool.write_json(paths.message(seq), message.to_dict())
+        outbox.watched = [paths.message(seq) for seq in (1, 2, 3)]
+        d.rescan(NOW)
+        assert [a.text for a in outbox.journal(run_id)] == ["m1", "m2", "m3"]
+        assert outbox.at_sync == [[True, True, True]]  # all still on disk when their alerts were synced
+        assert wakes == [0]  # delivery woken once, before the sync
+        assert not any(path.exists() for path in outbox.watched)  # then removed
+    finally:
+        d.close()
+
+
+def test_transition_alert_is_in_place_before_delivery_is_woken(tmp_path: Path,
+                                                               child: subprocess.Popen[bytes]) -> None:
+    config = _config(tmp_path)
+    spool.make_private_dir(config.spool_path())
+    spool.make_private_dir(config.state_path())
+    outbox = Outbox(config.state_path() / "outbox")
+    seen_at_wake: list[list[Alert]] = []
+
+    def wake() -> None:
+        # What a fresh process (a restarted daemon) would find on disk at this instant.
+        seen_at_wake.append(Outbox(config.state_path() / "outbox").journal(run_id))
+
+    d = Daemon(config, outbox, wake_delivery=wake, kmsg_path=str(tmp_path / "no-kmsg"))
+    try:
+        run_id = _write_run(config.spool_path(), _ident(child), 0)
+        d.rescan(NOW)
+        child.kill()
+        child.wait()
+        wait_for(lambda: (d.poll_once(lambda: NOW, max_wait=0.05), bool(seen_at_wake))[1], 30,
+                 what="delivery woken")
+        assert [[a.kind for a in alerts] for alerts in seen_at_wake] == [[AlertKind.KILLED]]
+    finally:
+        d.close()

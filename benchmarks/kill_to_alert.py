@@ -1,0 +1,502 @@
+"""Kill-to-alert latency: SIGKILL a watched run, time until the alert reaches the phone.
+
+    python3 benchmarks/kill_to_alert.py [--tiny]
+
+A real daemon process (the tests' launcher, ``tests/daemon_harness.py``)
+delivers to a fake Bark server on 127.0.0.1 (and, in separate runs, to fake
+Slack and DingTalk servers enforcing their real rate limits). Victims are
+real Python processes using the real callbacks (``sentinel.watch``, and
+SwanLab offline with ``SentinelCallback``), started ahead of time and kept
+warm, then killed one at a time; the next is killed only after the previous
+alert arrived. Latency = the fake's arrival stamp minus
+``time.monotonic_ns()`` taken just before ``os.kill`` (one clock for both).
+
+Victims holding 1 GiB of touched memory show the kernel's teardown floor:
+for them the time from ``kill()`` until a pidfd turns readable is measured
+directly too. A clean finish and an uncaught exception are timed from a
+stamp the victim prints just before it finishes.
+"""
+
+from __future__ import annotations
+
+import _common
+
+_common.ensure_venv()
+
+import contextlib  # noqa: E402
+import os  # noqa: E402
+import queue  # noqa: E402
+import select  # noqa: E402
+import shutil  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any, Callable, Optional  # noqa: E402
+
+from _common import Verdict, fmt, ms, summary, table  # noqa: E402
+
+from tests.daemon_harness import DaemonProcess  # noqa: E402
+from tests.fakes import FakeBark, FakeDingTalk, FakeService, FakeSlack  # noqa: E402
+from tests.victims.harness import Victim, victim_env  # noqa: E402
+
+BENCH_VICTIM = _common.BENCH_DIR / "bench_victim.py"
+ALERT_TIMEOUT = 30.0  # one alert not arriving within this is a failure, not a slow sample
+READY_TIMEOUT = 120.0
+SETTLE = 0.03  # after an alert: let the daemon archive the run before the next kill
+
+FULL = dict(watch_kills=220, swanlab_kills=20, big_kills=20, big_mib=1024, finishes=30, raises=30,
+            swanlab_finishes=10, slack_kills=20, dingtalk_kills=15, batch=25, swanlab_batch=10, big_batch=4)
+TINY = dict(watch_kills=4, swanlab_kills=1, big_kills=2, big_mib=64, finishes=2, raises=2,
+            swanlab_finishes=1, slack_kills=2, dingtalk_kills=2, batch=4, swanlab_batch=1, big_batch=2)
+
+
+# ---------------------------------------------------------------- victims
+
+
+class BenchVictim:
+    """``benchmarks/bench_victim.py`` with a stdin to command it and a stdout pump."""
+
+    def __init__(self, tmp: Path, spool: Path, name: str, api: str = "watch", hold_mib: int = 0) -> None:
+        self.name = name
+        argv = [sys.executable, str(BENCH_VICTIM), "--name", name, "--api", api]
+        if hold_mib:
+            argv += ["--hold-mib", str(hold_mib)]
+        self.stderr = open(tmp / f"{name}.stderr", "wb")  # noqa: SIM115 (closed in close())
+        self.proc = subprocess.Popen(argv, cwd=str(tmp), env=victim_env(tmp, spool), stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=self.stderr)
+        self.lines: queue.Queue[str] = queue.Queue()
+        self._pump = threading.Thread(target=self._read, daemon=True)
+        self._pump.start()
+        self.run_id: Optional[str] = None
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            self.lines.put(raw.decode("utf-8", "replace").rstrip("\n"))
+        self.lines.put("")
+
+    def expect(self, word: str, timeout: float = READY_TIMEOUT) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise TimeoutError(f"victim {self.name}: no {word!r} in {timeout:.0f} s") from None
+            if line == "" and self.proc.poll() is not None:
+                err = Path(self.stderr.name).read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"victim {self.name} exited before {word!r}:\n{err}")
+            if line.startswith(word):
+                return line
+
+    def ready(self) -> str:
+        self.run_id = self.expect("READY").split()[1]
+        return self.run_id
+
+    def command(self, text: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(text.encode() + b"\n")
+        self.proc.stdin.flush()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(10)
+        for stream in (self.proc.stdin, self.proc.stdout):
+            with contextlib.suppress(OSError):
+                if stream is not None:
+                    stream.close()
+        self.stderr.close()
+
+
+@dataclass
+class Warm:
+    """A started victim, whatever kind: its pid, name and how to clean it up."""
+
+    name: str
+    pid: int
+    close: Callable[[], None]
+    victim: Any = None
+    memory_kib: int = 0
+
+
+def start_tests_watch(tmp: Path, spool: Path, name: str) -> Warm:
+    v = Victim.watch(tmp, "sleep-forever", "--name", name, "--period", "0.5", spool_dir=spool).start()
+    return Warm(name, v.pid, v.kill, v)
+
+
+def start_tests_swanlab(tmp: Path, spool: Path, name: str) -> Warm:
+    v = Victim.swanlab(sys.executable, tmp, "sleep-forever", "--name", name, "--period", "0.5",
+                       spool_dir=spool).start()
+    return Warm(name, v.pid, v.kill, v)
+
+
+def start_bench(tmp: Path, spool: Path, name: str, api: str = "watch", hold_mib: int = 0) -> Warm:
+    v = BenchVictim(tmp, spool, name, api, hold_mib)
+    return Warm(name, v.pid, v.close, v)
+
+
+def wait_ready(warm: Warm) -> None:
+    v = warm.victim
+    if isinstance(v, Victim):
+        v.ready(READY_TIMEOUT)
+        v.expect("RUNNING", READY_TIMEOUT)
+    else:
+        v.ready()
+    with contextlib.suppress(OSError, KeyError):
+        warm.memory_kib = _common.proc_status_kib(warm.pid, "VmRSS")
+
+
+# ---------------------------------------------------------------- measuring
+
+
+@dataclass
+class Samples:
+    label: str
+    channel: str
+    alert_ns: list[int] = field(default_factory=list)
+    pidfd_ns: list[int] = field(default_factory=list)
+    memory_kib: list[int] = field(default_factory=list)
+    note: str = ""
+
+
+def wait_new_request(fake: FakeService, before: int, name: str) -> int:
+    """Arrival stamp of the first request after ``before`` (checked to be about ``name``)."""
+    if not fake.wait_for(lambda reqs: len(reqs) > before, ALERT_TIMEOUT):
+        raise TimeoutError(f"no alert for {name} within {ALERT_TIMEOUT:.0f} s")
+    request = fake.received()[before]
+    body = request.body.decode("utf-8", "replace")
+    if name not in body:
+        raise RuntimeError(f"the alert after killing {name} is about another run: {body[:300]}")
+    return request.arrival_ns
+
+
+def settle(spool: Path, run_id: Optional[str]) -> None:
+    """Wait until the daemon archived the run (its last step for a dead run)."""
+    if run_id:
+        with contextlib.suppress(TimeoutError):
+            _common.wait_until(lambda: not (spool / run_id).exists(), 10.0, 0.002, "archiving")
+    time.sleep(SETTLE)
+
+
+def run_id_of(warm: Warm) -> Optional[str]:
+    return getattr(warm.victim, "run_id", None)
+
+
+def kill_one(fake: FakeService, spool: Path, warm: Warm, samples: Samples, with_pidfd: bool) -> None:
+    before = len(fake.received())
+    pidfd = os.pidfd_open(warm.pid) if with_pidfd else None
+    try:
+        t0 = time.monotonic_ns()
+        os.kill(warm.pid, signal.SIGKILL)
+        if pidfd is not None:
+            select.select([pidfd], [], [], ALERT_TIMEOUT)
+            samples.pidfd_ns.append(time.monotonic_ns() - t0)
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
+    arrival = wait_new_request(fake, before, warm.name)
+    samples.alert_ns.append(arrival - t0)
+    samples.memory_kib.append(warm.memory_kib)
+    warm.close()
+    settle(spool, run_id_of(warm))
+
+
+QUIET = 0.7  # > watchdog's 0.5 s hold on an unpaired IN_MOVED_FROM (the last run's archiving)
+
+
+def finish_one(fake: FakeService, spool: Path, warm: Warm, samples: Samples, how: str) -> None:
+    before = len(fake.received())
+    victim: BenchVictim = warm.victim
+    if how.endswith("-quiet"):
+        time.sleep(QUIET)  # no other run ended in the last 0.5 s
+        how = how[: -len("-quiet")]
+    victim.command(how)
+    t0 = int(victim.expect("T ").split()[1])
+    arrival = wait_new_request(fake, before, warm.name)
+    samples.alert_ns.append(arrival - t0)
+    if how != "finish-live":
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            victim.proc.wait(30)
+    warm.close()
+    settle(spool, run_id_of(warm))
+
+
+def in_batches(count: int, batch: int, start: Callable[[int], Warm],
+               act: Callable[[Warm], None], pause: Callable[[], None] = lambda: None) -> None:
+    """Start ``batch`` victims, wait until all are warm, act on each in turn; repeat."""
+    done = 0
+    while done < count:
+        size = min(batch, count - done)
+        pool: list[Warm] = []
+        try:
+            for i in range(size):
+                pool.append(start(done + i))
+            for warm in pool:
+                wait_ready(warm)
+            for warm in pool:
+                pause()
+                act(warm)
+                done += 1
+        finally:
+            for warm in pool:
+                with contextlib.suppress(Exception):
+                    warm.close()
+
+
+class Spacer:
+    """Keeps kills at least ``gap`` seconds apart, for channels paced per second."""
+
+    def __init__(self, gap: float) -> None:
+        self.gap = gap
+        self.last = 0.0
+
+    def __call__(self) -> None:
+        wait = self.last + self.gap - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        self.last = time.monotonic()
+
+
+# ---------------------------------------------------------------- scenarios
+
+
+def with_daemon(tmp: Path, name: str, channels: dict[str, dict[str, Any]]) -> DaemonProcess:
+    # Default rescan interval (30 s): as deployed, not the tests' 2 s.
+    return DaemonProcess(tmp / name, channels, rescan_interval="30s").start()
+
+
+def warm_up(fake: FakeService, daemon: DaemonProcess, out: Optional[list[Samples]], channel: str) -> None:
+    """The first alert after start-up pays for importing the HTTP stack: measured apart."""
+    s = Samples("first alert after daemon start (cold: imports requests)", channel)
+    in_batches(1, 1, lambda i: start_tests_watch(daemon.tmp, daemon.spool, f"warm{channel}"),
+               lambda w: kill_one(fake, daemon.spool, w, s, with_pidfd=False))
+    if out is not None:
+        out.append(s)
+
+
+def bark_scenarios(tmp: Path, size: dict[str, int], out: list[Samples]) -> None:
+    with FakeBark() as bark:
+        daemon = with_daemon(tmp, "bark", {"phone": {"type": "bark", "url": bark.key_url}})
+        spool, vtmp = daemon.spool, daemon.tmp
+        try:
+            warm_up(bark, daemon, out, "Bark")
+            s = Samples("kill, sentinel.watch victim (small)", "Bark")
+            in_batches(size["watch_kills"], size["batch"],
+                       lambda i: start_tests_watch(vtmp, spool, f"kw{i:04d}"),
+                       lambda w: kill_one(bark, spool, w, s, with_pidfd=True))
+            out.append(s)
+            print(f"  {s.label}: {len(s.alert_ns)} kills", flush=True)
+
+            s = Samples("kill, SwanLab offline + SentinelCallback", "Bark")
+            in_batches(size["swanlab_kills"], size["swanlab_batch"],
+                       lambda i: start_tests_swanlab(vtmp, spool, f"ks{i:04d}"),
+                       lambda w: kill_one(bark, spool, w, s, with_pidfd=True))
+            out.append(s)
+            print(f"  {s.label}: {len(s.alert_ns)} kills", flush=True)
+
+            mib = size["big_mib"]
+            s = Samples(f"kill, sentinel.watch victim holding {mib} MiB", "Bark")
+            in_batches(size["big_kills"], size["big_batch"],
+                       lambda i: start_bench(vtmp, spool, f"kb{i:04d}", hold_mib=mib),
+                       lambda w: kill_one(bark, spool, w, s, with_pidfd=True))
+            out.append(s)
+            print(f"  {s.label}: {len(s.alert_ns)} kills", flush=True)
+
+            for how, count, api in (("finish", size["finishes"], "watch"),
+                                    ("finish-live-quiet", size["finishes"], "watch"),
+                                    ("finish-live", size["finishes"], "watch"),
+                                    ("raise", size["raises"], "watch"),
+                                    ("finish", size["swanlab_finishes"], "swanlab"),
+                                    ("raise", size["swanlab_finishes"], "swanlab")):
+                what = "uncaught exception" if how == "raise" else "clean finish"
+                call = {("finish", "watch"): "run.finish(), then the process exits",
+                        ("finish-live-quiet", "watch"): "run.finish(), the process lives on (spool only), "
+                                                        "no other run ended in the last 0.7 s",
+                        ("finish-live", "watch"): "run.finish(), the process lives on (spool only), "
+                                                  "another run was archived just before",
+                        ("raise", "watch"): "raise in `with watch()`",
+                        ("finish", "swanlab"): "swanlab.finish()",
+                        ("raise", "swanlab"): "uncaught raise (SwanLab's excepthook)"}[(how, api)]
+                s = Samples(f"{what}, {api}: {call}", "Bark")
+                in_batches(count, size["batch"] if api == "watch" else size["swanlab_batch"],
+                           lambda i, how=how, api=api: start_bench(vtmp, spool,
+                                                                   f"f{how[0]}{how[-1]}{len(how)}{api[0]}{i:04d}",
+                                                                   api),
+                           lambda w, how=how, s=s: finish_one(bark, spool, w, s, how))
+                out.append(s)
+                print(f"  {s.label}: {len(s.alert_ns)} runs", flush=True)
+        finally:
+            if daemon.alive():
+                daemon.stop()
+
+
+def paced_scenarios(tmp: Path, size: dict[str, int], out: list[Samples]) -> None:
+    with FakeSlack() as slack:
+        daemon = with_daemon(tmp, "slack", {"ops": {"type": "slack", "webhook_url": slack.webhook_url}})
+        try:
+            s = Samples("kill, sentinel.watch victim (small)", "Slack",
+                        note="kills >= 1.1 s apart (Slack: 1 message/s per webhook)")
+            warm_up(slack, daemon, None, "Slack")
+            spacer = Spacer(1.1)
+            in_batches(size["slack_kills"], size["batch"],
+                       lambda i: start_tests_watch(daemon.tmp, daemon.spool, f"kl{i:04d}"),
+                       lambda w: kill_one(slack, daemon.spool, w, s, with_pidfd=False), spacer)
+            out.append(s)
+            s.note += f"; 429 answers: {sum(1 for r in slack.received() if r.status == 429)}"
+            print(f"  {s.label} -> Slack: {len(s.alert_ns)} kills", flush=True)
+        finally:
+            if daemon.alive():
+                daemon.stop()
+    with FakeDingTalk() as robot:
+        daemon = with_daemon(tmp, "dingtalk", {"team": {"type": "dingtalk", "webhook_url": robot.webhook_url,
+                                                         "secret": robot.secret}})
+        try:
+            s = Samples("kill, sentinel.watch victim (small)", "DingTalk",
+                        note="kills >= 1.1 s apart, fewer than 20 a minute (the robot's limit)")
+            warm_up(robot, daemon, None, "DingTalk")
+            spacer = Spacer(1.1 if size["dingtalk_kills"] < 19 else 3.1)
+            in_batches(size["dingtalk_kills"], size["batch"],
+                       lambda i: start_tests_watch(daemon.tmp, daemon.spool, f"kd{i:04d}"),
+                       lambda w: kill_one(robot, daemon.spool, w, s, with_pidfd=False), spacer)
+            out.append(s)
+            too_fast = sum(1 for r in robot.received() if b"130101" in r.answer)
+            s.note += f"; 130101 answers: {too_fast}"
+            print(f"  {s.label} -> DingTalk: {len(s.alert_ns)} kills", flush=True)
+        finally:
+            if daemon.alive():
+                daemon.stop()
+
+
+# ---------------------------------------------------------------- report
+
+
+def miss_explanation(kernel: dict[str, float], daemon: dict[str, float], total: dict[str, float]) -> str:
+    """Why a latency target was missed, from the split into the kernel's and the daemon's share."""
+    parts = ["### Why a latency target is missed, and what would fix it", ""]
+    if total["p50"] > 5.0:
+        parts.append(
+            f"p50: the kernel alone needs {fmt(kernel['p50'])} ms (kill→pidfd) to tear a small Python "
+            "victim down on this 2-core VM — no process can know of the death sooner — which leaves "
+            f"under {fmt(5.0 - kernel['p50'])} ms for the daemon, whose share is {fmt(daemon['p50'])} ms: "
+            "the "
+            "durable outbox write before any send (about 1 ms on this disk: fsyncs of the new per-run "
+            "outbox directory, the record and its directory entry), the HTTP request (about 1 ms to the "
+            "loopback fake) and the hand-off from the main loop to the channel's delivery thread, which "
+            "waits for the GIL while the main loop goes on to archive the ended run. What could bring the "
+            "daemon's share toward 2 ms: create a run's outbox directory when the run is admitted (one "
+            "fsync off the critical path) and archive an ended run on a later loop pass, after the alert "
+            "is handed over. A 5 ms p50 still needs a victim that dies faster than this VM lets a Python "
+            "process die.")
+    if total["p99"] > 20.0:
+        side = "the kernel (kill→pidfd)" if kernel["p99"] >= daemon["p99"] else "the daemon (pidfd→alert)"
+        parts.append(
+            f"p99: the tail is on the side of {side}: kill→pidfd p99 {fmt(kernel['p99'])} ms, pidfd→alert "
+            f"p99 {fmt(daemon['p99'])} ms. A kernel-side tail means the victim's exit itself was delayed "
+            "(CPU contention on the shared 2-core machine); a rerun on a quiet machine shows the daemon's "
+            "own p99.")
+    return parts[0] + "\n\n" + "\n\n".join(parts[2:]) + "\n"
+
+
+def report(samples: list[Samples]) -> tuple[str, list[Verdict]]:
+    rows = []
+    for s in samples:
+        st = summary([ms(x) for x in s.alert_ns])
+        rows.append((s.label, s.channel, st["n"], fmt(st["p50"]), fmt(st["p90"]), fmt(st["p99"]),
+                     fmt(st["max"]), s.note))
+    latency = table(["what (time from the call / kill to the HTTP request at the fake)", "channel", "n",
+                     "p50 ms", "p90 ms", "p99 ms", "max ms", "note"], rows)
+
+    floor_rows = []
+    for s in samples:
+        if not s.pidfd_ns:
+            continue
+        pid = summary([ms(x) for x in s.pidfd_ns])
+        alert = summary([ms(x) for x in s.alert_ns])
+        rss = summary([k / 1024 for k in s.memory_kib])
+        after = summary([ms(a - p) for a, p in zip(s.alert_ns, s.pidfd_ns)])
+        floor_rows.append((s.label, fmt(rss["p50"], 0), pid["n"], fmt(pid["p50"]), fmt(pid["p99"]),
+                           fmt(pid["max"]), fmt(alert["p50"]), fmt(alert["p99"]), fmt(after["p50"]),
+                           fmt(after["p99"])))
+    floor = table(["victim", "RSS MiB", "n", "kill→pidfd p50", "p99", "max", "kill→alert p50", "p99",
+                   "pidfd→alert p50", "p99"], floor_rows)
+
+    miss_note: list[str] = []
+    small = next(s for s in samples if s.channel == "Bark" and "(small)" in s.label)
+    st = summary([ms(x) for x in small.alert_ns])
+    kernel = summary([ms(x) for x in small.pidfd_ns])
+    daemon = summary([ms(a - p) for a, p in zip(small.alert_ns, small.pidfd_ns)])
+    split = (f"kernel kill→pidfd p50 {fmt(kernel['p50'])} / p99 {fmt(kernel['p99'])} ms, "
+             f"daemon pidfd→alert p50 {fmt(daemon['p50'])} / p99 {fmt(daemon['p99'])} ms")
+    verdicts = [
+        Verdict("kill_to_alert", "kill→alert p50, small watch victims (Bark)", f"{fmt(st['p50'])} ms",
+                "<= 5 ms", st["p50"] <= 5.0, f"n = {st['n']}; {split}"),
+        Verdict("kill_to_alert", "kill→alert p99, small watch victims (Bark)", f"{fmt(st['p99'])} ms",
+                "<= 20 ms", st["p99"] <= 20.0, f"max {fmt(st['max'])} ms; {split}"),
+    ]
+    if st["p50"] > 5.0 or st["p99"] > 20.0:
+        miss_note.append(miss_explanation(kernel, daemon, st))
+    for s in samples:
+        if s is small:
+            continue
+        sst = summary([ms(x) for x in s.alert_ns])
+        verdicts.append(Verdict("kill_to_alert", f"{s.label} ({s.channel})",
+                                f"p50 {fmt(sst['p50'])} / p99 {fmt(sst['p99'])} ms", "–", None,
+                                f"n = {sst['n']}"))
+    body = "\n".join([
+        *miss_note,
+        "### Latency", "", latency, "",
+        "### The kernel's teardown floor", "",
+        "`kill→pidfd` is measured by the benchmark itself (a pidfd of the victim, opened before the kill, "
+        "turns readable): the time the kernel needs to tear the process down before *anyone* can know it "
+        "died. It grows with the address space; the daemon's own share is `pidfd→alert`.", "",
+        floor, "",
+        "A clean finish reaches the daemon two ways, whichever comes first: the final record "
+        "(`final.json`, through inotify) and the process's exit (pidfd). When the process lives on after "
+        "`finish()` only the spool path is left, and it goes through the `watchdog` library's inotify "
+        "observer, which holds an unpaired IN_MOVED_FROM event for 0.5 s (to pair it with an IN_MOVED_TO) "
+        "and hands events over in order: archiving an ended run moves its directory out of the spool, so "
+        "for 0.5 s after any run ends every other spool event (final records, messages) waits behind it. "
+        "The two `lives on` rows show that spool path in a quiet spool and right after another run ended.",
+        "",
+        "How: each daemon's first alert is sent by a warm-up kill (the first delivery imports the HTTP "
+        "stack; the Bark figure is shown above as `cold`, not counted in the other rows). Victims are "
+        "started ahead of time and kept warm (each prints READY), then killed one at a "
+        "time, each after the previous alert arrived, so spawn cost is not in the numbers. The daemon "
+        "runs with its default rescan interval (30 s) and the retry schedule of the tests' launcher; "
+        "every alert is written to the durable outbox (fsync) before it is sent.", "",
+        _common.ANCHORS,
+    ])
+    return body, verdicts
+
+
+def main() -> int:
+    args = _common.parser(__doc__.splitlines()[0]).parse_args()
+    started = time.monotonic()
+    info = _common.machine()
+    size = TINY if args.tiny else FULL
+    tmp = Path(tempfile.mkdtemp(prefix="sentinel-bench-k2a-"))
+    samples: list[Samples] = []
+    try:
+        print("kill_to_alert: Bark", flush=True)
+        bark_scenarios(tmp, size, samples)
+        print("kill_to_alert: Slack and DingTalk", flush=True)
+        paced_scenarios(tmp, size, samples)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    body, verdicts = report(samples)
+    _common.publish(args, "kill_to_alert", "1. Kill-to-alert latency", body, verdicts, started, info)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

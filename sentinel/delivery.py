@@ -29,7 +29,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
-from sentinel.channels import build_channel
+from sentinel.channels import build_channel, http
 from sentinel.channels.base import Channel, DeliveryError
 from sentinel.outbox import Outbox, PendingDelivery
 from sentinel.redact import redact
@@ -233,6 +233,7 @@ class Delivery:
     def start(self) -> None:
         """Start workers for every channel with pending alerts (those left by
         an earlier process go out at once)."""
+        http.warm_up()
         with self._lock:
             self._started = True
         self.wake()

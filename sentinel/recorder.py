@@ -30,7 +30,6 @@ import numbers
 import os
 import pwd
 import signal
-import socket
 import sys
 import threading
 import time
@@ -143,7 +142,7 @@ class Recorder:
             pid=ident.pid,
             start_ticks=ident.start_ticks,
             boot_id=ident.boot_id,
-            hostname=socket.gethostname(),
+            hostname=os.uname().nodename,  # what socket.gethostname() returns, without socket
             uid=uid,
             user=_user_name(uid),
             cmdline=[sys.executable, *sys.argv],

@@ -35,7 +35,6 @@ import errno
 import json
 import os
 import re
-import secrets as _secrets
 import stat
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -96,7 +95,13 @@ def spool_dir(env: Optional[Mapping[str, str]] = None) -> Path:
 def new_run_id(pid: Optional[int] = None, now: Optional[float] = None) -> str:
     pid = os.getpid() if pid is None else pid
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(time.time() if now is None else now))
-    return f"{stamp}-{pid}-{_secrets.token_hex(3)}"
+    return f"{stamp}-{pid}-{_random_hex(3)}"
+
+
+def _random_hex(nbytes: int) -> str:
+    # os.urandom, not the secrets module: that one imports ~20 ms of modules
+    # (hmac, hashlib, random) into every training process for six hex digits.
+    return os.urandom(nbytes).hex()
 
 
 def is_run_id(name: str) -> bool:
@@ -387,7 +392,7 @@ def write_json(path: Path, data: Mapping[str, Any], *, durable: bool = False, mo
     """
     path = Path(path)
     payload = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{_secrets.token_hex(4)}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{_random_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         try:

@@ -129,22 +129,24 @@ class _SentinelHooks:
         if rec is None or not scalar_records:
             return
         try:
-            latest: Optional[float] = None
-            step: Optional[int] = None
+            # Newest first, and only until a key repeats: a batch holds up to
+            # ~100 records and this runs under the GIL, so reading each one's
+            # protobuf fields would cost the training thread about 1.5 µs a record.
             values: dict[str, float] = {}
-            for record in scalar_records:
+            newest = None
+            for record in reversed(scalar_records):
                 key = record.key
                 if key.startswith(_SYSTEM_KEY_PREFIX):
                     continue
-                stamp = record.timestamp
-                when = stamp.seconds + stamp.nanos * 1e-9
-                if latest is None or when > latest:
-                    latest = when
-                if step is None or record.step > step:
-                    step = record.step
+                if key in values:
+                    break
+                if newest is None:
+                    newest = record
                 values[key] = record.value.number
-            if latest is not None:
-                rec.note_progress(step, values, when=max(latest, rec._last_progress or 0.0))
+            if newest is not None:
+                stamp = newest.timestamp  # when swanlab.log was called, not when flushed
+                when = stamp.seconds + stamp.nanos * 1e-9
+                rec.note_progress(newest.step, values, when=max(when, rec._last_progress or 0.0))
         except Exception as exc:
             _hook_failed("on_scalar_flush", exc)
 

@@ -91,6 +91,13 @@ def post_json(
 _local = threading.local()
 
 
+def warm_up() -> None:
+    """Import the HTTP stack now (~60 ms) rather than inside the first alert.
+    The daemon calls this at start; the in-process fallback never does."""
+    import requests  # noqa: F401
+    from urllib3.util import retry  # noqa: F401
+
+
 def _session() -> Any:
     """This thread's HTTP session: kept connections save a handshake per alert.
 

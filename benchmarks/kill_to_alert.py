@@ -388,15 +388,14 @@ def miss_explanation(kernel: dict[str, float], daemon: dict[str, float], total: 
             f"p50: the kernel alone needs {fmt(kernel['p50'])} ms (kill→pidfd) to tear a small Python "
             "victim down on this 2-core VM — no process can know of the death sooner — which leaves "
             f"under {fmt(5.0 - kernel['p50'])} ms for the daemon, whose share is {fmt(daemon['p50'])} ms: "
-            "the "
-            "durable outbox write before any send (about 1 ms on this disk: fsyncs of the new per-run "
-            "outbox directory, the record and its directory entry), the HTTP request (about 1 ms to the "
-            "loopback fake) and the hand-off from the main loop to the channel's delivery thread, which "
-            "waits for the GIL while the main loop goes on to archive the ended run. What could bring the "
-            "daemon's share toward 2 ms: create a run's outbox directory when the run is admitted (one "
-            "fsync off the critical path) and archive an ended run on a later loop pass, after the alert "
-            "is handed over. A 5 ms p50 still needs a victim that dies faster than this VM lets a Python "
-            "process die.")
+            "from the victim's exit to waking the channel's delivery thread about 1 ms (reading the "
+            "final record, heartbeat and kernel log, and writing the alert to the outbox; its fsync "
+            "runs beside the first delivery attempt), then the delivery thread's turn for the "
+            "interpreter lock, rendering and preparing the request with `requests` (about 1 ms) and "
+            "the request reaching the loopback fake (about 1 ms). What could bring the daemon's share "
+            "toward 2 ms: a lighter HTTP client than `requests` inside the one HTTP helper, and "
+            "archiving an ended run on a later loop pass, after the alert is handed over. A 5 ms p50 "
+            "still needs a victim that dies faster than this VM lets a Python process die.")
     if total["p99"] > 20.0:
         side = "the kernel (kill→pidfd)" if kernel["p99"] >= daemon["p99"] else "the daemon (pidfd→alert)"
         parts.append(

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -54,3 +56,9 @@ def final_of(paths: spool.RunPaths) -> Optional[spool.FinalRecord]:
         return spool.read_final(paths.final)
     except FileNotFoundError:
         return None
+
+
+def kill_group(pgid: int) -> None:
+    """SIGKILL what is left of a process group (a test's orphans), if anything."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)

@@ -13,7 +13,7 @@ from typing import Iterator
 
 import pytest
 
-from tests.cli_helpers import SENTINEL, read_line, run_sentinel, sentinel_env, wait_for
+from tests.cli_helpers import SENTINEL, kill_group, read_line, run_sentinel, sentinel_env, wait_for
 
 PY = sys.executable
 
@@ -95,12 +95,14 @@ def test_embedded_default_daemon_alerts_on_the_console(daemon_factory) -> None:
     # kill -9 of a watched job: no exit record, and still an alert.
     victim = subprocess.Popen([*SENTINEL, "run", "--name", "doomed-job", "--", PY, "-c",
                                "import time; print('ready', flush=True); time.sleep(3600)"],
-                              env=daemon.env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+                              env=daemon.env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
     try:
         assert read_line(victim.stdout) == b"ready\n"
         victim.kill()
         victim.wait(timeout=60)
     finally:
+        kill_group(victim.pid)  # the killed wrapper's child lives on, as it would for a user
         victim.stdout.close()
     wait_for(lambda: "doomed-job" in daemon.output(), what="the kill alert on the console")
 

@@ -15,7 +15,16 @@ from pathlib import Path
 import pytest
 
 from sentinel import spool
-from tests.cli_helpers import SENTINEL, final_of, only_run, read_line, run_sentinel, sentinel_env, wait_for
+from tests.cli_helpers import (
+    SENTINEL,
+    final_of,
+    kill_group,
+    only_run,
+    read_line,
+    run_sentinel,
+    sentinel_env,
+    wait_for,
+)
 
 PY = sys.executable
 # A child that says when it is ready, then waits to be signalled.
@@ -52,7 +61,7 @@ def test_success_is_finished(spool_path: Path) -> None:
 
 def test_wrapper_pid_is_the_watched_process(spool_path: Path) -> None:
     proc = subprocess.Popen([*SENTINEL, "run", "--", PY, "-c", WAITER], env=sentinel_env(spool_path),
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         assert read_line(proc.stdout) == b"ready\n"
         paths = wait_for(lambda: spool.list_run_ids(spool_path) and only_run(spool_path), what="run record")
@@ -62,6 +71,7 @@ def test_wrapper_pid_is_the_watched_process(spool_path: Path) -> None:
     finally:
         proc.kill()
         proc.wait(timeout=60)
+        kill_group(proc.pid)  # the wrapper's child, orphaned by the kill
         proc.stdout.close()
 
 

@@ -19,7 +19,7 @@ import stat
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional, TypeVar
 
 from sentinel import spool
 from sentinel.daemon.decide import RunState
@@ -30,6 +30,8 @@ from sentinel.spool import FinalRecord, Message, Progress, RunPaths, RunRecord, 
 log = logging.getLogger("sentinel.daemon.runs")
 
 _MAX_REMEMBERED = 10_000
+
+T = TypeVar("T")
 
 
 class ProblemLog:
@@ -160,32 +162,30 @@ class RunReader:
             return False
         return True
 
-    def read_final(self, run: TrackedRun) -> Optional[FinalRecord]:
-        path = run.paths.final
+    def _read_owned(self, run: TrackedRun, path: Path, parse: Callable[[dict[str, Any]], T]) -> Optional[T]:
+        """``parse`` of the file at ``path``, or None if it is malformed or not
+        the run's own (logged once). Raises FileNotFoundError if it is absent."""
         try:
             data, st = spool.read_json(path)
-            final = FinalRecord.from_dict(data)
-        except FileNotFoundError:
-            return None
+            record = parse(data)
         except SpoolFormatError as exc:
             self.problems.report(path, str(exc))
             return None
-        return final if self._owned(run, path, st) else None
+        return record if self._owned(run, path, st) else None
+
+    def read_final(self, run: TrackedRun) -> Optional[FinalRecord]:
+        try:
+            return self._read_owned(run, run.paths.final, FinalRecord.from_dict)
+        except FileNotFoundError:
+            return None
 
     def read_progress(self, run: TrackedRun) -> Optional[Progress]:
         """The newest beat, or the last good one if beat.json is absent or bad."""
-        path = run.paths.beat
         try:
-            data, st = spool.read_json(path)
-            progress = Progress.from_dict(data)
+            progress = self._read_owned(run, run.paths.beat, Progress.from_dict)
         except FileNotFoundError:
             return run.progress
-        except SpoolFormatError as exc:
-            self.problems.report(path, str(exc))
-            return run.progress
-        if not self._owned(run, path, st):
-            return run.progress
-        return progress
+        return progress if progress is not None else run.progress
 
     def pending_messages(self, run: TrackedRun) -> list[tuple[int, Path, Optional[Message]]]:
         """Queued messages oldest first; a bad one has message None (logged once)."""
@@ -199,15 +199,7 @@ class RunReader:
         out: list[tuple[int, Path, Optional[Message]]] = []
         for seq, path in spool.list_messages(run.paths):
             try:
-                data, fst = spool.read_json(path)
-                message: Optional[Message] = Message.from_dict(data)
+                out.append((seq, path, self._read_owned(run, path, Message.from_dict)))
             except FileNotFoundError:
                 continue
-            except SpoolFormatError as exc:
-                self.problems.report(path, str(exc))
-                message = None
-            else:
-                if not self._owned(run, path, fst):
-                    message = None
-            out.append((seq, path, message))
         return out

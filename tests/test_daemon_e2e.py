@@ -202,12 +202,9 @@ def _fake_record(daemon: DaemonProcess, pid: int, start_ticks: int, boot_id: str
 
 
 @pytest.fixture
-def bystander() -> Iterator[subprocess.Popen[bytes]]:
+def bystander(child: subprocess.Popen[bytes]) -> subprocess.Popen[bytes]:
     """A live process that is not the run any record names."""
-    proc = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
-    yield proc
-    proc.kill()
-    proc.wait()
+    return child
 
 
 def test_reused_pid_is_never_alive(

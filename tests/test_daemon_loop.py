@@ -9,7 +9,6 @@ import gc
 import os
 import socket
 import subprocess
-import sys
 from pathlib import Path
 from typing import Iterator
 
@@ -24,17 +23,9 @@ from sentinel.daemon.rescan import RescanSweep
 from sentinel.daemon.runs import TrackedRun
 from sentinel.outbox import Outbox
 from sentinel.procid import ProcessIdentity
-from tests.victims.harness import wait_for
+from tests.victims.harness import identity_of, wait_for
 
 NOW = 1_750_000_000.0
-
-
-@pytest.fixture
-def child() -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
-    yield proc
-    proc.kill()
-    proc.wait()
 
 
 def _config(tmp_path: Path) -> Config:
@@ -61,10 +52,6 @@ def _write_run(spool_path: Path, ident: ProcessIdentity, index: int) -> str:
     spool.make_private_dir(paths.dir)
     spool.write_json(paths.run, record.to_dict())
     return run_id
-
-
-def _ident(proc: subprocess.Popen[bytes]) -> ProcessIdentity:
-    return wait_for(lambda: ProcessIdentity.of(proc.pid), 10, what="the child in /proc")
 
 
 def _fake_run(run_id: str) -> TrackedRun:
@@ -115,7 +102,7 @@ def test_stall_heap_stays_bounded_when_runs_are_rescheduled_often(daemon: Daemon
 
 
 def test_rescan_visits_every_run_a_slice_per_pass(daemon: Daemon, child: subprocess.Popen[bytes]) -> None:
-    ident = _ident(child)
+    ident = identity_of(child)
     count = 2 * RESCAN_SLICE + 7
     run_ids = {_write_run(daemon.spool, ident, i) for i in range(count)}
 
@@ -169,7 +156,7 @@ def test_sweep_lists_every_run_once_then_the_tracked_ones_not_listed(tmp_path: P
 
 def test_a_run_added_during_a_rescan_is_admitted_by_the_next_one_at_the_latest(
         daemon: Daemon, child: subprocess.Popen[bytes]) -> None:
-    ident = _ident(child)
+    ident = identity_of(child)
     first = [_write_run(daemon.spool, ident, i) for i in range(RESCAN_SLICE + 1)]
     daemon.start_rescan(NOW)
     daemon.continue_rescan(NOW)
@@ -190,7 +177,7 @@ def test_start_freezes_long_lived_state_and_close_unfreezes(tmp_path: Path,
                                                              child: subprocess.Popen[bytes]) -> None:
     config = _config(tmp_path)
     spool.make_private_dir(config.spool_path())
-    ident = _ident(child)
+    ident = identity_of(child)
     run_id = _write_run(config.spool_path(), ident, 0)
     spool.make_private_dir(config.state_path())
     d = Daemon(config, Outbox(config.state_path() / "outbox"), kmsg_path=str(tmp_path / "no-kmsg"))
@@ -239,7 +226,7 @@ def test_message_files_are_deleted_only_after_their_alerts_are_synced(
     d = Daemon(config, outbox, wake_delivery=lambda: wakes.append(len(outbox.at_sync)),
                kmsg_path=str(tmp_path / "no-kmsg"))
     try:
-        run_id = _write_run(config.spool_path(), _ident(child), 0)
+        run_id = _write_run(config.spool_path(), identity_of(child), 0)
         paths = spool.RunPaths(config.spool_path(), run_id)
         spool.make_private_dir(paths.messages)
         for seq in (1, 2, 3):
@@ -269,7 +256,7 @@ def test_transition_alert_is_in_place_before_delivery_is_woken(tmp_path: Path,
 
     d = Daemon(config, outbox, wake_delivery=wake, kmsg_path=str(tmp_path / "no-kmsg"))
     try:
-        run_id = _write_run(config.spool_path(), _ident(child), 0)
+        run_id = _write_run(config.spool_path(), identity_of(child), 0)
         d.rescan(NOW)
         child.kill()
         child.wait()

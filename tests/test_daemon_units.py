@@ -7,7 +7,6 @@ import os
 import select
 import signal
 import subprocess
-import sys
 from pathlib import Path
 from typing import Iterator
 
@@ -19,21 +18,9 @@ from sentinel.daemon.oom import OomDetector, parse_dmesg, parse_kmsg_record, par
 from sentinel.daemon.runs import ProblemLog, RunReader, is_shared_spool
 from sentinel.daemon.watcher import Change, SpoolEvent, Wakeup, classify
 from sentinel.procid import ProcessIdentity, process_state
-from tests.victims.harness import wait_for
+from tests.victims.harness import identity_of, wait_for
 
 RUN_ID = "20250101T000000-42-abcdef"
-
-
-@pytest.fixture
-def child() -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
-    yield proc
-    proc.kill()
-    proc.wait()
-
-
-def _ident(proc: subprocess.Popen[bytes]) -> ProcessIdentity:
-    return wait_for(lambda: ProcessIdentity.of(proc.pid), 10, what="the child in /proc")
 
 
 MODES = [pytest.param(True, id="pidfd"), pytest.param(False, id="polling")]
@@ -60,7 +47,7 @@ def _exited(live: Liveness, key: str) -> bool:
 def test_exit_of_a_watched_process_is_reported_once(
     liveness: Liveness, child: subprocess.Popen[bytes]
 ) -> None:
-    assert liveness.watch("run", _ident(child)) is Status.ALIVE
+    assert liveness.watch("run", identity_of(child)) is Status.ALIVE
     assert not _exited(liveness, "run")
     child.kill()
     child.wait()
@@ -69,7 +56,7 @@ def test_exit_of_a_watched_process_is_reported_once(
 
 
 def test_zombie_counts_as_dead(liveness: Liveness, child: subprocess.Popen[bytes]) -> None:
-    ident = _ident(child)
+    ident = identity_of(child)
     assert liveness.watch("run", ident) is Status.ALIVE
     os.kill(child.pid, signal.SIGKILL)  # not reaped: a zombie
     wait_for(lambda: process_state(child.pid) == "Z", 10, what="a zombie")
@@ -79,20 +66,20 @@ def test_zombie_counts_as_dead(liveness: Liveness, child: subprocess.Popen[bytes
 
 
 def test_reused_pid_is_dead(liveness: Liveness, child: subprocess.Popen[bytes]) -> None:
-    ident = _ident(child)
+    ident = identity_of(child)
     impostor = ProcessIdentity(ident.pid, ident.start_ticks + 1, ident.boot_id)
     assert liveness.watch("run", impostor) is Status.DEAD
     assert not liveness.watching("run")
 
 
 def test_other_boot_is_reported_as_such(liveness: Liveness, child: subprocess.Popen[bytes]) -> None:
-    ident = _ident(child)
+    ident = identity_of(child)
     old = ProcessIdentity(ident.pid, ident.start_ticks, "00000000-0000-4000-8000-000000000000")
     assert liveness.watch("run", old) is Status.OTHER_BOOT
 
 
 def test_gone_pid_is_dead(liveness: Liveness, child: subprocess.Popen[bytes]) -> None:
-    ident = _ident(child)
+    ident = identity_of(child)
     child.kill()
     child.wait()
     assert liveness.watch("run", ident) is Status.DEAD
@@ -122,7 +109,7 @@ def test_kmsg_record_and_dmesg_parsing() -> None:
 def test_kill_logged_before_the_process_started_is_not_blamed(tmp_path: Path,
                                                               child: subprocess.Popen[bytes]) -> None:
     detector = OomDetector(kmsg_path=str(tmp_path / "no-kmsg"), use_dmesg=False)
-    ident = _ident(child)
+    ident = identity_of(child)
     line = f"Out of memory: Killed process {ident.pid} (x)"
     detector._remember(parse_kmsg_record(f"3,1,1000,-;{line}".encode()))
     assert detector.cause(ident, None) is None  # logged 1 ms after boot: some earlier owner of the pid

@@ -23,6 +23,7 @@ from typing import Any, Callable, Optional, Sequence, TypeVar
 import pytest
 
 from sentinel import spool
+from sentinel.procid import ProcessIdentity
 
 ROOT = Path(__file__).resolve().parents[2]
 VICTIMS = Path(__file__).resolve().parent
@@ -37,6 +38,11 @@ SWANLAB_PYTHONS = (
 )
 
 T = TypeVar("T")
+
+
+def identity_of(proc: subprocess.Popen[bytes]) -> ProcessIdentity:
+    """The identity of a just-started process, once /proc shows it."""
+    return wait_for(lambda: ProcessIdentity.of(proc.pid), 10, what="the child in /proc")
 
 
 def wait_for(predicate: Callable[[], T], timeout: float = 30.0, interval: float = 0.02,

@@ -1,0 +1,66 @@
+"""The plain-text layout, for services that show text as it is (ntfy, e-mail, Apprise).
+
+``plain_text`` is one alert: the summary, the facts as "label: value"
+lines, the error tail, the link — the title goes where the service shows
+titles. ``plain_digest`` lists several alerts, one short block each. Both
+fit a size ``limit`` (``sentinel.channels.fit``): a traceback keeps its end.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+from sentinel.alerts import Alert, AlertKind
+from sentinel.channels.fit import Measure, cut, fit_message, how_many_fit
+from sentinel.render import PRODUCT, cap, error_tail, facts, headline, say, summary
+from sentinel.render import emoji as kind_emoji
+
+SUMMARY_MAX = 600  # characters; a user's message may be longer (then the tail rule applies to it)
+FACT_MAX = 160
+MESSAGE_MAX = 3000
+
+
+def plain_text(alert: Alert, lang: str, limit: int, measure: Measure = len,
+               tail_lines: int = 20, tail_chars: int = 3000) -> str:
+    """The body of one alert in plain text, within ``limit``."""
+    pairs = [(label, cap(value, FACT_MAX)) for label, value in facts(alert, lang)]
+    said = summary(alert, lang)
+    # At most half the budget: the headline's facts and the tail's end need room too.
+    said = cut(cap(said, MESSAGE_MAX if alert.kind == AlertKind.MESSAGE else SUMMARY_MAX), limit // 2, measure)
+
+    def render(tail: Optional[str], kept: int) -> str:
+        lines = [said, ""] if said else []
+        lines += [f"{label}: {value}" for label, value in pairs[:kept]]
+        if tail:
+            lines += ["", f"{say(lang, 'error')}:", tail]
+        if alert.url:
+            lines += ["", f"{say(lang, 'open')}: {alert.url}"]
+        return "\n".join(lines).strip("\n")
+
+    return fit_message(render, error_tail(alert, tail_lines, tail_chars), len(pairs), limit, measure)
+
+
+def digest_title(alerts: Sequence[Alert], lang: str) -> str:
+    return f"{PRODUCT}: {say(lang, 'digest').format(len(alerts))}"
+
+
+def digest_item(alert: Alert, lang: str) -> str:
+    lines = [f"{kind_emoji(alert.kind)} {cap(headline(alert, lang), 150)}".strip()]
+    said = summary(alert, lang)
+    if said:
+        lines.append("  " + cap(said.splitlines()[0], 200))
+    where = " · ".join(p for p in (alert.labels.get("project"), alert.hostname) if p)
+    if where:
+        lines.append("  " + cap(where, 120))
+    if alert.url and len(alert.url) <= 400:
+        lines.append("  " + alert.url)
+    return "\n".join(lines)
+
+
+def plain_digest(alerts: Sequence[Alert], lang: str) -> str:
+    """Several alerts, oldest first (pass as many as ``plain_digest_fit`` allows)."""
+    return "\n\n".join(digest_item(alert, lang) for alert in alerts)
+
+
+def plain_digest_fit(alerts: Sequence[Alert], lang: str, limit: int, measure: Measure = len) -> int:
+    return how_many_fit(lambda some: plain_digest(some, lang), alerts, limit, measure)

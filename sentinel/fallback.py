@@ -45,7 +45,7 @@ def deliver_message(rec: Recorder, message: spool.Message) -> None:
         f"{rec.run_id}.m{message.seq:08d}", AlertKind.MESSAGE, rec.record,
         progress=None, now=message.time, text=message.text,
     )
-    _sender().submit(alert, rec.inline_channels(), rec.record.language)
+    _sender().submit(alert, rec.inline_channels())
 
 
 def deliver_final(rec: Recorder) -> None:
@@ -54,8 +54,7 @@ def deliver_final(rec: Recorder) -> None:
         return
     kind = AlertKind(final.state)
     alert = from_run(f"{rec.run_id}.001.{kind.value}", kind, rec.record, final=final, now=final.ended)
-    _sender().submit(alert, rec.inline_channels(), rec.record.language,
-                     on_delivered=rec.mark_final_delivered_inline)
+    _sender().submit(alert, rec.inline_channels(), on_delivered=rec.mark_final_delivered_inline)
 
 
 def drain(timeout: float) -> bool:
@@ -64,8 +63,8 @@ def drain(timeout: float) -> bool:
     return True if sender is None else sender.drain(timeout)
 
 
-# alert, inline channel options, run language, called once all channels took it
-_Job = Tuple[Alert, "list[dict[str, Any]]", Optional[str], Optional[Callable[[], None]]]
+# alert, inline channel options, called once all channels took it
+_Job = Tuple[Alert, "list[dict[str, Any]]", Optional[Callable[[], None]]]
 
 
 class FallbackSender:
@@ -78,14 +77,14 @@ class FallbackSender:
         self._thread: Optional[threading.Thread] = None
         self._pid = os.getpid()
 
-    def submit(self, alert: Alert, channels: list[dict[str, Any]], language: Optional[str],
+    def submit(self, alert: Alert, channels: list[dict[str, Any]],
                on_delivered: Optional[Callable[[], None]] = None) -> None:
         """Queue ``alert``; ``on_delivered`` runs once every channel took it."""
         if not channels or os.getpid() != self._pid:
             return
         with self._idle:
             self._pending += 1
-        self._queue.put((alert, [dict(c) for c in channels], language, on_delivered))
+        self._queue.put((alert, [dict(c) for c in channels], on_delivered))
         if self._thread is None:
             self._thread = threading.Thread(target=self._work, name="sentinel-fallback", daemon=True)
             try:
@@ -118,10 +117,10 @@ class FallbackSender:
                 return
             self._send_one(*item)
 
-    def _send_one(self, alert: Alert, channels: list[dict[str, Any]], language: Optional[str],
+    def _send_one(self, alert: Alert, channels: list[dict[str, Any]],
                   on_delivered: Optional[Callable[[], None]]) -> None:
         try:
-            delivered = [_send_with_retries(alert, options, language) for options in channels]
+            delivered = [_send_with_retries(alert, options) for options in channels]
             if on_delivered is not None and all(delivered):
                 on_delivered()
         finally:
@@ -130,16 +129,16 @@ class FallbackSender:
                 self._idle.notify_all()
 
 
-def _send_with_retries(alert: Alert, options: dict[str, Any], language: Optional[str]) -> bool:
+def _send_with_retries(alert: Alert, options: dict[str, Any]) -> bool:
     """Try one channel a few times; True if it took the alert."""
     from sentinel.channels import build_channel
     from sentinel.channels.base import DeliveryError
+    from sentinel.channels.routing import INLINE_PREFIX
 
-    opts = dict(options)
-    type_name = str(opts.get("type", "?"))
-    chosen_language = opts.pop("language", None) or language or "en"
+    type_name = str(options.get("type", "?"))
     try:
-        channel = build_channel(f"inline-{type_name}", opts, chosen_language)
+        # Inline: its own language, else the run's (the alert's), else English.
+        channel = build_channel(f"{INLINE_PREFIX}{type_name}", options, None)
     except Exception as exc:
         _report(f"build-{type_name}", f"cannot use the {type_name} channel from this process: {exc}")
         return False

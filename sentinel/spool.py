@@ -41,6 +41,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
+from sentinel import endings
+
 FORMAT_VERSION = 1
 
 SYSTEM_SPOOL = Path("/var/lib/sentinel/spool")
@@ -60,7 +62,8 @@ MAX_SCALARS = 16
 CMDLINE_MAX_CHARS = 4096
 LABEL_MAX_CHARS = 1024
 
-FINAL_STATES = ("finished", "crashed", "aborted", "terminated")
+# States a process records itself: the rows of the endings table it can know.
+FINAL_STATES = endings.FINAL_STATES
 
 _RUN_ID_RE = re.compile(r"^[0-9]{8}T[0-9]{6}-[0-9]{1,10}-[0-9a-f]{6}$")
 _MESSAGE_RE = re.compile(r"^[0-9]{8}\.json$")

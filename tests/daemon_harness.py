@@ -26,8 +26,8 @@ from typing import Any, Optional
 import yaml
 
 from sentinel.alerts import Alert, AlertKind
+from sentinel.channels.bark import render_bark
 from sentinel.outbox import Outbox
-from sentinel.render import render_bark
 from tests.victims.harness import ROOT, wait_for
 
 LAUNCHER = ROOT / "tests" / "daemon_victims" / "launch_daemon.py"

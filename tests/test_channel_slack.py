@@ -8,8 +8,7 @@ import pytest
 from sentinel.alerts import AlertKind
 from sentinel.channels import build_channel
 from sentinel.channels.base import DeliveryError
-from sentinel.channels.slack import SlackChannel
-from sentinel.render import render_slack
+from sentinel.channels.slack import SlackChannel, render_slack
 from tests.fakes import FakeSlack
 from tests.fakes.samples import sample_alert
 

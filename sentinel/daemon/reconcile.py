@@ -10,28 +10,24 @@ now, a run of an earlier boot is "lost", a live one is watched again.
 from __future__ import annotations
 
 import logging
-import time
 from typing import TYPE_CHECKING, Optional
 
 from sentinel.daemon.decide import Event, EventKind, RunState, replay, stall_deadline
 from sentinel.daemon.liveness import Status
 from sentinel.daemon.oom import cgroup_counter
 from sentinel.daemon.runs import TrackedRun
+from sentinel.endings import Reason
 
 if TYPE_CHECKING:
     from sentinel.daemon.loop import Daemon
 
 log = logging.getLogger("sentinel.daemon.reconcile")
 
-DOWN_DETAIL = "died while the daemon was down"
-ENDED_DOWN_DETAIL = "ended while the daemon was down"
-LOST_DETAIL = "the machine rebooted while the run was going (its record is from an earlier boot)"
+ENDED_DOWN = Reason("ended_while_down")
 
 
-def beat_text(run: TrackedRun) -> str:
-    if run.progress is None:
-        return "no heartbeat recorded"
-    return "last heartbeat " + time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(run.progress.beat))
+def last_beat(run: TrackedRun) -> Optional[float]:
+    return run.progress.beat if run.progress is not None else None
 
 
 def admit(daemon: Daemon, run_id: str, now: float, at_startup: bool) -> Optional[TrackedRun]:
@@ -53,7 +49,7 @@ def admit(daemon: Daemon, run_id: str, now: float, at_startup: bool) -> Optional
         final = daemon.reader.read_final(run)
         if final is not None:
             daemon.apply(run, Event.final(final.state), now, final=final,
-                         detail=ENDED_DOWN_DETAIL if at_startup else None)
+                         reason=ENDED_DOWN if at_startup else None)
 
     status = daemon.liveness.watch(run_id, run.identity)
     if status is Status.ALIVE:
@@ -69,9 +65,11 @@ def admit(daemon: Daemon, run_id: str, now: float, at_startup: bool) -> Optional
 
     if run.state.is_live:
         if status is Status.OTHER_BOOT:
-            daemon.apply(run, Event(EventKind.OTHER_BOOT), now, detail=f"{LOST_DETAIL}; {beat_text(run)}")
+            daemon.apply(run, Event(EventKind.OTHER_BOOT), now,
+                         reason=Reason("rebooted", {"last_beat": last_beat(run)}))
         elif at_startup:
-            daemon.apply(run, Event(EventKind.FOUND_DEAD), now, detail=f"{DOWN_DETAIL}; {beat_text(run)}")
+            daemon.apply(run, Event(EventKind.FOUND_DEAD), now,
+                         reason=Reason("died_while_down", {"last_beat": last_beat(run)}))
         else:
             daemon.judge_exit(run, now)  # died between writing its record and our look
     if run.state.is_terminal:

@@ -18,7 +18,20 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-from sentinel.channels import bark, console, dingtalk, slack  # noqa: F401  (they register)
+from sentinel.channels import (  # noqa: F401  (they register)
+    apprise_bridge,
+    bark,
+    console,
+    dingtalk,
+    discord,
+    lark,
+    mail,
+    ntfy,
+    slack,
+    telegram,
+    webhook,
+    wecom,
+)
 from sentinel.channels.base import REGISTRY, Channel, DeliveryError, register
 from sentinel.redact import register as register_secrets
 

@@ -34,8 +34,9 @@ def utf16_len(text: str) -> int:
     return len(text.encode("utf-16-le")) // 2
 
 
-def fit_message(render: Render, tail: Optional[str], fact_count: int, limit: int,
-                measure: Measure = len) -> str:
+def fit_message(
+    render: Render, tail: Optional[str], fact_count: int, limit: int, measure: Measure = len
+) -> str:
     """The fullest rendering of the message within ``limit``.
 
     The error tail is shortened from its start (kept: its end, after an
@@ -70,8 +71,9 @@ def fit_message(render: Render, tail: Optional[str], fact_count: int, limit: int
     return render(None, 0)  # the layout's caps keep this within every limit in use
 
 
-def how_many_fit(render: Callable[[Sequence[T]], str], items: Sequence[T], limit: int,
-                 measure: Measure = len) -> int:
+def how_many_fit(
+    render: Callable[[Sequence[T]], str], items: Sequence[T], limit: int, measure: Measure = len
+) -> int:
     """How many of ``items`` (from the first, at least one) one rendering
     ``render(items[:n])`` can carry within ``limit``."""
     low, high, best = 2, len(items), 1

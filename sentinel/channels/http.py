@@ -1,6 +1,6 @@
 """The one place that talks to the network.
 
-Every channel posts through ``post_json``: it always has a timeout, never
+Every channel posts through ``post_json`` (or ``post`` for other bodies): it always has a timeout, never
 follows a redirect (a webhook that moved should be reconfigured, and a
 redirect could carry a token to another host), reads a bounded amount of the
 answer, and turns anything that went wrong on the way into a ``DeliveryError``
@@ -58,22 +58,38 @@ def post_json(
     secrets: Iterable[Optional[str]] = (),
     timeout: Union[Tuple[float, float], float] = DEFAULT_TIMEOUT,
     what: str = "request",
+    headers: Optional[Mapping[str, str]] = None,
 ) -> Answer:
     """POST ``payload`` as UTF-8 JSON to ``url``; return the answer.
 
     Raises a transient DeliveryError for connection errors, timeouts and
     anything else that kept an answer from arriving.
     """
+    body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+    return post(url, body, "application/json; charset=utf-8", secrets=secrets, timeout=timeout, what=what,
+                headers=headers)
+
+
+def post(
+    url: str,
+    body: bytes,
+    content_type: str,
+    *,
+    secrets: Iterable[Optional[str]] = (),
+    timeout: Union[Tuple[float, float], float] = DEFAULT_TIMEOUT,
+    what: str = "request",
+    headers: Optional[Mapping[str, str]] = None,
+) -> Answer:
+    """POST ``body`` (already encoded) with extra ``headers``; as ``post_json``."""
     import requests  # daemon-side dependency; importing channels stays cheap
 
     if not timeout:
         raise ValueError("a timeout is mandatory")
     secrets = list(secrets)
-    body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
-    headers = {"Content-Type": "application/json; charset=utf-8", "User-Agent": USER_AGENT}
+    sent = {"Content-Type": content_type, "User-Agent": USER_AGENT, **(headers or {})}
     try:
         with _session().post(
-            url, data=body, headers=headers, timeout=timeout, allow_redirects=False, stream=True
+            url, data=body, headers=sent, timeout=timeout, allow_redirects=False, stream=True
         ) as response:
             raw = response.raw.read(MAX_ANSWER_BYTES, decode_content=True) or b""
             text = raw.decode(response.encoding or "utf-8", "replace")

@@ -20,13 +20,16 @@ FACT_MAX = 160
 MESSAGE_MAX = 3000
 
 
-def plain_text(alert: Alert, lang: str, limit: int, measure: Measure = len,
-               tail_lines: int = 20, tail_chars: int = 3000) -> str:
+def plain_text(
+    alert: Alert, lang: str, limit: int, measure: Measure = len, tail_lines: int = 20, tail_chars: int = 3000
+) -> str:
     """The body of one alert in plain text, within ``limit``."""
     pairs = [(label, cap(value, FACT_MAX)) for label, value in facts(alert, lang)]
     said = summary(alert, lang)
     # At most half the budget: the headline's facts and the tail's end need room too.
-    said = cut(cap(said, MESSAGE_MAX if alert.kind == AlertKind.MESSAGE else SUMMARY_MAX), limit // 2, measure)
+    said = cut(
+        cap(said, MESSAGE_MAX if alert.kind == AlertKind.MESSAGE else SUMMARY_MAX), limit // 2, measure
+    )
 
     def render(tail: Optional[str], kept: int) -> str:
         lines = [said, ""] if said else []

@@ -55,10 +55,12 @@ class FakeDiscord(FakeService):
         if not over:
             self._seen.append(now)
         reset_after = (self._seen[0] + self.bucket_window - now) if self._seen else self.bucket_window
-        headers = {"X-RateLimit-Limit": str(self.bucket),
-                   "X-RateLimit-Remaining": str(max(0, self.bucket - len(self._seen))),
-                   "X-RateLimit-Reset-After": f"{reset_after:.3f}",
-                   "X-RateLimit-Bucket": "fake-webhook-bucket"}
+        headers = {
+            "X-RateLimit-Limit": str(self.bucket),
+            "X-RateLimit-Remaining": str(max(0, self.bucket - len(self._seen))),
+            "X-RateLimit-Reset-After": f"{reset_after:.3f}",
+            "X-RateLimit-Bucket": "fake-webhook-bucket",
+        }
         return over, headers
 
     def handle(self, request: RecordedRequest) -> Reply:
@@ -69,8 +71,11 @@ class FakeDiscord(FakeService):
             retry = float(headers["X-RateLimit-Reset-After"])
             headers["Retry-After"] = str(max(1, math.ceil(retry)))
             headers["X-RateLimit-Scope"] = "shared"
-            return Reply.json(429, {"message": "You are being rate limited.", "retry_after": retry,
-                                    "global": False}, headers)
+            return Reply.json(
+                429,
+                {"message": "You are being rate limited.", "retry_after": retry, "global": False},
+                headers,
+            )
         wait = request.query.get("wait", "").lower() == "true"
         try:
             message = json.loads(request.body.decode("utf-8"))
@@ -81,12 +86,23 @@ class FakeDiscord(FakeService):
         if problem is not None:
             if not wait:
                 return Reply(204, b"", headers)  # the documented trap: silence, nothing posted
-            return Reply.json(400, {"code": 50035, "errors": problem, "message": "Invalid Form Body"}, headers)
+            return Reply.json(
+                400, {"code": 50035, "errors": problem, "message": "Invalid Form Body"}, headers
+            )
         self.posted.append(message)
         if not wait:
             return Reply(204, b"", headers)
-        return Reply.json(200, {"id": str(secrets.randbits(60)), "type": 0, "content": message.get("content", ""),
-                                "channel_id": "1", "webhook_id": self.webhook_id}, headers)
+        return Reply.json(
+            200,
+            {
+                "id": str(secrets.randbits(60)),
+                "type": 0,
+                "content": message.get("content", ""),
+                "channel_id": "1",
+                "webhook_id": self.webhook_id,
+            },
+            headers,
+        )
 
     def failure(self, mode: str, request: RecordedRequest) -> Reply:
         if mode == "5xx":
@@ -101,7 +117,11 @@ def _too_long(limit: int) -> dict[str, Any]:
 def _message_problem(message: dict[str, Any]) -> Optional[dict[str, Any]]:
     content, embeds = message.get("content"), message.get("embeds")
     if not content and not embeds:
-        return {"content": {"_errors": [{"code": "BASE_TYPE_REQUIRED", "message": "Cannot send an empty message"}]}}
+        return {
+            "content": {
+                "_errors": [{"code": "BASE_TYPE_REQUIRED", "message": "Cannot send an empty message"}]
+            }
+        }
     if content is not None and (not isinstance(content, str) or len(content) > MAX_CONTENT):
         return {"content": _too_long(MAX_CONTENT)}
     if embeds is None:
@@ -128,11 +148,20 @@ def _message_problem(message: dict[str, Any]) -> Optional[dict[str, Any]]:
         for number, field in enumerate(fields):
             name, value = field.get("name"), field.get("value")
             if not name or not value:
-                return {"embeds": {str(index): {"fields": {str(number): {"_errors": [{"code": "BASE_TYPE_REQUIRED"}]}}}}}
+                return {
+                    "embeds": {
+                        str(index): {"fields": {str(number): {"_errors": [{"code": "BASE_TYPE_REQUIRED"}]}}}
+                    }
+                }
             if len(name) > 256 or len(value) > 1024:
                 return {"embeds": {str(index): {"fields": {str(number): _too_long(1024)}}}}
             total += len(name) + len(value)
     if total > MAX_EMBEDS_TOTAL:
-        return {"embeds": {"_errors": [{"code": "MAX_EMBED_SIZE_EXCEEDED",
-                                        "message": "Embed size exceeds maximum size of 6000"}]}}
+        return {
+            "embeds": {
+                "_errors": [
+                    {"code": "MAX_EMBED_SIZE_EXCEEDED", "message": "Embed size exceeds maximum size of 6000"}
+                ]
+            }
+        }
     return None

@@ -97,7 +97,7 @@ class FakeLark(FakeService):
         prefix = "/open-apis/bot/v2/hook/"
         if request.method != "POST" or not request.path.startswith(prefix):
             return Reply.text(404, "404 page not found")
-        if request.path[len(prefix):] != self.token:
+        if request.path[len(prefix) :] != self.token:
             return _answer(19001, "param invalid: incoming webhook access token invalid")
         if len(request.body) > MAX_BODY_BYTES:
             return _answer(9499, "Bad Request")
@@ -108,8 +108,12 @@ class FakeLark(FakeService):
             return _answer(9499, "Bad Request")
         if self.secret:
             timestamp, sign = str(message.get("timestamp", "")), message.get("sign")
-            if (not timestamp.isdigit() or abs(int(timestamp) - self.clock()) > TIMESTAMP_WINDOW
-                    or not isinstance(sign, str) or not hmac.compare_digest(sign, lark_sign(self.secret, timestamp))):
+            if (
+                not timestamp.isdigit()
+                or abs(int(timestamp) - self.clock()) > TIMESTAMP_WINDOW
+                or not isinstance(sign, str)
+                or not hmac.compare_digest(sign, lark_sign(self.secret, timestamp))
+            ):
                 return _answer(19021, "sign match fail or timestamp is not within one hour from current time")
         problem = _content_problem(message)
         if problem:
@@ -127,8 +131,9 @@ class FakeLark(FakeService):
 
     def failure(self, mode: str, request: RecordedRequest) -> Reply:
         if mode == "5xx":
-            return Reply.text(502, "<html><body><h1>502 Bad Gateway</h1></body></html>",
-                              {"Content-Type": "text/html"})
+            return Reply.text(
+                502, "<html><body><h1>502 Bad Gateway</h1></body></html>", {"Content-Type": "text/html"}
+            )
         return Reply.text(404, "404 page not found")
 
 

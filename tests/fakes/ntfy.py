@@ -28,8 +28,19 @@ from typing import Any, Optional
 from tests.fakes.server import FakeService, RecordedRequest, Reply
 
 MAX_MESSAGE_BYTES = 4096
-PRIORITIES = {"1": 1, "min": 1, "2": 2, "low": 2, "3": 3, "default": 3, "4": 4, "high": 4,
-              "5": 5, "max": 5, "urgent": 5}
+PRIORITIES = {
+    "1": 1,
+    "min": 1,
+    "2": 2,
+    "low": 2,
+    "3": 3,
+    "default": 3,
+    "4": 4,
+    "high": 4,
+    "5": 5,
+    "max": 5,
+    "urgent": 5,
+}
 
 
 def _error(status: int, code: int, error: str) -> Reply:
@@ -55,8 +66,9 @@ def decode_header(value: str) -> Optional[str]:
 
 
 class FakeNtfy(FakeService):
-    def __init__(self, *, topic: str = "", token: Optional[str] = None, burst: int = 60,
-                 replenish: float = 5.0) -> None:
+    def __init__(
+        self, *, topic: str = "", token: Optional[str] = None, burst: int = 60, replenish: float = 5.0
+    ) -> None:
         super().__init__()
         self.topic = topic or "sentinel-" + secrets.token_hex(8)
         self.token = token
@@ -92,10 +104,16 @@ class FakeNtfy(FakeService):
         if request.path[1:] != self.topic:
             return _error(403, 40301, "forbidden")
         if len(request.body) > MAX_MESSAGE_BYTES:
-            return _error(413, 41301, "too large for attachments (this fake: an alert must not become a file)")
+            return _error(
+                413, 41301, "too large for attachments (this fake: an alert must not become a file)"
+            )
         fields: dict[str, Any] = {}
-        for key, names in (("title", ("X-Title", "Title", "t")), ("tags", ("X-Tags", "Tags", "ta")),
-                           ("click", ("X-Click", "Click")), ("markdown", ("X-Markdown", "Markdown", "md"))):
+        for key, names in (
+            ("title", ("X-Title", "Title", "t")),
+            ("tags", ("X-Tags", "Tags", "ta")),
+            ("click", ("X-Click", "Click")),
+            ("markdown", ("X-Markdown", "Markdown", "md")),
+        ):
             raw = _header(request, *names)
             if raw is None:
                 continue
@@ -110,9 +128,15 @@ class FakeNtfy(FakeService):
             message = request.body.decode("utf-8")
         except UnicodeDecodeError:
             return _error(400, 40000, "invalid request: message is not UTF-8")
-        notification = {"id": secrets.token_hex(6), "time": int(time.time()), "event": "message",
-                        "topic": self.topic, "message": message or "triggered",
-                        "priority": PRIORITIES[priority.lower()] if priority else 3, **fields}
+        notification = {
+            "id": secrets.token_hex(6),
+            "time": int(time.time()),
+            "event": "message",
+            "topic": self.topic,
+            "message": message or "triggered",
+            "priority": PRIORITIES[priority.lower()] if priority else 3,
+            **fields,
+        }
         if "tags" in notification:
             notification["tags"] = [t.strip() for t in notification["tags"].split(",") if t.strip()]
         self.notifications.append(notification)
@@ -127,4 +151,3 @@ class FakeNtfy(FakeService):
 def published(fake: FakeNtfy) -> list[str]:
     """Each accepted notification as 'title\\nmessage', for assertions."""
     return [f"{n.get('title', '')}\n{n['message']}" for n in fake.messages]
-

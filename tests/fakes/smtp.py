@@ -45,12 +45,52 @@ class TestCA:
         self.key_file = self.dir / "server.key"
         ca_key, csr, ext = self.dir / "ca.key", self.dir / "server.csr", self.dir / "ext.cnf"
         ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n")
-        run = [("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", self.ca_file,
-                "-days", "2", "-subj", "/CN=run-sentinel test CA"),
-               ("req", "-newkey", "rsa:2048", "-nodes", "-keyout", self.key_file, "-out", csr,
-                "-subj", "/CN=127.0.0.1"),
-               ("x509", "-req", "-in", csr, "-CA", self.ca_file, "-CAkey", ca_key, "-CAcreateserial",
-                "-out", self.cert_file, "-days", "2", "-extfile", ext)]
+        run = [
+            (
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                ca_key,
+                "-out",
+                self.ca_file,
+                "-days",
+                "2",
+                "-subj",
+                "/CN=run-sentinel test CA",
+            ),
+            (
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                self.key_file,
+                "-out",
+                csr,
+                "-subj",
+                "/CN=127.0.0.1",
+            ),
+            (
+                "x509",
+                "-req",
+                "-in",
+                csr,
+                "-CA",
+                self.ca_file,
+                "-CAkey",
+                ca_key,
+                "-CAcreateserial",
+                "-out",
+                self.cert_file,
+                "-days",
+                "2",
+                "-extfile",
+                ext,
+            ),
+        ]
         for args in run:
             subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True, timeout=60)
 
@@ -65,10 +105,17 @@ class _Handler:
         self.server = server
 
     async def handle_DATA(self, smtp: Any, session: Any, envelope: Any) -> str:  # noqa: N802 (aiosmtpd's name)
-        message = BytesParser(policy=email.policy.default).parsebytes(envelope.original_content or envelope.content)
+        message = BytesParser(policy=email.policy.default).parsebytes(
+            envelope.original_content or envelope.content
+        )
         with self.server.lock:
-            self.server.envelopes.append({"from": envelope.mail_from, "to": list(envelope.rcpt_tos),
-                                          "tls": session.ssl is not None or self.server.tls == "implicit"})
+            self.server.envelopes.append(
+                {
+                    "from": envelope.mail_from,
+                    "to": list(envelope.rcpt_tos),
+                    "tls": session.ssl is not None or self.server.tls == "implicit",
+                }
+            )
             self.server.messages.append(message)  # type: ignore[arg-type]
             self.server.cond.notify_all()
         return "250 Message accepted for delivery"
@@ -83,8 +130,14 @@ class _Controller(Controller):
 
 
 class FakeSMTP:
-    def __init__(self, ca: TestCA, *, tls: str = "starttls", user: str = "alice@example.org",
-                 password: str = "app-password-1234") -> None:
+    def __init__(
+        self,
+        ca: TestCA,
+        *,
+        tls: str = "starttls",
+        user: str = "alice@example.org",
+        password: str = "app-password-1234",
+    ) -> None:
         if tls not in ("starttls", "implicit"):
             raise ValueError("tls is 'starttls' or 'implicit'")
         self.ca = ca
@@ -98,27 +151,42 @@ class FakeSMTP:
         self.cond = threading.Condition(self.lock)
         self._controller: Optional[_Controller] = None
 
-    def _authenticate(self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:
-        ok = (isinstance(auth_data, LoginPassword) and auth_data.login.decode() == self.user
-              and auth_data.password.decode() == self.password)
+    def _authenticate(
+        self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any
+    ) -> AuthResult:
+        ok = (
+            isinstance(auth_data, LoginPassword)
+            and auth_data.login.decode() == self.user
+            and auth_data.password.decode() == self.password
+        )
         with self.lock:
-            self.logins.append((auth_data.login.decode() if isinstance(auth_data, LoginPassword) else "?", ok))
+            self.logins.append(
+                (auth_data.login.decode() if isinstance(auth_data, LoginPassword) else "?", ok)
+            )
         return AuthResult(success=ok, handled=False)
 
     def start(self) -> FakeSMTP:
         context = self.ca.server_context()
-        common: dict[str, Any] = dict(hostname=HOST, port=0, authenticator=self._authenticate, auth_required=True,
-                                      server_hostname="fake-smtp.test", ready_timeout=30.0)
+        common: dict[str, Any] = dict(
+            hostname=HOST,
+            port=0,
+            authenticator=self._authenticate,
+            auth_required=True,
+            server_hostname="fake-smtp.test",
+            ready_timeout=30.0,
+        )
         if self.tls == "starttls":
-            self._controller = _Controller(_Handler(self), tls_context=context, require_starttls=True,
-                                           auth_require_tls=True, **common)
+            self._controller = _Controller(
+                _Handler(self), tls_context=context, require_starttls=True, auth_require_tls=True, **common
+            )
         else:
             # Every connection is TLS from the first byte; aiosmtpd's "TLS seen"
             # flag only tracks STARTTLS, so its AUTH-needs-TLS check is off here.
             with warnings.catch_warnings():  # aiosmtpd warns of AUTH without its TLS flag
                 warnings.simplefilter("ignore", UserWarning)
-                self._controller = _Controller(_Handler(self), ssl_context=context, auth_require_tls=False,
-                                               **common)
+                self._controller = _Controller(
+                    _Handler(self), ssl_context=context, auth_require_tls=False, **common
+                )
         self._controller.start()
         return self
 

@@ -32,8 +32,23 @@ from typing import Any, Optional
 from tests.fakes.server import FakeService, RecordedRequest, Reply
 
 MAX_TEXT_UTF16 = 4096
-TAGS = {"b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "a", "code", "pre", "blockquote",
-        "tg-spoiler", "span"}
+TAGS = {
+    "b",
+    "strong",
+    "i",
+    "em",
+    "u",
+    "ins",
+    "s",
+    "strike",
+    "del",
+    "a",
+    "code",
+    "pre",
+    "blockquote",
+    "tg-spoiler",
+    "span",
+}
 _ENTITY = re.compile(r"&(?:lt|gt|amp|quot|#[0-9]+|#x[0-9a-fA-F]+);")
 
 
@@ -69,7 +84,7 @@ def parse_html(text: str) -> tuple[Optional[str], str]:
         if not _ENTITY.match(text, match.start()):
             return f"Can't parse entities: unsupported entity at byte offset {match.start()}", ""
     for match in re.finditer(r"<", text):
-        if not re.match(r"</?[a-z][a-z0-9-]*(\s[^<>]*)?>", text[match.start():]):
+        if not re.match(r"</?[a-z][a-z0-9-]*(\s[^<>]*)?>", text[match.start() :]):
             return f"Can't parse entities: unexpected character at byte offset {match.start()}", ""
     parser = _Parser()
     parser.feed(text)
@@ -77,7 +92,10 @@ def parse_html(text: str) -> tuple[Optional[str], str]:
     if parser.problem:
         return f"Can't parse entities: {parser.problem}", ""
     if parser.stack:
-        return f'Can\'t parse entities: can\'t find end tag corresponding to start tag "{parser.stack[-1]}"', ""
+        return (
+            f"Can't parse entities: can't find end tag corresponding to start tag \"{parser.stack[-1]}\"",
+            "",
+        )
     return None, html.unescape("".join(parser.text))
 
 
@@ -86,8 +104,9 @@ def utf16_length(text: str) -> int:
 
 
 class FakeTelegram(FakeService):
-    def __init__(self, *, chats: tuple[str, ...] = ("123456789",), per_minute: int = 20,
-                 per_chat_interval: float = 1.0) -> None:
+    def __init__(
+        self, *, chats: tuple[str, ...] = ("123456789",), per_minute: int = 20, per_chat_interval: float = 1.0
+    ) -> None:
         super().__init__()
         self.token = f"{secrets.randbelow(10**10):010d}:{secrets.token_urlsafe(26)}"
         self.chats = set(chats)
@@ -150,12 +169,23 @@ class FakeTelegram(FakeService):
             wait = max(wait, sent[0] + 60.0 - now)
         if wait > 0:
             seconds = max(1, math.ceil(wait))
-            return _error(429, f"Too Many Requests: retry after {seconds}", parameters={"retry_after": seconds})
+            return _error(
+                429, f"Too Many Requests: retry after {seconds}", parameters={"retry_after": seconds}
+            )
         sent.append(now)
         self.delivered.append({"chat_id": chat, "text": shown, "request": call})
-        return Reply.json(200, {"ok": True, "result": {"message_id": len(self.delivered), "date": int(time.time()),
-                                                       "chat": {"id": int(chat) if chat.lstrip("-").isdigit()
-                                                                else chat}, "text": shown}})
+        return Reply.json(
+            200,
+            {
+                "ok": True,
+                "result": {
+                    "message_id": len(self.delivered),
+                    "date": int(time.time()),
+                    "chat": {"id": int(chat) if chat.lstrip("-").isdigit() else chat},
+                    "text": shown,
+                },
+            },
+        )
 
     def failure(self, mode: str, request: RecordedRequest) -> Reply:
         if mode == "5xx":

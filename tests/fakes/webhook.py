@@ -41,8 +41,13 @@ def _lower(headers: Mapping[str, str]) -> dict[str, str]:
 
 
 class FakeWebhook(FakeService):
-    def __init__(self, *, secret: Optional[str] = None, require_headers: Optional[dict[str, str]] = None,
-                 path: str = "/hooks/sentinel") -> None:
+    def __init__(
+        self,
+        *,
+        secret: Optional[str] = None,
+        require_headers: Optional[dict[str, str]] = None,
+        path: str = "/hooks/sentinel",
+    ) -> None:
         super().__init__()
         self.secret = secret
         self.require_headers = dict(require_headers or {})

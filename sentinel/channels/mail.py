@@ -2,7 +2,8 @@
 
 ``port`` 465 means TLS from the first byte (SMTPS); any other port (587 by
 default) connects in plain text and must upgrade with STARTTLS before the
-password is sent — a server that offers no STARTTLS is refused, never
+password is sent (``tls: implicit`` / ``tls: starttls`` overrides the port
+rule for a server that does it otherwise) — a server that offers no STARTTLS is refused, never
 talked to in the clear. Certificates are verified against the system's CAs
 (``SSL_CERT_FILE`` is honoured) or ``ca_file``. Every step has a timeout.
 
@@ -35,6 +36,7 @@ if TYPE_CHECKING:  # smtplib, ssl and email load on the first send, not with the
 
 DEFAULT_PORT = 587
 SSL_PORT = 465
+TLS_MODES = ("implicit", "starttls")
 TIMEOUT = 20.0
 MAX_TEXT = 60000
 _ADDRESS = r"^[^@\s<>,;]+@[^@\s<>,;]+$"
@@ -74,6 +76,7 @@ class EmailChannel(Channel):
     OPTIONS = (
         "smtp_server",
         "port",
+        "tls",
         "username",
         "password",
         "sender",
@@ -92,6 +95,8 @@ class EmailChannel(Channel):
         self.password: Optional[str] = self.options.get("password") or None
         self.recipients = _recipients(self.options["to"])
         self.timeout = float(self.options.get("timeout") or TIMEOUT)
+        self.implicit_tls = (self.options.get("tls") or ("implicit" if self.port == SSL_PORT else "starttls")) \
+            == "implicit"
 
     @classmethod
     def check_options(cls, options: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -105,6 +110,8 @@ class EmailChannel(Channel):
         port = options.get("port")
         if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536):
             problems.append(("port", "must be a port number (465: TLS from the start; 587: STARTTLS)"))
+        if options.get("tls") not in (None, *TLS_MODES):
+            problems.append(("tls", f"must be one of {', '.join(TLS_MODES)} (default: implicit on port 465)"))
         timeout = options.get("timeout")
         if timeout is not None and (
             isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 300
@@ -186,14 +193,14 @@ class EmailChannel(Channel):
         where = f"SMTP {self.server}:{self.port}"
         started = time.monotonic()
         try:
-            if self.port == SSL_PORT:
+            if self.implicit_tls:
                 client: smtplib.SMTP = smtplib.SMTP_SSL(
                     self.server, self.port, timeout=self.timeout, context=self._context()
                 )
             else:
                 client = smtplib.SMTP(self.server, self.port, timeout=self.timeout)
             with client:
-                if self.port != SSL_PORT:
+                if not self.implicit_tls:
                     client.ehlo()
                     if not client.has_extn("starttls"):
                         raise DeliveryError(

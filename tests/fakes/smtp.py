@@ -122,6 +122,13 @@ class _Handler:
 
 
 class _Controller(Controller):
+    def factory(self) -> Any:
+        # Implicit TLS: aiosmtpd's "AUTH needs TLS" check tracks STARTTLS only,
+        # so it is off there (every connection is TLS anyway); it warns of that.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Requiring AUTH while not requiring TLS")
+            return super().factory()
+
     def _trigger_server(self) -> None:
         # Bound to port 0: learn the real port before the readiness probe connects.
         assert self.server is not None
@@ -182,11 +189,7 @@ class FakeSMTP:
         else:
             # Every connection is TLS from the first byte; aiosmtpd's "TLS seen"
             # flag only tracks STARTTLS, so its AUTH-needs-TLS check is off here.
-            with warnings.catch_warnings():  # aiosmtpd warns of AUTH without its TLS flag
-                warnings.simplefilter("ignore", UserWarning)
-                self._controller = _Controller(
-                    _Handler(self), ssl_context=context, auth_require_tls=False, **common
-                )
+            self._controller = _Controller(_Handler(self), ssl_context=context, auth_require_tls=False, **common)
         self._controller.start()
         return self
 

@@ -7,7 +7,9 @@ touched:
 * ``with sentinel.watch(name=...) as run: run.beat(step=...)``
 * ``swanlab.init(callbacks=[sentinel.SentinelCallback()])``
 * drop-in SwanLab plugins: ``from sentinel import BarkCallback`` (also
-  ``DingTalkCallback``, ``SlackCallback``).
+  ``DingTalkCallback``, ``SlackCallback``, ``LarkCallback``, ``WeComCallback``
+  / ``WXWorkCallback``, ``DiscordCallback``, ``TelegramCallback``,
+  ``EmailCallback``).
 
 Everything is loaded on first attribute access: ``import sentinel`` costs
 about a millisecond and never imports swanlab (or anything outside the
@@ -28,6 +30,12 @@ _LAZY = {
     "BarkCallback": "sentinel.notify",
     "DingTalkCallback": "sentinel.notify",
     "SlackCallback": "sentinel.notify",
+    "LarkCallback": "sentinel.notify",
+    "WeComCallback": "sentinel.notify",
+    "WXWorkCallback": "sentinel.notify",
+    "DiscordCallback": "sentinel.notify",
+    "TelegramCallback": "sentinel.notify",
+    "EmailCallback": "sentinel.notify",
 }
 
 __all__ = ["watch", "Run", "__version__", *_LAZY]

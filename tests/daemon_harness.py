@@ -159,10 +159,10 @@ class DaemonProcess:
         self._close_notify()
 
 
-def bark_title(kind: AlertKind, run_name: str, detail: Optional[str] = None) -> str:
+def bark_title(kind: AlertKind, run_name: str, detail: Optional[str] = None, lang: str = "en") -> str:
     """The title the Bark channel gives an alert of ``kind`` about ``run_name``."""
     alert = Alert(alert_id="x", kind=kind, created=0.0, run_name=run_name, text="", detail=detail)
-    return render_bark(alert, "en").title
+    return render_bark(alert, lang).title
 
 
 def titles(bark: Any) -> list[str]:
@@ -170,10 +170,10 @@ def titles(bark: Any) -> list[str]:
 
 
 def wait_for_push(bark: Any, kind: AlertKind, run_name: str, timeout: float = 30.0,
-                  detail: Optional[str] = None) -> dict[str, Any]:
+                  detail: Optional[str] = None, lang: str = "en") -> dict[str, Any]:
     """The first accepted Bark push of ``kind`` about ``run_name`` (``detail``
-    matters where it changes the headline, e.g. the OOM killer)."""
-    title = bark_title(kind, run_name, detail)
+    matters where it changes the headline, e.g. the OOM killer), in ``lang``."""
+    title = bark_title(kind, run_name, detail, lang)
 
     def find() -> Optional[dict[str, Any]]:
         return next((p for p in bark.pushes if p.get("title") == title), None)

@@ -20,9 +20,17 @@ def bark():
 
 
 def test_push_payload_is_exactly_what_bark_expects(bark):
-    channel = build_channel("phone", {"type": "bark", "server": bark.url, "key": bark.key,
-                                      "group": "training", "icon": "https://example.org/i.png",
-                                      "sound": "alarm"})
+    channel = build_channel(
+        "phone",
+        {
+            "type": "bark",
+            "server": bark.url,
+            "key": bark.key,
+            "group": "training",
+            "icon": "https://example.org/i.png",
+            "sound": "alarm",
+        },
+    )
     alert = sample_alert(AlertKind.CRASHED)
     answer = channel.send(alert)
 
@@ -55,27 +63,36 @@ def test_key_embedded_url_as_the_app_shows_it(bark):
     assert push["group"] == "run-sentinel" and push["level"] == "active"
 
 
-@pytest.mark.parametrize("url, server, key", [
-    ("https://api.day.app/AbCdEfGhIjKlMnOpQrStUv", "https://api.day.app", "AbCdEfGhIjKlMnOpQrStUv"),
-    ("https://api.day.app/AbCdEfGhIjKlMnOpQrStUv/", "https://api.day.app", "AbCdEfGhIjKlMnOpQrStUv"),
-    ("https://api.day.app/AbCdEfGhIjKlMnOpQrStUv/hello", "https://api.day.app", "AbCdEfGhIjKlMnOpQrStUv"),
-    ("https://push.example.org/bark/AbCdEfGhIjKlMnOpQrStUv", "https://push.example.org/bark",
-     "AbCdEfGhIjKlMnOpQrStUv"),
-    ("http://127.0.0.1:8080/mykey", "http://127.0.0.1:8080", "mykey"),
-])
+@pytest.mark.parametrize(
+    "url, server, key",
+    [
+        ("https://api.day.app/AbCdEfGhIjKlMnOpQrStUv", "https://api.day.app", "AbCdEfGhIjKlMnOpQrStUv"),
+        ("https://api.day.app/AbCdEfGhIjKlMnOpQrStUv/", "https://api.day.app", "AbCdEfGhIjKlMnOpQrStUv"),
+        ("https://api.day.app/AbCdEfGhIjKlMnOpQrStUv/hello", "https://api.day.app", "AbCdEfGhIjKlMnOpQrStUv"),
+        (
+            "https://push.example.org/bark/AbCdEfGhIjKlMnOpQrStUv",
+            "https://push.example.org/bark",
+            "AbCdEfGhIjKlMnOpQrStUv",
+        ),
+        ("http://127.0.0.1:8080/mykey", "http://127.0.0.1:8080", "mykey"),
+    ],
+)
 def test_split_key_url(url, server, key):
     assert split_key_url(url) == (server, key)
 
 
 def test_server_with_key_in_path_counts_as_embedded():
     assert endpoint({"server": "https://api.day.app/AbCdEfGhIjKlMnOpQrStUv"}) == (
-        "https://api.day.app/push", "AbCdEfGhIjKlMnOpQrStUv")
+        "https://api.day.app/push",
+        "AbCdEfGhIjKlMnOpQrStUv",
+    )
     assert endpoint({"key": "k3y-value"}) == ("https://api.day.app/push", "k3y-value")
 
 
 def test_level_per_alert_state(bark):
-    channel = build_channel("phone", {"type": "bark", "url": bark.key_url,
-                                      "level": {"killed": "critical", "finished": "passive"}})
+    channel = build_channel(
+        "phone", {"type": "bark", "url": bark.key_url, "level": {"killed": "critical", "finished": "passive"}}
+    )
     for kind in (AlertKind.KILLED, AlertKind.FINISHED, AlertKind.CRASHED, AlertKind.RECOVERED):
         channel.send(sample_alert(kind))
     assert [p["level"] for p in bark.pushes] == ["critical", "passive", "timeSensitive", "passive"]
@@ -84,12 +101,20 @@ def test_level_per_alert_state(bark):
 
 
 def test_check_options_reports_every_problem_with_its_key():
-    problems = BarkChannel.check_options({"server": "ftp://x", "colour": "red", "icon": 3, "language": "fr",
-                                          "level": {"killed": "loud", "exploded": "active"}})
+    problems = BarkChannel.check_options(
+        {
+            "server": "ftp://x",
+            "colour": "red",
+            "icon": 3,
+            "language": "fr",
+            "level": {"killed": "loud", "exploded": "active"},
+        }
+    )
     keys = {key for key, _ in problems}
     assert keys == {"server", "level.killed", "level.exploded", "colour", "icon", "language"}
     assert check_channel({"type": "bark"}) == [
-        ("key", "required: the device key from the Bark app (or set url: to the URL the app shows)")]
+        ("key", "required: the device key from the Bark app (or set url: to the URL the app shows)")
+    ]
     assert [k for k, _ in BarkChannel.check_options({"url": "https://api.day.app/"})] == ["url"]
     assert BarkChannel.check_options({"url": "https://api.day.app/AbCdEfGhIjKlMnOpQrStUv"}) == []
 
@@ -125,12 +150,15 @@ def test_connection_refused_is_transient(bark):
     assert not err.value.permanent
 
 
-@pytest.mark.parametrize("status, body, headers, permanent, retry_after", [
-    (502, "<html>bad gateway</html>", {}, False, None),  # a proxy in front of bark-server
-    (429, "slow down", {"Retry-After": "7"}, False, 7.0),
-    (404, "Cannot POST /push", {}, True, None),  # wrong server path
-    (200, "<html>login portal</html>", {}, True, None),  # not a Bark server at all
-])
+@pytest.mark.parametrize(
+    "status, body, headers, permanent, retry_after",
+    [
+        (502, "<html>bad gateway</html>", {}, False, None),  # a proxy in front of bark-server
+        (429, "slow down", {"Retry-After": "7"}, False, 7.0),
+        (404, "Cannot POST /push", {}, True, None),  # wrong server path
+        (200, "<html>login portal</html>", {}, True, None),  # not a Bark server at all
+    ],
+)
 def test_answers_that_are_not_bark_json(bark, status, body, headers, permanent, retry_after):
     bark.fail(status=status, body=body, headers=headers)
     with pytest.raises(DeliveryError) as err:

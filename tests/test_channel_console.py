@@ -42,8 +42,10 @@ def test_registry_names_the_config_types():
 
 def test_build_channel_lists_every_problem_without_secrets():
     with pytest.raises(ValueError) as err:
-        build_channel("team", {"type": "dingtalk", "webhook_url": "ftp://secret-token-123", "secret": 42,
-                               "at_all": "yes"})
+        build_channel(
+            "team",
+            {"type": "dingtalk", "webhook_url": "ftp://secret-token-123", "secret": 42, "at_all": "yes"},
+        )
     message = str(err.value)
     assert "webhook_url:" in message and "secret:" in message and "at_all:" in message
     assert "secret-token-123" not in message
@@ -54,7 +56,8 @@ def test_build_channel_lists_every_problem_without_secrets():
 def test_check_channel_for_inline_dicts():
     assert check_channel({"type": "slack", "webhook_url": "https://hooks.slack.com/services/T/B/x"}) == []
     assert check_channel({"webhook_url": "https://x"}) == [
-        ("type", "required (one of bark, console, dingtalk, slack)")]
+        ("type", "required (one of bark, console, dingtalk, slack)")
+    ]
     assert check_channel("slack") == [("", "must be a mapping of options")]
 
 

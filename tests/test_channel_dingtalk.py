@@ -31,8 +31,9 @@ def robot():
 
 
 def channel_for(robot, **extra):
-    return build_channel("team", {"type": "dingtalk", "webhook_url": robot.webhook_url,
-                                  "secret": robot.secret, **extra})
+    return build_channel(
+        "team", {"type": "dingtalk", "webhook_url": robot.webhook_url, "secret": robot.secret, **extra}
+    )
 
 
 def test_markdown_payload_signed_and_accepted(robot):
@@ -50,13 +51,17 @@ def test_markdown_payload_signed_and_accepted(robot):
 
 def test_signature_matches_the_documented_recipe():
     secret, timestamp = "SEC0123456789abcdef", 1700000000123
-    expected = base64.b64encode(hmac.new(secret.encode(), f"{timestamp}\n{secret}".encode(),
-                                         hashlib.sha256).digest())
+    expected = base64.b64encode(
+        hmac.new(secret.encode(), f"{timestamp}\n{secret}".encode(), hashlib.sha256).digest()
+    )
     assert sign(secret, timestamp) == quote_plus(expected)
     hook = "https://oapi.dingtalk.com/robot/send?access_token=abc"
     url = signed_url(hook, secret, timestamp / 1000)
     assert url == f"{hook}&timestamp={timestamp}&sign={sign(secret, timestamp)}"
-    assert signed_url("https://x/robot/send?access_token=abc", None, 1.0) == "https://x/robot/send?access_token=abc"
+    assert (
+        signed_url("https://x/robot/send?access_token=abc", None, 1.0)
+        == "https://x/robot/send?access_token=abc"
+    )
 
 
 def test_signature_is_fresh_for_every_request(robot):
@@ -85,8 +90,9 @@ def test_at_mobiles_are_named_in_the_text_too(robot):
 
 
 def test_wrong_secret_is_permanent_and_names_the_setting(robot):
-    channel = build_channel("team", {"type": "dingtalk", "webhook_url": robot.webhook_url,
-                                     "secret": "SECnot-the-right-one"})
+    channel = build_channel(
+        "team", {"type": "dingtalk", "webhook_url": robot.webhook_url, "secret": "SECnot-the-right-one"}
+    )
     with pytest.raises(DeliveryError) as err:
         channel.send(sample_alert())
     assert err.value.permanent
@@ -94,8 +100,9 @@ def test_wrong_secret_is_permanent_and_names_the_setting(robot):
     assert "`secret` must be the robot's 加签 secret" in str(err.value)
 
 
-@pytest.mark.parametrize("offset, accepted",
-                         [(-7200.0, False), (3590.0, True), (-3590.0, True), (7200.0, False)])
+@pytest.mark.parametrize(
+    "offset, accepted", [(-7200.0, False), (3590.0, True), (-3590.0, True), (7200.0, False)]
+)
 def test_timestamp_window_is_one_hour(robot, offset, accepted):
     channel = channel_for(robot)
     channel.clock = FakeClock(robot.clock() + offset)  # this machine's clock is off by `offset`
@@ -130,8 +137,14 @@ def test_send_too_fast_is_transient_for_ten_minutes():
 
 
 def test_unknown_token_is_permanent(robot):
-    channel = build_channel("team", {"type": "dingtalk", "secret": robot.secret,
-                                     "webhook_url": robot.url + "/robot/send?access_token=nope"})
+    channel = build_channel(
+        "team",
+        {
+            "type": "dingtalk",
+            "secret": robot.secret,
+            "webhook_url": robot.url + "/robot/send?access_token=nope",
+        },
+    )
     with pytest.raises(DeliveryError) as err:
         channel.send(sample_alert())
     assert err.value.permanent and "300001" in str(err.value) and "access_token" in str(err.value)

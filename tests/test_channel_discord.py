@@ -96,9 +96,11 @@ def test_digest_of_fifty(hook):
 def test_check_options():
     good = "https://discord.com/api/webhooks/123/tok"
     assert DiscordChannel.check_options({"webhook_url": good}) == []
-    assert [k for k, _ in DiscordChannel.check_options({"webhook_url": "https://discord.com/channels/1"})] == [
-        "webhook_url"
-    ]
+    assert [
+        k for k, _ in DiscordChannel.check_options({"webhook_url": "https://discord.com/channels/1"})
+    ] == ["webhook_url"]
     assert [k for k, _ in DiscordChannel.check_options({"webhook_url": good, "username": ""})] == ["username"]
-    channel = build_channel("d", {"type": "discord", "webhook_url": "https://discord.com/api/webhooks/1/the-token"})
+    channel = build_channel(
+        "d", {"type": "discord", "webhook_url": "https://discord.com/api/webhooks/1/the-token"}
+    )
     assert "the-token" in channel.secrets()

@@ -29,9 +29,16 @@ def smtp(request, ca):
 
 
 def channel_for(server, **extra):
-    options = {"type": "email", "smtp_server": "127.0.0.1", "port": server.port, "sender": server.user,
-               "password": PASSWORD, "to": ["bob@example.org", "carol@example.org"],
-               "ca_file": str(server.ca.ca_file), "tls": server.tls}
+    options = {
+        "type": "email",
+        "smtp_server": "127.0.0.1",
+        "port": server.port,
+        "sender": server.user,
+        "password": PASSWORD,
+        "to": ["bob@example.org", "carol@example.org"],
+        "ca_file": str(server.ca.ca_file),
+        "tls": server.tls,
+    }
     return build_channel("mail", {**options, **extra})
 
 
@@ -75,8 +82,17 @@ def test_untrusted_certificate_is_permanent(smtp):
 def test_unreachable_server_is_transient(ca):
     with FakeSMTP(ca) as server:
         port = server.port
-    channel = build_channel("mail", {"type": "email", "smtp_server": "127.0.0.1", "port": port,
-                                     "sender": "a@example.org", "to": "b@example.org", "password": PASSWORD})
+    channel = build_channel(
+        "mail",
+        {
+            "type": "email",
+            "smtp_server": "127.0.0.1",
+            "port": port,
+            "sender": "a@example.org",
+            "to": "b@example.org",
+            "password": PASSWORD,
+        },
+    )
     with pytest.raises(DeliveryError) as err:
         channel.send(sample_alert())
     assert not err.value.permanent and "Connection refused" in str(err.value)
@@ -95,8 +111,9 @@ def test_digest_is_one_email(smtp):
 def test_check_options():
     base = {"smtp_server": "smtp.gmail.com", "sender": "a@example.org", "to": "b@example.org"}
     assert EmailChannel.check_options(base) == []
-    problems = EmailChannel.check_options({**base, "port": "587", "to": ["not an address"], "timeout": 0,
-                                           "smtp_server": "smtp.gmail.com:587"})
+    problems = EmailChannel.check_options(
+        {**base, "port": "587", "to": ["not an address"], "timeout": 0, "smtp_server": "smtp.gmail.com:587"}
+    )
     assert {k for k, _ in problems} == {"port", "to", "timeout", "smtp_server"}
     assert {k for k, _ in EmailChannel.check_options({})} == {"smtp_server", "sender", "to"}
     assert [k for k, _ in EmailChannel.check_options({**base, "tls": "ssl"})] == ["tls"]

@@ -24,7 +24,9 @@ def bot():
 
 
 def channel_for(bot, **extra):
-    return build_channel("team", {"type": "lark", "webhook_url": bot.webhook_url, "secret": bot.secret, **extra})
+    return build_channel(
+        "team", {"type": "lark", "webhook_url": bot.webhook_url, "secret": bot.secret, **extra}
+    )
 
 
 def test_signed_post_is_accepted(bot):
@@ -108,7 +110,9 @@ def test_http_failures(bot, mode, permanent):
 
 
 def test_huge_traceback_fits_20kb_and_keeps_its_last_line(bot):
-    frames = "\n".join(f'  File "layer_{i}.py", line {i}, in forward\n    x = 错误 * {i}' for i in range(3000))
+    frames = "\n".join(
+        f'  File "layer_{i}.py", line {i}, in forward\n    x = 错误 * {i}' for i in range(3000)
+    )
     error = f"Traceback (most recent call last):\n{frames}\nValueError: the last line survives"
     alert = sample_alert(error=error, run_name="名" * 5000)
     channel_for(bot, language="zh").send(alert)

@@ -33,8 +33,11 @@ def test_payload_is_text_plus_blocks(slack):
     assert body["text"].startswith("💥 Crashed: resnet50-lr3e-4 — RuntimeError: CUDA error")
     types = [b["type"] for b in body["blocks"]]
     assert types == ["header", "section", "section", "section", "actions", "context"]
-    assert body["blocks"][0]["text"] == {"type": "plain_text", "text": "💥 Crashed: resnet50-lr3e-4",
-                                         "emoji": True}
+    assert body["blocks"][0]["text"] == {
+        "type": "plain_text",
+        "text": "💥 Crashed: resnet50-lr3e-4",
+        "emoji": True,
+    }
     assert body["blocks"][4]["elements"][0]["url"] == "https://swanlab.cn/@alice/cifar10/runs/x1y2z3"
     fields = [f["text"] for f in body["blocks"][2]["fields"]]
     assert "*Project*\ncifar10" in fields and "*Step*\n12,345" in fields
@@ -64,17 +67,20 @@ def test_rate_limit_429_is_transient_and_honours_retry_after():
     assert [r.status for r in slack.received()] == [200, 429]
 
 
-@pytest.mark.parametrize("status, body, hint", [
-    (400, "invalid_payload", "run-sentinel bug"),
-    (400, "no_text", "run-sentinel bug"),
-    (400, "user_not_found", "does not exist"),
-    (403, "action_prohibited", "ask a Slack admin"),
-    (403, "invalid_token", "create a new incoming webhook"),
-    (404, "no_service", "update webhook_url"),
-    (404, "channel_not_found", "no longer exists"),
-    (410, "channel_is_archived", "archived"),
-    (400, "something_new", ""),
-])
+@pytest.mark.parametrize(
+    "status, body, hint",
+    [
+        (400, "invalid_payload", "run-sentinel bug"),
+        (400, "no_text", "run-sentinel bug"),
+        (400, "user_not_found", "does not exist"),
+        (403, "action_prohibited", "ask a Slack admin"),
+        (403, "invalid_token", "create a new incoming webhook"),
+        (404, "no_service", "update webhook_url"),
+        (404, "channel_not_found", "no longer exists"),
+        (410, "channel_is_archived", "archived"),
+        (400, "something_new", ""),
+    ],
+)
 def test_documented_4xx_answers_are_permanent(slack, status, body, hint):
     slack.fail(status=status, body=body)
     with pytest.raises(DeliveryError) as err:
@@ -120,7 +126,9 @@ def test_check_options_and_secrets(slack):
     assert SlackChannel.check_options({"webhook_url": slack.webhook_url}) == []
     assert [k for k, _ in SlackChannel.check_options({})] == ["webhook_url"]
     assert [k for k, _ in SlackChannel.check_options({"webhook_url": "hooks.slack.com", "x": 1})] == [
-        "x", "webhook_url"]
+        "x",
+        "webhook_url",
+    ]
     token = slack.hook_path.rsplit("/", 1)[1]
     assert token in channel_for(slack).secrets()
     assert token not in channel_for(slack).pace_key()

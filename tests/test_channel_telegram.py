@@ -73,8 +73,11 @@ def test_wrong_token_and_chat_are_permanent_and_masked(bot, caplog):
 
 
 def test_group_upgraded_to_supergroup_names_the_new_id(bot):
-    bot.fail(status=400, body='{"ok":false,"error_code":400,"description":"Bad Request: group chat was '
-                                'upgraded to a supergroup chat","parameters":{"migrate_to_chat_id":-1001234}}')
+    bot.fail(
+        status=400,
+        body='{"ok":false,"error_code":400,"description":"Bad Request: group chat was '
+        'upgraded to a supergroup chat","parameters":{"migrate_to_chat_id":-1001234}}',
+    )
     with pytest.raises(DeliveryError) as err:
         channel_for(bot).send(sample_alert())
     assert err.value.permanent and "set chat_id to -1001234" in str(err.value)

@@ -26,8 +26,12 @@ def receiver():
 
 
 def channel_for(receiver, **extra):
-    options = {"type": "webhook", "url": receiver.webhook_url, "secret": SECRET,
-               "headers": {"Authorization": "Bearer abc123xyz"}}
+    options = {
+        "type": "webhook",
+        "url": receiver.webhook_url,
+        "secret": SECRET,
+        "headers": {"Authorization": "Bearer abc123xyz"},
+    }
     return build_channel("hook", {**options, **extra})
 
 
@@ -47,8 +51,9 @@ def test_document_is_signed_and_versioned(receiver):
 
 
 def test_nan_metrics_become_null_and_json_stays_strict(receiver):
-    channel_for(receiver).send(sample_alert(AlertKind.FINISHED, scalars={"loss": math.nan, "acc": math.inf,
-                                                                         "lr": 0.1}))
+    channel_for(receiver).send(
+        sample_alert(AlertKind.FINISHED, scalars={"loss": math.nan, "acc": math.inf, "lr": 0.1})
+    )
     assert receiver.messages[0]["alert"]["run"]["scalars"] == {"loss": None, "acc": None, "lr": 0.1}
 
 
@@ -58,9 +63,14 @@ def test_wrong_secret_is_a_permanent_refusal(receiver):
     assert err.value.permanent and "401" in str(err.value)
 
 
-@pytest.mark.parametrize("status, headers, permanent, retry_after", [
-    (429, {"Retry-After": "7"}, False, 7.0), (503, {}, False, None), (410, {}, True, None),
-])
+@pytest.mark.parametrize(
+    "status, headers, permanent, retry_after",
+    [
+        (429, {"Retry-After": "7"}, False, 7.0),
+        (503, {}, False, None),
+        (410, {}, True, None),
+    ],
+)
 def test_http_rules(receiver, status, headers, permanent, retry_after):
     receiver.fail(status=status, body="no", headers=headers)
     with pytest.raises(DeliveryError) as err:
@@ -71,10 +81,17 @@ def test_http_rules(receiver, status, headers, permanent, retry_after):
 def test_check_options_refuses_header_injection():
     url = "https://example.org/hook"
     assert WebhookChannel.check_options({"url": url, "headers": {"X-Team": "ml"}}) == []
-    problems = WebhookChannel.check_options({"url": url, "headers": {"X-Evil": "a\r\nHost: other",
-                                                                     "Content-Type": "text/plain",
-                                                                     "bad name": "x"}})
+    problems = WebhookChannel.check_options(
+        {"url": url, "headers": {"X-Evil": "a\r\nHost: other", "Content-Type": "text/plain", "bad name": "x"}}
+    )
     assert {k for k, _ in problems} == {"headers.X-Evil", "headers.Content-Type", "headers"}
-    channel = build_channel("h", {"type": "webhook", "url": url, "secret": "s3cret-value",
-                                  "headers": {"Authorization": "Bearer tok-123"}})
+    channel = build_channel(
+        "h",
+        {
+            "type": "webhook",
+            "url": url,
+            "secret": "s3cret-value",
+            "headers": {"Authorization": "Bearer tok-123"},
+        },
+    )
     assert {"s3cret-value", "Bearer tok-123"} <= set(channel.secrets())

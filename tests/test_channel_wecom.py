@@ -94,8 +94,9 @@ def test_check_options():
     hook = "https://qyapi.weixin.qq.com/cgi-bin/webhook/send"
     assert WeComChannel.check_options({"webhook_url": hook + "?key=abc"}) == []
     assert [k for k, _ in WeComChannel.check_options({"webhook_url": hook})] == ["webhook_url"]
-    problems = WeComChannel.check_options({"webhook_url": hook + "?key=a", "format": "html",
-                                           "mentioned_list": "all"})
+    problems = WeComChannel.check_options(
+        {"webhook_url": hook + "?key=a", "format": "html", "mentioned_list": "all"}
+    )
     assert {k for k, _ in problems} == {"format", "mentioned_list"}
     problems = WeComChannel.check_options({"webhook_url": hook + "?key=a", "mentioned_list": ["@all"]})
     assert [k for k, _ in problems] == ["mentioned_list"]  # markdown cannot mention

@@ -506,7 +506,7 @@ def test_swanlab_dropin_bark_gets_the_kill_and_the_messages(daemon: DaemonProces
             wait_for(lambda: any(p.get("body") == "hello from swanlab" for p in own.pushes), 30,
                      what="the message on the drop-in's Bark")
             v.kill()
-            wait_for_push(own, K.KILLED, run_name)
+            wait_for_push(own, K.KILLED, run_name, lang="zh")  # a drop-in speaks SwanLab's default
     daemon.stop()
     assert kinds(daemon, run_id) == [K.MESSAGE, K.KILLED]
 

@@ -37,7 +37,7 @@ def test_bark_records_server_and_key_like_swanlab_0_10() -> None:
 
     callback = BarkCallback(key=KEY, url="https://bark.example.org", bark_level="critical", icon=None)
     assert callback.channel == {"type": "bark", "server": "https://bark.example.org", "key": KEY,
-                                "level": "critical"}
+                                "level": "critical", "language": "zh"}  # SwanLab's default language
 
 
 def test_bark_accepts_the_app_url_with_the_key_like_swanlab_0_7() -> None:
@@ -59,7 +59,7 @@ def test_dingtalk_takes_secret_or_secrets() -> None:
     from sentinel import DingTalkCallback
 
     url = "https://oapi.dingtalk.com/robot/send?access_token=abc"
-    expected = {"type": "dingtalk", "webhook_url": url, "secret": "SECone"}
+    expected = {"type": "dingtalk", "webhook_url": url, "secret": "SECone", "language": "zh"}
     assert DingTalkCallback(url, "SECone").channel == expected
     assert DingTalkCallback(webhook_url=url, secrets="SECtwo").channel["secret"] == "SECtwo"
     assert "secret" not in DingTalkCallback(webhook_url=url).channel
@@ -73,7 +73,8 @@ def test_slack_takes_webhook_url_and_language() -> None:
 
     url = "https://hooks.slack.com/services/T0/B0/x"
     assert SlackCallback(url, "en").channel == {"type": "slack", "webhook_url": url, "language": "en"}
-    assert SlackCallback(webhook_url=url).channel == {"type": "slack", "webhook_url": url}
+    assert SlackCallback(webhook_url=url).channel == {"type": "slack", "webhook_url": url, "language": "zh"}
+    assert SlackCallback(url, None, "en").channel == {"type": "slack", "webhook_url": url, "language": "en"}
 
 
 def test_dropins_are_callbacks_of_the_installed_swanlab() -> None:
@@ -106,7 +107,7 @@ def test_without_a_daemon_the_process_sends_messages_and_the_end(env_var: str, t
         warnings = [line for line in victim.stderr if "no sentinel daemon is watching" in line]
         assert len(warnings) == 1 and "kill" in warnings[0]
         record = victim.record()
-        assert record.channels == [{"type": "bark", "server": bark.url, "key": KEY}]
+        assert record.channels == [{"type": "bark", "server": bark.url, "key": KEY, "language": "zh"}]
         assert victim.messages() == []  # sent from here, so not queued for a daemon too
         assert victim.final().state == "finished"
 
@@ -152,7 +153,7 @@ def test_with_a_daemon_alive_everything_goes_through_the_spool(env_var: str, tmp
         assert victim.wait() == 0, victim.output()
         assert bark.received() == []  # the process is gone: it never sent anything
         assert [m.text for m in victim.messages()] == ["queued, not sent"]
-        assert victim.record().channels == [{"type": "bark", "url": f"{bark.url}/{KEY}"}]
+        assert victim.record().channels == [{"type": "bark", "url": f"{bark.url}/{KEY}", "language": "zh"}]
         assert not any("no sentinel daemon" in line for line in victim.stderr)
 
 
@@ -166,7 +167,7 @@ def test_a_dropin_next_to_a_sentinel_callback_makes_one_run(tmp_path: Path) -> N
         victim.ready()
         assert victim.wait() == 0, victim.output()
         assert spool.list_run_ids(spool_dir) == [victim.run_id]
-        bark = {"type": "bark", "server": "https://api.day.app", "key": KEY}
+        bark = {"type": "bark", "server": "https://api.day.app", "key": KEY, "language": "zh"}
         assert victim.record().channels == [bark, "ops"]
         assert victim.final().state == "finished"
 

@@ -3,8 +3,9 @@
     python tests/victims/swanlab_victim.py MODE [options] [--dropin KIND --dropin-args JSON]
 
 Works with every SwanLab the adapter supports (>= 0.8, 0.6.12-0.7.x,
-<= 0.6.11 with swankit). ``--dropin bark|dingtalk|slack`` uses the drop-in
-notification callback built from ``--dropin-args`` (JSON keyword arguments)
+<= 0.6.11 with swankit). ``--dropin bark|dingtalk|slack|lark|wecom|wxwork|discord|telegram|email``
+uses the drop-in notification callback built from ``--dropin-args`` (JSON:
+an object of keyword arguments, or a list of positional ones)
 instead of a plain SentinelCallback, and ``--send`` goes through its
 ``send_msg``. ``swanlab.finish()`` is the explicit finish.
 """
@@ -49,8 +50,13 @@ def main() -> None:
     callbacks = []
     if dropin:
         cls = {"bark": sentinel.BarkCallback, "dingtalk": sentinel.DingTalkCallback,
-               "slack": sentinel.SlackCallback}[dropin]
-        callback = cls(**dropin_args, heartbeat_interval=args.heartbeat)
+               "slack": sentinel.SlackCallback, "lark": sentinel.LarkCallback, "wecom": sentinel.WeComCallback,
+               "wxwork": sentinel.WXWorkCallback, "discord": sentinel.DiscordCallback,
+               "telegram": sentinel.TelegramCallback, "email": sentinel.EmailCallback}[dropin]
+        if isinstance(dropin_args, list):  # positional, as a script written for SwanLab passes them
+            callback = cls(*dropin_args, heartbeat_interval=args.heartbeat)
+        else:
+            callback = cls(**dropin_args, heartbeat_interval=args.heartbeat)
         callbacks.append(callback)
         send = callback.send_msg
         if also_plain:

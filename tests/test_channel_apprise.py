@@ -6,8 +6,8 @@ import pytest
 
 from sentinel.alerts import AlertKind
 from sentinel.channels import build_channel
-from sentinel.channels.base import DeliveryError
 from sentinel.channels.apprise_bridge import AppriseChannel
+from sentinel.channels.base import DeliveryError
 from tests.fakes.samples import sample_alert
 from tests.fakes.webhook import FakeAppriseJSON
 

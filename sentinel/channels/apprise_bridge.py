@@ -18,6 +18,7 @@ failure is retried until the outbox gives up; the reason it logged is kept
 
 from __future__ import annotations
 
+import concurrent.futures.thread  # noqa: F401  (see _notify: Apprise's plugins import it lazily)
 import hashlib
 import logging
 from typing import Any, ClassVar, Mapping, Sequence
@@ -112,11 +113,14 @@ class AppriseChannel(Channel):
             apprise = _apprise()
         except ImportError:
             raise DeliveryError(f"apprise: {INSTALL}", permanent=True) from None
-        sender = apprise.Apprise()
-        if not sender.add(self.url):
+        # The service's plugin itself, not Apprise's dispatcher: that one hands
+        # the call to a thread pool, which cannot start while the interpreter
+        # exits — when a training process with no daemon sends its run's end.
+        plugin = apprise.Apprise.instantiate(self.url)
+        if not plugin:
             raise DeliveryError("apprise: the URL is not one Apprise can use", permanent=True)
         with apprise.LogCapture(level=logging.WARNING, fmt="%(levelname)s %(message)s") as captured:
-            ok = sender.notify(body=body, title=title, notify_type=_notify_type(apprise, kind))
+            ok = plugin.notify(body=body, title=title, notify_type=_notify_type(apprise, kind))
             said = captured.getvalue()
         if ok:
             return "apprise: sent"

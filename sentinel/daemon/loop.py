@@ -234,6 +234,24 @@ class Daemon:
             self.check_final(run, now)
         elif change is Change.BEAT:
             self.check_recovery(run, now)
+        elif change is Change.RUN:
+            self.refresh_record(run)
+
+    def refresh_record(self, run: TrackedRun) -> None:
+        """The run's record was rewritten: another callback (a second drop-in)
+        joined the run with its channels and labels. The process it names
+        stays the one first admitted; a record naming another is refused."""
+        loaded = self.reader.read_run(run.run_id)
+        if loaded is None:
+            return
+        record, owner_uid = loaded
+        same = (record.pid, record.start_ticks, record.boot_id) == (run.record.pid, run.record.start_ticks,
+                                                                    run.record.boot_id)
+        if owner_uid != run.owner_uid or not same:
+            self.problems.report(run.paths.run, "rewritten to name another process or owner; ignored")
+            return
+        run.record = record
+        run.channels = self.resolve_channels(run)
 
     def on_exit(self, run_id: str, now: float) -> None:
         run = self.runs.get(run_id)

@@ -1,13 +1,14 @@
 """A training stand-in using real SwanLab (offline mode) with a sentinel callback.
 
-    python tests/victims/swanlab_victim.py MODE [options] [--dropin KIND --dropin-args JSON]
+    python tests/victims/swanlab_victim.py MODE [options] [--dropin KIND --dropin-args JSON]...
 
 Works with every SwanLab the adapter supports (>= 0.8, 0.6.12-0.7.x,
 <= 0.6.11 with swankit). ``--dropin bark|dingtalk|slack|lark|wecom|wxwork|discord|telegram|email``
 uses the drop-in notification callback built from ``--dropin-args`` (JSON:
 an object of keyword arguments, or a list of positional ones)
-instead of a plain SentinelCallback, and ``--send`` goes through its
-``send_msg``. ``swanlab.finish()`` is the explicit finish.
+instead of a plain SentinelCallback (repeat the pair for several drop-ins;
+with ``--channel`` a SentinelCallback joins them, still one run), and
+``--send`` goes through the first one's ``send_msg``. ``swanlab.finish()`` is the explicit finish.
 """
 
 from __future__ import annotations
@@ -23,15 +24,18 @@ import _common  # noqa: E402
 
 def main() -> None:
     argv = sys.argv[1:]
-    dropin, dropin_args, also_plain = None, {}, False
-    if "--dropin" in argv:
+    dropins: list[tuple[str, object]] = []  # (kind, arguments), in order
+    also_plain = False
+    while "--dropin" in argv:
         i = argv.index("--dropin")
-        dropin = argv[i + 1]
+        kind = argv[i + 1]
         del argv[i : i + 2]
-    if "--dropin-args" in argv:
-        i = argv.index("--dropin-args")
-        dropin_args = json.loads(argv[i + 1])
-        del argv[i : i + 2]
+        arguments: object = {}
+        if "--dropin-args" in argv:
+            j = argv.index("--dropin-args")
+            arguments = json.loads(argv[j + 1])
+            del argv[j : j + 2]
+        dropins.append((kind, arguments))
     probe_api_key = "--probe-api-key" in argv  # prove the key reached callbacks' settings
     if probe_api_key:
         argv.remove("--probe-api-key")
@@ -48,18 +52,20 @@ def main() -> None:
     options = dict(name=args.name, channels=args.channels, stall_timeout=args.stall_timeout,
                    heartbeat_interval=args.heartbeat)
     callbacks = []
-    if dropin:
-        cls = {"bark": sentinel.BarkCallback, "dingtalk": sentinel.DingTalkCallback,
-               "slack": sentinel.SlackCallback, "lark": sentinel.LarkCallback, "wecom": sentinel.WeComCallback,
-               "wxwork": sentinel.WXWorkCallback, "discord": sentinel.DiscordCallback,
-               "telegram": sentinel.TelegramCallback, "email": sentinel.EmailCallback}[dropin]
-        if isinstance(dropin_args, list):  # positional, as a script written for SwanLab passes them
-            callback = cls(*dropin_args, heartbeat_interval=args.heartbeat)
-        else:
-            callback = cls(**dropin_args, heartbeat_interval=args.heartbeat)
-        callbacks.append(callback)
+    if dropins:
+        classes = {"bark": sentinel.BarkCallback, "dingtalk": sentinel.DingTalkCallback,
+                   "slack": sentinel.SlackCallback, "lark": sentinel.LarkCallback, "wecom": sentinel.WeComCallback,
+                   "wxwork": sentinel.WXWorkCallback, "discord": sentinel.DiscordCallback,
+                   "telegram": sentinel.TelegramCallback, "email": sentinel.EmailCallback}
+        for kind, arguments in dropins:
+            cls = classes[kind]
+            if isinstance(arguments, list):  # positional, as a script written for SwanLab passes them
+                callbacks.append(cls(*arguments, heartbeat_interval=args.heartbeat))
+            else:
+                callbacks.append(cls(**arguments, heartbeat_interval=args.heartbeat))  # type: ignore[arg-type]
+        callback = callbacks[0]
         send = callback.send_msg
-        if also_plain:
+        if also_plain or args.channels:  # inline channels too: a SentinelCallback beside the drop-ins
             callbacks.append(sentinel.SentinelCallback(**options))
     else:
         callback = sentinel.SentinelCallback(**options)

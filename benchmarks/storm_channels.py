@@ -139,13 +139,14 @@ def main() -> int:
              c["missing"], c["limited"], c["other"], fmt(c["drain"], 1)) for label, c in results.items()]
     body = "\n".join([
         "### Results", "",
-        table(["channel", "service limit (fake's answer beyond)", "requests", "accepted", "alerts in largest",
-               "runs alerted", "missing", "rate-limited answers", "other errors", "drained after s"], rows), "",
-        f"All {count} processes were killed in one burst; one daemon delivered every alert to all five channels "
-        "at once. A run counts as alerted when its name appears in a message the fake accepted (digests list "
-        "several runs each). Each channel paces below its service's limit, measured from the answers "
-        "(``rate_limit`` / ``min_interval`` of its class), and merges the due backlog into digests when "
-        "sending it one by one would exceed the limit or take more than 10 s.", "",
+        table(["channel", "service limit (fake's answer beyond)", "requests", "accepted",
+               "alerts in largest", "runs alerted", "missing", "rate-limited answers", "other errors",
+               "drained after s"], rows), "",
+        f"All {count} processes were killed in one burst; one daemon delivered every alert to all five "
+        "channels at once. A run counts as alerted when its name appears in a message the fake accepted "
+        "(digests list several runs each). Each channel paces below its service's limit, measured from "
+        "the answers (``rate_limit`` / ``min_interval`` of its class), and merges the due backlog into "
+        "digests when sending it one by one would exceed the limit or take more than 10 s.", "",
     ])
     limited_total = sum(c["limited"] for c in results.values())
     verdicts = [Verdict("storm_channels", f"every alert delivered, {count} runs killed at once ({label})",

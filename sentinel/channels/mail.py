@@ -95,8 +95,8 @@ class EmailChannel(Channel):
         self.password: Optional[str] = self.options.get("password") or None
         self.recipients = _recipients(self.options["to"])
         self.timeout = float(self.options.get("timeout") or TIMEOUT)
-        self.implicit_tls = (self.options.get("tls") or ("implicit" if self.port == SSL_PORT else "starttls")) \
-            == "implicit"
+        mode = self.options.get("tls") or ("implicit" if self.port == SSL_PORT else "starttls")
+        self.implicit_tls = mode == "implicit"
 
     @classmethod
     def check_options(cls, options: Mapping[str, Any]) -> list[tuple[str, str]]:

@@ -189,7 +189,8 @@ class FakeSMTP:
         else:
             # Every connection is TLS from the first byte; aiosmtpd's "TLS seen"
             # flag only tracks STARTTLS, so its AUTH-needs-TLS check is off here.
-            self._controller = _Controller(_Handler(self), ssl_context=context, auth_require_tls=False, **common)
+            self._controller = _Controller(_Handler(self), ssl_context=context, auth_require_tls=False,
+                                           **common)
         self._controller.start()
         return self
 

@@ -54,8 +54,9 @@ def main() -> None:
     callbacks = []
     if dropins:
         classes = {"bark": sentinel.BarkCallback, "dingtalk": sentinel.DingTalkCallback,
-                   "slack": sentinel.SlackCallback, "lark": sentinel.LarkCallback, "wecom": sentinel.WeComCallback,
-                   "wxwork": sentinel.WXWorkCallback, "discord": sentinel.DiscordCallback,
+                   "slack": sentinel.SlackCallback, "lark": sentinel.LarkCallback,
+                   "wecom": sentinel.WeComCallback, "wxwork": sentinel.WXWorkCallback,
+                   "discord": sentinel.DiscordCallback,
                    "telegram": sentinel.TelegramCallback, "email": sentinel.EmailCallback}
         for kind, arguments in dropins:
             cls = classes[kind]

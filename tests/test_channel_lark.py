@@ -151,3 +151,15 @@ def test_check_options_and_secrets():
 def test_render_post_is_pure_and_small():
     body = render_post(sample_alert(AlertKind.FINISHED), "en")
     assert body["content"]["post"]["en_us"]["title"] == "✅ Finished: resnet50-lr3e-4"
+
+
+def test_a_misspelt_option_in_the_config_is_named_with_its_key_path(tmp_path, monkeypatch):
+    from sentinel.config import ConfigError, load_config
+
+    monkeypatch.setenv("LARK_HOOK", "https://open.feishu.cn/open-apis/bot/v2/hook/abc-123")
+    path = tmp_path / "daemon.yaml"
+    path.write_text("channels:\n  team:\n    type: lark\n    webhook_url: ${LARK_HOOK}\n    secrte: x\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert "channels.team.secrte (line 5): unknown option (did you mean 'secret'?)" in str(err.value)
+    assert "abc-123" not in str(err.value)

@@ -68,3 +68,37 @@ def test_unknown_channel(tmp_path):
     out = io.StringIO()
     assert run_test(config_for(tmp_path, console=("console", {})), "pager", out=out) == 1
     assert out.getvalue() == "✗ pager: no such channel (configured: console)\n"
+
+
+def test_every_new_channel_answers_with_secrets_masked(tmp_path):
+    from tests.fakes.discord import FakeDiscord
+    from tests.fakes.lark import FakeLark
+    from tests.fakes.ntfy import FakeNtfy
+    from tests.fakes.telegram import FakeTelegram
+    from tests.fakes.webhook import FakeWebhook
+    from tests.fakes.wecom import FakeWeCom
+
+    with FakeLark() as lark, FakeWeCom() as wecom, FakeDiscord() as discord, FakeTelegram() as telegram, \
+            FakeNtfy() as ntfy, FakeWebhook() as hook:
+        config = config_for(
+            tmp_path,
+            lark=("lark", {"webhook_url": lark.webhook_url, "secret": lark.secret}),
+            wecom=("wecom", {"webhook_url": wecom.webhook_url}),
+            discord=("discord", {"webhook_url": discord.webhook_url}),
+            telegram=("telegram", {"bot_token": telegram.token, "chat_id": telegram.chat_id,
+                                   "api_url": telegram.api_url}),
+            ntfy=("ntfy", {"url": ntfy.topic_url}),
+            hook=("webhook", {"url": hook.webhook_url}),
+        )
+        out = io.StringIO()
+        assert run_test(config, None, out=out) == 0
+        telegram.fail(status=401, body='{"ok": false, "error_code": 401, "description": "Unauthorized"}')
+        failed = io.StringIO()
+        assert run_test(config, "telegram", out=failed) == 1
+    lines = out.getvalue().splitlines()
+    assert [line.split(":")[0] for line in lines] == [
+        "✓ lark (lark)", "✓ wecom (wecom)", "✓ discord (discord)", "✓ telegram (telegram)", "✓ ntfy (ntfy)",
+        "✓ hook (webhook)"]
+    assert failed.getvalue().startswith("✗ telegram (telegram): permanent: Telegram: 401 Unauthorized")
+    for secret in (lark.token, lark.secret, wecom.key, discord.token, telegram.token, ntfy.topic):
+        assert secret not in out.getvalue() + failed.getvalue()

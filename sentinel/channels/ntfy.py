@@ -9,8 +9,9 @@ sends ``Authorization: Bearer``.
 
 The message may be 4,096 bytes (longer becomes a file attachment): a long
 traceback is cut from its start. ntfy limits each visitor to a burst of 60
-requests refilled one every 5 seconds; we stay within 50 per 5 minutes and
-merge a backlog into digests. 429 is retried; 401/403 (token, topic
+requests refilled one every 5 seconds; we send at most one a second and 12
+a minute (the refill rate: the bucket never runs dry) and merge a backlog
+into digests. 429 is retried; 401/403 (token, topic
 reserved) and 413 are permanent.
 """
 
@@ -47,7 +48,7 @@ TAGS = {
     AlertKind.TEST: "bell",
 }
 _PRIORITY_KEYS = set(ALERT_STATES) | {"message", "test"}
-RATE_LIMIT = (50, 300.0)  # a bucket of 60 refilled 1 per 5 s never runs dry at this rate
+RATE_LIMIT = (12, 60.0)  # a bucket of 60 refilled 1 per 5 s never runs dry at this rate
 
 
 def header_value(text: str) -> str:
@@ -74,6 +75,7 @@ def _priority(value: Any) -> Optional[int]:
 class NtfyChannel(Channel):
     type_name: ClassVar[str] = "ntfy"
     max_message_bytes: ClassVar[Optional[int]] = MAX_MESSAGE_BYTES
+    min_interval: ClassVar[float] = 1.0
     rate_limit: ClassVar[Optional[Tuple[int, float]]] = RATE_LIMIT
     supports_digest: ClassVar[bool] = True
     OPTIONS = ("url", "token", "priority", "language")

@@ -5,6 +5,7 @@ Problem messages never repeat an option's value: values may be secrets.
 
 from __future__ import annotations
 
+import difflib
 from typing import Any, Iterable, Mapping
 from urllib.parse import urlsplit
 
@@ -12,12 +13,17 @@ from sentinel.render import LANGUAGES
 
 
 def unknown_keys(options: Mapping[str, Any], known: Iterable[str]) -> list[tuple[str, str]]:
-    allowed = set(known) | {"type"}
-    return [
-        (str(key), f"unknown option (known: {', '.join(sorted(set(known)))})")
-        for key in options
-        if key not in allowed
-    ]
+    """An unknown option names the closest known one ("did you mean"), else all of them."""
+    names = sorted(set(known))
+    allowed = set(names) | {"type"}
+    problems = []
+    for key in options:
+        if key in allowed:
+            continue
+        close = difflib.get_close_matches(str(key), names, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(names)}"
+        problems.append((str(key), f"unknown option ({hint})"))
+    return problems
 
 
 def check_url(options: Mapping[str, Any], key: str, *, required: bool) -> list[tuple[str, str]]:

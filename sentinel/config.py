@@ -427,6 +427,10 @@ class _Validator:
         for index, item in enumerate(value):
             try:
                 module_path = _absolute_path(item)
+            except ValueError as exc:
+                self.problem(path + (index,), str(exc))
+                continue
+            try:
                 if registry is None:
                     raise ValueError("channels cannot be loaded here")
                 from sentinel.channels import load_channel_module

@@ -1,7 +1,7 @@
 """Channels: config ``type:`` name -> class, and building one from options.
 
-``REGISTRY`` holds every channel class: the built-in ones register when this
-package is imported, a user's own ones when the daemon config's
+``REGISTRY`` holds every channel class: the modules of this package register
+theirs when it is imported, a user's own ones when the daemon config's
 ``channel_modules`` are loaded (``load_channel_module``). ``build_channel``
 is the one way to make a channel, for configured channels (the daemon
 config), inline ones (a run's ``channels=[{...}]``) and the in-process
@@ -11,29 +11,22 @@ first send does.
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
+import pkgutil
 import stat
 import sys
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-from sentinel.channels import (  # noqa: F401  (they register)
-    apprise_bridge,
-    bark,
-    console,
-    dingtalk,
-    discord,
-    lark,
-    mail,
-    ntfy,
-    slack,
-    telegram,
-    webhook,
-    wecom,
-)
 from sentinel.channels.base import REGISTRY, Channel, DeliveryError, register
 from sentinel.redact import register as register_secrets
+
+# Every module of this package is imported, so each channel module registers
+# its class: adding a channel needs no line here.
+for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+    importlib.import_module(f"{__name__}.{_module}")
 
 __all__ = ["REGISTRY", "Channel", "DeliveryError", "build_channel", "channel_class", "check_channel",
            "load_channel_module", "register"]

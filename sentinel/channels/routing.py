@@ -27,7 +27,7 @@ def resolve(
     configured: Collection[str],
     defaults: Sequence[str],
     register_inline: Optional[Callable[[Mapping[str, Any]], str]],
-    report: Callable[[str], None],
+    report: Callable[[str], object],
 ) -> list[str]:
     """The channel names for a run's ``entries`` (its record's ``channels``).
 

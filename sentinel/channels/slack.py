@@ -1,6 +1,7 @@
 """Slack incoming webhook: ``text`` (notification and fallback) + Block Kit ``blocks``.
 
-200 ``ok`` is success. 429 (with Retry-After) and 5xx are transient. The
+200 ``ok`` is success, and only that body: a 200 with an error is not.
+429 (with Retry-After) and 5xx are transient. The
 4xx answers Slack documents for webhooks name a configuration that will not
 heal by itself, so they are permanent, each with what to do about it.
 Slack allows about one message per second per webhook (``min_interval``);
@@ -89,9 +90,15 @@ class SlackChannel(Channel):
 
     def classify(self, answer: http.Answer) -> str:
         body = redact(answer.brief(120), self.secrets())
-        if 200 <= answer.status < 300:
-            return f"Slack: {answer.status} {body}".rstrip()
         error = body.strip()
+        if 200 <= answer.status < 300:
+            if error == "ok":
+                return f"Slack: {answer.status} {body}".rstrip()
+            # A 2xx with an error body is no delivery: a documented error is
+            # as permanent as with its 4xx; anything else (a proxy's page) is retried.
+            if error in ERRORS:
+                raise DeliveryError(f"Slack: HTTP {answer.status} {error} — {ERRORS[error]}", permanent=True)
+            raise DeliveryError(f"Slack: HTTP {answer.status} but not ok: {error!r}")
         if answer.status == 429 or answer.status >= 500:
             http.raise_for_status(answer, what="Slack", secrets=self.secrets())
         if error in ERRORS:

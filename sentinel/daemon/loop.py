@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional, Protocol
+from typing import Any, Callable, Iterable, Mapping, Optional, Protocol
 
 from sentinel import spool, systemd
 from sentinel.alerts import Alert, AlertKind, from_run
@@ -71,7 +71,7 @@ class OutboxLike(Protocol):
 
 
 class InlineChannels(Protocol):
-    def register_inline(self, options: dict) -> str: ...
+    def register_inline(self, options: Mapping[str, Any]) -> str: ...
 
 
 class Daemon:

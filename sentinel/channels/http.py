@@ -5,7 +5,8 @@ always has a timeout, never follows a redirect (a webhook that moved should
 be reconfigured, and a redirect could carry a token to another host), reads
 a bounded amount of the answer within a total deadline, and turns anything
 that went wrong on the way into a ``DeliveryError`` whose message has the
-secrets masked. Classifying what the service *said* is the channel's job; ``raise_for_status`` covers the HTTP rules they share.
+secrets masked. Classifying what the service *said* is the channel's job;
+``raise_for_status`` covers the HTTP rules they share.
 """
 
 from __future__ import annotations

@@ -192,3 +192,80 @@ def test_an_ending_sent_from_the_process_is_not_sent_again_by_a_later_daemon(tmp
         assert [a.kind.value for a in daemon.journal(victim.run_id)] == ["finished"]
         assert Outbox(daemon.state / "outbox").pending_count() == 0
         assert len(bark.pushes) == 1, bark.pushes
+
+
+# ------------------------------------------------------------ the other SwanLab plugins
+
+LARK = "https://open.feishu.cn/open-apis/bot/v2/hook/0123-abcd"
+WECOM = "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=robot-key"
+DISCORD = "https://discord.com/api/webhooks/123/token-abc"
+BOT_TOKEN = "123456:" + "A" * 35
+
+
+def test_lark_takes_swanlab_s_arguments() -> None:
+    from sentinel import LarkCallback
+
+    assert LarkCallback(LARK, "sign-secret").channel == {"type": "lark", "webhook_url": LARK,
+                                                          "secret": "sign-secret", "language": "zh"}
+    assert LarkCallback(webhook_url=LARK, language="en").channel == {"type": "lark", "webhook_url": LARK,
+                                                                     "language": "en"}
+
+
+@pytest.mark.parametrize("args, kwargs, language", [
+    ((WECOM,), {}, "zh"),                          # 0.8+, SwanLab's default
+    ((WECOM, "en"), {}, "en"),                     # 0.8+: (webhook_url, language)
+    ((WECOM, None, "en"), {}, "en"),               # 0.5-0.7: (webhook_url, secret, language)
+    ((WECOM, "unused-secret"), {}, "zh"),          # 0.5-0.7: (webhook_url, secret)
+    ((WECOM,), {"secret": "s", "language": "en"}, "en"),
+])
+def test_wecom_wxwork_discord_accept_both_generations(args, kwargs, language) -> None:
+    from sentinel import DiscordCallback, WeComCallback, WXWorkCallback
+
+    assert WXWorkCallback is WeComCallback
+    assert WeComCallback(*args, **kwargs).channel == {"type": "wecom", "webhook_url": WECOM, "language": language}
+    discord_args = (DISCORD, *args[1:])
+    assert DiscordCallback(*discord_args, **kwargs).channel == {"type": "discord", "webhook_url": DISCORD,
+                                                                "language": language}
+
+
+def test_ambiguous_or_wrong_arguments_raise_at_construction() -> None:
+    from sentinel import DiscordCallback, EmailCallback, TelegramCallback, WeComCallback
+
+    with pytest.raises(TypeError, match="multiple values for argument 'language'"):
+        WeComCallback(WECOM, "zh", language="en")
+    with pytest.raises(TypeError, match="at most 3 positional"):
+        DiscordCallback(DISCORD, None, "en", "extra")
+    with pytest.raises(ValueError, match="TelegramCallback: .*bot_token") as info:
+        TelegramCallback("not-a-token-but-secret", "42")
+    assert "not-a-token-but-secret" not in str(info.value)
+    with pytest.raises(ValueError, match="EmailCallback: .*to"):
+        EmailCallback("alice@example.org", "not an address", "pw")
+
+
+def test_telegram_and_email_take_swanlab_s_arguments() -> None:
+    from sentinel import EmailCallback, TelegramCallback
+    from sentinel.swanlab_adapter import CALLBACK_API
+
+    telegram = TelegramCallback(BOT_TOKEN, 42, "en", True, api_url="https://tg.example.org")
+    assert telegram.channel == {"type": "telegram", "bot_token": BOT_TOKEN, "chat_id": 42, "language": "en",
+                                "api_url": "https://tg.example.org"}
+    mail = EmailCallback("alice@example.org", "bob@example.org", "app-pw", "smtp.example.org", 465)
+    assert mail.channel == {"type": "email", "smtp_server": "smtp.example.org", "port": 465,
+                            "sender": "alice@example.org", "username": "alice@example.org", "password": "app-pw",
+                            "to": "bob@example.org",
+                            "language": "zh" if CALLBACK_API == "callback" else "en"}  # as SwanLab's
+
+
+def test_telegram_notify_on_start_sends_a_start_message(tmp_path: Path) -> None:
+    from tests.fakes.telegram import FakeTelegram
+
+    with FakeTelegram(per_chat_interval=0.0) as bot, Victim.swanlab(
+        swanlab_python(None), tmp_path, "finish", "--heartbeat", "0.05", "--dropin", "telegram",
+        "--dropin-args", json.dumps({"bot_token": bot.token, "chat_id": bot.chat_id, "api_url": bot.api_url,
+                                     "notify_on_start": True, "language": "en"}),
+    ).start() as victim:
+        victim.ready()
+        assert victim.wait() == 0, victim.output()
+        texts = [m["text"] for m in bot.messages]
+        assert len(texts) == 2, (texts, victim.output())
+        assert "🚀 Experiment started" in texts[0] and texts[1].startswith("✅ Finished: exp-finish")

@@ -222,7 +222,8 @@ def test_wecom_wxwork_discord_accept_both_generations(args, kwargs, language) ->
     from sentinel import DiscordCallback, WeComCallback, WXWorkCallback
 
     assert WXWorkCallback is WeComCallback
-    assert WeComCallback(*args, **kwargs).channel == {"type": "wecom", "webhook_url": WECOM, "language": language}
+    expected = {"type": "wecom", "webhook_url": WECOM, "language": language}
+    assert WeComCallback(*args, **kwargs).channel == expected
     discord_args = (DISCORD, *args[1:])
     assert DiscordCallback(*discord_args, **kwargs).channel == {"type": "discord", "webhook_url": DISCORD,
                                                                 "language": language}
@@ -251,8 +252,8 @@ def test_telegram_and_email_take_swanlab_s_arguments() -> None:
                                 "api_url": "https://tg.example.org"}
     mail = EmailCallback("alice@example.org", "bob@example.org", "app-pw", "smtp.example.org", 465)
     assert mail.channel == {"type": "email", "smtp_server": "smtp.example.org", "port": 465,
-                            "sender": "alice@example.org", "username": "alice@example.org", "password": "app-pw",
-                            "to": "bob@example.org",
+                            "sender": "alice@example.org", "username": "alice@example.org",
+                            "password": "app-pw", "to": "bob@example.org",
                             "language": "zh" if CALLBACK_API == "callback" else "en"}  # as SwanLab's
 
 

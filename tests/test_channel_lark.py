@@ -163,3 +163,9 @@ def test_a_misspelt_option_in_the_config_is_named_with_its_key_path(tmp_path, mo
         load_config(path)
     assert "channels.team.secrte (line 5): unknown option (did you mean 'secret'?)" in str(err.value)
     assert "abc-123" not in str(err.value)
+
+
+def test_lark_and_feishu_entries_for_one_bot_share_pacing(bot):
+    a = channel_for(bot)
+    b = build_channel("other", {"type": "feishu", "webhook_url": bot.webhook_url})
+    assert a.pace_key() == b.pace_key() and bot.token not in a.pace_key()

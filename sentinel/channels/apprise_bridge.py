@@ -19,7 +19,6 @@ failure is retried until the outbox gives up; the reason it logged is kept
 from __future__ import annotations
 
 import concurrent.futures.thread  # noqa: F401  (see _notify: Apprise's plugins import it lazily)
-import hashlib
 import logging
 from typing import Any, ClassVar, Mapping, Sequence
 
@@ -88,7 +87,7 @@ class AppriseChannel(Channel):
         return [v for v in values if v]
 
     def pace_key(self) -> str:
-        return "apprise:" + hashlib.sha256(self.url.encode()).hexdigest()[:16]
+        return self.destination_key(self.url)
 
     def digest_size(self, alerts: Sequence[Alert]) -> int:
         return plain_digest_fit(alerts, self.language_for(alerts[0]), MAX_TEXT)

@@ -8,6 +8,7 @@ attributes below; ``register`` adds it to ``REGISTRY`` under its config
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Mapping, Optional, Sequence, Tuple, TypeVar
 
@@ -67,6 +68,11 @@ class Channel(ABC):
     def pace_key(self) -> str:
         """Channels with one key share one pacing budget (one webhook, one robot)."""
         return f"channel:{self.name}"
+
+    def destination_key(self, destination: str, kind: Optional[str] = None) -> str:
+        """A ``pace_key`` for ``destination`` (a webhook URL, a bot and chat)
+        that does not contain it: the URL may hold the token."""
+        return f"{kind or self.type_name}:" + hashlib.sha256(destination.encode("utf-8")).hexdigest()[:16]
 
     def secrets(self) -> list[str]:
         """Values that must never appear in a log line or an error message."""

@@ -115,7 +115,7 @@ class DingTalkChannel(Channel):
 
     def pace_key(self) -> str:
         # The limit is per robot: two channel entries naming one robot share it.
-        return "dingtalk:" + hashlib.sha256(self.webhook_url.encode()).hexdigest()[:16]
+        return self.destination_key(self.webhook_url)
 
     def _at(self) -> tuple[Optional[dict], str]:
         mobiles = [str(m).strip() for m in self.options.get("at_mobiles") or []]

@@ -20,7 +20,6 @@ minute, and merge a backlog into digests.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from typing import Any, ClassVar, Mapping, Optional, Sequence, Tuple
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -163,7 +162,7 @@ class DiscordChannel(Channel):
         return [v for v in (self.webhook_url, token) if v]
 
     def pace_key(self) -> str:
-        return "discord:" + hashlib.sha256(self.webhook_url.encode()).hexdigest()[:16]
+        return self.destination_key(self.webhook_url)
 
     def post_url(self) -> str:
         """The webhook URL with ``wait=true`` (a refused message is then an error, not silence)."""

@@ -135,8 +135,8 @@ class LarkChannel(Channel):
         return [v for v in (self.webhook_url, token, self.secret) if v]
 
     def pace_key(self) -> str:
-        # The limit is per bot: two channel entries naming one bot share it.
-        return "lark:" + hashlib.sha256(self.webhook_url.encode()).hexdigest()[:16]
+        # The limit is per bot: two channel entries naming one bot (lark or feishu) share it.
+        return self.destination_key(self.webhook_url, "lark")
 
     def payload(self, alert: Alert) -> dict[str, Any]:
         return render_post(alert, self.language_for(alert))

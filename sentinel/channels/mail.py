@@ -17,7 +17,6 @@ one e-mail every 2 seconds and merge a backlog into one digest e-mail.
 
 from __future__ import annotations
 
-import hashlib
 import html
 import time
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Optional, Sequence, Tuple
@@ -142,7 +141,7 @@ class EmailChannel(Channel):
 
     def pace_key(self) -> str:
         key = f"{self.server}:{self.port}|{self.username}"
-        return "email:" + hashlib.sha256(key.encode()).hexdigest()[:16]
+        return self.destination_key(key)
 
     def message(self, subject: str, text: str, alert_id: str) -> EmailMessage:
         from email.message import EmailMessage

@@ -18,7 +18,6 @@ reserved) and 413 are permanent.
 from __future__ import annotations
 
 import email.header
-import hashlib
 from typing import Any, ClassVar, Mapping, Optional, Sequence, Tuple, Union
 
 from sentinel.alerts import ALERT_STATES, Alert, AlertKind
@@ -109,7 +108,7 @@ class NtfyChannel(Channel):
         # ntfy limits per visitor (this host) on one server.
         from urllib.parse import urlsplit
 
-        return "ntfy:" + hashlib.sha256(urlsplit(self.url).netloc.encode()).hexdigest()[:16]
+        return self.destination_key(urlsplit(self.url).netloc)
 
     def priority_for(self, kind: AlertKind) -> int:
         value: Union[None, str, int, Mapping[str, Any]] = self.options.get("priority")

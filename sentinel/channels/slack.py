@@ -11,7 +11,6 @@ workers rather than trickled out over minutes.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any, ClassVar, Mapping, Sequence
 
 from sentinel.alerts import Alert
@@ -69,7 +68,7 @@ class SlackChannel(Channel):
         return [self.webhook_url, *path_parts]
 
     def pace_key(self) -> str:
-        return "slack:" + hashlib.sha256(self.webhook_url.encode()).hexdigest()[:16]
+        return self.destination_key(self.webhook_url)
 
     def payload(self, alert: Alert) -> dict[str, Any]:
         return render_slack(alert, self.language_for(alert))

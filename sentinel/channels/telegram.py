@@ -20,7 +20,6 @@ minute per group: we keep below both and merge a backlog into digests.
 
 from __future__ import annotations
 
-import hashlib
 import html
 import re
 from typing import Any, ClassVar, Mapping, Optional, Sequence, Tuple
@@ -131,7 +130,7 @@ class TelegramChannel(Channel):
     def pace_key(self) -> str:
         # The limits are per chat (and per bot).
         key = f"{self.api_url}|{self.bot_token}|{self.chat_id}"
-        return "telegram:" + hashlib.sha256(key.encode()).hexdigest()[:16]
+        return self.destination_key(key)
 
     def _call(self, text: str) -> dict[str, Any]:
         call: dict[str, Any] = {"chat_id": self.chat_id, "text": text, "parse_mode": "HTML"}

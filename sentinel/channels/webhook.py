@@ -153,7 +153,7 @@ class WebhookChannel(Channel):
         return [v for v in values if v]
 
     def pace_key(self) -> str:
-        return "webhook:" + hashlib.sha256(self.url.encode()).hexdigest()[:16]
+        return self.destination_key(self.url)
 
     def request(self, alert: Alert) -> tuple[bytes, dict[str, str]]:
         document = alert_document(alert, self.language_for(alert))

@@ -12,7 +12,6 @@ traceback is cut from its start. ``format: text`` is for ``mentioned_list``
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any, ClassVar, Mapping, Optional, Sequence, Tuple
 from urllib.parse import parse_qs, urlsplit
 
@@ -123,7 +122,7 @@ class WeComChannel(Channel):
         return [v for v in values if v]
 
     def pace_key(self) -> str:
-        return "wecom:" + hashlib.sha256(self.webhook_url.encode()).hexdigest()[:16]
+        return self.destination_key(self.webhook_url)
 
     def payload(self, alert: Alert) -> dict[str, Any]:
         lang = self.language_for(alert)

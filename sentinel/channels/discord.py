@@ -87,7 +87,7 @@ def render_embed(alert: Alert, lang: str) -> dict[str, Any]:
             description += f"\n\n**{say(lang, 'error')}**\n```\n{code}\n```"
         embed: dict[str, Any] = {
             "title": f"{kind_emoji(alert.kind)} {head}".strip(),
-            "description": description[:MAX_DESCRIPTION] if not tail else description,
+            "description": description,
             "color": COLORS.get(alert.kind, FAILURE_COLOR),
             "fields": pairs[:kept],
             "footer": {"text": f"{PRODUCT} · {cap(alert.alert_id, 120)}"},

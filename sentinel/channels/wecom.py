@@ -127,10 +127,8 @@ class WeComChannel(Channel):
     def payload(self, alert: Alert) -> dict[str, Any]:
         lang = self.language_for(alert)
         if self.format == "text":
-            text = f"{cap(alert_title(alert, lang), 200)}\n" + plain_text(
-                alert, lang, MAX_TEXT_BYTES - 600, utf8_len
-            )
-            return self._text(text)
+            head = cap(alert_title(alert, lang), 200) + "\n"
+            return self._text(head + plain_text(alert, lang, MAX_TEXT_BYTES - utf8_len(head), utf8_len))
         return {"msgtype": "markdown", "markdown": {"content": render_markdown(alert, lang)}}
 
     def _text(self, text: str) -> dict[str, Any]:

@@ -19,7 +19,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -28,7 +27,9 @@ import yaml
 from sentinel.alerts import Alert, AlertKind
 from sentinel.outbox import Outbox
 from sentinel.render import render_bark
-from tests.victims.harness import ROOT, wait_for
+from tests.processes import kill_group
+from tests.victims.harness import ROOT
+from tests.waiting import wait_for
 
 LAUNCHER = ROOT / "tests" / "daemon_victims" / "launch_daemon.py"
 ZOMBIE_PARENT = ROOT / "tests" / "daemon_victims" / "zombie_parent.py"
@@ -59,14 +60,12 @@ class NotifySocket:
                 self._cond.notify_all()
 
     def wait_for(self, state: str, count: int = 1, timeout: float = 30.0) -> bool:
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while self.states.count(state) < count:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(left)
-            return True
+        """Whether ``state`` arrived ``count`` times within ``timeout`` (False if not)."""
+        try:
+            wait_for(lambda: self.states.count(state) >= count, timeout, what=state, condition=self._cond)
+        except AssertionError:
+            return False
+        return True
 
     def close(self) -> None:
         self.sock.close()
@@ -102,7 +101,8 @@ class DaemonProcess:
         env.pop("SENTINEL_SPOOL", None)
         with open(log_path, "wb") as log_file:
             self.proc = subprocess.Popen([sys.executable, str(LAUNCHER), str(self.config_path)], env=env,
-                                         stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT)
+                                         stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
         if wait_ready:
             self.ready()
         return self
@@ -123,6 +123,7 @@ class DaemonProcess:
     def kill(self) -> None:
         """SIGKILL: the daemon gets no chance to clean up."""
         assert self.proc is not None
+        kill_group(self.proc.pid)
         self.proc.kill()
         self.proc.wait(30)
         self._close_notify()

@@ -22,7 +22,8 @@ from sentinel.alerts import AlertKind
 from sentinel.procid import ProcessIdentity, process_state
 from tests.daemon_harness import ZOMBIE_PARENT, DaemonProcess, bark_title, titles, wait_for_push
 from tests.fakes import FakeBark
-from tests.victims.harness import Victim, swanlab_params, swanlab_python, wait_for
+from tests.victims.harness import Victim, swanlab_params, swanlab_python
+from tests.waiting import wait_for
 
 HEARTBEAT = "0.1"
 K = AlertKind
@@ -434,7 +435,7 @@ def test_liveness_file_while_running_and_removed_on_clean_stop(daemon: DaemonPro
     assert st.st_mode & 0o777 == 0o644  # every user's training process must read it
     notify = daemon.notify
     daemon.proc.send_signal(signal.SIGTERM)
-    assert notify.wait_for("STOPPING=1")
+    wait_for(lambda: "STOPPING=1" in notify.states, 30, what="STOPPING=1")
     assert daemon.proc.wait(30) == 0
     assert not (daemon.spool / spool.DAEMON_FILE).exists()
 

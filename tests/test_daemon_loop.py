@@ -23,7 +23,8 @@ from sentinel.daemon.rescan import RescanSweep
 from sentinel.daemon.runs import TrackedRun
 from sentinel.outbox import Outbox
 from sentinel.procid import ProcessIdentity
-from tests.victims.harness import identity_of, wait_for
+from tests.victims.harness import identity_of
+from tests.waiting import wait_for
 
 NOW = 1_750_000_000.0
 

@@ -10,7 +10,7 @@ from typing import Iterator
 import pytest
 
 from sentinel import recorder, spool
-from tests.victims.harness import wait_for
+from tests.waiting import wait_for
 
 swanlab = pytest.importorskip("swanlab")
 

@@ -13,7 +13,8 @@ from typing import Callable
 import pytest
 
 from sentinel.procid import ProcessIdentity
-from tests.victims.harness import Victim, swanlab_params, swanlab_python, wait_for
+from tests.victims.harness import Victim, swanlab_params, swanlab_python
+from tests.waiting import wait_for
 
 HEARTBEAT = "0.1"
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Set up everything the test suite needs, then run ruff and pytest.
+"""Set up everything the test suite needs, then run ruff, mypy and pytest.
 
     python3 tests/run.py [PYTEST ARGS ...]
 
@@ -16,6 +16,9 @@ tests find their interpreters through SENTINEL_TEST_PY_SWANLAB_0720 and
 SENTINEL_TEST_PY_SWANLAB_0611. An environment is reused when its marker
 file says it was built from the same requirements (and, for .venv, the same
 pyproject.toml); otherwise it is (re)installed.
+
+Every step runs even if an earlier one failed: ruff on the repository,
+mypy on sentinel/ (configured in pyproject.toml), then pytest.
 
 Exit status: non-zero if any step fails, including a pytest run that
 collected no test at all.
@@ -118,6 +121,8 @@ def main(argv: Sequence[str]) -> int:
     failures = []
     if run([python, "-m", "ruff", "check", "."], env) != 0:
         failures.append("ruff check")
+    if run([python, "-m", "mypy"], env) != 0:  # files and options: [tool.mypy] in pyproject.toml
+        failures.append("mypy")
     code = run([python, "-m", "pytest", *argv], env)
     if code == PYTEST_NO_TESTS:
         say("pytest collected no tests: that is a failure here")

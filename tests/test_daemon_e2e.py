@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Any, Iterator, Optional
 
 import pytest
 
@@ -22,7 +22,7 @@ from sentinel.alerts import AlertKind
 from sentinel.procid import ProcessIdentity, process_state
 from tests.daemon_harness import ZOMBIE_PARENT, DaemonProcess, bark_title, titles, wait_for_push
 from tests.fakes import FakeBark
-from tests.victims.harness import Victim, swanlab_params, swanlab_python
+from tests.victims.harness import Victim, identity_of, swanlab_params, swanlab_python
 from tests.waiting import wait_for
 
 HEARTBEAT = "0.1"
@@ -116,7 +116,6 @@ def test_unreaped_zombie_counts_as_dead(daemon: DaemonProcess, bark: FakeBark) -
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )
     try:
-        assert parent.stdout is not None and parent.stdin is not None
         run_id = parent.stdout.readline().split()[1]
         child = int(parent.stdout.readline().split()[1])
         os.kill(child, signal.SIGKILL)
@@ -150,6 +149,15 @@ def test_messages_are_delivered_in_order_before_the_end(daemon: DaemonProcess, b
 # ------------------------------------------------------------ stalls
 
 
+def assert_stall_then(daemon: DaemonProcess, run_id: str, stalled: dict[str, Any], why: str,
+                      end: AlertKind) -> None:
+    """A stall alert, its recovery, then ``end``; the journal says ``why`` it stalled."""
+    assert "no progress" in stalled["body"]
+    daemon.stop()
+    assert kinds(daemon, run_id) == [K.STALLED, K.RECOVERED, end]
+    assert why in (daemon.journal(run_id)[0].detail or "")
+
+
 def test_frozen_process_stalls_recovers_and_a_later_death_still_alerts(
     daemon: DaemonProcess, bark: FakeBark
 ) -> None:
@@ -162,10 +170,7 @@ def test_frozen_process_stalls_recovers_and_a_later_death_still_alerts(
         wait_for_push(bark, K.RECOVERED, "frozen")
         v.kill()
         wait_for_push(bark, K.KILLED, "frozen")
-    assert "no progress" in stalled["body"]
-    daemon.stop()
-    assert kinds(daemon, run_id) == [K.STALLED, K.RECOVERED, K.KILLED]
-    assert "the process is frozen" in (daemon.journal(run_id)[0].detail or "")
+    assert_stall_then(daemon, run_id, stalled, "the process is frozen", K.KILLED)
 
 
 def test_hung_training_with_live_heartbeat_stalls_then_resumes(
@@ -180,10 +185,7 @@ def test_hung_training_with_live_heartbeat_stalls_then_resumes(
         wait_for_push(bark, K.RECOVERED, "hung")
         v.wait()
         wait_for_push(bark, K.FINISHED, "hung")
-    assert "no progress" in stalled["body"]
-    daemon.stop()
-    assert kinds(daemon, run_id) == [K.STALLED, K.RECOVERED, K.FINISHED]
-    assert "training is stuck" in (daemon.journal(run_id)[0].detail or "")
+    assert_stall_then(daemon, run_id, stalled, "training is stuck", K.FINISHED)
 
 
 # ------------------------------------------------------------ identity
@@ -211,7 +213,7 @@ def bystander(child: subprocess.Popen[bytes]) -> subprocess.Popen[bytes]:
 def test_reused_pid_is_never_alive(
     daemon: DaemonProcess, bark: FakeBark, bystander: subprocess.Popen[bytes]
 ) -> None:
-    ident = wait_for(lambda: ProcessIdentity.of(bystander.pid), 10, what="the bystander in /proc")
+    ident = identity_of(bystander)
     run_id = _fake_record(daemon, bystander.pid, ident.start_ticks + 1, ident.boot_id)
     wait_for_push(bark, K.KILLED, f"fake-{run_id}")
     assert bystander.poll() is None  # the pid's current owner is alive; the run is not
@@ -222,7 +224,7 @@ def test_reused_pid_is_never_alive(
 def test_record_from_another_boot_is_lost(
     daemon: DaemonProcess, bark: FakeBark, bystander: subprocess.Popen[bytes]
 ) -> None:
-    ident = wait_for(lambda: ProcessIdentity.of(bystander.pid), 10, what="the bystander in /proc")
+    ident = identity_of(bystander)
     run_id = _fake_record(daemon, bystander.pid, ident.start_ticks, "00000000-0000-4000-8000-000000000000")
     wait_for_push(bark, K.LOST, f"fake-{run_id}")
     daemon.stop()
@@ -395,8 +397,7 @@ def test_shared_spool_accepts_runs_only_from_their_owners(
     daemon.spool.mkdir(mode=0o700)
     os.chmod(daemon.spool, 0o1777)  # a shared spool: sticky and world-writable
     stranger = 54321
-    ident = ProcessIdentity.of(bystander.pid)
-    assert ident is not None
+    ident = identity_of(bystander)
     # Owned by a stranger but claiming to be root's run of a root process.
     claims_root = _fake_record(daemon, bystander.pid, ident.start_ticks, ident.boot_id)
     for path in (daemon.spool / claims_root, daemon.spool / claims_root / "run.json"):
@@ -428,7 +429,6 @@ def test_shared_spool_accepts_runs_only_from_their_owners(
 
 
 def test_liveness_file_while_running_and_removed_on_clean_stop(daemon: DaemonProcess) -> None:
-    assert daemon.proc is not None and daemon.notify is not None
     liveness, st = spool.read_daemon_liveness(daemon.spool)
     assert liveness.pid == daemon.proc.pid
     assert ProcessIdentity(liveness.pid, liveness.start_ticks, liveness.boot_id).is_running()
@@ -444,7 +444,6 @@ def test_second_daemon_on_the_same_state_refuses(daemon: DaemonProcess, tmp_path
     other = DaemonProcess(tmp_path / "other", {"screen": {"type": "console"}}, spool=daemon.spool,
                           state=daemon.state)
     other.start(wait_ready=False)
-    assert other.proc is not None
     assert other.proc.wait(30) == 1
     assert "another daemon" in other.log()
     assert daemon.alive()

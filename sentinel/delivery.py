@@ -43,6 +43,10 @@ MAX_DIGEST = 50  # alerts merged into one digest at most
 # longer than this: 300 runs killed at once should not take 5 minutes to tell.
 DIGEST_AFTER = 10.0
 INLINE_DIR = "inline"
+# A channel whose last outcome could not be written (disk full) retries the
+# write after this long, doubling up to the cap; it sends nothing meanwhile.
+SAVE_RETRY = 1.0
+SAVE_RETRY_CAP = 60.0
 
 
 # ---------------------------------------------------------------- pacing
@@ -226,6 +230,7 @@ class Delivery:
         self.idle_wait = idle_wait
         self._workers: dict[str, _Worker] = {}
         self._limiters: dict[str, RateLimiter] = {}
+        self._save_retry: dict[str, float] = {}  # channel -> next wait for a held outcome's write
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._started = False
@@ -286,6 +291,11 @@ class Delivery:
     def step(self, name: str) -> Optional[float]:
         """Do the next thing for channel ``name``: send, or say how long to
         wait (seconds). None means "go again at once"."""
+        if self.outbox.blocked(name) and not self.outbox.flush(name):
+            wait = min(SAVE_RETRY_CAP, self._save_retry.get(name, SAVE_RETRY / 2) * 2)
+            self._save_retry[name] = wait
+            return wait
+        self._save_retry.pop(name, None)
         now = self.clock()
         items = self.outbox.pending(name, limit=MAX_DIGEST)
         if not items:

@@ -8,7 +8,7 @@ silently switch alerting off, so unknown keys are errors too).
 The file format (see config.example.yaml for a commented example)::
 
     spool: /var/lib/sentinel/spool        # optional; default: the shared spool rule
-    state_dir: /var/lib/sentinel/state    # optional; default: <spool>/.daemon
+    state_dir: /var/lib/sentinel/state    # optional; default: $SENTINEL_STATE_DIR, else <spool>/.daemon
     language: en                          # en | zh
     stall_timeout: 10m                    # a number of seconds or "30s", "10m", "2h", "7d"
     alert_on: [finished, crashed, ...]    # states that alert
@@ -39,6 +39,7 @@ from sentinel.spool import DAEMON_STATE_DIR, spool_dir
 
 log = logging.getLogger("sentinel.config")
 
+ENV_STATE_DIR = "SENTINEL_STATE_DIR"  # the system service's state directory (systemd StateDirectory=)
 LANGUAGES = ("en", "zh")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 # Channel types known to the config, used only if the channel registry cannot be imported.
@@ -63,7 +64,7 @@ class ChannelConfig:
 @dataclass
 class Config:
     spool: Optional[Path] = None  # None: the shared rule (sentinel.spool.spool_dir)
-    state_dir: Optional[Path] = None  # None: <spool>/.daemon
+    state_dir: Optional[Path] = None  # None: $SENTINEL_STATE_DIR, else <spool>/.daemon
     language: str = "en"
     stall_timeout: float = 600.0
     alert_on: frozenset[str] = frozenset(ALERT_STATES)
@@ -82,7 +83,48 @@ class Config:
         return self.spool if self.spool is not None else spool_dir()
 
     def state_path(self) -> Path:
-        return self.state_dir if self.state_dir is not None else self.spool_path() / DAEMON_STATE_DIR
+        if self.state_dir is not None:
+            return self.state_dir
+        from_env = os.environ.get(ENV_STATE_DIR)
+        return Path(from_env) if from_env else self.legacy_state_path()
+
+    def legacy_state_path(self) -> Path:
+        """Where the state is kept without a state_dir: inside the spool."""
+        return self.spool_path() / DAEMON_STATE_DIR
+
+
+# ---------------------------------------------------------------- the config search
+
+SYSTEM_CONFIG = Path("/etc/sentinel/config.yaml")
+ENV_CONFIG = "SENTINEL_CONFIG"
+
+
+def find_config(explicit: Optional[str] = None, env: Optional[Mapping[str, str]] = None) -> Optional[Path]:
+    """The config file to use, or None for the embedded default.
+
+    ``--config``, then ``$SENTINEL_CONFIG`` (both must exist), then
+    /etc/sentinel/config.yaml, then $XDG_CONFIG_HOME/sentinel/config.yaml.
+    """
+    env = os.environ if env is None else env
+    if explicit:
+        return Path(explicit)
+    if env.get(ENV_CONFIG):
+        return Path(env[ENV_CONFIG])
+    config_home = env.get("XDG_CONFIG_HOME") or os.path.join(
+        env.get("HOME") or os.path.expanduser("~"), ".config"
+    )
+    for candidate in (SYSTEM_CONFIG, Path(config_home) / "sentinel" / "config.yaml"):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def resolve_config(explicit: Optional[str] = None) -> Config:
+    """Load the config the search finds (ConfigError if it is unusable)."""
+    path = find_config(explicit)
+    if path is None:
+        return default_config()
+    return load_config(path)
 
 
 def default_config() -> Config:

@@ -16,12 +16,10 @@ import os
 import queue
 import threading
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional, Tuple
 
 from sentinel import spool
 from sentinel.alerts import Alert, AlertKind, from_run
-from sentinel.procid import ProcessIdentity
 
 if TYPE_CHECKING:
     from sentinel.recorder import Recorder
@@ -29,15 +27,6 @@ if TYPE_CHECKING:
 ATTEMPTS = 3
 RETRY_DELAY = 1.0  # seconds, doubled after each failed attempt
 MAX_RETRY_DELAY = 5.0
-
-
-def daemon_alive(spool_root: Path) -> bool:
-    """True if ``<spool>/daemon.json`` names a process that is running now."""
-    try:
-        liveness, _ = spool.read_daemon_liveness(spool_root)
-    except (OSError, spool.SpoolFormatError):
-        return False
-    return ProcessIdentity(liveness.pid, liveness.start_ticks, liveness.boot_id).is_running()
 
 
 def deliver_message(rec: Recorder, message: spool.Message) -> None:

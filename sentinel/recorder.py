@@ -473,7 +473,7 @@ def _cwd() -> str:
 def _daemon_watching(spool_root: Path) -> Optional[bool]:
     """True/False if a daemon is/is not alive; never raises."""
     try:
-        from sentinel.fallback import daemon_alive
+        from sentinel.daemon_file import daemon_alive
 
         return daemon_alive(spool_root)
     except Exception:

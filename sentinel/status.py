@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Any, Optional
 
 from sentinel import spool
+from sentinel.daemon_file import live_daemon
 from sentinel.procid import ProcessIdentity
+from sentinel.state_dir import StateDir
 
 log = logging.getLogger("sentinel.status")
 
-ARCHIVE_DIR = "archive"  # <state>/archive: where the daemon moves ended runs (sentinel.daemon.hygiene)
 # Daemon verdicts that outrank what a bare process check can tell.
 _DEAD_VERDICTS = ("killed", "lost")
 
@@ -111,7 +112,7 @@ def _archive_dirs(state_path: Optional[Path]) -> Optional[list[Path]]:
     ``<run id>.<n>``), or None when there is none or it is not ours to read."""
     if state_path is None:
         return None
-    root = Path(state_path) / ARCHIVE_DIR
+    root = StateDir(state_path).archive
     try:
         names = os.listdir(root)
     except OSError:
@@ -164,11 +165,8 @@ def _optional(reader: Any, path: Path) -> Any:
 
 
 def _daemon(spool_path: Path) -> tuple[Optional[int], bool]:
-    try:
-        live, _ = spool.read_daemon_liveness(spool_path)
-    except (FileNotFoundError, spool.SpoolFormatError, OSError):
-        return None, False
-    return live.pid, ProcessIdentity(live.pid, live.start_ticks, live.boot_id).is_running()
+    live = live_daemon(spool_path)
+    return (live.pid, True) if live is not None else (None, False)
 
 
 def _journal_reader(state_path: Optional[Path]) -> Any:
@@ -184,7 +182,7 @@ def _journal_reader(state_path: Optional[Path]) -> Any:
     try:
         from sentinel import outbox as outbox_format
 
-        root = Path(state_path) / "outbox"
+        root = StateDir(state_path).outbox
         if not (root / outbox_format.RUNS_DIR).is_dir():
             return None
     except Exception as exc:  # no journal is a normal answer here, never a failure

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Optional
 from sentinel.daemon.decide import Event, EventKind, RunState, replay, stall_deadline
 from sentinel.daemon.liveness import Status
 from sentinel.daemon.oom import cgroup_counter
-from sentinel.daemon.runs import TrackedRun
+from sentinel.daemon.run_reader import TrackedRun
 
 if TYPE_CHECKING:
     from sentinel.daemon.loop import Daemon

@@ -21,7 +21,7 @@ from typing import NamedTuple, Optional
 
 from sentinel.spool import BEAT_FILE, FINAL_FILE, MESSAGE_DIR, RUN_FILE, is_run_id
 
-log = logging.getLogger("sentinel.daemon.watcher")
+log = logging.getLogger("sentinel.daemon.spool_watcher")
 
 
 class Wakeup:

@@ -74,6 +74,7 @@ class StateDir:
     def open(self) -> None:
         """Create the directory if missing, then check it all; StateDirError if unusable."""
         try:
+            os.makedirs(self.path.parent, 0o700, exist_ok=True)
             self._create(self.path)
             for name in (OUTBOX_DIR, INLINE_DIR, ARCHIVE_DIR):
                 self._create(self.path / name)

@@ -42,7 +42,7 @@ def _install_signal_handlers(stop: threading.Event) -> dict[int, Any]:
     """SIGTERM/SIGINT only set ``stop`` (the loop does the rest); main thread only."""
     if threading.current_thread() is not threading.main_thread():
         return {}
-    previous = {}
+    previous: dict[int, Any] = {}
 
     def handler(signum: int, frame: Any) -> None:
         stop.set()

@@ -502,8 +502,11 @@ def serve(daemon: Daemon, stop: threading.Event, clock: Callable[[], float] = ti
     """Run ``daemon`` until ``stop`` is set."""
     # The stop event is set by a signal handler or another thread; this
     # waiter turns it into a wake-up of the epoll so shutdown is immediate.
-    waiter = threading.Thread(target=lambda: (stop.wait(), daemon.wakeup.wake()),
-                              name="sentinel-stop-waiter", daemon=True)
+    def wake_on_stop() -> None:
+        stop.wait()
+        daemon.wakeup.wake()
+
+    waiter = threading.Thread(target=wake_on_stop, name="sentinel-stop-waiter", daemon=True)
     waiter.start()
     while not stop.is_set():
         daemon.poll_once(clock)

@@ -166,3 +166,19 @@ def test_status_sees_a_live_daemon(tmp_path: Path) -> None:
     with PretendDaemon(spool_path) as daemon:
         assert daemon.proc is not None
         assert status_json(spool_path)["daemon"] == {"pid": daemon.proc.pid, "alive": True}
+
+
+def test_status_shows_dead_letters(populated: dict) -> None:
+    """An alert the daemon gave up on is listed, in the table and the JSON."""
+    from sentinel.outbox import Outbox
+
+    outbox = Outbox(populated["spool"] / spool.DAEMON_STATE_DIR / "outbox")
+    dead = populated["dead"]
+    alert = from_run(f"{dead.run_id}.001.killed", AlertKind.KILLED, dead)
+    outbox.enqueue(alert, ["phone"])
+    outbox.mark_failed(alert.alert_id, "phone", "HTTP 400 bad device key", time.time(), permanent=True)
+    report = status_json(populated["spool"])
+    assert [(d["alert_id"], d["channel"], d["reason"]) for d in report["dead_letters"]] == [
+        (alert.alert_id, "phone", "HTTP 400 bad device key")]
+    table = run_sentinel(["status"], sentinel_env(populated["spool"]))
+    assert f"NOT delivered to phone: alert {alert.alert_id} (HTTP 400 bad device key)" in table.stdout

@@ -61,7 +61,16 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from sentinel.alerts import Alert
-from sentinel.spool import SpoolFormatError, fsync_dir, make_private_dir, read_json, write_json
+from sentinel.spool import (
+    SpoolFormatError,
+    _expect,
+    _is_int,
+    _is_number,
+    fsync_dir,
+    make_private_dir,
+    read_json,
+    write_json,
+)
 
 log = logging.getLogger("sentinel.outbox")
 
@@ -221,19 +230,6 @@ class DeadLetterRecord:
         _expect(_is_int(attempts), "attempts must be an integer")
         return cls(alert=_alert(data["alert"]), channel=str(data["channel"]), reason=str(data["reason"]),
                    attempts=attempts, first_attempt=data.get("first_attempt"), dead_at=data["dead_at"])
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _expect(condition: bool, reason: str) -> None:
-    if not condition:
-        raise SpoolFormatError(reason)
 
 
 def _alert(data: Any) -> Alert:

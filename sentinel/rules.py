@@ -137,10 +137,12 @@ def run_options(
     language: Any = None,
     spool_dir: Any = None,
     handle_sigterm: Any = True,
+    more_problems: Sequence[tuple[str, str]] = (),
 ) -> RunOptions:
     """Check every argument a run is started with; raise ``InvalidArgument``
-    naming each bad one (``who: key: message``), all at once."""
-    problems: Problems = []
+    naming each bad one (``who: key: message``), all at once, after
+    ``more_problems`` (a caller's own arguments)."""
+    problems: Problems = list(more_problems)
     options = RunOptions()
 
     def take(key: str, value: Any, rule: Callable[[Any], Any]) -> Any:
@@ -240,6 +242,13 @@ def run_labels(value: Any, problems: Problems, key: str = "labels") -> dict[str,
             continue
         out[name] = str(item)
     return out
+
+
+def optional_string(value: Any) -> list[tuple[str, str]]:
+    """[] for a string or None, else the problem (without a key)."""
+    if value is None or isinstance(value, str):
+        return []
+    return [("", f"must be a string, not {kind(value)}")]
 
 
 def _string(value: Any) -> str:

@@ -18,6 +18,7 @@ from typing import Any, Optional
 
 from sentinel import spool
 from sentinel.procid import ProcessIdentity
+from sentinel.safetext import printable
 
 log = logging.getLogger("sentinel.status")
 
@@ -242,12 +243,12 @@ def render_table(status: SpoolStatus) -> str:
                 state += f" (exit {run.exit_code})"
             if run.archived:
                 state += ", archived"
-            rows.append((run.run_id, run.name or "-", str(run.pid), state,
+            rows.append((run.run_id, printable(run.name) or "-", str(run.pid), printable(state),
                          format_age(run.beat_age) + (" ago" if run.beat_age is not None else ""),
                          "-" if run.step is None else str(run.step)))
         widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
         for row in rows:
             lines.append("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
     for note in status.skipped:
-        lines.append(f"skipped unreadable run record {note}")
+        lines.append(f"skipped unreadable run record {printable(note)}")
     return "\n".join(lines)

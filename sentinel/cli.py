@@ -229,6 +229,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                                   stall_timeout=args.stall_timeout)
     except InvalidArgument as exc:
         args.parser.error(str(exc).replace("sentinel run: ", "", 1))
+        return EXIT_USAGE  # not reached: error() exits with this status
 
 
 # ---------------------------------------------------------------- parser

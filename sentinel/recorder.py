@@ -540,7 +540,7 @@ def _install_process_hooks() -> None:
     _previous_excepthook = sys.excepthook
     sys.excepthook = _excepthook
     _original_exit = sys.exit
-    sys.exit = _exit_recording_status
+    sys.exit = _exit_recording_status  # type: ignore[assignment]
 
 
 def _exit_recording_status(status: Any = None) -> None:

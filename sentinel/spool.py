@@ -22,6 +22,12 @@ mode 0600, so a reader sees the old file or the new one, never half of one.
 Readers are hostile-input safe: they never follow symlinks, refuse anything
 that is not a regular file, cap the size they read (``MAX_FILE_BYTES``), and
 raise ``SpoolFormatError`` for a malformed, truncated or unknown-version file.
+Every number must be finite and within bounds (no ``NaN``/``Infinity``, which
+Python's json would otherwise accept), nesting is at most ``MAX_JSON_DEPTH``
+(``load_json_bounded``, for every reader of files others may write). A bad
+field of ``run.json`` or ``final.json`` other than the run's identity is
+replaced by its default and named in the reader's ``problems``, so one bad
+value never hides a run. Writers never write a non-finite number.
 
 Times are wall-clock seconds since the epoch (float). A new field may be added
 without a version bump (readers ignore unknown fields); removing or changing

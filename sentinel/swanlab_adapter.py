@@ -35,7 +35,7 @@ import traceback
 from pathlib import Path, PurePosixPath
 from typing import Any, Mapping, Optional, Sequence, Union
 
-import swanlab
+import swanlab  # type: ignore[import-untyped]
 
 from sentinel import spool
 from sentinel.recorder import Recorder, report_once
@@ -48,11 +48,11 @@ def _resolve_base() -> tuple[type, str]:
     if isinstance(base, type):
         return base, "callback"
     try:
-        from swanlab.toolkit import SwanKitCallback
+        from swanlab.toolkit import SwanKitCallback  # type: ignore[import-untyped]
 
         return SwanKitCallback, "swankit"
     except ImportError:
-        from swankit.callback import SwanKitCallback
+        from swankit.callback import SwanKitCallback  # type: ignore[import-not-found]
 
         return SwanKitCallback, "swankit"
 

@@ -21,7 +21,7 @@ import sys
 import traceback
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Mapping, Optional, Sequence, Type, Union
+from typing import Any, Literal, Mapping, Optional, Sequence, Type, Union
 
 from sentinel import spool
 from sentinel.recorder import Recorder, exit_status_code
@@ -75,11 +75,11 @@ class Run:
         exc_type: Optional[Type[BaseException]],
         exc: Optional[BaseException],
         tb: Optional[TracebackType],
-    ) -> bool:
+    ) -> Literal[False]:
         if exc_type is None:
             self._recorder.finish("finished")
         elif issubclass(exc_type, SystemExit):
-            code = exit_status_code(exc.code if exc is not None else None)
+            code = exit_status_code(getattr(exc, "code", None))
             if code == 0:
                 self._recorder.finish("finished", exit_code=0)
             else:

@@ -139,8 +139,8 @@ class RunReader:
         except SpoolFormatError as exc:
             self.problems.report(paths.run, str(exc))
             return None
-        for reason in field_problems:  # the run is watched all the same, with defaults
-            self.problems.report_field(paths.run, reason)
+        for problem in field_problems:  # the run is watched all the same, with defaults
+            self.problems.report_field(paths.run, problem)
         if record.run_id != run_id:
             self.problems.report(paths.run, f"names run {record.run_id!r}, not its directory's")
             return None

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 from sentinel.alerts import Alert, AlertKind
+from sentinel.safetext import printable, printable_lines
 
 LANGUAGES = ("en", "zh")
 # Every message names the product: a DingTalk robot guarded by a custom
@@ -309,20 +310,22 @@ def _cap(text: str, limit: int) -> str:
 
 
 def render_text(alert: Alert, lang: str = "en") -> str:
-    """Plain text for a terminal (the console channel)."""
-    lines = [f"{EMOJI.get(alert.kind, '')} {headline(alert, lang)}".strip()]
+    """Plain text for a terminal (the console channel). Run-supplied text is
+    ``printable``: no escape sequence or forged line reaches the terminal."""
+    lines = [printable(f"{EMOJI.get(alert.kind, '')} {headline(alert, lang)}".strip())]
     said = summary(alert, lang)
     if said:
-        lines.append(f"  {said}" if alert.kind != AlertKind.MESSAGE else _indent(said))
+        lines.append(f"  {printable(said)}" if alert.kind != AlertKind.MESSAGE
+                     else _indent("\n".join(printable_lines(said))))
     width = max((_width(label) for label, _ in facts(alert, lang)), default=0)
     for label, value in facts(alert, lang):
-        lines.append(f"  {label}{' ' * (width - _width(label))}  {value}")
+        lines.append(f"  {label}{' ' * (width - _width(label))}  {printable(value)}")
     tail = error_tail(alert)
     if tail:
         lines.append(f"  {_w(lang, 'error')}:")
-        lines.extend("    " + line for line in tail.splitlines())
+        lines.extend("    " + line for line in printable_lines(tail))
     if alert.url:
-        lines.append(f"  {_w(lang, 'link')}: {alert.url}")
+        lines.append(f"  {_w(lang, 'link')}: {printable(alert.url)}")
     return "\n".join(lines)
 
 

@@ -49,6 +49,7 @@ from sentinel.daemon.spool_watcher import Change, SpoolWatcher, Wakeup
 from sentinel.delivery import is_inline
 from sentinel.outbox import SyncThread
 from sentinel.redact import redact
+from sentinel.safetext import printable
 from sentinel.spool import FinalRecord
 from sentinel.state_dir import StateDir
 
@@ -365,7 +366,7 @@ class Daemon:
         self.wake_delivery()
         self.syncer.request()  # to disk while the first delivery attempt is under way
         log.info("run %s (pid %d): %s -> %s%s", run.run_id, run.record.pid, old_state.value,
-                 new_state.value, f" ({detail})" if detail else "")
+                 new_state.value, f" ({printable(detail)})" if detail else "")
 
     def deliver_messages(self, run: TrackedRun, now: float) -> None:
         """Queue the run's messages in order; each file goes once its alert is on disk."""

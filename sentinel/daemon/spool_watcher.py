@@ -13,8 +13,8 @@ import contextlib
 import enum
 import logging
 import os
-import sys
 import queue
+import sys
 import threading
 import warnings
 from pathlib import Path

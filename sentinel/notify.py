@@ -28,7 +28,8 @@ from typing import Any, ClassVar, Mapping, Optional
 
 from sentinel import spool
 from sentinel.recorder import Recorder, report_once
-from sentinel.rules import inline_channel_problems, kind, optional_string
+from sentinel.rules import kind
+from sentinel.run_options import inline_channel_problems, optional_string
 from sentinel.swanlab_adapter import SentinelCallback
 
 

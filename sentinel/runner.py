@@ -118,7 +118,7 @@ def run_command(
     """Run ``command`` watched; return the status to exit with. Raises
     ``InvalidArgument`` (before anything starts) for a bad option."""
     from sentinel.recorder import Recorder
-    from sentinel.rules import run_options
+    from sentinel.run_options import run_options
 
     joined = shlex.join(command)
     options = run_options("sentinel run", name=name, channels=list(channels),

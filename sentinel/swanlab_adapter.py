@@ -39,7 +39,7 @@ import swanlab  # type: ignore[import-untyped]
 
 from sentinel import spool
 from sentinel.recorder import Recorder, report_once
-from sentinel.rules import run_options
+from sentinel.run_options import run_options
 
 
 def _resolve_base() -> tuple[type, str]:

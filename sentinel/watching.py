@@ -25,7 +25,7 @@ from typing import Any, Literal, Mapping, Optional, Sequence, Type, Union
 
 from sentinel import spool
 from sentinel.recorder import Recorder, exit_status_code
-from sentinel.rules import run_options
+from sentinel.run_options import run_options
 
 
 class Run:

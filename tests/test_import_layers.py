@@ -27,6 +27,9 @@ LAYERS = {
     "sentinel.state_dir": FORMAT,
     "sentinel.daemon_file": FORMAT,
     "sentinel.logsetup": FORMAT,
+    "sentinel.rules": FORMAT,  # argument and config value rules, shared by both sides
+    "sentinel.safetext": FORMAT,
+    "sentinel.run_options": SIDES,  # checks a run's inline channels with the channels' rules
     "sentinel.alerts": MODEL,
     "sentinel.config": OUTBOX,  # validates channel options with the channels' own rules
     "sentinel.render": CHANNELS,

@@ -12,6 +12,7 @@ The file format (see config.example.yaml for a commented example)::
     language: en                          # en | zh
     stall_timeout: 10m                    # a number of seconds or "30s", "10m", "2h", "7d"
     alert_on: [finished, crashed, ...]    # states that alert
+    channel_modules: [/etc/sentinel/mychannel.py]  # your own channel types (see README)
     channels:                             # named destinations
       phone: {type: bark, key: "${BARK_KEY}"}
     default_channels: [phone]             # default: every configured channel
@@ -67,6 +68,7 @@ class Config:
     language: str = "en"
     stall_timeout: float = 600.0
     alert_on: frozenset[str] = frozenset(ALERT_STATES)
+    channel_modules: list[Path] = field(default_factory=list)  # loaded: their channel types are known
     channels: dict[str, ChannelConfig] = field(
         default_factory=lambda: {"console": ChannelConfig("console", "console", {})}
     )
@@ -373,11 +375,13 @@ class _Validator:
         if data is None:
             return config
         top = (
-            "spool", "state_dir", "language", "stall_timeout", "alert_on", "channels",
+            "spool", "state_dir", "language", "stall_timeout", "alert_on", "channel_modules", "channels",
             "default_channels", "retention", "dead_letter_retention", "retry_for",
             "rescan_interval", "log_level",
         )
         self.check_keys(data, (), top)
+        if "channel_modules" in data:  # first: the channels below may use their types
+            config.channel_modules = self.channel_modules(data["channel_modules"], ("channel_modules",))
 
         for key in ("spool", "state_dir"):
             if key in data:
@@ -423,7 +427,33 @@ class _Validator:
                 states.append(item)
         return states if ok else None
 
+    def channel_modules(self, value: Any, path: Key) -> list[Path]:
+        if not isinstance(value, list):
+            self.problem(path, f"must be a list of paths to Python files, not {_kind(value)}")
+            return []
+        registry = _channel_registry()
+        loaded: list[Path] = []
+        for index, item in enumerate(value):
+            try:
+                module_path = _absolute_path(item)
+            except ValueError as exc:
+                self.problem(path + (index,), str(exc))
+                continue
+            try:
+                if registry is None:
+                    raise ValueError("channels cannot be loaded here")
+                from sentinel.channels import load_channel_module
+
+                load_channel_module(module_path)
+            except Exception as exc:  # whatever the module raised: reported, never a crash
+                message = str(exc) if isinstance(exc, ValueError) else f"{exc.__class__.__name__}: {exc}"
+                self.problem(path + (index,), f"cannot load: {message}")
+            else:
+                loaded.append(module_path)
+        return loaded
+
     def channels(self, value: Any, path: Key, language: str) -> Optional[dict[str, ChannelConfig]]:
+
         value = self.mapping(value, path)
         if value is None:
             return None

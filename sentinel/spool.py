@@ -48,6 +48,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Mapping, Optional, Union
 
+from sentinel import endings
 from sentinel.rules import MAX_DURATION, MAX_LABELS, MAX_RUN_CHANNELS
 from sentinel.safetext import escape_undecodable
 
@@ -74,7 +75,8 @@ DEFAULT_HEARTBEAT_INTERVAL = 10.0
 # recursive walk (dataclasses.asdict, json.dumps) far from the recursion limit.
 MAX_JSON_DEPTH = 32
 
-FINAL_STATES = ("finished", "crashed", "aborted", "terminated")
+# States a process records itself: the rows of the endings table it can know.
+FINAL_STATES = endings.FINAL_STATES
 
 _RUN_ID_RE = re.compile(r"^[0-9]{8}T[0-9]{6}-[0-9]{1,10}-[0-9a-f]{6}$")
 _MESSAGE_RE = re.compile(r"^[0-9]{8}\.json$")

@@ -20,6 +20,9 @@ The file format (see config.example.yaml for a commented example)::
     retry_for: 48h
     rescan_interval: 30s
     log_level: info
+    host: gpu-box-3                       # fleet keys: see sentinel.fleet_config
+    metrics: {listen: "127.0.0.1:9464"}
+    healthchecks: {api_key: "${HC_API_KEY}"}
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Union
 
 from sentinel.alerts import ALERT_STATES
+from sentinel.fleet_config import FLEET_KEYS, HealthchecksConfig, MetricsConfig, check_fleet, default_host
 from sentinel.spool import DAEMON_STATE_DIR, spool_dir
 
 log = logging.getLogger("sentinel.config")
@@ -76,6 +80,10 @@ class Config:
     retry_for: float = 48 * 3600.0  # transient failures are retried at least this long
     rescan_interval: float = 30.0  # full spool rescan, the safety net under inotify
     log_level: str = "info"
+    # Fleets (sentinel.fleet_config): the name reported as, metrics, healthchecks.io.
+    host: str = field(default_factory=default_host)
+    metrics: Optional[MetricsConfig] = None
+    healthchecks: Optional[HealthchecksConfig] = None
     source: Optional[Path] = None  # the file it came from, for messages
 
     def spool_path(self) -> Path:
@@ -188,6 +196,8 @@ def channel_secrets(config: Config) -> list[str]:
         found.extend(
             v for k, v in chan.options.items() if _SECRET_KEY_RE.search(str(k)) and isinstance(v, str) and v
         )
+    if config.healthchecks is not None:
+        found.append(config.healthchecks.api_key)
     return sorted(set(found))
 
 
@@ -365,7 +375,7 @@ class _Validator:
         top = (
             "spool", "state_dir", "language", "stall_timeout", "alert_on", "channels",
             "default_channels", "retention", "dead_letter_retention", "retry_for",
-            "rescan_interval", "log_level",
+            "rescan_interval", "log_level", *FLEET_KEYS,
         )
         self.check_keys(data, (), top)
 
@@ -397,6 +407,10 @@ class _Validator:
                 names = self.default_channels(data["default_channels"], declared, "channels" in data)
                 if names is not None:
                     config.default_channels = names
+        check_fleet(self, data, config)
+        for chan in config.channels.values():
+            if chan.type == "alertmanager":  # its alerts name this daemon's host by default
+                chan.options.setdefault("host", config.host)
         return config
 
     def states(self, value: Any, path: Key) -> Optional[list[str]]:

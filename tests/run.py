@@ -6,8 +6,8 @@
 Standard library only, so it works on a machine with nothing but Python 3.
 It creates (or reuses) three virtual environments in the repository root:
 
-    .venv                  this project, editable, with the test and swanlab
-                           extras (the latest SwanLab release)
+    .venv                  this project, editable, with the test, swanlab and
+                           prometheus extras (the latest SwanLab release)
     .venv-swanlab-0.7.20   swanlab 0.7.20 + psutil (the vendored-callback era)
     .venv-swanlab-0.6.11   swanlab 0.6.11 + swankit (the swankit-callback era)
 
@@ -59,7 +59,7 @@ class Env:
 
 
 ENVS = [
-    Env(".venv", [".[test,swanlab]"], editable=True),
+    Env(".venv", [".[test,swanlab,prometheus]"], editable=True),
     Env(".venv-swanlab-0.7.20", ["swanlab==0.7.20", "psutil"], env_var="SENTINEL_TEST_PY_SWANLAB_0720"),
     Env(".venv-swanlab-0.6.11", ["swanlab==0.6.11", "swankit"], env_var="SENTINEL_TEST_PY_SWANLAB_0611"),
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Optional
 
+from sentinel.channels.alertmanager import AlertmanagerChannel
 from sentinel.channels.bark import BarkChannel
 from sentinel.channels.base import Channel, DeliveryError
 from sentinel.channels.console import ConsoleChannel
@@ -18,7 +19,8 @@ from sentinel.channels.slack import SlackChannel
 from sentinel.redact import register
 
 REGISTRY: dict[str, type[Channel]] = {
-    cls.type_name: cls for cls in (BarkChannel, ConsoleChannel, DingTalkChannel, SlackChannel)
+    cls.type_name: cls
+    for cls in (AlertmanagerChannel, BarkChannel, ConsoleChannel, DingTalkChannel, SlackChannel)
 }
 
 __all__ = ["REGISTRY", "Channel", "DeliveryError", "build_channel", "check_channel", "channel_class"]

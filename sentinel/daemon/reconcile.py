@@ -45,6 +45,7 @@ def admit(daemon: Daemon, run_id: str, now: float, at_startup: bool) -> Optional
     run.channels = daemon.resolve_channels(run)
     run.progress = daemon.reader.read_progress(run)
     daemon.runs[run_id] = run
+    daemon.observer.run_tracked(run, daemon.reader.shared)  # fleet hook
     log.debug("tracking %s (pid %d, %s, %d alert(s) so far)", run_id, record.pid, run.state.value,
               run.transitions)
 

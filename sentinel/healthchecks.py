@@ -198,8 +198,7 @@ class Healthchecks(FleetObserver):
                 log.error("healthchecks: the main loop has not run for %.0fs; not pinging",
                           now - self.last_loop)
                 self._said_stuck = True
-            self.next_ping = now + 1.0
-            return 1.0
+            return 1.0  # looked at again soon: the first pass after a stall pings at once
         self._said_stuck = False
         limiter = self._ping_limiter(node)
         allowed = limiter.next_allowed(now)

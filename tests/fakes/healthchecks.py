@@ -13,6 +13,7 @@ Pings: ``GET|POST /ping/<uuid>[/start|/fail|/log|/<0-255>][?rid=<uuid>]``:
 200 ``OK``; 404 ``not found`` for an unknown check; 400 for a ``rid`` that is
 not a UUID. Like the hosted service's by-UUID endpoints, a ping beyond 5 a
 minute per check is answered 200 but dropped: ``dropped`` counts them.
+Rate windows follow ``clock`` (a test that drives its client's clock shares it).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from tests.fakes.server import FakeService, RecordedRequest, Reply
 
@@ -44,8 +45,10 @@ class Check:
 
 
 class FakeHealthchecks(FakeService):
-    def __init__(self, api_key: str = "hc-test-key-0123456789", api_limit: int = 100) -> None:
+    def __init__(self, api_key: str = "hc-test-key-0123456789", api_limit: int = 100,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__()
+        self.clock = clock  # rate windows: a test driving its client's clock passes the same one
         self.api_key = api_key
         self.api_limit = api_limit
         self.checks: dict[str, Check] = {}
@@ -67,7 +70,7 @@ class FakeHealthchecks(FakeService):
         return Reply.text(400 if mode == "4xx" else 502, "failing")
 
     def _api(self, request: RecordedRequest) -> Reply:
-        now = time.monotonic()
+        now = self.clock()
         while self._api_calls and self._api_calls[0] <= now - 60:
             self._api_calls.popleft()
         if len(self._api_calls) >= self.api_limit:
@@ -125,7 +128,7 @@ class FakeHealthchecks(FakeService):
                 return Reply.text(400, "invalid rid")
         if kind.isdigit() and int(kind) > 255:
             return Reply.text(404, "not found")
-        now = time.monotonic()
+        now = self.clock()
         while check.recent and check.recent[0] <= now - 60:
             check.recent.popleft()
         if len(check.recent) >= PINGS_PER_MINUTE:

@@ -61,6 +61,7 @@ RUN_LABEL_NAMES = ("run", "run_id", "project", "job", "rank")
 def require_client() -> Any:
     try:
         import prometheus_client
+        import prometheus_client.core  # noqa: F401 (the metric families, used as client.core)
     except ImportError:
         raise RuntimeError("metrics need prometheus_client: pip install 'run-sentinel[prometheus]'") from None
     return prometheus_client

@@ -45,10 +45,11 @@ def pinger(hc: FakeHealthchecks, clock: Clock, **settings: object) -> Healthchec
 
 
 def run(run_id: str = "20250101T000000-1-abcdef", name: str = "resnet") -> SimpleNamespace:
-    return SimpleNamespace(run_id=run_id, state=RunState.RUNNING, record=SimpleNamespace(name=name, labels={}))
+    return SimpleNamespace(run_id=run_id, state=RunState.RUNNING,
+                           record=SimpleNamespace(name=name, labels={}))
 
 
-def test_creates_the_node_check_with_its_period_and_pings_while_the_loop_runs(hc: FakeHealthchecks, clock: Clock) -> None:
+def test_creates_the_node_check_and_pings_while_the_loop_runs(hc: FakeHealthchecks, clock: Clock) -> None:
     p = pinger(hc, clock, period=60.0, grace=180.0)
     p.step()
     check = hc.by_name("node-a")
@@ -63,7 +64,8 @@ def test_creates_the_node_check_with_its_period_and_pings_while_the_loop_runs(hc
     assert len(hc.checks) == 1 and (check.timeout, check.grace) == (120, 300)
 
 
-def test_a_stuck_loop_stops_the_pings(hc: FakeHealthchecks, clock: Clock, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_stuck_loop_stops_the_pings(hc: FakeHealthchecks, clock: Clock,
+                                      caplog: pytest.LogCaptureFixture) -> None:
     p = pinger(hc, clock)
     p.loop_pass(clock.now)
     p.step()
@@ -113,7 +115,8 @@ def test_per_run_checks_signal_start_and_ending_with_rid(hc: FakeHealthchecks, c
     assert hc.dropped == 0
 
 
-def test_a_wrong_key_is_reported_without_the_key(hc: FakeHealthchecks, clock: Clock, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_wrong_key_is_reported_without_the_key(hc: FakeHealthchecks, clock: Clock,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
     wrong = "wrong-key-987654321"
     p = pinger(hc, clock, api_key=wrong)
     with caplog.at_level(logging.ERROR):

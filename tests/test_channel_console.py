@@ -36,7 +36,7 @@ def test_console_options():
 
 
 def test_registry_names_the_config_types():
-    assert sorted(REGISTRY) == ["bark", "console", "dingtalk", "slack"]
+    assert sorted(REGISTRY) == ["alertmanager", "bark", "console", "dingtalk", "slack"]
     assert all(cls.type_name == name for name, cls in REGISTRY.items())
 
 

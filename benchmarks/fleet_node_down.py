@@ -92,7 +92,9 @@ def main() -> int:
               [(len(seconds), fmt(min(seconds), 1), fmt(stats["p50"], 1), fmt(max(seconds), 1))]),
         "",
         "The budget: up to one scrape interval until a scrape times out, up to one evaluation "
-        "interval until the rule sees it, `for:` pending, one more evaluation, then group_wait.",
+        "interval until the rule sees it, `for:` pending, one more evaluation, then group_wait. "
+        "Each round freezes the daemon just after a scrape Prometheus made, so the rounds share one "
+        "phase; a freeze at another moment in the scrape cycle can take up to one scrape interval less.",
     ])
     verdicts = [Verdict("fleet", "SIGSTOP of a node's daemon -> node-down notification (shipped settings)",
                         f"median {fmt(stats['p50'], 1)} s (max {fmt(max(seconds), 1)} s)", "–", None,

@@ -33,7 +33,7 @@ LAYERS = {
     "sentinel.alerts": MODEL,
     "sentinel.config": OUTBOX,  # validates channel options with the channels' own rules
     "sentinel.render": CHANNELS,
-    "sentinel.endings": MODEL,
+    "sentinel.endings": FORMAT,  # the endings table: stdlib only, read by the spool format
     "sentinel.outbox": OUTBOX,
     "sentinel.delivery": OUTBOX,
     "sentinel.fallback": OUTBOX,

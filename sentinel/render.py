@@ -15,6 +15,7 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
+from sentinel import exit_status
 from sentinel.alerts import Alert, AlertKind
 
 LANGUAGES = ("en", "zh")
@@ -187,10 +188,20 @@ def what_happened(alert: Alert, lang: str = "en") -> str:
     """The first words: 'Crashed', 'Killed by the OOM killer', 'Terminated (SIGTERM)'."""
     if alert.kind == AlertKind.KILLED and is_oom(alert):
         return _w(lang, "oom")
+    kernel = kernel_words(alert, lang)
+    if kernel is not None:
+        return kernel[0]
     word = _w(lang, alert.kind)
     if alert.kind == AlertKind.TERMINATED:
         word += f" ({alert.signal or 'SIGTERM'})"
     return word
+
+
+def kernel_words(alert: Alert, lang: str) -> Optional[tuple[str, str]]:
+    """(headline, summary) of a death with no exit record, as the kernel named it."""
+    if alert.kind != AlertKind.KILLED:
+        return None
+    return exit_status.words(alert.signal, alert.exit_code, language_of(lang))
 
 
 def run_label(alert: Alert) -> str:
@@ -227,7 +238,8 @@ def summary(alert: Alert, lang: str = "en") -> str:
     if kind == AlertKind.RECOVERED:
         return _w(lang, "resumed")
     if kind == AlertKind.KILLED:
-        return alert.detail or _w(lang, "killed_text")
+        kernel = kernel_words(alert, lang)
+        return alert.detail or (kernel[1] if kernel else _w(lang, "killed_text"))
     if kind == AlertKind.LOST:
         return alert.detail or _w(lang, "lost_text")
     if kind in (AlertKind.CRASHED, AlertKind.ABORTED):

@@ -182,6 +182,11 @@ class RunRecord:
     language: Optional[str] = None
     source: str = "watch"  # watch | swanlab | run
     version: str = ""
+    # Long-lived sub-threads of the process, [tid, start_ticks] each (start
+    # ticks as in /proc/<pid>/task/<tid>/stat), whose exits the daemon may
+    # watch: one dies with the process long before the process's own
+    # teardown ends. Optional; a malformed list is read as empty.
+    watch_threads: list[list[int]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -212,7 +217,20 @@ class RunRecord:
                 "channels must be a list of names or objects")
         for name in ("boot_id", "hostname", "user", "cwd", "name", "source", "version"):
             _expect(isinstance(getattr(rec, name), str), f"{name} must be a string")
+        if not _valid_watch_threads(rec.watch_threads):
+            rec.watch_threads = []  # only a speed-up: the run is still watched by its pid
         return rec
+
+
+MAX_WATCH_THREADS = 4
+
+
+def _valid_watch_threads(value: Any) -> bool:
+    return isinstance(value, list) and len(value) <= MAX_WATCH_THREADS and all(
+        isinstance(pair, list) and len(pair) == 2 and _is_int(pair[0]) and pair[0] > 0
+        and _is_int(pair[1]) and pair[1] >= 0
+        for pair in value
+    )
 
 
 def _cap_cmdline(argv: list[str]) -> list[str]:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Protocol
 
 from sentinel import spool, systemd
-from sentinel.alerts import Alert, AlertKind, from_run
+from sentinel.alerts import Alert, AlertKind, from_run, with_kernel_ending
 from sentinel.config import Config
 from sentinel.daemon import hygiene, liveness_file, reconcile
 from sentinel.daemon.decide import (
@@ -44,6 +44,7 @@ from sentinel.daemon.decide import (
 )
 from sentinel.daemon.liveness import POLL_INTERVAL, Liveness
 from sentinel.daemon.oom import OomDetector
+from sentinel.daemon.pidfd import ENV_DISABLE
 from sentinel.daemon.rescan import RescanSweep
 from sentinel.daemon.runs import ProblemLog, RunReader, TrackedRun, is_shared_spool
 from sentinel.daemon.watcher import Change, SpoolWatcher, Wakeup
@@ -122,6 +123,11 @@ class Daemon:
             log.info("%s is a shared spool: runs are accepted only from their owners", self.spool)
         if not self.liveness.use_pidfd:
             log.warning("pidfd_open is not available: polling processes every %.1fs", POLL_INTERVAL)
+        elif self.liveness.use_threads:
+            log.info("watching runs' sub-threads too (PIDFD_THREAD, PIDFD_GET_INFO)")
+        else:
+            log.info("watching process pidfds only (no PIDFD_THREAD + PIDFD_GET_INFO, or %s=0)",
+                     ENV_DISABLE)
         liveness_file.write(self.spool, now)
         self.watcher.start()
         reconcile.reconcile_all(self, now)
@@ -183,9 +189,9 @@ class Daemon:
             self._guard(event.run_id, self.on_spool_change, event.run_id, event.change, now)
         for fd in fds:
             if self.liveness.owns(fd):
-                run_id = self.liveness.exited(fd)
-                if run_id is not None:
-                    self._guard(run_id, self.on_exit, run_id, now)
+                ended = self.liveness.exit_of(fd)
+                if ended is not None:
+                    self._guard(ended.key, self.on_exit, ended.key, now, ended.status)
 
     def tick(self, now: float) -> None:
         for run in self.due_stall_checks(now):
@@ -235,25 +241,28 @@ class Daemon:
         elif change is Change.BEAT:
             self.check_recovery(run, now)
 
-    def on_exit(self, run_id: str, now: float) -> None:
+    def on_exit(self, run_id: str, now: float, status: Optional[int] = None) -> None:
+        """The process is gone; ``status`` is its wait status if the kernel told."""
         run = self.runs.get(run_id)
         if run is None:
             return
         run.watched = False
         self.schedule_stall_check(run, None)
-        self.judge_exit(run, now)
+        self.judge_exit(run, now, status)
         if run.state.is_terminal:
             self.retire(run, now)
 
-    def judge_exit(self, run: TrackedRun, now: float) -> None:
-        """The process is gone: its final record if any, else killed (OOM if the kernel says)."""
+    def judge_exit(self, run: TrackedRun, now: float, status: Optional[int] = None) -> None:
+        """The process is gone: its final record if any, else killed (OOM if the
+        kernel says), named by the kernel's ``status`` where it is known."""
         self.deliver_messages(run, now)
         if run.state.is_terminal:
             return
         final = self.reader.read_final(run)
         cause = None if final is not None else self.oom.cause(run.identity, run.cgroup)
         event = exit_event(final, oom=cause is not None, at_startup=False)
-        self.apply(run, event, now, final=final, detail=None if final else (cause or KILLED_DETAIL))
+        detail = None if final or (status is not None and cause is None) else (cause or KILLED_DETAIL)
+        self.apply(run, event, now, final=final, detail=detail, kernel_status=None if final else status)
 
     def check_final(self, run: TrackedRun, now: float) -> None:
         self.deliver_messages(run, now)
@@ -343,7 +352,7 @@ class Daemon:
     # ------------------------------------------------------------ effects
 
     def apply(self, run: TrackedRun, event: Event, now: float, *, final: Optional[FinalRecord] = None,
-              detail: Optional[str] = None) -> None:
+              detail: Optional[str] = None, kernel_status: Optional[int] = None) -> None:
         """Make the transition and enqueue its one alert (durably) before the state moves."""
         new_state, kind = transition(run.state, event)
         if kind is None:
@@ -354,6 +363,7 @@ class Daemon:
         run.progress = progress
         alert = from_run(alert_id(run.run_id, number, kind), kind, run.record, progress=progress,
                          final=final, now=now, detail=detail)
+        alert = with_kernel_ending(alert, kernel_status)
         channels = run.channels if kind.value in self.config.alert_on else []
         if final is not None and final.delivered_inline:
             # With no daemon alive, the process sent its ending to its inline channels itself.
@@ -364,6 +374,8 @@ class Daemon:
         run.state, run.transitions = new_state, number
         self.wake_delivery()
         self.syncer.request()  # to disk while the first delivery attempt is under way
+        if detail is None and kernel_status is not None:
+            detail = alert.signal or f"exit code {alert.exit_code}"
         log.info("run %s (pid %d): %s -> %s%s", run.run_id, run.record.pid, old_state.value,
                  new_state.value, f" ({detail})" if detail else "")
 

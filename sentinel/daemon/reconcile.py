@@ -55,7 +55,7 @@ def admit(daemon: Daemon, run_id: str, now: float, at_startup: bool) -> Optional
             daemon.apply(run, Event.final(final.state), now, final=final,
                          detail=ENDED_DOWN_DETAIL if at_startup else None)
 
-    status = daemon.liveness.watch(run_id, run.identity)
+    status = daemon.liveness.watch(run_id, run.identity, record.watch_threads)
     if status is Status.ALIVE:
         run.watched = True
         run.cgroup = cgroup_counter(record.pid)  # now, while /proc/<pid>/cgroup exists

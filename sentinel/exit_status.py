@@ -68,7 +68,7 @@ _WORDS = {
                "原生代码崩溃（{signal}：C 扩展、驱动或解释器本身）；没有退出记录"),
     },
     "terminated": {
-        "en": ("Terminated ({signal})", "terminated by {signal} before it could write an exit record"),
+        "en": ("Terminated ({signal})", "terminated by {signal}; no exit record"),
         "zh": ("被终止（{signal}）", "被 {signal} 终止，未能写下退出记录"),
     },
     "signaled": {
@@ -77,8 +77,8 @@ _WORDS = {
     },
     "exited": {
         "en": ("Exited with code {code}",
-               "exited with code {code} without an exit record (os._exit or native code)"),
-        "zh": ("退出码 {code}", "以退出码 {code} 退出，没有退出记录（os._exit 或原生代码）"),
+               "exited with code {code}; no exit record (os._exit or native code)"),
+        "zh": ("退出码 {code}", "以退出码 {code} 退出；没有退出记录（os._exit 或原生代码）"),
     },
 }
 

@@ -26,6 +26,7 @@ from tests.victims.harness import Victim, swanlab_params, swanlab_python, wait_f
 
 HEARTBEAT = "0.1"
 K = AlertKind
+KILL = "SIGKILL"  # how the kernel names a kill -9
 
 
 @pytest.fixture
@@ -99,7 +100,7 @@ def test_sigkill_is_killed(daemon: DaemonProcess, bark: FakeBark) -> None:
         run_id = v.ready()
         v.expect("RUNNING")
         v.kill()
-        push = wait_for_push(bark, K.KILLED, "nine")
+        push = wait_for_push(bark, K.KILLED, "nine", signal=KILL)
     assert "no exit record" in push["body"]
     daemon.stop()
     assert kinds(daemon, run_id) == [K.KILLED]
@@ -120,7 +121,7 @@ def test_unreaped_zombie_counts_as_dead(daemon: DaemonProcess, bark: FakeBark) -
         child = int(parent.stdout.readline().split()[1])
         os.kill(child, signal.SIGKILL)
         wait_for(lambda: process_state(child) == "Z", 10, what="the child to become a zombie")
-        wait_for_push(bark, K.KILLED, "zombie")
+        wait_for_push(bark, K.KILLED, "zombie", signal=KILL)
         assert process_state(child) == "Z"  # still unreaped when the alert went out
     finally:
         if parent.stdin is not None:
@@ -160,7 +161,7 @@ def test_frozen_process_stalls_recovers_and_a_later_death_still_alerts(
         v.signal(signal.SIGCONT)
         wait_for_push(bark, K.RECOVERED, "frozen")
         v.kill()
-        wait_for_push(bark, K.KILLED, "frozen")
+        wait_for_push(bark, K.KILLED, "frozen", signal=KILL)
     assert "no progress" in stalled["body"]
     daemon.stop()
     assert kinds(daemon, run_id) == [K.STALLED, K.RECOVERED, K.KILLED]
@@ -261,7 +262,7 @@ def test_restart_reconciles_every_run(daemon: DaemonProcess, bark: FakeBark, tmp
         wait_for_push(bark, K.FINISHED, "ends-while-down")
         wait_for_push(bark, K.KILLED, "born-while-down")
         lives.kill()  # re-watched after the restart: its death is seen live
-        wait_for_push(bark, K.KILLED, "outlives")
+        wait_for_push(bark, K.KILLED, "outlives", signal=KILL)
     finally:
         for v in (done, killed, ends, lives):
             v.kill()
@@ -375,7 +376,7 @@ def test_hostile_spool_files_are_skipped_once_and_the_daemon_lives(
     assert liveness.is_file()
 
     good.kill()
-    wait_for_push(bark, K.KILLED, "innocent")
+    wait_for_push(bark, K.KILLED, "innocent", signal=KILL)
     assert daemon.alive()
     log = daemon.log()
     for what, path in bad.items():
@@ -414,7 +415,7 @@ def test_shared_spool_accepts_runs_only_from_their_owners(
             bystander.kill()
             bystander.wait()
             v.kill()
-            wait_for_push(bark, K.KILLED, "rightful")
+            wait_for_push(bark, K.KILLED, "rightful", signal=KILL)
         log = daemon.log()
         daemon.stop()
     assert "shared spool" in log
@@ -477,7 +478,7 @@ def test_swanlab_run_killed_with_sigkill(
         run_id = v.ready()
         v.expect("RUNNING")
         v.kill()
-        wait_for_push(bark, K.KILLED, "swan-nine")
+        wait_for_push(bark, K.KILLED, "swan-nine", signal=KILL)
     daemon.stop()
     assert kinds(daemon, run_id) == [K.KILLED]
 
@@ -506,7 +507,7 @@ def test_swanlab_dropin_bark_gets_the_kill_and_the_messages(daemon: DaemonProces
             wait_for(lambda: any(p.get("body") == "hello from swanlab" for p in own.pushes), 30,
                      what="the message on the drop-in's Bark")
             v.kill()
-            wait_for_push(own, K.KILLED, run_name)
+            wait_for_push(own, K.KILLED, run_name, signal=KILL)
     daemon.stop()
     assert kinds(daemon, run_id) == [K.MESSAGE, K.KILLED]
 

@@ -17,6 +17,7 @@ from sentinel.daemon.decide import Event, EventKind, RunState, replay, stall_dea
 from sentinel.daemon.liveness import Status
 from sentinel.daemon.oom import cgroup_counter
 from sentinel.daemon.runs import TrackedRun
+from sentinel.procid import zombie_exit_status
 
 if TYPE_CHECKING:
     from sentinel.daemon.loop import Daemon
@@ -73,7 +74,8 @@ def admit(daemon: Daemon, run_id: str, now: float, at_startup: bool) -> Optional
         elif at_startup:
             daemon.apply(run, Event(EventKind.FOUND_DEAD), now, detail=f"{DOWN_DETAIL}; {beat_text(run)}")
         else:
-            daemon.judge_exit(run, now)  # died between writing its record and our look
+            # Died between writing its record and our look; a zombie still tells how.
+            daemon.judge_exit(run, now, zombie_exit_status(record.pid, record.start_ticks))
     if run.state.is_terminal:
         daemon.retire(run, now)
     return run

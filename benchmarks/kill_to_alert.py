@@ -465,7 +465,8 @@ def report(samples: list[Samples]) -> tuple[str, list[Verdict]]:
             verdicts += latency_verdicts(s, sst, 5.0, 15.0)
             early = sum(1 for a, p in zip(s.alert_ns, s.pidfd_ns) if a < p)
             share = 100.0 * early / len(s.alert_ns)
-            verdicts.append(Verdict("kill_to_alert", f"{s.label}: alert before the process pidfd turns readable",
+            verdicts.append(Verdict("kill_to_alert",
+                                    f"{s.label}: alert before the process pidfd turns readable",
                                     f"{share:.0f} % ({early}/{len(s.alert_ns)})", ">= 95 %", share >= 95.0,
                                     "both timed on the same kill"))
         elif s.label.startswith("clean finish, swanlab"):

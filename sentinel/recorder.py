@@ -16,8 +16,12 @@ Process-wide hooks, installed once and shared by every active run:
 * SIGTERM: only when it still has its default disposition and we are on the
   main thread; records ``terminated`` and then dies by the same signal.
 * ``os.register_at_fork``: a forked child (a DataLoader worker) forgets the
-  parent's runs, and every write also checks the pid, so a child never
-  writes as if it were the run.
+  parent's runs and its sentry thread, and every write also checks the pid,
+  so a child never writes as if it were the run.
+
+Each run records two sub-threads for the daemon to watch by thread pidfd
+(``RunRecord.watch_threads``): its heartbeat thread and the process's one
+sentry thread, which only sleeps on a lock.
 
 A spool that cannot be written (ENOSPC, read-only, permissions) is reported
 once on stderr and never raised into training. Stdlib only.

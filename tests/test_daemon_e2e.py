@@ -19,8 +19,8 @@ import pytest
 
 from sentinel import spool
 from sentinel.alerts import AlertKind
-from sentinel.procid import ProcessIdentity, process_state
-from tests.daemon_harness import ZOMBIE_PARENT, DaemonProcess, bark_title, titles, wait_for_push
+from sentinel.procid import ProcessIdentity
+from tests.daemon_harness import DaemonProcess, bark_title, titles, wait_for_push
 from tests.fakes import FakeBark
 from tests.victims.harness import Victim, swanlab_params, swanlab_python, wait_for
 
@@ -83,18 +83,6 @@ def test_sys_exit_code_is_crashed(daemon: DaemonProcess, bark: FakeBark) -> None
     assert alert.exit_code == 1
 
 
-def test_sigterm_is_terminated(daemon: DaemonProcess, bark: FakeBark) -> None:
-    with victim(daemon, "sleep-forever", "term") as v:
-        run_id = v.ready()
-        v.expect("RUNNING")
-        v.signal(signal.SIGTERM)
-        assert v.wait() == -signal.SIGTERM
-        wait_for_push(bark, K.TERMINATED, "term")
-    daemon.stop()
-    [alert] = daemon.journal(run_id)
-    assert alert.kind is K.TERMINATED and alert.signal == "SIGTERM"
-
-
 def test_sigkill_is_killed(daemon: DaemonProcess, bark: FakeBark) -> None:
     with victim(daemon, "sleep-forever", "nine") as v:
         run_id = v.ready()
@@ -109,26 +97,7 @@ def test_sigkill_is_killed(daemon: DaemonProcess, bark: FakeBark) -> None:
     assert (daemon.state / "archive" / run_id / "run.json").is_file()
 
 
-def test_unreaped_zombie_counts_as_dead(daemon: DaemonProcess, bark: FakeBark) -> None:
-    parent = subprocess.Popen(
-        [sys.executable, str(ZOMBIE_PARENT), "--name", "zombie", "--heartbeat", HEARTBEAT],
-        env=Victim.watch(daemon.tmp, "finish", spool_dir=daemon.spool).env,
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )
-    try:
-        assert parent.stdout is not None and parent.stdin is not None
-        run_id = parent.stdout.readline().split()[1]
-        child = int(parent.stdout.readline().split()[1])
-        os.kill(child, signal.SIGKILL)
-        wait_for(lambda: process_state(child) == "Z", 10, what="the child to become a zombie")
-        wait_for_push(bark, K.KILLED, "zombie", signal=KILL)
-        assert process_state(child) == "Z"  # still unreaped when the alert went out
-    finally:
-        if parent.stdin is not None:
-            parent.stdin.close()
-        parent.wait(30)
-    daemon.stop()
-    assert kinds(daemon, run_id) == [K.KILLED]
+# SIGTERM and an unreaped zombie: tests/test_daemon_endings.py, on both liveness paths.
 
 
 def test_messages_are_delivered_in_order_before_the_end(daemon: DaemonProcess, bark: FakeBark) -> None:

@@ -71,7 +71,10 @@ def watched(daemon: DaemonProcess, v: Victim) -> None:
     wanted = {v.pid}
     if THREADS_LOG in daemon.log():
         wanted |= {tid for tid, _ in v.record().watch_threads}
-    wait_for(lambda: wanted <= pidfds_held(daemon), 30, what=f"the daemon to watch {sorted(wanted)}")
+    try:
+        wait_for(lambda: wanted <= pidfds_held(daemon), 30, what=f"the daemon to watch {sorted(wanted)}")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; it holds pidfds for {sorted(pidfds_held(daemon))}") from None
 
 
 def only_alert(daemon: DaemonProcess, run_id: str) -> Optional[AlertKind]:
@@ -149,7 +152,8 @@ def test_a_watched_thread_that_ends_alone_is_no_death(daemon: DaemonProcess, bar
         watched(daemon, v)
         (daemon.tmp / "go-alone").touch()
         v.expect("ALONE")
-        assert not os.path.exists(f"/proc/{v.pid}/task/{heartbeat}")
+        wait_for(lambda: not os.path.exists(f"/proc/{v.pid}/task/{heartbeat}"), 30,
+                 what="the heartbeat thread to be gone")
         # The daemon has seen the thread end (it let go of that pidfd) before the kill.
         wait_for(lambda: heartbeat not in pidfds_held(daemon), 30, what="the heartbeat's pidfd to be closed")
         v.kill()
@@ -162,7 +166,11 @@ def test_exec_of_another_program_is_no_death(daemon: DaemonProcess, bark: FakeBa
         run_id = v.ready()
         v.expect("RUNNING")
         watched(daemon, v)
+        (daemon.tmp / "go-execs").touch()
         wait_for(lambda: _comm(v.pid) == "sleep", 30, what="the exec")
+        threads = {tid for tid, _ in v.record().watch_threads}
+        # The exec ended the watched sub-threads; the daemon has let go of them before the kill.
+        wait_for(lambda: not threads & pidfds_held(daemon), 30, what="the thread pidfds to be closed")
         v.kill()
         # An alert at the exec would have come first, with no signal: this title would never show.
         wait_for_push(bark, K.KILLED, "execs", signal="SIGKILL")

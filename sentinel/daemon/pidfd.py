@@ -63,7 +63,11 @@ def process_exit_status(fd: int, pid: int, start_ticks: int) -> Optional[int]:
     """How the process behind a readable pidfd ended: from the kernel once it
     is reaped, from ``/proc`` while it is a zombie; None if neither tells."""
     status = exit_status(fd)
-    return status if status is not None else zombie_exit_status(pid, start_ticks)
+    if status is None:
+        status = zombie_exit_status(pid, start_ticks)
+    if status is None:  # reaped between the two looks: the kernel has it now
+        status = exit_status(fd)
+    return status
 
 
 def thread_pidfds_supported() -> bool:

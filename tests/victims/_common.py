@@ -24,8 +24,8 @@ Modes (what happens after ``--steps`` progress reports):
                   wait as for a resume, stop the run's heartbeat thread (one
                   watched sub-thread exits alone), print "ALONE", stay alive
                   until killed
-  exec-sleep      print "RUNNING", then execv /bin/sleep (same process,
-                  another program) until killed
+  exec-sleep      print "RUNNING", wait as for a resume, then execv /bin/sleep
+                  (same process, another program) until killed
 Every victim prints "READY <run_id>" once its run record is on disk, and
 "STALLED" / "RESUMED" / "DONE" at those points, so tests never sleep.
 """
@@ -145,6 +145,7 @@ def act(args: argparse.Namespace, report: Callable[[int], None], send: Callable[
         wait_forever()
     elif mode == "exec-sleep":  # another program in the same process: the sub-threads vanish
         say("RUNNING")
+        wait_for_resume(args)
         os.execv("/bin/sleep", ["sleep", str(FOREVER_LIMIT)])
     elif mode == "stall":
         say("STALLED")

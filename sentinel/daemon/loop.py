@@ -28,6 +28,7 @@ from sentinel.config import Config
 from sentinel.daemon import archive, reconcile
 from sentinel.daemon.liveness import POLL_INTERVAL, Liveness
 from sentinel.daemon.oom import OomDetector
+from sentinel.daemon.pidfd import ENV_DISABLE
 from sentinel.daemon.rescan import RescanSweep
 from sentinel.daemon.run_reader import ProblemLog, RunReader, TrackedRun, is_shared_spool
 from sentinel.daemon.spool_watcher import Change, SpoolWatcher, Wakeup
@@ -88,6 +89,11 @@ class Daemon:
             log.info("%s is a shared spool: runs are accepted only from their owners", self.spool)
         if not self.liveness.use_pidfd:
             log.warning("pidfd_open is not available: polling processes every %.1fs", POLL_INTERVAL)
+        elif self.liveness.use_threads:
+            log.info("watching runs' sub-threads too (PIDFD_THREAD, PIDFD_GET_INFO)")
+        else:
+            log.info("watching process pidfds only (no PIDFD_THREAD + PIDFD_GET_INFO, or %s=0)",
+                     ENV_DISABLE)
         daemon_file.write(self.spool)
         self.watcher.start()
         reconcile.reconcile_all(self.tracker, now)
@@ -149,9 +155,9 @@ class Daemon:
             self._guard(event.run_id, self.on_spool_change, event.run_id, event.change, now)
         for fd in fds:
             if self.liveness.owns(fd):
-                run_id = self.liveness.exited(fd)
-                if run_id is not None:
-                    self._guard(run_id, self.tracker.on_exit, run_id, now)
+                ended = self.liveness.exit_of(fd)
+                if ended is not None:
+                    self._guard(ended.key, self.tracker.on_exit, ended.key, now, ended.status)
 
     def tick(self, now: float) -> None:
         for run in self.tracker.due_stall_checks(now):

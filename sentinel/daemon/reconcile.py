@@ -18,6 +18,7 @@ from sentinel.daemon.oom import cgroup_counter
 from sentinel.daemon.run_reader import TrackedRun
 from sentinel.daemon.tracking import Tracker
 from sentinel.endings import Reason
+from sentinel.procid import zombie_exit_status
 
 log = logging.getLogger("sentinel.daemon.reconcile")
 
@@ -50,7 +51,7 @@ def admit(tracker: Tracker, run_id: str, now: float, at_startup: bool) -> Option
             tracker.apply(run, Event.final(final.state), now, final=final,
                          reason=ENDED_DOWN if at_startup else None)
 
-    status = tracker.liveness.watch(run_id, run.identity)
+    status = tracker.liveness.watch(run_id, run.identity, record.watch_threads)
     if status is Status.ALIVE:
         run.watched = True
         run.cgroup = cgroup_counter(record.pid)  # now, while /proc/<pid>/cgroup exists
@@ -70,7 +71,8 @@ def admit(tracker: Tracker, run_id: str, now: float, at_startup: bool) -> Option
             tracker.apply(run, Event(EventKind.FOUND_DEAD), now,
                          reason=Reason("died_while_down", {"last_beat": last_beat(run)}))
         else:
-            tracker.judge_exit(run, now)  # died between writing its record and our look
+            # Died between writing its record and our look; a zombie still tells how.
+            tracker.judge_exit(run, now, zombie_exit_status(record.pid, record.start_ticks))
     if run.state.is_terminal:
         tracker.retire(run, now)
     return run

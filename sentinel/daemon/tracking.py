@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Protocol
 
 from sentinel import spool
-from sentinel.alerts import Alert, AlertKind, from_run
+from sentinel.alerts import Alert, AlertKind, from_run, with_kernel_ending
 from sentinel.channels import routing
 from sentinel.config import Config
 from sentinel.daemon import archive
@@ -114,25 +114,32 @@ class Tracker:
 
     # ------------------------------------------------------------ events
 
-    def on_exit(self, run_id: str, now: float) -> None:
+    def on_exit(self, run_id: str, now: float, status: Optional[int] = None) -> None:
+        """The process is gone; ``status`` is its wait status if the kernel told."""
         run = self.runs.get(run_id)
         if run is None:
             return
         run.watched = False
         self.schedule_stall_check(run, None)
-        self.judge_exit(run, now)
+        self.judge_exit(run, now, status)
         if run.state.is_terminal:
             self.retire(run, now)
 
-    def judge_exit(self, run: TrackedRun, now: float) -> None:
-        """The process is gone: its final record if any, else killed (OOM if the kernel says)."""
+    def judge_exit(self, run: TrackedRun, now: float, status: Optional[int] = None) -> None:
+        """The process is gone: its final record if any, else killed (OOM if the
+        kernel says), named by the kernel's ``status`` where it is known."""
         self.deliver_messages(run, now)
         if run.state.is_terminal:
             return
         final = self.reader.read_final(run)
-        cause = None if final is not None else self.oom.evidence(run.identity, run.cgroup)
-        event = exit_event(final, oom=cause is not None, at_startup=False)
-        self.apply(run, event, now, final=final, reason=None if final else (cause or KILLED))
+        if final is not None:
+            self.apply(run, exit_event(final, oom=False, at_startup=False), now, final=final)
+            return
+        cause = self.oom.evidence(run.identity, run.cgroup)
+        event = exit_event(None, oom=cause is not None, at_startup=False)
+        # The kernel's status names the ending itself; without it, the generic kill reason.
+        reason = cause or (None if status is not None else KILLED)
+        self.apply(run, event, now, reason=reason, kernel_status=status)
 
     def check_final(self, run: TrackedRun, now: float) -> None:
         self.deliver_messages(run, now)
@@ -178,7 +185,7 @@ class Tracker:
     # ------------------------------------------------------------ effects
 
     def apply(self, run: TrackedRun, event: Event, now: float, *, final: Optional[FinalRecord] = None,
-              reason: Optional[Reason] = None) -> None:
+              reason: Optional[Reason] = None, kernel_status: Optional[int] = None) -> None:
         """Make the transition and enqueue its one alert (durably) before the state moves."""
         new_state, kind = transition(run.state, event)
         if kind is None:
@@ -190,6 +197,7 @@ class Tracker:
         run.progress = progress
         alert = from_run(alert_id(run.run_id, number, kind), kind, run.record, progress=progress,
                          final=final, now=now, reason=reason)
+        alert = with_kernel_ending(alert, kernel_status)
         channels = routing.recipients(kind.value, run.channels, self.config.alert_on,
                                       delivered_inline=final is not None and final.delivered_inline)
         # If this raises (disk full), the state stays put and the next rescan decides again.
@@ -199,8 +207,11 @@ class Tracker:
         self.observer.run_changed(run, alert)  # fleet hook
         self.wake_delivery()
         self.syncer.request()  # to disk while the first delivery attempt is under way
+        said = alert.detail
+        if said is None and kernel_status is not None:
+            said = alert.signal or f"exit code {alert.exit_code}"
         log.info("run %s (pid %d): %s -> %s%s", run.run_id, run.record.pid, old_state.value,
-                 new_state.value, f" ({printable(alert.detail)})" if alert.detail else "")
+                 new_state.value, f" ({printable(said)})" if said else "")
 
     def deliver_messages(self, run: TrackedRun, now: float) -> None:
         """Queue the run's messages in order; each file goes once its alert is on disk."""

@@ -8,7 +8,7 @@ silently switch alerting off, so unknown keys are errors too).
 The file format (see config.example.yaml for a commented example)::
 
     spool: /var/lib/sentinel/spool        # optional; default: the shared spool rule
-    state_dir: /var/lib/sentinel/state    # optional; default: <spool>/.daemon
+    state_dir: /var/lib/sentinel/state    # optional; default: $STATE_DIRECTORY/state, else <spool>/.daemon
     language: en                          # en | zh
     stall_timeout: 10m                    # a number of seconds or "30s", "10m", "2h", "7d"
     alert_on: [finished, crashed, ...]    # states that alert
@@ -21,6 +21,9 @@ The file format (see config.example.yaml for a commented example)::
     retry_for: 48h
     rescan_interval: 30s
     log_level: info
+    host: gpu-box-3                       # fleet keys: see sentinel.fleet_config
+    metrics: {listen: "127.0.0.1:9464"}
+    healthchecks: {api_key: "${HC_API_KEY}"}
 """
 
 from __future__ import annotations
@@ -35,23 +38,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Union
 
-from sentinel import endings
 from sentinel.alerts import ALERT_STATES
+from sentinel.fleet_config import FLEET_KEYS, HealthchecksConfig, MetricsConfig, check_fleet, default_host
+from sentinel.rules import LANGUAGES, absolute_path, choice, positive_duration
+from sentinel.rules import channel_name as check_channel_name
+from sentinel.rules import kind as _kind
+from sentinel.rules import parse_duration as parse_duration  # part of this module's API
 from sentinel.spool import DAEMON_STATE_DIR, spool_dir
 
 log = logging.getLogger("sentinel.config")
 
-LANGUAGES = endings.LANGUAGES
+# Set by systemd for a unit with StateDirectory= (systemd/sentinel.service).
+ENV_STATE_DIRECTORY = "STATE_DIRECTORY"
 LOG_LEVELS = ("debug", "info", "warning", "error")
-# Channel types known to the config, used only if the channel registry cannot be imported.
-FALLBACK_CHANNEL_TYPES = ("bark", "dingtalk", "slack", "console")
 # Option names whose literal value in a file makes the file hold a secret.
 _SECRET_KEY_RE = re.compile(r"key|secret|token|webhook|password", re.IGNORECASE)
-_CHANNEL_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 _ENV_RE = re.compile(r"\$\$\{|\$\{([^}]*)\}")
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_DURATION_PART_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d|w)")
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 
 
 @dataclass
@@ -65,7 +68,7 @@ class ChannelConfig:
 @dataclass
 class Config:
     spool: Optional[Path] = None  # None: the shared rule (sentinel.spool.spool_dir)
-    state_dir: Optional[Path] = None  # None: <spool>/.daemon
+    state_dir: Optional[Path] = None  # None: $STATE_DIRECTORY/state (systemd), else <spool>/.daemon
     language: str = "en"
     stall_timeout: float = 600.0
     alert_on: frozenset[str] = frozenset(ALERT_STATES)
@@ -79,13 +82,59 @@ class Config:
     retry_for: float = 48 * 3600.0  # transient failures are retried at least this long
     rescan_interval: float = 30.0  # full spool rescan, the safety net under inotify
     log_level: str = "info"
+    # Fleets (sentinel.fleet_config): the name reported as, metrics, healthchecks.io.
+    host: str = field(default_factory=default_host)
+    metrics: Optional[MetricsConfig] = None
+    healthchecks: Optional[HealthchecksConfig] = None
     source: Optional[Path] = None  # the file it came from, for messages
 
     def spool_path(self) -> Path:
         return self.spool if self.spool is not None else spool_dir()
 
     def state_path(self) -> Path:
-        return self.state_dir if self.state_dir is not None else self.spool_path() / DAEMON_STATE_DIR
+        if self.state_dir is not None:
+            return self.state_dir
+        # systemd may list several directories, colon-separated; the unit names one.
+        from_systemd = os.environ.get(ENV_STATE_DIRECTORY, "").split(":")[0]
+        return Path(from_systemd) / "state" if from_systemd else self.legacy_state_path()
+
+    def legacy_state_path(self) -> Path:
+        """Where the state is kept without a state_dir: inside the spool."""
+        return self.spool_path() / DAEMON_STATE_DIR
+
+
+# ---------------------------------------------------------------- the config search
+
+SYSTEM_CONFIG = Path("/etc/sentinel/config.yaml")
+ENV_CONFIG = "SENTINEL_CONFIG"
+
+
+def find_config(explicit: Optional[str] = None, env: Optional[Mapping[str, str]] = None) -> Optional[Path]:
+    """The config file to use, or None for the embedded default.
+
+    ``--config``, then ``$SENTINEL_CONFIG`` (both must exist), then
+    /etc/sentinel/config.yaml, then $XDG_CONFIG_HOME/sentinel/config.yaml.
+    """
+    env = os.environ if env is None else env
+    if explicit:
+        return Path(explicit)
+    if env.get(ENV_CONFIG):
+        return Path(env[ENV_CONFIG])
+    config_home = env.get("XDG_CONFIG_HOME") or os.path.join(
+        env.get("HOME") or os.path.expanduser("~"), ".config"
+    )
+    for candidate in (SYSTEM_CONFIG, Path(config_home) / "sentinel" / "config.yaml"):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def resolve_config(explicit: Optional[str] = None) -> Config:
+    """Load the config the search finds (ConfigError if it is unusable)."""
+    path = find_config(explicit)
+    if path is None:
+        return default_config()
+    return load_config(path)
 
 
 def default_config() -> Config:
@@ -183,7 +232,7 @@ def channel_secrets(config: Config) -> list[str]:
     registry = _channel_registry()
     found: list[str] = []
     for chan in config.channels.values():
-        cls = registry.get(chan.type) if registry else None
+        cls = registry.get(chan.type)
         if cls is not None:
             # A channel that cannot even be built says nothing here.
             with contextlib.suppress(Exception):
@@ -191,6 +240,8 @@ def channel_secrets(config: Config) -> list[str]:
         found.extend(
             v for k, v in chan.options.items() if _SECRET_KEY_RE.search(str(k)) and isinstance(v, str) and v
         )
+    if config.healthchecks is not None:
+        found.append(config.healthchecks.api_key)
     return sorted(set(found))
 
 
@@ -214,42 +265,10 @@ def _warn_if_exposed(path: Path, text: str, config: Config) -> None:
         )
 
 
-def _channel_registry() -> Optional[Mapping[str, Any]]:
-    try:
-        from sentinel.channels import REGISTRY  # type: ignore[attr-defined]
-    except ImportError:
-        return None
+def _channel_registry() -> Mapping[str, Any]:
+    from sentinel.channels import REGISTRY  # lazily: `import sentinel` in training never loads the channels
+
     return REGISTRY
-
-
-def parse_duration(value: Any) -> float:
-    """Seconds from a number or a string like "90", "30s", "10m", "1h30m", "7d"."""
-    if isinstance(value, bool):
-        raise ValueError("must be a duration such as 30s, 10m, 2h or 7d, not a boolean")
-    if isinstance(value, (int, float)):
-        seconds = float(value)
-    elif isinstance(value, str):
-        text = value.strip().lower()
-        try:
-            seconds = float(text)
-        except ValueError:
-            seconds = 0.0
-            pos = 0
-            for match in _DURATION_PART_RE.finditer(text):
-                if text[pos : match.start()].strip():
-                    break
-                seconds += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-                pos = match.end()
-            if pos == 0 or text[pos:].strip():
-                raise ValueError(
-                    f"{value!r} is not a duration (use seconds or a number with a unit: ms, s, m, h, d, w;"
-                    " e.g. 30s, 10m, 1h30m, 7d)"
-                ) from None
-    else:
-        raise ValueError("must be a duration such as 30s, 10m, 2h or 7d")
-    if seconds != seconds or seconds in (float("inf"), float("-inf")):
-        raise ValueError("must be a finite duration")
-    return seconds
 
 
 class _Validator:
@@ -368,7 +387,7 @@ class _Validator:
         top = (
             "spool", "state_dir", "language", "stall_timeout", "alert_on", "channel_modules", "channels",
             "default_channels", "retention", "dead_letter_retention", "retry_for",
-            "rescan_interval", "log_level",
+            "rescan_interval", "log_level", *FLEET_KEYS,
         )
         self.check_keys(data, (), top)
         if "channel_modules" in data:  # first: the channels below may use their types
@@ -376,15 +395,15 @@ class _Validator:
 
         for key in ("spool", "state_dir"):
             if key in data:
-                setattr(config, key, self.take(data, key, (), _absolute_path))
+                setattr(config, key, self.take(data, key, (), absolute_path))
         if "language" in data:
-            config.language = self.take(data, "language", (), _choice(LANGUAGES)) or config.language
+            config.language = self.take(data, "language", (), choice(LANGUAGES)) or config.language
         if "log_level" in data:
-            level = self.take(data, "log_level", (), _choice(LOG_LEVELS))
+            level = self.take(data, "log_level", (), choice(LOG_LEVELS))
             config.log_level = level or config.log_level
         for key in ("stall_timeout", "retention", "dead_letter_retention", "retry_for", "rescan_interval"):
             if key in data:
-                seconds = self.take(data, key, (), _positive_duration)
+                seconds = self.take(data, key, (), positive_duration)
                 if seconds is not None:
                     setattr(config, key, seconds)
         if "alert_on" in data:
@@ -402,6 +421,10 @@ class _Validator:
                 names = self.default_channels(data["default_channels"], declared, "channels" in data)
                 if names is not None:
                     config.default_channels = names
+        check_fleet(self, data, config)
+        for chan in config.channels.values():
+            if chan.type == "alertmanager":  # its alerts name this daemon's host by default
+                chan.options.setdefault("host", config.host)
         return config
 
     def states(self, value: Any, path: Key) -> Optional[list[str]]:
@@ -426,7 +449,7 @@ class _Validator:
         loaded: list[Path] = []
         for index, item in enumerate(value):
             try:
-                module_path = _absolute_path(item)
+                module_path = absolute_path(item)
             except ValueError as exc:
                 self.problem(path + (index,), str(exc))
                 continue
@@ -444,22 +467,20 @@ class _Validator:
         return loaded
 
     def channels(self, value: Any, path: Key, language: str) -> Optional[dict[str, ChannelConfig]]:
-        from sentinel.channels.routing import is_inline
 
         value = self.mapping(value, path)
         if value is None:
             return None
         self.declared_channels = [str(name) for name in value]
         registry = _channel_registry()
-        known_types = tuple(sorted(registry)) if registry else FALLBACK_CHANNEL_TYPES
+        known_types = tuple(sorted(registry))
         out: dict[str, ChannelConfig] = {}
         for name, block in value.items():
             where = path + (name,)
-            if not isinstance(name, str) or not _CHANNEL_NAME_RE.match(name):
-                self.problem(where, "a channel name must be letters, digits, '_', '-' or '.' (at most 64)")
-                continue
-            if is_inline(name):
-                self.problem(where, "names starting with 'inline-' are reserved for channels given by a run")
+            try:
+                check_channel_name(name)
+            except ValueError as exc:
+                self.problem(where, str(exc))
                 continue
             if not isinstance(block, dict):
                 self.problem(where, f"must be a mapping with at least a 'type', not {_kind(block)}")
@@ -472,11 +493,11 @@ class _Validator:
                 types_list = ", ".join(known_types)
                 self.problem(where + ("type",), f"unknown channel type {kind!r}; types are: {types_list}")
                 continue
-            cls = registry.get(kind) if registry else None
+            cls = registry.get(kind)
             chan_language = language
             if "language" in block:
                 if cls is None:  # else the channel's check_options judges it with the rest
-                    chan_language = self.take(block, "language", where, _choice(LANGUAGES)) or language
+                    chan_language = self.take(block, "language", where, choice(LANGUAGES)) or language
                 elif block["language"] in LANGUAGES:
                     chan_language = block["language"]
             # `language` stays among the options: a channel's own language outranks a run's.
@@ -510,33 +531,3 @@ class _Validator:
         return names if ok else None
 
 
-def _kind(value: Any) -> str:
-    if value is None:
-        return "nothing"
-    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean",
-            int: "a number", float: "a number"}.get(type(value), type(value).__name__)
-
-
-def _choice(options: tuple) -> Callable[[Any], str]:
-    def convert(value: Any) -> str:
-        if value not in options:
-            raise ValueError(f"must be one of {', '.join(options)}, not {value!r}")
-        return value
-
-    return convert
-
-
-def _positive_duration(value: Any) -> float:
-    seconds = parse_duration(value)
-    if seconds <= 0:
-        raise ValueError("must be longer than zero")
-    return seconds
-
-
-def _absolute_path(value: Any) -> Path:
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"must be a path, not {_kind(value)}")
-    path = Path(value).expanduser()
-    if not path.is_absolute():
-        raise ValueError(f"must be an absolute path (the daemon's working directory is not yours): {value!r}")
-    return path

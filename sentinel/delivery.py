@@ -32,6 +32,7 @@ from typing import Any, Callable, Mapping, Optional
 from sentinel.channels import build_channel, http
 from sentinel.channels.base import Channel, DeliveryError
 from sentinel.channels.routing import INLINE_PREFIX, is_inline, string_values
+from sentinel.observer import DEAD, DELIVERED, RETRY, FleetObserver
 from sentinel.outbox import Outbox, PendingDelivery
 from sentinel.redact import redact
 from sentinel.spool import SpoolFormatError, make_private_dir, read_json, write_json
@@ -43,7 +44,10 @@ MAX_DIGEST = 50  # alerts merged into one digest at most
 # A digest channel's due backlog is merged when pacing would spread it over
 # longer than this: 300 runs killed at once should not take 5 minutes to tell.
 DIGEST_AFTER = 10.0
-INLINE_DIR = "inline"
+# A channel whose last outcome could not be written (disk full) retries the
+# write after this long, doubling up to the cap; it sends nothing meanwhile.
+SAVE_RETRY = 1.0
+SAVE_RETRY_CAP = 60.0
 
 
 # ---------------------------------------------------------------- pacing
@@ -116,14 +120,15 @@ class ChannelSet:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_config(cls, config: Any) -> ChannelSet:
+    def from_config(cls, config: Any, inline_dir: Optional[Path] = None) -> ChannelSet:
+        """The configured channels; inline ones are kept in ``inline_dir`` (see the class)."""
         channels: dict[str, Channel] = {}
         for name, chan in config.channels.items():
             try:
                 channels[name] = build_channel(name, {"type": chan.type, **chan.options}, chan.language)
             except ValueError as exc:  # validated config: only a bug gets here
                 log.error("channel %s is unusable: %s", name, redact(exc))
-        return cls(channels, inline_dir=config.state_path() / INLINE_DIR, language=config.language)
+        return cls(channels, inline_dir=inline_dir, language=config.language)
 
     def names(self) -> list[str]:
         with self._lock:
@@ -200,14 +205,17 @@ class Delivery:
         *,
         rand: Callable[[], float] = random.random,
         idle_wait: float = IDLE_WAIT,
+        observer: Optional[FleetObserver] = None,
     ) -> None:
         self.outbox = outbox
+        self.observer = observer if observer is not None else FleetObserver()  # fleet hook: results
         self.channels = channels
         self.clock = clock
         self.rand = rand
         self.idle_wait = idle_wait
         self._workers: dict[str, _Worker] = {}
         self._limiters: dict[str, RateLimiter] = {}
+        self._save_retry: dict[str, float] = {}  # channel -> next wait for a held outcome's write
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._started = False
@@ -268,6 +276,11 @@ class Delivery:
     def step(self, name: str) -> Optional[float]:
         """Do the next thing for channel ``name``: send, or say how long to
         wait (seconds). None means "go again at once"."""
+        if self.outbox.blocked(name) and not self.outbox.flush(name):
+            wait = min(SAVE_RETRY_CAP, self._save_retry.get(name, SAVE_RETRY / 2) * 2)
+            self._save_retry[name] = wait
+            return wait
+        self._save_retry.pop(name, None)
         now = self.clock()
         items = self.outbox.pending(name, limit=MAX_DIGEST)
         if not items:
@@ -336,6 +349,7 @@ class Delivery:
         now = self.clock()
         for item in batch:
             self.outbox.mark_delivered(item.alert.alert_id, name, answer, now)
+        self.observer.delivery_result(name, DELIVERED, len(batch))
         what = batch[0].alert.alert_id if len(batch) == 1 else f"{len(batch)} alerts (digest)"
         log.info("delivered %s to %s: %s", what, name, answer)
 
@@ -345,6 +359,7 @@ class Delivery:
         for item in batch:
             when = self.outbox.mark_failed(item.alert.alert_id, name, reason, now, permanent=permanent,
                                            retry_after=retry_after, rand=self.rand())
+            self.observer.delivery_result(name, RETRY if when is not None else DEAD)
             if when is not None:
                 log.warning("delivery of %s to %s failed (attempt %d), retrying in %.0f s: %s",
                             item.alert.alert_id, name, item.attempts + 1, when - now, reason)

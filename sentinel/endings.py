@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
-LANGUAGES = ("en", "zh")
+from sentinel.rules import LANGUAGES as LANGUAGES  # the languages every row has words in
 
 
 class Urgency(str, enum.Enum):

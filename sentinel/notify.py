@@ -24,22 +24,36 @@ hold the webhook secrets the user passed in, and nothing else of theirs.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Union
+from typing import Any, ClassVar, Mapping, Optional, Union
 
 from sentinel import spool
 from sentinel.recorder import Recorder, report_once
-from sentinel.render import LANGUAGES, language_of
+from sentinel.render import language_of
+from sentinel.rules import LANGUAGES, kind
+from sentinel.run_options import Problems, inline_channel_problems, optional_string
 from sentinel.swanlab_adapter import SentinelCallback
 
 
 class _NotificationCallback(SentinelCallback):
-    """A SentinelCallback with one channel of its own, plus ``send_msg``."""
+    """A SentinelCallback with one channel of its own, plus ``send_msg``.
 
-    def __init__(self, channel: Mapping[str, Any], **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    A wrong key or URL is a clear error at construction, not a silent run
+    later; problems name the constructor's arguments, all at once."""
+
+    # channel option -> the constructor argument it came from, for messages
+    ARGUMENT_OF: ClassVar[Mapping[str, str]] = {}
+
+    def __init__(self, channel: Mapping[str, Any], problems: Optional[list[tuple[str, str]]] = None,
+                 **kwargs: Any) -> None:
         self._channel = dict(channel)
-        _validate(self._channel, type(self).__name__)
+        self._own_problems = list(problems or [])
         self._early_messages: list[str] = []
+        super().__init__(**kwargs)
+
+    def _argument_problems(self) -> list[tuple[str, str]]:
+        found = [(self.ARGUMENT_OF.get(key, key), message)
+                 for key, message in inline_channel_problems(self._channel)]
+        return self._own_problems + found
 
     @property
     def channel(self) -> dict[str, Any]:
@@ -94,7 +108,7 @@ class BarkCallback(_NotificationCallback):
         **kwargs: Any,
     ) -> None:
         channel: dict[str, Any] = {"type": "bark"}
-        if key:
+        if key is not None and key != "":
             channel.update(server=url, key=key)
         else:
             channel["url"] = url  # the app's https://api.day.app/<key>
@@ -102,10 +116,14 @@ class BarkCallback(_NotificationCallback):
         for option, value in optional.items():
             if value is not None:
                 channel[option] = value
-        self._group = group
-        if group is not None and group not in _GROUP_BY_LABEL:
-            channel["group"] = group
-        super().__init__(channel, **kwargs)
+        problems = [("group", message) for _, message in optional_string(group)]
+        problems += [("title", message) for _, message in optional_string(title)]
+        if not isinstance(click_jump, bool):
+            problems.append(("click_jump", f"must be True or False, not {kind(click_jump)}"))
+        self._group = group if isinstance(group, str) else None
+        if self._group is not None and self._group not in _GROUP_BY_LABEL:
+            channel["group"] = self._group
+        super().__init__(channel, problems, **kwargs)
 
     def _run_channels(self, labels: Mapping[str, Any]) -> list[spool.Channel]:
         label = _GROUP_BY_LABEL.get(self._group or "")
@@ -115,6 +133,9 @@ class BarkCallback(_NotificationCallback):
 
     def send_msg(self, content: str, title: Optional[str] = None, *args: Any, **kwargs: Any) -> None:
         super().send_msg(f"{title}: {content}" if title else content)
+
+
+    ARGUMENT_OF = {"server": "url", "level": "bark_level"}
 
 
 _GROUP_BY_LABEL = {"exp_name": "experiment", "project": "project", "workspace": "workspace"}
@@ -136,66 +157,71 @@ class DingTalkCallback(_NotificationCallback):
         **kwargs: Any,
     ) -> None:
         channel: dict[str, Any] = {"type": "dingtalk", "webhook_url": webhook_url}
-        if secret or secrets:
-            channel["secret"] = secret or secrets
+        given = secret if secret is not None else secrets
+        if given is not None and given != "":
+            channel["secret"] = given
         if language is not None:
             channel["language"] = language
         super().__init__(channel, **kwargs)
 
 
-class SlackCallback(_NotificationCallback):
-    """``SlackCallback(webhook_url, language="zh")`` as SwanLab >= 0.8's, and
-    ``SlackCallback(webhook_url, secret=None, language="zh")`` as 0.5-0.7's
-    (Slack webhooks are not signed: the secret was never used)."""
-
-    def __init__(self, webhook_url: str, *args: Optional[str], language: Optional[str] = "zh",
-                 secret: Optional[str] = None, **kwargs: Any) -> None:
-        _, language = _secret_or_language(type(self).__name__, args, secret, language)
-        super().__init__(_webhook_channel("slack", webhook_url, language), **kwargs)
-
-
-def _validate(channel: Mapping[str, Any], who: str) -> None:
-    """A wrong key or URL is a clear error now, not a silent run later."""
-    from sentinel.channels import check_channel
-
-    problems = check_channel(channel)
-    if problems:
-        raise ValueError(f"{who}: " + "; ".join(f"{key}: {message}" for key, message in problems))
-
-
-# ---------------------------------------------------------------- the other SwanLab plugins
-
-
-def _secret_or_language(who: str, args: tuple[Optional[str], ...], secret: Optional[str],
-                        language: Optional[str]) -> tuple[Optional[str], Optional[str]]:
-    """(secret, language) from the arguments after ``webhook_url``.
+def _secret_or_language(args: tuple[Any, ...], secret: Any, language: Any,
+                        problems: Problems) -> tuple[Any, Any]:
+    """(secret, language) from the arguments after ``webhook_url``; call
+    shape problems go to ``problems``.
 
     SwanLab 0.5-0.7 spells its webhook classes ``(webhook_url, secret=None,
     language="zh")``, 0.8+ some of them ``(webhook_url, language="zh")``: a
     lone second argument that is a language code is the language."""
     if len(args) > 2:
-        raise TypeError(f"{who}() takes at most 3 positional arguments ({len(args) + 1} given)")
+        problems.append(("", f"takes at most 3 positional arguments ({len(args) + 1} given)"))
+        return secret, language
     if len(args) == 2:
         if secret is not None or language != "zh":
-            raise TypeError(f"{who}() got secret/language both by position and by keyword")
-        return args[0], args[1]
-    if len(args) == 1:
+            problems.append(("", "got secret/language both by position and by keyword"))
+        secret, language = args
+    elif len(args) == 1:
         if isinstance(args[0], str) and args[0] in LANGUAGES:
             if language != "zh":
-                raise TypeError(f"{who}() got multiple values for argument 'language'")
-            return secret, args[0]
-        if secret is not None:
-            raise TypeError(f"{who}() got multiple values for argument 'secret'")
-        return args[0], language
+                problems.append(("", "got multiple values for argument 'language'"))
+            language = args[0]
+        else:
+            if secret is not None:
+                problems.append(("", "got multiple values for argument 'secret'"))
+            secret = args[0]
     return secret, language
 
 
-def _webhook_channel(kind: str, webhook_url: str, language: Optional[str], **options: Any) -> dict[str, Any]:
-    channel: dict[str, Any] = {"type": kind, "webhook_url": webhook_url}
+def _webhook_channel(channel_type: str, webhook_url: Any, language: Any, **options: Any) -> dict[str, Any]:
+    channel: dict[str, Any] = {"type": channel_type, "webhook_url": webhook_url}
     channel.update({key: value for key, value in options.items() if value is not None and value != ""})
     if language is not None:
         channel["language"] = language
     return channel
+
+
+class _UnsignedWebhookCallback(_NotificationCallback):
+    """A webhook SwanLab 0.5-0.7 also gave a ``secret`` it never used."""
+
+    CHANNEL_TYPE: ClassVar[str]
+
+    def __init__(self, webhook_url: str, *args: Optional[str], language: Optional[str] = "zh",
+                 secret: Optional[str] = None, **kwargs: Any) -> None:
+        problems: Problems = []
+        secret, language = _secret_or_language(args, secret, language, problems)
+        problems += [("secret", message) for _, message in optional_string(secret)]
+        super().__init__(_webhook_channel(self.CHANNEL_TYPE, webhook_url, language), problems, **kwargs)
+
+
+class SlackCallback(_UnsignedWebhookCallback):
+    """``SlackCallback(webhook_url, language="zh")`` as SwanLab >= 0.8's, and
+    ``SlackCallback(webhook_url, secret=None, language="zh")`` as 0.5-0.7's
+    (Slack webhooks are not signed: the secret was never used)."""
+
+    CHANNEL_TYPE = "slack"
+
+
+# ---------------------------------------------------------------- the other SwanLab plugins
 
 
 class LarkCallback(_NotificationCallback):
@@ -207,28 +233,22 @@ class LarkCallback(_NotificationCallback):
         super().__init__(_webhook_channel("lark", webhook_url, language, secret=secret), **kwargs)
 
 
-class WeComCallback(_NotificationCallback):
+class WeComCallback(_UnsignedWebhookCallback):
     """``WeComCallback(webhook_url, language="zh")`` as SwanLab >= 0.8's, and
     ``WXWorkCallback(webhook_url, secret=None, language="zh")`` as 0.5-0.7's
     (WeCom robots are not signed: the secret was never used)."""
 
-    def __init__(self, webhook_url: str, *args: Optional[str], language: Optional[str] = "zh",
-                 secret: Optional[str] = None, **kwargs: Any) -> None:
-        _, language = _secret_or_language(type(self).__name__, args, secret, language)
-        super().__init__(_webhook_channel("wecom", webhook_url, language), **kwargs)
+    CHANNEL_TYPE = "wecom"
 
 
 WXWorkCallback = WeComCallback  # SwanLab's old name, kept by SwanLab as an alias too
 
 
-class DiscordCallback(_NotificationCallback):
+class DiscordCallback(_UnsignedWebhookCallback):
     """``DiscordCallback(webhook_url, language="zh")`` as SwanLab >= 0.8's, and
     ``(webhook_url, secret=None, language="zh")`` as 0.5-0.7's (unused secret)."""
 
-    def __init__(self, webhook_url: str, *args: Optional[str], language: Optional[str] = "zh",
-                 secret: Optional[str] = None, **kwargs: Any) -> None:
-        _, language = _secret_or_language(type(self).__name__, args, secret, language)
-        super().__init__(_webhook_channel("discord", webhook_url, language), **kwargs)
+    CHANNEL_TYPE = "discord"
 
 
 class TelegramCallback(_NotificationCallback):
@@ -243,10 +263,11 @@ class TelegramCallback(_NotificationCallback):
             channel["api_url"] = api_url
         if language is not None:
             channel["language"] = language
+        problems: Problems = []
         if not isinstance(notify_on_start, bool):
-            raise ValueError(f"{type(self).__name__}: notify_on_start: must be True or False")
-        self._notify_on_start = notify_on_start
-        super().__init__(channel, **kwargs)
+            problems.append(("notify_on_start", f"must be True or False, not {kind(notify_on_start)}"))
+        self._notify_on_start = notify_on_start is True
+        super().__init__(channel, problems, **kwargs)
 
     def _run_started(self, recorder: Recorder) -> None:
         if self._notify_on_start:
@@ -263,6 +284,8 @@ class EmailCallback(_NotificationCallback):
     any other STARTTLS. ``language`` defaults as the installed SwanLab's does
     ("zh" from 0.8, "en" before). ``receiver_email`` may also be a list."""
 
+    ARGUMENT_OF = {"sender": "sender_email", "to": "receiver_email"}
+
     def __init__(self, sender_email: str, receiver_email: Union[str, list[str]], password: str,
                  smtp_server: str = "smtp.gmail.com", port: int = 587, language: Optional[str] = None,
                  **kwargs: Any) -> None:
@@ -274,3 +297,7 @@ class EmailCallback(_NotificationCallback):
                                    "sender": sender_email, "username": sender_email, "password": password,
                                    "to": receiver_email, "language": language}
         super().__init__(channel, **kwargs)
+
+    def _argument_problems(self) -> Problems:
+        # The login name is sender_email too: its problem is the sender's, said once.
+        return [problem for problem in super()._argument_problems() if problem[0] != "username"]

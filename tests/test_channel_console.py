@@ -36,8 +36,8 @@ def test_console_options():
 
 
 def test_registry_names_the_config_types():
-    assert sorted(REGISTRY) == ["apprise", "bark", "console", "dingtalk", "discord", "email", "feishu",
-                                "lark", "ntfy", "slack", "telegram", "webhook", "wecom"]
+    assert sorted(REGISTRY) == ["alertmanager", "apprise", "bark", "console", "dingtalk", "discord", "email",
+                                "feishu", "lark", "ntfy", "slack", "telegram", "webhook", "wecom"]
     assert all(cls.type_name == name for name, cls in REGISTRY.items())
 
 
@@ -57,9 +57,8 @@ def test_build_channel_lists_every_problem_without_secrets():
 def test_check_channel_for_inline_dicts():
     assert check_channel({"type": "slack", "webhook_url": "https://hooks.slack.com/services/T/B/x"}) == []
     assert check_channel({"webhook_url": "https://x"}) == [
-        ("type", "required (one of apprise, bark, console, dingtalk, discord, email, feishu, lark, ntfy, "
-                 "slack, telegram, webhook, wecom)")
-    ]
+        ("type", "required (one of alertmanager, apprise, bark, console, dingtalk, discord, email, feishu, "
+                 "lark, ntfy, slack, telegram, webhook, wecom)")]
     assert check_channel("slack") == [("", "must be a mapping of options")]
 
 

@@ -150,14 +150,6 @@ def test_unknown_token_is_permanent(robot):
     assert err.value.permanent and "300001" in str(err.value) and "access_token" in str(err.value)
 
 
-@pytest.mark.parametrize("mode, permanent", [("5xx", False), ("down", False), ("4xx", True)])
-def test_http_failures(robot, mode, permanent):
-    robot.fail(mode)
-    with pytest.raises(DeliveryError) as err:
-        channel_for(robot).send(sample_alert())
-    assert err.value.permanent is permanent
-
-
 def test_service_busy_is_transient(robot):
     robot.fail(status=200, body='{"errcode": -1, "errmsg": "系统繁忙"}')
     with pytest.raises(DeliveryError) as err:

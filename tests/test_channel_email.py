@@ -119,3 +119,11 @@ def test_check_options():
     assert [k for k, _ in EmailChannel.check_options({**base, "tls": "ssl"})] == ["tls"]
     assert build_channel("m", {"type": "email", **base, "port": 465}).implicit_tls
     assert not build_channel("m", {"type": "email", **base}).implicit_tls
+
+
+def test_run_text_in_the_plain_body_is_escaped(smtp):
+    channel_for(smtp).send(sample_alert(error="Traceback\n  \x1b[2J\x1b]0;owned\x07\nValueError: x"))
+    (message,) = smtp.wait_for_messages(1)
+    plain = message.get_body(("plain",)).get_content()
+    assert "\x1b" not in plain and "\x07" not in plain
+    assert "  \\x1b[2J\\x1b]0;owned\\x07\nValueError: x" in plain.replace("\r\n", "\n")

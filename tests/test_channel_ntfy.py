@@ -95,3 +95,13 @@ def test_check_options():
     assert [k for k, _ in NtfyChannel.check_options({"url": "https://ntfy.sh/a", "priority": "loud"})] == [
         "priority"
     ]
+
+
+def test_run_text_reaches_the_reader_escaped(server):
+    hostile = "exp\x1b]0;owned\x07\x1b[2J"
+    channel_for(server).send(sample_alert(run_name=hostile, error="Traceback\n  \x1b[31mred\nValueError: x"))
+    (note,) = server.messages
+    assert "\x1b" not in note["title"] and "\x07" not in note["title"]
+    assert "exp\\x1b]0;owned\\x07\\x1b[2J" in note["title"]
+    assert "\x1b" not in note["message"] and "\\x1b[31mred" in note["message"]
+    assert "\n  \\x1b[31mred\nValueError: x\n" in note["message"]

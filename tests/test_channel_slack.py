@@ -121,23 +121,6 @@ def test_unknown_webhook_is_no_service(slack):
     assert "nope-nope" not in str(err.value)
 
 
-@pytest.mark.parametrize("mode", ["down", "5xx"])
-def test_failure_modes_are_transient(slack, mode):
-    slack.fail(mode)
-    with pytest.raises(DeliveryError) as err:
-        channel_for(slack).send(sample_alert())
-    assert not err.value.permanent
-
-
-def test_down_then_up(slack):
-    channel = channel_for(slack)
-    slack.fail("down")
-    with pytest.raises(DeliveryError):
-        channel.send(sample_alert())
-    slack.recover()
-    assert channel.send(sample_alert()) == "Slack: 200 ok"
-
-
 def test_check_options_and_secrets(slack):
     assert SlackChannel.check_options({"webhook_url": slack.webhook_url}) == []
     assert [k for k, _ in SlackChannel.check_options({})] == ["webhook_url"]

@@ -14,8 +14,9 @@ from sentinel.channels.base import Channel
 from sentinel.config import ChannelConfig, Config
 from sentinel.delivery import ChannelSet, Delivery, RateLimiter
 from sentinel.outbox import Outbox, RetryPolicy
-from tests.fakes import FakeDingTalk, FakeSlack, wait_for
+from tests.fakes import FakeDingTalk, FakeSlack
 from tests.fakes.samples import NOW, FakeClock, sample_alert
+from tests.waiting import wait_for
 
 POLICY = RetryPolicy(base=10.0, cap=1800.0, jitter=0.25, retry_for=48 * 3600.0)
 
@@ -310,7 +311,7 @@ def test_workers_deliver_in_order_and_stop(outbox, slack):
         for n in range(10):
             outbox.enqueue(sample_alert(AlertKind.MESSAGE, n=n, text=f"msg {n}"), ["ops"])
             delivery.wake()
-        assert wait_for(lambda: outbox.pending_count() == 0, timeout=30)
+        wait_for(lambda: outbox.pending_count() == 0, 30, what="an empty outbox")
     finally:
         assert delivery.stop(10)
     assert message_texts(slack) == [f"msg {n}" for n in range(10)]
@@ -326,9 +327,9 @@ def test_workers_retry_until_the_webhook_is_back(tmp_path, slack):
     try:
         outbox.enqueue(sample_alert(), ["ops"])
         delivery.wake()
-        assert slack.wait_for(lambda reqs: len(reqs) >= 3, timeout=30)  # retrying while down
+        wait_for(lambda: len(slack.received()) >= 3, 30, what="three attempts while Slack is down")
         slack.recover()
-        assert wait_for(lambda: outbox.pending_count() == 0, timeout=30)
+        wait_for(lambda: outbox.pending_count() == 0, 30, what="an empty outbox")
     finally:
         assert delivery.stop(10)
     assert len(slack.messages) == 1

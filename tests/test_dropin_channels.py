@@ -162,8 +162,11 @@ def all_channels(generation: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[t
         yield setups, args
 
 
-def _headline(kind: AlertKind, run_name: str, lang: str) -> str:
-    return headline(Alert(alert_id="x", kind=kind, created=0.0, run_name=run_name), lang)
+def _headline(kind: AlertKind, run_name: str, lang: str, signal: Optional[str] = None) -> str:
+    return headline(Alert(alert_id="x", kind=kind, created=0.0, run_name=run_name, signal=signal), lang)
+
+
+KILL = "SIGKILL"  # how the kernel names a kill -9
 
 
 def _wait_text(setup: Setup, needle: str, what: str) -> str:
@@ -212,7 +215,7 @@ def test_with_a_daemon(env_var: Optional[str], tmp_path: Path, monkeypatch: pyte
         assert finishing.wait() == 0, finishing.output()
         for setup in setups:
             _wait_text(
-                setup, _headline(AlertKind.KILLED, "exp-sleep-forever", setup.language), "the kill -9 alert"
+                setup, _headline(AlertKind.KILLED, "exp-sleep-forever", setup.language, KILL), "the kill -9 alert"
             )
             crash = _wait_text(
                 setup, _headline(AlertKind.CRASHED, "exp-exception", setup.language), "the crash"
@@ -221,7 +224,7 @@ def test_with_a_daemon(env_var: Optional[str], tmp_path: Path, monkeypatch: pyte
             _wait_text(setup, _headline(AlertKind.FINISHED, "exp-finish", setup.language), "the finish")
         daemon.stop()
     for setup in setups:
-        killed = _headline(AlertKind.KILLED, "exp-sleep-forever", setup.language)
+        killed = _headline(AlertKind.KILLED, "exp-sleep-forever", setup.language, KILL)
         assert sum(killed in text for text in setup.texts()) == 1, (setup.name, setup.texts())
     assert "unexpected" not in daemon.log(), daemon.log()  # no channel failed in an unplanned way
 

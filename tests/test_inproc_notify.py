@@ -3,14 +3,17 @@ channel they record, and delivery from the process when no daemon is alive."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 from pathlib import Path
+from typing import Callable, Iterator
 
 import pytest
 
 from sentinel import spool
-from sentinel.procid import ProcessIdentity
+from sentinel.rules import InvalidArgument
+from tests.daemon_harness import PretendDaemon
 from tests.fakes import FakeBark, FakeDingTalk, FakeSlack
 from tests.victims.harness import Victim, swanlab_params, swanlab_python
 
@@ -21,12 +24,11 @@ def _push_text(push: dict) -> str:
     return " ".join(str(push.get(k, "")) for k in ("title", "subtitle", "body"))
 
 
-def _pretend_a_daemon_is_alive(spool_dir: Path) -> None:
-    """daemon.json naming a live process (this one), as the daemon writes it."""
-    me = ProcessIdentity.current()
-    spool.make_private_dir(spool_dir)
-    spool.write_json(spool_dir / spool.DAEMON_FILE,
-                     spool.DaemonLiveness(me.pid, me.start_ticks, me.boot_id, written=0.0).to_dict())
+@pytest.fixture
+def pretend_daemon() -> Iterator[Callable[[Path], None]]:
+    """Makes ``daemon.json`` name a live process that is named as the daemon, until the test ends."""
+    with contextlib.ExitStack() as stack:
+        yield lambda spool_dir: stack.enter_context(PretendDaemon(spool_dir)) and None
 
 
 # ------------------------------------------------------------ constructors
@@ -140,10 +142,12 @@ def test_without_a_daemon_a_signed_dingtalk_message_arrives(tmp_path: Path) -> N
 
 
 @pytest.mark.parametrize("env_var", swanlab_params())
-def test_with_a_daemon_alive_everything_goes_through_the_spool(env_var: str, tmp_path: Path) -> None:
+def test_with_a_daemon_alive_everything_goes_through_the_spool(
+        env_var: str, tmp_path: Path,
+        pretend_daemon: Callable[[Path], None]) -> None:
     python = swanlab_python(env_var)
     spool_dir = tmp_path / "spool"
-    _pretend_a_daemon_is_alive(spool_dir)
+    pretend_daemon(spool_dir)
     with FakeBark(keys=[KEY]) as bark, Victim.swanlab(
         python, tmp_path, "finish", "--heartbeat", "0.05", "--send", "queued, not sent",
         "--dropin", "bark", "--dropin-args", json.dumps({"url": f"{bark.url}/{KEY}"}),
@@ -157,9 +161,10 @@ def test_with_a_daemon_alive_everything_goes_through_the_spool(env_var: str, tmp
         assert not any("no sentinel daemon" in line for line in victim.stderr)
 
 
-def test_a_dropin_next_to_a_sentinel_callback_makes_one_run(tmp_path: Path) -> None:
+def test_a_dropin_next_to_a_sentinel_callback_makes_one_run(tmp_path: Path,
+                                                           pretend_daemon: Callable[[Path], None]) -> None:
     spool_dir = tmp_path / "spool"
-    _pretend_a_daemon_is_alive(spool_dir)
+    pretend_daemon(spool_dir)
     with Victim.swanlab(
         swanlab_python(None), tmp_path, "finish", "--heartbeat", "0.05", "--channel", '"ops"',
         "--dropin", "bark", "--dropin-args", json.dumps({"key": KEY}), "--also-plain", spool_dir=spool_dir,
@@ -239,8 +244,28 @@ def test_ambiguous_or_wrong_arguments_raise_at_construction() -> None:
     with pytest.raises(ValueError, match="TelegramCallback: .*bot_token") as info:
         TelegramCallback("not-a-token-but-secret", "42")
     assert "not-a-token-but-secret" not in str(info.value)
-    with pytest.raises(ValueError, match="EmailCallback: .*to"):
+    with pytest.raises(InvalidArgument, match=r"^EmailCallback: receiver_email: must be an e-mail address"):
         EmailCallback("alice@example.org", "not an address", "pw")
+
+
+def test_the_new_dropins_name_every_bad_argument_at_once() -> None:
+    from sentinel import DiscordCallback, EmailCallback, LarkCallback, TelegramCallback, WeComCallback
+
+    with pytest.raises(InvalidArgument, match=r"^TelegramCallback: notify_on_start: must be True or False, "
+                                              r"not a string; bot_token: .*; language: must be one of "
+                                              r"en, zh; stall_timeout: "):
+        TelegramCallback("not-a-token", 42, language="fr", notify_on_start="yes", stall_timeout=0)
+    with pytest.raises(InvalidArgument, match=r"^EmailCallback: port: .*; sender_email: must be an e-mail "
+                                              r"address; receiver_email: [^;]*$"):
+        EmailCallback("not-an-address", ["bob@example.org", 3], "pw", port="smtp")
+    with pytest.raises(InvalidArgument, match=r"^LarkCallback: webhook_url: .*; secret: "):
+        LarkCallback(b"https://open.feishu.cn/open-apis/bot/v2/hook/x", secret=7)
+    with pytest.raises(InvalidArgument, match=r"^WeComCallback: secret: must be a string, not a number; "
+                                              r"channels: "):
+        WeComCallback(WECOM, 5, channels="phone")
+    with pytest.raises(InvalidArgument, match=r"^DiscordCallback: takes at most 3 positional arguments "
+                                              r"\(4 given\); webhook_url: "):
+        DiscordCallback("not a url", None, "en", "extra")
 
 
 def test_telegram_and_email_take_swanlab_s_arguments() -> None:

@@ -19,7 +19,7 @@ from sentinel.alerts import AlertKind
 from sentinel.outbox import Outbox, RetryPolicy, SyncThread, backoff, next_attempt
 from tests.fakes import FakeSlack
 from tests.fakes.samples import NOW, RUN_ID, sample_alert
-from tests.victims.harness import wait_for
+from tests.waiting import wait_for
 
 # ---------------------------------------------------------------- retry schedule (pure)
 
@@ -306,7 +306,7 @@ SENDER = textwrap.dedent("""
     delivery = Delivery(outbox, ChannelSet({"slack": channel}))
     delivery.start()
     deadline = time.monotonic() + 60
-    while outbox.pending_count() and time.monotonic() < deadline:
+    while outbox.pending_count() and time.monotonic() < deadline:  # the sender's own work loop
         time.sleep(0.01)
     delivery.stop(5)
     print("pending", outbox.pending_count(), flush=True)

@@ -28,6 +28,7 @@ from sentinel.channels.options import check_language, unknown_keys
 from sentinel.channels.plain import digest_title, plain_digest, plain_digest_fit, plain_text
 from sentinel.redact import redact
 from sentinel.render import title as alert_title
+from sentinel.safetext import printable
 
 MAX_TEXT = 4000  # characters: what most services Apprise talks to show in full
 INSTALL = "needs the apprise package: pip install 'run-sentinel[apprise]'"
@@ -94,11 +95,8 @@ class AppriseChannel(Channel):
 
     def send(self, alert: Alert) -> str:
         lang = self.language_for(alert)
-        return self._notify(
-            alert_title(alert, lang),
-            plain_text(alert, lang, MAX_TEXT) or alert_title(alert, lang),
-            alert.kind,
-        )
+        title = printable(alert_title(alert, lang))  # Apprise may print it (syslog, a terminal)
+        return self._notify(title, plain_text(alert, lang, MAX_TEXT) or title, alert.kind)
 
     def send_digest(self, alerts: Sequence[Alert]) -> str:
         lang = self.language_for(alerts[0])

@@ -14,6 +14,7 @@ from sentinel.channels.base import Channel, register
 from sentinel.channels.options import check_language, unknown_keys
 from sentinel.render import error_tail, facts, say, summary
 from sentinel.render import title as alert_title
+from sentinel.safetext import printable, printable_lines
 
 STREAMS = ("stdout", "stderr")
 
@@ -42,20 +43,22 @@ class ConsoleChannel(Channel):
 
 
 def render_text(alert: Alert, lang: str = "en") -> str:
-    """Plain text for a terminal (the console channel)."""
-    lines = [alert_title(alert, lang)]
+    """Plain text for a terminal (the console channel). Run-supplied text is
+    ``printable``: no escape sequence or forged line reaches the terminal."""
+    lines = [printable(alert_title(alert, lang))]
     said = summary(alert, lang)
     if said:
-        lines.append(f"  {said}" if alert.kind != AlertKind.MESSAGE else _indent(said))
+        lines.append(f"  {printable(said)}" if alert.kind != AlertKind.MESSAGE
+                     else _indent("\n".join(printable_lines(said))))
     width = max((_width(label) for label, _ in facts(alert, lang)), default=0)
     for label, value in facts(alert, lang):
-        lines.append(f"  {label}{' ' * (width - _width(label))}  {value}")
+        lines.append(f"  {label}{' ' * (width - _width(label))}  {printable(value)}")
     tail = error_tail(alert)
     if tail:
         lines.append(f"  {say(lang, 'error')}:")
-        lines.extend("    " + line for line in tail.splitlines())
+        lines.extend("    " + line for line in printable_lines(tail))
     if alert.url:
-        lines.append(f"  {say(lang, 'link')}: {alert.url}")
+        lines.append(f"  {say(lang, 'link')}: {printable(alert.url)}")
     return "\n".join(lines)
 
 

@@ -28,6 +28,7 @@ from sentinel.channels.plain import digest_title, plain_digest, plain_text
 from sentinel.redact import redact
 from sentinel.render import PRODUCT, cap
 from sentinel.render import title as alert_title
+from sentinel.safetext import printable
 
 if TYPE_CHECKING:  # smtplib, ssl and email load on the first send, not with the channels
     import ssl
@@ -42,8 +43,9 @@ _ADDRESS = r"^[^@\s<>,;]+@[^@\s<>,;]+$"
 
 
 def _one_line(text: str) -> str:
-    """A header value: control characters (CR/LF would inject headers) become spaces."""
-    return " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())
+    """A header value: line breaks (CR/LF would inject headers) become spaces,
+    other control characters are escaped as everywhere run text is shown."""
+    return printable(" ".join(text.split()))
 
 
 def _recipients(value: Any) -> list[str]:
@@ -163,7 +165,7 @@ class EmailChannel(Channel):
         subject = alert_title(alert, lang)
         return self.message(
             subject,
-            plain_text(alert, lang, MAX_TEXT, tail_lines=60, tail_chars=20000) or subject,
+            plain_text(alert, lang, MAX_TEXT, tail_lines=60, tail_chars=20000) or _one_line(subject),
             alert.alert_id,
         )
 

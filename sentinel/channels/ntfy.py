@@ -28,6 +28,7 @@ from sentinel.channels.options import check_language, check_str, check_url, unkn
 from sentinel.channels.plain import digest_title, plain_digest, plain_digest_fit, plain_text
 from sentinel.redact import redact
 from sentinel.render import title as alert_title
+from sentinel.safetext import printable
 
 MAX_MESSAGE_BYTES = 4096
 _BUDGET = 4000
@@ -52,7 +53,9 @@ RATE_LIMIT = (12, 60.0)  # a bucket of 60 refilled 1 per 5 s never runs dry at t
 
 def header_value(text: str) -> str:
     """ASCII as it is; anything else RFC 2047 encoded (HTTP headers are Latin-1)."""
-    text = " ".join(text.split())  # no CR/LF: a header cannot be split or injected
+    # No CR/LF (a header cannot be split or injected), no escape sequence for
+    # a terminal (the ntfy CLI prints what it receives).
+    text = printable(" ".join(text.split()))
     if text.isascii():
         return text
     return email.header.Header(text, "utf-8", maxlinelen=10**6).encode()
@@ -122,7 +125,7 @@ class NtfyChannel(Channel):
     def request(self, alert: Alert) -> tuple[bytes, dict[str, str]]:
         """(body, headers) for one alert."""
         lang = self.language_for(alert)
-        body = plain_text(alert, lang, _BUDGET, utf8_len) or alert_title(alert, lang)
+        body = plain_text(alert, lang, _BUDGET, utf8_len) or printable(alert_title(alert, lang))
         headers = {
             "Title": header_value(cut(alert_title(alert, lang), 250)),
             "Priority": str(self.priority_for(alert.kind)),

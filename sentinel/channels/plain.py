@@ -4,6 +4,9 @@
 lines, the error tail, the link — the title goes where the service shows
 titles. ``plain_digest`` lists several alerts, one short block each. Both
 fit a size ``limit`` (``sentinel.channels.fit``): a traceback keeps its end.
+Shown as it is, possibly in a terminal (``ntfy subscribe``, a console mail
+reader), so run-supplied text goes through ``sentinel.safetext``: no escape
+sequence reaches the reader, and no line break a run name hid.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from sentinel.alerts import Alert, AlertKind
 from sentinel.channels.fit import Measure, cut, fit_message, how_many_fit
 from sentinel.render import PRODUCT, cap, error_tail, facts, headline, say, summary
 from sentinel.render import emoji as kind_emoji
+from sentinel.safetext import printable, printable_lines
 
 SUMMARY_MAX = 600  # characters; a user's message may be longer (then the tail rule applies to it)
 FACT_MAX = 160
@@ -24,8 +28,8 @@ def plain_text(
     alert: Alert, lang: str, limit: int, measure: Measure = len, tail_lines: int = 20, tail_chars: int = 3000
 ) -> str:
     """The body of one alert in plain text, within ``limit``."""
-    pairs = [(label, cap(value, FACT_MAX)) for label, value in facts(alert, lang)]
-    said = summary(alert, lang)
+    pairs = [(label, cap(printable(value), FACT_MAX)) for label, value in facts(alert, lang)]
+    said = _lines(summary(alert, lang))
     # At most half the budget: the headline's facts and the tail's end need room too.
     said = cut(
         cap(said, MESSAGE_MAX if alert.kind == AlertKind.MESSAGE else SUMMARY_MAX), limit // 2, measure
@@ -37,10 +41,15 @@ def plain_text(
         if tail:
             lines += ["", f"{say(lang, 'error')}:", tail]
         if alert.url:
-            lines += ["", f"{say(lang, 'open')}: {alert.url}"]
+            lines += ["", f"{say(lang, 'open')}: {printable(alert.url)}"]
         return "\n".join(lines).strip("\n")
 
-    return fit_message(render, error_tail(alert, tail_lines, tail_chars), len(pairs), limit, measure)
+    return fit_message(render, _lines(error_tail(alert, tail_lines, tail_chars)), len(pairs), limit, measure)
+
+
+def _lines(text: Optional[str]) -> str:
+    """Multi-line run text (a message, a traceback), each line made printable."""
+    return "\n".join(printable_lines(text)) if text else ""
 
 
 def digest_title(alerts: Sequence[Alert], lang: str) -> str:
@@ -48,15 +57,15 @@ def digest_title(alerts: Sequence[Alert], lang: str) -> str:
 
 
 def digest_item(alert: Alert, lang: str) -> str:
-    lines = [f"{kind_emoji(alert.kind)} {cap(headline(alert, lang), 150)}".strip()]
+    lines = [f"{kind_emoji(alert.kind)} {cap(printable(headline(alert, lang)), 150)}".strip()]
     said = summary(alert, lang)
     if said:
-        lines.append("  " + cap(said.splitlines()[0], 200))
+        lines.append("  " + cap(printable(said.splitlines()[0]), 200))
     where = " · ".join(p for p in (alert.labels.get("project"), alert.hostname) if p)
     if where:
-        lines.append("  " + cap(where, 120))
+        lines.append("  " + cap(printable(where), 120))
     if alert.url and len(alert.url) <= 400:
-        lines.append("  " + alert.url)
+        lines.append("  " + printable(alert.url))
     return "\n".join(lines)
 
 

@@ -48,6 +48,7 @@ from sentinel.channels.options import check_language, check_str, check_url, unkn
 from sentinel.channels.plain import plain_text
 from sentinel.render import cap, summary
 from sentinel.render import title as alert_title
+from sentinel.safetext import printable
 
 SCHEMA = "run-sentinel.alert"
 VERSION = 1
@@ -100,7 +101,7 @@ def alert_document(alert: Alert, lang: str) -> dict[str, Any]:
         "schema": SCHEMA,
         "version": VERSION,
         "title": cap(alert_title(alert, lang), 300),
-        "text": plain_text(alert, lang, MAX_TEXT) or alert_title(alert, lang),
+        "text": plain_text(alert, lang, MAX_TEXT) or printable(alert_title(alert, lang)),
         "language": lang,
         "alert": {k: _finite(v) for k, v in body.items()},
     }

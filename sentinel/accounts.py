@@ -39,13 +39,9 @@ def group_names(uid: int) -> set[str]:
         return set()
     names: set[str] = set()
     try:
-        names.add(grp.getgrgid(entry.pw_gid).gr_name)
-    except KeyError:
-        pass
-    try:
-        gids = os.getgrouplist(entry.pw_name, entry.pw_gid)
+        gids = os.getgrouplist(entry.pw_name, entry.pw_gid)  # the primary group among them
     except OSError:
-        gids = []
+        gids = [entry.pw_gid]
     for gid in gids:
         try:
             names.add(grp.getgrgid(gid).gr_name)

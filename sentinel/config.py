@@ -645,7 +645,8 @@ def _check_choice(value: Any, known: tuple[str, ...], what: str) -> Optional[str
     if isinstance(value, str) and value in known:
         return None
     hint = difflib.get_close_matches(str(value), known, n=1)
-    return f"unknown {what} {value!r}" + (f"; did you mean {hint[0]!r}?" if hint else f" (known: {', '.join(known)})")
+    suggestion = f"; did you mean {hint[0]!r}?" if hint else f" (known: {', '.join(known)})"
+    return f"unknown {what} {value!r}{suggestion}"
 
 
 _HOST_RE = re.compile(r"^(\*\.)?[A-Za-z0-9]([A-Za-z0-9\-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9\-]{0,62}))*$")
@@ -657,7 +658,7 @@ def _check_host(value: Any) -> Optional[str]:
     if not isinstance(value, str):
         return f"must be a host name, not {_kind(value)}"
     if not (_HOST_RE.match(value) or _is_ip_literal(value)):
-        return f"must be a host name such as api.day.app or *.slack.com (no scheme, port or path), not {value!r}"
+        return f"must be a host name like api.day.app or *.slack.com (no scheme, port, path), not {value!r}"
     return None
 
 

@@ -108,6 +108,10 @@ class DingTalkChannel(Channel):
                 problems.append(("webhook_url", "has no access_token (copy the robot's whole Webhook URL)"))
         return problems
 
+    @classmethod
+    def destination_hosts(cls, options: Mapping[str, Any]) -> Optional[list[str]]:
+        return [urlsplit(options["webhook_url"]).hostname or ""]
+
     def secrets(self) -> list[str]:
         values = [self.webhook_url, self.secret]
         values += parse_qs(urlsplit(self.webhook_url).query).get("access_token", [])

@@ -12,7 +12,8 @@ workers rather than trickled out over minutes.
 from __future__ import annotations
 
 import hashlib
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import Any, ClassVar, Mapping, Optional, Sequence
+from urllib.parse import urlsplit
 
 from sentinel.alerts import Alert
 from sentinel.channels import http
@@ -62,6 +63,10 @@ class SlackChannel(Channel):
         problems += check_url(options, "webhook_url", required=True)
         problems += check_language(options)
         return problems
+
+    @classmethod
+    def destination_hosts(cls, options: Mapping[str, Any]) -> Optional[list[str]]:
+        return [urlsplit(options["webhook_url"]).hostname or ""]
 
     def secrets(self) -> list[str]:
         # The path after /services/ is the credential.

@@ -118,8 +118,10 @@ def from_run(
     now: Optional[float] = None,
     reason: Optional[Reason] = None,
     text: Optional[str] = None,
+    user: Optional[str] = None,
 ) -> Alert:
-    """An alert about ``run`` with the freshest facts the records hold."""
+    """An alert about ``run`` with the freshest facts the records hold;
+    ``user`` (the verified account) stands in for the name the record claims."""
     now = time.time() if now is None else now
     step = progress.step if progress else None
     if final is not None and final.step is not None:
@@ -134,7 +136,7 @@ def from_run(
         run_id=run.run_id,
         run_name=run.name or run.labels.get("experiment") or run.run_id,
         hostname=run.hostname,
-        user=run.user,
+        user=run.user if user is None else user,
         pid=run.pid,
         labels=dict(run.labels),
         started=run.started,

@@ -31,6 +31,7 @@ from sentinel.alerts import Alert, AlertKind, from_run
 from sentinel.channels import routing
 from sentinel.config import Config
 from sentinel.daemon import archive, reconcile
+from sentinel.daemon.channel_access import ChannelAccess
 from sentinel.daemon.decide import (
     Event,
     EventKind,
@@ -43,6 +44,7 @@ from sentinel.daemon.decide import (
     transition,
 )
 from sentinel.daemon.liveness import POLL_INTERVAL, Liveness
+from sentinel.daemon.message_limits import MessageGate
 from sentinel.daemon.oom import OomDetector
 from sentinel.daemon.rescan import RescanSweep
 from sentinel.daemon.run_reader import ProblemLog, RunReader, TrackedRun, is_shared_spool
@@ -65,6 +67,8 @@ RESCAN_SLICE = 200
 
 class OutboxLike(Protocol):
     def enqueue(self, alert: Alert, channels: list[str], *, sync: bool = True) -> bool: ...
+    def known(self, alert_id: str) -> bool: ...
+    def open_messages(self, user: str) -> int: ...
     def sync(self) -> None: ...
     def journal(self, run_id: str) -> list[Alert]: ...
     def forget_run(self, run_id: str) -> None: ...
@@ -105,6 +109,9 @@ class Daemon:
         self.watcher = SpoolWatcher(self.spool, self.wakeup)
         self.problems = ProblemLog()
         self.reader = RunReader(self.spool, is_shared_spool(self.spool), self.problems)
+        self.access = ChannelAccess(config, self.reader.shared,
+                                    inline_channels.register_inline if inline_channels is not None else None)
+        self.messages = MessageGate(config.message_limits, outbox.open_messages)
         self.runs: dict[str, TrackedRun] = {}
         self.retired: set[str] = set()  # ended runs whose directory could not be archived
         # (deadline, run id); an entry is current only while it equals the run's stall_check_at.
@@ -354,7 +361,7 @@ class Daemon:
         progress = self.reader.read_progress(run)
         run.progress = progress
         alert = from_run(alert_id(run.run_id, number, kind), kind, run.record, progress=progress,
-                         final=final, now=now, reason=reason)
+                         final=final, now=now, reason=reason, user=run.user)
         channels = routing.recipients(kind.value, run.channels, self.config.alert_on,
                                       delivered_inline=final is not None and final.delivered_inline)
         # If this raises (disk full), the state stays put and the next rescan decides again.
@@ -374,9 +381,11 @@ class Daemon:
                 if message is None:
                     continue  # malformed or foreign: logged once, left for the archive
                 alert = from_run(message_alert_id(run.run_id, seq), AlertKind.MESSAGE, run.record,
-                                 progress=run.progress, now=message.time, text=message.text)
-                # False: already queued before a restart.
-                self.outbox.enqueue(alert, run.channels, sync=False)
+                                 progress=run.progress, now=message.time, text=message.text, user=run.user)
+                # Known: already queued before a restart. Not admitted: dropped (counted, logged).
+                if self.outbox.known(alert.alert_id) or self.messages.admit(run.run_id, run.owner_uid,
+                                                                            run.user, now):
+                    self.outbox.enqueue(alert, run.channels, sync=False)
                 queued.append(path)
         finally:
             if queued:
@@ -390,6 +399,7 @@ class Daemon:
         """An ended run whose process is gone: archive it and stop tracking."""
         self.deliver_messages(run, now)
         self.forget(run.run_id)
+        self.messages.forget(run.run_id)
         if archive.archive_run(run.paths.dir, self.state.archive, now) is None and run.paths.dir.exists():
             self.retired.add(run.run_id)
 
@@ -447,10 +457,9 @@ class Daemon:
         return Reason("stuck", {"silent": now - last, "timeout": timeout})
 
     def resolve_channels(self, run: TrackedRun) -> list[str]:
-        """The run's channel names (``sentinel.channels.routing.resolve``)."""
-        register = self.inline_channels.register_inline if self.inline_channels is not None else None
-        return routing.resolve(run.record.channels, self.config.channels, self.config.default_channels,
-                               register, lambda problem: self.problems.report(run.paths.run, problem))
+        """The run's channel names under the access rules (``channel_access``)."""
+        return self.access.resolve(run.record.channels, run.owner_uid,
+                                   lambda problem: self.problems.report_field(run.paths.run, problem))
 
 
 def freeze_long_lived() -> None:

@@ -11,6 +11,7 @@ import enum
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping, Optional
+from urllib.parse import urlsplit
 
 from sentinel import endings
 from sentinel.endings import Reason
@@ -87,7 +88,10 @@ class Alert:
 
     @property
     def url(self) -> Optional[str]:
-        return self.labels.get("url") or None
+        """The run's link (``labels.url``) if it is a plain http(s) URL, else
+        None: it becomes a tap target and a button, where ``javascript:``,
+        ``file:`` or an app's own scheme must never go."""
+        return http_link(self.labels.get("url"))
 
     @property
     def duration(self) -> Optional[float]:
@@ -106,6 +110,22 @@ class Alert:
         values["kind"] = AlertKind(values["kind"])
         known = cls.__dataclass_fields__
         return cls(**{k: v for k, v in values.items() if k in known})
+
+
+_LINK_MAX_CHARS = 2000
+
+
+def http_link(value: Optional[str]) -> Optional[str]:
+    """``value`` if it is an http(s) URL with a host and no whitespace or control characters."""
+    if not value or len(value) > _LINK_MAX_CHARS or any(c.isspace() or not c.isprintable() for c in value):
+        return None
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        return None
+    return value
 
 
 def from_run(

@@ -59,6 +59,7 @@ import os
 import re
 import shutil
 import threading
+from collections import deque
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -503,7 +504,7 @@ class Outbox:
         """``channel``'s undelivered alerts, oldest first (at most ``limit``)."""
         with self._lock:
             out = []
-            for _, seq, alert_id in self._queues.get(channel, [])[:limit]:
+            for _, seq, alert_id in self._in_order(self._queues.get(channel, []))[:limit]:
                 record = self._open[alert_id]
                 state = record.channels[channel]
                 out.append(PendingDelivery(
@@ -512,6 +513,40 @@ class Outbox:
                     last_error=state.last_error,
                 ))
             return out
+
+    def _in_order(self, queue: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
+        """A channel's queue in sending order: state alerts first, except that
+        a run's state alert never overtakes that same run's earlier messages
+        (it goes right after them). Lock held."""
+        split = bisect.bisect_left(queue, (1, 0, ""))
+        states, messages = queue[:split], queue[split:]
+        if not states or not messages:
+            return queue
+        message_seqs: dict[str, list[int]] = {}
+        for _, seq, alert_id in messages:
+            message_seqs.setdefault(self._open[alert_id].alert.run_id, []).append(seq)
+        out: list[tuple[int, int, str]] = []
+        held: dict[str, deque[tuple[int, int, str]]] = {}
+        for entry in states:
+            run_id = self._open[entry[2]].alert.run_id
+            if message_seqs.get(run_id, [entry[1]])[0] < entry[1]:
+                held.setdefault(run_id, deque()).append(entry)
+            else:
+                out.append(entry)
+        if not held:
+            return queue
+        sent: dict[str, int] = {}
+        for entry in messages:
+            out.append(entry)
+            run_id = self._open[entry[2]].alert.run_id
+            waiting = held.get(run_id)
+            if waiting:
+                seqs = message_seqs[run_id]
+                sent[run_id] = index = sent.get(run_id, 0) + 1
+                following = seqs[index] if index < len(seqs) else None
+                while waiting and (following is None or waiting[0][1] < following):
+                    out.append(waiting.popleft())
+        return out
 
     def blocked(self, channel: str) -> bool:
         """True while an outcome for ``channel`` waits to be written (see ``flush``)."""

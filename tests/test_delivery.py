@@ -75,7 +75,10 @@ def slack_delivery(outbox, slack, clock):
 
 
 def message_texts(fake):
-    return [m["blocks"][1]["text"]["text"] for m in fake.messages]
+    """The texts of the run messages Slack got; each is quoted as the run's words."""
+    texts = [m["blocks"][1]["text"]["text"] for m in fake.messages]
+    assert all(text.startswith("> ") for text in texts), texts
+    return [text[2:] for text in texts]
 
 
 def test_fifo_and_one_per_second_per_webhook(outbox, slack):

@@ -30,6 +30,9 @@ The file format (see config.example.yaml for a commented example)::
       per_run_per_minute: 30
       per_user_per_minute: 120
       max_pending_per_user: 200
+    host: gpu-box-3                       # fleet keys: see sentinel.fleet_config
+    metrics: {listen: "127.0.0.1:9464"}
+    healthchecks: {api_key: "${HC_API_KEY}"}
 """
 
 from __future__ import annotations
@@ -47,7 +50,8 @@ from typing import Any, Callable, Mapping, Optional, Union
 
 from sentinel.accounts import group_exists, user_exists
 from sentinel.alerts import ALERT_STATES
-from sentinel.rules import LANGUAGES, choice, positive_duration
+from sentinel.fleet_config import FLEET_KEYS, HealthchecksConfig, MetricsConfig, check_fleet, default_host
+from sentinel.rules import LANGUAGES, absolute_path, choice, positive_duration
 from sentinel.rules import channel_name as check_channel_name
 from sentinel.rules import kind as _kind
 from sentinel.rules import parse_duration as parse_duration  # part of this module's API
@@ -127,6 +131,10 @@ class Config:
     # None: not configured, the spool decides (``inline_policy``).
     inline_channels: Optional[InlineChannelPolicy] = None
     message_limits: MessageLimits = field(default_factory=MessageLimits)
+    # Fleets (sentinel.fleet_config): the name reported as, metrics, healthchecks.io.
+    host: str = field(default_factory=default_host)
+    metrics: Optional[MetricsConfig] = None
+    healthchecks: Optional[HealthchecksConfig] = None
     source: Optional[Path] = None  # the file it came from, for messages
 
     def inline_policy(self, shared_spool: bool) -> InlineChannelPolicy:
@@ -289,6 +297,8 @@ def channel_secrets(config: Config) -> list[str]:
         found.extend(
             v for k, v in chan.options.items() if _SECRET_KEY_RE.search(str(k)) and isinstance(v, str) and v
         )
+    if config.healthchecks is not None:
+        found.append(config.healthchecks.api_key)
     return sorted(set(found))
 
 
@@ -434,7 +444,7 @@ class _Validator:
         top = (
             "spool", "state_dir", "language", "stall_timeout", "alert_on", "channel_modules", "channels",
             "default_channels", "retention", "dead_letter_retention", "retry_for",
-            "rescan_interval", "log_level", "inline_channels", "message_limits",
+            "rescan_interval", "log_level", "inline_channels", "message_limits", *FLEET_KEYS,
         )
         self.check_keys(data, (), top)
         if "channel_modules" in data:  # first: the channels below may use their types
@@ -442,7 +452,7 @@ class _Validator:
 
         for key in ("spool", "state_dir"):
             if key in data:
-                setattr(config, key, self.take(data, key, (), _absolute_path))
+                setattr(config, key, self.take(data, key, (), absolute_path))
         if "language" in data:
             config.language = self.take(data, "language", (), choice(LANGUAGES)) or config.language
         if "log_level" in data:
@@ -472,6 +482,10 @@ class _Validator:
             config.inline_channels = self.inline_channels(data["inline_channels"], ("inline_channels",))
         if "message_limits" in data:
             config.message_limits = self.message_limits(data["message_limits"], ("message_limits",))
+        check_fleet(self, data, config)
+        for chan in config.channels.values():
+            if chan.type == "alertmanager":  # its alerts name this daemon's host by default
+                chan.options.setdefault("host", config.host)
         return config
 
     def inline_channels(self, value: Any, path: Key) -> Optional[InlineChannelPolicy]:
@@ -553,7 +567,7 @@ class _Validator:
         loaded: list[Path] = []
         for index, item in enumerate(value):
             try:
-                module_path = _absolute_path(item)
+                module_path = absolute_path(item)
             except ValueError as exc:
                 self.problem(path + (index,), str(exc))
                 continue

@@ -106,6 +106,16 @@ class RateLimiter:
                 return
 
 
+def _status_only(permanent: Optional[bool]) -> str:
+    """What is said about an inline channel's answer: its HTTP status, nothing it wrote."""
+    status = http.last_status()
+    shown = f"HTTP {status}" if status is not None else "no HTTP answer"
+    if permanent is None:
+        return f"{shown} (answer not shown for inline channels)"
+    kind = "permanent" if permanent else "transient"
+    return f"{kind} failure, {shown} (answer not shown for inline channels)"
+
+
 # ---------------------------------------------------------------- channels
 
 
@@ -445,22 +455,29 @@ class Delivery:
 
     def _send(self, name: str, channel: Channel, batch: list[PendingDelivery]) -> None:
         secrets = channel.secrets()
+        # An inline channel's destination is a run's choice: what it answers
+        # is never logged or kept (it would read back an internal service's
+        # page), only its HTTP status.
+        inline = is_inline(name)
+        http.forget_status()
         try:
             if len(batch) > 1:
                 answer = channel.send_digest([item.alert for item in batch])
             else:
                 answer = channel.send(batch[0].alert)
         except DeliveryError as exc:
-            self._failed(name, batch, redact(exc, secrets), exc.permanent, exc.retry_after)
+            reason = _status_only(exc.permanent) if inline else redact(exc, secrets)
+            self._failed(name, batch, reason, exc.permanent, exc.retry_after)
             return
         except Exception as exc:
             # A bug, not the network: keep the alert and retry on schedule
             # (a fixed daemon delivers it); the traceback is logged redacted.
-            log.error("channel %s failed unexpectedly: %s", name, redact(f"{exc.__class__.__name__}: {exc}",
-                                                                         secrets), exc_info=True)
+            detail = "" if inline else f": {exc}"
+            log.error("channel %s failed unexpectedly: %s", name,
+                      redact(f"{exc.__class__.__name__}{detail}", secrets), exc_info=not inline)
             self._failed(name, batch, f"unexpected {exc.__class__.__name__}", False, None)
             return
-        answer = redact(answer, secrets)
+        answer = _status_only(None) if inline else redact(answer, secrets)
         now = self.clock()
         for item in batch:
             self.outbox.mark_delivered(item.alert.alert_id, name, answer, now)

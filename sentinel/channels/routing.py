@@ -47,6 +47,7 @@ def resolve(
     """
     names: list[str] = []
     inline_seen = 0
+    refused: dict[str, list[int]] = {}  # reason -> entry numbers
     for index, entry in enumerate(entries or list(defaults)):
         name = None
         if isinstance(entry, str):
@@ -67,14 +68,19 @@ def resolve(
             else:
                 try:
                     name = register_inline(entry)
+                except Refused as exc:  # reported below, once per reason
+                    refused.setdefault(str(exc), []).append(index + 1)
                 except Exception as exc:
-                    what = "refused" if isinstance(exc, Refused) else "invalid"
-                    report(f"{what} inline channel #{index + 1}: {redact(exc, string_values(entry))}; "
+                    report(f"invalid inline channel #{index + 1}: {redact(exc, string_values(entry))}; "
                            "using the default channels")
         if name is None:
             names.extend(defaults)
         else:
             names.append(name)
+    for reason, numbers in refused.items():
+        which = (f"inline channel #{numbers[0]}" if len(numbers) == 1
+                 else f"{len(numbers)} inline channels (#{numbers[0]}…#{numbers[-1]})")
+        report(f"refused {which}: {reason}; using the default channels")
     return list(dict.fromkeys(names))  # order kept, duplicates dropped
 
 

@@ -80,7 +80,7 @@ class ChannelAccess:
         register = self._gated_register if self._register_inline is not None else None
         return routing.resolve(entries, self.config.channels, self.config.default_channels, register, report,
                                may_use=lambda name: self.refusal(name, owner_uid),
-                               max_inline=self.policy.max_per_run)
+                               max_inline=self.policy.max_per_run if self.policy.allow else None)
 
     def refusal(self, name: str, uid: int) -> Optional[str]:
         """Why the owner of ``uid`` may not use configured channel ``name`` (None: they may)."""

@@ -695,11 +695,3 @@ def _check_group(value: Any) -> Optional[str]:
         return f"must be a group name, not {_kind(value)}"
     return None if group_exists(value) else f"no group {value!r} on this host"
 
-
-def _absolute_path(value: Any) -> Path:
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"must be a path, not {_kind(value)}")
-    path = Path(value).expanduser()
-    if not path.is_absolute():
-        raise ValueError(f"must be an absolute path (the daemon's working directory is not yours): {value!r}")
-    return path

@@ -69,7 +69,7 @@ def resolve(
                 try:
                     name = register_inline(entry)
                 except Refused as exc:  # reported below, once per reason
-                    refused.setdefault(str(exc), []).append(index + 1)
+                    refused.setdefault(redact(exc, string_values(entry)), []).append(index + 1)
                 except Exception as exc:
                     report(f"invalid inline channel #{index + 1}: {redact(exc, string_values(entry))}; "
                            "using the default channels")

@@ -23,6 +23,7 @@ from tests.victims.harness import VICTIMS, WATCH_VICTIM, Victim
 from tests.waiting import wait_for
 
 K = AlertKind
+KILL = "SIGKILL"  # how the kernel names a kill -9
 # The users' own interpreter: the suite's may live where only root can reach.
 USER_PYTHON = "/usr/bin/python3"
 FORGED_RUN = VICTIMS / "forged_run.py"
@@ -87,7 +88,7 @@ def test_inline_channels_are_off_in_a_shared_spool(tmp_path: Path, shared: Path,
                 run.expect("RUNNING")
                 daemon.wait_log(f"{run_id}/run.json: refused")
                 run.kill()
-                wait_for_push(phone, K.KILLED, "ssrf")
+                wait_for_push(phone, K.KILLED, "ssrf", signal=KILL)
             daemon.stop()
         assert internal.received() == []
         log = daemon.log()
@@ -122,7 +123,7 @@ def test_allowed_inline_channels_are_capped_bounded_and_never_read_back(
                 wait_for(lambda: len(internal.received()) >= MAX_WORKERS, 30, what="every worker busy")
                 busiest = thread_count(daemon.proc.pid)
                 internal.release()
-                wait_for_push(phone, K.KILLED, "many")
+                wait_for_push(phone, K.KILLED, "many", signal=KILL)
                 wait_for(lambda: len({r.json()["device_key"] for r in internal.received()}) == 20, 60,
                          what="the 20 allowed inline channels")
             daemon.stop()
@@ -158,7 +159,7 @@ def test_forged_user_restricted_channel_and_script_link(tmp_path: Path, shared: 
                 wait_for(lambda: team.messages, 30, what="the kill alert on the default channel")
             daemon.stop()
         [message] = team.messages
-        assert message["text"].startswith(bark_title(K.KILLED, "forged"))
+        assert message["text"].startswith(bark_title(K.KILLED, "forged", signal=KILL))
         shown = json.dumps(message)
         assert f"{user_name(mallory)}@" in shown and "root@" not in shown
         assert "javascript:" not in shown and not [b for b in message["blocks"] if b["type"] == "actions"]
@@ -194,14 +195,14 @@ def test_a_message_flood_does_not_delay_another_users_kill_alert(tmp_path: Path,
                 victim.kill()
                 daemon.wait_log("running -> killed")
                 phone.release()
-                wait_for_push(phone, K.KILLED, "victim")
+                wait_for_push(phone, K.KILLED, "victim", signal=KILL)
                 wait_for(lambda: sum(p["body"].startswith("flood ") for p in phone.pushes) == 30, 60,
                          what="the 30 messages taken")
                 flooder.kill()
                 daemon.wait_log(f"run {flood_id}: 970 message(s) dropped in all")
             daemon.stop()
         bodies = [p["body"] if p["body"].startswith("flood ") else "KILL" for p in phone.pushes
-                  if p["body"].startswith("flood ") or p["title"] == bark_title(K.KILLED, "victim")]
+                  if p["body"].startswith("flood ") or p["title"] == bark_title(K.KILLED, "victim", signal=KILL)]
         kill_at = bodies.index("KILL")
         assert kill_at <= 1, bodies[:5]  # only the message already in flight went before it
         assert bodies.count("KILL") == 1 and len(bodies) == 31

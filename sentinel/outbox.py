@@ -457,19 +457,26 @@ class Outbox:
 
     def forget_run(self, run_id: str) -> None:
         """Drop everything about ``run_id`` (its archived run was pruned)."""
+        run_dir = self.root / RUNS_DIR / _run_key(run_id)
         with self._lock:
-            run_dir = self.root / RUNS_DIR / _run_key(run_id)
             gone = {a for a, p in self._paths.items() if p.parent == run_dir}
-            for alert_id in gone:
-                del self._paths[alert_id]
-                record = self._open.pop(alert_id, None)
-                if record is not None:
-                    self._closed(record)
-            for name, queue in self._queues.items():
-                self._queues[name] = [item for item in queue if item[2] not in gone]
-            for name, outcomes in self._unsaved.items():
-                self._unsaved[name] = [o for o in outcomes if o.alert_id not in gone]
-        shutil.rmtree(run_dir, ignore_errors=True)  # its records are unknown now: no lock needed
+        # The records' own locks (in order), so no delivery outcome is being
+        # written into the directory while it goes; not the outbox's lock.
+        locks = [self._record_locks[i] for i in sorted({_stripe(a) for a in gone})]
+        with contextlib.ExitStack() as held:
+            for lock in locks:
+                held.enter_context(lock)
+            with self._lock:
+                for alert_id in gone:
+                    del self._paths[alert_id]
+                    record = self._open.pop(alert_id, None)
+                    if record is not None:
+                        self._closed(record)
+                for name, queue in self._queues.items():
+                    self._queues[name] = [item for item in queue if item[2] not in gone]
+                for name, outcomes in self._unsaved.items():
+                    self._unsaved[name] = [o for o in outcomes if o.alert_id not in gone]
+            shutil.rmtree(run_dir, ignore_errors=True)
 
     def open_messages(self, user: str) -> int:
         """``user``'s messages (``AlertKind.MESSAGE``) still pending for some channel."""
@@ -645,7 +652,7 @@ class Outbox:
         not under the outbox's: other channels' workers and the daemon's
         enqueues go on meanwhile."""
         alert_id = outcome.alert_id
-        with self._record_locks[hash(alert_id) % _RECORD_LOCKS]:
+        with self._record_locks[_stripe(alert_id)]:
             with self._lock:
                 record = self._open.get(alert_id)
                 path = self._paths.get(alert_id)
@@ -755,6 +762,10 @@ def read_dead_letters(root: Path) -> list[DeadLetter]:
                               channel=letter.channel, reason=letter.reason, attempts=letter.attempts,
                               dead_at=letter.dead_at, path=dead / name))
     return out
+
+
+def _stripe(alert_id: str) -> int:
+    return hash(alert_id) % _RECORD_LOCKS
 
 
 def _rank(alert: Alert) -> int:

@@ -12,6 +12,7 @@ import enum
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping, Optional
+from urllib.parse import urlsplit
 
 from sentinel import endings
 from sentinel.endings import Reason
@@ -88,7 +89,10 @@ class Alert:
 
     @property
     def url(self) -> Optional[str]:
-        return self.labels.get("url") or None
+        """The run's link (``labels.url``) if it is a plain http(s) URL, else
+        None: it becomes a tap target and a button, where ``javascript:``,
+        ``file:`` or an app's own scheme must never go."""
+        return http_link(self.labels.get("url"))
 
     @property
     def duration(self) -> Optional[float]:
@@ -109,6 +113,22 @@ class Alert:
         return cls(**{k: v for k, v in values.items() if k in known})
 
 
+_LINK_MAX_CHARS = 2000
+
+
+def http_link(value: Optional[str]) -> Optional[str]:
+    """``value`` if it is an http(s) URL with a host and no whitespace or control characters."""
+    if not value or len(value) > _LINK_MAX_CHARS or any(c.isspace() or not c.isprintable() for c in value):
+        return None
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        return None
+    return value
+
+
 def from_run(
     alert_id: str,
     kind: AlertKind,
@@ -119,8 +139,10 @@ def from_run(
     now: Optional[float] = None,
     reason: Optional[Reason] = None,
     text: Optional[str] = None,
+    user: Optional[str] = None,
 ) -> Alert:
-    """An alert about ``run`` with the freshest facts the records hold."""
+    """An alert about ``run`` with the freshest facts the records hold;
+    ``user`` (the verified account) stands in for the name the record claims."""
     now = time.time() if now is None else now
     step = progress.step if progress else None
     if final is not None and final.step is not None:
@@ -135,7 +157,7 @@ def from_run(
         run_id=run.run_id,
         run_name=run.name or run.labels.get("experiment") or run.run_id,
         hostname=run.hostname,
-        user=run.user,
+        user=run.user if user is None else user,
         pid=run.pid,
         labels=dict(run.labels),
         started=run.started,

@@ -184,7 +184,9 @@ def run_label(alert: Alert) -> str:
 def headline(alert: Alert, lang: str = "en") -> str:
     """'Crashed: resnet50' — what happened first, then which run."""
     if alert.kind == AlertKind.MESSAGE:
-        return say(lang, "from").format(run_label(alert))
+        # The run's own words follow: say whose, by the verified account.
+        sender = f"{alert.user} · {run_label(alert)}" if alert.user else run_label(alert)
+        return say(lang, "from").format(sender)
     if alert.kind == AlertKind.TEST:
         return f"{kind_words(AlertKind.TEST, lang).headline}: {PRODUCT}"
     return f"{what_happened(alert, lang)}: {run_label(alert)}"

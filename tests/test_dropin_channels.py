@@ -191,7 +191,9 @@ def test_with_a_daemon(env_var: Optional[str], tmp_path: Path, monkeypatch: pyte
     generation = "old" if env_var else "latest"
     with (
         all_channels(generation, monkeypatch) as (setups, args),
-        DaemonProcess(tmp_path / "daemon", {"screen": {"type": "console"}}) as daemon,
+        # All eight channels in one run: more inline channels than the default cap (4).
+        DaemonProcess(tmp_path / "daemon", {"screen": {"type": "console"}},
+                      inline_channels={"allow": True, "hosts": ["*"], "max_per_run": 8}) as daemon,
         contextlib.ExitStack() as stack,
     ):
         # Three runs at once (one is killed, one crashes, one finishes): what a shared GPU box sees.
@@ -214,9 +216,8 @@ def test_with_a_daemon(env_var: Optional[str], tmp_path: Path, monkeypatch: pyte
         assert crashing.wait() == 1, crashing.output()
         assert finishing.wait() == 0, finishing.output()
         for setup in setups:
-            _wait_text(
-                setup, _headline(AlertKind.KILLED, "exp-sleep-forever", setup.language, KILL), "the kill -9 alert"
-            )
+            killed = _headline(AlertKind.KILLED, "exp-sleep-forever", setup.language, KILL)
+            _wait_text(setup, killed, "the kill -9 alert")
             crash = _wait_text(
                 setup, _headline(AlertKind.CRASHED, "exp-exception", setup.language), "the crash"
             )

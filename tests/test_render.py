@@ -21,7 +21,7 @@ HEADLINES = {
     AlertKind.STALLED: ("Stalled: resnet50-lr3e-4", "训练卡住: resnet50-lr3e-4"),
     AlertKind.RECOVERED: ("Recovered: resnet50-lr3e-4", "已恢复: resnet50-lr3e-4"),
     AlertKind.LOST: ("Lost: resnet50-lr3e-4", "运行丢失: resnet50-lr3e-4"),
-    AlertKind.MESSAGE: ("Message from resnet50-lr3e-4", "来自 resnet50-lr3e-4 的消息"),
+    AlertKind.MESSAGE: ("Message from alice · resnet50-lr3e-4", "来自 alice · resnet50-lr3e-4 的消息"),
     AlertKind.TEST: ("Test alert: run-sentinel", "测试告警: run-sentinel"),
 }
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Mapping, Optional, Sequence, Tuple, TypeVar
+from urllib.parse import urlsplit
 
 from sentinel.alerts import Alert
 from sentinel.render import language_of
@@ -77,6 +78,19 @@ class Channel(ABC):
     def secrets(self) -> list[str]:
         """Values that must never appear in a log line or an error message."""
         return []
+
+    @classmethod
+    def destination_hosts(cls, options: Mapping[str, Any]) -> Optional[list[str]]:
+        """The host names the daemon would connect to for a channel with
+        ``options`` (valid ones); [] for none (no network). None: this type
+        cannot tell, so an inline channel of it is refused wherever the
+        admin limits inline destinations (``inline_channels.hosts``)."""
+        return None
+
+    @staticmethod
+    def hosts_of(*urls: str) -> list[str]:
+        """The host names of ``urls``, for ``destination_hosts``."""
+        return [urlsplit(url).hostname or "" for url in urls]
 
     def language_for(self, alert: Alert) -> str:
         """The language rule: the channel's own ``language`` option wins; a

@@ -157,6 +157,10 @@ class DiscordChannel(Channel):
             problems.append(("username", "must be 1-80 characters"))
         return problems
 
+    @classmethod
+    def destination_hosts(cls, options: Mapping[str, Any]) -> Optional[list[str]]:
+        return cls.hosts_of(options["webhook_url"])
+
     def secrets(self) -> list[str]:
         token = urlsplit(self.webhook_url).path.rstrip("/").rsplit("/", 1)[-1]
         return [v for v in (self.webhook_url, token) if v]

@@ -130,6 +130,10 @@ class LarkChannel(Channel):
                 )
         return problems
 
+    @classmethod
+    def destination_hosts(cls, options: Mapping[str, Any]) -> Optional[list[str]]:
+        return cls.hosts_of(options["webhook_url"])
+
     def secrets(self) -> list[str]:
         token = urlsplit(self.webhook_url).path.rsplit("/", 1)[-1]
         return [v for v in (self.webhook_url, token, self.secret) if v]

@@ -138,6 +138,10 @@ class EmailChannel(Channel):
             problems.append(("smtp_server", "must be a host name (put the port under port:)"))
         return problems
 
+    @classmethod
+    def destination_hosts(cls, options: Mapping[str, Any]) -> Optional[list[str]]:
+        return [options["smtp_server"]]
+
     def secrets(self) -> list[str]:
         return [self.password] if self.password else []
 

@@ -103,6 +103,10 @@ class NtfyChannel(Channel):
         problems += _check_priority(options.get("priority"))
         return problems
 
+    @classmethod
+    def destination_hosts(cls, options: Mapping[str, Any]) -> Optional[list[str]]:
+        return cls.hosts_of(options["url"])
+
     def secrets(self) -> list[str]:
         topic = self.url.rsplit("/", 1)[-1]
         return [v for v in (self.url, topic if len(topic) >= 8 else None, self.token) if v]

@@ -124,6 +124,10 @@ class TelegramChannel(Channel):
         problems += check_language(options)
         return problems
 
+    @classmethod
+    def destination_hosts(cls, options: Mapping[str, Any]) -> Optional[list[str]]:
+        return cls.hosts_of(options.get("api_url") or DEFAULT_API_URL)
+
     def secrets(self) -> list[str]:
         return [self.bot_token]
 

@@ -149,6 +149,10 @@ class WebhookChannel(Channel):
                         problems.append((f"headers.{name}", "must be one line of ASCII text"))
         return problems
 
+    @classmethod
+    def destination_hosts(cls, options: Mapping[str, Any]) -> Optional[list[str]]:
+        return cls.hosts_of(options["url"])
+
     def secrets(self) -> list[str]:
         values = [self.secret, *self.headers.values()]
         return [v for v in values if v]

@@ -117,6 +117,10 @@ class WeComChannel(Channel):
                 problems.append(("webhook_url", "has no key (copy the robot's whole Webhook URL)"))
         return problems
 
+    @classmethod
+    def destination_hosts(cls, options: Mapping[str, Any]) -> Optional[list[str]]:
+        return cls.hosts_of(options["webhook_url"])
+
     def secrets(self) -> list[str]:
         values = [self.webhook_url, *parse_qs(urlsplit(self.webhook_url).query).get("key", [])]
         return [v for v in values if v]

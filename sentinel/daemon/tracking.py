@@ -23,6 +23,7 @@ from sentinel.alerts import Alert, AlertKind, from_run, with_kernel_ending
 from sentinel.channels import routing
 from sentinel.config import Config
 from sentinel.daemon import archive
+from sentinel.daemon.channel_access import ChannelAccess
 from sentinel.daemon.decide import (
     Event,
     EventKind,
@@ -35,6 +36,7 @@ from sentinel.daemon.decide import (
     transition,
 )
 from sentinel.daemon.liveness import Liveness
+from sentinel.daemon.message_limits import MessageGate
 from sentinel.daemon.oom import OomDetector
 from sentinel.daemon.run_reader import RunReader, TrackedRun
 from sentinel.daemon.spool_watcher import SpoolWatcher
@@ -53,6 +55,8 @@ MIN_STEP = 0.005  # never spin: a deadline "now" is re-checked a little later
 
 class OutboxLike(Protocol):
     def enqueue(self, alert: Alert, channels: list[str], *, sync: bool = True) -> bool: ...
+    def known(self, alert_id: str) -> bool: ...
+    def open_messages(self, user: str) -> int: ...
     def sync(self) -> None: ...
     def journal(self, run_id: str) -> list[Alert]: ...
     def forget_run(self, run_id: str) -> None: ...
@@ -88,7 +92,9 @@ class Tracker:
         self.watcher = watcher
         self.oom = oom
         self.archive_dir = archive_dir
-        self.inline_channels = inline_channels
+        self.access = ChannelAccess(config, reader.shared,
+                                    inline_channels.register_inline if inline_channels is not None else None)
+        self.messages = MessageGate(config.message_limits, outbox.open_messages)
         self.wake_delivery = wake_delivery
         self.syncer = SyncThread(outbox.sync)  # fsyncs new alerts off the loop, during delivery
         self.runs: dict[str, TrackedRun] = {}
@@ -212,7 +218,7 @@ class Tracker:
         progress = self.reader.read_progress(run)
         run.progress = progress
         alert = from_run(alert_id(run.run_id, number, kind), kind, run.record, progress=progress,
-                         final=final, now=now, reason=reason)
+                         final=final, now=now, reason=reason, user=run.user)
         alert = with_kernel_ending(alert, kernel_status)
         channels = routing.recipients(kind.value, run.channels, self.config.alert_on,
                                       delivered_inline=final is not None and final.delivered_inline)
@@ -237,9 +243,11 @@ class Tracker:
                 if message is None:
                     continue  # malformed or foreign: logged once, left for the archive
                 alert = from_run(message_alert_id(run.run_id, seq), AlertKind.MESSAGE, run.record,
-                                 progress=run.progress, now=message.time, text=message.text)
-                # False: already queued before a restart.
-                self.outbox.enqueue(alert, run.channels, sync=False)
+                                 progress=run.progress, now=message.time, text=message.text, user=run.user)
+                # Known: already queued before a restart. Not admitted: dropped (counted, logged).
+                if self.outbox.known(alert.alert_id) or self.messages.admit(run.run_id, run.owner_uid,
+                                                                            run.user, now):
+                    self.outbox.enqueue(alert, run.channels, sync=False)
                 queued.append(path)
         finally:
             if queued:
@@ -253,6 +261,7 @@ class Tracker:
         """An ended run whose process is gone: archive it and stop tracking."""
         self.deliver_messages(run, now)
         self.forget(run.run_id)
+        self.messages.forget(run.run_id)
         if archive.archive_run(run.paths.dir, self.archive_dir, now) is None and run.paths.dir.exists():
             self.retired.add(run.run_id)
 
@@ -309,7 +318,6 @@ class Tracker:
     # ------------------------------------------------------------ channels
 
     def resolve_channels(self, run: TrackedRun) -> list[str]:
-        """The run's channel names (``sentinel.channels.routing.resolve``)."""
-        register = self.inline_channels.register_inline if self.inline_channels is not None else None
-        return routing.resolve(run.record.channels, self.config.channels, self.config.default_channels,
-                               register, lambda problem: self.reader.problems.report(run.paths.run, problem))
+        """The run's channel names under the access rules (``channel_access``)."""
+        return self.access.resolve(run.record.channels, run.owner_uid,
+                                   lambda problem: self.reader.problems.report_field(run.paths.run, problem))

@@ -161,6 +161,10 @@ def what_happened(alert: Alert, lang: str = "en") -> str:
     """The first words: 'Crashed', 'Killed by the OOM killer', 'Terminated (SIGTERM)'."""
     if alert.kind == AlertKind.KILLED and is_oom(alert):
         return say(lang, "oom")
+    why = alert.why
+    special = why.headline(language_of(lang)) if why is not None else None
+    if special is not None:
+        return special
     word = kind_words(alert.kind, lang).headline
     if alert.kind == AlertKind.TERMINATED:
         word += f" ({alert.signal or 'SIGTERM'})"

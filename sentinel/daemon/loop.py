@@ -14,11 +14,9 @@ so an exit is never queued behind thousands of other runs.
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import heapq
 import logging
-import os
 import select
 import sys
 import threading
@@ -42,6 +40,7 @@ from sentinel.daemon.decide import (
     stall_deadline,
     transition,
 )
+from sentinel.daemon.failures import FailureLog
 from sentinel.daemon.liveness import POLL_INTERVAL, Liveness
 from sentinel.daemon.oom import OomDetector
 from sentinel.daemon.rescan import RescanSweep
@@ -56,6 +55,7 @@ from sentinel.state_dir import StateDir
 log = logging.getLogger("sentinel.daemon")
 
 KILLED = Reason("no_exit_record")
+RECORD_DELETED = Reason("record_deleted")
 _MIN_STEP = 0.005  # never spin: a deadline "now" is re-checked a little later
 # Runs re-read per loop pass during a rescan. Re-reading one costs ~12 µs
 # (a few stats and failed opens), so a slice keeps a pass to ~2.5 ms, where a
@@ -102,8 +102,9 @@ class Daemon:
         self.oom = OomDetector(kmsg_path)
         if self.oom.fd is not None:
             self.epoll.register(self.oom.fd, select.EPOLLIN)
-        self.watcher = SpoolWatcher(self.spool, self.wakeup)
+        self.watcher = SpoolWatcher(self.spool, self.epoll)
         self.problems = ProblemLog()
+        self.failures = FailureLog(log)
         self.reader = RunReader(self.spool, is_shared_spool(self.spool), self.problems)
         self.runs: dict[str, TrackedRun] = {}
         self.retired: set[str] = set()  # ended runs whose directory could not be archived
@@ -210,15 +211,15 @@ class Daemon:
         """One run's trouble is logged and retried at the next rescan; the loop goes on."""
         try:
             step(*args)
-        except Exception:
-            log.exception("handling run %s failed; it is re-read at the next rescan", run_id)
+        except Exception as exc:
+            self.failures.report(run_id, exc, f"handling run {run_id} failed")
             self.forget(run_id)
 
     def forget(self, run_id: str) -> None:
         """Drop in-memory state; the next rescan re-admits the run from disk + journal."""
         self.runs.pop(run_id, None)
         self.liveness.unwatch(run_id)
-        self.watcher.want_beats(run_id, False)
+        self.watcher.forget(run_id)
 
     # ------------------------------------------------------------ events
 
@@ -253,7 +254,9 @@ class Daemon:
             return
         final = self.reader.read_final(run)
         cause = None if final is not None else self.oom.evidence(run.identity, run.cgroup)
-        event = exit_event(final, oom=cause is not None, at_startup=False)
+        if final is None and cause is None and not self.reader.run_dir_present(run):
+            cause = RECORD_DELETED  # no final record could be read: how it ended is unknown
+        event = exit_event(final, oom=cause is not None and cause.is_oom, at_startup=False)
         self.apply(run, event, now, final=final, reason=None if final else (cause or KILLED))
 
     def check_final(self, run: TrackedRun, now: float) -> None:
@@ -331,6 +334,7 @@ class Daemon:
         freeze_long_lived()
 
     def _rescan_run(self, run: TrackedRun, now: float) -> None:
+        self.watcher.watch_run(run.run_id)  # if it could not be watched before (the inotify limit)
         if run.state.is_live and not run.watched:
             # A failed enqueue left the run live with no exit watch: judge again.
             self.forget(run.run_id)
@@ -368,29 +372,29 @@ class Daemon:
 
     def deliver_messages(self, run: TrackedRun, now: float) -> None:
         """Queue the run's messages in order; each file goes once its alert is on disk."""
-        queued: list[Path] = []
-        try:
-            for seq, path, message in self.reader.pending_messages(run):
-                if message is None:
-                    continue  # malformed or foreign: logged once, left for the archive
-                alert = from_run(message_alert_id(run.run_id, seq), AlertKind.MESSAGE, run.record,
-                                 progress=run.progress, now=message.time, text=message.text)
-                # False: already queued before a restart.
-                self.outbox.enqueue(alert, run.channels, sync=False)
-                queued.append(path)
-        finally:
-            if queued:
-                self.wake_delivery()
-                self.outbox.sync()
-        for path in queued:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
+        queued: list[str] = []
+        with self.reader.pending_messages(run) as pending:
+            try:
+                for seq, name, message in pending.messages:
+                    if message is None:
+                        continue  # malformed or foreign: logged once, left for the archive
+                    alert = from_run(message_alert_id(run.run_id, seq), AlertKind.MESSAGE, run.record,
+                                     progress=run.progress, now=message.time, text=message.text)
+                    # False: already queued before a restart.
+                    self.outbox.enqueue(alert, run.channels, sync=False)
+                    queued.append(name)
+            finally:
+                if queued:
+                    self.wake_delivery()
+                    self.outbox.sync()
+            pending.remove(queued)  # in the msg/ directory they were read from
 
     def retire(self, run: TrackedRun, now: float) -> None:
         """An ended run whose process is gone: archive it and stop tracking."""
         self.deliver_messages(run, now)
         self.forget(run.run_id)
-        if archive.archive_run(run.paths.dir, self.state.archive, now) is None and run.paths.dir.exists():
+        if (archive.archive_run(self.spool, run.run_id, self.state.archive, now, run.dir_id) is None
+                and self.reader.run_dir_present(run)):
             self.retired.add(run.run_id)
 
     # ------------------------------------------------------------ helpers

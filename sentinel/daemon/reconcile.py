@@ -53,11 +53,13 @@ def last_beat(run: TrackedRun) -> Optional[float]:
 
 def admit(daemon: Daemon, run_id: str, now: float, at_startup: bool) -> Optional[TrackedRun]:
     """Start tracking ``run_id`` if its record is there and trusted."""
+    daemon.watcher.watch_run(run_id)  # first: a change made after the read below is seen
     loaded = daemon.reader.read_run(run_id)
     if loaded is None:
         return None
-    record, owner_uid = loaded
-    run = TrackedRun(record=record, paths=daemon.reader.paths(run_id), owner_uid=owner_uid)
+    record = loaded.record
+    run = TrackedRun(record=record, paths=daemon.reader.paths(run_id), owner_uid=loaded.owner_uid,
+                     dir_id=loaded.dir_id)
     run.state, run.transitions = replay(a.kind for a in daemon.outbox.journal(run_id))
     run.channels = daemon.resolve_channels(run)
     run.progress = daemon.reader.read_progress(run)

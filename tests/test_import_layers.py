@@ -33,7 +33,7 @@ LAYERS = {
     "sentinel.alerts": MODEL,
     "sentinel.config": OUTBOX,  # validates channel options with the channels' own rules
     "sentinel.render": CHANNELS,
-    "sentinel.endings": MODEL,
+    "sentinel.endings": FORMAT,  # the table of endings; the run record format names them
     "sentinel.outbox": OUTBOX,
     "sentinel.delivery": OUTBOX,
     "sentinel.fallback": OUTBOX,

@@ -21,6 +21,9 @@ The file format (see config.example.yaml for a commented example)::
     retry_for: 48h
     rescan_interval: 30s
     log_level: info
+    host: gpu-box-3                       # fleet keys: see sentinel.fleet_config
+    metrics: {listen: "127.0.0.1:9464"}
+    healthchecks: {api_key: "${HC_API_KEY}"}
 """
 
 from __future__ import annotations
@@ -36,7 +39,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Union
 
 from sentinel.alerts import ALERT_STATES
-from sentinel.rules import LANGUAGES, choice, positive_duration
+from sentinel.fleet_config import FLEET_KEYS, HealthchecksConfig, MetricsConfig, check_fleet, default_host
+from sentinel.rules import LANGUAGES, absolute_path, choice, positive_duration
 from sentinel.rules import channel_name as check_channel_name
 from sentinel.rules import kind as _kind
 from sentinel.rules import parse_duration as parse_duration  # part of this module's API
@@ -78,6 +82,10 @@ class Config:
     retry_for: float = 48 * 3600.0  # transient failures are retried at least this long
     rescan_interval: float = 30.0  # full spool rescan, the safety net under inotify
     log_level: str = "info"
+    # Fleets (sentinel.fleet_config): the name reported as, metrics, healthchecks.io.
+    host: str = field(default_factory=default_host)
+    metrics: Optional[MetricsConfig] = None
+    healthchecks: Optional[HealthchecksConfig] = None
     source: Optional[Path] = None  # the file it came from, for messages
 
     def spool_path(self) -> Path:
@@ -232,6 +240,8 @@ def channel_secrets(config: Config) -> list[str]:
         found.extend(
             v for k, v in chan.options.items() if _SECRET_KEY_RE.search(str(k)) and isinstance(v, str) and v
         )
+    if config.healthchecks is not None:
+        found.append(config.healthchecks.api_key)
     return sorted(set(found))
 
 
@@ -377,7 +387,7 @@ class _Validator:
         top = (
             "spool", "state_dir", "language", "stall_timeout", "alert_on", "channel_modules", "channels",
             "default_channels", "retention", "dead_letter_retention", "retry_for",
-            "rescan_interval", "log_level",
+            "rescan_interval", "log_level", *FLEET_KEYS,
         )
         self.check_keys(data, (), top)
         if "channel_modules" in data:  # first: the channels below may use their types
@@ -385,7 +395,7 @@ class _Validator:
 
         for key in ("spool", "state_dir"):
             if key in data:
-                setattr(config, key, self.take(data, key, (), _absolute_path))
+                setattr(config, key, self.take(data, key, (), absolute_path))
         if "language" in data:
             config.language = self.take(data, "language", (), choice(LANGUAGES)) or config.language
         if "log_level" in data:
@@ -411,6 +421,10 @@ class _Validator:
                 names = self.default_channels(data["default_channels"], declared, "channels" in data)
                 if names is not None:
                     config.default_channels = names
+        check_fleet(self, data, config)
+        for chan in config.channels.values():
+            if chan.type == "alertmanager":  # its alerts name this daemon's host by default
+                chan.options.setdefault("host", config.host)
         return config
 
     def states(self, value: Any, path: Key) -> Optional[list[str]]:
@@ -435,7 +449,7 @@ class _Validator:
         loaded: list[Path] = []
         for index, item in enumerate(value):
             try:
-                module_path = _absolute_path(item)
+                module_path = absolute_path(item)
             except ValueError as exc:
                 self.problem(path + (index,), str(exc))
                 continue
@@ -517,10 +531,3 @@ class _Validator:
         return names if ok else None
 
 
-def _absolute_path(value: Any) -> Path:
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"must be a path, not {_kind(value)}")
-    path = Path(value).expanduser()
-    if not path.is_absolute():
-        raise ValueError(f"must be an absolute path (the daemon's working directory is not yours): {value!r}")
-    return path

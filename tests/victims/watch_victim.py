@@ -25,6 +25,7 @@ def main() -> None:
         channels=args.channels,
         stall_timeout=args.stall_timeout,
         heartbeat_interval=args.heartbeat,
+        labels=args.labels or None,
     )
     _common.say(f"READY {run.run_id}")
     if args.expect_pause is not None:

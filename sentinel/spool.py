@@ -19,7 +19,9 @@ are never runs. Every file is one JSON object with ``"v": 1`` and is written
 atomically (a hidden temporary file in the same directory, then ``rename``),
 mode 0600, so a reader sees the old file or the new one, never half of one.
 
-Readers are hostile-input safe: they never follow symlinks, refuse anything
+Readers are hostile-input safe: they never follow symlinks (the daemon reads
+relative to directory fds, ``open_dir`` + ``read_json(name, dir_fd=)``, so
+not even a swapped directory leads it elsewhere), refuse anything
 that is not a regular file, cap the size they read (``MAX_FILE_BYTES``), and
 raise ``SpoolFormatError`` for a malformed, truncated or unknown-version file.
 Every number must be finite and within bounds (no ``NaN``/``Infinity``, which

@@ -340,7 +340,8 @@ class Daemon:
         freeze_long_lived()
 
     def _rescan_run(self, run: TrackedRun, now: float) -> None:
-        self.watcher.watch_run(run.run_id)  # if it could not be watched before (the inotify limit)
+        if not self.watcher.watched(run.run_id):  # it could not be watched before (the inotify limit)
+            self.watcher.watch_run(run.run_id)
         if run.state.is_live and not run.watched:
             # A failed enqueue left the run live with no exit watch: judge again.
             self.forget(run.run_id)

@@ -7,6 +7,7 @@ Stdlib only: the in-process fallback sender builds alerts too.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import time
 from dataclasses import asdict, dataclass, field
@@ -152,3 +153,13 @@ def from_run(
         reason=reason.code if reason is not None else None,
         reason_args=dict(reason.args) if reason is not None else {},
     )
+
+
+def with_kernel_ending(alert: Alert, status: Optional[int]) -> Alert:
+    """``alert`` with the ending the kernel reported (a wait status), if any."""
+    if status is None:
+        return alert
+    from sentinel.exit_status import ending_of
+
+    ending = ending_of(status)
+    return dataclasses.replace(alert, signal=ending.signal, exit_code=ending.exit_code)

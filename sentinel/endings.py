@@ -160,6 +160,12 @@ REASONS: Mapping[str, Mapping[str, str]] = {
         "en": "ended; its run record was deleted, so how it ended is unknown",
         "zh": "已结束；它的运行记录已被删除，无法得知它是如何结束的",
     },
+    # ... while the kernel did report the exit status (the headline says it).
+    "record_deleted_exit_known": {
+        "en": "its run record was deleted while it ran; the exit status the kernel reported is all "
+              "that is known",
+        "zh": "运行期间它的运行记录已被删除；只知道内核报告的退出状态",
+    },
 }
 # Reasons that change the alert's first words: the kind's headline would say
 # more than is known ("Killed" for a run that may have finished cleanly).

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from sentinel import endings
+from sentinel import endings, exit_status
 from sentinel.alerts import Alert, AlertKind
 
 # Every message names the product: a DingTalk robot guarded by a custom
@@ -161,6 +161,9 @@ def what_happened(alert: Alert, lang: str = "en") -> str:
     """The first words: 'Crashed', 'Killed by the OOM killer', 'Terminated (SIGTERM)'."""
     if alert.kind == AlertKind.KILLED and is_oom(alert):
         return say(lang, "oom")
+    kernel = kernel_words(alert, lang)
+    if kernel is not None:
+        return kernel[0]
     why = alert.why
     special = why.headline(language_of(lang)) if why is not None else None
     if special is not None:
@@ -169,6 +172,13 @@ def what_happened(alert: Alert, lang: str = "en") -> str:
     if alert.kind == AlertKind.TERMINATED:
         word += f" ({alert.signal or 'SIGTERM'})"
     return word
+
+
+def kernel_words(alert: Alert, lang: str) -> Optional[tuple[str, str]]:
+    """(headline, summary) of a death with no exit record, as the kernel named it."""
+    if alert.kind != AlertKind.KILLED:
+        return None
+    return exit_status.words(alert.signal, alert.exit_code, language_of(lang))
 
 
 def run_label(alert: Alert) -> str:
@@ -210,7 +220,8 @@ def summary(alert: Alert, lang: str = "en") -> str:
     if kind == AlertKind.RECOVERED:
         return kind_words(kind, lang).detail
     if kind in (AlertKind.KILLED, AlertKind.LOST):
-        return reason_text(alert, lang) or kind_words(kind, lang).detail
+        kernel = kernel_words(alert, lang)
+        return reason_text(alert, lang) or (kernel[1] if kernel else kind_words(kind, lang).detail)
     if kind in (AlertKind.CRASHED, AlertKind.ABORTED):
         last = last_error_line(alert)
         if last:

@@ -272,6 +272,17 @@ def _parse(cls: type, data: Mapping[str, Any], rules: Mapping[str, _Rule],
     return cls(**values)
 
 
+MAX_WATCH_THREADS = 4
+
+
+def _valid_watch_threads(value: Any) -> bool:
+    return isinstance(value, list) and len(value) <= MAX_WATCH_THREADS and all(
+        isinstance(pair, list) and len(pair) == 2 and _is_int(pair[0]) and pair[0] > 0
+        and _is_int(pair[1]) and pair[1] >= 0
+        for pair in value
+    )
+
+
 def _strings(value: Any) -> bool:
     return isinstance(value, list) and all(isinstance(a, str) for a in value)
 
@@ -323,6 +334,11 @@ class RunRecord:
     language: Optional[str] = None
     source: str = "watch"  # watch | swanlab | run
     version: str = ""
+    # Long-lived sub-threads of the process, [tid, start_ticks] each (start
+    # ticks as in /proc/<pid>/task/<tid>/stat), whose exits the daemon may
+    # watch: one dies with the process long before the process's own
+    # teardown ends. Optional; a malformed list is read as empty.
+    watch_threads: list[list[int]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -355,6 +371,10 @@ class RunRecord:
         "language": _Rule(_optional(_is_str), "must be a string or null"),
         "source": _STRING,
         "version": _STRING,
+        # Only a speed-up: with a bad value the run is still watched by its pid.
+        "watch_threads": _Rule(_valid_watch_threads,
+                               f"must be at most {MAX_WATCH_THREADS} [thread id, start ticks] pairs",
+                               clean=_keep),
     }
 
     @classmethod

@@ -27,6 +27,7 @@ LAYERS = {
     "sentinel.state_dir": FORMAT,
     "sentinel.daemon_file": FORMAT,
     "sentinel.logsetup": FORMAT,
+    "sentinel.exit_status": FORMAT,  # a kernel wait status in words
     "sentinel.rules": FORMAT,  # argument and config value rules, shared by both sides
     "sentinel.safetext": FORMAT,
     "sentinel.run_options": SIDES,  # checks a run's inline channels with the channels' rules

@@ -103,7 +103,7 @@ def run(config: Config, stop: Optional[threading.Event] = None, *, retry_policy:
         delivery.start()  # alerts left pending by a previous daemon go out at once
         daemon.start(time.time())
         systemd.notify("READY=1")
-        log.info("watching %s (%d run(s) tracked)", config.spool_path(), len(daemon.runs))
+        log.info("watching %s (%d run(s) tracked)", config.spool_path(), len(daemon.tracker.runs))
         serve(daemon, stop)
         return 0
     finally:

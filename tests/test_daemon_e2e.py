@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
@@ -481,6 +482,39 @@ def test_swanlab_dropin_bark_gets_the_kill_and_the_messages(daemon: DaemonProces
             wait_for_push(own, K.KILLED, run_name, signal=KILL, lang="zh")  # drop-ins speak zh
     daemon.stop()
     assert kinds(daemon, run_id) == [K.MESSAGE, K.KILLED]
+
+
+def test_a_rewritten_record_adds_channels_but_never_another_process(
+    tmp_path: Path, child: subprocess.Popen[bytes]
+) -> None:
+    """A second drop-in joining a run rewrites its record: its channel is
+    added. A rewrite naming another process is ignored, with its channels."""
+    with FakeBark() as first, FakeBark() as joined, FakeBark() as forged, DaemonProcess(
+        tmp_path, {"screen": {"type": "console"}}, log_level="debug"
+    ) as daemon:
+        ident = wait_for(lambda: ProcessIdentity.of(child.pid), 10, what="the child in /proc")
+        run_id = spool.new_run_id(child.pid)
+        paths = spool.RunPaths(daemon.spool, run_id)
+        spool.make_private_dir(paths.dir)
+        record = spool.RunRecord(
+            run_id=run_id, pid=child.pid, start_ticks=ident.start_ticks, boot_id=ident.boot_id,
+            hostname="here", uid=os.getuid(), user="tester", cmdline=["train.py"], cwd="/",
+            started=time.time(), heartbeat_interval=10.0, name="joined-run",
+            channels=[{"type": "bark", "url": first.key_url}],
+        ).to_dict()
+        spool.write_json(paths.run, record)
+        daemon.wait_log(f"tracking {run_id}")
+        other = dict(record, pid=os.getpid(), channels=[{"type": "bark", "url": forged.key_url}])
+        spool.write_json(paths.run, other)
+        daemon.wait_log("rewritten to name another process, owner or directory; ignored")
+        both = [{"type": "bark", "url": first.key_url}, {"type": "bark", "url": joined.key_url}]
+        spool.write_json(paths.run, dict(record, channels=both))
+        daemon.wait_log(f"run {run_id}: record rewritten, 2 channel(s) now")
+        child.kill()
+        child.wait()
+        wait_for_push(first, K.KILLED, "joined-run", signal=KILL)
+        wait_for_push(joined, K.KILLED, "joined-run", signal=KILL)
+    assert forged.pushes == []
 
 
 # ------------------------------------------------------------ the OOM killer

@@ -199,13 +199,15 @@ class Tracker:
         loaded = self.reader.read_run(run.run_id)
         if loaded is None:
             return
-        record, owner_uid = loaded
-        if owner_uid != run.owner_uid or ProcessIdentity(record.pid, record.start_ticks,
-                                                         record.boot_id) != run.identity:
-            self.reader.problems.report(run.paths.run, "rewritten to name another process or owner; ignored")
+        record = loaded.record
+        same_process = ProcessIdentity(record.pid, record.start_ticks, record.boot_id) == run.identity
+        if loaded.owner_uid != run.owner_uid or loaded.dir_id != run.dir_id or not same_process:
+            self.reader.problems.report(run.paths.run, "rewritten to name another process, owner or "
+                                                       "directory; ignored")
             return
         run.record = record
         run.channels = self.resolve_channels(run)
+        log.info("run %s: record rewritten, %d channel(s) now", run.run_id, len(run.channels))
 
     # ------------------------------------------------------------ effects
 

@@ -142,10 +142,12 @@ class KeepAliveServer:
                 conn.sendall(self.answer)
 
     def close(self) -> None:
+        # shutdown() ends a wait in accept() or for a next request; close() alone does not.
+        for sock in (self.sock, self.conn):
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
         self.sock.close()
-        if self.conn is not None:
-            with contextlib.suppress(OSError):
-                self.conn.shutdown(socket.SHUT_RDWR)  # ends the wait for a next request
         self.thread.join(30)
         assert not self.thread.is_alive()
 

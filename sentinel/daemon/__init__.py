@@ -34,7 +34,7 @@ def _open_delivery(config: Config, state: StateDir, retry_policy: Any = None) ->
     policy = retry_policy if retry_policy is not None else RetryPolicy(retry_for=config.retry_for)
     outbox = Outbox(state.outbox, policy)
     channels = ChannelSet.from_config(config, state.inline)
-    delivery = Delivery(outbox, channels)
+    delivery = Delivery(outbox, channels, keep_warm=1)  # an alert wakes a waiting worker
     return outbox, channels, delivery
 
 

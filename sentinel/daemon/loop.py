@@ -118,7 +118,7 @@ class Daemon:
 
     def timeout(self, now: float) -> float:
         """Seconds the loop may sleep before some step is due."""
-        due = [now if self.sweep is not None else self.next_rescan]
+        due = [now if self.sweep is not None or self.tracker.retiring else self.next_rescan]
         stall_check = self.tracker.next_stall_check()
         if stall_check is not None:
             due.append(stall_check)
@@ -133,12 +133,16 @@ class Daemon:
         wait = self.timeout(clock())
         if max_wait is not None:
             wait = min(wait, max_wait)
+        # Ended on an earlier pass: archived now, while this pass's wait let their alerts go out first.
+        retiring = self.tracker.take_retiring()
         try:
             ready = self.epoll.poll(wait)
         except InterruptedError:
             ready = []
         now = clock()
         self.handle(ready, now)
+        for run_id in retiring:
+            self._guard(run_id, self.tracker.retire_if_ended, run_id, now)
         self.tick(now)
         return now
 

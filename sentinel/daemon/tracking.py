@@ -102,6 +102,8 @@ class Tracker:
         self.retired: set[str] = set()  # ended runs whose directory could not be archived
         # (deadline, run id); an entry is current only while it equals the run's stall_check_at.
         self.stall_heap: list[tuple[float, str]] = []
+        # Ended runs to archive on the loop's next pass (``retire_soon``), in order.
+        self.retiring: dict[str, None] = {}
 
     def close(self) -> None:
         self.syncer.stop()
@@ -131,7 +133,7 @@ class Tracker:
         self.schedule_stall_check(run, None)
         self.judge_exit(run, now, status)
         if run.state.is_terminal:
-            self.retire(run, now)
+            self.retire_soon(run)
 
     def judge_exit(self, run: TrackedRun, now: float, status: Optional[int] = None) -> None:
         """The process is gone: its final record if any, else killed (OOM if the
@@ -159,7 +161,7 @@ class Tracker:
         if final is not None:
             self.apply(run, Event.final(final.state), now, final=final)
             if not run.watched:
-                self.retire(run, now)
+                self.retire_soon(run)
 
     def check_stall(self, run: TrackedRun, now: float) -> None:
         """At a run's deadline: re-read its beat; stalled, or the next deadline."""
@@ -261,6 +263,24 @@ class Tracker:
                     self.wake_delivery()
                     self.outbox.sync()
             pending.remove(queued)  # in the msg/ directory they were read from
+
+    def retire_soon(self, run: TrackedRun) -> None:
+        """Retire ``run`` on the loop's next pass: archiving (renames, and the
+        spool events they cause) would compete with the delivery worker
+        sending the alert just queued."""
+        self.retiring[run.run_id] = None
+
+    def take_retiring(self) -> list[str]:
+        """The runs ``retire_soon`` named so far (the loop retires them next pass)."""
+        run_ids, self.retiring = list(self.retiring), {}
+        return run_ids
+
+    def retire_if_ended(self, run_id: str, now: float) -> None:
+        """Retire ``run_id`` if it is still tracked, ended and unwatched
+        (forgotten and re-admitted meanwhile, its new state decides)."""
+        run = self.runs.get(run_id)
+        if run is not None and run.state.is_terminal and not run.watched:
+            self.retire(run, now)
 
     def retire(self, run: TrackedRun, now: float) -> None:
         """An ended run whose process is gone: archive it and stop tracking."""

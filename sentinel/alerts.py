@@ -12,6 +12,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping, Optional
 
+from sentinel import sparkline
 from sentinel.spool import FinalRecord, Progress, RunRecord
 
 
@@ -31,6 +32,11 @@ class AlertKind(str, enum.Enum):
     def is_state(self) -> bool:
         return self not in (AlertKind.MESSAGE, AlertKind.TEST)
 
+
+# Labels the integrations set themselves (SwanLab's names, the run's link):
+# an alert shows them in their own places, so its label list leaves them out.
+RUN_LABELS = frozenset({"project", "workspace", "experiment", "description", "swanlab_run_id",
+                        "mode", "url"})
 
 # States a user may switch alerts on and off for (config `alert_on`).
 ALERT_STATES = tuple(k.value for k in AlertKind if k.is_state)
@@ -59,10 +65,17 @@ class Alert:
     detail: Optional[str] = None  # why: "OOM killer ...", "died while the daemon was down", ...
     text: Optional[str] = None  # message body (MESSAGE / TEST)
     language: Optional[str] = None  # the run's preference; a channel's own setting wins
+    trend_metric: Optional[str] = None  # the metric ``trend`` follows
+    trend: list[float] = field(default_factory=list)  # its last values, oldest first
 
     @property
     def url(self) -> Optional[str]:
         return self.labels.get("url") or None
+
+    @property
+    def user_labels(self) -> dict[str, str]:
+        """The labels the user gave the run (``labels={"gpu": "0"}``)."""
+        return {k: v for k, v in self.labels.items() if k not in RUN_LABELS}
 
     @property
     def duration(self) -> Optional[float]:
@@ -93,8 +106,12 @@ def from_run(
     now: Optional[float] = None,
     detail: Optional[str] = None,
     text: Optional[str] = None,
+    trend_metric: Optional[str] = None,
+    trend_points: int = sparkline.DEFAULT_POINTS,
 ) -> Alert:
-    """An alert about ``run`` with the freshest facts the records hold."""
+    """An alert about ``run`` with the freshest facts the records hold;
+    ``trend_metric`` (default: the first one logged) is drawn from its last
+    ``trend_points`` values."""
     now = time.time() if now is None else now
     step = progress.step if progress else None
     if final is not None and final.step is not None:
@@ -102,6 +119,8 @@ def from_run(
     scalars = (final.scalars if final is not None and final.scalars else None) or (
         progress.scalars if progress else {}
     )
+    metric, trend = sparkline.pick_series(progress.history if progress else {}, scalars,
+                                          trend_metric, trend_points)
     return Alert(
         alert_id=alert_id,
         kind=kind,
@@ -124,4 +143,6 @@ def from_run(
         detail=detail,
         text=text,
         language=run.language,
+        trend_metric=metric,
+        trend=trend,
     )

@@ -20,6 +20,8 @@ The file format (see config.example.yaml for a commented example)::
     retry_for: 48h
     rescan_interval: 30s
     log_level: info
+    trend_metric: loss                    # optional; default: the first scalar a run logs
+    trend_points: 20                      # values in an alert's sparkline, 2-48
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Union
 
+from sentinel import sparkline
 from sentinel.alerts import ALERT_STATES
 from sentinel.spool import DAEMON_STATE_DIR, spool_dir
 
@@ -76,6 +79,8 @@ class Config:
     retry_for: float = 48 * 3600.0  # transient failures are retried at least this long
     rescan_interval: float = 30.0  # full spool rescan, the safety net under inotify
     log_level: str = "info"
+    trend_metric: Optional[str] = None  # None: the first scalar each run logs
+    trend_points: int = sparkline.DEFAULT_POINTS
     source: Optional[Path] = None  # the file it came from, for messages
 
     def spool_path(self) -> Path:
@@ -365,7 +370,7 @@ class _Validator:
         top = (
             "spool", "state_dir", "language", "stall_timeout", "alert_on", "channels",
             "default_channels", "retention", "dead_letter_retention", "retry_for",
-            "rescan_interval", "log_level",
+            "rescan_interval", "log_level", "trend_metric", "trend_points",
         )
         self.check_keys(data, (), top)
 
@@ -382,6 +387,11 @@ class _Validator:
                 seconds = self.take(data, key, (), _positive_duration)
                 if seconds is not None:
                     setattr(config, key, seconds)
+        if "trend_metric" in data:
+            config.trend_metric = self.take(data, "trend_metric", (), _metric_name)
+        if "trend_points" in data:
+            points = self.take(data, "trend_points", (), _trend_points)
+            config.trend_points = points if points is not None else config.trend_points
         if "alert_on" in data:
             states = self.states(data["alert_on"], ("alert_on",))
             if states is not None:
@@ -492,6 +502,18 @@ def _choice(options: tuple) -> Callable[[Any], str]:
         return value
 
     return convert
+
+
+def _metric_name(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip() or len(value) > 128:
+        raise ValueError(f"must be the name of a logged scalar (up to 128 characters), not {_kind(value)}")
+    return value
+
+
+def _trend_points(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 2 <= value <= sparkline.MAX_POINTS:
+        raise ValueError(f"must be a whole number from 2 to {sparkline.MAX_POINTS}, not {value!r}")
+    return value
 
 
 def _positive_duration(value: Any) -> float:

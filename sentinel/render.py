@@ -15,6 +15,7 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
+from sentinel import sparkline
 from sentinel.alerts import Alert, AlertKind
 
 LANGUAGES = ("en", "zh")
@@ -61,6 +62,8 @@ _WORDS = {
         "duration": "Duration",
         "step": "Step",
         "metrics": "Metrics",
+        "labels": "Labels",
+        "trend": "Trend",
         "heartbeat": "Last heartbeat",
         "progress": "Last progress",
         "exit": "Exit code",
@@ -77,6 +80,7 @@ _WORDS = {
         "resumed": "progress resumed",
         "lost_text": "the host rebooted or lost power before the run ended",
         "killed_text": "killed (SIGKILL or crash of the interpreter; no exit record)",
+        "sigkill_text": "killed by SIGKILL",
         "exit_code": "exit code {}",
         "digest": "{} alerts",
         "open": "Open in SwanLab",
@@ -101,6 +105,8 @@ _WORDS = {
         "duration": "时长",
         "step": "步数",
         "metrics": "指标",
+        "labels": "标签",
+        "trend": "趋势",
         "heartbeat": "最后心跳",
         "progress": "最后进展",
         "exit": "退出码",
@@ -117,6 +123,7 @@ _WORDS = {
         "resumed": "训练恢复进展",
         "lost_text": "主机在运行结束前重启或断电",
         "killed_text": "进程被杀死（SIGKILL 或解释器崩溃；没有退出记录）",
+        "sigkill_text": "被 SIGKILL 杀死",
         "exit_code": "退出码 {}",
         "digest": "{} 条告警",
         "open": "在 SwanLab 中打开",
@@ -178,15 +185,43 @@ def format_scalars(scalars: dict, limit: int = 6) -> str:
     return text
 
 
+def format_labels(labels: dict, limit: int = 8) -> str:
+    items = list(labels.items())[:limit]
+    text = ", ".join(f"{k}={_cap(str(v), 80)}" for k, v in items)
+    if len(labels) > limit:
+        text += ", …"
+    return text
+
+
+def trend_line(alert: Alert) -> Optional[str]:
+    """'loss ▇▆▅▃▂▁ 2.31 → 0.412 (min 0.401, max 2.31)', or None (under two points)."""
+    drawn = sparkline.describe(alert.trend)
+    if not drawn:
+        return None
+    return f"{_cap(alert.trend_metric or '', 40)} {drawn}".strip()
+
+
 def is_oom(alert: Alert) -> bool:
     detail = (alert.detail or "").lower()
     return "oom" in detail or "out of memory" in detail
+
+
+def killed_by_sigkill(alert: Alert) -> bool:
+    """A ``sentinel run`` child killed by SIGKILL: its wrapper recorded it as
+    terminated, but it reads like any other kill."""
+    return alert.kind == AlertKind.TERMINATED and alert.signal == "SIGKILL"
+
+
+def emoji(alert: Alert) -> str:
+    return EMOJI[AlertKind.KILLED] if killed_by_sigkill(alert) else EMOJI.get(alert.kind, "")
 
 
 def what_happened(alert: Alert, lang: str = "en") -> str:
     """The first words: 'Crashed', 'Killed by the OOM killer', 'Terminated (SIGTERM)'."""
     if alert.kind == AlertKind.KILLED and is_oom(alert):
         return _w(lang, "oom")
+    if killed_by_sigkill(alert):
+        return _w(lang, AlertKind.KILLED)
     word = _w(lang, alert.kind)
     if alert.kind == AlertKind.TERMINATED:
         word += f" ({alert.signal or 'SIGTERM'})"
@@ -228,6 +263,8 @@ def summary(alert: Alert, lang: str = "en") -> str:
         return _w(lang, "resumed")
     if kind == AlertKind.KILLED:
         return alert.detail or _w(lang, "killed_text")
+    if killed_by_sigkill(alert):
+        return alert.detail or _w(lang, "sigkill_text")
     if kind == AlertKind.LOST:
         return alert.detail or _w(lang, "lost_text")
     if kind in (AlertKind.CRASHED, AlertKind.ABORTED):
@@ -262,6 +299,8 @@ def facts(alert: Alert, lang: str = "en") -> list[tuple[str, str]]:
     if project:
         workspace = alert.labels.get("workspace")
         out.append((_w(lang, "project"), f"{workspace}/{project}" if workspace else project))
+    if alert.user_labels:
+        out.append((_w(lang, "labels"), format_labels(alert.user_labels)))
     host = alert.hostname or "?"
     if alert.user:
         host = f"{alert.user}@{host}"
@@ -276,6 +315,9 @@ def facts(alert: Alert, lang: str = "en") -> list[tuple[str, str]]:
         out.append((_w(lang, "step"), f"{alert.step:,}"))
     if alert.scalars:
         out.append((_w(lang, "metrics"), format_scalars(alert.scalars)))
+    trend = trend_line(alert)
+    if trend:
+        out.append((_w(lang, "trend"), trend))
     if alert.kind.is_state and alert.kind not in (AlertKind.FINISHED,):
         out.append((_w(lang, "heartbeat"), _age(alert.last_beat, alert.created, lang)))
         if alert.kind == AlertKind.STALLED and alert.last_progress is not None:
@@ -310,7 +352,7 @@ def _cap(text: str, limit: int) -> str:
 
 def render_text(alert: Alert, lang: str = "en") -> str:
     """Plain text for a terminal (the console channel)."""
-    lines = [f"{EMOJI.get(alert.kind, '')} {headline(alert, lang)}".strip()]
+    lines = [f"{emoji(alert)} {headline(alert, lang)}".strip()]
     said = summary(alert, lang)
     if said:
         lines.append(f"  {said}" if alert.kind != AlertKind.MESSAGE else _indent(said))
@@ -345,7 +387,7 @@ class BarkText:
 def render_bark(alert: Alert, lang: str = "en") -> BarkText:
     """A phone notification: title = what happened + run; subtitle = where
     and how long; body = why, the last error line, progress."""
-    title = f"{EMOJI.get(alert.kind, '')} {headline(alert, lang)}".strip()
+    title = f"{emoji(alert)} {headline(alert, lang)}".strip()
     where = [alert.labels.get("project") or "", alert.hostname or ""]
     if alert.kind.is_state and alert.duration is not None:
         where.append(format_duration(alert.duration, lang))
@@ -365,6 +407,11 @@ def render_bark(alert: Alert, lang: str = "en") -> BarkText:
         progress.append(format_scalars(alert.scalars, limit=4))
     if progress:
         body.append(" · ".join(progress))
+    trend = trend_line(alert)
+    if trend:
+        body.append(trend)
+    if alert.user_labels:
+        body.append(format_labels(alert.user_labels, limit=4))
     if alert.kind.is_state and alert.kind != AlertKind.FINISHED:
         life = [f"{_w(lang, 'heartbeat')} {_age(alert.last_beat, alert.created, lang)}"]
         if alert.pid is not None:
@@ -381,7 +428,7 @@ def _md_escape(text: str) -> str:
 
 def render_markdown(alert: Alert, lang: str = "en", max_bytes: int = _DINGTALK_BUDGET) -> tuple[str, str]:
     """DingTalk markdown: (title shown in the notification, text)."""
-    title = f"{EMOJI.get(alert.kind, '')} {headline(alert, lang)}".strip()
+    title = f"{emoji(alert)} {headline(alert, lang)}".strip()
     lines = [f"### {_md_escape(title)}", ""]
     said = summary(alert, lang)
     if said:
@@ -400,7 +447,7 @@ def render_markdown(alert: Alert, lang: str = "en", max_bytes: int = _DINGTALK_B
 
 
 def _digest_item(alert: Alert, lang: str) -> str:
-    item = [f"- {EMOJI.get(alert.kind, '')} **{_md_escape(_cap(headline(alert, lang), 150))}**"]
+    item = [f"- {emoji(alert)} **{_md_escape(_cap(headline(alert, lang), 150))}**"]
     said = summary(alert, lang)
     if said:
         item.append(f"  {_md_escape(_cap(said.splitlines()[0], 200))}")
@@ -453,7 +500,7 @@ def _slack_escape(text: str) -> str:
 
 def render_slack(alert: Alert, lang: str = "en") -> dict:
     """Slack: ``text`` (notification + fallback) and Block Kit ``blocks``."""
-    title = f"{EMOJI.get(alert.kind, '')} {headline(alert, lang)}".strip()
+    title = f"{emoji(alert)} {headline(alert, lang)}".strip()
     said = summary(alert, lang)
     text = f"{title} — {said}" if said else title
     blocks: list[dict] = [
@@ -495,7 +542,7 @@ def render_slack_digest(alerts: Sequence[Alert], lang: str = "en") -> dict:
     blocks: list[dict] = [{"type": "header", "text": {"type": "plain_text", "text": title, "emoji": True}}]
     lines = []
     for alert in alerts[:SLACK_DIGEST_MAX]:
-        head = f"{EMOJI.get(alert.kind, '')} {headline(alert, lang)}".strip()
+        head = f"{emoji(alert)} {headline(alert, lang)}".strip()
         said = summary(alert, lang)
         where = " · ".join(p for p in (alert.labels.get("project"), alert.hostname) if p)
         item = f"*{_slack_escape(_cap(head, 150))}*"

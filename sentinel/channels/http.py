@@ -22,6 +22,8 @@ import sentinel
 from sentinel.channels.base import DeliveryError
 from sentinel.redact import RedactingFilter, redact
 
+log = logging.getLogger("sentinel.http")
+
 # (connect, read) seconds. An alert that cannot be handed over in this time
 # is retried later rather than blocking the channel's queue.
 DEFAULT_TIMEOUT = (5.0, 15.0)
@@ -114,9 +116,20 @@ def _session() -> Any:
         _mask_urllib3_log()
         session = requests.Session()
         session.trust_env = True
+        class OneLineRetry(Retry):  # type: ignore[misc, valid-type]
+            """Says in our words, in one line, that the connect is retried."""
+
+            def increment(self, method: Any = None, url: Any = None, *args: Any, **kwargs: Any) -> Any:
+                error = kwargs.get("error") or (args[1] if len(args) > 1 else None)
+                pool = kwargs.get("_pool") or (args[2] if len(args) > 2 else None)
+                host = getattr(pool, "host", None) or "the server"
+                log.info("connecting to %s failed (%s); trying once more", host,
+                         _root_cause(error) if error is not None else "no answer")
+                return super().increment(method, url, *args, **kwargs)
+
         adapter = requests.adapters.HTTPAdapter(
-            max_retries=Retry(total=1, connect=1, read=0, redirect=0, status=0, other=0,
-                              allowed_methods=None, raise_on_status=False)
+            max_retries=OneLineRetry(total=1, connect=1, read=0, redirect=0, status=0, other=0,
+                                     allowed_methods=None, raise_on_status=False)
         )
         session.mount("http://", adapter)
         session.mount("https://", adapter)
@@ -130,6 +143,16 @@ def _mask_urllib3_log() -> None:
     logger = logging.getLogger("urllib3.connectionpool")
     if not any(isinstance(f, RedactingFilter) for f in logger.filters):
         logger.addFilter(RedactingFilter())
+    if not any(isinstance(f, _NoRetryLines) for f in logger.filters):
+        logger.addFilter(_NoRetryLines())
+
+
+class _NoRetryLines(logging.Filter):
+    """urllib3's "Retrying (Retry(total=0, ...)) after connection broken by ..."
+    warning is noise for a user: the retry says so in one line of its own."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Retrying (")
 
 
 def raise_for_status(answer: Answer, *, what: str, secrets: Iterable[Optional[str]] = (),

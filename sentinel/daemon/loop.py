@@ -55,6 +55,7 @@ from sentinel.spool import FinalRecord
 log = logging.getLogger("sentinel.daemon")
 
 KILLED_DETAIL = "killed (SIGKILL or crash of the interpreter; no exit record)"
+_FROZEN = "no heartbeat for"  # how a stall detail starts when the whole process stopped
 _MIN_STEP = 0.005  # never spin: a deadline "now" is re-checked a little later
 # Runs re-read per loop pass during a rescan. Re-reading one costs ~12 µs
 # (a few stats and failed opens), so a slice keeps a pass to ~2.5 ms, where a
@@ -274,6 +275,7 @@ class Daemon:
         timeout = self.stall_timeout(run)
         if is_stale(run.progress, run.record.started, timeout, now):
             detail = self._stall_detail(run, timeout, now)
+            run.frozen = detail.startswith(_FROZEN)
             self.apply(run, Event(EventKind.PROGRESS_STALE), now, detail=detail)
             if run.state is RunState.STALLED:
                 self.watcher.want_beats(run.run_id, True)
@@ -290,7 +292,9 @@ class Daemon:
         timeout = self.stall_timeout(run)
         if is_stale(run.progress, run.record.started, timeout, now):
             return
-        self.apply(run, Event(EventKind.PROGRESS_FRESH), now, detail="heartbeats and progress resumed")
+        # Only a frozen process had stopped its heartbeat too; a hung training loop had not.
+        self.apply(run, Event(EventKind.PROGRESS_FRESH), now,
+                   detail="heartbeats and progress resumed" if run.frozen else None)
         if run.state is RunState.RUNNING:
             self.watcher.want_beats(run.run_id, False)
             deadline = stall_deadline(run.progress, run.record.started, timeout)
@@ -353,7 +357,8 @@ class Daemon:
         progress = self.reader.read_progress(run)
         run.progress = progress
         alert = from_run(alert_id(run.run_id, number, kind), kind, run.record, progress=progress,
-                         final=final, now=now, detail=detail)
+                         final=final, now=now, detail=detail, trend_metric=self.config.trend_metric,
+                         trend_points=self.config.trend_points)
         channels = run.channels if kind.value in self.config.alert_on else []
         if final is not None and final.delivered_inline:
             # With no daemon alive, the process sent its ending to its inline channels itself.
@@ -444,7 +449,7 @@ class Daemon:
             last = progress.last_progress
         # Missing several heartbeats means the whole process stopped, not just training.
         if now - beat > 3 * run.record.heartbeat_interval:
-            return (f"no heartbeat for {now - beat:.0f}s (stall timeout {timeout:.0f}s): "
+            return (f"{_FROZEN} {now - beat:.0f}s (stall timeout {timeout:.0f}s): "
                     "the process is frozen (stopped, swapping or stuck in the kernel)")
         return (f"no progress for {now - last:.0f}s (stall timeout {timeout:.0f}s) while the heartbeat "
                 "goes on: training is stuck")

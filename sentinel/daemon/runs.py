@@ -13,6 +13,7 @@ process it names; the run's other files must belong to that uid too.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import stat
@@ -78,6 +79,7 @@ class TrackedRun:
     cgroup: Optional[CgroupCounter] = None
     progress: Optional[Progress] = None
     stall_check_at: Optional[float] = None  # when to re-read beat.json
+    frozen: bool = False  # stalled with the heartbeat stopped too, not only progress
     channels: list[str] = field(default_factory=list)
 
     @property
@@ -180,12 +182,26 @@ class RunReader:
             return None
 
     def read_progress(self, run: TrackedRun) -> Optional[Progress]:
-        """The newest beat, or the last good one if beat.json is absent or bad."""
+        """The newest beat, or the last good one if beat.json is absent or bad,
+        with the step and scalars of ``live.bin`` when the run reported since."""
         try:
             progress = self._read_owned(run, run.paths.beat, Progress.from_dict)
         except FileNotFoundError:
-            return run.progress
-        return progress if progress is not None else run.progress
+            progress = None
+        if progress is None:
+            progress = run.progress
+        return with_live(progress, self.read_live(run))
+
+    def read_live(self, run: TrackedRun) -> Optional[spool.LiveProgress]:
+        """The run's last reported step and scalars, or None (absent, bad, not its own)."""
+        try:
+            live, st = spool.read_live(run.paths.dir)
+        except FileNotFoundError:
+            return None
+        except SpoolFormatError as exc:
+            self.problems.report(run.paths.live, str(exc))
+            return None
+        return live if self._owned(run, run.paths.live, st) else None
 
     def pending_messages(self, run: TrackedRun) -> list[tuple[int, Path, Optional[Message]]]:
         """Queued messages oldest first; a bad one has message None (logged once)."""
@@ -203,3 +219,23 @@ class RunReader:
             except FileNotFoundError:
                 continue
         return out
+
+
+def with_live(progress: Optional[Progress], live: Optional[spool.LiveProgress]) -> Optional[Progress]:
+    """``progress`` brought up to ``live``: a heartbeat is up to an interval
+    old, the mapped record is the very last report."""
+    if live is None or live.last_progress is None:
+        return progress
+    if progress is None:
+        # No heartbeat yet: the report itself shows the process ran.
+        return Progress(beat=live.last_progress, seq=0, last_progress=live.last_progress,
+                        step=live.step, scalars=dict(live.scalars))
+    if progress.last_progress is not None and live.last_progress <= progress.last_progress:
+        return progress
+    return dataclasses.replace(
+        progress,
+        last_progress=live.last_progress,
+        step=live.step if live.step is not None else progress.step,
+        scalars={**live.scalars, **{k: v for k, v in progress.scalars.items() if k not in live.scalars}}
+        if live.scalars else dict(progress.scalars),
+    )

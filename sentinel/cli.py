@@ -8,12 +8,21 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
-from typing import Callable, Mapping, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
-from sentinel.config import Config, ConfigError, default_config, load_config
+from sentinel.config import (  # noqa: F401 (the config search, re-exported)
+    ENV_CONFIG,
+    SYSTEM_CONFIG,
+    Config,
+    ConfigError,
+    default_config,
+    find_config,
+    load_config,
+    resolve_config,
+)
+from sentinel.logsetup import JournalFormatter, setup_logging, stderr_is_journal  # noqa: F401
 from sentinel.spool import DAEMON_STATE_DIR
 
 EXIT_OK = 0
@@ -21,41 +30,7 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_CONFIG = 78
 
-SYSTEM_CONFIG = Path("/etc/sentinel/config.yaml")
-ENV_CONFIG = "SENTINEL_CONFIG"
-
 log = logging.getLogger("sentinel")
-
-
-# ---------------------------------------------------------------- config search
-
-
-def find_config(explicit: Optional[str] = None, env: Optional[Mapping[str, str]] = None) -> Optional[Path]:
-    """The config file to use, or None for the embedded default.
-
-    ``--config``, then ``$SENTINEL_CONFIG`` (both must exist), then
-    /etc/sentinel/config.yaml, then $XDG_CONFIG_HOME/sentinel/config.yaml.
-    """
-    env = os.environ if env is None else env
-    if explicit:
-        return Path(explicit)
-    if env.get(ENV_CONFIG):
-        return Path(env[ENV_CONFIG])
-    config_home = env.get("XDG_CONFIG_HOME") or os.path.join(
-        env.get("HOME") or os.path.expanduser("~"), ".config"
-    )
-    for candidate in (SYSTEM_CONFIG, Path(config_home) / "sentinel" / "config.yaml"):
-        if candidate.exists():
-            return candidate
-    return None
-
-
-def resolve_config(explicit: Optional[str] = None) -> Config:
-    """Load the config the search finds (ConfigError if it is unusable)."""
-    path = find_config(explicit)
-    if path is None:
-        return default_config()
-    return load_config(path)
 
 
 def _report_config_error(exc: ConfigError) -> int:
@@ -63,78 +38,13 @@ def _report_config_error(exc: ConfigError) -> int:
     return EXIT_CONFIG
 
 
-# ---------------------------------------------------------------- logging
-
-
-class JournalFormatter(logging.Formatter):
-    """``<N>`` syslog priority prefixes that journald turns into levels; no
-    timestamp, journald adds its own."""
-
-    PRIORITIES = {
-        logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2,
-    }
-
-    def format(self, record: logging.LogRecord) -> str:
-        prio = self.PRIORITIES.get(record.levelno, 6)
-        text = super().format(record)
-        # Each line gets the prefix, so a traceback stays at its level in the journal.
-        return "\n".join(f"<{prio}>{line}" for line in text.splitlines() or [""])
-
-
-def stderr_is_journal(env: Optional[Mapping[str, str]] = None) -> bool:
-    """True if stderr is connected to journald (systemd sets JOURNAL_STREAM
-    to the device:inode of that stream)."""
-    env = os.environ if env is None else env
-    value = env.get("JOURNAL_STREAM")
-    if not value:
-        return False
-    try:
-        st = os.fstat(sys.stderr.fileno())
-        dev, ino = (int(x) for x in value.split(":"))
-    except (OSError, ValueError, AttributeError, TypeError):
-        return False
-    return (st.st_dev, st.st_ino) == (dev, ino)
-
-
-def setup_logging(level: str = "info") -> None:
-    from sentinel.redact import RedactingFilter
-
-    handler = logging.StreamHandler(sys.stderr)
-    # On the handler, so every record from any library is masked on its way out.
-    handler.addFilter(RedactingFilter())
-    if stderr_is_journal():
-        handler.setFormatter(JournalFormatter("%(name)s: %(message)s"))
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    for old in list(root.handlers):
-        root.removeHandler(old)
-    root.addHandler(handler)
-    root.setLevel(getattr(logging, level.upper(), logging.INFO))
-    # Library warnings (warnings.warn) take the same path, so each journal line has a priority.
-    logging.captureWarnings(True)
-
-
 # ---------------------------------------------------------------- commands
 
 
 def cmd_daemon(args: argparse.Namespace) -> int:
-    setup_logging("info")
-    try:
-        config = resolve_config(args.config)
-    except ConfigError as exc:
-        return _report_config_error(exc)
-    setup_logging(args.log_level or config.log_level)
-    log.info(
-        "config: %s; spool: %s; channels: %s (default: %s)",
-        config.source or "embedded default (alerts printed to the console)",
-        config.spool_path(),
-        ", ".join(config.channels) or "none",
-        ", ".join(config.default_channels) or "none",
-    )
-    from sentinel import daemon
+    from sentinel.daemon.entry import run_daemon
 
-    return int(daemon.run(config) or 0)
+    return run_daemon(args.config, args.log_level)
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -8,7 +8,7 @@ silently switch alerting off, so unknown keys are errors too).
 The file format (see config.example.yaml for a commented example)::
 
     spool: /var/lib/sentinel/spool        # optional; default: the shared spool rule
-    state_dir: /var/lib/sentinel/state    # optional; default: <spool>/.daemon
+    state_dir: /var/lib/sentinel/state    # optional; default: $STATE_DIRECTORY/state, else <spool>/.daemon
     language: en                          # en | zh
     stall_timeout: 10m                    # a number of seconds or "30s", "10m", "2h", "7d"
     alert_on: [finished, crashed, ...]    # states that alert
@@ -42,10 +42,10 @@ from sentinel.spool import DAEMON_STATE_DIR, spool_dir
 
 log = logging.getLogger("sentinel.config")
 
+# Set by systemd for a unit with StateDirectory= (systemd/sentinel.service).
+ENV_STATE_DIRECTORY = "STATE_DIRECTORY"
 LANGUAGES = ("en", "zh")
 LOG_LEVELS = ("debug", "info", "warning", "error")
-# Channel types known to the config, used only if the channel registry cannot be imported.
-FALLBACK_CHANNEL_TYPES = ("bark", "dingtalk", "slack", "console")
 # Option names whose literal value in a file makes the file hold a secret.
 _SECRET_KEY_RE = re.compile(r"key|secret|token|webhook|password", re.IGNORECASE)
 _CHANNEL_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
@@ -66,7 +66,7 @@ class ChannelConfig:
 @dataclass
 class Config:
     spool: Optional[Path] = None  # None: the shared rule (sentinel.spool.spool_dir)
-    state_dir: Optional[Path] = None  # None: <spool>/.daemon
+    state_dir: Optional[Path] = None  # None: $STATE_DIRECTORY/state (systemd), else <spool>/.daemon
     language: str = "en"
     stall_timeout: float = 600.0
     alert_on: frozenset[str] = frozenset(ALERT_STATES)
@@ -87,7 +87,49 @@ class Config:
         return self.spool if self.spool is not None else spool_dir()
 
     def state_path(self) -> Path:
-        return self.state_dir if self.state_dir is not None else self.spool_path() / DAEMON_STATE_DIR
+        if self.state_dir is not None:
+            return self.state_dir
+        # systemd may list several directories, colon-separated; the unit names one.
+        from_systemd = os.environ.get(ENV_STATE_DIRECTORY, "").split(":")[0]
+        return Path(from_systemd) / "state" if from_systemd else self.legacy_state_path()
+
+    def legacy_state_path(self) -> Path:
+        """Where the state is kept without a state_dir: inside the spool."""
+        return self.spool_path() / DAEMON_STATE_DIR
+
+
+# ---------------------------------------------------------------- the config search
+
+SYSTEM_CONFIG = Path("/etc/sentinel/config.yaml")
+ENV_CONFIG = "SENTINEL_CONFIG"
+
+
+def find_config(explicit: Optional[str] = None, env: Optional[Mapping[str, str]] = None) -> Optional[Path]:
+    """The config file to use, or None for the embedded default.
+
+    ``--config``, then ``$SENTINEL_CONFIG`` (both must exist), then
+    /etc/sentinel/config.yaml, then $XDG_CONFIG_HOME/sentinel/config.yaml.
+    """
+    env = os.environ if env is None else env
+    if explicit:
+        return Path(explicit)
+    if env.get(ENV_CONFIG):
+        return Path(env[ENV_CONFIG])
+    config_home = env.get("XDG_CONFIG_HOME") or os.path.join(
+        env.get("HOME") or os.path.expanduser("~"), ".config"
+    )
+    for candidate in (SYSTEM_CONFIG, Path(config_home) / "sentinel" / "config.yaml"):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def resolve_config(explicit: Optional[str] = None) -> Config:
+    """Load the config the search finds (ConfigError if it is unusable)."""
+    path = find_config(explicit)
+    if path is None:
+        return default_config()
+    return load_config(path)
 
 
 def default_config() -> Config:
@@ -185,7 +227,7 @@ def channel_secrets(config: Config) -> list[str]:
     registry = _channel_registry()
     found: list[str] = []
     for chan in config.channels.values():
-        cls = registry.get(chan.type) if registry else None
+        cls = registry.get(chan.type)
         if cls is not None:
             # A channel that cannot even be built says nothing here.
             with contextlib.suppress(Exception):
@@ -216,11 +258,9 @@ def _warn_if_exposed(path: Path, text: str, config: Config) -> None:
         )
 
 
-def _channel_registry() -> Optional[Mapping[str, Any]]:
-    try:
-        from sentinel.channels import REGISTRY  # type: ignore[attr-defined]
-    except ImportError:
-        return None
+def _channel_registry() -> Mapping[str, Any]:
+    from sentinel.channels import REGISTRY  # lazily: `import sentinel` in training never loads the channels
+
     return REGISTRY
 
 
@@ -429,7 +469,7 @@ class _Validator:
             return None
         self.declared_channels = [str(name) for name in value]
         registry = _channel_registry()
-        known_types = tuple(sorted(registry)) if registry else FALLBACK_CHANNEL_TYPES
+        known_types = tuple(sorted(registry))
         out: dict[str, ChannelConfig] = {}
         for name, block in value.items():
             where = path + (name,)
@@ -450,7 +490,7 @@ class _Validator:
                 types_list = ", ".join(known_types)
                 self.problem(where + ("type",), f"unknown channel type {kind!r}; types are: {types_list}")
                 continue
-            cls = registry.get(kind) if registry else None
+            cls = registry.get(kind)
             chan_language = language
             if "language" in block:
                 if cls is None:  # else the channel's check_options judges it with the rest

@@ -42,7 +42,10 @@ MAX_DIGEST = 50  # alerts merged into one digest at most
 # A digest channel's due backlog is merged when pacing would spread it over
 # longer than this: 300 runs killed at once should not take 5 minutes to tell.
 DIGEST_AFTER = 10.0
-INLINE_DIR = "inline"
+# A channel whose last outcome could not be written (disk full) retries the
+# write after this long, doubling up to the cap; it sends nothing meanwhile.
+SAVE_RETRY = 1.0
+SAVE_RETRY_CAP = 60.0
 
 
 # ---------------------------------------------------------------- pacing
@@ -128,14 +131,15 @@ class ChannelSet:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_config(cls, config: Any) -> ChannelSet:
+    def from_config(cls, config: Any, inline_dir: Optional[Path] = None) -> ChannelSet:
+        """The configured channels; inline ones are kept in ``inline_dir`` (see the class)."""
         channels: dict[str, Channel] = {}
         for name, chan in config.channels.items():
             try:
                 channels[name] = build_channel(name, {"type": chan.type, **chan.options}, chan.language)
             except ValueError as exc:  # validated config: only a bug gets here
                 log.error("channel %s is unusable: %s", name, redact(exc))
-        return cls(channels, inline_dir=config.state_path() / INLINE_DIR, language=config.language)
+        return cls(channels, inline_dir=inline_dir, language=config.language)
 
     def names(self) -> list[str]:
         with self._lock:
@@ -226,6 +230,7 @@ class Delivery:
         self.idle_wait = idle_wait
         self._workers: dict[str, _Worker] = {}
         self._limiters: dict[str, RateLimiter] = {}
+        self._save_retry: dict[str, float] = {}  # channel -> next wait for a held outcome's write
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._started = False
@@ -286,6 +291,11 @@ class Delivery:
     def step(self, name: str) -> Optional[float]:
         """Do the next thing for channel ``name``: send, or say how long to
         wait (seconds). None means "go again at once"."""
+        if self.outbox.blocked(name) and not self.outbox.flush(name):
+            wait = min(SAVE_RETRY_CAP, self._save_retry.get(name, SAVE_RETRY / 2) * 2)
+            self._save_retry[name] = wait
+            return wait
+        self._save_retry.pop(name, None)
         now = self.clock()
         items = self.outbox.pending(name, limit=MAX_DIGEST)
         if not items:

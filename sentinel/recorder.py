@@ -501,7 +501,8 @@ class Recorder:
         try:
             from sentinel import fallback
 
-            fallback.deliver_final(self)
+            fallback.deliver_final(self.record, self.final, self.inline_channels(), report_once,
+                                   on_delivered=self.mark_final_delivered_inline)
         except Exception as exc:
             report_once("fallback", f"could not send this run's end from the process: {exc!r}")
 
@@ -516,7 +517,7 @@ def _cwd() -> str:
 def _daemon_watching(spool_root: Path) -> Optional[bool]:
     """True/False if a daemon is/is not alive; never raises."""
     try:
-        from sentinel.fallback import daemon_alive
+        from sentinel.daemon_file import daemon_alive
 
         return daemon_alive(spool_root)
     except Exception:
@@ -527,7 +528,7 @@ def _deliver_without_daemon(rec: Recorder, message: spool.Message) -> None:
     try:
         from sentinel import fallback
 
-        fallback.deliver_message(rec, message)
+        fallback.deliver_message(rec.record, message, rec.inline_channels(), report_once)
     except Exception as exc:
         report_once("fallback", f"could not send a message from the process: {exc!r}")
 
@@ -590,7 +591,7 @@ def _at_exit() -> None:
     for rec in list(_ACTIVE):
         rec.finish("finished")
     if "sentinel.fallback" in sys.modules:
-        sys.modules["sentinel.fallback"].drain(FALLBACK_EXIT_TIMEOUT)
+        sys.modules["sentinel.fallback"].drain(FALLBACK_EXIT_TIMEOUT, report_once)
 
 
 def _install_sigterm_handler() -> None:
@@ -624,7 +625,7 @@ def _on_sigterm(signum: int, frame: Any) -> None:
         for rec in list(_ACTIVE):
             rec.finish("terminated", signal_name="SIGTERM")
         if "sentinel.fallback" in sys.modules:
-            sys.modules["sentinel.fallback"].drain(FALLBACK_EXIT_TIMEOUT)
+            sys.modules["sentinel.fallback"].drain(FALLBACK_EXIT_TIMEOUT, report_once)
     finally:
         # Die exactly as the default disposition would have made us die.
         signal.signal(signal.SIGTERM, signal.SIG_DFL)

@@ -383,7 +383,6 @@ class DaemonLiveness:
     pid: int
     start_ticks: int
     boot_id: str
-    written: float
     version: str = ""
 
     def to_dict(self) -> dict[str, Any]:
@@ -395,7 +394,6 @@ class DaemonLiveness:
         _expect(_is_int(rec.pid) and rec.pid > 0, "pid must be a positive integer")
         _expect(_is_int(rec.start_ticks), "start_ticks must be an integer")
         _expect(isinstance(rec.boot_id, str), "boot_id must be a string")
-        _expect(_is_number(rec.written), "written must be a number")
         return rec
 
 
@@ -511,6 +509,7 @@ def read_json(path: Path, max_bytes: int = MAX_FILE_BYTES) -> tuple[dict[str, An
         os.close(fd)
     if len(raw) > max_bytes:
         raise SpoolFormatError(f"too large (over {max_bytes} bytes)")
+    _check_nesting(raw)
     try:
         data = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
@@ -518,6 +517,23 @@ def read_json(path: Path, max_bytes: int = MAX_FILE_BYTES) -> tuple[dict[str, An
     if not isinstance(data, dict):
         raise SpoolFormatError("not a JSON object")
     return data, st
+
+
+MAX_NESTING = 64  # no record of ours nests deeper; json.loads recurses once per level
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_JSON_BRACKETS = re.compile(rb"[\[\]{}]")
+
+
+def _check_nesting(raw: bytes) -> None:
+    """SpoolFormatError for JSON nested deeper than ``MAX_NESTING`` (``[[[[...``
+    100,000 deep would otherwise raise RecursionError out of ``json.loads``)."""
+    if raw.count(b"[") + raw.count(b"{") <= MAX_NESTING:
+        return
+    depth = 0
+    for bracket in _JSON_BRACKETS.findall(_JSON_STRING.sub(b"", raw)):
+        depth += 1 if bracket in (b"[", b"{") else -1
+        if depth > MAX_NESTING:
+            raise SpoolFormatError(f"nested deeper than {MAX_NESTING} levels")
 
 
 def read_run(path: Path) -> tuple[RunRecord, os.stat_result]:

@@ -183,3 +183,38 @@ def wait_for_push(bark: Any, kind: AlertKind, run_name: str, timeout: float = 30
         return wait_for(find, timeout, what=f"a {kind.value} push for {run_name}")
     except AssertionError as exc:
         raise AssertionError(f"{exc}; pushes so far: {titles(bark)}") from None
+
+
+PRETENDER = ("import sys\n"
+             "open('/proc/self/comm', 'w').write('sentinel-daemon')\n"
+             "print('named', flush=True)\n"
+             "sys.stdin.read()\n")  # lives until its stdin closes
+
+
+class PretendDaemon:
+    """A real process named as the daemon names itself, and a ``daemon.json``
+    naming it: what a training process sees while a daemon watches its spool."""
+
+    def __init__(self, spool_dir: Path) -> None:
+        self.spool = Path(spool_dir)
+        self.proc: Optional[subprocess.Popen[str]] = None
+
+    def __enter__(self) -> PretendDaemon:
+        from sentinel import spool
+        from sentinel.procid import ProcessIdentity
+
+        self.proc = subprocess.Popen([sys.executable, "-c", PRETENDER], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None and self.proc.stdout.readline() == "named\n"
+        me = ProcessIdentity.of(self.proc.pid)
+        assert me is not None
+        spool.make_private_dir(self.spool)
+        spool.write_json(self.spool / spool.DAEMON_FILE,
+                         spool.DaemonLiveness(me.pid, me.start_ticks, me.boot_id).to_dict())
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        assert self.proc is not None
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(30)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from sentinel import cli
+from sentinel import config as config_module
 from tests.cli_helpers import SENTINEL, run_sentinel, sentinel_env
 
 COMMANDS = ("daemon", "status", "check-config", "test", "run")
@@ -128,7 +129,7 @@ def test_check_config_without_any_file_uses_the_embedded_default(env: dict) -> N
 def test_config_search_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     system = config_file(tmp_path, "", "etc/config.yaml")
     user = config_file(tmp_path, "", "xdg/sentinel/config.yaml")
-    monkeypatch.setattr(cli, "SYSTEM_CONFIG", system)
+    monkeypatch.setattr(config_module, "SYSTEM_CONFIG", system)
     env = {"XDG_CONFIG_HOME": str(tmp_path / "xdg"), "HOME": str(tmp_path / "home")}
     assert cli.find_config("/explicit.yaml", env) == Path("/explicit.yaml")
     assert cli.find_config(None, {**env, "SENTINEL_CONFIG": "/from/env.yaml"}) == Path("/from/env.yaml")

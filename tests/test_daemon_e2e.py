@@ -371,10 +371,11 @@ def test_hostile_spool_files_are_skipped_once_and_the_daemon_lives(
 
     # Two full rescans after the bad files exist: each problem is still logged once.
     liveness = daemon.spool / spool.DAEMON_FILE
-    first = spool.read_daemon_liveness(daemon.spool)[0].written
-    wait_for(lambda: spool.read_daemon_liveness(daemon.spool)[0].written > first, 30, what="a rescan")
-    second = spool.read_daemon_liveness(daemon.spool)[0].written
-    wait_for(lambda: spool.read_daemon_liveness(daemon.spool)[0].written > second, 30, what="another rescan")
+    # Each rescan rewrites daemon.json (a new file, renamed into place).
+    first = liveness.stat().st_mtime_ns
+    wait_for(lambda: liveness.stat().st_mtime_ns > first, 30, what="a rescan")
+    second = liveness.stat().st_mtime_ns
+    wait_for(lambda: liveness.stat().st_mtime_ns > second, 30, what="another rescan")
     assert liveness.is_file()
 
     good.kill()

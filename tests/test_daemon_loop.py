@@ -20,7 +20,7 @@ from sentinel.config import Config
 from sentinel.daemon.decide import RunState
 from sentinel.daemon.loop import RESCAN_SLICE, Daemon
 from sentinel.daemon.rescan import RescanSweep
-from sentinel.daemon.runs import TrackedRun
+from sentinel.daemon.run_reader import TrackedRun
 from sentinel.outbox import Outbox
 from sentinel.procid import ProcessIdentity
 from tests.victims.harness import identity_of

@@ -15,7 +15,6 @@ so an exit is never queued behind thousands of other runs.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import gc
 import heapq
 import logging
@@ -27,10 +26,10 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Protocol
 
-from sentinel import spool, systemd
+from sentinel import daemon_file, spool, systemd
 from sentinel.alerts import Alert, AlertKind, from_run
 from sentinel.config import Config
-from sentinel.daemon import hygiene, liveness_file, reconcile
+from sentinel.daemon import archive, reconcile
 from sentinel.daemon.decide import (
     Event,
     EventKind,
@@ -45,12 +44,13 @@ from sentinel.daemon.decide import (
 from sentinel.daemon.liveness import POLL_INTERVAL, Liveness
 from sentinel.daemon.oom import OomDetector
 from sentinel.daemon.rescan import RescanSweep
-from sentinel.daemon.runs import ProblemLog, RunReader, TrackedRun, is_shared_spool
-from sentinel.daemon.watcher import Change, SpoolWatcher, Wakeup
+from sentinel.daemon.run_reader import ProblemLog, RunReader, TrackedRun, is_shared_spool
+from sentinel.daemon.spool_watcher import Change, SpoolWatcher, Wakeup
 from sentinel.delivery import is_inline
 from sentinel.outbox import SyncThread
 from sentinel.redact import redact
 from sentinel.spool import FinalRecord
+from sentinel.state_dir import StateDir
 
 log = logging.getLogger("sentinel.daemon")
 
@@ -90,7 +90,7 @@ class Daemon:
     ) -> None:
         self.config = config
         self.spool = Path(config.spool_path())
-        self.state_path = Path(config.state_path())
+        self.state = StateDir(config.state_path())
         self.outbox = outbox
         self.inline_channels = inline_channels
         self.wake_delivery = wake_delivery
@@ -123,7 +123,7 @@ class Daemon:
             log.info("%s is a shared spool: runs are accepted only from their owners", self.spool)
         if not self.liveness.use_pidfd:
             log.warning("pidfd_open is not available: polling processes every %.1fs", POLL_INTERVAL)
-        liveness_file.write(self.spool, now)
+        daemon_file.write(self.spool)
         self.watcher.start()
         reconcile.reconcile_all(self, now)
         freeze_long_lived()
@@ -135,7 +135,7 @@ class Daemon:
         if self.sweep is not None:
             self.sweep.close()
         self.watcher.stop()
-        liveness_file.remove(self.spool)
+        daemon_file.remove(self.spool)
         self.liveness.close()
         self.oom.close()
         self.wakeup.close()
@@ -308,7 +308,7 @@ class Daemon:
 
     def start_rescan(self, now: float) -> None:
         """Begin a rescan; ``continue_rescan`` lists and visits the runs a slice at a time."""
-        liveness_file.write(self.spool, now)
+        daemon_file.write(self.spool)
         if self.sweep is not None:
             self.sweep.close()
         self.sweep = RescanSweep(self.spool)
@@ -328,7 +328,7 @@ class Daemon:
             return
         self.sweep = None
         self.retired &= sweep.listed
-        hygiene.prune_archive(self.state_path, self.config.retention, now, self.outbox.forget_run)
+        archive.prune_archive(self.state.archive, self.config.retention, now, self.outbox.forget_run)
         if self.outbox.prune_dead_letters(now, self.config.dead_letter_retention):
             log.info("pruned dead letters older than the dead-letter retention period")
         freeze_long_lived()
@@ -396,7 +396,7 @@ class Daemon:
         """An ended run whose process is gone: archive it and stop tracking."""
         self.deliver_messages(run, now)
         self.forget(run.run_id)
-        if hygiene.archive_run(run.paths.dir, self.state_path, now) is None and run.paths.dir.exists():
+        if archive.archive_run(run.paths.dir, self.state.archive, now) is None and run.paths.dir.exists():
             self.retired.add(run.run_id)
 
     # ------------------------------------------------------------ helpers
@@ -503,30 +503,21 @@ def freeze_long_lived() -> None:
 # ---------------------------------------------------------------- the entry point
 
 
-def lock_state_dir(state_path: Path) -> Optional[int]:
-    """One daemon per state directory: an flock held for the daemon's life."""
-    fd = os.open(state_path / "daemon.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    return fd
-
-
 def serve(daemon: Daemon, stop: threading.Event, clock: Callable[[], float] = time.time) -> None:
     """Run ``daemon`` until ``stop`` is set."""
     # The stop event is set by a signal handler or another thread; this
     # waiter turns it into a wake-up of the epoll so shutdown is immediate.
-    waiter = threading.Thread(target=lambda: (stop.wait(), daemon.wakeup.wake()),
-                              name="sentinel-stop-waiter", daemon=True)
+    def wake_on_stop() -> None:
+        stop.wait()
+        daemon.wakeup.wake()
+
+    waiter = threading.Thread(target=wake_on_stop, name="sentinel-stop-waiter", daemon=True)
     waiter.start()
     while not stop.is_set():
         daemon.poll_once(clock)
 
 
-def prepare_dirs(config: Config) -> None:
-    spool_path = Path(config.spool_path())
+def prepare_spool(spool_path: Path) -> None:
+    """A missing spool is made private (a shared one is made by its installer)."""
     if not spool_path.exists():
         spool.make_private_dir(spool_path)
-    spool.make_private_dir(Path(config.state_path()))

@@ -11,21 +11,42 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Optional
+from typing import Any, Optional, Protocol
 
 from sentinel.daemon.decide import Event, EventKind, RunState, replay, stall_deadline
-from sentinel.daemon.liveness import Status
+from sentinel.daemon.liveness import Liveness, Status
 from sentinel.daemon.oom import cgroup_counter
-from sentinel.daemon.runs import TrackedRun
-
-if TYPE_CHECKING:
-    from sentinel.daemon.loop import Daemon
+from sentinel.daemon.run_reader import RunReader, TrackedRun
+from sentinel.daemon.spool_watcher import SpoolWatcher
+from sentinel.spool import FinalRecord
 
 log = logging.getLogger("sentinel.daemon.reconcile")
 
 DOWN_DETAIL = "died while the daemon was down"
 ENDED_DOWN_DETAIL = "ended while the daemon was down"
 LOST_DETAIL = "the machine rebooted while the run was going (its record is from an earlier boot)"
+
+
+class Daemon(Protocol):
+    """What reconciling needs of the daemon (``sentinel.daemon.loop.Daemon``)."""
+
+    reader: RunReader
+    outbox: Any
+    liveness: Liveness
+    watcher: SpoolWatcher
+    runs: dict[str, TrackedRun]
+
+    def resolve_channels(self, run: TrackedRun) -> list[str]: ...
+    def deliver_messages(self, run: TrackedRun, now: float) -> None: ...
+    def apply(self, run: TrackedRun, event: Event, now: float, *, final: Optional[FinalRecord] = None,
+              detail: Optional[str] = None) -> None: ...
+    def judge_exit(self, run: TrackedRun, now: float) -> None: ...
+    def retire(self, run: TrackedRun, now: float) -> None: ...
+    def check_recovery(self, run: TrackedRun, now: float) -> None: ...
+    def schedule_stall_check(self, run: TrackedRun, when: Optional[float]) -> None: ...
+    def stall_timeout(self, run: TrackedRun) -> float: ...
+    def list_run_ids(self) -> list[str]: ...
+    def forget(self, run_id: str) -> None: ...
 
 
 def beat_text(run: TrackedRun) -> str:

@@ -28,7 +28,7 @@ from sentinel.daemon.oom import CgroupCounter
 from sentinel.procid import ProcessIdentity, process_uid, start_ticks
 from sentinel.spool import FinalRecord, Message, Progress, RunPaths, RunRecord, SpoolFormatError
 
-log = logging.getLogger("sentinel.daemon.runs")
+log = logging.getLogger("sentinel.daemon.run_reader")
 
 _MAX_REMEMBERED = 10_000
 

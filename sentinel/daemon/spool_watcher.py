@@ -17,11 +17,11 @@ import queue
 import threading
 import warnings
 from pathlib import Path
-from typing import NamedTuple, Optional
+from typing import Any, NamedTuple, Optional
 
 from sentinel.spool import BEAT_FILE, FINAL_FILE, MESSAGE_DIR, RUN_FILE, is_run_id
 
-log = logging.getLogger("sentinel.daemon.watcher")
+log = logging.getLogger("sentinel.daemon.spool_watcher")
 
 
 class Wakeup:
@@ -108,7 +108,7 @@ class SpoolWatcher:
         self._wakeup = wakeup
         self._beat_interest: set[str] = set()
         self._lock = threading.Lock()
-        self._observer = None
+        self._observer: Optional[Any] = None  # a watchdog Observer while watching
 
     def want_beats(self, run_id: str, wanted: bool) -> None:
         """Beats are re-read at deadlines; only a stalled run waits for each one."""

@@ -53,6 +53,7 @@ older, intact. A name is in place before any record holds a value for it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import json
 import math
@@ -682,6 +683,26 @@ class LiveProgress:
     last_progress: Optional[float]
     step: Optional[int]
     scalars: dict[str, float]
+
+
+def with_live(progress: Optional[Progress], live: Optional[LiveProgress]) -> Optional[Progress]:
+    """``progress`` brought up to ``live``: a heartbeat is up to an interval
+    old, the mapped record is the very last report."""
+    if live is None or live.last_progress is None:
+        return progress
+    if progress is None:
+        # No heartbeat yet: the report itself shows the process ran.
+        return Progress(beat=live.last_progress, seq=0, last_progress=live.last_progress,
+                        step=live.step, scalars=dict(live.scalars))
+    if progress.last_progress is not None and live.last_progress <= progress.last_progress:
+        return progress
+    older = {k: v for k, v in progress.scalars.items() if k not in live.scalars}
+    return dataclasses.replace(
+        progress,
+        last_progress=live.last_progress,
+        step=live.step if live.step is not None else progress.step,
+        scalars={**live.scalars, **older},
+    )
 
 
 def read_live(run_dir: Path) -> tuple[Optional[LiveProgress], os.stat_result]:

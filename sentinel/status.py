@@ -126,7 +126,8 @@ def _archive_dirs(state_path: Optional[Path]) -> Optional[list[Path]]:
 
 
 def _run_status(record: spool.RunRecord, paths: spool.RunPaths, journal: Any, now: float) -> RunStatus:
-    progress = _optional(spool.read_progress, paths.beat)
+    live = _optional(lambda run_dir: spool.read_live(run_dir)[0], paths.dir)
+    progress = spool.with_live(_optional(spool.read_progress, paths.beat), live)
     final = _optional(spool.read_final, paths.final)
     alive = ProcessIdentity(record.pid, record.start_ticks, record.boot_id).is_running()
     verdict: Optional[RunState] = journal(record.run_id) if journal else None

@@ -27,6 +27,7 @@ LAYERS = {
     "sentinel.state_dir": FORMAT,
     "sentinel.daemon_file": FORMAT,
     "sentinel.logsetup": FORMAT,
+    "sentinel.sparkline": FORMAT,
     "sentinel.alerts": MODEL,
     "sentinel.config": OUTBOX,  # validates channel options with the channels' own rules
     "sentinel.render": CHANNELS,

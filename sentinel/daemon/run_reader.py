@@ -13,7 +13,6 @@ process it names; the run's other files must belong to that uid too.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import stat
@@ -190,7 +189,7 @@ class RunReader:
             progress = None
         if progress is None:
             progress = run.progress
-        return with_live(progress, self.read_live(run))
+        return spool.with_live(progress, self.read_live(run))
 
     def read_live(self, run: TrackedRun) -> Optional[spool.LiveProgress]:
         """The run's last reported step and scalars, or None (absent, bad, not its own)."""
@@ -220,22 +219,3 @@ class RunReader:
                 continue
         return out
 
-
-def with_live(progress: Optional[Progress], live: Optional[spool.LiveProgress]) -> Optional[Progress]:
-    """``progress`` brought up to ``live``: a heartbeat is up to an interval
-    old, the mapped record is the very last report."""
-    if live is None or live.last_progress is None:
-        return progress
-    if progress is None:
-        # No heartbeat yet: the report itself shows the process ran.
-        return Progress(beat=live.last_progress, seq=0, last_progress=live.last_progress,
-                        step=live.step, scalars=dict(live.scalars))
-    if progress.last_progress is not None and live.last_progress <= progress.last_progress:
-        return progress
-    return dataclasses.replace(
-        progress,
-        last_progress=live.last_progress,
-        step=live.step if live.step is not None else progress.step,
-        scalars={**live.scalars, **{k: v for k, v in progress.scalars.items() if k not in live.scalars}}
-        if live.scalars else dict(progress.scalars),
-    )

@@ -23,6 +23,7 @@ def main() -> None:
     run = sentinel.watch(
         name=args.name or f"watch-{args.mode}",
         channels=args.channels,
+        labels=args.labels,
         stall_timeout=args.stall_timeout,
         heartbeat_interval=args.heartbeat,
     )

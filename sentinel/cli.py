@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -190,14 +191,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a writer killed by SIGPIPE
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    func: Callable[[argparse.Namespace], int] = args.func
     try:
+        parser = build_parser()
+        args = parser.parse_args(argv)  # --help writes too
+        func: Callable[[argparse.Namespace], int] = args.func
         return func(args)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `sentinel status | head`: the reader has gone, so has the rest of our
+        # output. Point stdout at /dev/null so the exit-time flush is quiet too.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":

@@ -42,6 +42,16 @@ RUN_LABELS = frozenset({"project", "workspace", "experiment", "description", "sw
 ALERT_STATES = tuple(k.value for k in AlertKind if k.is_state)
 
 
+def check_alert_on(value: Any) -> list[str]:
+    """A run's ``alert_on=``: a list of states, checked as the config checks its own."""
+    if isinstance(value, str) or not isinstance(value, (list, tuple, set, frozenset)):
+        raise ValueError(f"alert_on must be a list of states ({', '.join(ALERT_STATES)}), not {value!r}")
+    unknown = [item for item in value if item not in ALERT_STATES]
+    if unknown:
+        raise ValueError(f"alert_on: unknown state {unknown[0]!r}; states are: {', '.join(ALERT_STATES)}")
+    return [state for state in ALERT_STATES if state in value]
+
+
 @dataclass(frozen=True)
 class Alert:
     alert_id: str  # stable: the same decision always yields the same id

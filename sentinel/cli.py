@@ -1,4 +1,4 @@
-"""The `sentinel` command: daemon, status, check-config, test, run.
+"""The `sentinel` command: daemon, status, check-config, test, run, mute, unmute.
 
 Exit codes follow sysexits where one fits: 0 ok, 1 failure, 2 usage,
 78 (EX_CONFIG) for a configuration that cannot be used.
@@ -129,6 +129,71 @@ def cmd_run(args: argparse.Namespace) -> int:
     return runner.run_command(command, name=args.name, channels=args.channel or [])
 
 
+def _spool_of(args: argparse.Namespace) -> Path:
+    if getattr(args, "spool", None):
+        return Path(args.spool)
+    return resolve_config(getattr(args, "config", None)).spool_path()
+
+
+def _mute_target(args: argparse.Namespace) -> tuple[str, str]:
+    chosen = [(scope, value) for scope, value in
+              (("run", args.run), ("project", args.project), ("channel", args.channel)) if value]
+    if len(chosen) != 1:
+        raise ValueError("name exactly one of: RUN (a run id or name), --project P, --channel C")
+    return chosen[0]
+
+
+def cmd_mute(args: argparse.Namespace) -> int:
+    from sentinel import mutes
+    from sentinel.config import parse_duration
+
+    try:
+        scope, target = _mute_target(args)
+        seconds = parse_duration(args.duration) if args.duration else None
+        if seconds is not None and seconds <= 0:
+            raise ValueError("--for must be longer than zero")
+        spool_path = _spool_of(args)
+    except ValueError as exc:
+        print(f"sentinel mute: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ConfigError as exc:
+        return _report_config_error(exc)
+    import time
+
+    now = time.time()
+    mute = mutes.Mute(scope, target, "all" if args.all else "stalls", now,
+                      now + seconds if seconds is not None else None)
+    try:
+        mutes.write_mute(spool_path, mute)
+    except OSError as exc:
+        print(f"sentinel mute: cannot write to {mutes.mutes_dir(spool_path)}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    what = "every alert" if args.all else "stall alerts"
+    until = f" for {args.duration}" if seconds is not None else " until `sentinel unmute`"
+    print(f"muted {what} of {scope} {target!r}{until} "
+          "(the daemon applies it only to runs you own, unless you are root)")
+    return EXIT_OK
+
+
+def cmd_unmute(args: argparse.Namespace) -> int:
+    from sentinel import mutes
+
+    try:
+        scope, target = _mute_target(args)
+        spool_path = _spool_of(args)
+    except ValueError as exc:
+        print(f"sentinel unmute: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ConfigError as exc:
+        return _report_config_error(exc)
+    removed = mutes.remove_mutes(spool_path, scope, target)
+    if not removed:
+        print(f"sentinel unmute: no mute of {scope} {target!r} of yours", file=sys.stderr)
+        return EXIT_FAILURE
+    print(f"unmuted {scope} {target!r}")
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------- parser
 
 
@@ -177,6 +242,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="channel name (default: every configured channel)")
     p.add_argument("--config", metavar="PATH", help="config file (default: the config search)")
     p.set_defaults(func=cmd_test)
+
+    for name, func, help_text in (
+        ("mute", cmd_mute, "silence stall alerts (or all) of a run, a project or a channel"),
+        ("unmute", cmd_unmute, "remove a mute"),
+    ):
+        p = sub.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ". "
+                           "Durable across daemon restarts; the daemon applies a mute only to runs "
+                           "of its owner (root: every run).")
+        p.add_argument("run", nargs="?", metavar="RUN", help="a run id or run name")
+        p.add_argument("--project", metavar="P", help="every run of this project")
+        p.add_argument("--channel", metavar="C", help="this configured channel")
+        if name == "mute":
+            p.add_argument("--for", dest="duration", metavar="DURATION",
+                           help="how long, e.g. 30m, 2h (default: until unmuted)")
+            p.add_argument("--all", action="store_true", help="every alert, not only stalls")
+        p.add_argument("--config", metavar="PATH", help="config file that names the spool")
+        p.add_argument("--spool", metavar="DIR", help="spool directory")
+        p.set_defaults(func=func)
 
     p = sub.add_parser("run", help="run any command as a watched job",
                        usage="sentinel run [-h] [--name NAME] [--channel CHANNEL] -- CMD [ARG ...]",

@@ -130,6 +130,7 @@ class Recorder:
         language: Optional[str] = None,
         stall_timeout: Optional[float] = None,
         heartbeat_interval: Optional[float] = None,
+        alert_on: Optional[Sequence[str]] = None,
         source: str = "watch",
         handle_sigterm: bool = True,
     ) -> None:
@@ -159,6 +160,7 @@ class Recorder:
             language=language,
             source=source,
             version=getattr(sentinel, "__version__", ""),
+            alert_on=list(alert_on) if alert_on is not None else None,
         )
         self.handle_sigterm = handle_sigterm
         self._owner_pid = ident.pid

@@ -233,6 +233,7 @@ class RunRecord:
     language: Optional[str] = None
     source: str = "watch"  # watch | swanlab | run
     version: str = ""
+    alert_on: Optional[list[str]] = None  # states that alert for this run; None: the daemon's
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -261,6 +262,9 @@ class RunRecord:
                 "labels must map names to strings")
         _expect(isinstance(rec.channels, list) and all(isinstance(c, (str, dict)) for c in rec.channels),
                 "channels must be a list of names or objects")
+        _expect(rec.alert_on is None or (isinstance(rec.alert_on, list) and len(rec.alert_on) <= 16
+                                          and all(isinstance(s, str) for s in rec.alert_on)),
+                "alert_on must be a list of state names or null")
         for name in ("boot_id", "hostname", "user", "cwd", "name", "source", "version"):
             _expect(isinstance(getattr(rec, name), str), f"{name} must be a string")
         return rec

@@ -83,9 +83,15 @@ class _SentinelHooks:
         language: Optional[str] = None,
         spool_dir: Optional[Union[str, Path]] = None,
         handle_sigterm: bool = True,
+        alert_on: Optional[Sequence[str]] = None,
     ) -> None:
         with contextlib.suppress(TypeError):  # bases without an __init__ of their own
             super().__init__()
+        if alert_on is not None:
+            from sentinel.alerts import check_alert_on
+
+            alert_on = check_alert_on(alert_on)
+        self._alert_on = alert_on
         self._run_name = name or ""
         self._channels: list[spool.Channel] = [c if isinstance(c, str) else dict(c) for c in channels or []]
         self._extra_labels = dict(labels or {})
@@ -213,6 +219,7 @@ class _SentinelHooks:
                 language=self._language,
                 stall_timeout=self._stall_timeout,
                 heartbeat_interval=self._heartbeat_interval,
+                alert_on=self._alert_on,
                 source="swanlab",
                 handle_sigterm=self._handle_sigterm,
             )
@@ -238,7 +245,7 @@ class SentinelCallback(_SentinelHooks, CallbackBase):  # type: ignore[misc, vali
 
     ``SentinelCallback(name=None, *, channels=None, labels=None,
     stall_timeout=None, heartbeat_interval=None, language=None,
-    spool_dir=None, handle_sigterm=True)``; ``channels`` are configured
+    spool_dir=None, handle_sigterm=True, alert_on=None)``; ``channels`` are configured
     channel names or inline channel dicts (empty: the daemon's defaults).
     """
 

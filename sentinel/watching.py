@@ -107,6 +107,7 @@ def watch(
     language: Optional[str] = None,
     spool_dir: Optional[Union[str, os.PathLike]] = None,
     handle_sigterm: bool = True,
+    alert_on: Optional[Sequence[str]] = None,
 ) -> Run:
     """Start watching this process as one run; returns the ``Run`` (also a
     context manager).
@@ -117,7 +118,14 @@ def watch(
     daemon's default). ``heartbeat_interval``: seconds between heartbeats
     (default ``$SENTINEL_HEARTBEAT_INTERVAL`` or 10). ``spool_dir``: default
     ``$SENTINEL_SPOOL`` / system spool / ``~/.local/state/sentinel/spool``.
+    ``alert_on``: the states that alert for this run, e.g. ``["crashed",
+    "killed", "lost"]`` (None: the daemon's ``alert_on``); a ValueError names
+    an unknown state.
     """
+    if alert_on is not None:
+        from sentinel.alerts import check_alert_on
+
+        alert_on = check_alert_on(alert_on)
     run_name = name if name is not None else _script_name()
     recorder = Recorder.open(
         Path(spool_dir) if spool_dir is not None else spool.spool_dir(),
@@ -127,6 +135,7 @@ def watch(
         language=language,
         stall_timeout=stall_timeout,
         heartbeat_interval=heartbeat_interval,
+        alert_on=alert_on,
         source="watch",
         handle_sigterm=handle_sigterm,
     )

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Protocol
 
-from sentinel import daemon_file, spool, systemd
+from sentinel import daemon_file, mutes, spool, systemd
 from sentinel.alerts import Alert, AlertKind, from_run
 from sentinel.config import Config
 from sentinel.daemon import archive, reconcile
@@ -104,6 +104,7 @@ class Daemon:
             self.epoll.register(self.oom.fd, select.EPOLLIN)
         self.watcher = SpoolWatcher(self.spool, self.wakeup)
         self.problems = ProblemLog()
+        self.mute_book = mutes.MuteBook(self.spool)
         self.reader = RunReader(self.spool, is_shared_spool(self.spool), self.problems)
         self.runs: dict[str, TrackedRun] = {}
         self.retired: set[str] = set()  # ended runs whose directory could not be archived
@@ -124,6 +125,10 @@ class Daemon:
         if not self.liveness.use_pidfd:
             log.warning("pidfd_open is not available: polling processes every %.1fs", POLL_INTERVAL)
         daemon_file.write(self.spool)
+        try:
+            mutes.ensure_dir(self.spool)  # made by the daemon, so a user cannot plant their own
+        except OSError as exc:
+            log.warning("cannot make %s (%s): mutes are ignored", mutes.mutes_dir(self.spool), exc)
         self.watcher.start()
         reconcile.reconcile_all(self, now)
         freeze_long_lived()
@@ -359,7 +364,10 @@ class Daemon:
         alert = from_run(alert_id(run.run_id, number, kind), kind, run.record, progress=progress,
                          final=final, now=now, detail=detail, trend_metric=self.config.trend_metric,
                          trend_points=self.config.trend_points)
-        channels = run.channels if kind.value in self.config.alert_on else []
+        alert_on = self.config.alert_on if run.record.alert_on is None else run.record.alert_on
+        channels = run.channels if kind.value in alert_on else []
+        channels = self.mute_book.channels_for(kind.value, run.run_id, run.record.name,
+                                               run.record.labels.get("project"), run.owner_uid, channels, now)
         if final is not None and final.delivered_inline:
             # With no daemon alive, the process sent its ending to its inline channels itself.
             channels = [name for name in channels if not is_inline(name)]
@@ -381,8 +389,11 @@ class Daemon:
                     continue  # malformed or foreign: logged once, left for the archive
                 alert = from_run(message_alert_id(run.run_id, seq), AlertKind.MESSAGE, run.record,
                                  progress=run.progress, now=message.time, text=message.text)
+                channels = self.mute_book.channels_for(
+                    AlertKind.MESSAGE.value, run.run_id, run.record.name, run.record.labels.get("project"),
+                    run.owner_uid, run.channels, now)
                 # False: already queued before a restart.
-                self.outbox.enqueue(alert, run.channels, sync=False)
+                self.outbox.enqueue(alert, channels, sync=False)
                 queued.append(path)
         finally:
             if queued:

@@ -12,11 +12,19 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping, Optional
 
-from sentinel import sparkline
+from sentinel import endings, sparkline
+from sentinel.endings import Reason
 from sentinel.spool import FinalRecord, Progress, RunRecord
 
 
 class AlertKind(str, enum.Enum):
+    """The kinds of ``sentinel.endings.ENDINGS``, by name for typed code.
+
+    Everything about a kind (words, emoji, urgency, the state it leaves a
+    run in) lives in its row there; a member without a row, or a row
+    without a member, fails at import.
+    """
+
     FINISHED = "finished"
     CRASHED = "crashed"
     ABORTED = "aborted"
@@ -29,9 +37,17 @@ class AlertKind(str, enum.Enum):
     TEST = "test"  # `sentinel test`
 
     @property
-    def is_state(self) -> bool:
-        return self not in (AlertKind.MESSAGE, AlertKind.TEST)
+    def ending(self) -> endings.Ending:
+        return endings.BY_KIND[self.value]
 
+    @property
+    def is_state(self) -> bool:
+        """A run-state transition (not a message or a test)."""
+        return self.ending.run_state is not None
+
+
+if {k.value for k in AlertKind} != set(endings.BY_KIND):
+    raise ImportError("sentinel.alerts.AlertKind and sentinel.endings.ENDINGS name different kinds")
 
 # Labels the integrations set themselves (SwanLab's names, the run's link):
 # an alert shows them in their own places, so its label list leaves them out.
@@ -39,7 +55,7 @@ RUN_LABELS = frozenset({"project", "workspace", "experiment", "description", "sw
                         "mode", "url"})
 
 # States a user may switch alerts on and off for (config `alert_on`).
-ALERT_STATES = tuple(k.value for k in AlertKind if k.is_state)
+ALERT_STATES = endings.STATE_KINDS
 
 
 def check_alert_on(value: Any) -> list[str]:
@@ -72,11 +88,19 @@ class Alert:
     exit_code: Optional[int] = None
     signal: Optional[str] = None
     error: Optional[str] = None  # error tail
-    detail: Optional[str] = None  # why: "OOM killer ...", "died while the daemon was down", ...
+    # Why, in English (logs, and records written before ``reason`` existed);
+    # channels word ``reason`` in their language instead when it is set.
+    detail: Optional[str] = None
     text: Optional[str] = None  # message body (MESSAGE / TEST)
     language: Optional[str] = None  # the run's preference; a channel's own setting wins
+    reason: Optional[str] = None  # a code of sentinel.endings.REASONS
+    reason_args: dict[str, Any] = field(default_factory=dict)
     trend_metric: Optional[str] = None  # the metric ``trend`` follows
     trend: list[float] = field(default_factory=list)  # its last values, oldest first
+
+    @property
+    def why(self) -> Optional[Reason]:
+        return Reason(self.reason, dict(self.reason_args)) if self.reason else None
 
     @property
     def url(self) -> Optional[str]:
@@ -114,7 +138,7 @@ def from_run(
     progress: Optional[Progress] = None,
     final: Optional[FinalRecord] = None,
     now: Optional[float] = None,
-    detail: Optional[str] = None,
+    reason: Optional[Reason] = None,
     text: Optional[str] = None,
     trend_metric: Optional[str] = None,
     trend_points: int = sparkline.DEFAULT_POINTS,
@@ -150,9 +174,11 @@ def from_run(
         exit_code=final.exit_code if final is not None else None,
         signal=final.signal if final is not None else None,
         error=final.error if final is not None else None,
-        detail=detail,
+        detail=reason.text("en") if reason is not None else None,
         text=text,
         language=run.language,
+        reason=reason.code if reason is not None else None,
+        reason_args=dict(reason.args) if reason is not None else {},
         trend_metric=metric,
         trend=trend,
     )

@@ -125,8 +125,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not command:
         args.parser.error("run: no command given (usage: sentinel run [--name NAME] -- CMD ...)")
     from sentinel import runner
+    from sentinel.rules import InvalidArgument
 
-    return runner.run_command(command, name=args.name, channels=args.channel or [])
+    labels: dict[str, str] = {}
+    for item in args.label or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            args.parser.error(f"--label {item!r}: expected KEY=VALUE")
+        labels[key] = value
+    if args.project is not None:
+        labels["project"] = args.project
+    try:
+        return runner.run_command(command, name=args.name, channels=args.channel or [], labels=labels,
+                                  stall_timeout=args.stall_timeout)
+    except InvalidArgument as exc:
+        args.parser.error(str(exc).replace("sentinel run: ", "", 1))
+        return EXIT_USAGE  # not reached: error() exits with this status
 
 
 def _spool_of(args: argparse.Namespace) -> Path:
@@ -262,13 +276,20 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
 
     p = sub.add_parser("run", help="run any command as a watched job",
-                       usage="sentinel run [-h] [--name NAME] [--channel CHANNEL] -- CMD [ARG ...]",
+                       usage="sentinel run [-h] [--name NAME] [--channel CHANNEL] [--project PROJECT] "
+                       "[--label KEY=VALUE] [--stall-timeout DURATION] -- CMD [ARG ...]",
                        description="Run CMD as a watched child: its exit code or signal is recorded "
                        "(finished, crashed, terminated), SIGINT/SIGTERM are forwarded to it, "
-                       "and sentinel exits with the child's status (128+N when killed by signal N).")
+                       "and sentinel exits with the child's status (128+N when killed by signal N). "
+                       "The child is killed if the wrapper dies (kill -9 of sentinel run).")
     p.add_argument("--name", help="run name shown in alerts (default: the command)")
     p.add_argument("--channel", action="append", metavar="CHANNEL",
                    help="configured channel to alert (repeatable; default: the daemon's default channels)")
+    p.add_argument("--project", help="project label shown in alerts")
+    p.add_argument("--label", action="append", metavar="KEY=VALUE", help="a label for the run (repeatable)")
+    p.add_argument("--stall-timeout", metavar="DURATION",
+                   help="alert when the wrapper shows no sign of life this long (e.g. 90s, 10m, 2h; "
+                   "default: the daemon's stall_timeout)")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD", help="the command and its arguments")
     p.set_defaults(func=cmd_run, parser=p)
     return parser

@@ -12,6 +12,7 @@ The file format (see config.example.yaml for a commented example)::
     language: en                          # en | zh
     stall_timeout: 10m                    # a number of seconds or "30s", "10m", "2h", "7d"
     alert_on: [finished, crashed, ...]    # states that alert
+    channel_modules: [/etc/sentinel/mychannel.py]  # your own channel types (see README)
     channels:                             # named destinations
       phone: {type: bark, key: "${BARK_KEY}"}
     default_channels: [phone]             # default: every configured channel
@@ -38,21 +39,21 @@ from typing import Any, Callable, Mapping, Optional, Union
 
 from sentinel import sparkline
 from sentinel.alerts import ALERT_STATES
+from sentinel.rules import LANGUAGES, choice, positive_duration
+from sentinel.rules import channel_name as check_channel_name
+from sentinel.rules import kind as _kind
+from sentinel.rules import parse_duration as parse_duration  # part of this module's API
 from sentinel.spool import DAEMON_STATE_DIR, spool_dir
 
 log = logging.getLogger("sentinel.config")
 
 # Set by systemd for a unit with StateDirectory= (systemd/sentinel.service).
 ENV_STATE_DIRECTORY = "STATE_DIRECTORY"
-LANGUAGES = ("en", "zh")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 # Option names whose literal value in a file makes the file hold a secret.
 _SECRET_KEY_RE = re.compile(r"key|secret|token|webhook|password", re.IGNORECASE)
-_CHANNEL_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 _ENV_RE = re.compile(r"\$\$\{|\$\{([^}]*)\}")
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_DURATION_PART_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d|w)")
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 
 
 @dataclass
@@ -70,6 +71,7 @@ class Config:
     language: str = "en"
     stall_timeout: float = 600.0
     alert_on: frozenset[str] = frozenset(ALERT_STATES)
+    channel_modules: list[Path] = field(default_factory=list)  # loaded: their channel types are known
     channels: dict[str, ChannelConfig] = field(
         default_factory=lambda: {"console": ChannelConfig("console", "console", {})}
     )
@@ -264,36 +266,6 @@ def _channel_registry() -> Mapping[str, Any]:
     return REGISTRY
 
 
-def parse_duration(value: Any) -> float:
-    """Seconds from a number or a string like "90", "30s", "10m", "1h30m", "7d"."""
-    if isinstance(value, bool):
-        raise ValueError("must be a duration such as 30s, 10m, 2h or 7d, not a boolean")
-    if isinstance(value, (int, float)):
-        seconds = float(value)
-    elif isinstance(value, str):
-        text = value.strip().lower()
-        try:
-            seconds = float(text)
-        except ValueError:
-            seconds = 0.0
-            pos = 0
-            for match in _DURATION_PART_RE.finditer(text):
-                if text[pos : match.start()].strip():
-                    break
-                seconds += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-                pos = match.end()
-            if pos == 0 or text[pos:].strip():
-                raise ValueError(
-                    f"{value!r} is not a duration (use seconds or a number with a unit: ms, s, m, h, d, w;"
-                    " e.g. 30s, 10m, 1h30m, 7d)"
-                ) from None
-    else:
-        raise ValueError("must be a duration such as 30s, 10m, 2h or 7d")
-    if seconds != seconds or seconds in (float("inf"), float("-inf")):
-        raise ValueError("must be a finite duration")
-    return seconds
-
-
 class _Validator:
     """Walks the composed YAML once, collecting every problem with its line."""
 
@@ -408,23 +380,25 @@ class _Validator:
         if data is None:
             return config
         top = (
-            "spool", "state_dir", "language", "stall_timeout", "alert_on", "channels",
+            "spool", "state_dir", "language", "stall_timeout", "alert_on", "channel_modules", "channels",
             "default_channels", "retention", "dead_letter_retention", "retry_for",
             "rescan_interval", "log_level", "trend_metric", "trend_points",
         )
         self.check_keys(data, (), top)
+        if "channel_modules" in data:  # first: the channels below may use their types
+            config.channel_modules = self.channel_modules(data["channel_modules"], ("channel_modules",))
 
         for key in ("spool", "state_dir"):
             if key in data:
                 setattr(config, key, self.take(data, key, (), _absolute_path))
         if "language" in data:
-            config.language = self.take(data, "language", (), _choice(LANGUAGES)) or config.language
+            config.language = self.take(data, "language", (), choice(LANGUAGES)) or config.language
         if "log_level" in data:
-            level = self.take(data, "log_level", (), _choice(LOG_LEVELS))
+            level = self.take(data, "log_level", (), choice(LOG_LEVELS))
             config.log_level = level or config.log_level
         for key in ("stall_timeout", "retention", "dead_letter_retention", "retry_for", "rescan_interval"):
             if key in data:
-                seconds = self.take(data, key, (), _positive_duration)
+                seconds = self.take(data, key, (), positive_duration)
                 if seconds is not None:
                     setattr(config, key, seconds)
         if "trend_metric" in data:
@@ -463,7 +437,33 @@ class _Validator:
                 states.append(item)
         return states if ok else None
 
+    def channel_modules(self, value: Any, path: Key) -> list[Path]:
+        if not isinstance(value, list):
+            self.problem(path, f"must be a list of paths to Python files, not {_kind(value)}")
+            return []
+        registry = _channel_registry()
+        loaded: list[Path] = []
+        for index, item in enumerate(value):
+            try:
+                module_path = _absolute_path(item)
+            except ValueError as exc:
+                self.problem(path + (index,), str(exc))
+                continue
+            try:
+                if registry is None:
+                    raise ValueError("channels cannot be loaded here")
+                from sentinel.channels import load_channel_module
+
+                load_channel_module(module_path)
+            except Exception as exc:  # whatever the module raised: reported, never a crash
+                message = str(exc) if isinstance(exc, ValueError) else f"{exc.__class__.__name__}: {exc}"
+                self.problem(path + (index,), f"cannot load: {message}")
+            else:
+                loaded.append(module_path)
+        return loaded
+
     def channels(self, value: Any, path: Key, language: str) -> Optional[dict[str, ChannelConfig]]:
+
         value = self.mapping(value, path)
         if value is None:
             return None
@@ -473,11 +473,10 @@ class _Validator:
         out: dict[str, ChannelConfig] = {}
         for name, block in value.items():
             where = path + (name,)
-            if not isinstance(name, str) or not _CHANNEL_NAME_RE.match(name):
-                self.problem(where, "a channel name must be letters, digits, '_', '-' or '.' (at most 64)")
-                continue
-            if name.startswith("inline-"):
-                self.problem(where, "names starting with 'inline-' are reserved for channels given by a run")
+            try:
+                check_channel_name(name)
+            except ValueError as exc:
+                self.problem(where, str(exc))
                 continue
             if not isinstance(block, dict):
                 self.problem(where, f"must be a mapping with at least a 'type', not {_kind(block)}")
@@ -494,7 +493,7 @@ class _Validator:
             chan_language = language
             if "language" in block:
                 if cls is None:  # else the channel's check_options judges it with the rest
-                    chan_language = self.take(block, "language", where, _choice(LANGUAGES)) or language
+                    chan_language = self.take(block, "language", where, choice(LANGUAGES)) or language
                 elif block["language"] in LANGUAGES:
                     chan_language = block["language"]
             # `language` stays among the options: a channel's own language outranks a run's.
@@ -528,22 +527,6 @@ class _Validator:
         return names if ok else None
 
 
-def _kind(value: Any) -> str:
-    if value is None:
-        return "nothing"
-    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean",
-            int: "a number", float: "a number"}.get(type(value), type(value).__name__)
-
-
-def _choice(options: tuple) -> Callable[[Any], str]:
-    def convert(value: Any) -> str:
-        if value not in options:
-            raise ValueError(f"must be one of {', '.join(options)}, not {value!r}")
-        return value
-
-    return convert
-
-
 def _metric_name(value: Any) -> str:
     if not isinstance(value, str) or not value.strip() or len(value) > 128:
         raise ValueError(f"must be the name of a logged scalar (up to 128 characters), not {_kind(value)}")
@@ -554,13 +537,6 @@ def _trend_points(value: Any) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not 2 <= value <= sparkline.MAX_POINTS:
         raise ValueError(f"must be a whole number from 2 to {sparkline.MAX_POINTS}, not {value!r}")
     return value
-
-
-def _positive_duration(value: Any) -> float:
-    seconds = parse_duration(value)
-    if seconds <= 0:
-        raise ValueError("must be longer than zero")
-    return seconds
 
 
 def _absolute_path(value: Any) -> Path:

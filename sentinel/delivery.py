@@ -31,6 +31,7 @@ from typing import Any, Callable, Mapping, Optional
 
 from sentinel.channels import build_channel, http
 from sentinel.channels.base import Channel, DeliveryError
+from sentinel.channels.routing import INLINE_PREFIX, is_inline, string_values
 from sentinel.outbox import Outbox, PendingDelivery
 from sentinel.redact import redact
 from sentinel.spool import SpoolFormatError, make_private_dir, read_json, write_json
@@ -98,20 +99,7 @@ class RateLimiter:
                 return
 
 
-def pace_key(name: str, channel: Channel) -> str:
-    key = getattr(channel, "pace_key", None)
-    return key() if callable(key) else f"channel:{name}"
-
-
 # ---------------------------------------------------------------- channels
-
-
-INLINE_PREFIX = "inline-"
-
-
-def is_inline(name: str) -> bool:
-    """True for the name of a channel a run passed inline (not from the config)."""
-    return name.startswith(INLINE_PREFIX)
 
 
 class ChannelSet:
@@ -165,7 +153,7 @@ class ChannelSet:
             try:
                 channel = self._build_inline(name, options)
             except ValueError as exc:
-                raise ValueError(redact(exc, _string_values(options))) from None
+                raise ValueError(redact(exc, string_values(options))) from None
             self._channels[name] = channel
             if self._inline_dir is not None:
                 try:
@@ -177,10 +165,8 @@ class ChannelSet:
             return name
 
     def _build_inline(self, name: str, options: Mapping[str, Any]) -> Channel:
-        channel = build_channel(name, options, options.get("language"))
-        if getattr(channel, "follow_run_language", False):
-            channel.language = self._language  # when the run names no language either
-        return channel
+        # No language of its own: it speaks the run's, the config's if the run names none.
+        return build_channel(name, options, None, default_language=self._language)
 
     def _load_inline(self, name: str) -> Optional[Channel]:
         if self._inline_dir is None or "/" in name:
@@ -195,10 +181,6 @@ class ChannelSet:
             return None
         self._channels[name] = channel
         return channel
-
-
-def _string_values(options: Mapping[str, Any]) -> list[str]:
-    return [str(v) for v in options.values() if isinstance(v, str)]
 
 
 # ---------------------------------------------------------------- workers
@@ -327,7 +309,7 @@ class Delivery:
         """The head alone, or (digest channels) the due backlog when sending it
         one by one would exceed the service's rate limit or take longer than
         ``DIGEST_AFTER``."""
-        if not getattr(channel, "supports_digest", False):
+        if not channel.supports_digest:
             return items[:1]
         due = []
         for item in items:
@@ -340,14 +322,14 @@ class Delivery:
         if len(due) < 2 or not (over_limit or too_slow):
             return items[:1]
         due = due[:MAX_DIGEST]
-        count = channel.digest_size([item.alert for item in due])  # type: ignore[attr-defined]
+        count = channel.digest_size([item.alert for item in due])
         return due[: max(1, count)]
 
     def _send(self, name: str, channel: Channel, batch: list[PendingDelivery]) -> None:
         secrets = channel.secrets()
         try:
             if len(batch) > 1:
-                answer = channel.send_digest([item.alert for item in batch])  # type: ignore[attr-defined]
+                answer = channel.send_digest([item.alert for item in batch])
             else:
                 answer = channel.send(batch[0].alert)
         except DeliveryError as exc:
@@ -378,11 +360,11 @@ class Delivery:
                             item.alert.alert_id, name, item.attempts + 1, when - now, reason)
 
     def _limiter(self, name: str, channel: Channel) -> RateLimiter:
-        key = pace_key(name, channel)
+        key = channel.pace_key()
         with self._lock:
             limiter = self._limiters.get(key)
             if limiter is None:
-                rate = getattr(channel, "rate_limit", None)
-                limiter = RateLimiter(channel.min_interval, *(rate or (None, 60.0)))
+                count, window = channel.rate_limit or (None, 60.0)
+                limiter = RateLimiter(channel.min_interval, count, window)
                 self._limiters[key] = limiter
             return limiter

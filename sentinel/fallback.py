@@ -36,7 +36,7 @@ def deliver_message(record: spool.RunRecord, message: spool.Message, channels: l
         f"{record.run_id}.m{message.seq:08d}", AlertKind.MESSAGE, record,
         progress=None, now=message.time, text=message.text,
     )
-    _sender().submit(alert, channels, record.language, report)
+    _sender().submit(alert, channels, report)
 
 
 def deliver_final(record: spool.RunRecord, final: spool.FinalRecord, channels: list[dict[str, Any]],
@@ -44,7 +44,7 @@ def deliver_final(record: spool.RunRecord, final: spool.FinalRecord, channels: l
     """Send the run's ending; ``on_delivered`` runs once every channel took it."""
     kind = AlertKind(final.state)
     alert = from_run(f"{record.run_id}.001.{kind.value}", kind, record, final=final, now=final.ended)
-    _sender().submit(alert, channels, record.language, report, on_delivered=on_delivered)
+    _sender().submit(alert, channels, report, on_delivered=on_delivered)
 
 
 def drain(timeout: float, report: Report) -> bool:
@@ -53,8 +53,8 @@ def drain(timeout: float, report: Report) -> bool:
     return True if sender is None else sender.drain(timeout, report)
 
 
-# alert, inline channel options, run language, how to tell the user, called once all channels took it
-_Job = Tuple[Alert, "list[dict[str, Any]]", Optional[str], Report, Optional[Callable[[], None]]]
+# alert, inline channel options, how to tell the user, called once all channels took it
+_Job = Tuple[Alert, "list[dict[str, Any]]", Report, Optional[Callable[[], None]]]
 
 
 class FallbackSender:
@@ -67,14 +67,14 @@ class FallbackSender:
         self._thread: Optional[threading.Thread] = None
         self._pid = os.getpid()
 
-    def submit(self, alert: Alert, channels: list[dict[str, Any]], language: Optional[str], report: Report,
+    def submit(self, alert: Alert, channels: list[dict[str, Any]], report: Report,
                on_delivered: Optional[Callable[[], None]] = None) -> None:
         """Queue ``alert``; ``on_delivered`` runs once every channel took it."""
         if not channels or os.getpid() != self._pid:
             return
         with self._idle:
             self._pending += 1
-        self._queue.put((alert, [dict(c) for c in channels], language, report, on_delivered))
+        self._queue.put((alert, [dict(c) for c in channels], report, on_delivered))
         if self._thread is None:
             self._thread = threading.Thread(target=self._work, name="sentinel-fallback", daemon=True)
             try:
@@ -107,10 +107,10 @@ class FallbackSender:
                 return
             self._send_one(*item)
 
-    def _send_one(self, alert: Alert, channels: list[dict[str, Any]], language: Optional[str], report: Report,
+    def _send_one(self, alert: Alert, channels: list[dict[str, Any]], report: Report,
                   on_delivered: Optional[Callable[[], None]]) -> None:
         try:
-            delivered = [_send_with_retries(alert, options, language, report) for options in channels]
+            delivered = [_send_with_retries(alert, options, report) for options in channels]
             if on_delivered is not None and all(delivered):
                 on_delivered()
         finally:
@@ -119,17 +119,16 @@ class FallbackSender:
                 self._idle.notify_all()
 
 
-def _send_with_retries(alert: Alert, options: dict[str, Any], language: Optional[str],
-                       report: Report) -> bool:
+def _send_with_retries(alert: Alert, options: dict[str, Any], report: Report) -> bool:
     """Try one channel a few times; True if it took the alert."""
     from sentinel.channels import build_channel
     from sentinel.channels.base import DeliveryError
+    from sentinel.channels.routing import INLINE_PREFIX
 
-    opts = dict(options)
-    type_name = str(opts.get("type", "?"))
-    chosen_language = opts.pop("language", None) or language or "en"
+    type_name = str(options.get("type", "?"))
     try:
-        channel = build_channel(f"inline-{type_name}", opts, chosen_language)
+        # Inline: its own language, else the run's (the alert's), else English.
+        channel = build_channel(f"{INLINE_PREFIX}{type_name}", options, None)
     except Exception as exc:
         report(f"build-{type_name}", f"cannot use the {type_name} channel from this process: {exc}")
         return False

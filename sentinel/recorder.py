@@ -26,6 +26,7 @@ once on stderr and never raised into training. Stdlib only.
 from __future__ import annotations
 
 import atexit
+import math
 import numbers
 import os
 import pwd
@@ -41,8 +42,10 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import sentinel
 from sentinel import spool
 from sentinel.procid import ProcessIdentity
+from sentinel.rules import parse_duration, positive_duration
+from sentinel.safetext import escape_undecodable
 
-DEFAULT_HEARTBEAT_INTERVAL = 10.0
+DEFAULT_HEARTBEAT_INTERVAL = spool.DEFAULT_HEARTBEAT_INTERVAL
 ENV_HEARTBEAT_INTERVAL = "SENTINEL_HEARTBEAT_INTERVAL"
 MIN_HEARTBEAT_INTERVAL = 0.05
 # How long process exit may wait for in-process (no daemon) deliveries.
@@ -68,9 +71,9 @@ def heartbeat_interval_from_env(default: float = DEFAULT_HEARTBEAT_INTERVAL) -> 
     if not raw:
         return default
     try:
-        value = float(raw)
-    except ValueError:
-        report_once("env-interval", f"ignoring {ENV_HEARTBEAT_INTERVAL}={raw!r}: not a number")
+        value = positive_duration(raw)
+    except ValueError as exc:
+        report_once("env-interval", f"ignoring {ENV_HEARTBEAT_INTERVAL}={raw!r}: {exc}")
         return default
     return max(MIN_HEARTBEAT_INTERVAL, value)
 
@@ -95,21 +98,30 @@ def _numeric_scalars(values: Mapping[str, Any], into: dict[str, float]) -> dict[
     """Newest numeric values first, then older ones, at most MAX_SCALARS.
 
     Only plain real numbers: converting a tensor here could force a device
-    sync from the heartbeat thread.
+    sync from the heartbeat thread. A NaN or infinite value is left out (JSON
+    has no such number) and takes the key's older value with it: an alert
+    must not show the last finite loss of a run that has diverged since.
     """
     merged: dict[str, float] = {}
+    gone: set[str] = set()
     for key, value in list(values.items()):
         if len(merged) >= spool.MAX_SCALARS:
             break
         if isinstance(value, numbers.Real) and not isinstance(value, bool):
+            name = escape_undecodable(str(key))
             try:
-                merged[str(key)] = float(value)
-            except OverflowError:  # an int no float holds
-                continue
+                number = float(value)
+            except (OverflowError, ValueError, TypeError):
+                number = math.nan
+            if math.isfinite(number):
+                merged[name] = number
+            else:
+                gone.add(name)
     for key, value in into.items():
         if len(merged) >= spool.MAX_SCALARS:
             break
-        merged.setdefault(key, value)
+        if key not in gone:
+            merged.setdefault(key, value)
     return merged
 
 
@@ -146,16 +158,18 @@ class Recorder:
             pid=ident.pid,
             start_ticks=ident.start_ticks,
             boot_id=ident.boot_id,
-            hostname=os.uname().nodename,  # what socket.gethostname() returns, without socket
+            hostname=escape_undecodable(os.uname().nodename),  # socket.gethostname(), without socket
             uid=uid,
-            user=_user_name(uid),
-            cmdline=[sys.executable, *sys.argv],
-            cwd=_cwd(),
+            user=escape_undecodable(_user_name(uid)),
+            # An argv element or directory that is not UTF-8 arrives as lone
+            # surrogates, which no UTF-8 file can hold: recorded as \xNN escapes.
+            cmdline=[escape_undecodable(arg) for arg in (sys.executable, *sys.argv) if isinstance(arg, str)],
+            cwd=escape_undecodable(_cwd()),
             started=time.time(),
             heartbeat_interval=self.interval,
             stall_timeout=float(stall_timeout) if stall_timeout is not None else None,
-            name=name or "",
-            labels={str(k): str(v) for k, v in (labels or {}).items() if v is not None and v != ""},
+            name=escape_undecodable(name or ""),
+            labels=_labels(labels or {}),
             channels=list(channels),
             language=language,
             source=source,
@@ -234,9 +248,7 @@ class Recorder:
         if not self.is_owner or self._ended:
             return
         with self._lock:
-            for key, value in labels.items():
-                if value is not None and value != "":
-                    self.record.labels[str(key)] = str(value)
+            self.record.labels.update(_labels(labels))
             self._record_written = False
             self._write_record()
 
@@ -265,9 +277,9 @@ class Recorder:
     def expect_pause(self, seconds: float) -> None:
         """No stall should be reported for ``seconds`` from now."""
         try:
-            self._pause_until = time.time() + max(0.0, float(seconds))
-        except (TypeError, ValueError):
-            report_once("expect-pause", f"expect_pause needs seconds as a number, got {seconds!r}")
+            self._pause_until = time.time() + min(max(0.0, parse_duration(seconds)), spool.MAX_INTERVAL)
+        except (TypeError, ValueError) as exc:
+            report_once("expect-pause", f"expect_pause({seconds!r}) is ignored: {exc}")
             return
         self._beat_now = True  # let the daemon know now, not at the next beat
         self._wake.set()
@@ -454,7 +466,9 @@ class Recorder:
             return True
         except OSError as exc:
             self._report_io(exc)
-            return False
+        except (ValueError, TypeError) as exc:  # a value JSON cannot hold: a bug, never training's problem
+            report_once("spool-encode", f"cannot record run {self.run_id} ({exc}); training continues")
+        return False
 
     def _report_io(self, exc: OSError) -> None:
         report_once(
@@ -507,6 +521,11 @@ class Recorder:
                                    on_delivered=self.mark_final_delivered_inline)
         except Exception as exc:
             report_once("fallback", f"could not send this run's end from the process: {exc!r}")
+
+
+def _labels(labels: Mapping[str, Any]) -> dict[str, str]:
+    return {escape_undecodable(str(k)): escape_undecodable(str(v))
+            for k, v in labels.items() if v is not None and v != ""}
 
 
 def _cwd() -> str:
@@ -564,7 +583,7 @@ def _install_process_hooks() -> None:
     _previous_excepthook = sys.excepthook
     sys.excepthook = _excepthook
     _original_exit = sys.exit
-    sys.exit = _exit_recording_status
+    sys.exit = _exit_recording_status  # type: ignore[assignment]
 
 
 def _exit_recording_status(status: Any = None) -> None:

@@ -20,6 +20,7 @@ from sentinel import spool
 from sentinel.daemon.decide import RunState, replay
 from sentinel.daemon_file import live_daemon
 from sentinel.procid import ProcessIdentity
+from sentinel.safetext import printable
 from sentinel.state_dir import StateDir
 
 log = logging.getLogger("sentinel.status")
@@ -259,15 +260,15 @@ def render_table(status: SpoolStatus) -> str:
                 state += f" (exit {run.exit_code})"
             if run.archived:
                 state += ", archived"
-            rows.append((run.run_id, run.name or "-", str(run.pid), state,
+            rows.append((run.run_id, printable(run.name) or "-", str(run.pid), printable(state),
                          format_age(run.beat_age) + (" ago" if run.beat_age is not None else ""),
                          "-" if run.step is None else str(run.step)))
         widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
         for row in rows:
             lines.append("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
     for letter in status.dead_letters or []:
-        lines.append(f"NOT delivered to {letter['channel']}: alert {letter['alert_id']} "
-                     f"({letter['reason']})")
+        lines.append(printable(f"NOT delivered to {letter['channel']}: alert {letter['alert_id']} "
+                               f"({letter['reason']})"))
     for note in status.skipped:
-        lines.append(f"skipped unreadable run record {note}")
+        lines.append(f"skipped unreadable run record {printable(note)}")
     return "\n".join(lines)

@@ -25,8 +25,8 @@ from typing import Any, Optional
 import yaml
 
 from sentinel.alerts import Alert, AlertKind
+from sentinel.channels.bark import render_bark
 from sentinel.outbox import Outbox
-from sentinel.render import render_bark
 from tests.processes import kill_group
 from tests.victims.harness import ROOT
 from tests.waiting import wait_for

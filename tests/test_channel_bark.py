@@ -7,9 +7,8 @@ import pytest
 
 from sentinel.alerts import AlertKind
 from sentinel.channels import build_channel, check_channel
-from sentinel.channels.bark import BarkChannel, endpoint, split_key_url
+from sentinel.channels.bark import BarkChannel, endpoint, render_bark, split_key_url
 from sentinel.channels.base import DeliveryError
-from sentinel.render import render_bark
 from tests.fakes import FakeBark
 from tests.fakes.samples import sample_alert
 

@@ -68,8 +68,6 @@ def test_language_rule():
     follows = build_channel("i", {"type": "console"}, None)
     fixed = build_channel("c", {"type": "console"}, "en")
     own = build_channel("o", {"type": "console", "language": "zh"}, "en")
-    from sentinel.channels.options import language_for
-
-    assert language_for(follows, zh_run) == "zh"  # no language of its own: the run's
-    assert language_for(fixed, zh_run) == "en"  # configured (or config default) wins
-    assert language_for(own, sample_alert(language="en")) == "zh"
+    assert follows.language_for(zh_run) == "zh"  # no language of its own: the run's
+    assert fixed.language_for(zh_run) == "en"  # configured (or config default) wins
+    assert own.language_for(sample_alert(language="en")) == "zh"

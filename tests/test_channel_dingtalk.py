@@ -13,8 +13,13 @@ import pytest
 from sentinel.alerts import AlertKind
 from sentinel.channels import build_channel
 from sentinel.channels.base import DeliveryError
-from sentinel.channels.dingtalk import DingTalkChannel, sign, signed_url
-from sentinel.render import render_digest_markdown, render_markdown
+from sentinel.channels.dingtalk import (
+    DingTalkChannel,
+    render_digest_markdown,
+    render_markdown,
+    sign,
+    signed_url,
+)
 from tests.fakes import FakeDingTalk
 from tests.fakes.samples import FakeClock, sample_alert
 

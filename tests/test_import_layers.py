@@ -28,10 +28,14 @@ LAYERS = {
     "sentinel.daemon_file": FORMAT,
     "sentinel.logsetup": FORMAT,
     "sentinel.sparkline": FORMAT,
+    "sentinel.mutes": FORMAT,  # the mute files: written by the CLI, read by the daemon
+    "sentinel.rules": FORMAT,  # argument and config value rules, shared by both sides
+    "sentinel.safetext": FORMAT,
+    "sentinel.run_options": SIDES,  # checks a run's inline channels with the channels' rules
     "sentinel.alerts": MODEL,
     "sentinel.config": OUTBOX,  # validates channel options with the channels' own rules
     "sentinel.render": CHANNELS,
-    "sentinel.endings": MODEL,
+    "sentinel.endings": FORMAT,  # stdlib only, beside the spool (which takes its final states)
     "sentinel.outbox": OUTBOX,
     "sentinel.delivery": OUTBOX,
     "sentinel.fallback": OUTBOX,

@@ -5,19 +5,10 @@ from __future__ import annotations
 import pytest
 
 from sentinel.alerts import AlertKind
-from sentinel.render import (
-    digest_fit,
-    error_tail,
-    facts,
-    format_duration,
-    headline,
-    language_of,
-    render_bark,
-    render_digest_markdown,
-    render_markdown,
-    render_text,
-    summary,
-)
+from sentinel.channels.bark import render_bark
+from sentinel.channels.console import render_text
+from sentinel.channels.dingtalk import digest_fit, render_digest_markdown, render_markdown
+from sentinel.render import error_tail, facts, format_duration, headline, language_of, summary
 from tests.fakes.samples import sample_alert
 
 HEADLINES = {

@@ -24,10 +24,11 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional, Protocol
+from typing import Any, Callable, Iterable, Mapping, Optional, Protocol
 
 from sentinel import daemon_file, mutes, spool, systemd
 from sentinel.alerts import Alert, AlertKind, from_run
+from sentinel.channels import routing
 from sentinel.config import Config
 from sentinel.daemon import archive, reconcile
 from sentinel.daemon.decide import (
@@ -46,16 +47,15 @@ from sentinel.daemon.oom import OomDetector
 from sentinel.daemon.rescan import RescanSweep
 from sentinel.daemon.run_reader import ProblemLog, RunReader, TrackedRun, is_shared_spool
 from sentinel.daemon.spool_watcher import Change, SpoolWatcher, Wakeup
-from sentinel.delivery import is_inline
+from sentinel.endings import Reason
 from sentinel.outbox import SyncThread
-from sentinel.redact import redact
+from sentinel.safetext import printable
 from sentinel.spool import FinalRecord
 from sentinel.state_dir import StateDir
 
 log = logging.getLogger("sentinel.daemon")
 
-KILLED_DETAIL = "killed (SIGKILL or crash of the interpreter; no exit record)"
-_FROZEN = "no heartbeat for"  # how a stall detail starts when the whole process stopped
+KILLED = Reason("no_exit_record")
 _MIN_STEP = 0.005  # never spin: a deadline "now" is re-checked a little later
 # Runs re-read per loop pass during a rescan. Re-reading one costs ~12 µs
 # (a few stats and failed opens), so a slice keeps a pass to ~2.5 ms, where a
@@ -72,7 +72,7 @@ class OutboxLike(Protocol):
 
 
 class InlineChannels(Protocol):
-    def register_inline(self, options: dict) -> str: ...
+    def register_inline(self, options: Mapping[str, Any]) -> str: ...
 
 
 class Daemon:
@@ -257,9 +257,9 @@ class Daemon:
         if run.state.is_terminal:
             return
         final = self.reader.read_final(run)
-        cause = None if final is not None else self.oom.cause(run.identity, run.cgroup)
+        cause = None if final is not None else self.oom.evidence(run.identity, run.cgroup)
         event = exit_event(final, oom=cause is not None, at_startup=False)
-        self.apply(run, event, now, final=final, detail=None if final else (cause or KILLED_DETAIL))
+        self.apply(run, event, now, final=final, reason=None if final else (cause or KILLED))
 
     def check_final(self, run: TrackedRun, now: float) -> None:
         self.deliver_messages(run, now)
@@ -279,9 +279,9 @@ class Daemon:
         run.progress = self.reader.read_progress(run)
         timeout = self.stall_timeout(run)
         if is_stale(run.progress, run.record.started, timeout, now):
-            detail = self._stall_detail(run, timeout, now)
-            run.frozen = detail.startswith(_FROZEN)
-            self.apply(run, Event(EventKind.PROGRESS_STALE), now, detail=detail)
+            reason = self._stall_reason(run, timeout, now)
+            run.frozen = reason.code == "frozen"
+            self.apply(run, Event(EventKind.PROGRESS_STALE), now, reason=reason)
             if run.state is RunState.STALLED:
                 self.watcher.want_beats(run.run_id, True)
                 self.check_recovery(run, now)  # a beat may have landed meanwhile
@@ -299,7 +299,7 @@ class Daemon:
             return
         # Only a frozen process had stopped its heartbeat too; a hung training loop had not.
         self.apply(run, Event(EventKind.PROGRESS_FRESH), now,
-                   detail="heartbeats and progress resumed" if run.frozen else None)
+                   reason=Reason("resumed") if run.frozen else None)
         if run.state is RunState.RUNNING:
             self.watcher.want_beats(run.run_id, False)
             deadline = stall_deadline(run.progress, run.record.started, timeout)
@@ -352,7 +352,7 @@ class Daemon:
     # ------------------------------------------------------------ effects
 
     def apply(self, run: TrackedRun, event: Event, now: float, *, final: Optional[FinalRecord] = None,
-              detail: Optional[str] = None) -> None:
+              reason: Optional[Reason] = None) -> None:
         """Make the transition and enqueue its one alert (durably) before the state moves."""
         new_state, kind = transition(run.state, event)
         if kind is None:
@@ -362,15 +362,13 @@ class Daemon:
         progress = self.reader.read_progress(run)
         run.progress = progress
         alert = from_run(alert_id(run.run_id, number, kind), kind, run.record, progress=progress,
-                         final=final, now=now, detail=detail, trend_metric=self.config.trend_metric,
+                         final=final, now=now, reason=reason, trend_metric=self.config.trend_metric,
                          trend_points=self.config.trend_points)
         alert_on = self.config.alert_on if run.record.alert_on is None else run.record.alert_on
-        channels = run.channels if kind.value in alert_on else []
+        channels = routing.recipients(kind.value, run.channels, alert_on,
+                                      delivered_inline=final is not None and final.delivered_inline)
         channels = self.mute_book.channels_for(kind.value, run.run_id, run.record.name,
                                                run.record.labels.get("project"), run.owner_uid, channels, now)
-        if final is not None and final.delivered_inline:
-            # With no daemon alive, the process sent its ending to its inline channels itself.
-            channels = [name for name in channels if not is_inline(name)]
         # If this raises (disk full), the state stays put and the next rescan decides again.
         self.outbox.enqueue(alert, channels, sync=False)
         old_state = run.state
@@ -378,7 +376,7 @@ class Daemon:
         self.wake_delivery()
         self.syncer.request()  # to disk while the first delivery attempt is under way
         log.info("run %s (pid %d): %s -> %s%s", run.run_id, run.record.pid, old_state.value,
-                 new_state.value, f" ({detail})" if detail else "")
+                 new_state.value, f" ({printable(alert.detail)})" if alert.detail else "")
 
     def deliver_messages(self, run: TrackedRun, now: float) -> None:
         """Queue the run's messages in order; each file goes once its alert is on disk."""
@@ -452,7 +450,7 @@ class Daemon:
         return run.record.stall_timeout or self.config.stall_timeout
 
     @staticmethod
-    def _stall_detail(run: TrackedRun, timeout: float, now: float) -> str:
+    def _stall_reason(run: TrackedRun, timeout: float, now: float) -> Reason:
         progress = run.progress
         beat = progress.beat if progress is not None else run.record.started
         last = run.record.started
@@ -460,38 +458,14 @@ class Daemon:
             last = progress.last_progress
         # Missing several heartbeats means the whole process stopped, not just training.
         if now - beat > 3 * run.record.heartbeat_interval:
-            return (f"{_FROZEN} {now - beat:.0f}s (stall timeout {timeout:.0f}s): "
-                    "the process is frozen (stopped, swapping or stuck in the kernel)")
-        return (f"no progress for {now - last:.0f}s (stall timeout {timeout:.0f}s) while the heartbeat "
-                "goes on: training is stuck")
+            return Reason("frozen", {"silent": now - beat, "timeout": timeout})
+        return Reason("stuck", {"silent": now - last, "timeout": timeout})
 
     def resolve_channels(self, run: TrackedRun) -> list[str]:
-        """The run's channel names; unknown or invalid entries fall back to the defaults."""
-        names: list[str] = []
-        entries = run.record.channels or list(self.config.default_channels)
-        for index, entry in enumerate(entries):
-            name = None
-            if isinstance(entry, str):
-                if entry in self.config.channels:
-                    name = entry
-                else:
-                    self.problems.report(run.paths.run,
-                                         f"unknown channel {entry!r}; using the default channels")
-            elif isinstance(entry, dict) and self.inline_channels is not None:
-                try:
-                    name = self.inline_channels.register_inline(entry)
-                except Exception as exc:
-                    self.problems.report(run.paths.run, f"invalid inline channel #{index + 1}: "
-                                         f"{redact(exc, _string_values(entry))}; using the default channels")
-            if name is None:
-                names.extend(self.config.default_channels)
-            else:
-                names.append(name)
-        return list(dict.fromkeys(names))  # order kept, duplicates dropped
-
-
-def _string_values(options: dict) -> list[str]:
-    return [v for v in options.values() if isinstance(v, str)]
+        """The run's channel names (``sentinel.channels.routing.resolve``)."""
+        register = self.inline_channels.register_inline if self.inline_channels is not None else None
+        return routing.resolve(run.record.channels, self.config.channels, self.config.default_channels,
+                               register, lambda problem: self.problems.report(run.paths.run, problem))
 
 
 def freeze_long_lived() -> None:

@@ -10,7 +10,6 @@ now, a run of an earlier boot is "lost", a live one is watched again.
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any, Optional, Protocol
 
 from sentinel.daemon.decide import Event, EventKind, RunState, replay, stall_deadline
@@ -18,13 +17,12 @@ from sentinel.daemon.liveness import Liveness, Status
 from sentinel.daemon.oom import cgroup_counter
 from sentinel.daemon.run_reader import RunReader, TrackedRun
 from sentinel.daemon.spool_watcher import SpoolWatcher
+from sentinel.endings import Reason
 from sentinel.spool import FinalRecord
 
 log = logging.getLogger("sentinel.daemon.reconcile")
 
-DOWN_DETAIL = "died while the daemon was down"
-ENDED_DOWN_DETAIL = "ended while the daemon was down"
-LOST_DETAIL = "the machine rebooted while the run was going (its record is from an earlier boot)"
+ENDED_DOWN = Reason("ended_while_down")
 
 
 class Daemon(Protocol):
@@ -39,7 +37,7 @@ class Daemon(Protocol):
     def resolve_channels(self, run: TrackedRun) -> list[str]: ...
     def deliver_messages(self, run: TrackedRun, now: float) -> None: ...
     def apply(self, run: TrackedRun, event: Event, now: float, *, final: Optional[FinalRecord] = None,
-              detail: Optional[str] = None) -> None: ...
+              reason: Optional[Reason] = None) -> None: ...
     def judge_exit(self, run: TrackedRun, now: float) -> None: ...
     def retire(self, run: TrackedRun, now: float) -> None: ...
     def check_recovery(self, run: TrackedRun, now: float) -> None: ...
@@ -49,10 +47,8 @@ class Daemon(Protocol):
     def forget(self, run_id: str) -> None: ...
 
 
-def beat_text(run: TrackedRun) -> str:
-    if run.progress is None:
-        return "no heartbeat recorded"
-    return "last heartbeat " + time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(run.progress.beat))
+def last_beat(run: TrackedRun) -> Optional[float]:
+    return run.progress.beat if run.progress is not None else None
 
 
 def admit(daemon: Daemon, run_id: str, now: float, at_startup: bool) -> Optional[TrackedRun]:
@@ -74,7 +70,7 @@ def admit(daemon: Daemon, run_id: str, now: float, at_startup: bool) -> Optional
         final = daemon.reader.read_final(run)
         if final is not None:
             daemon.apply(run, Event.final(final.state), now, final=final,
-                         detail=ENDED_DOWN_DETAIL if at_startup else None)
+                         reason=ENDED_DOWN if at_startup else None)
 
     status = daemon.liveness.watch(run_id, run.identity)
     if status is Status.ALIVE:
@@ -90,9 +86,11 @@ def admit(daemon: Daemon, run_id: str, now: float, at_startup: bool) -> Optional
 
     if run.state.is_live:
         if status is Status.OTHER_BOOT:
-            daemon.apply(run, Event(EventKind.OTHER_BOOT), now, detail=f"{LOST_DETAIL}; {beat_text(run)}")
+            daemon.apply(run, Event(EventKind.OTHER_BOOT), now,
+                         reason=Reason("rebooted", {"last_beat": last_beat(run)}))
         elif at_startup:
-            daemon.apply(run, Event(EventKind.FOUND_DEAD), now, detail=f"{DOWN_DETAIL}; {beat_text(run)}")
+            daemon.apply(run, Event(EventKind.FOUND_DEAD), now,
+                         reason=Reason("died_while_down", {"last_beat": last_beat(run)}))
         else:
             daemon.judge_exit(run, now)  # died between writing its record and our look
     if run.state.is_terminal:

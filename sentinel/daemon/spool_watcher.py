@@ -14,6 +14,7 @@ import enum
 import logging
 import os
 import queue
+import sys
 import threading
 import warnings
 from pathlib import Path
@@ -28,7 +29,7 @@ class Wakeup:
     """An fd that turns readable when ``wake()`` is called from any thread."""
 
     def __init__(self) -> None:
-        if hasattr(os, "eventfd"):  # Python >= 3.10
+        if sys.version_info >= (3, 10):  # os.eventfd
             self.fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
             self._write_fd = self.fd
         else:

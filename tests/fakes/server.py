@@ -68,6 +68,8 @@ DROP = None  # a handler's answer meaning "close the connection, say nothing"
 class FakeService:
     """Subclasses implement ``handle(request) -> Reply`` and ``failure(mode)``."""
 
+    MODES: tuple[str, ...] = ("down", "5xx", "4xx")  # a service may add its own
+
     def __init__(self) -> None:
         self.requests: list[RecordedRequest] = []
         self._cond = threading.Condition()
@@ -131,7 +133,7 @@ class FakeService:
             if status is not None:
                 self._mode, self._custom = "custom", Reply.text(status, body, headers)
             else:
-                if mode not in ("down", "5xx", "4xx"):
+                if mode not in self.MODES:
                     raise ValueError(f"unknown failure mode {mode!r}")
                 self._mode, self._custom = mode, None
 

@@ -215,10 +215,13 @@ def test_hung_training_with_live_heartbeat_stalls_then_resumes(
         run_id = v.ready()
         stalled = wait_for_push(bark, K.STALLED, "hung")
         resume.touch()
-        wait_for_push(bark, K.RECOVERED, "hung")
+        recovered = wait_for_push(bark, K.RECOVERED, "hung")
         v.wait()
         wait_for_push(bark, K.FINISHED, "hung")
+    # The heartbeat never stopped: the recovery must not say it resumed.
+    assert "heartbeat" not in recovered["body"].split("\n")[0] and "heartbeats" not in recovered["body"]
     assert_stall_then(daemon, run_id, stalled, "training is stuck", K.FINISHED)
+    assert daemon.journal(run_id)[1].reason is None
 
 
 # ------------------------------------------------------------ identity

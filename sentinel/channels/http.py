@@ -141,9 +141,10 @@ def _session() -> Any:
                 error = kwargs.get("error") or (args[1] if len(args) > 1 else None)
                 pool = kwargs.get("_pool") or (args[2] if len(args) > 2 else None)
                 host = getattr(pool, "host", None) or "the server"
+                retry = super().increment(method, url, *args, **kwargs)  # raises once used up
                 log.info("connecting to %s failed (%s); trying once more", host,
                          _root_cause(error) if error is not None else "no answer")
-                return super().increment(method, url, *args, **kwargs)
+                return retry
 
         adapter = _deadline_adapter()(
             max_retries=OneLineRetry(total=1, connect=1, read=0, redirect=0, status=0, other=0,

@@ -872,6 +872,9 @@ class LiveProgress:
     last_progress: Optional[float]
     step: Optional[int]
     scalars: dict[str, float]
+    # Names whose latest value was NaN or infinite: gone from the metrics, as
+    # in beat.json, so an older finite value must not stand in for them.
+    cleared: frozenset[str] = frozenset()
 
 
 def with_live(progress: Optional[Progress], live: Optional[LiveProgress]) -> Optional[Progress]:
@@ -885,7 +888,7 @@ def with_live(progress: Optional[Progress], live: Optional[LiveProgress]) -> Opt
                         step=live.step, scalars=dict(live.scalars))
     if progress.last_progress is not None and live.last_progress <= progress.last_progress:
         return progress
-    older = {k: v for k, v in progress.scalars.items() if k not in live.scalars}
+    older = {k: v for k, v in progress.scalars.items() if k not in live.scalars and k not in live.cleared}
     return dataclasses.replace(
         progress,
         last_progress=live.last_progress,
@@ -974,17 +977,21 @@ def _decode_live(record: bytes, names: bytes) -> LiveProgress:
     seq = _LIVE_SEQ.unpack_from(record, 0)[0]
     last_progress, step, *values = struct.unpack_from(f"<{_LIVE_FIELDS}d", record, _LIVE_SEQ.size)
     scalars: dict[str, float] = {}
+    cleared: set[str] = set()
     for slot, value in enumerate(values):
-        if not math.isfinite(value):
-            continue
         raw = names[slot * LIVE_NAME_BYTES:(slot + 1) * LIVE_NAME_BYTES].split(b"\0", 1)[0]
         name = _CONTROL_CHARS.sub("", raw.decode("utf-8", "replace"))
-        if name:
+        if not name:
+            continue
+        if math.isfinite(value):
             scalars.setdefault(name, value)
+        else:
+            cleared.add(name)
     return LiveProgress(
         seq=seq,
         last_progress=last_progress if math.isfinite(last_progress) and last_progress > 0 else None,
         step=int(step) if math.isfinite(step) and step.is_integer() and abs(step) < _LIVE_STEP_LIMIT
         else None,
         scalars=scalars,
+        cleared=frozenset(cleared - set(scalars)),
     )

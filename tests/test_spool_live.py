@@ -42,6 +42,7 @@ def test_values_no_float_holds_are_skipped_not_raised(tmp_path: Path) -> None:
     live.update(100.0, 10**30, {"big": 10**400, "nan": math.nan, "loss": 0.5})
     got, _ = spool.read_live(tmp_path)
     assert got is not None and got.step is None and got.scalars == {"loss": 0.5}
+    assert got.cleared == {"big", "nan"}  # known, but the latest value is no finite float
 
 
 def test_at_most_max_scalars_names(tmp_path: Path) -> None:
@@ -147,6 +148,10 @@ def test_with_live_brings_a_heartbeat_up_to_date() -> None:
     merged = spool.with_live(beat, newer)
     assert merged is not None and (merged.beat, merged.last_progress, merged.step) == (50.0, 45.0, 9)
     assert merged.scalars == {"loss": 0.1, "gpu": 0.9}
+    diverged = spool.LiveProgress(seq=11, last_progress=46.0, step=10, scalars={},
+                                  cleared=frozenset({"loss"}))
+    merged = spool.with_live(beat, diverged)
+    assert merged is not None and merged.scalars == {"gpu": 0.9}  # no stale finite loss
     older = spool.LiveProgress(seq=10, last_progress=39.0, step=3, scalars={"loss": 0.5})
     assert spool.with_live(beat, older) is beat
     assert spool.with_live(beat, None) is beat

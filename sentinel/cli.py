@@ -1,4 +1,4 @@
-"""The `sentinel` command: daemon, status, check-config, test, run, mute, unmute.
+"""The `sentinel` command: daemon, status, history, check-config, test, run, mute, unmute.
 
 Exit codes follow sysexits where one fits: 0 ok, 1 failure, 2 usage,
 78 (EX_CONFIG) for a configuration that cannot be used.
@@ -48,25 +48,31 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     return run_daemon(args.config, args.log_level)
 
 
+def _spool_and_state(args: argparse.Namespace) -> tuple[Path, Path]:
+    """The spool and the daemon's state directory, from --spool or the config.
+    Raises ConfigError only for a --config given explicitly."""
+    if args.spool:
+        spool_path = Path(args.spool)
+        return spool_path, spool_path / DAEMON_STATE_DIR
+    try:
+        config = resolve_config(args.config)
+    except ConfigError as exc:
+        if args.config:
+            raise
+        # A config that is not ours to read (root's 0600 file) must not hide the runs.
+        print(f"sentinel: ignoring the config ({exc.problems[0]}); using the default spool",
+              file=sys.stderr)
+        config = default_config()
+    return config.spool_path(), config.state_path()
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from sentinel import status
 
-    state_dir: Optional[Path] = None
-    if args.spool:
-        spool_path = Path(args.spool)
-        state_dir = spool_path / DAEMON_STATE_DIR
-    else:
-        try:
-            config = resolve_config(args.config)
-        except ConfigError as exc:
-            if args.config:
-                return _report_config_error(exc)
-            # A config that is not ours to read (root's 0600 file) must not hide the runs.
-            print(f"sentinel: ignoring the config ({exc.problems[0]}); using the default spool",
-                  file=sys.stderr)
-            config = default_config()
-        spool_path = config.spool_path()
-        state_dir = config.state_path()
+    try:
+        spool_path, state_dir = _spool_and_state(args)
+    except ConfigError as exc:
+        return _report_config_error(exc)
     if not spool_path.is_dir():
         print(f"sentinel: no spool at {spool_path} (no run has started yet)", file=sys.stderr)
     report = status.collect(spool_path, state_dir, include_archive=args.all)
@@ -141,6 +147,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     except InvalidArgument as exc:
         args.parser.error(str(exc).replace("sentinel run: ", "", 1))
         return EXIT_USAGE  # not reached: error() exits with this status
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    import json
+
+    from sentinel import history
+
+    try:
+        _, state_dir = _spool_and_state(args)
+    except ConfigError as exc:
+        return _report_config_error(exc)
+    deliveries = history.collect(state_dir, args.run)
+    if args.json:
+        print(json.dumps(history.as_json(deliveries), ensure_ascii=False, indent=2))
+    elif deliveries:
+        print(history.format_table(deliveries))
+    else:
+        print(f"no alerts journalled{' for ' + repr(args.run) if args.run else ''} in {state_dir}")
+    return EXIT_OK
 
 
 def _spool_of(args: argparse.Namespace) -> Path:
@@ -256,6 +281,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="channel name (default: every configured channel)")
     p.add_argument("--config", metavar="PATH", help="config file (default: the config search)")
     p.set_defaults(func=cmd_test)
+
+    p = sub.add_parser("history", help="past alerts and what became of each delivery",
+                       description="Past alerts from the daemon's journal: when, which run, what "
+                       "happened, and per channel delivered / retrying (next try) / dead-lettered.")
+    p.add_argument("run", nargs="?", metavar="RUN", help="only this run (id or name)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--config", metavar="PATH", help="config file that names the state directory")
+    p.add_argument("--spool", metavar="DIR", help="spool directory (its .daemon state directory)")
+    p.set_defaults(func=cmd_history)
 
     for name, func, help_text in (
         ("mute", cmd_mute, "silence stall alerts (or all) of a run, a project or a channel"),

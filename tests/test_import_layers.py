@@ -29,6 +29,7 @@ LAYERS = {
     "sentinel.logsetup": FORMAT,
     "sentinel.sparkline": FORMAT,
     "sentinel.mutes": FORMAT,  # the mute files: written by the CLI, read by the daemon
+    "sentinel.history": SIDES,  # reads the outbox journal, as status does
     "sentinel.rules": FORMAT,  # argument and config value rules, shared by both sides
     "sentinel.safetext": FORMAT,
     "sentinel.run_options": SIDES,  # checks a run's inline channels with the channels' rules

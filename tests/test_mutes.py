@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from tests.cli_helpers import run_sentinel, sentinel_env
 from tests.daemon_harness import DaemonProcess, bark_title, titles, wait_for_push
 from tests.fakes import FakeBark
 from tests.victims.harness import Victim
+from tests.waiting import wait_for
 
 K = AlertKind
 
@@ -123,3 +125,29 @@ def test_mute_usage_errors(tmp_path: Path) -> None:
     assert bad.returncode == 2 and "not a duration" in bad.stderr
     none = run_sentinel(["unmute", "r", "--spool", str(tmp_path / "spool")], env)
     assert none.returncode == 1 and "no mute" in none.stderr
+
+
+def history(daemon: DaemonProcess, *args: str) -> subprocess.CompletedProcess:
+    done = run_sentinel(["history", *args, "--config", str(daemon.config_path)], sentinel_env(daemon.spool))
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+def test_history_says_delivered_muted_and_dead_lettered(daemon: DaemonProcess, bark: FakeBark) -> None:
+    mute(daemon, "hushed")
+    stalled_then_killed(daemon, "hushed")
+    wait_for_push(bark, K.KILLED, "hushed")
+    bark.fail("4xx")
+    with Victim.watch(daemon.tmp, "finish", "--name", "doomed", spool_dir=daemon.spool).start() as v:
+        v.ready()
+        v.wait()
+    wait_for(lambda: list((daemon.state / "outbox" / "dead").glob("*.json")), 30, what="a dead letter")
+    rows = json.loads(history(daemon, "--json").stdout)  # beside the running daemon
+    seen = [(r["run_name"], r["kind"], r["channel"], r["state"]) for r in rows]
+    assert seen == [("hushed", "stalled", None, "none"), ("hushed", "killed", "phone", "delivered"),
+                    ("doomed", "finished", "phone", "dead")]
+    assert rows[2]["error"]  # why it is dead
+    table = history(daemon, "hushed").stdout.splitlines()
+    assert table[0].split() == ["WHEN", "RUN", "ENDING", "CHANNEL", "DELIVERY", "ALERT", "ID"]
+    assert len(table) == 3 and "no channel (muted or not in alert_on)" in table[1]
+    assert "delivered" in table[2] and "doomed" not in "\n".join(table)

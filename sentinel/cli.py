@@ -100,6 +100,16 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     for chan in config.channels.values():
         print(f"  channel {chan.name}: type {chan.type}, language {chan.language}")
     print(f"  default channels: {', '.join(config.default_channels) or 'none'}")
+    print(f"  host:             {config.host}")
+    if config.metrics is not None:
+        listen = config.metrics.listen
+        where = f"http://{listen[0]}:{listen[1]}/metrics" if listen else "no HTTP"
+        print(f"  metrics:          {where}"
+              f"{', textfile ' + str(config.metrics.textfile) if config.metrics.textfile else ''}")
+    if config.healthchecks is not None:
+        hc = config.healthchecks
+        print(f"  healthchecks:     {hc.url}, period {hc.period:g}s, grace {hc.grace:g}s"
+              f"{', a check per run' if hc.per_run else ''} (API key set)")
     return EXIT_OK
 
 

@@ -23,6 +23,9 @@ The file format (see config.example.yaml for a commented example)::
     log_level: info
     trend_metric: loss                    # optional; default: the first scalar a run logs
     trend_points: 20                      # values in an alert's sparkline, 2-48
+    host: gpu-box-3                       # fleet keys: see sentinel.fleet_config
+    metrics: {listen: "127.0.0.1:9464"}
+    healthchecks: {api_key: "${HC_API_KEY}"}
 """
 
 from __future__ import annotations
@@ -39,7 +42,8 @@ from typing import Any, Callable, Mapping, Optional, Union
 
 from sentinel import sparkline
 from sentinel.alerts import ALERT_STATES
-from sentinel.rules import LANGUAGES, choice, positive_duration
+from sentinel.fleet_config import FLEET_KEYS, HealthchecksConfig, MetricsConfig, check_fleet, default_host
+from sentinel.rules import LANGUAGES, absolute_path, choice, positive_duration
 from sentinel.rules import channel_name as check_channel_name
 from sentinel.rules import kind as _kind
 from sentinel.rules import parse_duration as parse_duration  # part of this module's API
@@ -83,6 +87,10 @@ class Config:
     log_level: str = "info"
     trend_metric: Optional[str] = None  # None: the first scalar each run logs
     trend_points: int = sparkline.DEFAULT_POINTS
+    # Fleets (sentinel.fleet_config): the name reported as, metrics, healthchecks.io.
+    host: str = field(default_factory=default_host)
+    metrics: Optional[MetricsConfig] = None
+    healthchecks: Optional[HealthchecksConfig] = None
     source: Optional[Path] = None  # the file it came from, for messages
 
     def spool_path(self) -> Path:
@@ -237,6 +245,8 @@ def channel_secrets(config: Config) -> list[str]:
         found.extend(
             v for k, v in chan.options.items() if _SECRET_KEY_RE.search(str(k)) and isinstance(v, str) and v
         )
+    if config.healthchecks is not None:
+        found.append(config.healthchecks.api_key)
     return sorted(set(found))
 
 
@@ -383,6 +393,7 @@ class _Validator:
             "spool", "state_dir", "language", "stall_timeout", "alert_on", "channel_modules", "channels",
             "default_channels", "retention", "dead_letter_retention", "retry_for",
             "rescan_interval", "log_level", "trend_metric", "trend_points",
+            "rescan_interval", "log_level", *FLEET_KEYS,
         )
         self.check_keys(data, (), top)
         if "channel_modules" in data:  # first: the channels below may use their types
@@ -390,7 +401,7 @@ class _Validator:
 
         for key in ("spool", "state_dir"):
             if key in data:
-                setattr(config, key, self.take(data, key, (), _absolute_path))
+                setattr(config, key, self.take(data, key, (), absolute_path))
         if "language" in data:
             config.language = self.take(data, "language", (), choice(LANGUAGES)) or config.language
         if "log_level" in data:
@@ -421,6 +432,10 @@ class _Validator:
                 names = self.default_channels(data["default_channels"], declared, "channels" in data)
                 if names is not None:
                     config.default_channels = names
+        check_fleet(self, data, config)
+        for chan in config.channels.values():
+            if chan.type == "alertmanager":  # its alerts name this daemon's host by default
+                chan.options.setdefault("host", config.host)
         return config
 
     def states(self, value: Any, path: Key) -> Optional[list[str]]:
@@ -445,7 +460,7 @@ class _Validator:
         loaded: list[Path] = []
         for index, item in enumerate(value):
             try:
-                module_path = _absolute_path(item)
+                module_path = absolute_path(item)
             except ValueError as exc:
                 self.problem(path + (index,), str(exc))
                 continue
@@ -539,10 +554,3 @@ def _trend_points(value: Any) -> int:
     return value
 
 
-def _absolute_path(value: Any) -> Path:
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"must be a path, not {_kind(value)}")
-    path = Path(value).expanduser()
-    if not path.is_absolute():
-        raise ValueError(f"must be an absolute path (the daemon's working directory is not yours): {value!r}")
-    return path

@@ -32,6 +32,7 @@ from typing import Any, Callable, Mapping, Optional
 from sentinel.channels import build_channel, http
 from sentinel.channels.base import Channel, DeliveryError
 from sentinel.channels.routing import INLINE_PREFIX, is_inline, string_values
+from sentinel.observer import DEAD, DELIVERED, RETRY, FleetObserver
 from sentinel.outbox import Outbox, PendingDelivery
 from sentinel.redact import redact
 from sentinel.spool import SpoolFormatError, make_private_dir, read_json, write_json
@@ -204,8 +205,10 @@ class Delivery:
         *,
         rand: Callable[[], float] = random.random,
         idle_wait: float = IDLE_WAIT,
+        observer: Optional[FleetObserver] = None,
     ) -> None:
         self.outbox = outbox
+        self.observer = observer if observer is not None else FleetObserver()  # fleet hook: results
         self.channels = channels
         self.clock = clock
         self.rand = rand
@@ -346,6 +349,7 @@ class Delivery:
         now = self.clock()
         for item in batch:
             self.outbox.mark_delivered(item.alert.alert_id, name, answer, now)
+        self.observer.delivery_result(name, DELIVERED, len(batch))
         what = batch[0].alert.alert_id if len(batch) == 1 else f"{len(batch)} alerts (digest)"
         log.info("delivered %s to %s: %s", what, name, answer)
 
@@ -355,6 +359,7 @@ class Delivery:
         for item in batch:
             when = self.outbox.mark_failed(item.alert.alert_id, name, reason, now, permanent=permanent,
                                            retry_after=retry_after, rand=self.rand())
+            self.observer.delivery_result(name, RETRY if when is not None else DEAD)
             if when is not None:
                 log.warning("delivery of %s to %s failed (attempt %d), retrying in %.0f s: %s",
                             item.alert.alert_id, name, item.attempts + 1, when - now, reason)

@@ -13,6 +13,7 @@ stall_timeout: ...`` at a call.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any, Callable
 
 LANGUAGES = ("en", "zh")
@@ -101,3 +102,13 @@ def channel_name(value: Any) -> str:
     if value.startswith(INLINE_PREFIX):
         raise ValueError(f"names starting with {INLINE_PREFIX!r} are reserved for channels given by a run")
     return value
+
+
+def absolute_path(value: Any) -> Path:
+    """An absolute path (the daemon's working directory is nobody's to rely on)."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"must be a path, not {kind(value)}")
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        raise ValueError(f"must be an absolute path (the daemon's working directory is not yours): {value!r}")
+    return path

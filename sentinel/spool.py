@@ -650,7 +650,7 @@ def load_json_bounded(raw: Union[bytes, str], max_depth: int = MAX_JSON_DEPTH) -
         text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
         data = json.loads(text, parse_constant=_refuse_constant)
     except RecursionError:
-        raise SpoolFormatError("not valid JSON (nested too deeply)") from None
+        raise SpoolFormatError(f"not valid JSON (nested deeper than {max_depth})") from None
     except (UnicodeDecodeError, ValueError) as exc:
         raise SpoolFormatError(f"not valid JSON ({exc.__class__.__name__}: {exc})") from None
     if text.count("[") + text.count("{") > max_depth and _depth(data) > max_depth:

@@ -6,14 +6,16 @@
 Standard library only, so it works on a machine with nothing but Python 3.
 It creates (or reuses) three virtual environments in the repository root:
 
-    .venv                  this project, editable, with the test and swanlab
-                           extras (the latest SwanLab release)
+    .venv                  this project, editable, with the test, swanlab and
+                           prometheus extras (the latest SwanLab release)
     .venv-swanlab-0.7.20   swanlab 0.7.20 + psutil (the vendored-callback era)
     .venv-swanlab-0.6.11   swanlab 0.6.11 + swankit (the swankit-callback era)
 
 The older two only run victim scripts (with the repository on PYTHONPATH);
 tests find their interpreters through SENTINEL_TEST_PY_SWANLAB_0720 and
-SENTINEL_TEST_PY_SWANLAB_0611. An environment is reused when its marker
+SENTINEL_TEST_PY_SWANLAB_0611. Prometheus and Alertmanager (Debian packages,
+for the fleet tests) are installed with apt-get when missing and this runs as
+root; their services are never started. An environment is reused when its marker
 file says it was built from the same requirements (and, for .venv, the same
 pyproject.toml); otherwise it is (re)installed.
 
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -62,7 +65,7 @@ class Env:
 
 
 ENVS = [
-    Env(".venv", [".[test,swanlab]"], editable=True),
+    Env(".venv", [".[test,swanlab,prometheus]"], editable=True),
     Env(".venv-swanlab-0.7.20", ["swanlab==0.7.20", "psutil"], env_var="SENTINEL_TEST_PY_SWANLAB_0720"),
     Env(".venv-swanlab-0.6.11", ["swanlab==0.6.11", "swankit"], env_var="SENTINEL_TEST_PY_SWANLAB_0611"),
 ]
@@ -105,6 +108,36 @@ def ensure(venv: Env) -> bool:
     return True
 
 
+# Debian packages the fleet tests run for real (never as services: the tests start the binaries).
+DEBIAN_PACKAGES = {"prometheus": "prometheus", "prometheus-alertmanager": "prometheus-alertmanager",
+                   "promtool": "prometheus"}
+
+
+def ensure_debian_packages() -> None:
+    """Install Prometheus and Alertmanager when missing and this machine can (root, apt-get).
+    Where it cannot, the tests that need them say so and skip (they fail under CI=true)."""
+    missing = sorted({pkg for binary, pkg in DEBIAN_PACKAGES.items()
+                      if not shutil.which(binary) and not os.path.exists(f"/usr/bin/{binary}")})
+    if not missing:
+        return
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        say(f"missing {', '.join(missing)} (apt-get install -y {' '.join(missing)}); fleet tests will skip")
+        return
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    # policy-rc.d 101: the packages' services are not started on install.
+    policy = Path("/usr/sbin/policy-rc.d")
+    made_policy = not policy.exists()
+    if made_policy:
+        policy.write_text("#!/bin/sh\nexit 101\n")
+        policy.chmod(0o755)
+    try:
+        if run(["apt-get", "update"], env) != 0 or run(["apt-get", "install", "-y", *missing], env) != 0:
+            say(f"installing {', '.join(missing)} failed; fleet tests will skip")
+    finally:
+        if made_policy:
+            policy.unlink()
+
+
 def main(argv: Sequence[str]) -> int:
     if sys.version_info < (3, 9):  # noqa: UP036 -- run by whatever python3 a machine has
         say(f"Python >= 3.9 is needed, this is {sys.version.split()[0]}")
@@ -112,6 +145,7 @@ def main(argv: Sequence[str]) -> int:
     for venv in ENVS:
         if not ensure(venv):
             return 1
+    ensure_debian_packages()
     env = dict(os.environ)
     for venv in ENVS:
         if venv.env_var:

@@ -36,7 +36,7 @@ def test_console_options():
 
 
 def test_registry_names_the_config_types():
-    assert sorted(REGISTRY) == ["bark", "console", "dingtalk", "slack"]
+    assert sorted(REGISTRY) == ["alertmanager", "bark", "console", "dingtalk", "slack"]
     assert all(cls.type_name == name for name, cls in REGISTRY.items())
 
 
@@ -54,7 +54,7 @@ def test_build_channel_lists_every_problem_without_secrets():
 def test_check_channel_for_inline_dicts():
     assert check_channel({"type": "slack", "webhook_url": "https://hooks.slack.com/services/T/B/x"}) == []
     assert check_channel({"webhook_url": "https://x"}) == [
-        ("type", "required (one of bark, console, dingtalk, slack)")]
+        ("type", "required (one of alertmanager, bark, console, dingtalk, slack)")]
     assert check_channel("slack") == [("", "must be a mapping of options")]
 
 

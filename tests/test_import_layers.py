@@ -36,7 +36,7 @@ LAYERS = {
     "sentinel.alerts": MODEL,
     "sentinel.config": OUTBOX,  # validates channel options with the channels' own rules
     "sentinel.render": CHANNELS,
-    "sentinel.endings": FORMAT,  # stdlib only, beside the spool (which takes its final states)
+    "sentinel.endings": FORMAT,  # the table of endings; the run record format names them
     "sentinel.outbox": OUTBOX,
     "sentinel.delivery": OUTBOX,
     "sentinel.fallback": OUTBOX,
@@ -47,6 +47,13 @@ LAYERS = {
     "sentinel.swanlab_adapter": SIDES,
     "sentinel.status": SIDES,
     "sentinel.selftest": SIDES,
+    "sentinel.fleet_config": FORMAT,  # the fleet keys' rules, used by the config validator
+    "sentinel.fleet_labels": FORMAT,
+    "sentinel.observer": MODEL,  # the hooks the daemon and delivery call
+    "sentinel.fleet": SIDES,  # the daemon's observers: metrics, healthchecks.io
+    "sentinel.metrics": SIDES,
+    "sentinel.healthchecks": SIDES,
+    "sentinel.status_page": SIDES,
     "sentinel.cli": CLI,
 }
 PREFIX_LAYERS = {"sentinel.channels": CHANNELS, "sentinel.daemon": SIDES}

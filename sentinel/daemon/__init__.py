@@ -38,6 +38,19 @@ def _open_delivery(config: Config, state: StateDir, retry_policy: Any = None) ->
     return outbox, channels, delivery
 
 
+def _start_fleet(config: Config, outbox: Any) -> Any:
+    """Metrics and healthchecks.io as the config asks (None: they cannot start; logged)."""
+    from sentinel.fleet import start_fleet
+
+    try:
+        return start_fleet(config, outbox)
+    except (OSError, RuntimeError) as exc:
+        listen = config.metrics.listen if config.metrics is not None else None
+        where = f" on {listen[0]}:{listen[1]}" if listen and isinstance(exc, OSError) else ""
+        log.error("cannot start the fleet side (metrics, healthchecks)%s: %s", where, exc)
+        return None
+
+
 def _install_signal_handlers(stop: threading.Event) -> dict[int, Any]:
     """SIGTERM/SIGINT only set ``stop`` (the loop does the rest); main thread only."""
     if threading.current_thread() is not threading.main_thread():
@@ -79,10 +92,14 @@ def run(config: Config, stop: Optional[threading.Event] = None, *, retry_policy:
         return 1
     previous = _install_signal_handlers(stop)
     old_name = daemon_file.name_this_process()
-    delivery = daemon = None
+    delivery = daemon = fleet = None
     try:
         outbox, channels, delivery = _open_delivery(config, state, retry_policy)
-        daemon = Daemon(config, outbox, channels, delivery.wake)
+        fleet = _start_fleet(config, outbox)
+        if fleet is None:
+            return 1
+        delivery.observer = fleet
+        daemon = Daemon(config, outbox, channels, delivery.wake, observer=fleet)
         delivery.start()  # alerts left pending by a previous daemon go out at once
         daemon.start(time.time())
         systemd.notify("READY=1")
@@ -97,6 +114,8 @@ def run(config: Config, stop: Optional[threading.Event] = None, *, retry_policy:
             daemon.close()
         if delivery is not None:
             delivery.stop(STOP_TIMEOUT)
+        if fleet is not None:
+            fleet.close()
         os.close(lock_fd)
         if old_name is not None:
             daemon_file.name_this_process(old_name)

@@ -48,6 +48,7 @@ from sentinel.daemon.rescan import RescanSweep
 from sentinel.daemon.run_reader import ProblemLog, RunReader, TrackedRun, is_shared_spool
 from sentinel.daemon.spool_watcher import Change, SpoolWatcher, Wakeup
 from sentinel.endings import Reason
+from sentinel.observer import FleetObserver
 from sentinel.outbox import SyncThread
 from sentinel.safetext import printable
 from sentinel.spool import FinalRecord
@@ -87,8 +88,11 @@ class Daemon:
         *,
         use_pidfd: Optional[bool] = None,
         kmsg_path: str = "/dev/kmsg",
+        observer: Optional[FleetObserver] = None,
     ) -> None:
         self.config = config
+        # Fleet hook (metrics, healthchecks.io): told of tracked runs, transitions and loop passes.
+        self.observer = observer if observer is not None else FleetObserver()
         self.spool = Path(config.spool_path())
         self.state = StateDir(config.state_path())
         self.outbox = outbox
@@ -210,6 +214,7 @@ class Daemon:
         if self.next_watchdog is not None and now >= self.next_watchdog and self.watchdog_period:
             systemd.notify("WATCHDOG=1")
             self.next_watchdog = now + self.watchdog_period
+        self.observer.loop_pass(now)  # fleet hook
 
     def _guard(self, run_id: str, step: Callable[..., Any], *args: Any) -> None:
         """One run's trouble is logged and retried at the next rescan; the loop goes on."""
@@ -224,6 +229,7 @@ class Daemon:
         self.runs.pop(run_id, None)
         self.liveness.unwatch(run_id)
         self.watcher.want_beats(run_id, False)
+        self.observer.run_forgotten(run_id)  # fleet hook
 
     # ------------------------------------------------------------ events
 
@@ -357,6 +363,7 @@ class Daemon:
         new_state, kind = transition(run.state, event)
         if kind is None:
             run.state = new_state
+            self.observer.run_changed(run, None)  # fleet hook
             return
         number = run.transitions + 1
         progress = self.reader.read_progress(run)
@@ -373,6 +380,7 @@ class Daemon:
         self.outbox.enqueue(alert, channels, sync=False)
         old_state = run.state
         run.state, run.transitions = new_state, number
+        self.observer.run_changed(run, alert)  # fleet hook
         self.wake_delivery()
         self.syncer.request()  # to disk while the first delivery attempt is under way
         log.info("run %s (pid %d): %s -> %s%s", run.run_id, run.record.pid, old_state.value,

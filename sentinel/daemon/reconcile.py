@@ -33,6 +33,7 @@ class Daemon(Protocol):
     liveness: Liveness
     watcher: SpoolWatcher
     runs: dict[str, TrackedRun]
+    observer: Any  # sentinel.fleet.FleetObserver: told of every run admitted
 
     def resolve_channels(self, run: TrackedRun) -> list[str]: ...
     def deliver_messages(self, run: TrackedRun, now: float) -> None: ...
@@ -62,6 +63,7 @@ def admit(daemon: Daemon, run_id: str, now: float, at_startup: bool) -> Optional
     run.channels = daemon.resolve_channels(run)
     run.progress = daemon.reader.read_progress(run)
     daemon.runs[run_id] = run
+    daemon.observer.run_tracked(run, daemon.reader.shared)  # fleet hook
     log.debug("tracking %s (pid %d, %s, %d alert(s) so far)", run_id, record.pid, run.state.value,
               run.transitions)
 

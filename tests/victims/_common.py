@@ -50,7 +50,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--user-sigterm-exit", type=int, default=None,
                         help="install a SIGTERM handler that calls sys.exit(N) first")
     parser.add_argument("--expect-pause", type=float, default=None)
-    parser.add_argument("--label", action="append", default=[], help="a run label, NAME=VALUE")
+    parser.add_argument("--label", action="append", default=[], help="run label KEY=VALUE")
     args = parser.parse_args(argv)
     args.channels = [json.loads(c) for c in args.channel]
     args.labels = dict(item.split("=", 1) for item in args.label)

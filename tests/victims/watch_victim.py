@@ -23,9 +23,9 @@ def main() -> None:
     run = sentinel.watch(
         name=args.name or f"watch-{args.mode}",
         channels=args.channels,
-        labels=args.labels,
         stall_timeout=args.stall_timeout,
         heartbeat_interval=args.heartbeat,
+        labels=args.labels or None,
     )
     _common.say(f"READY {run.run_id}")
     if args.expect_pause is not None:

@@ -45,7 +45,7 @@ def _report_config_error(exc: ConfigError) -> int:
 def cmd_daemon(args: argparse.Namespace) -> int:
     from sentinel.daemon.entry import run_daemon
 
-    return run_daemon(args.config, args.log_level)
+    return run_daemon(args.config, args.log_level, args.log_format)
 
 
 def _spool_and_state(args: argparse.Namespace) -> tuple[Path, Path]:
@@ -266,6 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="PATH", help="config file (default: the config search)")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
                    help="override the config's log_level")
+    p.add_argument("--log-format", choices=("text", "json"), default="text",
+                   help="text (default; journald priorities under systemd) or one JSON object a line")
     p.set_defaults(func=cmd_daemon)
 
     p = sub.add_parser("status", help="list the runs in the spool and their state",

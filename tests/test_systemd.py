@@ -100,6 +100,7 @@ def test_unit_essentials(name: str) -> None:
     assert unit["Service.Restart"] == ["always"]
     assert unit["Service.WatchdogSec"]
     assert unit["Service.ExecStart"][0].endswith("sentinel daemon")
+    assert unit["Service.ExecReload"] == ["/bin/kill -HUP $MAINPID"]  # SIGHUP: the daemon re-reads its config
 
 
 def test_system_unit_keeps_what_the_daemon_needs() -> None:

@@ -70,6 +70,7 @@ class OutboxLike(Protocol):
     def journal(self, run_id: str) -> list[Alert]: ...
     def forget_run(self, run_id: str) -> None: ...
     def prune_dead_letters(self, now: float, retention: float) -> int: ...
+    def pending_count(self) -> int: ...
 
 
 class InlineChannels(Protocol):
@@ -109,6 +110,7 @@ class Daemon:
         self.watcher = SpoolWatcher(self.spool, self.wakeup)
         self.problems = ProblemLog()
         self.mute_book = mutes.MuteBook(self.spool)
+        self._status_sent = ""
         self.reader = RunReader(self.spool, is_shared_spool(self.spool), self.problems)
         self.runs: dict[str, TrackedRun] = {}
         self.retired: set[str] = set()  # ended runs whose directory could not be archived
@@ -163,6 +165,13 @@ class Daemon:
         if self.next_watchdog is not None:
             due.append(self.next_watchdog)
         return max(_MIN_STEP, min(due) - now)
+
+    def report_status(self) -> None:
+        """``systemctl status sentinel`` shows this line (sd_notify STATUS=), sent when it changes."""
+        text = f"watching {len(self.runs)} run(s); {self.outbox.pending_count()} alert(s) pending delivery"
+        if text != self._status_sent:
+            self._status_sent = text
+            systemd.notify(f"STATUS={text}")
 
     def poll_once(self, clock: Callable[[], float], max_wait: Optional[float] = None) -> float:
         """Wait for something to do, do it; returns the ``now`` it used."""
@@ -496,8 +505,9 @@ def freeze_long_lived() -> None:
 # ---------------------------------------------------------------- the entry point
 
 
-def serve(daemon: Daemon, stop: threading.Event, clock: Callable[[], float] = time.time) -> None:
-    """Run ``daemon`` until ``stop`` is set."""
+def serve(daemon: Daemon, stop: threading.Event, clock: Callable[[], float] = time.time, *,
+          reload: Optional[threading.Event] = None, on_reload: Callable[[], None] = lambda: None) -> None:
+    """Run ``daemon`` until ``stop`` is set; ``on_reload`` whenever ``reload`` is."""
     # The stop event is set by a signal handler or another thread; this
     # waiter turns it into a wake-up of the epoll so shutdown is immediate.
     def wake_on_stop() -> None:
@@ -508,6 +518,10 @@ def serve(daemon: Daemon, stop: threading.Event, clock: Callable[[], float] = ti
     waiter.start()
     while not stop.is_set():
         daemon.poll_once(clock)
+        if reload is not None and reload.is_set():
+            reload.clear()
+            on_reload()
+        daemon.report_status()
 
 
 def prepare_spool(spool_path: Path) -> None:

@@ -178,6 +178,13 @@ def cmd_history(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_completion(args: argparse.Namespace) -> int:
+    from sentinel.cli_completion import script
+
+    print(script(build_parser(), args.shell), end="")
+    return EXIT_OK
+
+
 def _spool_of(args: argparse.Namespace) -> Path:
     if getattr(args, "spool", None):
         return Path(args.spool)
@@ -302,6 +309,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="PATH", help="config file that names the state directory")
     p.add_argument("--spool", metavar="DIR", help="spool directory (its .daemon state directory)")
     p.set_defaults(func=cmd_history)
+
+    p = sub.add_parser("completion", help="print a shell completion script",
+                       description='Print a completion script: eval "$(sentinel completion bash)" '
+                       "in ~/.bashrc, or zsh in ~/.zshrc.")
+    p.add_argument("shell", choices=("bash", "zsh"))
+    p.set_defaults(func=cmd_completion)
 
     for name, func, help_text in (
         ("mute", cmd_mute, "silence stall alerts (or all) of a run, a project or a channel"),

@@ -290,3 +290,26 @@ def test_output_into_a_closed_pipe_is_no_traceback(tmp_path: Path, args: list[st
     assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
     # argparse itself ignores a failed write of --help; our own output says 128+SIGPIPE.
     assert proc.returncode == (0 if "--help" in args else 141), proc.stderr
+
+
+def _complete(tmp_path: Path, words: list[str]) -> list[str]:
+    """What bash offers after ``words`` (the last one is being typed)."""
+    env = sentinel_env(tmp_path / "spool")
+    script = run_sentinel(["completion", "bash"], env)
+    assert script.returncode == 0, script.stderr
+    (tmp_path / "complete.sh").write_text(script.stdout)
+    line = " ".join(f"'{w}'" for w in words)
+    probe = (f"source {tmp_path / 'complete.sh'}; COMP_WORDS=(sentinel {line}); "
+             f"COMP_CWORD={len(words)}; _sentinel_complete; printf '%s\\n' \"${{COMPREPLY[@]}}\"")
+    done = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()
+
+
+def test_bash_completion_offers_commands_and_their_options(tmp_path: Path) -> None:
+    assert {"daemon", "status", "history", "mute", "unmute", "run", "test"} <= set(_complete(tmp_path, [""]))
+    assert _complete(tmp_path, ["his"]) == ["history"]
+    assert set(_complete(tmp_path, ["mute", "--"])) >= {"--project", "--channel", "--for", "--all"}
+    assert "--log-format" in _complete(tmp_path, ["daemon", "--log"])
+    zsh = run_sentinel(["completion", "zsh"], sentinel_env(tmp_path / "spool"))
+    assert zsh.returncode == 0 and zsh.stdout.startswith("autoload -U +X bashcompinit && bashcompinit")

@@ -14,7 +14,7 @@ from typing import Iterator
 
 import pytest
 
-from tests.cli_helpers import SENTINEL, kill_group, read_line, run_sentinel, sentinel_env, wait_for
+from tests.cli_helpers import SENTINEL, kill_group, read_line, run_sentinel, sentinel_env
 from tests.processes import Launcher
 from tests.waiting import wait_for
 

@@ -55,6 +55,7 @@ LAYERS = {
     "sentinel.healthchecks": SIDES,
     "sentinel.status_page": SIDES,
     "sentinel.cli": CLI,
+    "sentinel.cli_completion": CLI,
 }
 PREFIX_LAYERS = {"sentinel.channels": CHANNELS, "sentinel.daemon": SIDES}
 

@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from sentinel.config import (  # noqa: F401 (the config search, re-exported)
     ENV_CONFIG,
@@ -75,8 +75,37 @@ def cmd_status(args: argparse.Namespace) -> int:
         return _report_config_error(exc)
     if not spool_path.is_dir():
         print(f"sentinel: no spool at {spool_path} (no run has started yet)", file=sys.stderr)
-    report = status.collect(spool_path, state_dir, include_archive=args.all)
+    report = status.collect(spool_path, state_dir, include_archive=args.all or bool(args.run))
+    if args.run:
+        return _status_of_one(report, args.run, state_dir, args.json)
     print(status.render_json(report) if args.json else status.render_table(report))
+    return EXIT_OK
+
+
+def _status_of_one(report: Any, wanted: str, state_dir: Path, as_json: bool) -> int:
+    import json
+    from dataclasses import asdict
+
+    from sentinel import status
+    from sentinel.outbox import read_journal
+    from sentinel.state_dir import StateDir
+
+    found = status.find_run(report, wanted)
+    if len(found) != 1:
+        names = ", ".join(r.run_id for r in found)
+        print(f"sentinel status: {'no run' if not found else 'several runs'} named {wanted!r}"
+              f"{': ' + names if names else ''}", file=sys.stderr)
+        return EXIT_FAILURE
+    run = found[0]
+    try:
+        alerts = read_journal(StateDir(state_dir).outbox, run.run_id)
+    except (OSError, ValueError):
+        alerts = []  # the system daemon's journal is not ours to read
+    if as_json:
+        print(json.dumps({**asdict(run), "alerts": [a.to_dict() for a in alerts]}, ensure_ascii=False,
+                         indent=2))
+    else:
+        print(status.render_detail(run, alerts))
     return EXIT_OK
 
 
@@ -280,6 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="list the runs in the spool and their state",
                        description="Every run in the spool: run id, name, pid, state, "
                        "last heartbeat age, step.")
+    p.add_argument("run", nargs="?", metavar="RUN",
+                   help="one run (id, id prefix or name) in detail: labels, channels, error, metrics, alerts")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--all", action="store_true",
                    help="also list ended runs the daemon archived (when its state directory is readable)")

@@ -192,7 +192,8 @@ def test_a_killed_run_stays_in_status_with_its_detail(tmp_path: Path) -> None:
     from tests.victims.harness import Victim
 
     long_name = "resnet50-" + "x" * 120
-    with FakeBark() as bark, DaemonProcess(tmp_path, {"phone": {"type": "bark", "url": bark.key_url}}) as daemon:
+    with FakeBark() as bark, \
+            DaemonProcess(tmp_path, {"phone": {"type": "bark", "url": bark.key_url}}) as daemon:
         with Victim.watch(daemon.tmp, "stall", "--name", long_name, "--steps", "7", "--heartbeat", "0.1",
                           "--label", "gpu=3", "--channel", '"phone"', spool_dir=daemon.spool).start() as v:
             run_id = v.ready()

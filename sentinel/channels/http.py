@@ -99,6 +99,9 @@ def post_json(
     except requests.exceptions.ConnectionError as exc:
         if time.monotonic() >= _local.deadline:  # urllib3 reports some read timeouts this way
             raise DeliveryError(f"{what} timed out (no complete answer within {deadline:g} s)") from None
+        if _caused_by(exc, urllib3.exceptions.ReadTimeoutError):
+            # Connected, then silence: the retry budget wraps the read timeout in a "connection" error.
+            raise DeliveryError(f"{what} timed out (no answer within {_seconds(timeout)})") from None
         raise DeliveryError(f"{what} failed to connect: {redact(_root_cause(exc), secrets)}") from None
     except requests.exceptions.InvalidURL as exc:
         raise DeliveryError(f"{what} URL is invalid: {redact(exc, secrets)}", permanent=True) from None
@@ -322,6 +325,21 @@ def parse_retry_after(value: Optional[str], now: Optional[float] = None) -> Opti
     if seconds != seconds:  # NaN
         return None
     return min(max(0.0, seconds), MAX_RETRY_AFTER)
+
+
+def _caused_by(exc: BaseException, kind: type) -> bool:
+    """Whether ``kind`` is in ``exc``'s chain (causes, contexts, a MaxRetryError's reason)."""
+    seen: list[BaseException] = []
+    todo: list[Any] = [exc]
+    while todo and len(seen) < 32:
+        item = todo.pop()
+        if not isinstance(item, BaseException) or any(item is s for s in seen):
+            continue
+        if isinstance(item, kind):
+            return True
+        seen.append(item)
+        todo.extend([item.__cause__, item.__context__, getattr(item, "reason", None), *item.args])
+    return False
 
 
 def _root_cause(exc: BaseException) -> str:

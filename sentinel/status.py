@@ -66,6 +66,7 @@ class SpoolStatus:
     skipped: list[str]  # "run_id: reason" for records that could not be read
     archived: Optional[int] = None  # ended runs in the daemon's archive (None: not readable)
     dead_letters: Optional[list[dict[str, Any]]] = None  # alerts never delivered (None: not readable)
+    mutes: list[dict[str, Any]] = field(default_factory=list)  # active mutes (sentinel mute)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -75,6 +76,7 @@ class SpoolStatus:
             "archived": self.archived,
             "skipped": list(self.skipped),
             "dead_letters": self.dead_letters,
+            "mutes": self.mutes,
         }
 
 
@@ -107,7 +109,14 @@ def collect(
     daemon_pid, daemon_alive = _daemon(spool_path)
     return SpoolStatus(str(spool_path), daemon_pid, daemon_alive, runs, skipped,
                        archived=len(archive) if archive is not None else None,
-                       dead_letters=_dead_letters(state_path))
+                       dead_letters=_dead_letters(state_path), mutes=_mutes(spool_path, now))
+
+
+def _mutes(spool_path: Path, now: float) -> list[dict[str, Any]]:
+    from sentinel import mutes
+
+    return [{"scope": m.scope, "target": m.target, "what": m.what, "until": m.until, "uid": m.uid}
+            for _, m in mutes.read_mutes(spool_path) if m.active(now)]
 
 
 def _read_into(runs: list[RunStatus], skipped: list[str], paths: spool.RunPaths, journal: Any,
@@ -332,6 +341,11 @@ def render_table(status: SpoolStatus, now: Optional[float] = None, width: Option
     for letter in status.dead_letters or []:
         lines.append(printable(f"NOT delivered to {letter['channel']}: alert {letter['alert_id']} "
                                f"({letter['reason']})"))
+    for mute in status.mutes:
+        until = "until unmuted" if mute["until"] is None else f"for {format_age(mute['until'] - now)} more"
+        what = "every alert" if mute["what"] == "all" else "stall alerts"
+        lines.append(printable(f"muted: {what} of {mute['scope']} {mute['target']!r} {until} "
+                               f"(by uid {mute['uid']})"))
     for note in status.skipped:
         lines.append(f"skipped unreadable run record {printable(note)}")
     return "\n".join(lines)

@@ -54,6 +54,8 @@ def mute(daemon: DaemonProcess, *args: str) -> None:
 
 def test_a_muted_runs_stall_sends_nothing_but_its_kill_does(daemon: DaemonProcess, bark: FakeBark) -> None:
     mute(daemon, "hushed", "--for", "1h")
+    shown = run_sentinel(["status", "--spool", str(daemon.spool)], sentinel_env(daemon.spool))
+    assert f"muted: stall alerts of run 'hushed' for 60m more (by uid {os.geteuid()})" in shown.stdout
     run_id = stalled_then_killed(daemon, "hushed")
     wait_for_push(bark, K.KILLED, "hushed")
     assert bark_title(K.STALLED, "hushed") not in titles(bark)

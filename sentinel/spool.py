@@ -684,6 +684,20 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def open_untrusted(path: Union[str, Path], dir_fd: Optional[int] = None) -> int:
+    """A read-only descriptor of a file someone else may have planted: never
+    through a symlink, never blocking (a FIFO). FileNotFoundError if absent,
+    SpoolFormatError for anything else."""
+    try:
+        return os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            raise
+        if exc.errno == errno.ELOOP:
+            raise SpoolFormatError("is a symlink") from None
+        raise SpoolFormatError(f"cannot open: {exc.strerror}") from None
+
+
 def read_json(path: Path, max_bytes: int = MAX_FILE_BYTES) -> tuple[dict[str, Any], os.stat_result]:
     """Read one spool file safely; return the object and the file's stat.
 
@@ -691,14 +705,7 @@ def read_json(path: Path, max_bytes: int = MAX_FILE_BYTES) -> tuple[dict[str, An
     ``max_bytes``. Raises FileNotFoundError if absent, SpoolFormatError for
     anything else that is wrong with it.
     """
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as exc:
-        if exc.errno == errno.ENOENT:
-            raise
-        if exc.errno == errno.ELOOP:
-            raise SpoolFormatError("is a symlink") from None
-        raise SpoolFormatError(f"cannot open: {exc.strerror}") from None
+    fd = open_untrusted(path)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
@@ -914,13 +921,7 @@ def read_live(run_dir: Path) -> tuple[Optional[LiveProgress], os.stat_result]:
             raise
         raise SpoolFormatError(f"run directory: {exc.strerror}") from None
     try:
-        fd = os.open(LIVE_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
-    except OSError as exc:
-        if exc.errno == errno.ENOENT:
-            raise
-        if exc.errno == errno.ELOOP:
-            raise SpoolFormatError("is a symlink") from None
-        raise SpoolFormatError(f"cannot open: {exc.strerror}") from None
+        fd = open_untrusted(LIVE_FILE, dir_fd)
     finally:
         os.close(dir_fd)
     try:

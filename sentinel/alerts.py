@@ -7,10 +7,12 @@ Stdlib only: the in-process fallback sender builds alerts too.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping, Optional
+from urllib.parse import urlsplit
 
 from sentinel import endings, sparkline
 from sentinel.endings import Reason
@@ -104,7 +106,10 @@ class Alert:
 
     @property
     def url(self) -> Optional[str]:
-        return self.labels.get("url") or None
+        """The run's link (``labels.url``) if it is a plain http(s) URL, else
+        None: it becomes a tap target and a button, where ``javascript:``,
+        ``file:`` or an app's own scheme must never go."""
+        return http_link(self.labels.get("url"))
 
     @property
     def user_labels(self) -> dict[str, str]:
@@ -130,6 +135,22 @@ class Alert:
         return cls(**{k: v for k, v in values.items() if k in known})
 
 
+_LINK_MAX_CHARS = 2000
+
+
+def http_link(value: Optional[str]) -> Optional[str]:
+    """``value`` if it is an http(s) URL with a host and no whitespace or control characters."""
+    if not value or len(value) > _LINK_MAX_CHARS or any(c.isspace() or not c.isprintable() for c in value):
+        return None
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        return None
+    return value
+
+
 def from_run(
     alert_id: str,
     kind: AlertKind,
@@ -142,8 +163,10 @@ def from_run(
     text: Optional[str] = None,
     trend_metric: Optional[str] = None,
     trend_points: int = sparkline.DEFAULT_POINTS,
+    user: Optional[str] = None,
 ) -> Alert:
     """An alert about ``run`` with the freshest facts the records hold;
+    ``user`` (the verified account) stands in for the name the record claims;
     ``trend_metric`` (default: the first one logged) is drawn from its last
     ``trend_points`` values."""
     now = time.time() if now is None else now
@@ -162,7 +185,7 @@ def from_run(
         run_id=run.run_id,
         run_name=run.name or run.labels.get("experiment") or run.run_id,
         hostname=run.hostname,
-        user=run.user,
+        user=run.user if user is None else user,
         pid=run.pid,
         labels=dict(run.labels),
         started=run.started,
@@ -182,3 +205,13 @@ def from_run(
         trend_metric=metric,
         trend=trend,
     )
+
+
+def with_kernel_ending(alert: Alert, status: Optional[int]) -> Alert:
+    """``alert`` with the ending the kernel reported (a wait status), if any."""
+    if status is None:
+        return alert
+    from sentinel.exit_status import ending_of
+
+    ending = ending_of(status)
+    return dataclasses.replace(alert, signal=ending.signal, exit_code=ending.exit_code)

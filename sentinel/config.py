@@ -23,6 +23,15 @@ The file format (see config.example.yaml for a commented example)::
     log_level: info
     trend_metric: loss                    # optional; default: the first scalar a run logs
     trend_points: 20                      # values in an alert's sparkline, 2-48
+    inline_channels:                      # channels a run brings in its record (see README)
+      allow: false                        # default: false in a shared spool, true in a private one
+      hosts: [api.day.app, "*.slack.com"] # destination hosts an inline channel may name ("*": any)
+      types: [bark, slack]                # default: every type
+      max_per_run: 4
+    message_limits:                       # run.send() / send_msg messages
+      per_run_per_minute: 30
+      per_user_per_minute: 120
+      max_pending_per_user: 200
     host: gpu-box-3                       # fleet keys: see sentinel.fleet_config
     metrics: {listen: "127.0.0.1:9464"}
     healthchecks: {api_key: "${HC_API_KEY}"}
@@ -32,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import ipaddress
 import logging
 import os
 import re
@@ -41,6 +51,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Union
 
 from sentinel import sparkline
+from sentinel.accounts import group_exists, user_exists
 from sentinel.alerts import ALERT_STATES
 from sentinel.fleet_config import FLEET_KEYS, HealthchecksConfig, MetricsConfig, check_fleet, default_host
 from sentinel.rules import LANGUAGES, absolute_path, choice, positive_duration
@@ -66,6 +77,41 @@ class ChannelConfig:
     type: str
     options: dict[str, Any]  # validated, ${VAR}s substituted; includes secrets; all but `type`
     language: str = "en"
+    # Who may name this channel in a run (None: anyone); judged on the run's verified uid.
+    users: Optional[frozenset[str]] = None
+    groups: Optional[frozenset[str]] = None
+
+    @property
+    def restricted(self) -> bool:
+        return self.users is not None or self.groups is not None
+
+
+ANY_HOST = "*"
+
+
+@dataclass(frozen=True)
+class InlineChannelPolicy:
+    """What a run may bring in its record as inline channels (config ``inline_channels``)."""
+
+    allow: bool = False
+    hosts: frozenset[str] = frozenset()  # destination host names; "*.example.com" for subdomains; "*": any
+    types: Optional[frozenset[str]] = None  # None: every channel type
+    max_per_run: int = 4
+
+
+# In a private spool only the daemon's own user writes runs: inline channels are theirs to use.
+PRIVATE_SPOOL_INLINE = InlineChannelPolicy(allow=True, hosts=frozenset({ANY_HOST}))
+SHARED_SPOOL_INLINE = InlineChannelPolicy()
+
+
+@dataclass(frozen=True)
+class MessageLimits:
+    """How many ``run.send()`` messages are taken (config ``message_limits``);
+    excess ones are dropped, counted and logged once per run."""
+
+    per_run_per_minute: int = 30
+    per_user_per_minute: int = 120
+    max_pending_per_user: int = 200  # undelivered messages of one user at once
 
 
 @dataclass
@@ -87,11 +133,22 @@ class Config:
     log_level: str = "info"
     trend_metric: Optional[str] = None  # None: the first scalar each run logs
     trend_points: int = sparkline.DEFAULT_POINTS
+    # None: not configured, the spool decides (``inline_policy``).
+    inline_channels: Optional[InlineChannelPolicy] = None
+    message_limits: MessageLimits = field(default_factory=MessageLimits)
     # Fleets (sentinel.fleet_config): the name reported as, metrics, healthchecks.io.
     host: str = field(default_factory=default_host)
     metrics: Optional[MetricsConfig] = None
     healthchecks: Optional[HealthchecksConfig] = None
     source: Optional[Path] = None  # the file it came from, for messages
+
+    def inline_policy(self, shared_spool: bool) -> InlineChannelPolicy:
+        """The inline channel rules in force: the configured ones, else off in
+        a shared spool (any user could aim the daemon at any address) and
+        unrestricted but capped in a private one."""
+        if self.inline_channels is not None:
+            return self.inline_channels
+        return SHARED_SPOOL_INLINE if shared_spool else PRIVATE_SPOOL_INLINE
 
     def spool_path(self) -> Path:
         return self.spool if self.spool is not None else spool_dir()
@@ -392,8 +449,8 @@ class _Validator:
         top = (
             "spool", "state_dir", "language", "stall_timeout", "alert_on", "channel_modules", "channels",
             "default_channels", "retention", "dead_letter_retention", "retry_for",
-            "rescan_interval", "log_level", "trend_metric", "trend_points",
-            "rescan_interval", "log_level", *FLEET_KEYS,
+            "rescan_interval", "log_level", "trend_metric", "trend_points", "inline_channels",
+            "message_limits", *FLEET_KEYS,
         )
         self.check_keys(data, (), top)
         if "channel_modules" in data:  # first: the channels below may use their types
@@ -432,11 +489,72 @@ class _Validator:
                 names = self.default_channels(data["default_channels"], declared, "channels" in data)
                 if names is not None:
                     config.default_channels = names
+        if "inline_channels" in data:
+            config.inline_channels = self.inline_channels(data["inline_channels"], ("inline_channels",))
+        if "message_limits" in data:
+            config.message_limits = self.message_limits(data["message_limits"], ("message_limits",))
         check_fleet(self, data, config)
         for chan in config.channels.values():
             if chan.type == "alertmanager":  # its alerts name this daemon's host by default
                 chan.options.setdefault("host", config.host)
         return config
+
+    def inline_channels(self, value: Any, path: Key) -> Optional[InlineChannelPolicy]:
+        block = self.mapping(value, path)
+        if block is None:
+            return None
+        self.check_keys(block, path, ("allow", "hosts", "types", "max_per_run"))
+        defaults = InlineChannelPolicy()
+        allow = block.get("allow", defaults.allow)
+        if not isinstance(allow, bool):
+            self.problem(path + ("allow",), f"must be true or false, not {_kind(allow)}")
+            allow = False
+        hosts = self.names(block.get("hosts", []), path + ("hosts",), "host names", _check_host)
+        types = None
+        if "types" in block:
+            known = tuple(sorted(_channel_registry()))
+            types = self.names(block["types"], path + ("types",), "channel types",
+                               lambda item: _check_choice(item, known, "channel type"))
+        max_per_run = self.count(block, "max_per_run", path, defaults.max_per_run)
+        if allow and "hosts" not in block:
+            self.problem(path + ("hosts",), "required when allow is true: the host names inline channels "
+                                            f"may send to ({ANY_HOST!r} for any host: not on a shared host)")
+        return InlineChannelPolicy(allow=allow, hosts=frozenset(hosts), max_per_run=max_per_run,
+                                   types=frozenset(types) if types is not None else None)
+
+    def message_limits(self, value: Any, path: Key) -> MessageLimits:
+        block = self.mapping(value, path)
+        defaults = MessageLimits()
+        if block is None:
+            return defaults
+        keys = ("per_run_per_minute", "per_user_per_minute", "max_pending_per_user")
+        self.check_keys(block, path, keys)
+        return MessageLimits(**{key: self.count(block, key, path, getattr(defaults, key)) for key in keys})
+
+    def count(self, block: Mapping[str, Any], key: str, path: Key, default: int) -> int:
+        if key not in block:
+            return default
+        value = block[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            shown = repr(value) if isinstance(value, int) and not isinstance(value, bool) else _kind(value)
+            self.problem(path + (key,), f"must be a whole number (0 or more), not {shown}")
+            return default
+        return value
+
+    def names(self, value: Any, path: Key, what: str, check: Callable[[Any], Optional[str]]) -> list[str]:
+        """A list of strings, each judged by ``check`` (a problem text, or None)."""
+        if not isinstance(value, list):
+            self.problem(path, f"must be a list of {what}, not {_kind(value)}")
+            return []
+        out: list[str] = []
+        for index, item in enumerate(value):
+            problem = check(item)
+            if problem is not None:
+                if path + (index,) not in self.unresolved:
+                    self.problem(path + (index,), problem)
+            elif item not in out:
+                out.append(item)
+        return out
 
     def states(self, value: Any, path: Key) -> Optional[list[str]]:
         if not isinstance(value, list):
@@ -511,8 +629,14 @@ class _Validator:
                     chan_language = self.take(block, "language", where, choice(LANGUAGES)) or language
                 elif block["language"] in LANGUAGES:
                     chan_language = block["language"]
+            users = groups = None
+            if "users" in block:
+                users = frozenset(self.names(block["users"], where + ("users",), "user names", _check_user))
+            if "groups" in block:
+                groups = frozenset(self.names(block["groups"], where + ("groups",), "group names",
+                                              _check_group))
             # `language` stays among the options: a channel's own language outranks a run's.
-            options = {k: v for k, v in block.items() if k != "type"}
+            options = {k: v for k, v in block.items() if k not in ("type", "users", "groups")}
             if cls is not None:
                 try:
                     issues = list(cls.check_options(options))
@@ -522,7 +646,7 @@ class _Validator:
                     at = where + (tuple(str(key).split(".")) if key else ())
                     if at not in self.unresolved:
                         self.problem(at, message)
-            out[name] = ChannelConfig(name, kind, options, chan_language)
+            out[name] = ChannelConfig(name, kind, options, chan_language, users=users, groups=groups)
         return out
 
     def default_channels(self, value: Any, channels: list[str], explicit: bool) -> Optional[list]:
@@ -553,4 +677,44 @@ def _trend_points(value: Any) -> int:
         raise ValueError(f"must be a whole number from 2 to {sparkline.MAX_POINTS}, not {value!r}")
     return value
 
+
+def _check_choice(value: Any, known: tuple[str, ...], what: str) -> Optional[str]:
+    if isinstance(value, str) and value in known:
+        return None
+    hint = difflib.get_close_matches(str(value), known, n=1)
+    suggestion = f"; did you mean {hint[0]!r}?" if hint else f" (known: {', '.join(known)})"
+    return f"unknown {what} {value!r}{suggestion}"
+
+
+_HOST_RE = re.compile(r"^(\*\.)?[A-Za-z0-9]([A-Za-z0-9\-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9\-]{0,62}))*$")
+
+
+def _check_host(value: Any) -> Optional[str]:
+    if value == ANY_HOST:
+        return None
+    if not isinstance(value, str):
+        return f"must be a host name, not {_kind(value)}"
+    if not (_HOST_RE.match(value) or _is_ip_literal(value)):
+        return f"must be a host name like api.day.app or *.slack.com (no scheme, port, path), not {value!r}"
+    return None
+
+
+def _is_ip_literal(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+def _check_user(value: Any) -> Optional[str]:
+    if not isinstance(value, str) or not value:
+        return f"must be a user name, not {_kind(value)}"
+    return None if user_exists(value) else f"no user {value!r} on this host"
+
+
+def _check_group(value: Any) -> Optional[str]:
+    if not isinstance(value, str) or not value:
+        return f"must be a group name, not {_kind(value)}"
+    return None if group_exists(value) else f"no group {value!r} on this host"
 

@@ -39,7 +39,9 @@ What is guaranteed when:
   fsynced before the call returns.
 
 ``seq`` numbers alerts in enqueue order: a channel's pending alerts are sent
-oldest first (so a run's messages arrive in order), and ``journal(run_id)``
+state alerts first (killed, crashed, finished, ...: a flood of one run's
+messages never delays another run's death notice), messages after them,
+each group oldest first (so a run's messages arrive in order), and ``journal(run_id)``
 lists a run's alerts in the order they were decided, surviving restarts.
 Records stay until ``forget_run`` (when the archived run is pruned), so the
 journal also remembers alerts that had no channel at all.
@@ -50,17 +52,19 @@ time in.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import logging
 import os
 import re
 import shutil
 import threading
+from collections import deque
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from sentinel.alerts import Alert
+from sentinel.alerts import Alert, AlertKind
 from sentinel.spool import (
     SpoolFormatError,
     _expect,
@@ -84,6 +88,10 @@ MAX_RECORD_BYTES = 1024 * 1024
 PENDING = "pending"
 DELIVERED = "delivered"
 DEAD = "dead"
+
+# Delivery writes one record at a time under one of these (by alert id), not
+# under the outbox's lock: workers of other channels go on while it fsyncs.
+_RECORD_LOCKS = 64
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,199}$")
 _RECORD_NAME = re.compile(r"^([0-9]{12})\.(.+)\.json$")
@@ -301,7 +309,10 @@ class Outbox:
         self._lock = threading.RLock()
         self._paths: dict[str, Path] = {}  # every known alert id -> its record
         self._open: dict[str, OutboxRecord] = {}  # records with a pending channel
-        self._queues: dict[str, list[tuple[int, str]]] = {}  # channel -> [(seq, alert id)], FIFO
+        # channel -> [(rank, seq, alert id)], sorted: state alerts (rank 0) before messages, each FIFO
+        self._queues: dict[str, list[tuple[int, int, str]]] = {}
+        self._open_messages: dict[str, int] = {}  # user -> their messages not yet delivered everywhere
+        self._record_locks = [threading.Lock() for _ in range(_RECORD_LOCKS)]
         self._unsaved: dict[str, list[_Outcome]] = {}  # channel -> outcomes whose write failed, in order
         self._next_seq = 1
         # Written with sync=False and not yet fsynced: files, then directories
@@ -340,10 +351,27 @@ class Outbox:
                 self._next_seq = max(self._next_seq, record.seq + 1)
                 if record.open:
                     self._open[record.alert.alert_id] = record
-        for alert_id, record in sorted(self._open.items(), key=lambda item: item[1].seq):
-            for channel, state in record.channels.items():
-                if state.pending:
-                    self._queues.setdefault(channel, []).append((record.seq, alert_id))
+        for _, record in sorted(self._open.items(), key=lambda item: item[1].seq):
+            self._opened(record, [name for name, state in record.channels.items() if state.pending])
+
+    def _opened(self, record: OutboxRecord, channels: list[str]) -> None:
+        """Index an open record: in its channels' queues, and in its user's message count."""
+        entry = (_rank(record.alert), record.seq, record.alert.alert_id)
+        for name in channels:
+            bisect.insort(self._queues.setdefault(name, []), entry)
+        if record.alert.kind is AlertKind.MESSAGE:
+            user = record.alert.user
+            self._open_messages[user] = self._open_messages.get(user, 0) + 1
+
+    def _closed(self, record: OutboxRecord) -> None:
+        """``record`` left the open ones (delivered or dead everywhere, or forgotten)."""
+        if record.alert.kind is AlertKind.MESSAGE:
+            user = record.alert.user
+            left = self._open_messages.get(user, 0) - 1
+            if left > 0:
+                self._open_messages[user] = left
+            else:
+                self._open_messages.pop(user, None)
 
     def _quarantine(self, path: Path, reason: Exception) -> None:
         """Move a damaged record aside (once, logged) so it blocks no channel and no start."""
@@ -396,8 +424,7 @@ class Outbox:
             self._paths[alert_id] = path
             if record.channels:
                 self._open[alert_id] = record
-                for name in record.channels:
-                    self._queues.setdefault(name, []).append((seq, alert_id))
+                self._opened(record, list(record.channels))
             return True
 
     def sync(self) -> None:
@@ -430,17 +457,31 @@ class Outbox:
 
     def forget_run(self, run_id: str) -> None:
         """Drop everything about ``run_id`` (its archived run was pruned)."""
+        run_dir = self.root / RUNS_DIR / _run_key(run_id)
         with self._lock:
-            run_dir = self.root / RUNS_DIR / _run_key(run_id)
             gone = {a for a, p in self._paths.items() if p.parent == run_dir}
-            for alert_id in gone:
-                del self._paths[alert_id]
-                self._open.pop(alert_id, None)
-            for name, queue in self._queues.items():
-                self._queues[name] = [item for item in queue if item[1] not in gone]
-            for name, outcomes in self._unsaved.items():
-                self._unsaved[name] = [o for o in outcomes if o.alert_id not in gone]
+        # The records' own locks (in order), so no delivery outcome is being
+        # written into the directory while it goes; not the outbox's lock.
+        locks = [self._record_locks[i] for i in sorted({_stripe(a) for a in gone})]
+        with contextlib.ExitStack() as held:
+            for lock in locks:
+                held.enter_context(lock)
+            with self._lock:
+                for alert_id in gone:
+                    del self._paths[alert_id]
+                    record = self._open.pop(alert_id, None)
+                    if record is not None:
+                        self._closed(record)
+                for name, queue in self._queues.items():
+                    self._queues[name] = [item for item in queue if item[2] not in gone]
+                for name, outcomes in self._unsaved.items():
+                    self._unsaved[name] = [o for o in outcomes if o.alert_id not in gone]
             shutil.rmtree(run_dir, ignore_errors=True)
+
+    def open_messages(self, user: str) -> int:
+        """``user``'s messages (``AlertKind.MESSAGE``) still pending for some channel."""
+        with self._lock:
+            return self._open_messages.get(user, 0)
 
     def pending_count(self) -> int:
         """(alert, channel) deliveries not yet done."""
@@ -470,7 +511,7 @@ class Outbox:
         """``channel``'s undelivered alerts, oldest first (at most ``limit``)."""
         with self._lock:
             out = []
-            for seq, alert_id in self._queues.get(channel, [])[:limit]:
+            for _, seq, alert_id in self._in_order(self._queues.get(channel, []))[:limit]:
                 record = self._open[alert_id]
                 state = record.channels[channel]
                 out.append(PendingDelivery(
@@ -480,21 +521,61 @@ class Outbox:
                 ))
             return out
 
+    def _in_order(self, queue: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
+        """A channel's queue in sending order: state alerts first, except that
+        a run's state alert never overtakes that same run's earlier messages
+        (it goes right after them). Lock held."""
+        split = bisect.bisect_left(queue, (1, 0, ""))
+        states, messages = queue[:split], queue[split:]
+        if not states or not messages:
+            return queue
+        message_seqs: dict[str, list[int]] = {}
+        for _, seq, alert_id in messages:
+            message_seqs.setdefault(self._open[alert_id].alert.run_id, []).append(seq)
+        out: list[tuple[int, int, str]] = []
+        held: dict[str, deque[tuple[int, int, str]]] = {}
+        for entry in states:
+            run_id = self._open[entry[2]].alert.run_id
+            if message_seqs.get(run_id, [entry[1]])[0] < entry[1]:
+                held.setdefault(run_id, deque()).append(entry)
+            else:
+                out.append(entry)
+        if not held:
+            return queue
+        sent: dict[str, int] = {}
+        for entry in messages:
+            out.append(entry)
+            run_id = self._open[entry[2]].alert.run_id
+            waiting = held.get(run_id)
+            if waiting:
+                seqs = message_seqs[run_id]
+                sent[run_id] = index = sent.get(run_id, 0) + 1
+                following = seqs[index] if index < len(seqs) else None
+                while waiting and (following is None or waiting[0][1] < following):
+                    out.append(waiting.popleft())
+        return out
+
     def blocked(self, channel: str) -> bool:
         """True while an outcome for ``channel`` waits to be written (see ``flush``)."""
         with self._lock:
             return bool(self._unsaved.get(channel))
 
     def flush(self, channel: str) -> bool:
-        """Write ``channel``'s held outcomes, in order; True once none is left."""
-        with self._lock:
-            held = self._unsaved.get(channel, [])
-            while held:
-                if not self._write(held[0]):
-                    return False
-                held.pop(0)
-            self._unsaved.pop(channel, None)
-            return True
+        """Write ``channel``'s held outcomes, in order; True once none is left.
+        One caller per channel at a time (its delivery worker)."""
+        while True:
+            with self._lock:
+                held = self._unsaved.get(channel)
+                if not held:
+                    self._unsaved.pop(channel, None)
+                    return True
+                outcome = held[0]
+            if not self._write(outcome):  # the disk, without the outbox's lock
+                return False
+            with self._lock:
+                held = self._unsaved.get(channel)
+                if held and held[0] is outcome:
+                    held.pop(0)
 
     def mark_delivered(self, alert_id: str, channel: str, answer: str, now: float) -> None:
         with self._lock:
@@ -504,6 +585,7 @@ class Outbox:
             self._decide(_Outcome(alert_id, channel, replace(
                 state, state=DELIVERED, attempts=state.attempts + 1, answer=answer[:500], done_at=now,
                 first_attempt=state.first_attempt if state.first_attempt is not None else now)))
+        self.flush(channel)
 
     def mark_failed(
         self,
@@ -522,24 +604,31 @@ class Outbox:
             state = self._state(alert_id, channel)
             if state is None:
                 return None
-            attempts = state.attempts + 1
-            first = state.first_attempt if state.first_attempt is not None else now
-            when = None if permanent else next_attempt(now, attempts, first, self.policy, rand, retry_after)
-            if when is not None:
-                self._decide(_Outcome(alert_id, channel, replace(
-                    state, attempts=attempts, first_attempt=first, last_error=reason[:2000],
-                    next_attempt=when)))
-                return when
-            if not permanent:
-                reason = (f"gave up after {attempts} attempts over {(now - first) / 3600:.1f} h "
-                          f"of transient failures; last: {reason}")
-            record = self._open[alert_id]
-            letter = DeadLetterRecord(alert=record.alert, channel=channel, reason=reason, attempts=attempts,
-                                      first_attempt=first, dead_at=now)
+            when = self._decide_failure(alert_id, channel, state, reason, now, permanent, retry_after, rand)
+        self.flush(channel)
+        return when
+
+    def _decide_failure(self, alert_id: str, channel: str, state: ChannelState, reason: str, now: float,
+                        permanent: bool, retry_after: Optional[float], rand: float) -> Optional[float]:
+        """A failed attempt's outcome, held for ``flush``; when to try again (None: dead)."""
+        attempts = state.attempts + 1
+        first = state.first_attempt if state.first_attempt is not None else now
+        when = None if permanent else next_attempt(now, attempts, first, self.policy, rand, retry_after)
+        if when is not None:
             self._decide(_Outcome(alert_id, channel, replace(
-                state, state=DEAD, attempts=attempts, first_attempt=first, done_at=now,
-                last_error=reason[:2000]), letter))
-            return None
+                state, attempts=attempts, first_attempt=first, last_error=reason[:2000],
+                next_attempt=when)))
+            return when
+        if not permanent:
+            reason = (f"gave up after {attempts} attempts over {(now - first) / 3600:.1f} h "
+                      f"of transient failures; last: {reason}")
+        record = self._open[alert_id]
+        letter = DeadLetterRecord(alert=record.alert, channel=channel, reason=reason, attempts=attempts,
+                                  first_attempt=first, dead_at=now)
+        self._decide(_Outcome(alert_id, channel, replace(
+            state, state=DEAD, attempts=attempts, first_attempt=first, done_at=now,
+            last_error=reason[:2000]), letter))
+        return None
 
     def _state(self, alert_id: str, channel: str) -> Optional[ChannelState]:
         record = self._open.get(alert_id)
@@ -551,44 +640,57 @@ class Outbox:
         return state if state.pending else None
 
     def _decide(self, outcome: _Outcome) -> None:
-        """Write ``outcome`` now, or hold it (behind any held before) for ``flush``."""
-        held = self._unsaved.setdefault(outcome.channel, [])
-        held.append(outcome)
-        self.flush(outcome.channel)
+        """Hold ``outcome`` (behind any held before) for ``flush``, which the caller runs
+        once it let go of the lock."""
+        self._unsaved.setdefault(outcome.channel, []).append(outcome)
 
     def _write(self, outcome: _Outcome) -> bool:
-        """Put ``outcome`` on disk, then in memory; False (nothing changed) if the write failed."""
-        record = self._open.get(outcome.alert_id)
-        path = self._paths.get(outcome.alert_id)
-        if record is None or path is None:
-            return True  # forgotten meanwhile (its run was pruned): nothing left to record
-        updated = record.with_channel(outcome.channel, outcome.state)
-        letter = outcome.dead_letter
-        letter_path = None
-        try:
+        """Put ``outcome`` on disk, then in memory; False (nothing changed) if the write failed.
+
+        The fsyncs happen under the record's own lock (two channels' outcomes
+        for one alert are written one after the other, each on the other's),
+        not under the outbox's: other channels' workers and the daemon's
+        enqueues go on meanwhile."""
+        alert_id = outcome.alert_id
+        with self._record_locks[_stripe(alert_id)]:
+            with self._lock:
+                record = self._open.get(alert_id)
+                path = self._paths.get(alert_id)
+            if record is None or path is None:
+                return True  # forgotten meanwhile (its run was pruned): nothing left to record
+            updated = record.with_channel(outcome.channel, outcome.state)
+            letter = outcome.dead_letter
+            letter_path = None
+            try:
+                if letter is not None:
+                    channel_part = outcome.channel if _SAFE_NAME.match(outcome.channel) else "channel"
+                    letter_path = (self.root / DEAD_DIR
+                                   / f"{record.seq:012d}.{alert_id}.{channel_part}.json")
+                    write_json(letter_path, letter.to_dict(), durable=True)
+                write_json(path, updated.to_dict(), durable=True)
+            except OSError as exc:
+                if not self.known(alert_id):
+                    return True  # its run was pruned while we wrote: nothing left to record
+                log.error("cannot record the delivery state of alert %s for channel %s (%s); "
+                          "channel %s waits until it can", alert_id, outcome.channel, exc.strerror,
+                          outcome.channel)
+                return False
             if letter is not None:
-                channel_part = outcome.channel if _SAFE_NAME.match(outcome.channel) else "channel"
-                letter_path = (self.root / DEAD_DIR
-                               / f"{record.seq:012d}.{outcome.alert_id}.{channel_part}.json")
-                write_json(letter_path, letter.to_dict(), durable=True)
-            write_json(path, updated.to_dict(), durable=True)
-        except OSError as exc:
-            log.error("cannot record the delivery state of alert %s for channel %s (%s); "
-                      "channel %s waits until it can", outcome.alert_id, outcome.channel, exc.strerror,
-                      outcome.channel)
-            return False
-        if letter is not None:
-            # Loud on purpose: an alert nobody will see is the worst outcome.
-            log.error("alert %s for channel %s was NOT delivered and is dead-lettered (%s): %s",
-                      outcome.alert_id, outcome.channel, letter_path, letter.reason)
-        if not outcome.state.pending:
-            queue = self._queues.get(outcome.channel, [])
-            self._queues[outcome.channel] = [item for item in queue if item[1] != outcome.alert_id]
-        if updated.open:
-            self._open[outcome.alert_id] = updated
-        else:
-            self._open.pop(outcome.alert_id, None)
-        return True
+                # Loud on purpose: an alert nobody will see is the worst outcome.
+                log.error("alert %s for channel %s was NOT delivered and is dead-lettered (%s): %s",
+                          alert_id, outcome.channel, letter_path, letter.reason)
+            with self._lock:
+                if alert_id not in self._open:
+                    return True  # forgotten while we wrote
+                if not outcome.state.pending:
+                    queue = self._queues.get(outcome.channel, [])
+                    self._queues[outcome.channel] = [item for item in queue if item[2] != alert_id]
+                if updated.open:
+                    self._open[alert_id] = updated
+                else:
+                    del self._open[alert_id]
+                    self._closed(updated)
+            return True
 
 
 class SyncThread:
@@ -670,6 +772,15 @@ def read_dead_letters(root: Path) -> list[DeadLetter]:
                               channel=letter.channel, reason=letter.reason, attempts=letter.attempts,
                               dead_at=letter.dead_at, path=dead / name))
     return out
+
+
+def _stripe(alert_id: str) -> int:
+    return hash(alert_id) % _RECORD_LOCKS
+
+
+def _rank(alert: Alert) -> int:
+    """Queue order: state alerts (and tests) before a run's messages."""
+    return 1 if alert.kind is AlertKind.MESSAGE else 0
 
 
 def _run_key(run_id: str) -> str:

@@ -16,8 +16,12 @@ Process-wide hooks, installed once and shared by every active run:
 * SIGTERM: only when it still has its default disposition and we are on the
   main thread; records ``terminated`` and then dies by the same signal.
 * ``os.register_at_fork``: a forked child (a DataLoader worker) forgets the
-  parent's runs, and every write also checks the pid, so a child never
-  writes as if it were the run.
+  parent's runs and its sentry thread, and every write also checks the pid,
+  so a child never writes as if it were the run.
+
+Each run records two sub-threads for the daemon to watch by thread pidfd
+(``RunRecord.watch_threads``): its heartbeat thread and the process's one
+sentry thread, which only sleeps on a lock.
 
 A spool that cannot be written (ENOSPC, read-only, permissions) is reported
 once on stderr and never raised into training. Stdlib only.
@@ -41,7 +45,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 import sentinel
 from sentinel import spool
-from sentinel.procid import ProcessIdentity
+from sentinel.procid import ProcessIdentity, thread_start_ticks
 from sentinel.rules import parse_duration, positive_duration
 from sentinel.safetext import escape_undecodable
 
@@ -218,12 +222,14 @@ class Recorder:
         _ACTIVE.append(self)
         if self.handle_sigterm:
             _install_sigterm_handler()
-        with self._lock:
+        with self._lock:  # the heartbeat thread waits for the record to be complete
+            self._thread = threading.Thread(target=self._run_heartbeat, name="sentinel-heartbeat",
+                                            daemon=True)
+            self._thread.start()
+            self.record.watch_threads = _watch_threads(self._thread)
             self._write_record()
             self._write_beat(time.time())
         self._announce_delivery_mode()
-        self._thread = threading.Thread(target=self._run_heartbeat, name="sentinel-heartbeat", daemon=True)
-        self._thread.start()
 
     @property
     def is_owner(self) -> bool:
@@ -655,9 +661,43 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
 
 def _forget_runs_in_child() -> None:
+    global _sentry
     for rec in _ACTIVE:
         rec._live = None  # the mapping is shared with the parent: never write the parent's steps
     _ACTIVE.clear()
+    _sentry = None  # the parent's sentry thread does not exist here
+
+
+# ------------------------------------------------------------ watched threads
+
+_sentry: Optional[list[int]] = None  # [tid, start_ticks] of this process's sentry thread
+_sentry_lock = threading.Lock()
+
+
+def _thread_identity(tid: Optional[int]) -> Optional[list[int]]:
+    ticks = thread_start_ticks(os.getpid(), tid) if tid else None
+    return [tid, ticks] if tid and ticks is not None else None
+
+
+def _sentry_identity() -> Optional[list[int]]:
+    """This process's sentry: a thread that only sleeps, started once.
+
+    With the heartbeat thread it gives the daemon two sub-threads to watch:
+    either may be the last thread of a dying process (which pays for
+    unmapping its memory), rarely both. Blocked on a lock it costs nothing.
+    """
+    global _sentry
+    with _sentry_lock:
+        if _sentry is None:
+            thread = threading.Thread(target=threading.Event().wait, name="sentinel-sentry", daemon=True)
+            thread.start()
+            _sentry = _thread_identity(thread.native_id)
+        return _sentry
+
+
+def _watch_threads(heartbeat: threading.Thread) -> list[list[int]]:
+    found = [_thread_identity(heartbeat.native_id), _sentry_identity()]
+    return [pair for pair in found if pair is not None]
 
 
 if hasattr(os, "register_at_fork"):

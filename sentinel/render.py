@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from sentinel import endings, sparkline
+from sentinel import endings, exit_status, sparkline
 from sentinel.alerts import Alert, AlertKind
 
 # Every message names the product: a DingTalk robot guarded by a custom
@@ -33,7 +33,6 @@ _WORDS = {
         "metrics": "Metrics",
         "labels": "Labels",
         "trend": "Trend",
-        "sigkill_text": "killed by SIGKILL",
         "heartbeat": "Last heartbeat",
         "progress": "Last progress",
         "exit": "Exit code",
@@ -63,7 +62,6 @@ _WORDS = {
         "metrics": "指标",
         "labels": "标签",
         "trend": "趋势",
-        "sigkill_text": "被 SIGKILL 杀死",
         "heartbeat": "最后心跳",
         "progress": "最后进展",
         "exit": "退出码",
@@ -189,12 +187,22 @@ def what_happened(alert: Alert, lang: str = "en") -> str:
     """The first words: 'Crashed', 'Killed by the OOM killer', 'Terminated (SIGTERM)'."""
     if alert.kind == AlertKind.KILLED and is_oom(alert):
         return say(lang, "oom")
-    if killed_by_sigkill(alert):
-        return kind_words(AlertKind.KILLED, lang).headline
+    kernel = kernel_words(alert, lang)
+    if kernel is not None:
+        return kernel[0]
     word = kind_words(alert.kind, lang).headline
     if alert.kind == AlertKind.TERMINATED:
         word += f" ({alert.signal or 'SIGTERM'})"
     return word
+
+
+def kernel_words(alert: Alert, lang: str) -> Optional[tuple[str, str]]:
+    """(headline, summary) of a death with no exit record, as the kernel named it;
+    a ``sentinel run`` child killed by SIGKILL reads the same."""
+    if alert.kind != AlertKind.KILLED and not killed_by_sigkill(alert):
+        return None
+    return exit_status.words(alert.signal, None if killed_by_sigkill(alert) else alert.exit_code,
+                             language_of(lang))
 
 
 def run_label(alert: Alert) -> str:
@@ -204,7 +212,9 @@ def run_label(alert: Alert) -> str:
 def headline(alert: Alert, lang: str = "en") -> str:
     """'Crashed: resnet50' — what happened first, then which run."""
     if alert.kind == AlertKind.MESSAGE:
-        return say(lang, "from").format(run_label(alert))
+        # The run's own words follow: say whose, by the verified account.
+        sender = f"{alert.user} · {run_label(alert)}" if alert.user else run_label(alert)
+        return say(lang, "from").format(sender)
     if alert.kind == AlertKind.TEST:
         return f"{kind_words(AlertKind.TEST, lang).headline}: {PRODUCT}"
     return f"{what_happened(alert, lang)}: {run_label(alert)}"
@@ -237,9 +247,11 @@ def summary(alert: Alert, lang: str = "en") -> str:
     if kind == AlertKind.RECOVERED:
         return kind_words(kind, lang).detail
     if kind in (AlertKind.KILLED, AlertKind.LOST):
-        return reason_text(alert, lang) or kind_words(kind, lang).detail
-    if killed_by_sigkill(alert):
-        return reason_text(alert, lang) or say(lang, "sigkill_text")
+        kernel = kernel_words(alert, lang)
+        return reason_text(alert, lang) or (kernel[1] if kernel else kind_words(kind, lang).detail)
+    kernel = kernel_words(alert, lang)
+    if kernel is not None:  # a `sentinel run` child killed by SIGKILL
+        return kernel[1]
     if kind in (AlertKind.CRASHED, AlertKind.ABORTED):
         last = last_error_line(alert)
         if last:

@@ -325,6 +325,17 @@ def _parse(cls: type, data: Mapping[str, Any], rules: Mapping[str, _Rule],
     return cls(**values)
 
 
+MAX_WATCH_THREADS = 4
+
+
+def _valid_watch_threads(value: Any) -> bool:
+    return isinstance(value, list) and len(value) <= MAX_WATCH_THREADS and all(
+        isinstance(pair, list) and len(pair) == 2 and _is_int(pair[0]) and pair[0] > 0
+        and _is_int(pair[1]) and pair[1] >= 0
+        for pair in value
+    )
+
+
 def _strings(value: Any) -> bool:
     return isinstance(value, list) and all(isinstance(a, str) for a in value)
 
@@ -377,6 +388,11 @@ class RunRecord:
     source: str = "watch"  # watch | swanlab | run
     version: str = ""
     alert_on: Optional[list[str]] = None  # states that alert for this run; None: the daemon's
+    # Long-lived sub-threads of the process, [tid, start_ticks] each (start
+    # ticks as in /proc/<pid>/task/<tid>/stat), whose exits the daemon may
+    # watch: one dies with the process long before the process's own
+    # teardown ends. Optional; a malformed list is read as empty.
+    watch_threads: list[list[int]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -412,6 +428,10 @@ class RunRecord:
         "alert_on": _Rule(_optional(lambda v: isinstance(v, list) and len(v) <= 16
                                     and all(isinstance(x, str) for x in v)),
                           "must be a list of state names or null"),
+        # Only a speed-up: with a bad value the run is still watched by its pid.
+        "watch_threads": _Rule(_valid_watch_threads,
+                               f"must be at most {MAX_WATCH_THREADS} [thread id, start ticks] pairs",
+                               clean=_keep),
     }
 
     @classmethod

@@ -76,8 +76,10 @@ class DaemonProcess:
     """The daemon under test: config written to ``tmp``, logs kept per start."""
 
     def __init__(self, tmp: Path, channels: dict[str, dict[str, Any]], *, spool: Optional[Path] = None,
-                 state: Optional[Path] = None, **settings: Any) -> None:
+                 state: Optional[Path] = None, daemon_env: Optional[dict[str, str]] = None,
+                 **settings: Any) -> None:
         self.tmp = Path(tmp)
+        self.daemon_env = dict(daemon_env or {})
         self.tmp.mkdir(parents=True, exist_ok=True)
         self.spool = spool if spool is not None else self.tmp / "spool"
         self.state = state if state is not None else self.tmp / "state"
@@ -97,7 +99,7 @@ class DaemonProcess:
         log_path = self.tmp / f"daemon-{self.starts}.log"
         self.logs.append(log_path)
         env = dict(os.environ, PYTHONPATH=str(ROOT), NOTIFY_SOCKET=str(self.notify.path),
-                   PYTHONUNBUFFERED="1")
+                   PYTHONUNBUFFERED="1", **self.daemon_env)
         env.pop("SENTINEL_SPOOL", None)
         with open(log_path, "wb") as log_file:
             self.proc = subprocess.Popen([sys.executable, str(LAUNCHER), str(self.config_path)], env=env,
@@ -160,9 +162,11 @@ class DaemonProcess:
         self._close_notify()
 
 
-def bark_title(kind: AlertKind, run_name: str, detail: Optional[str] = None) -> str:
+def bark_title(kind: AlertKind, run_name: str, detail: Optional[str] = None,
+               signal: Optional[str] = None, exit_code: Optional[int] = None) -> str:
     """The title the Bark channel gives an alert of ``kind`` about ``run_name``."""
-    alert = Alert(alert_id="x", kind=kind, created=0.0, run_name=run_name, text="", detail=detail)
+    alert = Alert(alert_id="x", kind=kind, created=0.0, run_name=run_name, text="", detail=detail,
+                  signal=signal, exit_code=exit_code)
     return render_bark(alert, "en").title
 
 
@@ -171,10 +175,12 @@ def titles(bark: Any) -> list[str]:
 
 
 def wait_for_push(bark: Any, kind: AlertKind, run_name: str, timeout: float = 30.0,
-                  detail: Optional[str] = None) -> dict[str, Any]:
-    """The first accepted Bark push of ``kind`` about ``run_name`` (``detail``
-    matters where it changes the headline, e.g. the OOM killer)."""
-    title = bark_title(kind, run_name, detail)
+                  detail: Optional[str] = None, signal: Optional[str] = None,
+                  exit_code: Optional[int] = None) -> dict[str, Any]:
+    """The first accepted Bark push of ``kind`` about ``run_name`` (``detail``,
+    ``signal`` and ``exit_code`` matter where they change the headline: the
+    OOM killer, a death the kernel named)."""
+    title = bark_title(kind, run_name, detail, signal, exit_code)
 
     def find() -> Optional[dict[str, Any]]:
         return next((p for p in bark.pushes if p.get("title") == title), None)

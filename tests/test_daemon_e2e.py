@@ -19,14 +19,15 @@ import pytest
 
 from sentinel import spool
 from sentinel.alerts import AlertKind
-from sentinel.procid import ProcessIdentity, process_state
-from tests.daemon_harness import ZOMBIE_PARENT, DaemonProcess, bark_title, titles, wait_for_push
+from sentinel.procid import ProcessIdentity
+from tests.daemon_harness import DaemonProcess, bark_title, titles, wait_for_push
 from tests.fakes import FakeBark
 from tests.victims.harness import Victim, identity_of, swanlab_params, swanlab_python
 from tests.waiting import wait_for
 
 HEARTBEAT = "0.1"
 K = AlertKind
+KILL = "SIGKILL"  # how the kernel names a kill -9
 
 
 @pytest.fixture
@@ -83,24 +84,12 @@ def test_sys_exit_code_is_crashed(daemon: DaemonProcess, bark: FakeBark) -> None
     assert alert.exit_code == 1
 
 
-def test_sigterm_is_terminated(daemon: DaemonProcess, bark: FakeBark) -> None:
-    with victim(daemon, "sleep-forever", "term") as v:
-        run_id = v.ready()
-        v.expect("RUNNING")
-        v.signal(signal.SIGTERM)
-        assert v.wait() == -signal.SIGTERM
-        wait_for_push(bark, K.TERMINATED, "term")
-    daemon.stop()
-    [alert] = daemon.journal(run_id)
-    assert alert.kind is K.TERMINATED and alert.signal == "SIGTERM"
-
-
 def test_sigkill_is_killed(daemon: DaemonProcess, bark: FakeBark) -> None:
     with victim(daemon, "sleep-forever", "nine") as v:
         run_id = v.ready()
         v.expect("RUNNING")
         v.kill()
-        push = wait_for_push(bark, K.KILLED, "nine")
+        push = wait_for_push(bark, K.KILLED, "nine", signal=KILL)
     assert "no exit record" in push["body"]
     daemon.stop()
     assert kinds(daemon, run_id) == [K.KILLED]
@@ -142,25 +131,7 @@ def test_kill_alert_draws_the_loss_and_shows_the_labels(daemon: DaemonProcess, b
     assert "gpu=0, node=a" in push["body"]
 
 
-def test_unreaped_zombie_counts_as_dead(daemon: DaemonProcess, bark: FakeBark) -> None:
-    parent = subprocess.Popen(
-        [sys.executable, str(ZOMBIE_PARENT), "--name", "zombie", "--heartbeat", HEARTBEAT],
-        env=Victim.watch(daemon.tmp, "finish", spool_dir=daemon.spool).env,
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )
-    try:
-        run_id = parent.stdout.readline().split()[1]
-        child = int(parent.stdout.readline().split()[1])
-        os.kill(child, signal.SIGKILL)
-        wait_for(lambda: process_state(child) == "Z", 10, what="the child to become a zombie")
-        wait_for_push(bark, K.KILLED, "zombie")
-        assert process_state(child) == "Z"  # still unreaped when the alert went out
-    finally:
-        if parent.stdin is not None:
-            parent.stdin.close()
-        parent.wait(30)
-    daemon.stop()
-    assert kinds(daemon, run_id) == [K.KILLED]
+# SIGTERM and an unreaped zombie: tests/test_daemon_endings.py, on both liveness paths.
 
 
 def test_messages_are_delivered_in_order_before_the_end(daemon: DaemonProcess, bark: FakeBark) -> None:
@@ -202,7 +173,7 @@ def test_frozen_process_stalls_recovers_and_a_later_death_still_alerts(
         v.signal(signal.SIGCONT)
         wait_for_push(bark, K.RECOVERED, "frozen")
         v.kill()
-        wait_for_push(bark, K.KILLED, "frozen")
+        wait_for_push(bark, K.KILLED, "frozen", signal=KILL)
     assert_stall_then(daemon, run_id, stalled, "the process is frozen", K.KILLED)
 
 
@@ -300,7 +271,7 @@ def test_restart_reconciles_every_run(daemon: DaemonProcess, bark: FakeBark, tmp
         wait_for_push(bark, K.FINISHED, "ends-while-down")
         wait_for_push(bark, K.KILLED, "born-while-down")
         lives.kill()  # re-watched after the restart: its death is seen live
-        wait_for_push(bark, K.KILLED, "outlives")
+        wait_for_push(bark, K.KILLED, "outlives", signal=KILL)
     finally:
         for v in (done, killed, ends, lives):
             v.kill()
@@ -415,7 +386,7 @@ def test_hostile_spool_files_are_skipped_once_and_the_daemon_lives(
     assert liveness.is_file()
 
     good.kill()
-    wait_for_push(bark, K.KILLED, "innocent")
+    wait_for_push(bark, K.KILLED, "innocent", signal=KILL)
     assert daemon.alive()
     log = daemon.log()
     for what, path in bad.items():
@@ -453,7 +424,7 @@ def test_shared_spool_accepts_runs_only_from_their_owners(
             bystander.kill()
             bystander.wait()
             v.kill()
-            wait_for_push(bark, K.KILLED, "rightful")
+            wait_for_push(bark, K.KILLED, "rightful", signal=KILL)
         log = daemon.log()
         daemon.stop()
     assert "shared spool" in log
@@ -514,7 +485,7 @@ def test_swanlab_run_killed_with_sigkill(
         run_id = v.ready()
         v.expect("RUNNING")
         v.kill()
-        wait_for_push(bark, K.KILLED, "swan-nine")
+        wait_for_push(bark, K.KILLED, "swan-nine", signal=KILL)
     daemon.stop()
     assert kinds(daemon, run_id) == [K.KILLED]
 
@@ -543,7 +514,7 @@ def test_swanlab_dropin_bark_gets_the_kill_and_the_messages(daemon: DaemonProces
             wait_for(lambda: any(p.get("body") == "hello from swanlab" for p in own.pushes), 30,
                      what="the message on the drop-in's Bark")
             v.kill()
-            wait_for_push(own, K.KILLED, run_name)
+            wait_for_push(own, K.KILLED, run_name, signal=KILL)
     daemon.stop()
     assert kinds(daemon, run_id) == [K.MESSAGE, K.KILLED]
 

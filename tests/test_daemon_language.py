@@ -19,8 +19,9 @@ NAMES = {"SIGKILL"}
 ENGLISH_WORD = re.compile(r"[A-Za-z]{2,}")
 
 
-def zh_title(kind: AlertKind) -> str:
-    return render_bark(Alert(alert_id="x", kind=kind, created=0.0, run_name=RUN_NAME), "zh").title
+def zh_title(kind: AlertKind, signal: str = "") -> str:
+    alert = Alert(alert_id="x", kind=kind, created=0.0, run_name=RUN_NAME, signal=signal or None)
+    return render_bark(alert, "zh").title
 
 
 def english_words(text: str) -> set[str]:
@@ -42,14 +43,15 @@ def test_a_zh_channel_words_kill_and_stall_alerts_in_chinese(tmp_path: Path) -> 
             v.signal(signal.SIGCONT)
             wait_for(lambda: any(p.get("title") == zh_title(AlertKind.RECOVERED) for p in bark.pushes), 30,
                      what="a Chinese recovery push")
-            v.kill()  # SIGKILL: no exit record, the daemon says why
+            v.kill()  # SIGKILL: no exit record; the kernel names the signal, the daemon says why
             killed = wait_for(lambda: next((p for p in bark.pushes
-                                            if p.get("title") == zh_title(AlertKind.KILLED)), None), 30,
+                                            if p.get("title") == zh_title(AlertKind.KILLED, "SIGKILL")),
+                                           None), 30,
                               what="a Chinese kill push")
         daemon.stop()
     # Headline to detail: the title, then the body's first line (why it was killed).
     detail = killed["body"].splitlines()[0]
-    assert detail == "进程被杀死（SIGKILL 或解释器崩溃；没有退出记录）"
+    assert detail == "被 SIGKILL 杀死；没有退出记录"
     assert not english_words(killed["title"].replace(RUN_NAME, "") + detail), killed
     # The stall's cause as every channel shows it (DingTalk lists the facts): Chinese too.
     stalled, recovered, dead = daemon.journal(run_id)
@@ -60,4 +62,4 @@ def test_a_zh_channel_words_kill_and_stall_alerts_in_chinese(tmp_path: Path) -> 
     resumed = next(line for line in render_markdown(recovered, "zh")[1].splitlines() if "**原因**" in line)
     assert "心跳和进展已恢复" in resumed and not english_words(resumed), resumed
     # The journal keeps the English text for logs and older readers.
-    assert "the process is frozen" in (stalled.detail or "") and dead.reason == "no_exit_record"
+    assert "the process is frozen" in (stalled.detail or "") and dead.signal == "SIGKILL"

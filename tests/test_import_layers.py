@@ -30,8 +30,10 @@ LAYERS = {
     "sentinel.sparkline": FORMAT,
     "sentinel.mutes": FORMAT,  # the mute files: written by the CLI, read by the daemon
     "sentinel.history": SIDES,  # reads the outbox journal, as status does
+    "sentinel.exit_status": FORMAT,  # a kernel wait status in words
     "sentinel.rules": FORMAT,  # argument and config value rules, shared by both sides
     "sentinel.safetext": FORMAT,
+    "sentinel.accounts": FORMAT,  # uid -> account and groups, for verified identity
     "sentinel.run_options": SIDES,  # checks a run's inline channels with the channels' rules
     "sentinel.alerts": MODEL,
     "sentinel.config": OUTBOX,  # validates channel options with the channels' own rules

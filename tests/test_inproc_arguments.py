@@ -194,7 +194,7 @@ def test_bad_fields_in_a_run_record_still_alert_with_defaults(
         daemon.wait_log("stall_timeout must be a positive number")
         child.kill()
         child.wait()
-        wait_for_push(bark, K.KILLED, "bad-fields")
+        wait_for_push(bark, K.KILLED, "bad-fields", signal="SIGKILL")
         daemon.stop()
         assert [a.kind for a in daemon.journal(run_id)] == [K.KILLED]
         assert daemon.log().count("stall_timeout must be a positive number") == 1
@@ -258,7 +258,7 @@ def test_kill_9_of_the_wrapper_takes_the_child_along_and_alerts_once(tmp_path: P
             # The child's pidfd becomes readable when it exits: gone with its parent.
             wait_for(lambda: select.select([child_fd], [], [], 0)[0], what="the child dying with the wrapper")
             os.close(child_fd)
-            wait_for_push(bark, K.KILLED, "wrapped")
+            wait_for_push(bark, K.KILLED, "wrapped", signal="SIGKILL")
         finally:
             wrapper.stdout.close()
         daemon.stop()

@@ -341,7 +341,7 @@ def test_sigkilled_sender_then_fresh_process_delivers_everything(tmp_path, held_
         assert second.stdout.splitlines()[-1] == "pending 0"
         texts = [m["blocks"][1]["text"]["text"] for m in slack.messages]
 
-    expected = [f"message {n}" for n in range(count)]
+    expected = [f"> message {n}" for n in range(count)]  # quoted: a run's words
     assert sorted(set(texts)) == sorted(expected)  # nothing lost
     assert len(texts) <= count + 1  # at most the in-flight one twice
     deduplicated = [t for i, t in enumerate(texts) if t not in texts[:i]]

@@ -21,7 +21,7 @@ HEADLINES = {
     AlertKind.STALLED: ("Stalled: resnet50-lr3e-4", "训练卡住: resnet50-lr3e-4"),
     AlertKind.RECOVERED: ("Recovered: resnet50-lr3e-4", "已恢复: resnet50-lr3e-4"),
     AlertKind.LOST: ("Lost: resnet50-lr3e-4", "运行丢失: resnet50-lr3e-4"),
-    AlertKind.MESSAGE: ("Message from resnet50-lr3e-4", "来自 resnet50-lr3e-4 的消息"),
+    AlertKind.MESSAGE: ("Message from alice · resnet50-lr3e-4", "来自 alice · resnet50-lr3e-4 的消息"),
     AlertKind.TEST: ("Test alert: run-sentinel", "测试告警: run-sentinel"),
 }
 
@@ -144,10 +144,11 @@ def test_a_sentinel_run_child_killed_by_sigkill_reads_like_any_kill():
     from sentinel.render import title
 
     alert = sample_alert(AlertKind.TERMINATED, signal="SIGKILL", exit_code=None)
-    watched = sample_alert(AlertKind.KILLED, detail=None)
-    assert headline(alert) == headline(watched) == "Killed: resnet50-lr3e-4"
+    watched = sample_alert(AlertKind.KILLED, detail=None, signal="SIGKILL")
+    assert headline(alert) == headline(watched) == "Killed (SIGKILL): resnet50-lr3e-4"
     assert title(alert) == title(watched)
-    assert summary(alert) == "killed by SIGKILL" and summary(alert, "zh") == "被 SIGKILL 杀死"
+    assert summary(alert) == summary(watched)
+    assert summary(alert, "zh") == summary(watched, "zh")
     assert headline(sample_alert(AlertKind.TERMINATED)) == "Terminated (SIGTERM): resnet50-lr3e-4"
 
 

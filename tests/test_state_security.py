@@ -7,10 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import subprocess
-import tempfile
-import uuid
 from pathlib import Path
 from typing import Iterator
 
@@ -25,6 +22,7 @@ from sentinel.state_dir import StateDir, StateDirError
 from tests.daemon_harness import DaemonProcess, PretendDaemon
 from tests.fakes import FakeBark
 from tests.fakes.samples import RUN_ID, sample_alert
+from tests.users import as_user, make_shared_spool, shared_dir, throwaway_user
 
 DEEP = b"[" * 100_000 + b"]" * 100_000
 
@@ -32,39 +30,18 @@ DEEP = b"[" * 100_000 + b"]" * 100_000
 @pytest.fixture
 def other_uid() -> Iterator[int]:
     """A throw-away local user (root only), removed afterwards."""
-    if os.geteuid() != 0:
-        pytest.skip("creating a user needs root")
-    name = f"sn{uuid.uuid4().hex[:10]}"
-    result = subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
-                            capture_output=True, text=True)
-    if result.returncode != 0:
-        pytest.skip(f"useradd failed: {result.stderr.strip()}")
-    try:
-        yield int(subprocess.run(["id", "-u", name], capture_output=True, text=True, check=True).stdout)
-    finally:
-        subprocess.run(["userdel", name], check=False, capture_output=True)
-
-
-def as_user(uid: int, *argv: str) -> None:
-    subprocess.run(list(argv), check=True, preexec_fn=lambda: os.setuid(uid))
+    with throwaway_user() as uid:
+        yield uid
 
 
 @pytest.fixture
-def shared(tmp_path: Path) -> Iterator[Path]:
-    """A directory other users can reach (pytest's own tmp is root's, 0700)."""
-    path = Path(tempfile.mkdtemp(prefix="sn-shared-"))
-    path.chmod(0o755)
-    try:
+def shared() -> Iterator[Path]:
+    with shared_dir() as path:
         yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def shared_spool(shared: Path) -> Path:
-    path = shared / "spool"
-    path.mkdir()
-    path.chmod(0o1777)  # every user writes here, as in /var/lib/sentinel/spool
-    return path
+    return make_shared_spool(shared)
 
 
 def assert_refused(daemon: DaemonProcess, reason: str) -> None:

@@ -116,6 +116,11 @@ class BarkChannel(Channel):
     def secrets(self) -> list[str]:
         return [s for s in (self.key, self.options.get("url")) if s]
 
+    @classmethod
+    def destination_hosts(cls, options: Mapping[str, Any]) -> Optional[list[str]]:
+        # The icon URL is fetched by the phone, not by us.
+        return [urlsplit(endpoint(options)[0]).hostname or ""]
+
     def level_for(self, kind: AlertKind) -> str:
         level = self.options.get("level")
         if isinstance(level, str):

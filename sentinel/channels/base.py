@@ -72,6 +72,14 @@ class Channel(ABC):
         """Values that must never appear in a log line or an error message."""
         return []
 
+    @classmethod
+    def destination_hosts(cls, options: Mapping[str, Any]) -> Optional[list[str]]:
+        """The host names the daemon would connect to for a channel with
+        ``options`` (valid ones); [] for none (no network). None: this type
+        cannot tell, so an inline channel of it is refused wherever the
+        admin limits inline destinations (``inline_channels.hosts``)."""
+        return None
+
     def language_for(self, alert: Alert) -> str:
         """The language rule: the channel's own ``language`` option wins; a
         channel that follows the run (given inline, without a language) speaks

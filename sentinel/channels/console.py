@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 import unicodedata
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar, Mapping, Optional
 
 from sentinel.alerts import Alert, AlertKind
 from sentinel.channels.base import Channel, register
@@ -32,6 +32,10 @@ class ConsoleChannel(Channel):
         if stream is not None and stream not in STREAMS:
             problems.append(("stream", f"must be one of {', '.join(STREAMS)}"))
         return problems
+
+    @classmethod
+    def destination_hosts(cls, options: Mapping[str, Any]) -> Optional[list[str]]:
+        return []  # the daemon's own output: no network
 
     def send(self, alert: Alert) -> str:
         name = self.options.get("stream") or "stdout"

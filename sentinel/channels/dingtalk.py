@@ -108,6 +108,10 @@ class DingTalkChannel(Channel):
                 problems.append(("webhook_url", "has no access_token (copy the robot's whole Webhook URL)"))
         return problems
 
+    @classmethod
+    def destination_hosts(cls, options: Mapping[str, Any]) -> Optional[list[str]]:
+        return [urlsplit(options["webhook_url"]).hostname or ""]
+
     def secrets(self) -> list[str]:
         values = [self.webhook_url, self.secret]
         values += parse_qs(urlsplit(self.webhook_url).query).get("access_token", [])
@@ -198,7 +202,10 @@ def render_markdown(alert: Alert, lang: str = "en", max_bytes: int = _BUDGET) ->
     lines = [f"### {_md_escape(title)}", ""]
     said = summary(alert, lang)
     if said:
-        lines += [_md_escape(said) if alert.kind != AlertKind.MESSAGE else said, ""]
+        if alert.kind == AlertKind.MESSAGE:  # the run's own markdown, quoted: not the daemon's words
+            lines += ["> " + line for line in said.splitlines()] + [""]
+        else:
+            lines += [_md_escape(said), ""]
     for label, value in facts(alert, lang):
         lines.append(f"- **{label}**: {_md_escape(value)}")
     tail = error_tail(alert, max_lines=15, max_chars=3000)

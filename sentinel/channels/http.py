@@ -88,6 +88,7 @@ def post_json(
         with session.post(
             url, data=body, headers=headers, timeout=timeout, allow_redirects=False, stream=True
         ) as response:
+            _local.status = response.status_code
             raw = response.raw.read(MAX_ANSWER_BYTES, decode_content=True) or b""
             text = raw.decode(response.encoding or "utf-8", "replace")
             return Answer(response.status_code, text, dict(response.headers))
@@ -112,6 +113,16 @@ def post_json(
 
 
 _local = threading.local()
+
+
+def forget_status() -> None:
+    """Start a delivery: ``last_status`` is None until this thread's next answer."""
+    _local.status = None
+
+
+def last_status() -> Optional[int]:
+    """The HTTP status of this thread's last answer since ``forget_status`` (None: none came)."""
+    return getattr(_local, "status", None)
 
 
 def warm_up() -> None:

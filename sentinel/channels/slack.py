@@ -12,9 +12,10 @@ workers rather than trickled out over minutes.
 from __future__ import annotations
 
 import hashlib
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import Any, ClassVar, Mapping, Optional, Sequence
+from urllib.parse import urlsplit
 
-from sentinel.alerts import Alert
+from sentinel.alerts import Alert, AlertKind
 from sentinel.channels import http
 from sentinel.channels.base import Channel, DeliveryError, register
 from sentinel.channels.options import check_language, check_url, unknown_keys
@@ -62,6 +63,10 @@ class SlackChannel(Channel):
         problems += check_url(options, "webhook_url", required=True)
         problems += check_language(options)
         return problems
+
+    @classmethod
+    def destination_hosts(cls, options: Mapping[str, Any]) -> Optional[list[str]]:
+        return [urlsplit(options["webhook_url"]).hostname or ""]
 
     def secrets(self) -> list[str]:
         # The path after /services/ is the credential.
@@ -124,8 +129,10 @@ def render_slack(alert: Alert, lang: str = "en") -> dict:
          "text": {"type": "plain_text", "text": cap(title, HEADER_MAX), "emoji": True}}
     ]
     if said:
-        blocks.append({"type": "section", "text": {"type": "mrkdwn",
-                                                   "text": cap(_slack_escape(said), SECTION_MAX)}})
+        shown = _slack_escape(said)
+        if alert.kind == AlertKind.MESSAGE:  # the run's words, quoted: not the daemon's
+            shown = "\n".join("> " + line for line in shown.splitlines())
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": cap(shown, SECTION_MAX)}})
     fields = [
         {"type": "mrkdwn", "text": cap(f"*{label}*\n{_slack_escape(value)}", 2000)}
         for label, value in facts(alert, lang)

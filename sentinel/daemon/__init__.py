@@ -134,7 +134,7 @@ def run(config: Config, stop: Optional[threading.Event] = None, *, retry_policy:
         delivery.start()  # alerts left pending by a previous daemon go out at once
         daemon.start(time.time())
         systemd.notify("READY=1")
-        log.info("watching %s (%d run(s) tracked)", config.spool_path(), len(daemon.runs))
+        log.info("watching %s (%d run(s) tracked)", config.spool_path(), len(daemon.tracker.runs))
         wake.append(daemon.wakeup.wake)
 
         def on_reload() -> None:
@@ -146,7 +146,7 @@ def run(config: Config, stop: Optional[threading.Event] = None, *, retry_policy:
             if new is None:
                 return
             channels.replace_configured(ChannelSet.from_config(new, state.inline))
-            daemon.config = new
+            daemon.config = daemon.tracker.config = new  # the tracker decides by it from now on
             setup_logging(new.log_level, log_format)
             log.info("config reloaded from %s; channels: %s (default: %s)",
                      new.source or "the embedded default", ", ".join(new.channels) or "none",

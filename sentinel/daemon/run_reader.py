@@ -20,10 +20,12 @@ import os
 import stat
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Optional, TypeVar
 
 from sentinel import spool
+from sentinel.accounts import verified_user
 from sentinel.daemon.decide import RunState
 from sentinel.daemon.oom import CgroupCounter
 from sentinel.procid import ProcessIdentity, process_uid, start_ticks
@@ -95,6 +97,12 @@ class TrackedRun:
     @property
     def run_id(self) -> str:
         return self.record.run_id
+
+    @cached_property
+    def user(self) -> str:
+        """Who started the run, as alerts show it: the account of the verified
+        owner uid (a record's ``user`` is only a claim)."""
+        return verified_user(self.owner_uid, self.record.user)
 
     @property
     def identity(self) -> ProcessIdentity:

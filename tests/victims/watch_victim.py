@@ -37,8 +37,8 @@ def main() -> None:
     if args.mode == "no-finish":  # no with-block, no finish(): atexit ends it
         _common.act(args, report, run.send, lambda: None, str(run.path))
         return
-    with run:
-        _common.act(args, report, run.send, lambda: None, str(run.path))
+    with run:  # leaving the block finishes the run; a mode that finishes earlier says so
+        _common.act(args, report, run.send, run.finish, str(run.path))
 
 
 if __name__ == "__main__":

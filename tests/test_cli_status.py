@@ -199,7 +199,7 @@ def test_a_killed_run_stays_in_status_with_its_detail(tmp_path: Path) -> None:
             run_id = v.ready()
             v.expect("STALLED")
             v.kill()
-            wait_for_push(bark, AlertKind.KILLED, long_name)
+            wait_for_push(bark, AlertKind.KILLED, long_name, signal="SIGKILL")
         wait_for(lambda: not (daemon.spool / run_id).exists(), what="the run archived")
         env = sentinel_env(daemon.spool, COLUMNS="100")
         table = run_sentinel(["status", "--config", str(daemon.config_path)], env)

@@ -106,7 +106,7 @@ def test_kill_alert_reports_the_very_last_step(daemon: DaemonProcess, bark: Fake
         v.expect("STALLED")
         assert v.progress().step is None
         v.kill()
-        push = wait_for_push(bark, K.KILLED, "exact")
+        push = wait_for_push(bark, K.KILLED, "exact", signal=KILL)
     assert "Step 37 · loss=0.02703, lr=0.1" in push["body"]
     daemon.stop()
     [alert] = daemon.journal(run_id)
@@ -119,7 +119,7 @@ def test_kill_alert_draws_the_loss_and_shows_the_labels(daemon: DaemonProcess, b
         v.expect("STALLED")
         wait_for(lambda: len(v.progress().history.get("loss", [])) >= 5, what="loss samples in beat.json")
         v.kill()
-        push = wait_for_push(bark, K.KILLED, "spark")
+        push = wait_for_push(bark, K.KILLED, "spark", signal=KILL)
     daemon.stop()
     [alert] = daemon.journal(run_id)
     assert alert.trend_metric == "loss"  # the first scalar logged

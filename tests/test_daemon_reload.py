@@ -55,12 +55,12 @@ def test_sighup_reloads_refuses_a_bad_config_and_keeps_state(tmp_path: Path,
         wait_for(lambda: any(s.startswith("STATUS=watching 0 run(s); 0 alert(s) pending")
                              for s in daemon.notify.states), what="a STATUS= line for systemctl status")
         killed(daemon, "before")
-        wait_for_push(first, K.KILLED, "before")
+        wait_for_push(first, K.KILLED, "before", signal="SIGKILL")
 
         rewrite(daemon, channels={"phone": {"type": "bark", "url": second.key_url}})
         hup(daemon, "config reloaded")
         killed(daemon, "after")
-        wait_for_push(second, K.KILLED, "after")
+        wait_for_push(second, K.KILLED, "after", signal="SIGKILL")
         assert not [p for p in first.pushes if "after" in p.get("title", "")]
 
         good = daemon.config_path.read_text()
@@ -70,8 +70,8 @@ def test_sighup_reloads_refuses_a_bad_config_and_keeps_state(tmp_path: Path,
         assert "stall_timeout" in log and "languag" in log  # every problem, by its key
         assert daemon.alive()
         killed(daemon, "still")  # the old config goes on
-        wait_for_push(second, K.KILLED, "still")
+        wait_for_push(second, K.KILLED, "still", signal="SIGKILL")
         daemon.config_path.write_text(good)
         assert daemon.stop() == 0
     # Nothing was decided twice across the reloads.
-    assert [p["title"] for p in first.pushes + second.pushes].count("☠️ Killed: before") == 1
+    assert [p["title"] for p in first.pushes + second.pushes].count("☠️ Killed (SIGKILL): before") == 1

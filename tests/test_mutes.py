@@ -57,7 +57,7 @@ def test_a_muted_runs_stall_sends_nothing_but_its_kill_does(daemon: DaemonProces
     shown = run_sentinel(["status", "--spool", str(daemon.spool)], sentinel_env(daemon.spool))
     assert f"muted: stall alerts of run 'hushed' for 60m more (by uid {os.geteuid()})" in shown.stdout
     run_id = stalled_then_killed(daemon, "hushed")
-    wait_for_push(bark, K.KILLED, "hushed")
+    wait_for_push(bark, K.KILLED, "hushed", signal="SIGKILL")
     assert bark_title(K.STALLED, "hushed") not in titles(bark)
     daemon.stop()
     assert [a.kind for a in daemon.journal(run_id)] == [K.STALLED, K.KILLED]  # still journalled
@@ -68,7 +68,7 @@ def test_muted_for_all_sends_not_even_the_kill(daemon: DaemonProcess, bark: Fake
     quiet = stalled_then_killed(daemon, "quiet")
     run_sentinel(["unmute", "--channel", "phone", "--spool", str(daemon.spool)], sentinel_env(daemon.spool))
     loud = stalled_then_killed(daemon, "loud")  # unmuted: both alerts again
-    wait_for_push(bark, K.KILLED, "loud")
+    wait_for_push(bark, K.KILLED, "loud", signal="SIGKILL")
     wait_for_push(bark, K.STALLED, "loud")
     assert not [t for t in titles(bark) if "quiet" in t]
     daemon.stop()
@@ -84,14 +84,14 @@ def test_another_users_mute_does_not_silence_my_run(daemon: DaemonProcess, bark:
         os.chown(path, 4242, 4242)
     stalled_then_killed(daemon, "mine")
     wait_for_push(bark, K.STALLED, "mine")
-    wait_for_push(bark, K.KILLED, "mine")
+    wait_for_push(bark, K.KILLED, "mine", signal="SIGKILL")
 
 
 def test_an_expired_mute_is_no_mute(daemon: DaemonProcess, bark: FakeBark) -> None:
     now = time.time()
     mutes.write_mute(daemon.spool, mutes.Mute("run", "late", "all", now - 7200, now - 3600))
     stalled_then_killed(daemon, "late")
-    wait_for_push(bark, K.KILLED, "late")
+    wait_for_push(bark, K.KILLED, "late", signal="SIGKILL")
     wait_for_push(bark, K.STALLED, "late")
 
 
@@ -138,7 +138,7 @@ def history(daemon: DaemonProcess, *args: str) -> subprocess.CompletedProcess:
 def test_history_says_delivered_muted_and_dead_lettered(daemon: DaemonProcess, bark: FakeBark) -> None:
     mute(daemon, "hushed")
     stalled_then_killed(daemon, "hushed")
-    wait_for_push(bark, K.KILLED, "hushed")
+    wait_for_push(bark, K.KILLED, "hushed", signal="SIGKILL")
     bark.fail("4xx")
     with Victim.watch(daemon.tmp, "finish", "--name", "doomed", spool_dir=daemon.spool).start() as v:
         v.ready()

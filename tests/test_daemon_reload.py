@@ -16,7 +16,6 @@ from tests.victims.harness import Victim
 from tests.waiting import wait_for
 
 
-
 @pytest.fixture
 def barks() -> Iterator[tuple[FakeBark, FakeBark]]:
     with FakeBark() as first, FakeBark() as second:

@@ -150,6 +150,15 @@ class ChannelSet:
         with self._lock:
             return list(self._channels)
 
+    def replace_configured(self, other: ChannelSet) -> None:
+        """Take ``other``'s configured channels (a reloaded config); the
+        inline ones a run brought stay. A delivery looks its channel up by
+        name each time, so the next attempt uses the new settings."""
+        with self._lock:
+            inline = {name: chan for name, chan in self._channels.items() if is_inline(name)}
+            self._channels = {**other._channels, **inline}
+            self._language = other._language
+
     def get(self, name: str) -> Optional[Channel]:
         with self._lock:
             channel = self._channels.get(name)

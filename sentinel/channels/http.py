@@ -29,6 +29,8 @@ import sentinel
 from sentinel.channels.base import DeliveryError
 from sentinel.redact import RedactingFilter, redact
 
+log = logging.getLogger("sentinel.http")
+
 # (connect, read) seconds. An alert that cannot be handed over in this time
 # is retried later rather than blocking the channel's queue.
 DEFAULT_TIMEOUT = (5.0, 15.0)
@@ -133,6 +135,9 @@ def _failure(exc: BaseException, what: str, timeout: Union[Tuple[float, float], 
     # (urllib3 reports some read timeouts as a broken connection: the deadline tells.)
     if time.monotonic() >= _local.deadline:
         return DeliveryError(f"{what} timed out (no complete answer within {deadline:g} s)")
+    # Before the timeouts: urllib3's NewConnectionError is (for history) a ConnectTimeoutError.
+    if isinstance(reason, urllib3.exceptions.NewConnectionError):
+        return DeliveryError(f"{what} failed to connect: {redact(_root_cause(exc), secrets)}")
     if isinstance(reason, (urllib3.exceptions.TimeoutError, socket.timeout)):
         return DeliveryError(f"{what} timed out (no answer within {_seconds(timeout)})")
     if isinstance(reason, urllib3.exceptions.LocationValueError):
@@ -166,11 +171,34 @@ def _charset(content_type: Optional[str]) -> str:
 
 def _retry() -> Any:
     """A connect failure is retried once at once (the request was never sent,
-    so a POST cannot be duplicated); nothing else is."""
-    from urllib3.util.retry import Retry
+    so a POST cannot be duplicated); nothing else is. The retry is logged in
+    one line of ours (urllib3's own warning is filtered: ``_NoRetryLines``)."""
+    return _one_line_retry()(total=1, connect=1, read=0, redirect=0, status=0, other=0,
+                             allowed_methods=None, raise_on_status=False, raise_on_redirect=False)
 
-    return Retry(total=1, connect=1, read=0, redirect=0, status=0, other=0,
-                 allowed_methods=None, raise_on_status=False, raise_on_redirect=False)
+
+_ONE_LINE_RETRY: Any = None
+
+
+def _one_line_retry() -> Any:
+    global _ONE_LINE_RETRY
+    if _ONE_LINE_RETRY is None:
+        from urllib3.util.retry import Retry
+
+        class OneLineRetry(Retry):  # type: ignore[misc, valid-type]
+            """Says in our words, in one line, that the connect is retried."""
+
+            def increment(self, method: Any = None, url: Any = None, *args: Any, **kwargs: Any) -> Any:
+                error = kwargs.get("error") or (args[1] if len(args) > 1 else None)
+                pool = kwargs.get("_pool") or (args[2] if len(args) > 2 else None)
+                host = getattr(pool, "host", None) or "the server"
+                retry = super().increment(method, url, *args, **kwargs)  # raises once used up
+                log.info("connecting to %s failed (%s); trying once more", host,
+                         _root_cause(error) if error is not None else "no answer")
+                return retry
+
+        _ONE_LINE_RETRY = OneLineRetry
+    return _ONE_LINE_RETRY
 
 
 def forget_status() -> None:
@@ -374,6 +402,16 @@ def _mask_urllib3_log() -> None:
     logger = logging.getLogger("urllib3.connectionpool")
     if not any(isinstance(f, RedactingFilter) for f in logger.filters):
         logger.addFilter(RedactingFilter())
+    if not any(isinstance(f, _NoRetryLines) for f in logger.filters):
+        logger.addFilter(_NoRetryLines())
+
+
+class _NoRetryLines(logging.Filter):
+    """urllib3's "Retrying (Retry(total=0, ...)) after connection broken by ..."
+    warning is noise for a user: the retry says so in one line of its own."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Retrying (")
 
 
 def raise_for_status(answer: Answer, *, what: str, secrets: Iterable[Optional[str]] = (),
@@ -414,6 +452,21 @@ def parse_retry_after(value: Optional[str], now: Optional[float] = None) -> Opti
     if seconds != seconds:  # NaN
         return None
     return min(max(0.0, seconds), MAX_RETRY_AFTER)
+
+
+def _caused_by(exc: BaseException, kind: type) -> bool:
+    """Whether ``kind`` is in ``exc``'s chain (causes, contexts, a MaxRetryError's reason)."""
+    seen: list[BaseException] = []
+    todo: list[Any] = [exc]
+    while todo and len(seen) < 32:
+        item = todo.pop()
+        if not isinstance(item, BaseException) or any(item is s for s in seen):
+            continue
+        if isinstance(item, kind):
+            return True
+        seen.append(item)
+        todo.extend([item.__cause__, item.__context__, getattr(item, "reason", None), *item.args])
+    return False
 
 
 def _root_cause(exc: BaseException) -> str:

@@ -19,14 +19,17 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any, Optional
 
 import yaml
 
+from sentinel import spool
 from sentinel.alerts import Alert, AlertKind
 from sentinel.channels.bark import render_bark
 from sentinel.outbox import Outbox
+from sentinel.procid import ProcessIdentity
 from tests.processes import kill_group
 from tests.victims.harness import ROOT
 from tests.waiting import wait_for
@@ -162,6 +165,21 @@ class DaemonProcess:
         if self.alive():
             self.kill()
         self._close_notify()
+
+
+def hand_written_record(spool_dir: Path, pid: int, name: str, **fields: Any) -> tuple[spool.RunPaths, dict]:
+    """The run record a recorder would write for live process ``pid`` (its
+    directory made, the record not yet written), with ``fields`` over it."""
+    ident = wait_for(lambda: ProcessIdentity.of(pid), 10, what=f"process {pid} in /proc")
+    run_id = spool.new_run_id(pid)
+    paths = spool.RunPaths(spool_dir, run_id)
+    spool.make_private_dir(paths.dir)
+    record = spool.RunRecord(
+        run_id=run_id, pid=pid, start_ticks=ident.start_ticks, boot_id=ident.boot_id,
+        hostname="here", uid=os.getuid(), user="tester", cmdline=["train.py"], cwd="/",
+        started=time.time(), heartbeat_interval=10.0, name=name,
+    ).to_dict()
+    return paths, {**record, **fields}
 
 
 def bark_title(kind: AlertKind, run_name: str, detail: Optional[str] = None,

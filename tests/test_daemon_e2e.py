@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
@@ -21,7 +20,7 @@ import pytest
 from sentinel import spool
 from sentinel.alerts import AlertKind
 from sentinel.procid import ProcessIdentity
-from tests.daemon_harness import DaemonProcess, bark_title, titles, wait_for_push
+from tests.daemon_harness import DaemonProcess, bark_title, hand_written_record, titles, wait_for_push
 from tests.fakes import FakeBark
 from tests.victims.harness import Victim, identity_of, swanlab_params, swanlab_python
 from tests.waiting import wait_for
@@ -528,17 +527,10 @@ def test_a_rewritten_record_adds_channels_but_never_another_process(
     with FakeBark() as first, FakeBark() as joined, FakeBark() as forged, DaemonProcess(
         tmp_path, {"screen": {"type": "console"}}, log_level="debug"
     ) as daemon:
-        ident = wait_for(lambda: ProcessIdentity.of(child.pid), 10, what="the child in /proc")
-        run_id = spool.new_run_id(child.pid)
-        paths = spool.RunPaths(daemon.spool, run_id)
-        spool.make_private_dir(paths.dir)
-        record = spool.RunRecord(
-            run_id=run_id, pid=child.pid, start_ticks=ident.start_ticks, boot_id=ident.boot_id,
-            hostname="here", uid=os.getuid(), user="tester", cmdline=["train.py"], cwd="/",
-            started=time.time(), heartbeat_interval=10.0, name="joined-run",
-            channels=[{"type": "bark", "url": first.key_url}],
-        ).to_dict()
+        paths, record = hand_written_record(daemon.spool, child.pid, "joined-run",
+                                            channels=[{"type": "bark", "url": first.key_url}])
         spool.write_json(paths.run, record)
+        run_id = paths.run_id
         daemon.wait_log(f"tracking {run_id}")
         other = dict(record, pid=os.getpid(), channels=[{"type": "bark", "url": forged.key_url}])
         spool.write_json(paths.run, other)

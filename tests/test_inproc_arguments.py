@@ -9,7 +9,6 @@ import select
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -19,11 +18,10 @@ import sentinel
 from sentinel import spool
 from sentinel.alerts import AlertKind
 from sentinel.config import ConfigError, parse_config
-from sentinel.procid import ProcessIdentity
 from sentinel.rules import InvalidArgument
 from sentinel.safetext import printable
 from tests.cli_helpers import SENTINEL, only_run, read_line, sentinel_env
-from tests.daemon_harness import DaemonProcess, wait_for_push
+from tests.daemon_harness import DaemonProcess, hand_written_record, wait_for_push
 from tests.fakes import FakeBark
 from tests.victims.harness import ROOT, wait_for
 
@@ -179,17 +177,10 @@ def test_bad_fields_in_a_run_record_still_alert_with_defaults(
     tmp_path: Path, bark: FakeBark, child: subprocess.Popen[bytes]
 ) -> None:
     with DaemonProcess(tmp_path, {"phone": {"type": "bark", "url": bark.key_url}}) as daemon:
-        ident = wait_for(lambda: ProcessIdentity.of(child.pid), 10, what="the child in /proc")
-        run_id = spool.new_run_id(child.pid)
-        paths = spool.RunPaths(daemon.spool, run_id)
-        spool.make_private_dir(paths.dir)
-        record = spool.RunRecord(
-            run_id=run_id, pid=child.pid, start_ticks=ident.start_ticks, boot_id=ident.boot_id,
-            hostname="here", uid=os.getuid(), user="tester", cmdline=["train.py"], cwd="/",
-            started=time.time(), heartbeat_interval=10.0, name="bad-fields",
-        ).to_dict()
         # What an old recorder wrote for stall_timeout=0, and worse.
-        record.update(stall_timeout=0, heartbeat_interval="10s", labels=[1], channels="phone")
+        paths, record = hand_written_record(daemon.spool, child.pid, "bad-fields", stall_timeout=0,
+                                            heartbeat_interval="10s", labels=[1], channels="phone")
+        run_id = paths.run_id
         paths.run.write_text(json.dumps(record))
         daemon.wait_log("stall_timeout must be a positive number")
         child.kill()

@@ -78,3 +78,23 @@ def test_sighup_reloads_refuses_a_bad_config_and_keeps_state(tmp_path: Path,
         assert daemon.stop() == 0
     # Nothing was decided twice across the reloads.
     assert [p["title"].endswith(": before") for p in first.pushes + second.pushes].count(True) == 1
+
+
+def test_sighup_applies_new_message_limits(tmp_path: Path, barks: tuple[FakeBark, FakeBark]) -> None:
+    """The message limits come from the reloaded config, not the one the daemon started with."""
+    phone, _ = barks
+    with DaemonProcess(tmp_path, {"phone": {"type": "bark", "url": phone.key_url}}) as daemon:
+        rewrite(daemon, message_limits={"per_run_per_minute": 2})
+        hup(daemon, "config reloaded")
+        sent = [arg for n in range(5) for arg in ("--send", f"note {n}")]
+        with Victim.watch(daemon.tmp, "sleep-forever", "--name", "chatty", "--steps", "1", *sent,
+                          spool_dir=daemon.spool).start() as v:
+            run_id = v.ready()
+            v.expect("RUNNING")  # all five sent
+            daemon.wait_log(f"run {run_id}: messages dropped from now on")
+            v.kill()
+            v.wait()
+        wait_for_kill_push(phone, "chatty")
+        daemon.wait_log(f"run {run_id}: 3 message(s) dropped in all")
+        assert daemon.stop() == 0
+    assert [p["body"] for p in phone.pushes if p["body"].startswith("note ")] == ["note 0", "note 1"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -12,7 +13,8 @@ from sentinel.alerts import AlertKind as K
 from tests.cli_helpers import run_sentinel, sentinel_env
 from tests.daemon_harness import DaemonProcess, wait_for_push
 from tests.fakes import FakeBark
-from tests.victims.harness import Victim
+from tests.users import USER_PYTHON, become, home_for, make_shared_spool, shared_dir, throwaway_user
+from tests.victims.harness import WATCH_VICTIM, Victim
 from tests.waiting import wait_for
 
 
@@ -94,3 +96,39 @@ def test_resend_refuses_unknown_and_malformed_ids(tmp_path: Path, bark: FakeBark
         assert malformed.returncode == 2
         assert "is not an alert id" in malformed.stderr
         assert not list((daemon.spool / ".resend").iterdir())  # nothing was asked of the daemon
+
+
+def ask_as(spool: Path, uid: int, alert_id: str) -> Path:
+    """A resend request that ``uid`` owns, as ``sentinel history --resend`` leaves it."""
+    path = spool / ".resend" / f"{uid}-{alert_id}.json"
+    path.write_text(json.dumps({"v": 1, "alert_id": alert_id, "created": 1.0}))
+    os.chown(path, uid, -1)
+    return path
+
+
+def test_in_a_shared_spool_only_the_runs_owner_may_resend(tmp_path: Path, bark: FakeBark) -> None:
+    """Mallory's request to resend Alice's alert is refused (and consumed); Alice's goes out once."""
+    if not os.access(USER_PYTHON, os.X_OK):
+        pytest.skip(f"{USER_PYTHON} is needed to run as another user")
+    with shared_dir() as shared, throwaway_user() as alice, throwaway_user() as mallory, \
+            DaemonProcess(tmp_path, {"phone": {"type": "bark", "url": bark.key_url}},
+                          spool=make_shared_spool(shared)) as daemon:
+        spool = daemon.spool
+        bark.fail("4xx")
+        with Victim(USER_PYTHON, WATCH_VICTIM, ["finish", "--name", "alices"], home_for(shared, alice),
+                    spool_dir=spool, preexec_fn=become(alice)).start() as v:
+            v.ready()
+            v.wait()
+        wait_for(lambda: [d for d in deliveries(daemon) if d["state"] == "dead"], 30, what="a dead letter")
+        [dead] = deliveries(daemon)
+        bark.recover()
+
+        ask_as(spool, mallory, dead["alert_id"])
+        daemon.wait_log(f"requested by uid {mallory}) refused: uid {mallory} does not own the run")
+        assert not list((spool / ".resend").iterdir())  # consumed all the same
+        assert [d["state"] for d in deliveries(daemon)] == ["dead"]
+
+        ask_as(spool, alice, dead["alert_id"])
+        wait_for_push(bark, K.FINISHED, "alices")
+        assert daemon.stop() == 0
+    assert len(bark.pushes) == 1

@@ -35,8 +35,11 @@ What is guaranteed when:
   the end of the fsync, normally a few ms) can lose the alert; the daemon
   never deletes the source of an alert (a run's message file) before a
   ``sync()`` of its own returned.
-- Every later change of a record (delivered, failed, dead-lettered) is
-  fsynced before the call returns.
+- Every later change of a record (delivered, failed, dead-lettered,
+  resent) is fsynced before the call returns. ``resend(alert_id)`` (asked
+  for by ``sentinel history --resend``) puts an alert's dead-lettered
+  channels back to pending with a fresh attempt budget and removes their
+  dead letters.
 
 ``seq`` numbers alerts in enqueue order: a channel's pending alerts are sent
 state alerts first (killed, crashed, finished, ...: a flood of one run's

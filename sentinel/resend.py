@@ -83,6 +83,11 @@ class ResendDesk:
         self.privileged = {0, os.geteuid()}
         self._stamp: Optional[tuple[int, int]] = None
 
+    def look_again(self) -> None:
+        """Read the directory on the next ``poll`` even if its stamp did not change: a
+        request renamed in within the clock tick of the last look leaves it as it was."""
+        self._stamp = None
+
     def poll(self) -> int:
         """Consume the requests if the directory changed since the last look; how many resent."""
         root = resend_dir(self.spool)
@@ -111,7 +116,7 @@ class ResendDesk:
         try:
             alert_id, uid = _read(path)
         except (OSError, spool.SpoolFormatError) as exc:
-            log.warning("resend request %s ignored and removed: %s", path.name, exc)
+            log.warning("resend request %r ignored and removed: %s", path.name, exc)
             alert_id = None
         finally:
             with contextlib.suppress(OSError):

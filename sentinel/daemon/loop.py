@@ -256,6 +256,7 @@ class Daemon:
     def start_rescan(self, now: float) -> None:
         """Begin a rescan; ``continue_rescan`` lists and visits the runs a slice at a time."""
         daemon_file.write(self.spool)
+        self.resends.look_again()
         if self.sweep is not None:
             self.sweep.close()
         self.sweep = RescanSweep(self.spool)

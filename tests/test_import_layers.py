@@ -40,6 +40,7 @@ LAYERS = {
     "sentinel.render": CHANNELS,
     "sentinel.endings": FORMAT,  # the table of endings; the run record format names them
     "sentinel.outbox": OUTBOX,
+    "sentinel.resend": OUTBOX,  # resend requests for the outbox's dead letters
     "sentinel.delivery": OUTBOX,
     "sentinel.fallback": OUTBOX,
     "sentinel.recorder": SIDES,

@@ -24,6 +24,12 @@ class AlertKind(str, enum.Enum):
     STALLED = "stalled"
     RECOVERED = "recovered"
     LOST = "lost"
+    # Scheduler endings and GPU faults (jobs and clusters).
+    TIME_LIMIT = "time_limit"  # Slurm ended the job at its time limit
+    CANCELLED = "cancelled"  # scancel
+    PREEMPTED = "preempted"  # Slurm preempted the job (requeued or cancelled)
+    NODE_FAILURE = "node_failure"  # Slurm lost the node
+    GPU_FAULT = "gpu_fault"  # an NVIDIA Xid naming a GPU/node fault, while the run lives
     MESSAGE = "message"  # a user's send_msg / run.send text
     TEST = "test"  # `sentinel test`
 
@@ -59,6 +65,8 @@ class Alert:
     detail: Optional[str] = None  # why: "OOM killer ...", "died while the daemon was down", ...
     text: Optional[str] = None  # message body (MESSAGE / TEST)
     language: Optional[str] = None  # the run's preference; a channel's own setting wins
+    # A job event: "id", "launcher", "ranks" (local ranks watched), "cause_rank" (the first failure)
+    job: dict[str, str] = field(default_factory=dict)
 
     @property
     def url(self) -> Optional[str]:

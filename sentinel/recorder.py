@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import sentinel
-from sentinel import spool
+from sentinel import jobs, spool
 from sentinel.procid import ProcessIdentity
 
 DEFAULT_HEARTBEAT_INTERVAL = 10.0
@@ -156,6 +156,7 @@ class Recorder:
             language=language,
             source=source,
             version=getattr(sentinel, "__version__", ""),
+            job=jobs.from_environ(os.environ, os.getppid()),  # a rank of a launched job, if it is one
         )
         self.handle_sigterm = handle_sigterm
         self._owner_pid = ident.pid

@@ -37,6 +37,11 @@ EMOJI = {
     AlertKind.STALLED: "⏸️",
     AlertKind.RECOVERED: "🔄",
     AlertKind.LOST: "❓",
+    AlertKind.TIME_LIMIT: "⏰",
+    AlertKind.CANCELLED: "🚫",
+    AlertKind.PREEMPTED: "🔁",
+    AlertKind.NODE_FAILURE: "🖥️",
+    AlertKind.GPU_FAULT: "🔥",
     AlertKind.MESSAGE: "💬",
     AlertKind.TEST: "🔔",
 }
@@ -51,6 +56,11 @@ _WORDS = {
         AlertKind.STALLED: "Stalled",
         AlertKind.RECOVERED: "Recovered",
         AlertKind.LOST: "Lost",
+        AlertKind.TIME_LIMIT: "Time limit reached",
+        AlertKind.CANCELLED: "Cancelled",
+        AlertKind.PREEMPTED: "Preempted",
+        AlertKind.NODE_FAILURE: "Node failure",
+        AlertKind.GPU_FAULT: "GPU fault",
         AlertKind.MESSAGE: "Message",
         AlertKind.TEST: "Test alert",
         "oom": "Killed by the OOM killer",
@@ -58,6 +68,8 @@ _WORDS = {
         "project": "Project",
         "host": "Host",
         "pid": "PID",
+        "job": "Job",
+        "job_text": "{launcher} job {id}, rank {rank}, {ranks} local ranks",
         "duration": "Duration",
         "step": "Step",
         "metrics": "Metrics",
@@ -91,6 +103,11 @@ _WORDS = {
         AlertKind.STALLED: "训练卡住",
         AlertKind.RECOVERED: "已恢复",
         AlertKind.LOST: "运行丢失",
+        AlertKind.TIME_LIMIT: "达到时间限制",
+        AlertKind.CANCELLED: "被取消",
+        AlertKind.PREEMPTED: "被抢占",
+        AlertKind.NODE_FAILURE: "节点故障",
+        AlertKind.GPU_FAULT: "GPU 故障",
         AlertKind.MESSAGE: "消息",
         AlertKind.TEST: "测试告警",
         "oom": "被 OOM killer 杀死（内存不足）",
@@ -98,6 +115,8 @@ _WORDS = {
         "project": "项目",
         "host": "主机",
         "pid": "PID",
+        "job": "作业",
+        "job_text": "{launcher} 作业 {id}，rank {rank}，本机 {ranks} 个 rank",
         "duration": "时长",
         "step": "步数",
         "metrics": "指标",
@@ -226,6 +245,8 @@ def summary(alert: Alert, lang: str = "en") -> str:
         return _w(lang, "no_progress").format(format_duration(alert.created - since, lang)) if since else ""
     if kind == AlertKind.RECOVERED:
         return _w(lang, "resumed")
+    if alert.job and alert.detail:
+        return alert.detail  # "Job 4242: rank 3 (…) was killed by the OOM killer; …"
     if kind == AlertKind.KILLED:
         return alert.detail or _w(lang, "killed_text")
     if kind == AlertKind.LOST:
@@ -268,6 +289,8 @@ def facts(alert: Alert, lang: str = "en") -> list[tuple[str, str]]:
     out.append((_w(lang, "host"), host))
     if alert.pid is not None:
         out.append((_w(lang, "pid"), str(alert.pid)))
+    if alert.job:
+        out.append((_w(lang, "job"), job_text(alert, lang)))
     if alert.kind == AlertKind.MESSAGE:
         return out
     if alert.duration is not None:
@@ -284,9 +307,16 @@ def facts(alert: Alert, lang: str = "en") -> list[tuple[str, str]]:
         out.append((_w(lang, "exit"), str(alert.exit_code)))
     if alert.signal and alert.kind != AlertKind.TERMINATED:
         out.append((_w(lang, "signal"), alert.signal))
-    if alert.detail and alert.kind not in (AlertKind.KILLED, AlertKind.LOST):
+    if alert.detail and alert.kind not in (AlertKind.KILLED, AlertKind.LOST) and not alert.job:
         out.append((_w(lang, "cause"), alert.detail))
     return out
+
+
+def job_text(alert: Alert, lang: str = "en") -> str:
+    """'torchrun job 4242, rank 3, 4 local ranks'."""
+    job = alert.job
+    return _w(lang, "job_text").format(launcher=job.get("launcher") or "?", id=job.get("id") or "?",
+                                       rank=job.get("cause_rank") or "?", ranks=job.get("ranks") or "?")
 
 
 def error_tail(alert: Alert, max_lines: int = 12, max_chars: int = 1500) -> Optional[str]:

@@ -14,6 +14,11 @@ Layout, format version 1::
         final.json               FinalRecord: written once, when the run ends
         msg/<seq:08d>.json       Message: queued user messages, in order
 
+``run.json`` may carry ``job`` (a ``JobRecord``): the process is one rank of
+a job started by a launcher (torchrun, DeepSpeed, Accelerate, Slurm). It
+names the job, the rank and the launcher's agent process, from the
+environment the launcher gave the rank (``sentinel.jobs`` reads it).
+
 ``run_id`` is ``<UTC yyyymmddThhmmss>-<pid>-<6 hex>``; names starting with "."
 are never runs. Every file is one JSON object with ``"v": 1`` and is written
 atomically (a hidden temporary file in the same directory, then ``rename``),
@@ -182,9 +187,11 @@ class RunRecord:
     language: Optional[str] = None
     source: str = "watch"  # watch | swanlab | run
     version: str = ""
+    job: Optional[JobRecord] = None  # a rank of a launched job; None: a lone process
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        data["job"] = self.job.to_dict() if self.job is not None else None
         data["cmdline"] = _cap_cmdline(self.cmdline)
         data["labels"] = {
             str(k)[:64]: _cap(str(v), LABEL_MAX_CHARS) for k, v in self.labels.items() if v is not None
@@ -212,6 +219,71 @@ class RunRecord:
                 "channels must be a list of names or objects")
         for name in ("boot_id", "hostname", "user", "cwd", "name", "source", "version"):
             _expect(isinstance(getattr(rec, name), str), f"{name} must be a string")
+        if rec.job is not None:
+            rec.job = JobRecord.from_dict(rec.job)
+        return rec
+
+
+# Slurm variables a job record keeps (``SLURM_`` prefix dropped, lower case).
+SLURM_FIELDS = ("job_id", "step_id", "procid", "localid", "nodeid", "job_name", "array_job_id",
+                "array_task_id", "restart_count", "job_start_time", "job_end_time")
+_JOB_INTS = ("rank", "local_rank", "world_size", "local_world_size", "group_rank", "restart_count",
+             "agent_pid", "agent_start_ticks")
+_JOB_TEXT_MAX = 256
+
+
+@dataclass
+class JobRecord:
+    """One rank of a job: how the launcher named it (inside ``run.json``).
+
+    Every field comes from the rank's environment and its parent process; a
+    missing variable is None / empty. ``agent_pid`` + ``agent_start_ticks``
+    name the launcher process whose children the ranks on this host are.
+    """
+
+    launcher: str  # torchrun | deepspeed | accelerate | slurm | launcher
+    job_id: str  # what people call it: the Slurm job id, else the rendezvous id
+    rank: Optional[int] = None
+    local_rank: Optional[int] = None
+    world_size: Optional[int] = None
+    local_world_size: Optional[int] = None
+    group_rank: Optional[int] = None  # the node's rank among the job's nodes
+    restart_count: Optional[int] = None  # TORCHELASTIC_RESTART_COUNT: which attempt
+    rdzv_id: str = ""  # TORCHELASTIC_RUN_ID
+    master: str = ""  # MASTER_ADDR:MASTER_PORT
+    agent_pid: Optional[int] = None
+    agent_start_ticks: Optional[int] = None
+    error_file: str = ""  # TORCHELASTIC_ERROR_FILE: where @record writes a rank's traceback
+    slurm: dict[str, str] = field(default_factory=dict)  # SLURM_FIELDS that were set
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        for name in ("launcher", "job_id", "rdzv_id", "master"):
+            data[name] = _cap(data[name], _JOB_TEXT_MAX)
+        data["error_file"] = _cap(self.error_file, 4096)
+        data["slurm"] = {k: _cap(str(v), _JOB_TEXT_MAX) for k, v in self.slurm.items() if k in SLURM_FIELDS}
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Any) -> JobRecord:
+        _expect(isinstance(data, Mapping), "job must be an object")
+        known = {f.name for f in fields(cls)}
+        try:
+            rec = cls(**{k: v for k, v in data.items() if k in known})
+        except TypeError as exc:
+            raise SpoolFormatError(f"job: missing field: {exc}") from None
+        for name in _JOB_INTS:
+            value = getattr(rec, name)
+            _expect(value is None or (_is_int(value) and 0 <= value < 2**31),
+                    f"job.{name} must be a non-negative integer or null")
+        for name in ("launcher", "job_id", "rdzv_id", "master", "error_file"):
+            _expect(isinstance(getattr(rec, name), str), f"job.{name} must be a string")
+        _expect(isinstance(rec.slurm, dict) and all(isinstance(v, str) for v in rec.slurm.values()),
+                "job.slurm must map names to strings")
+        rec.slurm = {k: v[:_JOB_TEXT_MAX] for k, v in rec.slurm.items() if k in SLURM_FIELDS}
+        for name in ("launcher", "job_id", "rdzv_id", "master"):
+            setattr(rec, name, getattr(rec, name)[:_JOB_TEXT_MAX])
+        rec.error_file = rec.error_file[:4096]
         return rec
 
 

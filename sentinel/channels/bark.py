@@ -36,6 +36,11 @@ DEFAULT_LEVELS = {
     "stalled": "timeSensitive",
     "recovered": "passive",
     "lost": "timeSensitive",
+    "time_limit": "timeSensitive",
+    "cancelled": "active",
+    "preempted": "timeSensitive",
+    "node_failure": "timeSensitive",
+    "gpu_fault": "timeSensitive",
     "message": "active",
     "test": "active",
 }

@@ -8,10 +8,10 @@ import pytest
 
 from sentinel.alerts import AlertKind
 from sentinel.daemon.decide import (
+    ENDING_KINDS,
     Event,
     EventKind,
     RunState,
-    ENDING_KINDS,
     alert_id,
     exit_event,
     is_stale,

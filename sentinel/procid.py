@@ -48,6 +48,12 @@ def start_ticks(pid: int) -> Optional[int]:
     return int(fields[19])  # field 22 overall; fields[0] is field 3 (state)
 
 
+def parent_pid(pid: int) -> Optional[int]:
+    """The parent of ``pid`` (field 4 of its stat), or None if it is gone."""
+    fields = _stat_fields(pid)
+    return int(fields[1]) if fields and len(fields) > 1 else None
+
+
 def process_state(pid: int) -> Optional[str]:
     """The one-letter state ("R", "S", "Z", ...) of ``pid``, or None if gone."""
     fields = _stat_fields(pid)

@@ -69,7 +69,8 @@ _WORDS = {
         "host": "Host",
         "pid": "PID",
         "job": "Job",
-        "job_text": "{launcher} job {id}, rank {rank}, {ranks} local ranks",
+        "job_text": "{launcher} job {id}, {ranks} local ranks",
+        "job_rank": "{launcher} job {id}, rank {rank}, {ranks} local ranks",
         "duration": "Duration",
         "step": "Step",
         "metrics": "Metrics",
@@ -116,7 +117,8 @@ _WORDS = {
         "host": "主机",
         "pid": "PID",
         "job": "作业",
-        "job_text": "{launcher} 作业 {id}，rank {rank}，本机 {ranks} 个 rank",
+        "job_text": "{launcher} 作业 {id}，本机 {ranks} 个 rank",
+        "job_rank": "{launcher} 作业 {id}，rank {rank}，本机 {ranks} 个 rank",
         "duration": "时长",
         "step": "步数",
         "metrics": "指标",
@@ -238,6 +240,8 @@ def summary(alert: Alert, lang: str = "en") -> str:
         return alert.text or ""
     if kind == AlertKind.TEST:
         return alert.text or _w(lang, "test_text").format(PRODUCT)
+    if alert.job and alert.detail:
+        return alert.detail  # "Job 4242: rank 3 (…) was killed by the OOM killer; …"
     if kind == AlertKind.STALLED:
         since = alert.last_progress if alert.last_progress is not None else alert.last_beat
         if since is None:
@@ -245,8 +249,6 @@ def summary(alert: Alert, lang: str = "en") -> str:
         return _w(lang, "no_progress").format(format_duration(alert.created - since, lang)) if since else ""
     if kind == AlertKind.RECOVERED:
         return _w(lang, "resumed")
-    if alert.job and alert.detail:
-        return alert.detail  # "Job 4242: rank 3 (…) was killed by the OOM killer; …"
     if kind == AlertKind.KILLED:
         return alert.detail or _w(lang, "killed_text")
     if kind == AlertKind.LOST:
@@ -313,10 +315,11 @@ def facts(alert: Alert, lang: str = "en") -> list[tuple[str, str]]:
 
 
 def job_text(alert: Alert, lang: str = "en") -> str:
-    """'torchrun job 4242, rank 3, 4 local ranks'."""
+    """'torchrun job 4242, rank 3, 4 local ranks' (the rank that failed first, if one did)."""
     job = alert.job
-    return _w(lang, "job_text").format(launcher=job.get("launcher") or "?", id=job.get("id") or "?",
-                                       rank=job.get("cause_rank") or "?", ranks=job.get("ranks") or "?")
+    template = "job_rank" if job.get("cause_rank") else "job_text"
+    return _w(lang, template).format(launcher=job.get("launcher") or "?", id=job.get("id") or "?",
+                                     rank=job.get("cause_rank"), ranks=job.get("ranks") or "?")
 
 
 def error_tail(alert: Alert, max_lines: int = 12, max_chars: int = 1500) -> Optional[str]:

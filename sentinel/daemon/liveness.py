@@ -111,6 +111,13 @@ class Liveness:
     def owns(self, fd: int) -> bool:
         return fd in self._fd_to_key
 
+    def pidfd(self, key: str) -> Optional[int]:
+        """The pidfd watching ``key`` (jobs: read an exited rank's status through it)."""
+        return self._key_to_fd.get(key)
+
+    def key_of(self, fd: int) -> Optional[str]:
+        return self._fd_to_key.get(fd)
+
     def exited(self, fd: int) -> Optional[str]:
         """The key whose pidfd ``fd`` turned readable; it is unwatched."""
         key = self._fd_to_key.get(fd)

@@ -15,6 +15,7 @@ so an exit is never queued behind thousands of other runs.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import gc
 import heapq
@@ -30,7 +31,7 @@ from typing import Any, Callable, Iterable, Optional, Protocol
 from sentinel import spool, systemd
 from sentinel.alerts import Alert, AlertKind, from_run
 from sentinel.config import Config
-from sentinel.daemon import hygiene, liveness_file, reconcile
+from sentinel.daemon import hygiene, liveness_file, nccl, reconcile, xid
 from sentinel.daemon.decide import (
     Event,
     EventKind,
@@ -42,6 +43,7 @@ from sentinel.daemon.decide import (
     stall_deadline,
     transition,
 )
+from sentinel.daemon.job_watch import JobWatch
 from sentinel.daemon.liveness import POLL_INTERVAL, Liveness
 from sentinel.daemon.oom import OomDetector
 from sentinel.daemon.rescan import RescanSweep
@@ -101,10 +103,13 @@ class Daemon:
         self.oom = OomDetector(kmsg_path)
         if self.oom.fd is not None:
             self.epoll.register(self.oom.fd, select.EPOLLIN)
+        self.gpu = xid.GpuFaults()  # jobs: Xid lines ride on the OOM detector's kernel log reader
+        self.oom.listeners.append(self.gpu.feed)
         self.watcher = SpoolWatcher(self.spool, self.wakeup)
         self.problems = ProblemLog()
         self.reader = RunReader(self.spool, is_shared_spool(self.spool), self.problems)
         self.runs: dict[str, TrackedRun] = {}
+        self.jobs = JobWatch(self)  # jobs: sibling ranks, held endings, one alert per job event
         self.retired: set[str] = set()  # ended runs whose directory could not be archived
         # (deadline, run id); an entry is current only while it equals the run's stall_check_at.
         self.stall_heap: list[tuple[float, str]] = []
@@ -136,6 +141,7 @@ class Daemon:
         self.watcher.stop()
         liveness_file.remove(self.spool)
         self.liveness.close()
+        self.jobs.close()
         self.oom.close()
         self.wakeup.close()
         self.epoll.close()
@@ -148,8 +154,11 @@ class Daemon:
         stall_check = self.next_stall_check()
         if stall_check is not None:
             due.append(stall_check)
-        if self.liveness.polling:
+        if self.liveness.polling or self.jobs.liveness.polling:
             due.append(self.next_poll)
+        job_deadline = self.jobs.next_deadline()
+        if job_deadline is not None:
+            due.append(job_deadline)
         if self.next_watchdog is not None:
             due.append(self.next_watchdog)
         return max(_MIN_STEP, min(due) - now)
@@ -175,6 +184,7 @@ class Daemon:
         # Kernel log first, so an OOM line is known before its victim's exit is judged.
         if self.oom.fd is not None and self.oom.fd in fds:
             self.oom.drain()
+        self.attach_gpu_faults(now)
         if self.wakeup.fd in fds:
             self.wakeup.clear()
         # Spool changes (a final record among them) before exits: the process
@@ -186,16 +196,21 @@ class Daemon:
                 run_id = self.liveness.exited(fd)
                 if run_id is not None:
                     self._guard(run_id, self.on_exit, run_id, now)
+            elif self.jobs.owns(fd):  # jobs: a sibling rank (or a recorded rank's second pidfd)
+                self._guard(f"rank fd {fd}", self.jobs.exited, fd, now)
 
     def tick(self, now: float) -> None:
         for run in self.due_stall_checks(now):
             # Checked again: a check made earlier in this loop may have moved it.
             if run.stall_check_at is not None and run.stall_check_at <= now:
                 self._guard(run.run_id, self.check_stall, run, now)
-        if self.liveness.polling and now >= self.next_poll:
+        if (self.liveness.polling or self.jobs.liveness.polling) and now >= self.next_poll:
             for run_id in self.liveness.poll():
                 self._guard(run_id, self.on_exit, run_id, now)
+            self.jobs.poll(now)
             self.next_poll = now + POLL_INTERVAL
+        self.attach_gpu_faults(now)  # jobs: Xids read while judging an exit
+        self.jobs.tick(now)  # jobs: verdicts due
         if self.sweep is None and now >= self.next_rescan:
             self.start_rescan(now)
             self.next_rescan = now + self.config.rescan_interval
@@ -252,6 +267,8 @@ class Daemon:
             return
         final = self.reader.read_final(run)
         cause = None if final is not None else self.oom.cause(run.identity, run.cgroup)
+        if self.jobs.holds_exit(run, final, cause, now):
+            return  # jobs: a rank's end waits for its job's one alert
         event = exit_event(final, oom=cause is not None, at_startup=False)
         self.apply(run, event, now, final=final, detail=None if final else (cause or KILLED_DETAIL))
 
@@ -261,6 +278,8 @@ class Daemon:
             return
         final = self.reader.read_final(run)
         if final is not None:
+            if self.jobs.holds_final(run, final, now):
+                return  # jobs: a rank's end waits for its job's one alert
             self.apply(run, Event.final(final.state), now, final=final)
             if not run.watched:
                 self.retire(run, now)
@@ -270,10 +289,15 @@ class Daemon:
         self.schedule_stall_check(run, None)
         if run.state is not RunState.RUNNING or not run.watched:
             return
+        peers = self.jobs.stall_peers(run)  # jobs: a job's recorded ranks stall as one
+        if peers is not None:
+            if peers:
+                self.jobs.check_stall(run, peers, now)
+            return
         run.progress = self.reader.read_progress(run)
         timeout = self.stall_timeout(run)
         if is_stale(run.progress, run.record.started, timeout, now):
-            detail = self._stall_detail(run, timeout, now)
+            detail = self.stall_detail(run, timeout, now)
             self.apply(run, Event(EventKind.PROGRESS_STALE), now, detail=detail)
             if run.state is RunState.STALLED:
                 self.watcher.want_beats(run.run_id, True)
@@ -284,7 +308,12 @@ class Daemon:
 
     def check_recovery(self, run: TrackedRun, now: float) -> None:
         """A stalled run's beat changed: fresh again means recovered."""
+        run = self.jobs.stall_speaker(run)  # jobs: a rank's beat may end its job's stall
         if run.state is not RunState.STALLED:
+            return
+        peers = self.jobs.stall_peers(run)
+        if peers:
+            self.jobs.check_recovery(run, peers, now)
             return
         run.progress = self.reader.read_progress(run)
         timeout = self.stall_timeout(run)
@@ -330,6 +359,9 @@ class Daemon:
         freeze_long_lived()
 
     def _rescan_run(self, run: TrackedRun, now: float) -> None:
+        if self.jobs.holds(run.run_id):
+            return  # jobs: ended, its end held for the job's one alert
+        self.jobs.revisit(run)  # jobs: ranks that started after the record
         if run.state.is_live and not run.watched:
             # A failed enqueue left the run live with no exit watch: judge again.
             self.forget(run.run_id)
@@ -343,8 +375,11 @@ class Daemon:
     # ------------------------------------------------------------ effects
 
     def apply(self, run: TrackedRun, event: Event, now: float, *, final: Optional[FinalRecord] = None,
-              detail: Optional[str] = None) -> None:
-        """Make the transition and enqueue its one alert (durably) before the state moves."""
+              detail: Optional[str] = None, overrides: Optional[dict[str, Any]] = None) -> None:
+        """Make the transition and enqueue its one alert (durably) before the state moves.
+
+        ``overrides``: alert fields a job's verdict sets (the failing rank's pid, error, ...).
+        """
         new_state, kind = transition(run.state, event)
         if kind is None:
             run.state = new_state
@@ -352,9 +387,15 @@ class Daemon:
         number = run.transitions + 1
         progress = self.reader.read_progress(run)
         run.progress = progress
+        if new_state.is_terminal and event.kind is not EventKind.JOB_ENDED:
+            # jobs: what the GPU and NCCL said about this process belongs to its ending.
+            notes = [self.gpu.note_for(run.identity), nccl.explain(final.error if final else None)]
+            detail = "; ".join(n for n in [detail, *notes] if n) or None
         alert = from_run(alert_id(run.run_id, number, kind), kind, run.record, progress=progress,
                          final=final, now=now, detail=detail)
-        channels = run.channels if kind.value in self.config.alert_on else []
+        if overrides:
+            alert = dataclasses.replace(alert, **overrides)
+        channels = run.channels if kind.value in self.config.alert_on and not event.is_quiet else []
         if final is not None and final.delivered_inline:
             # With no daemon alive, the process sent its ending to its inline channels itself.
             channels = [name for name in channels if not is_inline(name)]
@@ -435,8 +476,12 @@ class Daemon:
     def stall_timeout(self, run: TrackedRun) -> float:
         return run.record.stall_timeout or self.config.stall_timeout
 
+    def attach_gpu_faults(self, now: float) -> None:
+        for hit in self.gpu.take_pending():
+            self._guard(f"Xid {hit.code}", xid.attach, self, hit, now)
+
     @staticmethod
-    def _stall_detail(run: TrackedRun, timeout: float, now: float) -> str:
+    def stall_detail(run: TrackedRun, timeout: float, now: float) -> str:
         progress = run.progress
         beat = progress.beat if progress is not None else run.record.started
         last = run.record.started

@@ -59,6 +59,7 @@ def admit(daemon: Daemon, run_id: str, now: float, at_startup: bool) -> Optional
     if status is Status.ALIVE:
         run.watched = True
         run.cgroup = cgroup_counter(record.pid)  # now, while /proc/<pid>/cgroup exists
+        daemon.jobs.admit(run, now)  # jobs: its job's other ranks on this host are watched too
         if run.state is RunState.STALLED:
             daemon.watcher.want_beats(run_id, True)
             daemon.check_recovery(run, now)

@@ -1,0 +1,648 @@
+"""A job's ranks on this host, watched together: one alert per job event.
+
+When one rank of a torchrun job dies, the launcher stops the others
+(SIGTERM, then SIGKILL after 30 s), and the rank with the callback dies
+"terminated". What happened is the *first* failure, so:
+
+* **Finding the ranks.** A run whose record carries a job (``spool.JobRecord``)
+  makes its siblings known: the other children of the same launcher agent
+  (``/proc/<agent>/task/*/children``), or, without an agent, the same user's
+  processes whose environment names the same job. A sibling counts only if
+  it belongs to the run's user, its ``/proc/<pid>/environ`` (readable by
+  root or that user) names the same job (``jobs.group_key``), and its start
+  time still matches once its pidfd is open — the identity rule for runs.
+* **Holding the endings.** Ranks that end — recorded runs (their final
+  record, or none) and siblings (their exit status through the pidfd, see
+  ``exit_status``; the OOM killer; the traceback torchrun's ``@record``
+  wrote to ``TORCHELASTIC_ERROR_FILE``) — are held, not alerted.
+* **One verdict.** Once every local rank has ended, or ``SETTLE`` seconds
+  after the first failure, ``verdict`` names the cause: the earliest
+  failure that is not a SIGTERM (SIGTERMs are the launcher's teardown when
+  anything else failed), else the earliest failure; a Slurm job's
+  scheduler ending (``slurm``) names SIGTERM/SIGKILL endings instead. The
+  run that speaks for the job (its lowest recorded rank) raises the one
+  alert (``Event.job_ended``); the job's other recorded ranks are
+  journaled quietly (``Event.folded``), and so is any rank that ends within
+  ``TEARDOWN_WINDOW`` after the alert.
+* **Stalls.** With several recorded ranks, only the speaker is checked, on
+  every rank's progress: one stall alert naming the ranks that stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Iterable, Optional
+
+from sentinel import jobs
+from sentinel.alerts import AlertKind
+from sentinel.daemon.decide import Event, EventKind, RunState, is_stale, stall_deadline
+from sentinel.daemon.exit_status import ExitStatus, exit_status
+from sentinel.daemon.liveness import Liveness, Status
+from sentinel.daemon.nccl import explain as nccl_explain
+from sentinel.daemon.oom import CgroupCounter, cgroup_counter
+from sentinel.daemon.slurm import SlurmEnding, SlurmOracle, by_end_time, classify, env_time
+from sentinel.procid import ProcessIdentity, parent_pid, process_uid
+from sentinel.spool import FinalRecord, JobRecord, SpoolFormatError, read_json
+
+if TYPE_CHECKING:
+    from sentinel.daemon.loop import Daemon
+    from sentinel.daemon.runs import TrackedRun
+
+log = logging.getLogger("sentinel.daemon.jobs")
+
+Peers = list  # [(rank, TrackedRun)]: a job's live recorded ranks, the speaker first
+
+SETTLE = 2.0  # after the first failure: how long the teardown's deaths are awaited
+TEARDOWN_WINDOW = 60.0  # torchrun and Slurm SIGKILL 30 s after their SIGTERM; margin on top
+_ENVIRON_MAX = 256 * 1024
+_MAX_MEMBERS = 1024  # ranks of one job on one host
+
+
+# ---------------------------------------------------------------- facts
+
+
+@dataclass
+class Death:
+    """How one rank ended, as far as this host can tell."""
+
+    at: float
+    final: Optional[FinalRecord] = None  # a recorded rank's own word
+    status: Optional[ExitStatus] = None
+    oom: Optional[str] = None
+    message: Optional[str] = None  # "RuntimeError: boom", from the rank's error file
+    traceback: Optional[str] = None
+    gpu: Optional[str] = None  # Xids naming the rank's process
+
+
+@dataclass
+class Member:
+    ident: ProcessIdentity
+    rank: Optional[int]
+    local_rank: Optional[int]
+    error_file: str = ""
+    run_id: Optional[str] = None  # a recorded rank; None for a sibling found on the host
+    cgroup: Optional[CgroupCounter] = None
+    status: Optional[ExitStatus] = None  # read when its pidfd fired
+    death: Optional[Death] = None
+    gone: bool = False  # the process has exited
+
+    def label(self, host: str) -> str:
+        """'rank 3 (local rank 3, host h, pid 123)'."""
+        where = f"host {host}, pid {self.ident.pid}"
+        if self.rank is None:
+            return f"pid {self.ident.pid} (host {host})"
+        local = f"local rank {self.local_rank}, " if self.local_rank is not None else ""
+        return f"rank {self.rank} ({local}{where})"
+
+
+@dataclass
+class Job:
+    key: str
+    uid: int
+    record: JobRecord
+    host: str
+    members: dict[int, Member] = field(default_factory=dict)  # by pid
+    first_failure: Optional[float] = None
+    settle_at: Optional[float] = None
+    alerted_at: Optional[float] = None
+
+    @property
+    def slurm_id(self) -> str:
+        return self.record.slurm.get("job_id", "")
+
+    @property
+    def slurm_restarts(self) -> int:
+        raw = self.record.slurm.get("restart_count", "0")
+        return int(raw) if raw.isdigit() else 0
+
+    def all_gone(self) -> bool:
+        return all(m.gone and m.death is not None for m in self.members.values())
+
+    def member_of_run(self, run_id: str) -> Optional[Member]:
+        return next((m for m in self.members.values() if m.run_id == run_id), None)
+
+
+def outcome(death: Death) -> tuple[AlertKind, str]:
+    """The ending one rank's death alone would be, and how to say it."""
+    final = death.final
+    if final is not None:
+        if final.state == "finished":
+            return AlertKind.FINISHED, "finished"
+        if final.state == "aborted":
+            return AlertKind.ABORTED, "was interrupted (SIGINT)"
+        if final.state == "terminated":
+            return AlertKind.TERMINATED, f"was terminated ({final.signal or 'SIGTERM'})"
+        last = _last_line(final.error)
+        return AlertKind.CRASHED, f"crashed: {last}" if last else f"crashed (exit code {final.exit_code})"
+    if death.oom:
+        return AlertKind.KILLED, "was killed by the OOM killer"
+    if death.message:
+        return AlertKind.CRASHED, f"raised {death.message}"
+    status = death.status
+    if status is None:
+        return AlertKind.KILLED, "ended (its exit status was not seen)"
+    if status.signal is not None:
+        if status.signal_name == "SIGTERM":
+            return AlertKind.TERMINATED, "was terminated (SIGTERM)"
+        return AlertKind.KILLED, f"was killed by {status.signal_name}"
+    if status.clean:
+        return AlertKind.FINISHED, "exited cleanly"
+    return AlertKind.CRASHED, f"exited with code {status.code}"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    kind: AlertKind
+    cause: Optional[Member]
+    detail: str
+    error: Optional[str]
+
+
+def verdict(job: Job, step: Optional[int], scheduler: Optional[SlurmEnding]) -> Verdict:
+    """The one thing to say about the job's ending (pure: facts in, words out)."""
+    name = f"Job {jobs.display_id(job.record)}"
+    ended = [m for m in job.members.values() if m.death is not None]
+    failed = sorted((m for m in ended if outcome(m.death)[0] is not AlertKind.FINISHED),  # type: ignore[arg-type]
+                    key=lambda m: m.death.at)  # type: ignore[union-attr]
+    total = len(job.members)
+    if not failed:
+        unseen = sum(1 for m in ended if m.death and m.death.status is None and m.death.final is None)
+        note = f" ({unseen} without an exit status seen)" if unseen else ""
+        return Verdict(AlertKind.FINISHED, None, f"{name}: all {total} local rank{_s(total)} finished{note}",
+                       None)
+    # SIGTERMs are what the launcher sends the survivors: never the cause if anything else failed.
+    primary = [m for m in failed if outcome(m.death)[0] is not AlertKind.TERMINATED]  # type: ignore[arg-type]
+    cause = (primary or failed)[0]
+    death = cause.death
+    assert death is not None
+    kind, phrase = outcome(death)
+    error = death.traceback or (death.final.error if death.final is not None else None)
+    others = [m for m in job.members.values() if m is not cause]
+    stopped = sum(1 for m in others if m.death is not None)
+    launcher = job.record.launcher
+    if scheduler is not None and kind in (AlertKind.TERMINATED, AlertKind.KILLED) and not death.oom:
+        detail = f"{name}: {scheduler.detail}; {stopped + 1} of {total} local rank{_s(total)} stopped"
+        return Verdict(scheduler.kind, cause, _with(detail, death.gpu, nccl_explain(error)), error)
+    at_step = f" at step {step:,}" if step is not None else ""
+    detail = f"{name}: {cause.label(job.host)} {phrase}{at_step}"
+    if others:
+        who = launcher if launcher not in ("slurm", "launcher") else "the launcher"
+        if stopped == len(others):
+            detail += f"; {who} stopped the other {len(others)} rank{_s(len(others))}"
+        else:
+            detail += f"; {who} is stopping the other ranks ({stopped} of {len(others)} stopped so far)"
+    return Verdict(kind, cause, _with(detail, death.gpu, nccl_explain(error)), error)
+
+
+def job_facts(job: Job, cause_rank: Optional[int]) -> dict[str, str]:
+    """The ``Alert.job`` of an alert about ``job``."""
+    facts = {"id": jobs.display_id(job.record), "launcher": job.record.launcher,
+             "ranks": str(len(job.members))}
+    if cause_rank is not None:
+        facts["cause_rank"] = str(cause_rank)
+    return facts
+
+
+def _with(detail: str, *notes: Optional[str]) -> str:
+    extra = [n for n in notes if n]
+    return "; ".join([detail, *extra])
+
+
+def _s(count: int) -> str:
+    return "" if count == 1 else "s"
+
+
+def _last_line(text: Optional[str]) -> Optional[str]:
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    return lines[-1][:300] if lines else None
+
+
+# ---------------------------------------------------------------- the host
+
+
+def read_environ(pid: int) -> Optional[dict[str, str]]:
+    """A process's environment (root, or its own user), or None."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            raw = f.read(_ENVIRON_MAX)
+    except OSError:
+        return None
+    return jobs.parse_environ(raw)
+
+
+def children(pid: int) -> list[int]:
+    """Child pids of ``pid``: ``/proc/<pid>/task/*/children`` (or a /proc scan)."""
+    found: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return []
+    readable = False
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/children", encoding="ascii") as f:
+                found.extend(int(word) for word in f.read().split())
+            readable = True
+        except (OSError, ValueError):
+            continue
+    if not readable:  # a kernel without CONFIG_PROC_CHILDREN
+        found = [p for p in _all_pids() if parent_pid(p) == pid]
+    return found
+
+
+def _all_pids() -> Iterable[int]:
+    try:
+        return [int(name) for name in os.listdir("/proc") if name.isdigit()]
+    except OSError:
+        return []
+
+
+def read_error_file(path: str, uid: int) -> Optional[tuple[str, str]]:
+    """(message, traceback) from torchrun's error file, if it is the rank's user's own file.
+
+    The path comes from a run record or a rank's environment, so it is
+    hostile: never a symlink, a regular file only, owned by the rank's user,
+    size-capped (``spool.read_json``).
+    """
+    if not path or not os.path.isabs(path):
+        return None
+    try:
+        data, st = read_json(path)  # type: ignore[arg-type]
+    except (OSError, SpoolFormatError):
+        return None
+    if st.st_uid != uid:
+        return None
+    message: Any = data.get("message")
+    traceback: Any = None
+    if isinstance(message, dict):
+        extra = message.get("extraInfo")
+        traceback = extra.get("py_callstack") if isinstance(extra, dict) else None
+        message = message.get("message")
+    if not isinstance(message, str) or not message.strip():
+        return None
+    return message.strip()[:300], traceback if isinstance(traceback, str) else ""
+
+
+# ---------------------------------------------------------------- the watch
+
+
+class JobWatch:
+    """The daemon's jobs: their ranks' pidfds, held endings and verdicts."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self.liveness = Liveness(daemon.epoll, daemon.liveness.use_pidfd)
+        self.slurm = SlurmOracle(daemon.wakeup.wake)
+        self.jobs: dict[str, Job] = {}
+        self.by_run: dict[str, str] = {}  # recorded run id -> job key
+
+    # ------------------------------------------------------------ membership
+
+    def admit(self, run: TrackedRun, now: float) -> None:
+        """A live recorded run: join (or found) its job and look for its siblings."""
+        record = run.record.job
+        if record is None:
+            return
+        key = jobs.group_key(record, run.owner_uid)
+        job = self.jobs.get(key)
+        if job is None:
+            job = self.jobs[key] = Job(key, run.owner_uid, record, run.record.hostname)
+        member = job.members.get(run.record.pid)
+        if member is None or member.ident != run.identity:
+            member = Member(run.identity, record.rank, record.local_rank, record.error_file)
+            if not self._watch(job, member):
+                return
+        member.run_id = run.run_id
+        member.cgroup = member.cgroup or run.cgroup
+        self.by_run[run.run_id] = key
+        self.discover(job)
+
+    def discover(self, job: Job) -> int:
+        """Watch the job's sibling ranks on this host; returns how many were added."""
+        if job.alerted_at is not None:
+            return 0
+        agent = job.record.agent_pid
+        if agent is not None:
+            if ProcessIdentity.of(agent) != ProcessIdentity(agent, job.record.agent_start_ticks or 0,
+                                                            next(iter(job.members.values())).ident.boot_id):
+                return 0  # the agent is gone (or its pid is someone else's now)
+            candidates = children(agent)
+        else:
+            candidates = [p for p in _all_pids() if process_uid(p) == job.uid]
+        added = 0
+        for pid in candidates:
+            if pid in job.members or len(job.members) >= _MAX_MEMBERS or process_uid(pid) != job.uid:
+                continue
+            env = read_environ(pid)
+            record = jobs.from_environ(env, parent_pid(pid)) if env is not None else None
+            if record is None or jobs.group_key(record, job.uid) != job.key:
+                continue  # not a rank of this job (the agent's other children, a helper process)
+            ident = ProcessIdentity.of(pid)
+            if ident is not None and self._watch(job, Member(ident, record.rank, record.local_rank,
+                                                             record.error_file)):
+                added += 1
+        if added:
+            log.info("job %s: watching %d more rank(s) on this host (%d in all)",
+                     jobs.display_id(job.record), added, len(job.members))
+        return added
+
+    def revisit(self, run: TrackedRun) -> None:
+        """At a rescan: ranks that started after the record was written."""
+        found = self._member(run)
+        if found is not None and found[1].death is None:
+            self.discover(found[0])
+
+    def _watch(self, job: Job, member: Member) -> bool:
+        status = self.liveness.watch(self._key(job, member.ident.pid), member.ident)
+        if status is not Status.ALIVE:
+            return False
+        member.cgroup = cgroup_counter(member.ident.pid)  # now, while /proc/<pid>/cgroup exists
+        job.members[member.ident.pid] = member
+        return True
+
+    @staticmethod
+    def _key(job: Job, pid: int) -> str:
+        return f"{job.key}|{pid}"
+
+    def _locate(self, key: str) -> Optional[tuple[Job, Member]]:
+        job_key, _, pid = key.rpartition("|")
+        job = self.jobs.get(job_key)
+        member = job.members.get(int(pid)) if job is not None and pid.isdigit() else None
+        return (job, member) if job is not None and member is not None else None
+
+    # ------------------------------------------------------------ exits
+
+    def owns(self, fd: int) -> bool:
+        return self.liveness.owns(fd)
+
+    def exited(self, fd: int, now: float) -> None:
+        """A rank's pidfd fired: read how it ended, then let go of the fd."""
+        key = self.liveness.key_of(fd)
+        found = self._locate(key) if key is not None else None
+        if found is not None:
+            found[1].status = exit_status(fd, found[1].ident)
+        self.liveness.exited(fd)
+        if found is not None:
+            self._rank_exited(*found, now)
+
+    def poll(self, now: float) -> None:
+        """Polling fallback (no pidfd): ranks found gone, with no exit status."""
+        for key in self.liveness.poll():
+            found = self._locate(key)
+            if found is not None:
+                self._rank_exited(*found, now)
+
+    def _rank_exited(self, job: Job, member: Member, now: float) -> None:
+        member.gone = True
+        if member.run_id is not None:
+            return  # a recorded rank is judged by the daemon (its final record) in ``holds_exit``
+        death = Death(at=now, status=member.status, gpu=self.daemon.gpu.note_for(member.ident))
+        if member.status is None or not member.status.clean:
+            death.oom = self.daemon.oom.cause(member.ident, member.cgroup)
+            found = read_error_file(member.error_file, job.uid)
+            if found is not None:
+                death.message, death.traceback = found
+        member.death = death
+        self._changed(job, now)
+
+    def holds_final(self, run: TrackedRun, final: FinalRecord, now: float) -> bool:
+        """``check_final`` hook: a recorded rank wrote its end while still alive."""
+        found = self._member(run)
+        if found is None:
+            return False
+        job, member = found
+        if job.alerted_at is not None:
+            return self._fold_late(job, run, final, Death(at=now, final=final), now)
+        if member.death is None:
+            member.death = Death(at=min(now, final.ended), final=final)
+            self._changed(job, now)
+        return True
+
+    def holds_exit(self, run: TrackedRun, final: Optional[FinalRecord], oom: Optional[str],
+                   now: float) -> bool:
+        """``judge_exit`` hook: a recorded rank's process is gone; hold its end for the job."""
+        found = self._member(run)
+        if found is None:
+            return False
+        job, member = found
+        member.gone = True
+        if member.status is None:
+            member.status = exit_status(self.liveness.pidfd(self._key(job, member.ident.pid)), member.ident)
+        death = member.death or Death(at=now)
+        death.final = death.final or final
+        death.status, death.oom = member.status, death.oom or (None if final else oom)
+        death.gpu = self.daemon.gpu.note_for(member.ident)
+        member.death = death
+        if job.alerted_at is not None:
+            return self._fold_late(job, run, final, death, now)
+        self._changed(job, now)
+        return True
+
+    def holds(self, run_id: str) -> bool:
+        """The run's end waits for its job's verdict: the rescan must leave it alone."""
+        key = self.by_run.get(run_id)
+        job = self.jobs.get(key) if key is not None else None
+        if job is None or job.alerted_at is not None:
+            return False
+        member = job.member_of_run(run_id)
+        return member is not None and member.death is not None
+
+    def _member(self, run: TrackedRun) -> Optional[tuple[Job, Member]]:
+        key = self.by_run.get(run.run_id)
+        job = self.jobs.get(key) if key is not None else None
+        member = job.member_of_run(run.run_id) if job is not None else None
+        return (job, member) if job is not None and member is not None else None
+
+    def _fold_late(self, job: Job, run: TrackedRun, final: Optional[FinalRecord], death: Death,
+                   now: float) -> bool:
+        """After the job's alert: a rank ending in the teardown window is part of it."""
+        if job.alerted_at is None or now - job.alerted_at > TEARDOWN_WINDOW:
+            return False
+        self.daemon.apply(run, Event.folded(outcome(death)[0]), now, final=final,
+                          detail=f"part of job {jobs.display_id(job.record)}'s alert")
+        self._maybe_drop(job)
+        return True
+
+    # ------------------------------------------------------------ verdicts
+
+    def _changed(self, job: Job, now: float) -> None:
+        if job.alerted_at is not None:
+            self._maybe_drop(job)
+            return
+        failed = any(m.death is not None and outcome(m.death)[0] is not AlertKind.FINISHED
+                     for m in job.members.values())
+        if failed and job.first_failure is None:
+            job.first_failure = now
+            job.settle_at = now + SETTLE
+            if job.slurm_id:
+                self.slurm.ask(job.slurm_id, job.slurm_restarts)
+        if job.all_gone():
+            job.settle_at = now
+
+    def next_deadline(self) -> Optional[float]:
+        due = [j.settle_at for j in self.jobs.values() if j.settle_at is not None and j.alerted_at is None]
+        return min(due) if due else None
+
+    def tick(self, now: float) -> None:
+        if self.liveness.polling:
+            self.poll(now)
+        for job in list(self.jobs.values()):
+            if job.alerted_at is None and job.settle_at is not None and job.settle_at <= now:
+                scheduler = self._scheduler_ending(job)
+                if scheduler is not False:
+                    self.decide(job, now, scheduler or None)
+
+    def _scheduler_ending(self, job: Job) -> Any:
+        """The Slurm ending, None if there is none, False while Slurm is still being asked."""
+        if not job.slurm_id or job.first_failure is None:
+            return None
+        if self.slurm.available:
+            done, fields = self.slurm.answer(job.slurm_id, job.slurm_restarts)
+            if not done:
+                return False
+            if fields:
+                return classify(fields, job.slurm_restarts)
+        # No scontrol (or no answer): the end time the job was started with, if Slurm gave one.
+        end_time = env_time(job.record.slurm.get("job_end_time"))
+        first = min((m for m in job.members.values() if m.death is not None), key=lambda m: m.death.at)  # type: ignore[union-attr]
+        signal_name = (first.death.final.signal if first.death and first.death.final else None) or (
+            first.death.status.signal_name if first.death and first.death.status else None)
+        return by_end_time(end_time, signal_name, job.first_failure)
+
+    def decide(self, job: Job, now: float, scheduler: Optional[SlurmEnding]) -> None:
+        """Say the job's one thing on the run that speaks for it; fold its other ranks."""
+        recorded = [(m, r) for m, r in self._recorded(job) if r.state.is_live]
+        job.alerted_at = now
+        if not recorded:
+            log.warning("job %s ended but none of its recorded runs is left to say so", job.key)
+            self._maybe_drop(job)
+            return
+        speaker_member, speaker = recorded[0]
+        steps = [r.progress.step for _, r in recorded if r.progress and r.progress.step is not None]
+        found = verdict(job, max(steps) if steps else None, scheduler)
+        cause = found.cause
+        overrides: dict[str, Any] = {"job": job_facts(job, cause.rank if cause is not None else None)}
+        if cause is not None and cause.death is not None:
+            status = cause.death.status
+            overrides.update(pid=cause.ident.pid, error=found.error,
+                             exit_code=status.code if status is not None else None,
+                             signal=(cause.death.final.signal if cause.death.final else None)
+                             or (status.signal_name if status is not None else None))
+        own = speaker_member.death.final if speaker_member.death is not None else None
+        self.daemon.apply(speaker, Event.job_ended(found.kind), now, final=own, detail=found.detail,
+                          overrides=overrides)
+        for member, run in recorded:
+            if run is not speaker and member.death is not None:
+                self.daemon.apply(run, Event.folded(outcome(member.death)[0]), now, final=member.death.final,
+                                  detail=f"part of job {jobs.display_id(job.record)}'s alert")
+        for member, run in recorded:
+            if member.gone and run.state.is_terminal:
+                self.daemon.retire(run, now)
+        self._maybe_drop(job)
+
+    def _maybe_drop(self, job: Job) -> None:
+        """Forget a job once every rank is gone (or the teardown window is over)."""
+        if not all(m.gone for m in job.members.values()):
+            return
+        for member in job.members.values():
+            self.liveness.unwatch(self._key(job, member.ident.pid))
+            if member.run_id is not None:
+                self.by_run.pop(member.run_id, None)
+        self.jobs.pop(job.key, None)
+
+    def expire(self, now: float) -> None:
+        """Jobs alerted more than the teardown window ago: what still runs is no longer teardown."""
+        for job in list(self.jobs.values()):
+            if job.alerted_at is not None and now - job.alerted_at > TEARDOWN_WINDOW:
+                for member in job.members.values():
+                    member.gone = True
+                self._maybe_drop(job)
+
+    # ------------------------------------------------------------ stalls and GPU faults
+
+    def _recorded(self, job: Job) -> list[tuple[Member, TrackedRun]]:
+        """The job's recorded ranks the daemon tracks, lowest rank first: the
+        first one speaks for the job."""
+        runs = self.daemon.runs
+        found = [(m, runs[m.run_id]) for m in job.members.values() if m.run_id in runs]  # type: ignore[index]
+        return sorted(found, key=lambda pair: (pair[0].rank is None, pair[0].rank or 0))
+
+    def stall_peers(self, run: TrackedRun) -> Optional[Peers]:
+        """For a job with several recorded ranks: [(rank, run)] if ``run`` speaks for
+        the job's stalls, [] if another rank does; None for anything else."""
+        found = self._member(run)
+        if found is None:
+            return None
+        live = [(m.rank, r) for m, r in self._recorded(found[0]) if m.death is None]
+        if len(live) < 2:
+            return None
+        return live if live[0][1] is run else []
+
+    def check_stall(self, run: TrackedRun, peers: Peers, now: float) -> None:
+        """The speaker's stall check, on every recorded rank's progress."""
+        daemon = self.daemon
+        stale, deadlines = [], []
+        for rank, peer in peers:
+            peer.progress = daemon.reader.read_progress(peer)
+            timeout = daemon.stall_timeout(peer)
+            if is_stale(peer.progress, peer.record.started, timeout, now):
+                stale.append((rank, peer))
+            deadlines.append(stall_deadline(peer.progress, peer.record.started, timeout))
+        if not stale:
+            daemon.schedule_stall_check(run, max(min(deadlines), now + 0.005))
+            return
+        job = self._member(run)[0]  # type: ignore[index]
+        names = ", ".join(str(rank) if rank is not None else f"pid {peer.record.pid}" for rank, peer in stale)
+        first_rank, first = stale[0]
+        detail = (f"Job {jobs.display_id(job.record)}: rank{_s(len(stale))} {names} of {len(peers)} "
+                  f"stopped progressing; {daemon.stall_detail(first, daemon.stall_timeout(first), now)}")
+        progress = first.progress
+        daemon.apply(run, Event(EventKind.PROGRESS_STALE), now, detail=detail, overrides={
+            "job": job_facts(job, first_rank), "pid": first.record.pid,
+            "last_beat": progress.beat if progress else None,
+            "last_progress": progress.last_progress if progress else None})
+        if run.state is RunState.STALLED:
+            for _, peer in peers:
+                daemon.watcher.want_beats(peer.run_id, True)
+            self.check_recovery(run, peers, now)
+
+    def check_recovery(self, run: TrackedRun, peers: Peers, now: float) -> None:
+        """A stalled job recovers when every recorded rank progresses again."""
+        daemon = self.daemon
+        for _, peer in peers:
+            peer.progress = daemon.reader.read_progress(peer)
+            if is_stale(peer.progress, peer.record.started, daemon.stall_timeout(peer), now):
+                return
+        daemon.apply(run, Event(EventKind.PROGRESS_FRESH), now, detail="every rank progresses again")
+        if run.state is RunState.RUNNING:
+            for _, peer in peers:
+                daemon.watcher.want_beats(peer.run_id, False)
+            self.check_stall(run, peers, now)  # schedules the next check
+
+    def stall_speaker(self, run: TrackedRun) -> TrackedRun:
+        """The run whose stall state stands for ``run``'s job (``run`` itself if none)."""
+        found = self._member(run)
+        live = [r for m, r in self._recorded(found[0]) if m.death is None] if found is not None else []
+        return live[0] if live else run
+
+    def speaker_for_pid(self, pid: int) -> Optional[TrackedRun]:
+        """The recorded run that speaks for the job one of whose ranks is ``pid``."""
+        for job in self.jobs.values():
+            if pid not in job.members or job.alerted_at is not None:
+                continue
+            live = [r for _, r in self._recorded(job) if r.state.is_live]
+            return live[0] if live else None
+        return None
+
+    def member_label(self, pid: int) -> Optional[str]:
+        for job in self.jobs.values():
+            member = job.members.get(pid)
+            if member is not None:
+                return f"job {jobs.display_id(job.record)}: {member.label(job.host)}"
+        return None
+
+    def close(self) -> None:
+        self.liveness.close()
+        self.slurm.close()

@@ -152,6 +152,15 @@ def outcome(death: Death) -> tuple[AlertKind, str]:
     return AlertKind.CRASHED, f"exited with code {status.code}"
 
 
+def is_unknown(death: Death) -> bool:
+    """Gone, and nothing says how: no final record, status, OOM line or error file."""
+    return death.final is None and death.status is None and not death.oom and not death.message
+
+
+def is_failure(death: Optional[Death]) -> bool:
+    return death is not None and outcome(death)[0] is not AlertKind.FINISHED
+
+
 @dataclass(frozen=True)
 class Verdict:
     kind: AlertKind
@@ -164,11 +173,11 @@ def verdict(job: Job, step: Optional[int], scheduler: Optional[SlurmEnding]) -> 
     """The one thing to say about the job's ending (pure: facts in, words out)."""
     name = f"Job {jobs.display_id(job.record)}"
     ended = [m for m in job.members.values() if m.death is not None]
-    failed = sorted((m for m in ended if outcome(m.death)[0] is not AlertKind.FINISHED),  # type: ignore[arg-type]
-                    key=lambda m: m.death.at)  # type: ignore[union-attr]
+    failed = sorted((m for m in ended if is_failure(m.death)), key=lambda m: m.death.at)  # type: ignore[union-attr]
     total = len(job.members)
-    if not failed:
-        unseen = sum(1 for m in ended if m.death and m.death.status is None and m.death.final is None)
+    if not any(not is_unknown(m.death) for m in failed):  # type: ignore[arg-type]
+        # Endings not seen (an older kernel, reaped at once) count as failures only beside a known one.
+        unseen = len([m for m in ended if m.death is not None and is_unknown(m.death)])
         note = f" ({unseen} without an exit status seen)" if unseen else ""
         return Verdict(AlertKind.FINISHED, None, f"{name}: all {total} local rank{_s(total)} finished{note}",
                        None)
@@ -471,7 +480,7 @@ class JobWatch:
         if job.alerted_at is not None:
             self._maybe_drop(job)
             return
-        failed = any(m.death is not None and outcome(m.death)[0] is not AlertKind.FINISHED
+        failed = any(is_failure(m.death) and not is_unknown(m.death)  # type: ignore[arg-type]
                      for m in job.members.values())
         if failed and job.first_failure is None:
             job.first_failure = now

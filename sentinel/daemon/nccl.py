@@ -17,7 +17,7 @@ import re
 from typing import Optional
 
 _WATCHDOG_RE = re.compile(
-    r"Watchdog caught collective operation timeout: WorkNCCL\((?P<work>[^)]*)\) ran for "
+    r"Watchdog caught collective operation timeout: WorkNCCL\((?P<work>.*?)\) ran for "
     r"(?P<ran>\d+) milliseconds"
 )
 _FIELD_RE = re.compile(r"(SeqNum|OpType|Timeout\(ms\))=([^,\s]+)")

@@ -8,7 +8,6 @@ the rank that failed first and why. torch lives in its own environment
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import sys
@@ -18,18 +17,18 @@ from typing import Iterator, Optional
 import pytest
 
 from sentinel.alerts import Alert, AlertKind
+from tests import torch_jobs
 from tests.daemon_harness import DaemonProcess, titles, wait_for_push
 from tests.fakes import FakeBark
-from tests.victims.harness import Victim, wait_for
+from tests.torch_jobs import ENV_TORCH, torch_python_path, watching_siblings
+from tests.victims.harness import wait_for
 
 K = AlertKind
-WORKER = Path(__file__).parent / "job_victims" / "torch_worker.py"
-ENV_TORCH = "SENTINEL_TEST_PY_TORCH"
 
 
 def torch_python() -> str:
-    path = os.environ.get(ENV_TORCH)
-    if path and Path(path).exists():
+    path = torch_python_path()
+    if path:
         return path
     reason = f"{ENV_TORCH} is not set to a python with torch (tests/run.py builds .venv-torch)"
     if os.environ.get("CI") == "true":
@@ -37,38 +36,8 @@ def torch_python() -> str:
     pytest.skip(reason)
 
 
-class TorchJob:
-    """``torchrun --standalone --nproc-per-node N torch_worker.py ...`` in its own session."""
-
-    def __init__(self, daemon: DaemonProcess, mode: str, *args: str, nproc: int = 4) -> None:
-        self.nproc = nproc
-        self.victim = Victim(torch_python(), WORKER, [], daemon.tmp, spool_dir=daemon.spool,
-                             preexec_fn=os.setsid)
-        self.victim.argv = [torch_python(), "-m", "torch.distributed.run", "--standalone",
-                            f"--nproc-per-node={nproc}", "--monitor-interval=0.1", str(WORKER), mode, *args]
-        self.ranks: dict[int, int] = {}  # rank -> pid
-
-    def start(self) -> TorchJob:
-        self.victim.start()
-        for _ in range(self.nproc):
-            _, rank, pid = self.victim.expect("RANK ", timeout=120).split()
-            self.ranks[int(rank)] = int(pid)
-        self.run_id = self.victim.ready(timeout=60)
-        return self
-
-    def kill_all(self) -> None:
-        if self.victim.proc is not None and self.victim.proc.poll() is None:
-            os.killpg(self.victim.proc.pid, signal.SIGKILL)
-            self.victim.proc.wait()
-        for pid in self.ranks.values():  # workers left behind by a dead agent
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-
-    def __enter__(self) -> TorchJob:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.kill_all()
+def torch_job(daemon: DaemonProcess, mode: str, *args: str) -> torch_jobs.TorchJob:
+    return torch_jobs.TorchJob(daemon, mode, *args, python=torch_python())
 
 
 @pytest.fixture
@@ -92,12 +61,8 @@ def the_one_alert(daemon: DaemonProcess, bark: FakeBark, run_id: str, kind: Aler
     return journal[0]
 
 
-def watching_siblings(daemon: DaemonProcess, count: int) -> None:
-    daemon.wait_log(f"watching {count} more rank(s) on this host", timeout=60)
-
-
 def test_sigkill_of_one_rank_is_one_alert_naming_it(daemon: DaemonProcess, bark: FakeBark) -> None:
-    with TorchJob(daemon, "sleep", "--name", "nine") as job:
+    with torch_job(daemon, "sleep", "--name", "nine") as job:
         job.victim.expect("RUNNING")
         watching_siblings(daemon, 3)
         os.kill(job.ranks[3], signal.SIGKILL)
@@ -115,7 +80,7 @@ def test_sigkill_of_one_rank_is_one_alert_naming_it(daemon: DaemonProcess, bark:
 def test_a_rank_raising_under_record_is_crashed_with_its_traceback(
     daemon: DaemonProcess, bark: FakeBark
 ) -> None:
-    with TorchJob(daemon, "raise", "--rank", "2", "--name", "boom") as job:
+    with torch_job(daemon, "raise", "--rank", "2", "--name", "boom") as job:
         job.victim.expect("RUNNING")
         watching_siblings(daemon, 3)
         job.victim.wait(120)
@@ -128,7 +93,7 @@ def test_a_rank_raising_under_record_is_crashed_with_its_traceback(
 
 
 def test_clean_finish_is_one_finished(daemon: DaemonProcess, bark: FakeBark) -> None:
-    with TorchJob(daemon, "finish", "--name", "done") as job:
+    with torch_job(daemon, "finish", "--name", "done") as job:
         watching_siblings(daemon, 3)
         assert job.victim.wait(120) == 0
         wait_for_push(bark, K.FINISHED, "done")
@@ -164,7 +129,7 @@ def _rmdir(path: Path) -> bool:
 def test_oom_kill_of_one_rank_names_the_oom_killer(
     daemon: DaemonProcess, bark: FakeBark, memory_cgroup: Path
 ) -> None:
-    with TorchJob(daemon, "oom", "--rank", "3", "--cage", str(memory_cgroup), "--name", "hog") as job:
+    with torch_job(daemon, "oom", "--rank", "3", "--cage", str(memory_cgroup), "--name", "hog") as job:
         job.victim.expect("RUNNING")
         watching_siblings(daemon, 3)
         job.victim.wait(120)
@@ -179,7 +144,7 @@ def test_stall_of_one_recorded_rank_is_one_job_stall_naming_it(
     daemon: DaemonProcess, bark: FakeBark, tmp_path: Path
 ) -> None:
     resume = tmp_path / "resume"
-    with TorchJob(daemon, "stall", "--rank", "1", "--record-all", "--stall-timeout", "2",
+    with torch_job(daemon, "stall", "--rank", "1", "--record-all", "--stall-timeout", "2",
                   "--resume-file", str(resume), "--name", "stuck") as job:
         job.victim.expect("RUNNING")
         stalled = wait_for_push(bark, K.STALLED, "stuck", timeout=60)
@@ -210,7 +175,7 @@ def test_an_xid_naming_a_rank_alerts_while_the_job_runs(daemon: DaemonProcess, b
     reason = _kmsg_writable()
     if reason:
         pytest.skip(reason)
-    with TorchJob(daemon, "sleep", "--name", "gpu") as job:
+    with torch_job(daemon, "sleep", "--name", "gpu") as job:
         job.victim.expect("RUNNING")
         watching_siblings(daemon, 3)
         # Modal's GPU health guide quotes this line (https://modal.com/docs/guide/gpu-health);

@@ -69,8 +69,8 @@ _WORDS = {
         "host": "Host",
         "pid": "PID",
         "job": "Job",
-        "job_text": "{launcher} job {id}, {ranks} local ranks",
-        "job_rank": "{launcher} job {id}, rank {rank}, {ranks} local ranks",
+        "job_text": "{launcher} job {id}, {ranks} local rank{s}",
+        "job_rank": "{launcher} job {id}, rank {rank}, {ranks} local rank{s}",
         "duration": "Duration",
         "step": "Step",
         "metrics": "Metrics",
@@ -309,7 +309,8 @@ def facts(alert: Alert, lang: str = "en") -> list[tuple[str, str]]:
         out.append((_w(lang, "exit"), str(alert.exit_code)))
     if alert.signal and alert.kind != AlertKind.TERMINATED:
         out.append((_w(lang, "signal"), alert.signal))
-    if alert.detail and alert.kind not in (AlertKind.KILLED, AlertKind.LOST) and not alert.job:
+    said_already = (AlertKind.KILLED, AlertKind.LOST, AlertKind.GPU_FAULT)  # the summary is the detail
+    if alert.detail and alert.kind not in said_already and not alert.job:
         out.append((_w(lang, "cause"), alert.detail))
     return out
 
@@ -318,8 +319,9 @@ def job_text(alert: Alert, lang: str = "en") -> str:
     """'torchrun job 4242, rank 3, 4 local ranks' (the rank that failed first, if one did)."""
     job = alert.job
     template = "job_rank" if job.get("cause_rank") else "job_text"
+    ranks = job.get("ranks") or "?"
     return _w(lang, template).format(launcher=job.get("launcher") or "?", id=job.get("id") or "?",
-                                     rank=job.get("cause_rank"), ranks=job.get("ranks") or "?")
+                                     rank=job.get("cause_rank"), ranks=ranks, s="" if ranks == "1" else "s")
 
 
 def error_tail(alert: Alert, max_lines: int = 12, max_chars: int = 1500) -> Optional[str]:

@@ -72,7 +72,7 @@ def test_sigkill_of_one_rank_is_one_alert_naming_it(daemon: DaemonProcess, bark:
     assert alert.pid == job.ranks[3] and alert.signal == "SIGKILL"
     assert f"rank 3 (local rank 3, host {os.uname().nodename}, pid {job.ranks[3]}) was killed by SIGKILL" \
         in (alert.detail or "")
-    assert "torchrun stopped the other 3 ranks" in (alert.detail or "")
+    assert f"was killed by SIGKILL at step {alert.step:,}; torchrun stopped the other 3 ranks" in (alert.detail or "")
     assert alert.job == {"id": alert.job["id"], "launcher": "torchrun", "ranks": "4", "cause_rank": "3"}
     assert "rank 3" in push["body"]
 

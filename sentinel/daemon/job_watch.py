@@ -529,6 +529,8 @@ class JobWatch:
             self._maybe_drop(job)
             return
         speaker_member, speaker = recorded[0]
+        for _, run in recorded:
+            run.progress = self.daemon.reader.read_progress(run)  # the step the job got to
         steps = [r.progress.step for _, r in recorded if r.progress and r.progress.step is not None]
         found = verdict(job, max(steps) if steps else None, scheduler)
         cause = found.cause
@@ -645,11 +647,11 @@ class JobWatch:
             return live[0] if live else None
         return None
 
-    def member_label(self, pid: int) -> Optional[str]:
+    def member_of_pid(self, pid: int) -> Optional[tuple[Job, Member]]:
         for job in self.jobs.values():
             member = job.members.get(pid)
             if member is not None:
-                return f"job {jobs.display_id(job.record)}: {member.label(job.host)}"
+                return job, member
         return None
 
     def close(self) -> None:

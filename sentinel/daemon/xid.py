@@ -21,10 +21,12 @@ from __future__ import annotations
 import re
 from collections import OrderedDict, deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from sentinel.daemon.decide import Event, EventKind
+from sentinel.daemon.job_watch import job_facts
 from sentinel.daemon.oom import split_kmsg_record, started_since_boot
+from sentinel.jobs import display_id
 from sentinel.procid import ProcessIdentity
 
 if TYPE_CHECKING:
@@ -78,6 +80,10 @@ class XidHit:
     def node_fault(self) -> bool:
         known = MEANINGS.get(self.code)
         return bool(known and known[1])
+
+    def names(self, ident: ProcessIdentity) -> bool:
+        """The line is about ``ident``: its pid, logged after it started (a pid is reused)."""
+        return self.pid == ident.pid and self.since_boot + 1.0 >= started_since_boot(ident)
 
     def describe(self) -> str:
         """'GPU PCI:0000:0a:00 Xid 79 (GPU has fallen off the bus: ...)'."""
@@ -134,8 +140,7 @@ class GpuFaults:
 
     def of_process(self, ident: ProcessIdentity) -> list[XidHit]:
         """The Xids naming ``ident`` since it started (not an earlier owner of its pid)."""
-        started = started_since_boot(ident)
-        return [h for h in self._by_pid.get(ident.pid, []) if h.since_boot + 1.0 >= started]
+        return [h for h in self._by_pid.get(ident.pid, []) if h.names(ident)]
 
     def note_for(self, ident: ProcessIdentity) -> Optional[str]:
         """What the GPU said about this process, for the alert about its end."""
@@ -149,20 +154,20 @@ class GpuFaults:
 def attach(daemon: Daemon, hit: XidHit, now: float) -> None:
     """A new Xid: a GPU or node fault alerts the run (or job) it names now;
     an application error waits for that run's ending, which quotes it."""
-    if hit.pid is None:
+    if hit.pid is None or not hit.node_fault:
         return
+    overrides: dict[str, Any] = {"pid": hit.pid}
+    detail = f"{hit.describe()}; kernel: {hit.line}"
     run: Optional[TrackedRun] = daemon.jobs.speaker_for_pid(hit.pid)
-    who = daemon.jobs.member_label(hit.pid)
-    if run is None:
+    member = daemon.jobs.member_of_pid(hit.pid) if run is not None else None
+    if run is not None and member is not None:
+        job, rank = member
+        if not hit.names(rank.ident):
+            return
+        detail = f"Job {display_id(job.record)}: {rank.label(job.host)}: {detail}"
+        overrides["job"] = job_facts(job, rank.rank)
+    else:
         run = next((r for r in daemon.runs.values() if r.record.pid == hit.pid and r.state.is_live), None)
-        who = None
-    if run is None or not hit.node_fault:
-        return
-    # The line must be newer than the process it names: a pid is reused.
-    ident = ProcessIdentity(hit.pid, run.record.start_ticks, run.record.boot_id) if who is None else None
-    if ident is not None and not any(h is hit for h in daemon.gpu.of_process(ident)):
-        return
-    detail = f"{hit.describe()}: {hit.line}"
-    if who is not None:
-        detail = f"{who}: {detail}"
-    daemon.apply(run, Event(EventKind.GPU_FAULT), now, detail=detail, overrides={"pid": hit.pid})
+        if run is None or not hit.names(run.identity):
+            return
+    daemon.apply(run, Event(EventKind.GPU_FAULT), now, detail=detail, overrides=overrides)

@@ -79,14 +79,10 @@ def from_environ(env: Mapping[str, str], parent_pid: Optional[int]) -> Optional[
 
 def group_key(job: JobRecord, uid: int) -> str:
     """The ranks on one host that form one job event: same user, same agent
-    (or, without one, the same Slurm step / rendezvous), same attempt."""
-    if job.agent_pid is not None:
-        where = f"agent:{job.agent_pid}:{job.agent_start_ticks}"
-    elif job.slurm.get("job_id"):
-        where = f"slurm:{job.slurm['job_id']}.{job.slurm.get('step_id', 'batch')}"
-    else:
-        where = f"rdzv:{job.rdzv_id}@{job.master}"
-    return f"{uid}/{where}/attempt:{job.restart_count or 0}"
+    (when known), same job (Slurm step, rendezvous id, master), same attempt."""
+    agent = f"agent:{job.agent_pid}:{job.agent_start_ticks}" if job.agent_pid is not None else "agent:?"
+    slurm = f"{job.slurm.get('job_id', '')}.{job.slurm.get('step_id', '')}"
+    return f"{uid}/{agent}/slurm:{slurm}/rdzv:{job.rdzv_id}@{job.master}/attempt:{job.restart_count or 0}"
 
 
 def display_id(job: JobRecord) -> str:

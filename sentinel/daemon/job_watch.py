@@ -33,7 +33,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable, Optional
+from typing import TYPE_CHECKING, Any, Iterable, Optional, Union
 
 from sentinel import jobs
 from sentinel.alerts import AlertKind
@@ -43,7 +43,7 @@ from sentinel.daemon.liveness import Liveness, Status
 from sentinel.daemon.nccl import explain as nccl_explain
 from sentinel.daemon.oom import CgroupCounter, cgroup_counter
 from sentinel.daemon.slurm import SlurmEnding, SlurmOracle, by_end_time, classify, env_time
-from sentinel.procid import ProcessIdentity, parent_pid, process_uid
+from sentinel.procid import ProcessIdentity, parent_pid, process_uid, start_ticks
 from sentinel.spool import FinalRecord, JobRecord, SpoolFormatError, read_json
 
 if TYPE_CHECKING:
@@ -199,7 +199,8 @@ def verdict(job: Job, step: Optional[int], scheduler: Optional[SlurmEnding]) -> 
     if others:
         who = launcher if launcher not in ("slurm", "launcher") else "the launcher"
         if stopped == len(others):
-            detail += f"; {who} stopped the other {len(others)} rank{_s(len(others))}"
+            detail += f"; {who} stopped the other {len(others)} ranks" if len(others) > 1 else \
+                f"; {who} stopped the other rank"
         else:
             detail += f"; {who} is stopping the other ranks ({stopped} of {len(others)} stopped so far)"
     return Verdict(kind, cause, _with(detail, death.gpu, nccl_explain(error)), error)
@@ -334,8 +335,7 @@ class JobWatch:
             return 0
         agent = job.record.agent_pid
         if agent is not None:
-            if ProcessIdentity.of(agent) != ProcessIdentity(agent, job.record.agent_start_ticks or 0,
-                                                            next(iter(job.members.values())).ident.boot_id):
+            if start_ticks(agent) != job.record.agent_start_ticks:
                 return 0  # the agent is gone (or its pid is someone else's now)
             candidates = children(agent)
         else:
@@ -495,15 +495,14 @@ class JobWatch:
         return min(due) if due else None
 
     def tick(self, now: float) -> None:
-        if self.liveness.polling:
-            self.poll(now)
+        self.expire(now)
         for job in list(self.jobs.values()):
             if job.alerted_at is None and job.settle_at is not None and job.settle_at <= now:
                 scheduler = self._scheduler_ending(job)
                 if scheduler is not False:
-                    self.decide(job, now, scheduler or None)
+                    self.decide(job, now, scheduler if isinstance(scheduler, SlurmEnding) else None)
 
-    def _scheduler_ending(self, job: Job) -> Any:
+    def _scheduler_ending(self, job: Job) -> Union[SlurmEnding, None, bool]:
         """The Slurm ending, None if there is none, False while Slurm is still being asked."""
         if not job.slurm_id or job.first_failure is None:
             return None

@@ -70,8 +70,8 @@ def classify(job: Mapping[str, str], restarts_before: int) -> Optional[SlurmEndi
     restarts = job.get("Restarts", "")
     if state in ("PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "RUNNING") and \
             restarts.isdigit() and int(restarts) > restarts_before:
-        return SlurmEnding(AlertKind.PREEMPTED, f"Slurm requeued the job (restart {restarts}): "
-                                                "preempted, or requeued by an administrator")
+        return SlurmEnding(AlertKind.PREEMPTED, f"Slurm requeued the job (restart {restarts}): preemption, "
+                                                "an administrator's requeue or a lost node")
     if state == "CANCELLED":
         return SlurmEnding(AlertKind.CANCELLED, "the job was cancelled (scancel)")
     if state in ("NODE_FAIL", "BOOT_FAIL"):

@@ -22,7 +22,6 @@ from tests import torch_jobs
 from tests.daemon_harness import DaemonProcess, titles, wait_for_push
 from tests.fakes import FakeBark
 from tests.torch_jobs import ENV_TORCH, torch_python_path, watching_siblings
-from tests.victims.harness import wait_for
 
 K = AlertKind
 
@@ -101,31 +100,6 @@ def test_clean_finish_is_one_finished(daemon: DaemonProcess, bark: FakeBark) -> 
         wait_for_push(bark, K.FINISHED, "done")
     alert = the_one_alert(daemon, bark, job.run_id, K.FINISHED)
     assert "all 4 local ranks finished" in (alert.detail or "")
-
-
-@pytest.fixture
-def memory_cgroup() -> Iterator[Path]:
-    """A cgroup limited to 96 MiB (v1 memory controller), or skip."""
-    root = Path("/sys/fs/cgroup/memory")
-    if os.geteuid() != 0 or not (root / "memory.limit_in_bytes").exists():
-        pytest.skip("needs root and a cgroup v1 memory controller to cage an OOM victim")
-    cage = root / f"sentinel-job-test-{os.getpid()}"
-    try:
-        cage.mkdir()
-        (cage / "memory.limit_in_bytes").write_text(str(96 * 1024 * 1024))
-    except OSError as exc:
-        pytest.skip(f"cannot create a memory cgroup: {exc}")
-    yield cage
-    wait_for(lambda: not (cage / "cgroup.procs").read_text().strip(), 30, what="an empty cgroup")
-    wait_for(lambda: _rmdir(cage), 30, what="the cgroup removed")
-
-
-def _rmdir(path: Path) -> bool:
-    try:
-        path.rmdir()
-        return True
-    except OSError:
-        return False
 
 
 def test_oom_kill_of_one_rank_names_the_oom_killer(

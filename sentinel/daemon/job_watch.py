@@ -552,9 +552,11 @@ class JobWatch:
                 self.daemon.retire(run, now)
         self._maybe_drop(job)
 
-    def _maybe_drop(self, job: Job) -> None:
-        """Forget a job once every rank is gone (or the teardown window is over)."""
-        if not all(m.gone for m in job.members.values()):
+    def _maybe_drop(self, job: Job, force: bool = False) -> None:
+        """Forget a job once every rank is gone and each recorded one was judged
+        (its end folded in, not alerted again), or, ``force``, after the teardown window."""
+        judged = all(m.gone and (m.run_id is None or m.death is not None) for m in job.members.values())
+        if not judged and not force:
             return
         for member in job.members.values():
             self.liveness.unwatch(self._key(job, member.ident.pid))
@@ -566,9 +568,7 @@ class JobWatch:
         """Jobs alerted more than the teardown window ago: what still runs is no longer teardown."""
         for job in list(self.jobs.values()):
             if job.alerted_at is not None and now - job.alerted_at > TEARDOWN_WINDOW:
-                for member in job.members.values():
-                    member.gone = True
-                self._maybe_drop(job)
+                self._maybe_drop(job, force=True)
 
     # ------------------------------------------------------------ stalls and GPU faults
 

@@ -105,7 +105,7 @@ def test_preemption_with_requeue_is_preempted(cluster: SlurmCluster, daemon: Dae
                                               bark: FakeBark) -> None:
     job_id, run_id = submit(cluster, daemon, "low-prio", "--partition=low", "--cpus-per-task=2")
     urgent = cluster.run("sbatch", "--parsable", "--partition=high", "--cpus-per-task=2",
-                         "--wrap", "sleep 1").strip()
+                         "-o", str(cluster.dir / "job-%j.out"), "--wrap", "sleep 1").strip()
     try:
         wait_for_push(bark, K.PREEMPTED, "low-prio", timeout=60)
     finally:

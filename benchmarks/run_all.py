@@ -24,7 +24,7 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-SCRIPTS = ("kill_to_alert", "inproc_cost", "scale", "storm", "job_alert")
+SCRIPTS = ("kill_to_alert", "inproc_cost", "scale", "storm", "fleet_node_down", "job_alert")
 TIMEOUT = {"full": 1800.0, "tiny": 240.0}  # per script: a hung benchmark must not hang CI
 
 

@@ -7,15 +7,26 @@ Stdlib only: the in-process fallback sender builds alerts too.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping, Optional
+from urllib.parse import urlsplit
 
+from sentinel import endings
+from sentinel.endings import Reason
 from sentinel.spool import FinalRecord, Progress, RunRecord
 
 
 class AlertKind(str, enum.Enum):
+    """The kinds of ``sentinel.endings.ENDINGS``, by name for typed code.
+
+    Everything about a kind (words, emoji, urgency, the state it leaves a
+    run in) lives in its row there; a member without a row, or a row
+    without a member, fails at import.
+    """
+
     FINISHED = "finished"
     CRASHED = "crashed"
     ABORTED = "aborted"
@@ -24,22 +35,29 @@ class AlertKind(str, enum.Enum):
     STALLED = "stalled"
     RECOVERED = "recovered"
     LOST = "lost"
-    # Scheduler endings and GPU faults (jobs and clusters).
-    TIME_LIMIT = "time_limit"  # Slurm ended the job at its time limit
-    CANCELLED = "cancelled"  # scancel
-    PREEMPTED = "preempted"  # Slurm preempted the job (requeued or cancelled)
-    NODE_FAILURE = "node_failure"  # Slurm lost the node
-    GPU_FAULT = "gpu_fault"  # an NVIDIA Xid naming a GPU/node fault, while the run lives
+    TIME_LIMIT = "time_limit"  # jobs: the scheduler's endings and GPU faults
+    CANCELLED = "cancelled"
+    PREEMPTED = "preempted"
+    NODE_FAILURE = "node_failure"
+    GPU_FAULT = "gpu_fault"
     MESSAGE = "message"  # a user's send_msg / run.send text
     TEST = "test"  # `sentinel test`
 
     @property
-    def is_state(self) -> bool:
-        return self not in (AlertKind.MESSAGE, AlertKind.TEST)
+    def ending(self) -> endings.Ending:
+        return endings.BY_KIND[self.value]
 
+    @property
+    def is_state(self) -> bool:
+        """A run-state transition (not a message or a test)."""
+        return self.ending.run_state is not None
+
+
+if {k.value for k in AlertKind} != set(endings.BY_KIND):
+    raise ImportError("sentinel.alerts.AlertKind and sentinel.endings.ENDINGS name different kinds")
 
 # States a user may switch alerts on and off for (config `alert_on`).
-ALERT_STATES = tuple(k.value for k in AlertKind if k.is_state)
+ALERT_STATES = endings.STATE_KINDS
 
 
 @dataclass(frozen=True)
@@ -62,15 +80,26 @@ class Alert:
     exit_code: Optional[int] = None
     signal: Optional[str] = None
     error: Optional[str] = None  # error tail
-    detail: Optional[str] = None  # why: "OOM killer ...", "died while the daemon was down", ...
+    # Why, in English (logs, and records written before ``reason`` existed);
+    # channels word ``reason`` in their language instead when it is set.
+    detail: Optional[str] = None
     text: Optional[str] = None  # message body (MESSAGE / TEST)
     language: Optional[str] = None  # the run's preference; a channel's own setting wins
+    reason: Optional[str] = None  # a code of sentinel.endings.REASONS
+    reason_args: dict[str, Any] = field(default_factory=dict)
     # A job event: "id", "launcher", "ranks" (local ranks watched), "cause_rank" (the first failure)
     job: dict[str, str] = field(default_factory=dict)
 
     @property
+    def why(self) -> Optional[Reason]:
+        return Reason(self.reason, dict(self.reason_args)) if self.reason else None
+
+    @property
     def url(self) -> Optional[str]:
-        return self.labels.get("url") or None
+        """The run's link (``labels.url``) if it is a plain http(s) URL, else
+        None: it becomes a tap target and a button, where ``javascript:``,
+        ``file:`` or an app's own scheme must never go."""
+        return http_link(self.labels.get("url"))
 
     @property
     def duration(self) -> Optional[float]:
@@ -91,6 +120,22 @@ class Alert:
         return cls(**{k: v for k, v in values.items() if k in known})
 
 
+_LINK_MAX_CHARS = 2000
+
+
+def http_link(value: Optional[str]) -> Optional[str]:
+    """``value`` if it is an http(s) URL with a host and no whitespace or control characters."""
+    if not value or len(value) > _LINK_MAX_CHARS or any(c.isspace() or not c.isprintable() for c in value):
+        return None
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        return None
+    return value
+
+
 def from_run(
     alert_id: str,
     kind: AlertKind,
@@ -99,10 +144,12 @@ def from_run(
     progress: Optional[Progress] = None,
     final: Optional[FinalRecord] = None,
     now: Optional[float] = None,
-    detail: Optional[str] = None,
+    reason: Optional[Reason] = None,
     text: Optional[str] = None,
+    user: Optional[str] = None,
 ) -> Alert:
-    """An alert about ``run`` with the freshest facts the records hold."""
+    """An alert about ``run`` with the freshest facts the records hold;
+    ``user`` (the verified account) stands in for the name the record claims."""
     now = time.time() if now is None else now
     step = progress.step if progress else None
     if final is not None and final.step is not None:
@@ -117,7 +164,7 @@ def from_run(
         run_id=run.run_id,
         run_name=run.name or run.labels.get("experiment") or run.run_id,
         hostname=run.hostname,
-        user=run.user,
+        user=run.user if user is None else user,
         pid=run.pid,
         labels=dict(run.labels),
         started=run.started,
@@ -129,7 +176,19 @@ def from_run(
         exit_code=final.exit_code if final is not None else None,
         signal=final.signal if final is not None else None,
         error=final.error if final is not None else None,
-        detail=detail,
+        detail=reason.text("en") if reason is not None else None,
         text=text,
         language=run.language,
+        reason=reason.code if reason is not None else None,
+        reason_args=dict(reason.args) if reason is not None else {},
     )
+
+
+def with_kernel_ending(alert: Alert, status: Optional[int]) -> Alert:
+    """``alert`` with the ending the kernel reported (a wait status), if any."""
+    if status is None:
+        return alert
+    from sentinel.exit_status import ending_of
+
+    ending = ending_of(status)
+    return dataclasses.replace(alert, signal=ending.signal, exit_code=ending.exit_code)

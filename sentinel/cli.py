@@ -8,12 +8,21 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
-from typing import Callable, Mapping, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
-from sentinel.config import Config, ConfigError, default_config, load_config
+from sentinel.config import (  # noqa: F401 (the config search, re-exported)
+    ENV_CONFIG,
+    SYSTEM_CONFIG,
+    Config,
+    ConfigError,
+    default_config,
+    find_config,
+    load_config,
+    resolve_config,
+)
+from sentinel.logsetup import JournalFormatter, setup_logging, stderr_is_journal  # noqa: F401
 from sentinel.spool import DAEMON_STATE_DIR
 
 EXIT_OK = 0
@@ -21,41 +30,7 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_CONFIG = 78
 
-SYSTEM_CONFIG = Path("/etc/sentinel/config.yaml")
-ENV_CONFIG = "SENTINEL_CONFIG"
-
 log = logging.getLogger("sentinel")
-
-
-# ---------------------------------------------------------------- config search
-
-
-def find_config(explicit: Optional[str] = None, env: Optional[Mapping[str, str]] = None) -> Optional[Path]:
-    """The config file to use, or None for the embedded default.
-
-    ``--config``, then ``$SENTINEL_CONFIG`` (both must exist), then
-    /etc/sentinel/config.yaml, then $XDG_CONFIG_HOME/sentinel/config.yaml.
-    """
-    env = os.environ if env is None else env
-    if explicit:
-        return Path(explicit)
-    if env.get(ENV_CONFIG):
-        return Path(env[ENV_CONFIG])
-    config_home = env.get("XDG_CONFIG_HOME") or os.path.join(
-        env.get("HOME") or os.path.expanduser("~"), ".config"
-    )
-    for candidate in (SYSTEM_CONFIG, Path(config_home) / "sentinel" / "config.yaml"):
-        if candidate.exists():
-            return candidate
-    return None
-
-
-def resolve_config(explicit: Optional[str] = None) -> Config:
-    """Load the config the search finds (ConfigError if it is unusable)."""
-    path = find_config(explicit)
-    if path is None:
-        return default_config()
-    return load_config(path)
 
 
 def _report_config_error(exc: ConfigError) -> int:
@@ -63,78 +38,13 @@ def _report_config_error(exc: ConfigError) -> int:
     return EXIT_CONFIG
 
 
-# ---------------------------------------------------------------- logging
-
-
-class JournalFormatter(logging.Formatter):
-    """``<N>`` syslog priority prefixes that journald turns into levels; no
-    timestamp, journald adds its own."""
-
-    PRIORITIES = {
-        logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2,
-    }
-
-    def format(self, record: logging.LogRecord) -> str:
-        prio = self.PRIORITIES.get(record.levelno, 6)
-        text = super().format(record)
-        # Each line gets the prefix, so a traceback stays at its level in the journal.
-        return "\n".join(f"<{prio}>{line}" for line in text.splitlines() or [""])
-
-
-def stderr_is_journal(env: Optional[Mapping[str, str]] = None) -> bool:
-    """True if stderr is connected to journald (systemd sets JOURNAL_STREAM
-    to the device:inode of that stream)."""
-    env = os.environ if env is None else env
-    value = env.get("JOURNAL_STREAM")
-    if not value:
-        return False
-    try:
-        st = os.fstat(sys.stderr.fileno())
-        dev, ino = (int(x) for x in value.split(":"))
-    except (OSError, ValueError, AttributeError, TypeError):
-        return False
-    return (st.st_dev, st.st_ino) == (dev, ino)
-
-
-def setup_logging(level: str = "info") -> None:
-    from sentinel.redact import RedactingFilter
-
-    handler = logging.StreamHandler(sys.stderr)
-    # On the handler, so every record from any library is masked on its way out.
-    handler.addFilter(RedactingFilter())
-    if stderr_is_journal():
-        handler.setFormatter(JournalFormatter("%(name)s: %(message)s"))
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    for old in list(root.handlers):
-        root.removeHandler(old)
-    root.addHandler(handler)
-    root.setLevel(getattr(logging, level.upper(), logging.INFO))
-    # Library warnings (warnings.warn) take the same path, so each journal line has a priority.
-    logging.captureWarnings(True)
-
-
 # ---------------------------------------------------------------- commands
 
 
 def cmd_daemon(args: argparse.Namespace) -> int:
-    setup_logging("info")
-    try:
-        config = resolve_config(args.config)
-    except ConfigError as exc:
-        return _report_config_error(exc)
-    setup_logging(args.log_level or config.log_level)
-    log.info(
-        "config: %s; spool: %s; channels: %s (default: %s)",
-        config.source or "embedded default (alerts printed to the console)",
-        config.spool_path(),
-        ", ".join(config.channels) or "none",
-        ", ".join(config.default_channels) or "none",
-    )
-    from sentinel import daemon
+    from sentinel.daemon.entry import run_daemon
 
-    return int(daemon.run(config) or 0)
+    return run_daemon(args.config, args.log_level)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -183,6 +93,16 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     for chan in config.channels.values():
         print(f"  channel {chan.name}: type {chan.type}, language {chan.language}")
     print(f"  default channels: {', '.join(config.default_channels) or 'none'}")
+    print(f"  host:             {config.host}")
+    if config.metrics is not None:
+        listen = config.metrics.listen
+        where = f"http://{listen[0]}:{listen[1]}/metrics" if listen else "no HTTP"
+        print(f"  metrics:          {where}"
+              f"{', textfile ' + str(config.metrics.textfile) if config.metrics.textfile else ''}")
+    if config.healthchecks is not None:
+        hc = config.healthchecks
+        print(f"  healthchecks:     {hc.url}, period {hc.period:g}s, grace {hc.grace:g}s"
+              f"{', a check per run' if hc.per_run else ''} (API key set)")
     return EXIT_OK
 
 
@@ -214,8 +134,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not command:
         args.parser.error("run: no command given (usage: sentinel run [--name NAME] -- CMD ...)")
     from sentinel import runner
+    from sentinel.rules import InvalidArgument
 
-    return runner.run_command(command, name=args.name, channels=args.channel or [])
+    labels: dict[str, str] = {}
+    for item in args.label or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            args.parser.error(f"--label {item!r}: expected KEY=VALUE")
+        labels[key] = value
+    if args.project is not None:
+        labels["project"] = args.project
+    try:
+        return runner.run_command(command, name=args.name, channels=args.channel or [], labels=labels,
+                                  stall_timeout=args.stall_timeout)
+    except InvalidArgument as exc:
+        args.parser.error(str(exc).replace("sentinel run: ", "", 1))
+        return EXIT_USAGE  # not reached: error() exits with this status
 
 
 # ---------------------------------------------------------------- parser
@@ -268,13 +202,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_test)
 
     p = sub.add_parser("run", help="run any command as a watched job",
-                       usage="sentinel run [-h] [--name NAME] [--channel CHANNEL] -- CMD [ARG ...]",
+                       usage="sentinel run [-h] [--name NAME] [--channel CHANNEL] [--project PROJECT] "
+                       "[--label KEY=VALUE] [--stall-timeout DURATION] -- CMD [ARG ...]",
                        description="Run CMD as a watched child: its exit code or signal is recorded "
                        "(finished, crashed, terminated), SIGINT/SIGTERM are forwarded to it, "
-                       "and sentinel exits with the child's status (128+N when killed by signal N).")
+                       "and sentinel exits with the child's status (128+N when killed by signal N). "
+                       "The child is killed if the wrapper dies (kill -9 of sentinel run).")
     p.add_argument("--name", help="run name shown in alerts (default: the command)")
     p.add_argument("--channel", action="append", metavar="CHANNEL",
                    help="configured channel to alert (repeatable; default: the daemon's default channels)")
+    p.add_argument("--project", help="project label shown in alerts")
+    p.add_argument("--label", action="append", metavar="KEY=VALUE", help="a label for the run (repeatable)")
+    p.add_argument("--stall-timeout", metavar="DURATION",
+                   help="alert when the wrapper shows no sign of life this long (e.g. 90s, 10m, 2h; "
+                   "default: the daemon's stall_timeout)")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD", help="the command and its arguments")
     p.set_defaults(func=cmd_run, parser=p)
     return parser

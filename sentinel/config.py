@@ -8,10 +8,11 @@ silently switch alerting off, so unknown keys are errors too).
 The file format (see config.example.yaml for a commented example)::
 
     spool: /var/lib/sentinel/spool        # optional; default: the shared spool rule
-    state_dir: /var/lib/sentinel/state    # optional; default: <spool>/.daemon
+    state_dir: /var/lib/sentinel/state    # optional; default: $STATE_DIRECTORY/state, else <spool>/.daemon
     language: en                          # en | zh
     stall_timeout: 10m                    # a number of seconds or "30s", "10m", "2h", "7d"
     alert_on: [finished, crashed, ...]    # states that alert
+    channel_modules: [/etc/sentinel/mychannel.py]  # your own channel types (see README)
     channels:                             # named destinations
       phone: {type: bark, key: "${BARK_KEY}"}
     default_channels: [phone]             # default: every configured channel
@@ -20,12 +21,25 @@ The file format (see config.example.yaml for a commented example)::
     retry_for: 48h
     rescan_interval: 30s
     log_level: info
+    inline_channels:                      # channels a run brings in its record (see README)
+      allow: false                        # default: false in a shared spool, true in a private one
+      hosts: [api.day.app, "*.slack.com"] # destination hosts an inline channel may name ("*": any)
+      types: [bark, slack]                # default: every type
+      max_per_run: 4
+    message_limits:                       # run.send() / send_msg messages
+      per_run_per_minute: 30
+      per_user_per_minute: 120
+      max_pending_per_user: 200
+    host: gpu-box-3                       # fleet keys: see sentinel.fleet_config
+    metrics: {listen: "127.0.0.1:9464"}
+    healthchecks: {api_key: "${HC_API_KEY}"}
 """
 
 from __future__ import annotations
 
 import contextlib
 import difflib
+import ipaddress
 import logging
 import os
 import re
@@ -34,22 +48,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Union
 
+from sentinel.accounts import group_exists, user_exists
 from sentinel.alerts import ALERT_STATES
+from sentinel.fleet_config import FLEET_KEYS, HealthchecksConfig, MetricsConfig, check_fleet, default_host
+from sentinel.rules import LANGUAGES, absolute_path, choice, positive_duration
+from sentinel.rules import channel_name as check_channel_name
+from sentinel.rules import kind as _kind
+from sentinel.rules import parse_duration as parse_duration  # part of this module's API
 from sentinel.spool import DAEMON_STATE_DIR, spool_dir
 
 log = logging.getLogger("sentinel.config")
 
-LANGUAGES = ("en", "zh")
+# Set by systemd for a unit with StateDirectory= (systemd/sentinel.service).
+ENV_STATE_DIRECTORY = "STATE_DIRECTORY"
 LOG_LEVELS = ("debug", "info", "warning", "error")
-# Channel types known to the config, used only if the channel registry cannot be imported.
-FALLBACK_CHANNEL_TYPES = ("bark", "dingtalk", "slack", "console")
 # Option names whose literal value in a file makes the file hold a secret.
 _SECRET_KEY_RE = re.compile(r"key|secret|token|webhook|password", re.IGNORECASE)
-_CHANNEL_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 _ENV_RE = re.compile(r"\$\$\{|\$\{([^}]*)\}")
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_DURATION_PART_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d|w)")
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 
 
 @dataclass
@@ -58,15 +74,51 @@ class ChannelConfig:
     type: str
     options: dict[str, Any]  # validated, ${VAR}s substituted; includes secrets; all but `type`
     language: str = "en"
+    # Who may name this channel in a run (None: anyone); judged on the run's verified uid.
+    users: Optional[frozenset[str]] = None
+    groups: Optional[frozenset[str]] = None
+
+    @property
+    def restricted(self) -> bool:
+        return self.users is not None or self.groups is not None
+
+
+ANY_HOST = "*"
+
+
+@dataclass(frozen=True)
+class InlineChannelPolicy:
+    """What a run may bring in its record as inline channels (config ``inline_channels``)."""
+
+    allow: bool = False
+    hosts: frozenset[str] = frozenset()  # destination host names; "*.example.com" for subdomains; "*": any
+    types: Optional[frozenset[str]] = None  # None: every channel type
+    max_per_run: int = 4
+
+
+# In a private spool only the daemon's own user writes runs: inline channels are theirs to use.
+PRIVATE_SPOOL_INLINE = InlineChannelPolicy(allow=True, hosts=frozenset({ANY_HOST}))
+SHARED_SPOOL_INLINE = InlineChannelPolicy()
+
+
+@dataclass(frozen=True)
+class MessageLimits:
+    """How many ``run.send()`` messages are taken (config ``message_limits``);
+    excess ones are dropped, counted and logged once per run."""
+
+    per_run_per_minute: int = 30
+    per_user_per_minute: int = 120
+    max_pending_per_user: int = 200  # undelivered messages of one user at once
 
 
 @dataclass
 class Config:
     spool: Optional[Path] = None  # None: the shared rule (sentinel.spool.spool_dir)
-    state_dir: Optional[Path] = None  # None: <spool>/.daemon
+    state_dir: Optional[Path] = None  # None: $STATE_DIRECTORY/state (systemd), else <spool>/.daemon
     language: str = "en"
     stall_timeout: float = 600.0
     alert_on: frozenset[str] = frozenset(ALERT_STATES)
+    channel_modules: list[Path] = field(default_factory=list)  # loaded: their channel types are known
     channels: dict[str, ChannelConfig] = field(
         default_factory=lambda: {"console": ChannelConfig("console", "console", {})}
     )
@@ -76,13 +128,70 @@ class Config:
     retry_for: float = 48 * 3600.0  # transient failures are retried at least this long
     rescan_interval: float = 30.0  # full spool rescan, the safety net under inotify
     log_level: str = "info"
+    # None: not configured, the spool decides (``inline_policy``).
+    inline_channels: Optional[InlineChannelPolicy] = None
+    message_limits: MessageLimits = field(default_factory=MessageLimits)
+    # Fleets (sentinel.fleet_config): the name reported as, metrics, healthchecks.io.
+    host: str = field(default_factory=default_host)
+    metrics: Optional[MetricsConfig] = None
+    healthchecks: Optional[HealthchecksConfig] = None
     source: Optional[Path] = None  # the file it came from, for messages
+
+    def inline_policy(self, shared_spool: bool) -> InlineChannelPolicy:
+        """The inline channel rules in force: the configured ones, else off in
+        a shared spool (any user could aim the daemon at any address) and
+        unrestricted but capped in a private one."""
+        if self.inline_channels is not None:
+            return self.inline_channels
+        return SHARED_SPOOL_INLINE if shared_spool else PRIVATE_SPOOL_INLINE
 
     def spool_path(self) -> Path:
         return self.spool if self.spool is not None else spool_dir()
 
     def state_path(self) -> Path:
-        return self.state_dir if self.state_dir is not None else self.spool_path() / DAEMON_STATE_DIR
+        if self.state_dir is not None:
+            return self.state_dir
+        # systemd may list several directories, colon-separated; the unit names one.
+        from_systemd = os.environ.get(ENV_STATE_DIRECTORY, "").split(":")[0]
+        return Path(from_systemd) / "state" if from_systemd else self.legacy_state_path()
+
+    def legacy_state_path(self) -> Path:
+        """Where the state is kept without a state_dir: inside the spool."""
+        return self.spool_path() / DAEMON_STATE_DIR
+
+
+# ---------------------------------------------------------------- the config search
+
+SYSTEM_CONFIG = Path("/etc/sentinel/config.yaml")
+ENV_CONFIG = "SENTINEL_CONFIG"
+
+
+def find_config(explicit: Optional[str] = None, env: Optional[Mapping[str, str]] = None) -> Optional[Path]:
+    """The config file to use, or None for the embedded default.
+
+    ``--config``, then ``$SENTINEL_CONFIG`` (both must exist), then
+    /etc/sentinel/config.yaml, then $XDG_CONFIG_HOME/sentinel/config.yaml.
+    """
+    env = os.environ if env is None else env
+    if explicit:
+        return Path(explicit)
+    if env.get(ENV_CONFIG):
+        return Path(env[ENV_CONFIG])
+    config_home = env.get("XDG_CONFIG_HOME") or os.path.join(
+        env.get("HOME") or os.path.expanduser("~"), ".config"
+    )
+    for candidate in (SYSTEM_CONFIG, Path(config_home) / "sentinel" / "config.yaml"):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def resolve_config(explicit: Optional[str] = None) -> Config:
+    """Load the config the search finds (ConfigError if it is unusable)."""
+    path = find_config(explicit)
+    if path is None:
+        return default_config()
+    return load_config(path)
 
 
 def default_config() -> Config:
@@ -180,7 +289,7 @@ def channel_secrets(config: Config) -> list[str]:
     registry = _channel_registry()
     found: list[str] = []
     for chan in config.channels.values():
-        cls = registry.get(chan.type) if registry else None
+        cls = registry.get(chan.type)
         if cls is not None:
             # A channel that cannot even be built says nothing here.
             with contextlib.suppress(Exception):
@@ -188,6 +297,8 @@ def channel_secrets(config: Config) -> list[str]:
         found.extend(
             v for k, v in chan.options.items() if _SECRET_KEY_RE.search(str(k)) and isinstance(v, str) and v
         )
+    if config.healthchecks is not None:
+        found.append(config.healthchecks.api_key)
     return sorted(set(found))
 
 
@@ -211,42 +322,10 @@ def _warn_if_exposed(path: Path, text: str, config: Config) -> None:
         )
 
 
-def _channel_registry() -> Optional[Mapping[str, Any]]:
-    try:
-        from sentinel.channels import REGISTRY  # type: ignore[attr-defined]
-    except ImportError:
-        return None
+def _channel_registry() -> Mapping[str, Any]:
+    from sentinel.channels import REGISTRY  # lazily: `import sentinel` in training never loads the channels
+
     return REGISTRY
-
-
-def parse_duration(value: Any) -> float:
-    """Seconds from a number or a string like "90", "30s", "10m", "1h30m", "7d"."""
-    if isinstance(value, bool):
-        raise ValueError("must be a duration such as 30s, 10m, 2h or 7d, not a boolean")
-    if isinstance(value, (int, float)):
-        seconds = float(value)
-    elif isinstance(value, str):
-        text = value.strip().lower()
-        try:
-            seconds = float(text)
-        except ValueError:
-            seconds = 0.0
-            pos = 0
-            for match in _DURATION_PART_RE.finditer(text):
-                if text[pos : match.start()].strip():
-                    break
-                seconds += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-                pos = match.end()
-            if pos == 0 or text[pos:].strip():
-                raise ValueError(
-                    f"{value!r} is not a duration (use seconds or a number with a unit: ms, s, m, h, d, w;"
-                    " e.g. 30s, 10m, 1h30m, 7d)"
-                ) from None
-    else:
-        raise ValueError("must be a duration such as 30s, 10m, 2h or 7d")
-    if seconds != seconds or seconds in (float("inf"), float("-inf")):
-        raise ValueError("must be a finite duration")
-    return seconds
 
 
 class _Validator:
@@ -363,23 +442,25 @@ class _Validator:
         if data is None:
             return config
         top = (
-            "spool", "state_dir", "language", "stall_timeout", "alert_on", "channels",
+            "spool", "state_dir", "language", "stall_timeout", "alert_on", "channel_modules", "channels",
             "default_channels", "retention", "dead_letter_retention", "retry_for",
-            "rescan_interval", "log_level",
+            "rescan_interval", "log_level", "inline_channels", "message_limits", *FLEET_KEYS,
         )
         self.check_keys(data, (), top)
+        if "channel_modules" in data:  # first: the channels below may use their types
+            config.channel_modules = self.channel_modules(data["channel_modules"], ("channel_modules",))
 
         for key in ("spool", "state_dir"):
             if key in data:
-                setattr(config, key, self.take(data, key, (), _absolute_path))
+                setattr(config, key, self.take(data, key, (), absolute_path))
         if "language" in data:
-            config.language = self.take(data, "language", (), _choice(LANGUAGES)) or config.language
+            config.language = self.take(data, "language", (), choice(LANGUAGES)) or config.language
         if "log_level" in data:
-            level = self.take(data, "log_level", (), _choice(LOG_LEVELS))
+            level = self.take(data, "log_level", (), choice(LOG_LEVELS))
             config.log_level = level or config.log_level
         for key in ("stall_timeout", "retention", "dead_letter_retention", "retry_for", "rescan_interval"):
             if key in data:
-                seconds = self.take(data, key, (), _positive_duration)
+                seconds = self.take(data, key, (), positive_duration)
                 if seconds is not None:
                     setattr(config, key, seconds)
         if "alert_on" in data:
@@ -397,7 +478,72 @@ class _Validator:
                 names = self.default_channels(data["default_channels"], declared, "channels" in data)
                 if names is not None:
                     config.default_channels = names
+        if "inline_channels" in data:
+            config.inline_channels = self.inline_channels(data["inline_channels"], ("inline_channels",))
+        if "message_limits" in data:
+            config.message_limits = self.message_limits(data["message_limits"], ("message_limits",))
+        check_fleet(self, data, config)
+        for chan in config.channels.values():
+            if chan.type == "alertmanager":  # its alerts name this daemon's host by default
+                chan.options.setdefault("host", config.host)
         return config
+
+    def inline_channels(self, value: Any, path: Key) -> Optional[InlineChannelPolicy]:
+        block = self.mapping(value, path)
+        if block is None:
+            return None
+        self.check_keys(block, path, ("allow", "hosts", "types", "max_per_run"))
+        defaults = InlineChannelPolicy()
+        allow = block.get("allow", defaults.allow)
+        if not isinstance(allow, bool):
+            self.problem(path + ("allow",), f"must be true or false, not {_kind(allow)}")
+            allow = False
+        hosts = self.names(block.get("hosts", []), path + ("hosts",), "host names", _check_host)
+        types = None
+        if "types" in block:
+            known = tuple(sorted(_channel_registry()))
+            types = self.names(block["types"], path + ("types",), "channel types",
+                               lambda item: _check_choice(item, known, "channel type"))
+        max_per_run = self.count(block, "max_per_run", path, defaults.max_per_run)
+        if allow and "hosts" not in block:
+            self.problem(path + ("hosts",), "required when allow is true: the host names inline channels "
+                                            f"may send to ({ANY_HOST!r} for any host: not on a shared host)")
+        return InlineChannelPolicy(allow=allow, hosts=frozenset(hosts), max_per_run=max_per_run,
+                                   types=frozenset(types) if types is not None else None)
+
+    def message_limits(self, value: Any, path: Key) -> MessageLimits:
+        block = self.mapping(value, path)
+        defaults = MessageLimits()
+        if block is None:
+            return defaults
+        keys = ("per_run_per_minute", "per_user_per_minute", "max_pending_per_user")
+        self.check_keys(block, path, keys)
+        return MessageLimits(**{key: self.count(block, key, path, getattr(defaults, key)) for key in keys})
+
+    def count(self, block: Mapping[str, Any], key: str, path: Key, default: int) -> int:
+        if key not in block:
+            return default
+        value = block[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            shown = repr(value) if isinstance(value, int) and not isinstance(value, bool) else _kind(value)
+            self.problem(path + (key,), f"must be a whole number (0 or more), not {shown}")
+            return default
+        return value
+
+    def names(self, value: Any, path: Key, what: str, check: Callable[[Any], Optional[str]]) -> list[str]:
+        """A list of strings, each judged by ``check`` (a problem text, or None)."""
+        if not isinstance(value, list):
+            self.problem(path, f"must be a list of {what}, not {_kind(value)}")
+            return []
+        out: list[str] = []
+        for index, item in enumerate(value):
+            problem = check(item)
+            if problem is not None:
+                if path + (index,) not in self.unresolved:
+                    self.problem(path + (index,), problem)
+            elif item not in out:
+                out.append(item)
+        return out
 
     def states(self, value: Any, path: Key) -> Optional[list[str]]:
         if not isinstance(value, list):
@@ -413,21 +559,46 @@ class _Validator:
                 states.append(item)
         return states if ok else None
 
+    def channel_modules(self, value: Any, path: Key) -> list[Path]:
+        if not isinstance(value, list):
+            self.problem(path, f"must be a list of paths to Python files, not {_kind(value)}")
+            return []
+        registry = _channel_registry()
+        loaded: list[Path] = []
+        for index, item in enumerate(value):
+            try:
+                module_path = absolute_path(item)
+            except ValueError as exc:
+                self.problem(path + (index,), str(exc))
+                continue
+            try:
+                if registry is None:
+                    raise ValueError("channels cannot be loaded here")
+                from sentinel.channels import load_channel_module
+
+                load_channel_module(module_path)
+            except Exception as exc:  # whatever the module raised: reported, never a crash
+                message = str(exc) if isinstance(exc, ValueError) else f"{exc.__class__.__name__}: {exc}"
+                self.problem(path + (index,), f"cannot load: {message}")
+            else:
+                loaded.append(module_path)
+        return loaded
+
     def channels(self, value: Any, path: Key, language: str) -> Optional[dict[str, ChannelConfig]]:
+
         value = self.mapping(value, path)
         if value is None:
             return None
         self.declared_channels = [str(name) for name in value]
         registry = _channel_registry()
-        known_types = tuple(sorted(registry)) if registry else FALLBACK_CHANNEL_TYPES
+        known_types = tuple(sorted(registry))
         out: dict[str, ChannelConfig] = {}
         for name, block in value.items():
             where = path + (name,)
-            if not isinstance(name, str) or not _CHANNEL_NAME_RE.match(name):
-                self.problem(where, "a channel name must be letters, digits, '_', '-' or '.' (at most 64)")
-                continue
-            if name.startswith("inline-"):
-                self.problem(where, "names starting with 'inline-' are reserved for channels given by a run")
+            try:
+                check_channel_name(name)
+            except ValueError as exc:
+                self.problem(where, str(exc))
                 continue
             if not isinstance(block, dict):
                 self.problem(where, f"must be a mapping with at least a 'type', not {_kind(block)}")
@@ -440,15 +611,21 @@ class _Validator:
                 types_list = ", ".join(known_types)
                 self.problem(where + ("type",), f"unknown channel type {kind!r}; types are: {types_list}")
                 continue
-            cls = registry.get(kind) if registry else None
+            cls = registry.get(kind)
             chan_language = language
             if "language" in block:
                 if cls is None:  # else the channel's check_options judges it with the rest
-                    chan_language = self.take(block, "language", where, _choice(LANGUAGES)) or language
+                    chan_language = self.take(block, "language", where, choice(LANGUAGES)) or language
                 elif block["language"] in LANGUAGES:
                     chan_language = block["language"]
+            users = groups = None
+            if "users" in block:
+                users = frozenset(self.names(block["users"], where + ("users",), "user names", _check_user))
+            if "groups" in block:
+                groups = frozenset(self.names(block["groups"], where + ("groups",), "group names",
+                                              _check_group))
             # `language` stays among the options: a channel's own language outranks a run's.
-            options = {k: v for k, v in block.items() if k != "type"}
+            options = {k: v for k, v in block.items() if k not in ("type", "users", "groups")}
             if cls is not None:
                 try:
                     issues = list(cls.check_options(options))
@@ -458,7 +635,7 @@ class _Validator:
                     at = where + (tuple(str(key).split(".")) if key else ())
                     if at not in self.unresolved:
                         self.problem(at, message)
-            out[name] = ChannelConfig(name, kind, options, chan_language)
+            out[name] = ChannelConfig(name, kind, options, chan_language, users=users, groups=groups)
         return out
 
     def default_channels(self, value: Any, channels: list[str], explicit: bool) -> Optional[list]:
@@ -478,33 +655,43 @@ class _Validator:
         return names if ok else None
 
 
-def _kind(value: Any) -> str:
-    if value is None:
-        return "nothing"
-    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean",
-            int: "a number", float: "a number"}.get(type(value), type(value).__name__)
+def _check_choice(value: Any, known: tuple[str, ...], what: str) -> Optional[str]:
+    if isinstance(value, str) and value in known:
+        return None
+    hint = difflib.get_close_matches(str(value), known, n=1)
+    suggestion = f"; did you mean {hint[0]!r}?" if hint else f" (known: {', '.join(known)})"
+    return f"unknown {what} {value!r}{suggestion}"
 
 
-def _choice(options: tuple) -> Callable[[Any], str]:
-    def convert(value: Any) -> str:
-        if value not in options:
-            raise ValueError(f"must be one of {', '.join(options)}, not {value!r}")
-        return value
-
-    return convert
+_HOST_RE = re.compile(r"^(\*\.)?[A-Za-z0-9]([A-Za-z0-9\-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9\-]{0,62}))*$")
 
 
-def _positive_duration(value: Any) -> float:
-    seconds = parse_duration(value)
-    if seconds <= 0:
-        raise ValueError("must be longer than zero")
-    return seconds
+def _check_host(value: Any) -> Optional[str]:
+    if value == ANY_HOST:
+        return None
+    if not isinstance(value, str):
+        return f"must be a host name, not {_kind(value)}"
+    if not (_HOST_RE.match(value) or _is_ip_literal(value)):
+        return f"must be a host name like api.day.app or *.slack.com (no scheme, port, path), not {value!r}"
+    return None
 
 
-def _absolute_path(value: Any) -> Path:
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"must be a path, not {_kind(value)}")
-    path = Path(value).expanduser()
-    if not path.is_absolute():
-        raise ValueError(f"must be an absolute path (the daemon's working directory is not yours): {value!r}")
-    return path
+def _is_ip_literal(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+def _check_user(value: Any) -> Optional[str]:
+    if not isinstance(value, str) or not value:
+        return f"must be a user name, not {_kind(value)}"
+    return None if user_exists(value) else f"no user {value!r} on this host"
+
+
+def _check_group(value: Any) -> Optional[str]:
+    if not isinstance(value, str) or not value:
+        return f"must be a group name, not {_kind(value)}"
+    return None if group_exists(value) else f"no group {value!r} on this host"
+

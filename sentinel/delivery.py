@@ -1,8 +1,9 @@
-"""Delivery workers: from the outbox to the channels, one thread per channel.
+"""Delivery workers: from the outbox to the channels, a bounded pool of threads.
 
 Detection never waits for the network: the daemon enqueues (durably) and
-calls ``wake()``; each channel's worker sends its oldest pending alert first
-(FIFO keeps a run's messages in order), paces requests to what the service
+calls ``wake()``; a worker takes each channel in turn and sends its next
+pending alert (the outbox's order: state alerts first, then messages, each
+oldest first, so a run's messages arrive in order), paces requests to what the service
 allows, retries transient failures on the outbox's schedule and lets the
 outbox dead-letter permanent ones.
 
@@ -20,6 +21,8 @@ schedule without waiting for real backoff delays.
 from __future__ import annotations
 
 import hashlib
+import heapq
+import itertools
 import json
 import logging
 import random
@@ -31,18 +34,26 @@ from typing import Any, Callable, Mapping, Optional
 
 from sentinel.channels import build_channel, http
 from sentinel.channels.base import Channel, DeliveryError
+from sentinel.channels.routing import INLINE_PREFIX, is_inline, string_values
+from sentinel.observer import DEAD, DELIVERED, RETRY, FleetObserver
 from sentinel.outbox import Outbox, PendingDelivery
 from sentinel.redact import redact
 from sentinel.spool import SpoolFormatError, make_private_dir, read_json, write_json
 
 log = logging.getLogger("sentinel.delivery")
 
-IDLE_WAIT = 60.0  # a worker with nothing to do re-checks this often anyway
+IDLE_WAIT = 60.0  # a channel waiting is re-checked this often anyway
+MAX_WORKERS = 8  # delivery threads at most, for all channels together
+WORKER_LINGER = 5.0  # an idle worker ends after this long
+_THREAD_NUMBERS = itertools.count(1)
 MAX_DIGEST = 50  # alerts merged into one digest at most
 # A digest channel's due backlog is merged when pacing would spread it over
 # longer than this: 300 runs killed at once should not take 5 minutes to tell.
 DIGEST_AFTER = 10.0
-INLINE_DIR = "inline"
+# A channel whose last outcome could not be written (disk full) retries the
+# write after this long, doubling up to the cap; it sends nothing meanwhile.
+SAVE_RETRY = 1.0
+SAVE_RETRY_CAP = 60.0
 
 
 # ---------------------------------------------------------------- pacing
@@ -95,20 +106,17 @@ class RateLimiter:
                 return
 
 
-def pace_key(name: str, channel: Channel) -> str:
-    key = getattr(channel, "pace_key", None)
-    return key() if callable(key) else f"channel:{name}"
+def _status_only(permanent: Optional[bool]) -> str:
+    """What is said about an inline channel's answer: its HTTP status, nothing it wrote."""
+    status = http.last_status()
+    shown = f"HTTP {status}" if status is not None else "no HTTP answer"
+    if permanent is None:
+        return f"{shown} (answer not shown for inline channels)"
+    kind = "permanent" if permanent else "transient"
+    return f"{kind} failure, {shown} (answer not shown for inline channels)"
 
 
 # ---------------------------------------------------------------- channels
-
-
-INLINE_PREFIX = "inline-"
-
-
-def is_inline(name: str) -> bool:
-    """True for the name of a channel a run passed inline (not from the config)."""
-    return name.startswith(INLINE_PREFIX)
 
 
 class ChannelSet:
@@ -128,14 +136,15 @@ class ChannelSet:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_config(cls, config: Any) -> ChannelSet:
+    def from_config(cls, config: Any, inline_dir: Optional[Path] = None) -> ChannelSet:
+        """The configured channels; inline ones are kept in ``inline_dir`` (see the class)."""
         channels: dict[str, Channel] = {}
         for name, chan in config.channels.items():
             try:
                 channels[name] = build_channel(name, {"type": chan.type, **chan.options}, chan.language)
             except ValueError as exc:  # validated config: only a bug gets here
                 log.error("channel %s is unusable: %s", name, redact(exc))
-        return cls(channels, inline_dir=config.state_path() / INLINE_DIR, language=config.language)
+        return cls(channels, inline_dir=inline_dir, language=config.language)
 
     def names(self) -> list[str]:
         with self._lock:
@@ -161,7 +170,7 @@ class ChannelSet:
             try:
                 channel = self._build_inline(name, options)
             except ValueError as exc:
-                raise ValueError(redact(exc, _string_values(options))) from None
+                raise ValueError(redact(exc, string_values(options))) from None
             self._channels[name] = channel
             if self._inline_dir is not None:
                 try:
@@ -173,10 +182,8 @@ class ChannelSet:
             return name
 
     def _build_inline(self, name: str, options: Mapping[str, Any]) -> Channel:
-        channel = build_channel(name, options, options.get("language"))
-        if getattr(channel, "follow_run_language", False):
-            channel.language = self._language  # when the run names no language either
-        return channel
+        # No language of its own: it speaks the run's, the config's if the run names none.
+        return build_channel(name, options, None, default_language=self._language)
 
     def _load_inline(self, name: str) -> Optional[Channel]:
         if self._inline_dir is None or "/" in name:
@@ -193,22 +200,69 @@ class ChannelSet:
         return channel
 
 
-def _string_values(options: Mapping[str, Any]) -> list[str]:
-    return [str(v) for v in options.values() if isinstance(v, str)]
-
-
 # ---------------------------------------------------------------- workers
 
 
-class _Worker:
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.event = threading.Event()
-        self.thread: Optional[threading.Thread] = None
+class _Schedule:
+    """Which channel a worker steps next: round robin over the ready ones,
+    a timer for each channel waiting (backoff, pacing), and none for a
+    channel with nothing pending. A channel is in at most one place, so
+    only one worker at a time steps it (its alerts go out in order)."""
+
+    def __init__(self) -> None:
+        self.ready: deque[str] = deque()
+        self.timers: list[tuple[float, int, str]] = []  # (monotonic due, token, channel)
+        self.where: dict[str, object] = {}  # channel -> "ready" | "busy" | its timer's token
+        self.again: set[str] = set()  # woken while busy: ready again right after its step
+        self._tokens = itertools.count()
+
+    def make_ready(self, name: str) -> None:
+        place = self.where.get(name)
+        if place == "busy":
+            self.again.add(name)
+        elif place != "ready":
+            self.where[name] = "ready"  # a timer it had is now stale, skipped when it surfaces
+            self.ready.append(name)
+
+    def after(self, name: str, delay: float) -> None:
+        token = next(self._tokens)
+        self.where[name] = token
+        heapq.heappush(self.timers, (time.monotonic() + delay, token, name))
+
+    def take(self) -> Optional[str]:
+        """The next channel to step (marked busy), due timers first made ready."""
+        now = time.monotonic()
+        while self.timers and self.timers[0][0] <= now:
+            _, token, name = heapq.heappop(self.timers)
+            if self.where.get(name) == token:
+                self.where[name] = "ready"
+                self.ready.append(name)
+        if not self.ready:
+            return None
+        name = self.ready.popleft()
+        self.where[name] = "busy"
+        return name
+
+    def next_due(self) -> Optional[float]:
+        while self.timers and self.where.get(self.timers[0][2]) != self.timers[0][1]:
+            heapq.heappop(self.timers)  # stale
+        return self.timers[0][0] if self.timers else None
+
+    def done(self, name: str) -> None:
+        del self.where[name]
 
 
 class Delivery:
-    """Per-channel worker threads draining the outbox."""
+    """A bounded pool of worker threads draining the outbox, fair between channels.
+
+    At most ``workers`` threads, however many channels there are: each takes
+    the next ready channel (round robin), does one ``step`` for it and
+    schedules it again (at once, after the wait the step asked for, or not
+    at all once nothing is pending). A channel is stepped by one worker at a
+    time; a slow destination holds one worker, never the others. A worker
+    with nothing to do for ``linger`` seconds ends (one stays while a
+    retry or a paced alert is due); ``wake`` starts them again.
+    """
 
     def __init__(
         self,
@@ -218,15 +272,25 @@ class Delivery:
         *,
         rand: Callable[[], float] = random.random,
         idle_wait: float = IDLE_WAIT,
+        workers: int = MAX_WORKERS,
+        linger: float = WORKER_LINGER,
+        observer: Optional[FleetObserver] = None,
     ) -> None:
         self.outbox = outbox
+        self.observer = observer if observer is not None else FleetObserver()  # fleet hook: results
         self.channels = channels
         self.clock = clock
         self.rand = rand
         self.idle_wait = idle_wait
-        self._workers: dict[str, _Worker] = {}
+        self.max_workers = max(1, workers)
+        self.linger = linger
+        self._threads: list[threading.Thread] = []
+        self._schedule = _Schedule()
         self._limiters: dict[str, RateLimiter] = {}
+        self._save_retry: dict[str, float] = {}  # channel -> next wait for a held outcome's write
         self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._idle = 0  # workers waiting for work
         self._stopping = threading.Event()
         self._started = False
 
@@ -240,52 +304,108 @@ class Delivery:
 
     def wake(self) -> None:
         """New work may be in the outbox (or the clock moved): look now."""
+        pending = self.outbox.channels_pending()
         with self._lock:
             if not self._started or self._stopping.is_set():
                 return
-            for name in self.outbox.channels_pending():
-                if name not in self._workers:
-                    self._spawn(name)
-            for worker in self._workers.values():
-                worker.event.set()
+            for name in pending:
+                self._schedule.make_ready(name)
+            self._spawn_as_needed()
+            self._cond.notify_all()
+
+    def worker_count(self) -> int:
+        with self._lock:
+            return len(self._threads)
 
     def stop(self, timeout: float) -> bool:
         """Stop the workers; True if all finished within ``timeout`` seconds
         (a request in flight ends within its own timeout)."""
         self._stopping.set()
         with self._lock:
-            workers = list(self._workers.values())
-        for worker in workers:
-            worker.event.set()
+            threads = list(self._threads)
+            self._cond.notify_all()
         deadline = time.monotonic() + timeout
-        for worker in workers:
-            if worker.thread is not None:
-                worker.thread.join(max(0.0, deadline - time.monotonic()))
-        return not any(w.thread is not None and w.thread.is_alive() for w in workers)
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return not any(thread.is_alive() for thread in threads)
 
-    def _spawn(self, name: str) -> None:
-        worker = _Worker(name)
-        worker.thread = threading.Thread(target=self._run, args=(worker,), name=f"deliver-{name}",
-                                         daemon=True)
-        self._workers[name] = worker
-        worker.thread.start()
+    def _spawn_as_needed(self) -> None:
+        """Enough workers for the ready channels, within the bound (lock held)."""
+        wanted = min(self.max_workers, len(self._threads) - self._idle + len(self._schedule.ready))
+        while len(self._threads) < max(1, wanted):
+            thread = threading.Thread(target=self._work, name=f"sentinel-deliver-{next(_THREAD_NUMBERS)}",
+                                      daemon=True)
+            self._threads.append(thread)
+            self._idle += 1  # counted idle until it takes work
+            thread.start()
 
-    def _run(self, worker: _Worker) -> None:
-        while not self._stopping.is_set():
-            worker.event.clear()
+    def _work(self) -> None:
+        me = threading.current_thread()
+        idle_since: Optional[float] = None
+        with self._cond:
             try:
-                wait = self.step(worker.name)
-            except Exception:  # never let one bad alert end a channel's worker
-                log.error("delivery worker for %s hit an unexpected error", worker.name, exc_info=True)
-                wait = self.idle_wait
-            if wait is not None and wait > 0:
-                worker.event.wait(min(wait, self.idle_wait))
+                while not self._stopping.is_set():
+                    name = self._schedule.take()
+                    if name is None:
+                        now = time.monotonic()
+                        idle_since = now if idle_since is None else idle_since
+                        due = self._schedule.next_due()
+                        keeper = due is not None and len(self._threads) == 1
+                        if now - idle_since >= self.linger and not keeper:
+                            return  # idle: end (wake starts a worker again)
+                        until = now + self.idle_wait
+                        if due is not None:
+                            until = min(until, due)
+                        if not keeper:
+                            until = min(until, idle_since + self.linger)
+                        self._cond.wait(max(0.001, until - now))
+                        continue
+                    idle_since = None
+                    self._idle -= 1
+                    self._cond.release()
+                    try:
+                        wait = self._step_safely(name)
+                        has_work = bool(self.outbox.pending(name, limit=1)) or self.outbox.blocked(name)
+                    finally:
+                        self._cond.acquire()
+                        self._idle += 1
+                    self._reschedule(name, wait, has_work)
+            finally:
+                self._idle -= 1
+                self._threads.remove(me)
+
+    def _reschedule(self, name: str, wait: Optional[float], has_work: bool) -> None:
+        """After a step of ``name`` (lock held): again at once (behind the other
+        ready channels: fair), after its wait, or not until woken."""
+        schedule = self._schedule
+        schedule.done(name)
+        woken = name in schedule.again
+        schedule.again.discard(name)
+        if woken or (has_work and (wait is None or wait <= 0)):
+            schedule.make_ready(name)
+            self._spawn_as_needed()
+            self._cond.notify()
+        elif has_work and wait is not None:
+            schedule.after(name, min(wait, self.idle_wait))
+            self._cond.notify()  # a waiting worker may have to wake sooner now
+
+    def _step_safely(self, name: str) -> Optional[float]:
+        try:
+            return self.step(name)
+        except Exception:  # never let one bad alert end a worker
+            log.error("delivery for %s hit an unexpected error", name, exc_info=True)
+            return self.idle_wait
 
     # ------------------------------------------------------------ one step
 
     def step(self, name: str) -> Optional[float]:
         """Do the next thing for channel ``name``: send, or say how long to
         wait (seconds). None means "go again at once"."""
+        if self.outbox.blocked(name) and not self.outbox.flush(name):
+            wait = min(SAVE_RETRY_CAP, self._save_retry.get(name, SAVE_RETRY / 2) * 2)
+            self._save_retry[name] = wait
+            return wait
+        self._save_retry.pop(name, None)
         now = self.clock()
         items = self.outbox.pending(name, limit=MAX_DIGEST)
         if not items:
@@ -317,7 +437,7 @@ class Delivery:
         """The head alone, or (digest channels) the due backlog when sending it
         one by one would exceed the service's rate limit or take longer than
         ``DIGEST_AFTER``."""
-        if not getattr(channel, "supports_digest", False):
+        if not channel.supports_digest:
             return items[:1]
         due = []
         for item in items:
@@ -330,30 +450,38 @@ class Delivery:
         if len(due) < 2 or not (over_limit or too_slow):
             return items[:1]
         due = due[:MAX_DIGEST]
-        count = channel.digest_size([item.alert for item in due])  # type: ignore[attr-defined]
+        count = channel.digest_size([item.alert for item in due])
         return due[: max(1, count)]
 
     def _send(self, name: str, channel: Channel, batch: list[PendingDelivery]) -> None:
         secrets = channel.secrets()
+        # An inline channel's destination is a run's choice: what it answers
+        # is never logged or kept (it would read back an internal service's
+        # page), only its HTTP status.
+        inline = is_inline(name)
+        http.forget_status()
         try:
             if len(batch) > 1:
-                answer = channel.send_digest([item.alert for item in batch])  # type: ignore[attr-defined]
+                answer = channel.send_digest([item.alert for item in batch])
             else:
                 answer = channel.send(batch[0].alert)
         except DeliveryError as exc:
-            self._failed(name, batch, redact(exc, secrets), exc.permanent, exc.retry_after)
+            reason = _status_only(exc.permanent) if inline else redact(exc, secrets)
+            self._failed(name, batch, reason, exc.permanent, exc.retry_after)
             return
         except Exception as exc:
             # A bug, not the network: keep the alert and retry on schedule
             # (a fixed daemon delivers it); the traceback is logged redacted.
-            log.error("channel %s failed unexpectedly: %s", name, redact(f"{exc.__class__.__name__}: {exc}",
-                                                                         secrets), exc_info=True)
+            detail = "" if inline else f": {exc}"
+            log.error("channel %s failed unexpectedly: %s", name,
+                      redact(f"{exc.__class__.__name__}{detail}", secrets), exc_info=not inline)
             self._failed(name, batch, f"unexpected {exc.__class__.__name__}", False, None)
             return
-        answer = redact(answer, secrets)
+        answer = _status_only(None) if inline else redact(answer, secrets)
         now = self.clock()
         for item in batch:
             self.outbox.mark_delivered(item.alert.alert_id, name, answer, now)
+        self.observer.delivery_result(name, DELIVERED, len(batch))
         what = batch[0].alert.alert_id if len(batch) == 1 else f"{len(batch)} alerts (digest)"
         log.info("delivered %s to %s: %s", what, name, answer)
 
@@ -363,16 +491,17 @@ class Delivery:
         for item in batch:
             when = self.outbox.mark_failed(item.alert.alert_id, name, reason, now, permanent=permanent,
                                            retry_after=retry_after, rand=self.rand())
+            self.observer.delivery_result(name, RETRY if when is not None else DEAD)
             if when is not None:
                 log.warning("delivery of %s to %s failed (attempt %d), retrying in %.0f s: %s",
                             item.alert.alert_id, name, item.attempts + 1, when - now, reason)
 
     def _limiter(self, name: str, channel: Channel) -> RateLimiter:
-        key = pace_key(name, channel)
+        key = channel.pace_key()
         with self._lock:
             limiter = self._limiters.get(key)
             if limiter is None:
-                rate = getattr(channel, "rate_limit", None)
-                limiter = RateLimiter(channel.min_interval, *(rate or (None, 60.0)))
+                count, window = channel.rate_limit or (None, 60.0)
+                limiter = RateLimiter(channel.min_interval, count, window)
                 self._limiters[key] = limiter
             return limiter

@@ -16,56 +16,45 @@ import os
 import queue
 import threading
 import time
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 from sentinel import spool
 from sentinel.alerts import Alert, AlertKind, from_run
-from sentinel.procid import ProcessIdentity
 
-if TYPE_CHECKING:
-    from sentinel.recorder import Recorder
+# key, message: tells the user once per key (the recorder's report_once)
+Report = Callable[[str, str], None]
 
 ATTEMPTS = 3
 RETRY_DELAY = 1.0  # seconds, doubled after each failed attempt
 MAX_RETRY_DELAY = 5.0
 
 
-def daemon_alive(spool_root: Path) -> bool:
-    """True if ``<spool>/daemon.json`` names a process that is running now."""
-    try:
-        liveness, _ = spool.read_daemon_liveness(spool_root)
-    except (OSError, spool.SpoolFormatError):
-        return False
-    return ProcessIdentity(liveness.pid, liveness.start_ticks, liveness.boot_id).is_running()
-
-
-def deliver_message(rec: Recorder, message: spool.Message) -> None:
+def deliver_message(record: spool.RunRecord, message: spool.Message, channels: list[dict[str, Any]],
+                    report: Report) -> None:
+    """Send ``message`` of the run ``record`` to its inline ``channels``."""
     alert = from_run(
-        f"{rec.run_id}.m{message.seq:08d}", AlertKind.MESSAGE, rec.record,
+        f"{record.run_id}.m{message.seq:08d}", AlertKind.MESSAGE, record,
         progress=None, now=message.time, text=message.text,
     )
-    _sender().submit(alert, rec.inline_channels(), rec.record.language)
+    _sender().submit(alert, channels, report)
 
 
-def deliver_final(rec: Recorder) -> None:
-    final = rec.final
-    if final is None:
-        return
+def deliver_final(record: spool.RunRecord, final: spool.FinalRecord, channels: list[dict[str, Any]],
+                  report: Report, on_delivered: Optional[Callable[[], None]] = None) -> None:
+    """Send the run's ending; ``on_delivered`` runs once every channel took it."""
     kind = AlertKind(final.state)
-    alert = from_run(f"{rec.run_id}.001.{kind.value}", kind, rec.record, final=final, now=final.ended)
-    _sender().submit(alert, rec.inline_channels(), rec.record.language,
-                     on_delivered=rec.mark_final_delivered_inline)
+    alert = from_run(f"{record.run_id}.001.{kind.value}", kind, record, final=final, now=final.ended)
+    _sender().submit(alert, channels, report, on_delivered=on_delivered)
 
 
-def drain(timeout: float) -> bool:
+def drain(timeout: float, report: Report) -> bool:
     """Wait until every submitted alert was tried; False if time ran out."""
     sender = _SENDER
-    return True if sender is None else sender.drain(timeout)
+    return True if sender is None else sender.drain(timeout, report)
 
 
-# alert, inline channel options, run language, called once all channels took it
-_Job = Tuple[Alert, "list[dict[str, Any]]", Optional[str], Optional[Callable[[], None]]]
+# alert, inline channel options, how to tell the user, called once all channels took it
+_Job = Tuple[Alert, "list[dict[str, Any]]", Report, Optional[Callable[[], None]]]
 
 
 class FallbackSender:
@@ -78,14 +67,14 @@ class FallbackSender:
         self._thread: Optional[threading.Thread] = None
         self._pid = os.getpid()
 
-    def submit(self, alert: Alert, channels: list[dict[str, Any]], language: Optional[str],
+    def submit(self, alert: Alert, channels: list[dict[str, Any]], report: Report,
                on_delivered: Optional[Callable[[], None]] = None) -> None:
         """Queue ``alert``; ``on_delivered`` runs once every channel took it."""
         if not channels or os.getpid() != self._pid:
             return
         with self._idle:
             self._pending += 1
-        self._queue.put((alert, [dict(c) for c in channels], language, on_delivered))
+        self._queue.put((alert, [dict(c) for c in channels], report, on_delivered))
         if self._thread is None:
             self._thread = threading.Thread(target=self._work, name="sentinel-fallback", daemon=True)
             try:
@@ -94,13 +83,13 @@ class FallbackSender:
                 self._thread = None
                 self._send_all_now()
 
-    def drain(self, timeout: float) -> bool:
+    def drain(self, timeout: float, report: Report) -> bool:
         deadline = time.monotonic() + timeout
         with self._idle:
             while self._pending > 0:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    _report("fallback-timeout", "gave up waiting for alerts still being sent from here")
+                    report("fallback-timeout", "gave up waiting for alerts still being sent from here")
                     return False
                 self._idle.wait(left)
         return True
@@ -118,10 +107,10 @@ class FallbackSender:
                 return
             self._send_one(*item)
 
-    def _send_one(self, alert: Alert, channels: list[dict[str, Any]], language: Optional[str],
+    def _send_one(self, alert: Alert, channels: list[dict[str, Any]], report: Report,
                   on_delivered: Optional[Callable[[], None]]) -> None:
         try:
-            delivered = [_send_with_retries(alert, options, language) for options in channels]
+            delivered = [_send_with_retries(alert, options, report) for options in channels]
             if on_delivered is not None and all(delivered):
                 on_delivered()
         finally:
@@ -130,18 +119,18 @@ class FallbackSender:
                 self._idle.notify_all()
 
 
-def _send_with_retries(alert: Alert, options: dict[str, Any], language: Optional[str]) -> bool:
+def _send_with_retries(alert: Alert, options: dict[str, Any], report: Report) -> bool:
     """Try one channel a few times; True if it took the alert."""
     from sentinel.channels import build_channel
     from sentinel.channels.base import DeliveryError
+    from sentinel.channels.routing import INLINE_PREFIX
 
-    opts = dict(options)
-    type_name = str(opts.get("type", "?"))
-    chosen_language = opts.pop("language", None) or language or "en"
+    type_name = str(options.get("type", "?"))
     try:
-        channel = build_channel(f"inline-{type_name}", opts, chosen_language)
+        # Inline: its own language, else the run's (the alert's), else English.
+        channel = build_channel(f"{INLINE_PREFIX}{type_name}", options, None)
     except Exception as exc:
-        _report(f"build-{type_name}", f"cannot use the {type_name} channel from this process: {exc}")
+        report(f"build-{type_name}", f"cannot use the {type_name} channel from this process: {exc}")
         return False
     delay = RETRY_DELAY
     for attempt in range(1, ATTEMPTS + 1):
@@ -150,21 +139,15 @@ def _send_with_retries(alert: Alert, options: dict[str, Any], language: Optional
             return True
         except DeliveryError as exc:
             if exc.permanent or attempt == ATTEMPTS:
-                _report(f"send-{type_name}", f"{type_name} alert not delivered: {exc}")
+                report(f"send-{type_name}", f"{type_name} alert not delivered: {exc}")
                 return False
             wait = min(MAX_RETRY_DELAY, max(delay, exc.retry_after or 0.0))
         except Exception as exc:  # a channel bug must not end the sender thread
-            _report(f"send-{type_name}", f"{type_name} alert not delivered: {exc.__class__.__name__}")
+            report(f"send-{type_name}", f"{type_name} alert not delivered: {exc.__class__.__name__}")
             return False
         time.sleep(wait)  # this is the sender's own thread, never training's
         delay *= 2
     return False
-
-
-def _report(key: str, message: str) -> None:
-    from sentinel.recorder import report_once
-
-    report_once(key, message)
 
 
 _SENDER: Optional[FallbackSender] = None

@@ -93,6 +93,13 @@ def display_id(job: JobRecord) -> str:
     return job_id
 
 
+def labels(job: Optional[JobRecord]) -> dict[str, str]:
+    """The ``job`` and ``rank`` a run's metrics are labelled with (empty for a lone process)."""
+    if job is None:
+        return {}
+    return {"job": display_id(job), "rank": "" if job.rank is None else str(job.rank)}
+
+
 def parse_environ(raw: bytes) -> dict[str, str]:
     """``/proc/<pid>/environ``: NUL-separated ``NAME=value`` entries."""
     env: dict[str, str] = {}

@@ -24,21 +24,35 @@ hold the webhook secrets the user passed in, and nothing else of theirs.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
+from typing import Any, ClassVar, Mapping, Optional
 
 from sentinel import spool
 from sentinel.recorder import Recorder, report_once
+from sentinel.rules import kind
+from sentinel.run_options import inline_channel_problems, optional_string
 from sentinel.swanlab_adapter import SentinelCallback
 
 
 class _NotificationCallback(SentinelCallback):
-    """A SentinelCallback with one channel of its own, plus ``send_msg``."""
+    """A SentinelCallback with one channel of its own, plus ``send_msg``.
 
-    def __init__(self, channel: Mapping[str, Any], **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    A wrong key or URL is a clear error at construction, not a silent run
+    later; problems name the constructor's arguments, all at once."""
+
+    # channel option -> the constructor argument it came from, for messages
+    ARGUMENT_OF: ClassVar[Mapping[str, str]] = {}
+
+    def __init__(self, channel: Mapping[str, Any], problems: Optional[list[tuple[str, str]]] = None,
+                 **kwargs: Any) -> None:
         self._channel = dict(channel)
-        _validate(self._channel, type(self).__name__)
+        self._own_problems = list(problems or [])
         self._early_messages: list[str] = []
+        super().__init__(**kwargs)
+
+    def _argument_problems(self) -> list[tuple[str, str]]:
+        found = [(self.ARGUMENT_OF.get(key, key), message)
+                 for key, message in inline_channel_problems(self._channel)]
+        return self._own_problems + found
 
     @property
     def channel(self) -> dict[str, Any]:
@@ -93,7 +107,7 @@ class BarkCallback(_NotificationCallback):
         **kwargs: Any,
     ) -> None:
         channel: dict[str, Any] = {"type": "bark"}
-        if key:
+        if key is not None and key != "":
             channel.update(server=url, key=key)
         else:
             channel["url"] = url  # the app's https://api.day.app/<key>
@@ -101,10 +115,14 @@ class BarkCallback(_NotificationCallback):
         for option, value in optional.items():
             if value is not None:
                 channel[option] = value
-        self._group = group
-        if group is not None and group not in _GROUP_BY_LABEL:
-            channel["group"] = group
-        super().__init__(channel, **kwargs)
+        problems = [("group", message) for _, message in optional_string(group)]
+        problems += [("title", message) for _, message in optional_string(title)]
+        if not isinstance(click_jump, bool):
+            problems.append(("click_jump", f"must be True or False, not {kind(click_jump)}"))
+        self._group = group if isinstance(group, str) else None
+        if self._group is not None and self._group not in _GROUP_BY_LABEL:
+            channel["group"] = self._group
+        super().__init__(channel, problems, **kwargs)
 
     def _run_channels(self, labels: Mapping[str, Any]) -> list[spool.Channel]:
         label = _GROUP_BY_LABEL.get(self._group or "")
@@ -114,6 +132,9 @@ class BarkCallback(_NotificationCallback):
 
     def send_msg(self, content: str, title: Optional[str] = None, *args: Any, **kwargs: Any) -> None:
         super().send_msg(f"{title}: {content}" if title else content)
+
+
+    ARGUMENT_OF = {"server": "url", "level": "bark_level"}
 
 
 _GROUP_BY_LABEL = {"exp_name": "experiment", "project": "project", "workspace": "workspace"}
@@ -135,8 +156,9 @@ class DingTalkCallback(_NotificationCallback):
         **kwargs: Any,
     ) -> None:
         channel: dict[str, Any] = {"type": "dingtalk", "webhook_url": webhook_url}
-        if secret or secrets:
-            channel["secret"] = secret or secrets
+        given = secret if secret is not None else secrets
+        if given is not None and given != "":
+            channel["secret"] = given
         if language is not None:
             channel["language"] = language
         super().__init__(channel, **kwargs)
@@ -152,10 +174,3 @@ class SlackCallback(_NotificationCallback):
         super().__init__(channel, **kwargs)
 
 
-def _validate(channel: Mapping[str, Any], who: str) -> None:
-    """A wrong key or URL is a clear error now, not a silent run later."""
-    from sentinel.channels import check_channel
-
-    problems = check_channel(channel)
-    if problems:
-        raise ValueError(f"{who}: " + "; ".join(f"{key}: {message}" for key, message in problems))

@@ -5,6 +5,10 @@ these files. Layout (under ``<state>/outbox``, 0700)::
 
     runs/<run_id>/<seq:012d>.<alert_id>.json   one record per alert
     dead/<seq:012d>.<alert_id>.<channel>.json  a delivery that will never succeed
+    quarantine/<run_id>.<record name>          a damaged record, moved aside at load
+
+Records are ``OutboxRecord`` (alert, channels, per-channel ``ChannelState``)
+and ``DeadLetterRecord``, each with ``to_dict``/``from_dict``.
 
 A record holds the alert, the names of its channels and, per channel, the
 delivery state (pending / delivered / dead, attempts, next attempt). It is
@@ -35,7 +39,9 @@ What is guaranteed when:
   fsynced before the call returns.
 
 ``seq`` numbers alerts in enqueue order: a channel's pending alerts are sent
-oldest first (so a run's messages arrive in order), and ``journal(run_id)``
+state alerts first (killed, crashed, finished, ...: a flood of one run's
+messages never delays another run's death notice), messages after them,
+each group oldest first (so a run's messages arrive in order), and ``journal(run_id)``
 lists a run's alerts in the order they were decided, surviving restarts.
 Records stay until ``forget_run`` (when the archived run is pruned), so the
 journal also remembers alerts that had no channel at all.
@@ -46,30 +52,46 @@ time in.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import logging
 import os
 import re
 import shutil
 import threading
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from sentinel.alerts import Alert
-from sentinel.spool import SpoolFormatError, fsync_dir, make_private_dir, read_json, write_json
+from sentinel.alerts import Alert, AlertKind
+from sentinel.spool import (
+    SpoolFormatError,
+    _expect,
+    _is_int,
+    _is_number,
+    fsync_dir,
+    make_private_dir,
+    read_json,
+    write_json,
+)
 
 log = logging.getLogger("sentinel.outbox")
 
 FORMAT_VERSION = 1
 RUNS_DIR = "runs"
 DEAD_DIR = "dead"
+QUARANTINE_DIR = "quarantine"  # damaged records, moved aside at load
 NO_RUN = "_"  # the directory of alerts that belong to no run
 MAX_RECORD_BYTES = 1024 * 1024
 
 PENDING = "pending"
 DELIVERED = "delivered"
 DEAD = "dead"
+
+# Delivery writes one record at a time under one of these (by alert id), not
+# under the outbox's lock: workers of other channels go on while it fsyncs.
+_RECORD_LOCKS = 64
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,199}$")
 _RECORD_NAME = re.compile(r"^([0-9]{12})\.(.+)\.json$")
@@ -122,6 +144,119 @@ def next_attempt(
 
 
 @dataclass(frozen=True)
+class ChannelState:
+    """Where delivering one alert to one channel stands."""
+
+    state: str = PENDING  # pending | delivered | dead
+    attempts: int = 0
+    first_attempt: Optional[float] = None
+    next_attempt: float = 0.0
+    last_error: Optional[str] = None
+    answer: Optional[str] = None
+    done_at: Optional[float] = None
+
+    @property
+    def pending(self) -> bool:
+        return self.state == PENDING
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> ChannelState:
+        if not isinstance(data, dict):
+            raise SpoolFormatError("a channel state is not an object")
+        missing = [f.name for f in fields(cls) if f.name not in data]
+        if missing:
+            raise SpoolFormatError(f"channel state misses {', '.join(missing)}")
+        state = cls(**{f.name: data[f.name] for f in fields(cls)})
+        _expect(state.state in (PENDING, DELIVERED, DEAD), f"unknown delivery state {state.state!r}")
+        _expect(_is_int(state.attempts) and state.attempts >= 0, "attempts must be a count")
+        _expect(_is_number(state.next_attempt), "next_attempt must be a number")
+        for name in ("first_attempt", "done_at"):
+            _expect(getattr(state, name) is None or _is_number(getattr(state, name)),
+                    f"{name} must be a number or null")
+        for name in ("last_error", "answer"):
+            _expect(getattr(state, name) is None or isinstance(getattr(state, name), str),
+                    f"{name} must be a string or null")
+        return state
+
+
+@dataclass(frozen=True)
+class OutboxRecord:
+    """One alert, its channels and each channel's delivery state (one file)."""
+
+    seq: int
+    alert: Alert
+    channels: dict[str, ChannelState]
+
+    @property
+    def open(self) -> bool:
+        return any(state.pending for state in self.channels.values())
+
+    def with_channel(self, name: str, state: ChannelState) -> OutboxRecord:
+        return replace(self, channels={**self.channels, name: state})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"v": FORMAT_VERSION, "seq": self.seq, "alert": self.alert.to_dict(),
+                "channels": {name: state.to_dict() for name, state in self.channels.items()}}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> OutboxRecord:
+        _expect(data.get("v") == FORMAT_VERSION, f"unknown outbox format version {data.get('v')!r}")
+        for key in ("seq", "alert", "channels"):
+            _expect(key in data, f"missing field {key!r}")
+        _expect(_is_int(data["seq"]) and data["seq"] > 0, "seq must be a positive integer")
+        _expect(isinstance(data["channels"], dict), "channels must be an object")
+        channels = {str(name): ChannelState.from_dict(state) for name, state in data["channels"].items()}
+        return cls(seq=data["seq"], alert=_alert(data["alert"]), channels=channels)
+
+
+@dataclass(frozen=True)
+class DeadLetterRecord:
+    """A delivery that will never succeed: the alert, its channel and why (one file)."""
+
+    alert: Alert
+    channel: str
+    reason: str
+    attempts: int
+    first_attempt: Optional[float]
+    dead_at: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"v": FORMAT_VERSION, "alert": self.alert.to_dict(), "channel": self.channel,
+                "reason": self.reason, "attempts": self.attempts, "first_attempt": self.first_attempt,
+                "dead_at": self.dead_at}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DeadLetterRecord:
+        _expect(data.get("v") == FORMAT_VERSION, f"unknown outbox format version {data.get('v')!r}")
+        for key in ("alert", "channel", "reason", "dead_at"):
+            _expect(key in data, f"missing field {key!r}")
+        _expect(_is_number(data["dead_at"]), "dead_at must be a number")
+        attempts = data.get("attempts", 0)
+        _expect(_is_int(attempts), "attempts must be an integer")
+        return cls(alert=_alert(data["alert"]), channel=str(data["channel"]), reason=str(data["reason"]),
+                   attempts=attempts, first_attempt=data.get("first_attempt"), dead_at=data["dead_at"])
+
+
+def _alert(data: Any) -> Alert:
+    if not isinstance(data, dict):
+        raise SpoolFormatError("alert is not an object")
+    try:
+        alert = Alert.from_dict(data)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise SpoolFormatError(f"alert unreadable: {exc!r}") from None
+    _expect(isinstance(alert.alert_id, str) and bool(_SAFE_NAME.match(alert.alert_id)), "bad alert id")
+    return alert
+
+
+def read_record(path: Path) -> OutboxRecord:
+    """One alert record; FileNotFoundError if absent, SpoolFormatError if damaged."""
+    return OutboxRecord.from_dict(read_json(path, MAX_RECORD_BYTES)[0])
+
+
+@dataclass(frozen=True)
 class PendingDelivery:
     """One alert still to be delivered to one channel."""
 
@@ -145,9 +280,14 @@ class DeadLetter:
     path: Path
 
 
-def _channel_state() -> dict[str, Any]:
-    return {"state": PENDING, "attempts": 0, "first_attempt": None, "next_attempt": 0.0,
-            "last_error": None, "answer": None, "done_at": None}
+@dataclass(frozen=True)
+class _Outcome:
+    """A channel's new state for one alert, decided but not yet on disk."""
+
+    alert_id: str
+    channel: str
+    state: ChannelState
+    dead_letter: Optional[DeadLetterRecord] = None
 
 
 class Outbox:
@@ -155,6 +295,12 @@ class Outbox:
 
     Thread-safe; one process owns a given root (the daemon holds the state
     directory's lock).
+
+    Memory follows the disk, never leads it: a delivery outcome (delivered,
+    failed, dead-lettered) changes the in-memory record only once its file
+    is written. An outcome whose write fails (disk full, read-only) is held
+    and its channel is blocked (``blocked``) until ``flush`` writes it: the
+    alert is not sent again meanwhile, and not forgotten.
     """
 
     def __init__(self, root: Path, policy: Optional[RetryPolicy] = None) -> None:
@@ -162,8 +308,12 @@ class Outbox:
         self.policy = policy or RetryPolicy()
         self._lock = threading.RLock()
         self._paths: dict[str, Path] = {}  # every known alert id -> its record
-        self._open: dict[str, dict[str, Any]] = {}  # records with a pending channel
-        self._queues: dict[str, list[tuple[int, str]]] = {}  # channel -> [(seq, alert id)], FIFO
+        self._open: dict[str, OutboxRecord] = {}  # records with a pending channel
+        # channel -> [(rank, seq, alert id)], sorted: state alerts (rank 0) before messages, each FIFO
+        self._queues: dict[str, list[tuple[int, int, str]]] = {}
+        self._open_messages: dict[str, int] = {}  # user -> their messages not yet delivered everywhere
+        self._record_locks = [threading.Lock() for _ in range(_RECORD_LOCKS)]
+        self._unsaved: dict[str, list[_Outcome]] = {}  # channel -> outcomes whose write failed, in order
         self._next_seq = 1
         # Written with sync=False and not yet fsynced: files, then directories
         # (a new run directory before its parent, whose entry names it).
@@ -189,37 +339,52 @@ class Outbox:
                 match = _RECORD_NAME.match(name)
                 if not match:
                     continue
-                record = self._read(path / name)
-                if record is None:
+                self._next_seq = max(self._next_seq, int(match.group(1)) + 1)
+                try:
+                    record = read_record(path / name)
+                except FileNotFoundError:
                     continue
-                alert_id = record["alert"]["alert_id"]
-                self._paths[alert_id] = path / name
-                self._next_seq = max(self._next_seq, int(record["seq"]) + 1)
-                if any(c["state"] == PENDING for c in record["channels"].values()):
-                    self._open[alert_id] = record
-        for alert_id, record in sorted(self._open.items(), key=lambda item: item[1]["seq"]):
-            for channel, state in record["channels"].items():
-                if state["state"] == PENDING:
-                    self._queues.setdefault(channel, []).append((record["seq"], alert_id))
+                except SpoolFormatError as exc:
+                    self._quarantine(path / name, exc)
+                    continue
+                self._paths[record.alert.alert_id] = path / name
+                self._next_seq = max(self._next_seq, record.seq + 1)
+                if record.open:
+                    self._open[record.alert.alert_id] = record
+        for _, record in sorted(self._open.items(), key=lambda item: item[1].seq):
+            self._opened(record, [name for name, state in record.channels.items() if state.pending])
 
-    def _read(self, path: Path) -> Optional[dict[str, Any]]:
+    def _opened(self, record: OutboxRecord, channels: list[str]) -> None:
+        """Index an open record: in its channels' queues, and in its user's message count."""
+        entry = (_rank(record.alert), record.seq, record.alert.alert_id)
+        for name in channels:
+            bisect.insort(self._queues.setdefault(name, []), entry)
+        if record.alert.kind is AlertKind.MESSAGE:
+            user = record.alert.user
+            self._open_messages[user] = self._open_messages.get(user, 0) + 1
+
+    def _closed(self, record: OutboxRecord) -> None:
+        """``record`` left the open ones (delivered or dead everywhere, or forgotten)."""
+        if record.alert.kind is AlertKind.MESSAGE:
+            user = record.alert.user
+            left = self._open_messages.get(user, 0) - 1
+            if left > 0:
+                self._open_messages[user] = left
+            else:
+                self._open_messages.pop(user, None)
+
+    def _quarantine(self, path: Path, reason: Exception) -> None:
+        """Move a damaged record aside (once, logged) so it blocks no channel and no start."""
+        target_dir = self.root / QUARANTINE_DIR
+        target = target_dir / f"{path.parent.name}.{path.name}"
         try:
-            data, _ = read_json(path, MAX_RECORD_BYTES)
-            if data.get("v") != FORMAT_VERSION:
-                raise SpoolFormatError(f"unknown outbox format version {data.get('v')!r}")
-            Alert.from_dict(data["alert"])  # proves the alert is readable
-            channels = data["channels"]
-            states = (PENDING, DELIVERED, DEAD)
-            if not isinstance(channels, dict) or not isinstance(data["seq"], int) or not all(
-                isinstance(c, dict) and c.get("state") in states for c in channels.values()
-            ):
-                raise SpoolFormatError("malformed record")
-            return data
-        except FileNotFoundError:
-            return None
-        except (SpoolFormatError, KeyError, TypeError, ValueError) as exc:
-            log.error("outbox record %s is unreadable and skipped: %s", path, exc)
-            return None
+            make_private_dir(target_dir)
+            os.rename(path, target)
+        except OSError as exc:
+            log.error("outbox record %s is unreadable and skipped (%s); cannot move it aside: %s",
+                      path, reason, exc.strerror)
+            return
+        log.error("outbox record %s is unreadable (%s): moved to %s", path, reason, target)
 
     # ------------------------------------------------------------ the contract
 
@@ -229,7 +394,8 @@ class Outbox:
         Returns only once the record is fsynced; with ``sync=False`` once it
         is renamed into place, and the caller must call ``sync()`` promptly
         (see the module docstring for what holds in between). ``channels``
-        may be empty: the alert is then only journalled.
+        may be empty: the alert is then only journalled. Raises OSError
+        (nothing changed) if the record cannot be written.
         """
         alert_id = alert.alert_id
         if not _SAFE_NAME.match(alert_id or ""):
@@ -239,18 +405,14 @@ class Outbox:
                 return False
             seq = self._next_seq
             self._next_seq += 1
-            record = {
-                "v": FORMAT_VERSION,
-                "seq": seq,
-                "alert": alert.to_dict(),
-                "channels": {name: _channel_state() for name in dict.fromkeys(channels)},
-            }
+            record = OutboxRecord(seq=seq, alert=alert,
+                                  channels={name: ChannelState() for name in dict.fromkeys(channels)})
             run_dir = self.root / RUNS_DIR / _run_key(alert.run_id)
             new_dir = not run_dir.is_dir()
             if new_dir:
                 make_private_dir(run_dir)
             path = run_dir / f"{seq:012d}.{alert_id}.json"
-            write_json(path, record, durable=sync)
+            write_json(path, record.to_dict(), durable=sync)
             if sync:
                 if new_dir:
                     fsync_dir(run_dir.parent)  # the new directory's entry must survive too
@@ -260,10 +422,9 @@ class Outbox:
                 if new_dir:
                     self._unsynced_dirs[run_dir.parent] = None
             self._paths[alert_id] = path
-            if record["channels"]:
+            if record.channels:
                 self._open[alert_id] = record
-                for name in record["channels"]:
-                    self._queues.setdefault(name, []).append((seq, alert_id))
+                self._opened(record, list(record.channels))
             return True
 
     def sync(self) -> None:
@@ -292,19 +453,35 @@ class Outbox:
     def journal(self, run_id: str) -> list[Alert]:
         """Every alert ever enqueued for ``run_id``, in enqueue order."""
         with self._lock:
-            return read_journal(self.root, run_id, self._read)
+            return read_journal(self.root, run_id)
 
     def forget_run(self, run_id: str) -> None:
         """Drop everything about ``run_id`` (its archived run was pruned)."""
+        run_dir = self.root / RUNS_DIR / _run_key(run_id)
         with self._lock:
-            run_dir = self.root / RUNS_DIR / _run_key(run_id)
             gone = {a for a, p in self._paths.items() if p.parent == run_dir}
-            for alert_id in gone:
-                del self._paths[alert_id]
-                self._open.pop(alert_id, None)
-            for name, queue in self._queues.items():
-                self._queues[name] = [item for item in queue if item[1] not in gone]
+        # The records' own locks (in order), so no delivery outcome is being
+        # written into the directory while it goes; not the outbox's lock.
+        locks = [self._record_locks[i] for i in sorted({_stripe(a) for a in gone})]
+        with contextlib.ExitStack() as held:
+            for lock in locks:
+                held.enter_context(lock)
+            with self._lock:
+                for alert_id in gone:
+                    del self._paths[alert_id]
+                    record = self._open.pop(alert_id, None)
+                    if record is not None:
+                        self._closed(record)
+                for name, queue in self._queues.items():
+                    self._queues[name] = [item for item in queue if item[2] not in gone]
+                for name, outcomes in self._unsaved.items():
+                    self._unsaved[name] = [o for o in outcomes if o.alert_id not in gone]
             shutil.rmtree(run_dir, ignore_errors=True)
+
+    def open_messages(self, user: str) -> int:
+        """``user``'s messages (``AlertKind.MESSAGE``) still pending for some channel."""
+        with self._lock:
+            return self._open_messages.get(user, 0)
 
     def pending_count(self) -> int:
         """(alert, channel) deliveries not yet done."""
@@ -312,21 +489,7 @@ class Outbox:
             return sum(len(queue) for queue in self._queues.values())
 
     def dead_letters(self) -> list[DeadLetter]:
-        out = []
-        dead = self.root / DEAD_DIR
-        for name in sorted(_listdir(dead)):
-            if name.startswith("."):
-                continue
-            try:
-                data, _ = read_json(dead / name, MAX_RECORD_BYTES)
-                out.append(DeadLetter(
-                    alert_id=str(data["alert"]["alert_id"]), run_id=str(data["alert"].get("run_id", "")),
-                    channel=str(data["channel"]), reason=str(data["reason"]),
-                    attempts=int(data.get("attempts", 0)), dead_at=float(data["dead_at"]), path=dead / name,
-                ))
-            except (FileNotFoundError, SpoolFormatError, KeyError, TypeError, ValueError):
-                continue
-        return out
+        return read_dead_letters(self.root)
 
     def prune_dead_letters(self, now: float, retention: float) -> int:
         """Remove dead letters older than ``retention``; how many went."""
@@ -348,24 +511,81 @@ class Outbox:
         """``channel``'s undelivered alerts, oldest first (at most ``limit``)."""
         with self._lock:
             out = []
-            for seq, alert_id in self._queues.get(channel, [])[:limit]:
+            for _, seq, alert_id in self._in_order(self._queues.get(channel, []))[:limit]:
                 record = self._open[alert_id]
-                state = record["channels"][channel]
+                state = record.channels[channel]
                 out.append(PendingDelivery(
-                    alert=Alert.from_dict(record["alert"]), channel=channel, seq=seq,
-                    attempts=state["attempts"], first_attempt=state["first_attempt"],
-                    next_attempt=state["next_attempt"], last_error=state["last_error"],
+                    alert=record.alert, channel=channel, seq=seq, attempts=state.attempts,
+                    first_attempt=state.first_attempt, next_attempt=state.next_attempt,
+                    last_error=state.last_error,
                 ))
             return out
 
+    def _in_order(self, queue: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
+        """A channel's queue in sending order: state alerts first, except that
+        a run's state alert never overtakes that same run's earlier messages
+        (it goes right after them). Lock held."""
+        split = bisect.bisect_left(queue, (1, 0, ""))
+        states, messages = queue[:split], queue[split:]
+        if not states or not messages:
+            return queue
+        message_seqs: dict[str, list[int]] = {}
+        for _, seq, alert_id in messages:
+            message_seqs.setdefault(self._open[alert_id].alert.run_id, []).append(seq)
+        out: list[tuple[int, int, str]] = []
+        held: dict[str, deque[tuple[int, int, str]]] = {}
+        for entry in states:
+            run_id = self._open[entry[2]].alert.run_id
+            if message_seqs.get(run_id, [entry[1]])[0] < entry[1]:
+                held.setdefault(run_id, deque()).append(entry)
+            else:
+                out.append(entry)
+        if not held:
+            return queue
+        sent: dict[str, int] = {}
+        for entry in messages:
+            out.append(entry)
+            run_id = self._open[entry[2]].alert.run_id
+            waiting = held.get(run_id)
+            if waiting:
+                seqs = message_seqs[run_id]
+                sent[run_id] = index = sent.get(run_id, 0) + 1
+                following = seqs[index] if index < len(seqs) else None
+                while waiting and (following is None or waiting[0][1] < following):
+                    out.append(waiting.popleft())
+        return out
+
+    def blocked(self, channel: str) -> bool:
+        """True while an outcome for ``channel`` waits to be written (see ``flush``)."""
+        with self._lock:
+            return bool(self._unsaved.get(channel))
+
+    def flush(self, channel: str) -> bool:
+        """Write ``channel``'s held outcomes, in order; True once none is left.
+        One caller per channel at a time (its delivery worker)."""
+        while True:
+            with self._lock:
+                held = self._unsaved.get(channel)
+                if not held:
+                    self._unsaved.pop(channel, None)
+                    return True
+                outcome = held[0]
+            if not self._write(outcome):  # the disk, without the outbox's lock
+                return False
+            with self._lock:
+                held = self._unsaved.get(channel)
+                if held and held[0] is outcome:
+                    held.pop(0)
+
     def mark_delivered(self, alert_id: str, channel: str, answer: str, now: float) -> None:
         with self._lock:
-            record, state = self._state(alert_id, channel)
+            state = self._state(alert_id, channel)
             if state is None:
                 return
-            state.update(state=DELIVERED, attempts=state["attempts"] + 1, answer=answer[:500], done_at=now,
-                         first_attempt=state["first_attempt"] if state["first_attempt"] is not None else now)
-            self._save(alert_id, record, channel)
+            self._decide(_Outcome(alert_id, channel, replace(
+                state, state=DELIVERED, attempts=state.attempts + 1, answer=answer[:500], done_at=now,
+                first_attempt=state.first_attempt if state.first_attempt is not None else now)))
+        self.flush(channel)
 
     def mark_failed(
         self,
@@ -381,56 +601,96 @@ class Outbox:
         """Record a failed attempt. Returns when to try again, or None when the
         delivery was dead-lettered (permanent, or transient for too long)."""
         with self._lock:
-            record, state = self._state(alert_id, channel)
+            state = self._state(alert_id, channel)
             if state is None:
                 return None
-            state["attempts"] += 1
-            if state["first_attempt"] is None:
-                state["first_attempt"] = now
-            state["last_error"] = reason[:2000]
-            when = None if permanent else next_attempt(
-                now, state["attempts"], state["first_attempt"], self.policy, rand, retry_after
-            )
-            if when is None:
-                if not permanent:
-                    reason = (f"gave up after {state['attempts']} attempts over "
-                              f"{(now - state['first_attempt']) / 3600:.1f} h of transient failures; "
-                              f"last: {reason}")
-                self._dead_letter(record, channel, state, reason, now)
-            else:
-                state["next_attempt"] = when
-            self._save(alert_id, record, channel)
+            when = self._decide_failure(alert_id, channel, state, reason, now, permanent, retry_after, rand)
+        self.flush(channel)
+        return when
+
+    def _decide_failure(self, alert_id: str, channel: str, state: ChannelState, reason: str, now: float,
+                        permanent: bool, retry_after: Optional[float], rand: float) -> Optional[float]:
+        """A failed attempt's outcome, held for ``flush``; when to try again (None: dead)."""
+        attempts = state.attempts + 1
+        first = state.first_attempt if state.first_attempt is not None else now
+        when = None if permanent else next_attempt(now, attempts, first, self.policy, rand, retry_after)
+        if when is not None:
+            self._decide(_Outcome(alert_id, channel, replace(
+                state, attempts=attempts, first_attempt=first, last_error=reason[:2000],
+                next_attempt=when)))
             return when
+        if not permanent:
+            reason = (f"gave up after {attempts} attempts over {(now - first) / 3600:.1f} h "
+                      f"of transient failures; last: {reason}")
+        record = self._open[alert_id]
+        letter = DeadLetterRecord(alert=record.alert, channel=channel, reason=reason, attempts=attempts,
+                                  first_attempt=first, dead_at=now)
+        self._decide(_Outcome(alert_id, channel, replace(
+            state, state=DEAD, attempts=attempts, first_attempt=first, done_at=now,
+            last_error=reason[:2000]), letter))
+        return None
 
-    def _state(self, alert_id: str, channel: str) -> tuple[dict[str, Any], Optional[dict[str, Any]]]:
+    def _state(self, alert_id: str, channel: str) -> Optional[ChannelState]:
         record = self._open.get(alert_id)
-        if record is None or channel not in record["channels"]:
-            return {}, None
-        state = record["channels"][channel]
-        return record, state if state["state"] == PENDING else None
+        if record is None or channel not in record.channels:
+            return None
+        if any(o.alert_id == alert_id for o in self._unsaved.get(channel, [])):
+            return None  # its outcome is decided already, only not written yet
+        state = record.channels[channel]
+        return state if state.pending else None
 
-    def _dead_letter(self, record: dict[str, Any], channel: str, state: dict[str, Any],
-                     reason: str, now: float) -> None:
-        state.update(state=DEAD, done_at=now, last_error=reason[:2000])
-        alert_id = record["alert"]["alert_id"]
-        channel_part = channel if _SAFE_NAME.match(channel) else "channel"
-        path = self.root / DEAD_DIR / f"{record['seq']:012d}.{alert_id}.{channel_part}.json"
-        write_json(path, {"v": FORMAT_VERSION, "alert": record["alert"], "channel": channel,
-                          "reason": reason, "attempts": state["attempts"],
-                          "first_attempt": state["first_attempt"], "dead_at": now}, durable=True)
-        # Loud on purpose: an alert nobody will see is the worst outcome.
-        log.error("alert %s for channel %s was NOT delivered and is dead-lettered (%s): %s",
-                  alert_id, channel, path, reason)
+    def _decide(self, outcome: _Outcome) -> None:
+        """Hold ``outcome`` (behind any held before) for ``flush``, which the caller runs
+        once it let go of the lock."""
+        self._unsaved.setdefault(outcome.channel, []).append(outcome)
 
-    def _save(self, alert_id: str, record: dict[str, Any], channel: str) -> None:
-        """Persist ``record`` and, once ``channel`` is no longer pending,
-        drop it from that channel's queue (and the record from memory when
-        no channel waits for it)."""
-        write_json(self._paths[alert_id], record, durable=True)
-        if record["channels"][channel]["state"] != PENDING:
-            self._queues[channel] = [item for item in self._queues.get(channel, []) if item[1] != alert_id]
-        if not any(c["state"] == PENDING for c in record["channels"].values()):
-            self._open.pop(alert_id, None)
+    def _write(self, outcome: _Outcome) -> bool:
+        """Put ``outcome`` on disk, then in memory; False (nothing changed) if the write failed.
+
+        The fsyncs happen under the record's own lock (two channels' outcomes
+        for one alert are written one after the other, each on the other's),
+        not under the outbox's: other channels' workers and the daemon's
+        enqueues go on meanwhile."""
+        alert_id = outcome.alert_id
+        with self._record_locks[_stripe(alert_id)]:
+            with self._lock:
+                record = self._open.get(alert_id)
+                path = self._paths.get(alert_id)
+            if record is None or path is None:
+                return True  # forgotten meanwhile (its run was pruned): nothing left to record
+            updated = record.with_channel(outcome.channel, outcome.state)
+            letter = outcome.dead_letter
+            letter_path = None
+            try:
+                if letter is not None:
+                    channel_part = outcome.channel if _SAFE_NAME.match(outcome.channel) else "channel"
+                    letter_path = (self.root / DEAD_DIR
+                                   / f"{record.seq:012d}.{alert_id}.{channel_part}.json")
+                    write_json(letter_path, letter.to_dict(), durable=True)
+                write_json(path, updated.to_dict(), durable=True)
+            except OSError as exc:
+                if not self.known(alert_id):
+                    return True  # its run was pruned while we wrote: nothing left to record
+                log.error("cannot record the delivery state of alert %s for channel %s (%s); "
+                          "channel %s waits until it can", alert_id, outcome.channel, exc.strerror,
+                          outcome.channel)
+                return False
+            if letter is not None:
+                # Loud on purpose: an alert nobody will see is the worst outcome.
+                log.error("alert %s for channel %s was NOT delivered and is dead-lettered (%s): %s",
+                          alert_id, outcome.channel, letter_path, letter.reason)
+            with self._lock:
+                if alert_id not in self._open:
+                    return True  # forgotten while we wrote
+                if not outcome.state.pending:
+                    queue = self._queues.get(outcome.channel, [])
+                    self._queues[outcome.channel] = [item for item in queue if item[2] != alert_id]
+                if updated.open:
+                    self._open[alert_id] = updated
+                else:
+                    del self._open[alert_id]
+                    self._closed(updated)
+            return True
 
 
 class SyncThread:
@@ -470,31 +730,47 @@ class SyncThread:
         self._sync()
 
 
-def read_journal(root: Path, run_id: str,
-                 read: Optional[Callable[[Path], Optional[dict[str, Any]]]] = None) -> list[Alert]:
+def read_journal(root: Path, run_id: str) -> list[Alert]:
     """The alerts journalled for ``run_id`` under outbox ``root``, oldest first.
 
-    Read-only: ``sentinel status`` calls it beside a running daemon, where
-    opening an ``Outbox`` would tidy files that daemon is writing.
+    Read-only (damaged records are skipped, not moved): ``sentinel status``
+    calls it beside a running daemon, where opening an ``Outbox`` would tidy
+    files that daemon is writing.
     """
     run_dir = Path(root) / RUNS_DIR / _run_key(run_id)
     alerts = []
     for name in sorted(_listdir(run_dir)):
         if not _RECORD_NAME.match(name):
             continue
-        record = read(run_dir / name) if read is not None else _read_quietly(run_dir / name)
-        if record is not None:
-            alerts.append(Alert.from_dict(record["alert"]))
+        with contextlib.suppress(OSError, SpoolFormatError):
+            alerts.append(read_record(run_dir / name).alert)
     return alerts
 
 
-def _read_quietly(path: Path) -> Optional[dict[str, Any]]:
-    try:
-        data, _ = read_json(path, MAX_RECORD_BYTES)
-        Alert.from_dict(data["alert"])
-        return data
-    except (OSError, SpoolFormatError, KeyError, TypeError, ValueError):
-        return None
+def read_dead_letters(root: Path) -> list[DeadLetter]:
+    """The dead letters under outbox ``root``, oldest first (read-only, damaged ones skipped)."""
+    out = []
+    dead = Path(root) / DEAD_DIR
+    for name in sorted(_listdir(dead)):
+        if name.startswith("."):
+            continue
+        try:
+            letter = DeadLetterRecord.from_dict(read_json(dead / name, MAX_RECORD_BYTES)[0])
+        except (OSError, SpoolFormatError):
+            continue
+        out.append(DeadLetter(alert_id=letter.alert.alert_id, run_id=letter.alert.run_id,
+                              channel=letter.channel, reason=letter.reason, attempts=letter.attempts,
+                              dead_at=letter.dead_at, path=dead / name))
+    return out
+
+
+def _stripe(alert_id: str) -> int:
+    return hash(alert_id) % _RECORD_LOCKS
+
+
+def _rank(alert: Alert) -> int:
+    """Queue order: state alerts (and tests) before a run's messages."""
+    return 1 if alert.kind is AlertKind.MESSAGE else 0
 
 
 def _run_key(run_id: str) -> str:

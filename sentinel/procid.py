@@ -28,10 +28,11 @@ def boot_id() -> str:
     return _boot_id_cache
 
 
-def _stat_fields(pid: int) -> Optional[list[str]]:
-    """Fields of /proc/<pid>/stat after the command name, or None if gone."""
+def _stat_fields(pid: int, tid: Optional[int] = None) -> Optional[list[str]]:
+    """Fields of /proc/<pid>/stat (or of its thread ``tid``) after the command name, or None if gone."""
+    path = f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat"
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
+        with open(path, "rb") as f:
             raw = f.read()
     except OSError:
         return None
@@ -48,6 +49,28 @@ def start_ticks(pid: int) -> Optional[int]:
     return int(fields[19])  # field 22 overall; fields[0] is field 3 (state)
 
 
+def thread_start_ticks(pid: int, tid: int) -> Optional[int]:
+    """Start time of thread ``tid`` of process ``pid``, or None if it is gone
+    or is no thread of ``pid``."""
+    fields = _stat_fields(pid, tid)
+    if fields is None or len(fields) < 20:
+        return None
+    return int(fields[19])
+
+
+def zombie_exit_status(pid: int, start_ticks: int) -> Optional[int]:
+    """The wait status of ``pid`` if it is that exact process, now a zombie.
+
+    Field 52 of /proc/<pid>/stat (Linux >= 3.5) holds it, readable by the
+    owner and by root; None while it runs, once it is reaped, or if hidden.
+    """
+    fields = _stat_fields(pid)
+    if fields is None or len(fields) < 50 or fields[0] != "Z" or int(fields[19]) != start_ticks:
+        return None
+    try:
+        return int(fields[49])
+    except ValueError:
+        return None
 def parent_pid(pid: int) -> Optional[int]:
     """The parent of ``pid`` (field 4 of its stat), or None if it is gone."""
     fields = _stat_fields(pid)

@@ -16,8 +16,12 @@ Process-wide hooks, installed once and shared by every active run:
 * SIGTERM: only when it still has its default disposition and we are on the
   main thread; records ``terminated`` and then dies by the same signal.
 * ``os.register_at_fork``: a forked child (a DataLoader worker) forgets the
-  parent's runs, and every write also checks the pid, so a child never
-  writes as if it were the run.
+  parent's runs and its sentry thread, and every write also checks the pid,
+  so a child never writes as if it were the run.
+
+Each run records two sub-threads for the daemon to watch by thread pidfd
+(``RunRecord.watch_threads``): its heartbeat thread and the process's one
+sentry thread, which only sleeps on a lock.
 
 A spool that cannot be written (ENOSPC, read-only, permissions) is reported
 once on stderr and never raised into training. Stdlib only.
@@ -26,6 +30,7 @@ once on stderr and never raised into training. Stdlib only.
 from __future__ import annotations
 
 import atexit
+import math
 import numbers
 import os
 import pwd
@@ -40,9 +45,11 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 import sentinel
 from sentinel import jobs, spool
-from sentinel.procid import ProcessIdentity
+from sentinel.procid import ProcessIdentity, thread_start_ticks
+from sentinel.rules import parse_duration, positive_duration
+from sentinel.safetext import escape_undecodable
 
-DEFAULT_HEARTBEAT_INTERVAL = 10.0
+DEFAULT_HEARTBEAT_INTERVAL = spool.DEFAULT_HEARTBEAT_INTERVAL
 ENV_HEARTBEAT_INTERVAL = "SENTINEL_HEARTBEAT_INTERVAL"
 MIN_HEARTBEAT_INTERVAL = 0.05
 # How long process exit may wait for in-process (no daemon) deliveries.
@@ -68,9 +75,9 @@ def heartbeat_interval_from_env(default: float = DEFAULT_HEARTBEAT_INTERVAL) -> 
     if not raw:
         return default
     try:
-        value = float(raw)
-    except ValueError:
-        report_once("env-interval", f"ignoring {ENV_HEARTBEAT_INTERVAL}={raw!r}: not a number")
+        value = positive_duration(raw)
+    except ValueError as exc:
+        report_once("env-interval", f"ignoring {ENV_HEARTBEAT_INTERVAL}={raw!r}: {exc}")
         return default
     return max(MIN_HEARTBEAT_INTERVAL, value)
 
@@ -95,18 +102,30 @@ def _numeric_scalars(values: Mapping[str, Any], into: dict[str, float]) -> dict[
     """Newest numeric values first, then older ones, at most MAX_SCALARS.
 
     Only plain real numbers: converting a tensor here could force a device
-    sync from the heartbeat thread.
+    sync from the heartbeat thread. A NaN or infinite value is left out (JSON
+    has no such number) and takes the key's older value with it: an alert
+    must not show the last finite loss of a run that has diverged since.
     """
     merged: dict[str, float] = {}
+    gone: set[str] = set()
     for key, value in list(values.items()):
         if len(merged) >= spool.MAX_SCALARS:
             break
         if isinstance(value, numbers.Real) and not isinstance(value, bool):
-            merged[str(key)] = float(value)
+            name = escape_undecodable(str(key))
+            try:
+                number = float(value)
+            except (OverflowError, ValueError, TypeError):
+                number = math.nan
+            if math.isfinite(number):
+                merged[name] = number
+            else:
+                gone.add(name)
     for key, value in into.items():
         if len(merged) >= spool.MAX_SCALARS:
             break
-        merged.setdefault(key, value)
+        if key not in gone:
+            merged.setdefault(key, value)
     return merged
 
 
@@ -142,16 +161,18 @@ class Recorder:
             pid=ident.pid,
             start_ticks=ident.start_ticks,
             boot_id=ident.boot_id,
-            hostname=os.uname().nodename,  # what socket.gethostname() returns, without socket
+            hostname=escape_undecodable(os.uname().nodename),  # socket.gethostname(), without socket
             uid=uid,
-            user=_user_name(uid),
-            cmdline=[sys.executable, *sys.argv],
-            cwd=_cwd(),
+            user=escape_undecodable(_user_name(uid)),
+            # An argv element or directory that is not UTF-8 arrives as lone
+            # surrogates, which no UTF-8 file can hold: recorded as \xNN escapes.
+            cmdline=[escape_undecodable(arg) for arg in (sys.executable, *sys.argv) if isinstance(arg, str)],
+            cwd=escape_undecodable(_cwd()),
             started=time.time(),
             heartbeat_interval=self.interval,
             stall_timeout=float(stall_timeout) if stall_timeout is not None else None,
-            name=name or "",
-            labels={str(k): str(v) for k, v in (labels or {}).items() if v is not None and v != ""},
+            name=escape_undecodable(name or ""),
+            labels=_labels(labels or {}),
             channels=list(channels),
             language=language,
             source=source,
@@ -195,12 +216,14 @@ class Recorder:
         _ACTIVE.append(self)
         if self.handle_sigterm:
             _install_sigterm_handler()
-        with self._lock:
+        with self._lock:  # the heartbeat thread waits for the record to be complete
+            self._thread = threading.Thread(target=self._run_heartbeat, name="sentinel-heartbeat",
+                                            daemon=True)
+            self._thread.start()
+            self.record.watch_threads = _watch_threads(self._thread)
             self._write_record()
             self._write_beat(time.time())
         self._announce_delivery_mode()
-        self._thread = threading.Thread(target=self._run_heartbeat, name="sentinel-heartbeat", daemon=True)
-        self._thread.start()
 
     @property
     def is_owner(self) -> bool:
@@ -225,9 +248,7 @@ class Recorder:
         if not self.is_owner or self._ended:
             return
         with self._lock:
-            for key, value in labels.items():
-                if value is not None and value != "":
-                    self.record.labels[str(key)] = str(value)
+            self.record.labels.update(_labels(labels))
             self._record_written = False
             self._write_record()
 
@@ -248,9 +269,9 @@ class Recorder:
     def expect_pause(self, seconds: float) -> None:
         """No stall should be reported for ``seconds`` from now."""
         try:
-            self._pause_until = time.time() + max(0.0, float(seconds))
-        except (TypeError, ValueError):
-            report_once("expect-pause", f"expect_pause needs seconds as a number, got {seconds!r}")
+            self._pause_until = time.time() + min(max(0.0, parse_duration(seconds)), spool.MAX_INTERVAL)
+        except (TypeError, ValueError) as exc:
+            report_once("expect-pause", f"expect_pause({seconds!r}) is ignored: {exc}")
             return
         self._beat_now = True  # let the daemon know now, not at the next beat
         self._wake.set()
@@ -410,7 +431,9 @@ class Recorder:
             return True
         except OSError as exc:
             self._report_io(exc)
-            return False
+        except (ValueError, TypeError) as exc:  # a value JSON cannot hold: a bug, never training's problem
+            report_once("spool-encode", f"cannot record run {self.run_id} ({exc}); training continues")
+        return False
 
     def _report_io(self, exc: OSError) -> None:
         report_once(
@@ -459,9 +482,15 @@ class Recorder:
         try:
             from sentinel import fallback
 
-            fallback.deliver_final(self)
+            fallback.deliver_final(self.record, self.final, self.inline_channels(), report_once,
+                                   on_delivered=self.mark_final_delivered_inline)
         except Exception as exc:
             report_once("fallback", f"could not send this run's end from the process: {exc!r}")
+
+
+def _labels(labels: Mapping[str, Any]) -> dict[str, str]:
+    return {escape_undecodable(str(k)): escape_undecodable(str(v))
+            for k, v in labels.items() if v is not None and v != ""}
 
 
 def _cwd() -> str:
@@ -474,7 +503,7 @@ def _cwd() -> str:
 def _daemon_watching(spool_root: Path) -> Optional[bool]:
     """True/False if a daemon is/is not alive; never raises."""
     try:
-        from sentinel.fallback import daemon_alive
+        from sentinel.daemon_file import daemon_alive
 
         return daemon_alive(spool_root)
     except Exception:
@@ -485,7 +514,7 @@ def _deliver_without_daemon(rec: Recorder, message: spool.Message) -> None:
     try:
         from sentinel import fallback
 
-        fallback.deliver_message(rec, message)
+        fallback.deliver_message(rec.record, message, rec.inline_channels(), report_once)
     except Exception as exc:
         report_once("fallback", f"could not send a message from the process: {exc!r}")
 
@@ -519,7 +548,7 @@ def _install_process_hooks() -> None:
     _previous_excepthook = sys.excepthook
     sys.excepthook = _excepthook
     _original_exit = sys.exit
-    sys.exit = _exit_recording_status
+    sys.exit = _exit_recording_status  # type: ignore[assignment]
 
 
 def _exit_recording_status(status: Any = None) -> None:
@@ -548,7 +577,7 @@ def _at_exit() -> None:
     for rec in list(_ACTIVE):
         rec.finish("finished")
     if "sentinel.fallback" in sys.modules:
-        sys.modules["sentinel.fallback"].drain(FALLBACK_EXIT_TIMEOUT)
+        sys.modules["sentinel.fallback"].drain(FALLBACK_EXIT_TIMEOUT, report_once)
 
 
 def _install_sigterm_handler() -> None:
@@ -582,7 +611,7 @@ def _on_sigterm(signum: int, frame: Any) -> None:
         for rec in list(_ACTIVE):
             rec.finish("terminated", signal_name="SIGTERM")
         if "sentinel.fallback" in sys.modules:
-            sys.modules["sentinel.fallback"].drain(FALLBACK_EXIT_TIMEOUT)
+            sys.modules["sentinel.fallback"].drain(FALLBACK_EXIT_TIMEOUT, report_once)
     finally:
         # Die exactly as the default disposition would have made us die.
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -591,7 +620,41 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
 
 def _forget_runs_in_child() -> None:
+    global _sentry
     _ACTIVE.clear()
+    _sentry = None  # the parent's sentry thread does not exist here
+
+
+# ------------------------------------------------------------ watched threads
+
+_sentry: Optional[list[int]] = None  # [tid, start_ticks] of this process's sentry thread
+_sentry_lock = threading.Lock()
+
+
+def _thread_identity(tid: Optional[int]) -> Optional[list[int]]:
+    ticks = thread_start_ticks(os.getpid(), tid) if tid else None
+    return [tid, ticks] if tid and ticks is not None else None
+
+
+def _sentry_identity() -> Optional[list[int]]:
+    """This process's sentry: a thread that only sleeps, started once.
+
+    With the heartbeat thread it gives the daemon two sub-threads to watch:
+    either may be the last thread of a dying process (which pays for
+    unmapping its memory), rarely both. Blocked on a lock it costs nothing.
+    """
+    global _sentry
+    with _sentry_lock:
+        if _sentry is None:
+            thread = threading.Thread(target=threading.Event().wait, name="sentinel-sentry", daemon=True)
+            thread.start()
+            _sentry = _thread_identity(thread.native_id)
+        return _sentry
+
+
+def _watch_threads(heartbeat: threading.Thread) -> list[list[int]]:
+    found = [_thread_identity(heartbeat.native_id), _sentry_identity()]
+    return [pair for pair in found if pair is not None]
 
 
 if hasattr(os, "register_at_fork"):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from typing import Iterable, Optional, Union
+from typing import Iterable, Optional
 from urllib.parse import quote, quote_plus
 
 MASK = "***"
@@ -86,17 +86,3 @@ class RedactingFilter(logging.Filter):
             record.exc_info = None
         return True
 
-
-def install(handler_or_logger: Union[logging.Handler, logging.Logger, None] = None) -> None:
-    """Attach ``RedactingFilter`` to a handler (or every handler of a logger;
-    the root logger by default). Idempotent."""
-    targets: list = []
-    if handler_or_logger is None:
-        handler_or_logger = logging.getLogger()
-    if isinstance(handler_or_logger, logging.Logger):
-        targets.extend(handler_or_logger.handlers)
-    else:
-        targets.append(handler_or_logger)
-    for target in targets:
-        if not any(isinstance(f, RedactingFilter) for f in target.filters):
-            target.addFilter(RedactingFilter())

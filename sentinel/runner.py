@@ -12,6 +12,10 @@ child's parent it also knows how the child ended and records it:
 
 and exits with the child's status (128+N for signal N, as a shell reports it).
 
+The child dies with the wrapper: it is started with ``PR_SET_PDEATHSIG``
+SIGKILL, so a ``kill -9`` of the wrapper (which the daemon reports as the
+run killed) never leaves the job running unwatched.
+
 Signals are taken synchronously (blocked, then ``sigwaitinfo``), which both
 avoids races with the child's exit and tells who sent them: a SIGINT sent by
 the kernel (Ctrl-C on the terminal) already reached the child, which shares
@@ -21,13 +25,16 @@ our process group, so only signals sent by a process (``kill``) are forwarded.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import os
 import shlex
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 from sentinel import spool
 
@@ -42,6 +49,30 @@ CRASH_SIGNALS = frozenset(
     if hasattr(signal, name)
 )
 _SI_KERNEL = 0x80  # si_code of a signal the kernel raised itself (a terminal's ^C, ^\)
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> Callable[[], None]:
+    """A ``preexec_fn`` that makes the child get SIGKILL when this process dies.
+
+    Everything is looked up before the fork: the child runs only the prctl
+    call and ``getppid``, nothing that could wait on a lock another thread
+    held at the fork. If the wrapper died between fork and prctl, the
+    child's parent is already someone else, and it kills itself.
+    """
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    prctl = libc.prctl
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    wrapper = os.getpid()
+    sigkill = int(signal.SIGKILL)
+
+    def in_child() -> None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, ())  # the child sees signals as if run directly
+        prctl(_PR_SET_PDEATHSIG, sigkill, 0, 0, 0)
+        if os.getppid() != wrapper:
+            os.kill(os.getpid(), sigkill)
+
+    return in_child
 
 
 def signal_name(signum: int) -> str:
@@ -80,10 +111,19 @@ def run_command(
     *,
     name: Optional[str] = None,
     channels: Sequence[str] = (),
+    labels: Optional[Mapping[str, str]] = None,
+    stall_timeout: Union[float, str, None] = None,
     spool_path: Optional[Path] = None,
 ) -> int:
-    """Run ``command`` watched; return the status to exit with."""
+    """Run ``command`` watched; return the status to exit with. Raises
+    ``InvalidArgument`` (before anything starts) for a bad option."""
     from sentinel.recorder import Recorder
+    from sentinel.run_options import run_options
+
+    joined = shlex.join(command)
+    options = run_options("sentinel run", name=name, channels=list(channels),
+                          labels={"command": joined, **(labels or {})}, stall_timeout=stall_timeout,
+                          spool_dir=spool_path)
 
     waited = {signal.SIGCHLD, *FORWARDED}
     previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, waited)
@@ -92,12 +132,13 @@ def run_command(
         # every signal comes to sigwaitinfo below. SIGTERM is ours to forward,
         # not the recorder's to act on.
         recorder = Recorder.open(
-            spool_path, name=name or shlex.join(command)[:200], labels={"command": shlex.join(command)},
-            channels=list(channels), source="run", handle_sigterm=False,
+            options.spool_dir, name=options.name or joined[:200], labels=options.labels,
+            channels=options.channels, stall_timeout=options.stall_timeout, source="run",
+            handle_sigterm=False,
         )
         try:
-            # posix_spawn resets the child's mask: it sees signals as if run directly.
-            pid = os.posix_spawnp(command[0], list(command), dict(os.environ), setsigmask=())
+            # close_fds=False: the job inherits descriptors as it would from a shell.
+            child = subprocess.Popen(list(command), close_fds=False, preexec_fn=die_with_parent())
         except OSError as exc:
             status = EXIT_NOT_FOUND if isinstance(exc, FileNotFoundError) else EXIT_NOT_EXECUTABLE
             reason = "command not found" if status == EXIT_NOT_FOUND else (exc.strerror or str(exc))
@@ -105,7 +146,8 @@ def run_command(
             final = spool.FinalRecord(state="crashed", ended=time.time(), exit_code=status,
                                       error=f"{command[0]}: {reason}")
         else:
-            wait_status = _wait_forwarding(pid, waited, recorder)
+            wait_status = _wait_forwarding(child.pid, waited, recorder)
+            child.returncode = os.waitstatus_to_exitcode(wait_status)  # reaped here, not by Popen
             final, status = outcome(wait_status)
         recorder.finish(final.state, error=final.error, exit_code=final.exit_code, signal_name=final.signal)
     finally:

@@ -27,6 +27,12 @@ mode 0600, so a reader sees the old file or the new one, never half of one.
 Readers are hostile-input safe: they never follow symlinks, refuse anything
 that is not a regular file, cap the size they read (``MAX_FILE_BYTES``), and
 raise ``SpoolFormatError`` for a malformed, truncated or unknown-version file.
+Every number must be finite and within bounds (no ``NaN``/``Infinity``, which
+Python's json would otherwise accept), nesting is at most ``MAX_JSON_DEPTH``
+(``load_json_bounded``, for every reader of files others may write). A bad
+field of ``run.json`` or ``final.json`` other than the run's identity is
+replaced by its default and named in the reader's ``problems``, so one bad
+value never hides a run. Writers never write a non-finite number.
 
 Times are wall-clock seconds since the epoch (float). A new field may be added
 without a version bump (readers ignore unknown fields); removing or changing
@@ -38,13 +44,18 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import math
 import os
 import re
 import stat
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Callable, ClassVar, Mapping, Optional, Union
+
+from sentinel import endings
+from sentinel.rules import MAX_DURATION, MAX_LABELS, MAX_RUN_CHANNELS
+from sentinel.safetext import escape_undecodable
 
 FORMAT_VERSION = 1
 
@@ -64,8 +75,13 @@ MESSAGE_MAX_CHARS = 8 * 1024
 MAX_SCALARS = 16
 CMDLINE_MAX_CHARS = 4096
 LABEL_MAX_CHARS = 1024
+DEFAULT_HEARTBEAT_INTERVAL = 10.0
+# Deeper JSON than this is no record of ours; refusing it keeps every later
+# recursive walk (dataclasses.asdict, json.dumps) far from the recursion limit.
+MAX_JSON_DEPTH = 32
 
-FINAL_STATES = ("finished", "crashed", "aborted", "terminated")
+# States a process records itself: the rows of the endings table it can know.
+FINAL_STATES = endings.FINAL_STATES
 
 _RUN_ID_RE = re.compile(r"^[0-9]{8}T[0-9]{6}-[0-9]{1,10}-[0-9a-f]{6}$")
 _MESSAGE_RE = re.compile(r"^[0-9]{8}\.json$")
@@ -155,14 +171,150 @@ def cap_scalars(scalars: Mapping[str, Any]) -> dict[str, float]:
     for key, value in scalars.items():
         if len(out) >= MAX_SCALARS:
             break
+        if isinstance(value, bool):
+            continue
         try:
             number = float(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             continue
-        if number != number or number in (float("inf"), float("-inf")):
+        if not math.isfinite(number):
             continue  # JSON has no NaN/inf; say nothing rather than lie
-        out[_cap(str(key), 128) or ""] = number
+        out[_cap(escape_undecodable(str(key)), 128) or ""] = number
     return out
+
+
+# ---------------------------------------------------------------- field rules
+#
+# Every number read from a spool file must be finite and in range: a NaN
+# heartbeat compares false with everything, so one hostile file would switch
+# stall detection off. Bounds are generous: far beyond any real value, far
+# inside what every consumer (timers, formatting, int conversion) handles.
+
+MAX_TIME = 2.0**35  # seconds since the epoch: the year 3058
+MAX_INTERVAL = MAX_DURATION  # the longest duration the rules accept
+MAX_STEP = 2**63 - 1
+MAX_SEQ = 2**53
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_time(value: Any) -> bool:
+    return _is_number(value) and 0 <= value <= MAX_TIME
+
+
+def _is_interval(value: Any) -> bool:
+    return _is_number(value) and 0 < value <= MAX_INTERVAL
+
+
+def _is_step(value: Any) -> bool:
+    return _is_int(value) and -MAX_STEP <= value <= MAX_STEP
+
+
+def _is_seq(value: Any) -> bool:
+    return _is_int(value) and 0 <= value <= MAX_SEQ
+
+
+def _optional(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda value: value is None or check(value)
+
+
+def _is_str(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+def _text(value: Any) -> Any:
+    return escape_undecodable(value) if isinstance(value, str) else value
+
+
+@dataclass(frozen=True)
+class _Rule:
+    """How one field is checked on read. A bad ``essential`` field rejects the
+    file; any other bad field is replaced by its default and named in the
+    caller's ``problems``, so one bad value never hides a whole run."""
+
+    check: Callable[[Any], bool]
+    reason: str
+    essential: bool = False
+    clean: Callable[[Any], Any] = _text
+    explain: Optional[Callable[[Any], str]] = None  # the reason for this very value, if it can say more
+
+
+def _parse(cls: type, data: Mapping[str, Any], rules: Mapping[str, _Rule],
+           problems: Optional[list[str]] = None, defaults: Optional[Mapping[str, Any]] = None) -> Any:
+    """Make ``cls`` from a decoded object: version checked, unknown keys
+    ignored, every field by its rule (``problems`` collects the replaced ones)."""
+    if not isinstance(data, Mapping):
+        raise SpoolFormatError("not a JSON object")
+    version = data.get("v")
+    if version != FORMAT_VERSION:
+        raise SpoolFormatError(f"unknown format version {version!r} (this reader knows {FORMAT_VERSION})")
+    values: dict[str, Any] = {}
+    for f in fields(cls):
+        rule = rules[f.name]
+        present = f.name in data
+        required = f.default is MISSING and f.default_factory is MISSING
+        if present and rule.check(data[f.name]):
+            values[f.name] = rule.clean(data[f.name])
+            continue
+        if not present and not required:
+            values[f.name] = f.default_factory() if f.default_factory is not MISSING else f.default
+            continue
+        if rule.essential or (required and (defaults is None or f.name not in defaults)):
+            raise SpoolFormatError(f"{f.name} {rule.reason}" if present else f"missing field: {f.name}")
+        if defaults is not None and f.name in defaults:
+            values[f.name] = defaults[f.name]
+        else:
+            values[f.name] = f.default_factory() if f.default_factory is not MISSING else f.default
+        if problems is not None:
+            why = (rule.explain(data[f.name]) if rule.explain else rule.reason) if present else "is missing"
+            problems.append(f"{f.name} {why}; using the default")
+    return cls(**values)
+
+
+MAX_WATCH_THREADS = 4
+
+
+def _valid_watch_threads(value: Any) -> bool:
+    return isinstance(value, list) and len(value) <= MAX_WATCH_THREADS and all(
+        isinstance(pair, list) and len(pair) == 2 and _is_int(pair[0]) and pair[0] > 0
+        and _is_int(pair[1]) and pair[1] >= 0
+        for pair in value
+    )
+
+
+def _strings(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(a, str) for a in value)
+
+
+def _labels(value: Any) -> bool:
+    return (isinstance(value, dict) and len(value) <= MAX_LABELS
+            and all(isinstance(v, str) for v in value.values()))
+
+
+def _channels(value: Any) -> bool:
+    return (isinstance(value, list) and len(value) <= MAX_RUN_CHANNELS
+            and all(isinstance(c, (str, dict)) for c in value))
+
+
+def _clean_strings(value: list[str]) -> list[str]:
+    return [escape_undecodable(a) for a in value]
+
+
+def _clean_labels(value: dict[str, str]) -> dict[str, str]:
+    return {escape_undecodable(str(k)): escape_undecodable(v) for k, v in value.items()}
+
+
+def _keep(value: Any) -> Any:
+    return value
+
+
+_STRING = _Rule(_is_str, "must be a string")
 
 
 @dataclass
@@ -187,6 +339,11 @@ class RunRecord:
     language: Optional[str] = None
     source: str = "watch"  # watch | swanlab | run
     version: str = ""
+    # Long-lived sub-threads of the process, [tid, start_ticks] each (start
+    # ticks as in /proc/<pid>/task/<tid>/stat), whose exits the daemon may
+    # watch: one dies with the process long before the process's own
+    # teardown ends. Optional; a malformed list is read as empty.
+    watch_threads: list[list[int]] = field(default_factory=list)
     job: Optional[JobRecord] = None  # a rank of a launched job; None: a lone process
 
     def to_dict(self) -> dict[str, Any]:
@@ -199,29 +356,48 @@ class RunRecord:
         data["name"] = _cap(self.name, LABEL_MAX_CHARS)
         return {"v": FORMAT_VERSION, **data}
 
+    # Identity and ownership are essential: without them the run's process
+    # cannot be recognised. Everything else falls back to a default.
+    RULES: ClassVar[Mapping[str, _Rule]] = {
+        "run_id": _Rule(lambda v: isinstance(v, str) and is_run_id(v), "is not a run id", essential=True),
+        "pid": _Rule(lambda v: _is_int(v) and 0 < v < 2**31, "must be a positive integer", essential=True),
+        "start_ticks": _Rule(lambda v: _is_int(v) and 0 <= v < 2**63, "must be an integer", essential=True),
+        "boot_id": _Rule(_is_str, "must be a string", essential=True),
+        "uid": _Rule(lambda v: _is_int(v) and 0 <= v < 2**32, "must be an integer", essential=True),
+        "hostname": _STRING,
+        "user": _STRING,
+        "cmdline": _Rule(_strings, "must be a list of strings", clean=_clean_strings),
+        "cwd": _STRING,
+        "started": _Rule(_is_time, "must be a time (seconds since the epoch)"),
+        "heartbeat_interval": _Rule(_is_interval, "must be a positive number of seconds"),
+        "stall_timeout": _Rule(_optional(_is_interval), "must be a positive number of seconds or null"),
+        "name": _STRING,
+        "labels": _Rule(_labels, f"must map at most {MAX_LABELS} names to strings", clean=_clean_labels),
+        "channels": _Rule(_channels, f"must be a list of at most {MAX_RUN_CHANNELS} names or objects",
+                          clean=_keep),
+        "language": _Rule(_optional(_is_str), "must be a string or null"),
+        "source": _STRING,
+        "version": _STRING,
+        # Only a speed-up: with a bad value the run is still watched by its pid.
+        "watch_threads": _Rule(_valid_watch_threads,
+                               f"must be at most {MAX_WATCH_THREADS} [thread id, start ticks] pairs",
+                               clean=_keep),
+        # A bad job record makes the run a lone process: still watched, alerted on its own.
+        "job": _Rule(lambda v: v is None or _job_problem(v) is None, "must be a job object or null",
+                     clean=lambda v: None if v is None else JobRecord.from_dict(v),
+                     explain=lambda v: f"is not a job record ({_job_problem(v)})"),
+    }
+
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> RunRecord:
-        rec = _build(cls, data)
-        _expect(is_run_id(rec.run_id), "run_id is not a run id")
-        _expect(_is_int(rec.pid) and rec.pid > 0, "pid must be a positive integer")
-        _expect(_is_int(rec.start_ticks) and rec.start_ticks >= 0, "start_ticks must be an integer")
-        _expect(_is_int(rec.uid) and rec.uid >= 0, "uid must be an integer")
-        _expect(_is_number(rec.started), "started must be a number")
-        _expect(_is_number(rec.heartbeat_interval) and rec.heartbeat_interval > 0,
-                "heartbeat_interval must be a positive number")
-        _expect(rec.stall_timeout is None or (_is_number(rec.stall_timeout) and rec.stall_timeout > 0),
-                "stall_timeout must be a positive number or null")
-        _expect(isinstance(rec.cmdline, list) and all(isinstance(a, str) for a in rec.cmdline),
-                "cmdline must be a list of strings")
-        _expect(isinstance(rec.labels, dict) and all(isinstance(v, str) for v in rec.labels.values()),
-                "labels must map names to strings")
-        _expect(isinstance(rec.channels, list) and all(isinstance(c, (str, dict)) for c in rec.channels),
-                "channels must be a list of names or objects")
-        for name in ("boot_id", "hostname", "user", "cwd", "name", "source", "version"):
-            _expect(isinstance(getattr(rec, name), str), f"{name} must be a string")
-        if rec.job is not None:
-            rec.job = JobRecord.from_dict(rec.job)
-        return rec
+    def from_dict(cls, data: Mapping[str, Any], problems: Optional[list[str]] = None,
+                  fallback_time: Optional[float] = None) -> RunRecord:
+        """The record; a bad field other than the run's identity gets its
+        default and is described in ``problems``. ``fallback_time`` stands in
+        for a bad start time (the file's mtime, say)."""
+        defaults = {"hostname": "", "user": "", "cmdline": [], "cwd": "",
+                    "started": time.time() if fallback_time is None else fallback_time,
+                    "heartbeat_interval": DEFAULT_HEARTBEAT_INTERVAL}
+        return _parse(cls, data, cls.RULES, problems, defaults)
 
 
 # Slurm variables a job record keeps (``SLURM_`` prefix dropped, lower case).
@@ -229,7 +405,9 @@ SLURM_FIELDS = ("job_id", "step_id", "procid", "localid", "nodeid", "job_name", 
                 "array_task_id", "restart_count", "job_start_time", "job_end_time")
 _JOB_INTS = ("rank", "local_rank", "world_size", "local_world_size", "group_rank", "restart_count",
              "agent_pid", "agent_start_ticks")
+_JOB_TEXTS = ("launcher", "job_id", "rdzv_id", "master")
 _JOB_TEXT_MAX = 256
+_ERROR_FILE_MAX = 4096
 
 
 @dataclass
@@ -258,14 +436,15 @@ class JobRecord:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        for name in ("launcher", "job_id", "rdzv_id", "master"):
+        for name in _JOB_TEXTS:
             data[name] = _cap(data[name], _JOB_TEXT_MAX)
-        data["error_file"] = _cap(self.error_file, 4096)
+        data["error_file"] = _cap(self.error_file, _ERROR_FILE_MAX)
         data["slurm"] = {k: _cap(str(v), _JOB_TEXT_MAX) for k, v in self.slurm.items() if k in SLURM_FIELDS}
         return data
 
     @classmethod
     def from_dict(cls, data: Any) -> JobRecord:
+        """The job record in ``data``; SpoolFormatError names the first bad field."""
         _expect(isinstance(data, Mapping), "job must be an object")
         known = {f.name for f in fields(cls)}
         try:
@@ -276,15 +455,25 @@ class JobRecord:
             value = getattr(rec, name)
             _expect(value is None or (_is_int(value) and 0 <= value < 2**31),
                     f"job.{name} must be a non-negative integer or null")
-        for name in ("launcher", "job_id", "rdzv_id", "master", "error_file"):
+        for name in (*_JOB_TEXTS, "error_file"):
             _expect(isinstance(getattr(rec, name), str), f"job.{name} must be a string")
         _expect(isinstance(rec.slurm, dict) and all(isinstance(v, str) for v in rec.slurm.values()),
                 "job.slurm must map names to strings")
-        rec.slurm = {k: v[:_JOB_TEXT_MAX] for k, v in rec.slurm.items() if k in SLURM_FIELDS}
-        for name in ("launcher", "job_id", "rdzv_id", "master"):
-            setattr(rec, name, getattr(rec, name)[:_JOB_TEXT_MAX])
-        rec.error_file = rec.error_file[:4096]
+        rec.slurm = {k: escape_undecodable(v[:_JOB_TEXT_MAX]) for k, v in rec.slurm.items()
+                     if k in SLURM_FIELDS}
+        for name in _JOB_TEXTS:
+            setattr(rec, name, escape_undecodable(getattr(rec, name)[:_JOB_TEXT_MAX]))
+        rec.error_file = rec.error_file[:_ERROR_FILE_MAX]  # a path: opened as given, never shown raw
         return rec
+
+
+def _job_problem(value: Any) -> Optional[str]:
+    """Why ``value`` is no job record, or None if it is one."""
+    try:
+        JobRecord.from_dict(value)
+    except SpoolFormatError as exc:
+        return str(exc)
+    return None
 
 
 def _cap_cmdline(argv: list[str]) -> list[str]:
@@ -296,6 +485,13 @@ def _cap_cmdline(argv: list[str]) -> list[str]:
         out.append(arg)
         total += len(arg) + 1
     return out
+
+
+def _scalars(value: Any) -> bool:
+    return isinstance(value, dict)
+
+
+_SCALARS = _Rule(_scalars, "must be an object", clean=cap_scalars)
 
 
 @dataclass
@@ -320,17 +516,21 @@ class Progress:
         data["scalars"] = cap_scalars(self.scalars)
         return {"v": FORMAT_VERSION, **data}
 
+    # A heartbeat is small and rewritten every few seconds: a bad one is
+    # refused whole and the last good one stays in use.
+    RULES: ClassVar[Mapping[str, _Rule]] = {
+        "beat": _Rule(_is_time, "must be a number (a time)", essential=True),
+        "seq": _Rule(_is_seq, "must be an integer", essential=True),
+        "last_progress": _Rule(_optional(_is_time), "must be a number (a time)", essential=True),
+        "step": _Rule(_optional(_is_step), "must be an integer", essential=True),
+        "scalars": _Rule(_scalars, "must be an object", essential=True, clean=cap_scalars),
+        "pause_until": _Rule(_optional(_is_time), "must be a number (a time)", essential=True),
+    }
+
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Progress:
-        rec = _build(cls, data)
-        _expect(_is_number(rec.beat), "beat must be a number")
-        _expect(_is_int(rec.seq), "seq must be an integer")
-        _expect(rec.last_progress is None or _is_number(rec.last_progress), "last_progress must be a number")
-        _expect(rec.step is None or _is_int(rec.step), "step must be an integer")
-        _expect(rec.pause_until is None or _is_number(rec.pause_until), "pause_until must be a number")
-        _expect(isinstance(rec.scalars, dict), "scalars must be an object")
-        rec.scalars = cap_scalars(rec.scalars)
-        return rec
+    def from_dict(cls, data: Mapping[str, Any], problems: Optional[list[str]] = None,
+                  fallback_time: Optional[float] = None) -> Progress:
+        return _parse(cls, data, cls.RULES, problems)
 
 
 @dataclass
@@ -354,20 +554,27 @@ class FinalRecord:
         data["scalars"] = cap_scalars(self.scalars)
         return {"v": FORMAT_VERSION, **data}
 
+    # The state is what the record says; any other bad field gets its
+    # default (a bad ``delivered_inline`` means "not delivered": a repeat
+    # beats a loss).
+    RULES: ClassVar[Mapping[str, _Rule]] = {
+        "state": _Rule(lambda v: v in FINAL_STATES, f"must be one of {', '.join(FINAL_STATES)}",
+                       essential=True),
+        "ended": _Rule(_is_time, "must be a number (a time)"),
+        "exit_code": _Rule(_optional(lambda v: _is_int(v) and -(2**31) <= v < 2**31), "must be an integer"),
+        "signal": _Rule(_optional(_is_str), "must be a string"),
+        "error": _Rule(_optional(_is_str), "must be a string",
+                       clean=lambda v: _cap_tail(_text(v), ERROR_TAIL_BYTES)),
+        "step": _Rule(_optional(_is_step), "must be an integer"),
+        "scalars": _SCALARS,
+        "delivered_inline": _Rule(lambda v: isinstance(v, bool), "must be true or false"),
+    }
+
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> FinalRecord:
-        rec = _build(cls, data)
-        _expect(rec.state in FINAL_STATES, f"state must be one of {', '.join(FINAL_STATES)}")
-        _expect(_is_number(rec.ended), "ended must be a number")
-        _expect(rec.exit_code is None or _is_int(rec.exit_code), "exit_code must be an integer")
-        _expect(rec.signal is None or isinstance(rec.signal, str), "signal must be a string")
-        _expect(rec.error is None or isinstance(rec.error, str), "error must be a string")
-        _expect(rec.step is None or _is_int(rec.step), "step must be an integer")
-        _expect(isinstance(rec.scalars, dict), "scalars must be an object")
-        _expect(isinstance(rec.delivered_inline, bool), "delivered_inline must be true or false")
-        rec.error = _cap_tail(rec.error, ERROR_TAIL_BYTES)
-        rec.scalars = cap_scalars(rec.scalars)
-        return rec
+    def from_dict(cls, data: Mapping[str, Any], problems: Optional[list[str]] = None,
+                  fallback_time: Optional[float] = None) -> FinalRecord:
+        defaults = {"ended": time.time() if fallback_time is None else fallback_time}
+        return _parse(cls, data, cls.RULES, problems, defaults)
 
 
 @dataclass
@@ -382,14 +589,17 @@ class Message:
         return {"v": FORMAT_VERSION, "seq": self.seq, "time": self.time,
                 "text": _cap(self.text, MESSAGE_MAX_CHARS)}
 
+    RULES: ClassVar[Mapping[str, _Rule]] = {
+        "seq": _Rule(_is_seq, "must be a non-negative integer", essential=True),
+        "time": _Rule(_is_time, "must be a number", essential=True),
+        "text": _Rule(_is_str, "must be a string", essential=True,
+                      clean=lambda v: _cap(_text(v), MESSAGE_MAX_CHARS) or ""),
+    }
+
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Message:
-        rec = _build(cls, data)
-        _expect(_is_int(rec.seq) and rec.seq >= 0, "seq must be a non-negative integer")
-        _expect(_is_number(rec.time), "time must be a number")
-        _expect(isinstance(rec.text, str), "text must be a string")
-        rec.text = _cap(rec.text, MESSAGE_MAX_CHARS) or ""
-        return rec
+    def from_dict(cls, data: Mapping[str, Any], problems: Optional[list[str]] = None,
+                  fallback_time: Optional[float] = None) -> Message:
+        return _parse(cls, data, cls.RULES, problems)
 
 
 @dataclass
@@ -399,47 +609,27 @@ class DaemonLiveness:
     pid: int
     start_ticks: int
     boot_id: str
-    written: float
     version: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {"v": FORMAT_VERSION, **asdict(self)}
 
+    RULES: ClassVar[Mapping[str, _Rule]] = {
+        "pid": _Rule(lambda v: _is_int(v) and 0 < v < 2**31, "must be a positive integer", essential=True),
+        "start_ticks": _Rule(lambda v: _is_int(v) and 0 <= v < 2**63, "must be an integer", essential=True),
+        "boot_id": _Rule(_is_str, "must be a string", essential=True),
+        "version": _Rule(_is_str, "must be a string", essential=True),
+    }
+
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> DaemonLiveness:
-        rec = _build(cls, data)
-        _expect(_is_int(rec.pid) and rec.pid > 0, "pid must be a positive integer")
-        _expect(_is_int(rec.start_ticks), "start_ticks must be an integer")
-        _expect(isinstance(rec.boot_id, str), "boot_id must be a string")
-        _expect(_is_number(rec.written), "written must be a number")
-        return rec
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    def from_dict(cls, data: Mapping[str, Any], problems: Optional[list[str]] = None,
+                  fallback_time: Optional[float] = None) -> DaemonLiveness:
+        return _parse(cls, data, cls.RULES, problems)
 
 
 def _expect(condition: bool, reason: str) -> None:
     if not condition:
         raise SpoolFormatError(reason)
-
-
-def _build(cls: type, data: Mapping[str, Any]) -> Any:
-    """Make ``cls`` from a decoded object: version checked, unknown keys ignored."""
-    if not isinstance(data, Mapping):
-        raise SpoolFormatError("not a JSON object")
-    version = data.get("v")
-    if version != FORMAT_VERSION:
-        raise SpoolFormatError(f"unknown format version {version!r} (this reader knows {FORMAT_VERSION})")
-    known = {f.name for f in fields(cls)}
-    try:
-        return cls(**{k: v for k, v in data.items() if k in known})
-    except TypeError as exc:  # a required field is missing
-        raise SpoolFormatError(f"missing field: {exc}") from None
 
 
 # ---------------------------------------------------------------- I/O
@@ -463,7 +653,7 @@ def write_json(path: Path, data: Mapping[str, Any], *, durable: bool = False, mo
     few files others must read (the daemon's liveness file in a shared spool).
     """
     path = Path(path)
-    payload = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    payload = encode_json(data)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{_random_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
@@ -484,6 +674,51 @@ def write_json(path: Path, data: Mapping[str, Any], *, durable: bool = False, mo
         raise
     if durable:
         fsync_dir(path.parent)
+
+
+def encode_json(data: Mapping[str, Any]) -> bytes:
+    """``data`` as compact UTF-8 JSON. Never a NaN or infinity (not JSON;
+    ValueError). A string no UTF-8 can hold (a lone surrogate from an
+    undecodable file name) is written as a ``\\u`` escape rather than refused."""
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(data, separators=(",", ":"), allow_nan=False).encode("ascii")
+
+
+def load_json_bounded(raw: Union[bytes, str], max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """Decode untrusted JSON: UTF-8 only, no NaN or infinities (Python's json
+    takes them by default, and one NaN time disables every comparison made
+    with it), nesting at most ``max_depth`` deep. SpoolFormatError otherwise."""
+    try:
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        data = json.loads(text, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise SpoolFormatError(f"not valid JSON (nested deeper than {max_depth})") from None
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise SpoolFormatError(f"not valid JSON ({exc.__class__.__name__}: {exc})") from None
+    if text.count("[") + text.count("{") > max_depth and _depth(data) > max_depth:
+        raise SpoolFormatError(f"not valid JSON (nested deeper than {max_depth})")
+    return data
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _depth(data: Any) -> int:
+    """Nesting depth of decoded JSON, without recursion."""
+    deepest = 0
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            value = list(value.values())
+        if isinstance(value, list):
+            deepest = max(deepest, depth)
+            stack.extend((item, depth + 1) for item in value if isinstance(item, (dict, list)))
+    return deepest
 
 
 def fsync_dir(path: Path) -> None:
@@ -527,26 +762,26 @@ def read_json(path: Path, max_bytes: int = MAX_FILE_BYTES) -> tuple[dict[str, An
         os.close(fd)
     if len(raw) > max_bytes:
         raise SpoolFormatError(f"too large (over {max_bytes} bytes)")
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise SpoolFormatError(f"not valid JSON ({exc.__class__.__name__}: {exc})") from None
+    data = load_json_bounded(raw)
     if not isinstance(data, dict):
         raise SpoolFormatError("not a JSON object")
     return data, st
 
 
-def read_run(path: Path) -> tuple[RunRecord, os.stat_result]:
+def read_run(path: Path, problems: Optional[list[str]] = None) -> tuple[RunRecord, os.stat_result]:
+    """The run record (bad fields other than its identity replaced by
+    defaults and described in ``problems``) and the file's stat."""
     data, st = read_json(path)
-    return RunRecord.from_dict(data), st
+    return RunRecord.from_dict(data, problems, fallback_time=st.st_mtime), st
 
 
 def read_progress(path: Path) -> Progress:
     return Progress.from_dict(read_json(path)[0])
 
 
-def read_final(path: Path) -> FinalRecord:
-    return FinalRecord.from_dict(read_json(path)[0])
+def read_final(path: Path, problems: Optional[list[str]] = None) -> FinalRecord:
+    data, st = read_json(path)
+    return FinalRecord.from_dict(data, problems, fallback_time=st.st_mtime)
 
 
 def read_message(path: Path) -> Message:

@@ -17,13 +17,17 @@ from pathlib import Path
 from typing import Any, Optional
 
 from sentinel import spool
+from sentinel.daemon.decide import RunState, replay
+from sentinel.daemon_file import live_daemon
 from sentinel.procid import ProcessIdentity
+from sentinel.safetext import printable
+from sentinel.state_dir import StateDir
 
 log = logging.getLogger("sentinel.status")
 
-ARCHIVE_DIR = "archive"  # <state>/archive: where the daemon moves ended runs (sentinel.daemon.hygiene)
-# Daemon verdicts that outrank what a bare process check can tell.
-_DEAD_VERDICTS = ("killed", "lost")
+# Gone without a final record and not (yet) judged by the daemon: not one of
+# the daemon's RunStates, because nobody has decided how the run ended.
+NOT_JUDGED = "dead"
 
 
 @dataclass
@@ -35,7 +39,7 @@ class RunStatus:
     hostname: str
     source: str
     started: float
-    state: str  # finished|crashed|aborted|terminated|killed|lost|stalled|running|dead
+    state: str  # a daemon RunState value, or NOT_JUDGED
     alive: bool  # the very process of the run exists now
     daemon_state: Optional[str]  # the last state the daemon alerted on (its journal), if readable
     last_beat: Optional[float]
@@ -55,6 +59,7 @@ class SpoolStatus:
     runs: list[RunStatus]
     skipped: list[str]  # "run_id: reason" for records that could not be read
     archived: Optional[int] = None  # ended runs in the daemon's archive (None: not readable)
+    dead_letters: Optional[list[dict[str, Any]]] = None  # alerts never delivered (None: not readable)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -63,6 +68,7 @@ class SpoolStatus:
             "runs": [asdict(r) for r in self.runs],
             "archived": self.archived,
             "skipped": list(self.skipped),
+            "dead_letters": self.dead_letters,
         }
 
 
@@ -89,7 +95,8 @@ def collect(
     runs.sort(key=lambda r: (r.started, r.run_id))
     daemon_pid, daemon_alive = _daemon(spool_path)
     return SpoolStatus(str(spool_path), daemon_pid, daemon_alive, runs, skipped,
-                       archived=len(archive) if archive is not None else None)
+                       archived=len(archive) if archive is not None else None,
+                       dead_letters=_dead_letters(state_path))
 
 
 def _read_into(runs: list[RunStatus], skipped: list[str], paths: spool.RunPaths, journal: Any,
@@ -111,7 +118,7 @@ def _archive_dirs(state_path: Optional[Path]) -> Optional[list[Path]]:
     ``<run id>.<n>``), or None when there is none or it is not ours to read."""
     if state_path is None:
         return None
-    root = Path(state_path) / ARCHIVE_DIR
+    root = StateDir(state_path).archive
     try:
         names = os.listdir(root)
     except OSError:
@@ -123,15 +130,15 @@ def _run_status(record: spool.RunRecord, paths: spool.RunPaths, journal: Any, no
     progress = _optional(spool.read_progress, paths.beat)
     final = _optional(spool.read_final, paths.final)
     alive = ProcessIdentity(record.pid, record.start_ticks, record.boot_id).is_running()
-    verdict = journal(record.run_id) if journal else None
+    verdict: Optional[RunState] = journal(record.run_id) if journal else None
     if final is not None:
-        state = final.state
-    elif verdict in _DEAD_VERDICTS:
-        state = verdict
+        state = RunState(final.state).value
+    elif verdict is not None and verdict.is_terminal:
+        state = verdict.value  # the daemon's word outranks a bare process check
     elif alive:
-        state = "stalled" if verdict == "stalled" else "running"
+        state = (verdict or RunState.RUNNING).value
     else:
-        state = "dead"  # gone without a final record; the daemon has not said more (yet)
+        state = NOT_JUDGED
     last_beat = progress.beat if progress else None
     step = progress.step if progress else None
     if final is not None and final.step is not None:
@@ -146,7 +153,7 @@ def _run_status(record: spool.RunRecord, paths: spool.RunPaths, journal: Any, no
         started=record.started,
         state=state,
         alive=alive,
-        daemon_state=verdict,
+        daemon_state=verdict.value if verdict is not None else None,
         last_beat=last_beat,
         beat_age=max(0.0, now - last_beat) if last_beat is not None else None,
         step=step,
@@ -164,11 +171,8 @@ def _optional(reader: Any, path: Path) -> Any:
 
 
 def _daemon(spool_path: Path) -> tuple[Optional[int], bool]:
-    try:
-        live, _ = spool.read_daemon_liveness(spool_path)
-    except (FileNotFoundError, spool.SpoolFormatError, OSError):
-        return None, False
-    return live.pid, ProcessIdentity(live.pid, live.start_ticks, live.boot_id).is_running()
+    live = live_daemon(spool_path)
+    return (live.pid, True) if live is not None else (None, False)
 
 
 def _journal_reader(state_path: Optional[Path]) -> Any:
@@ -184,23 +188,36 @@ def _journal_reader(state_path: Optional[Path]) -> Any:
     try:
         from sentinel import outbox as outbox_format
 
-        root = Path(state_path) / "outbox"
+        root = StateDir(state_path).outbox
         if not (root / outbox_format.RUNS_DIR).is_dir():
             return None
     except Exception as exc:  # no journal is a normal answer here, never a failure
         log.debug("daemon journal not readable under %s: %s", state_path, exc)
         return None
 
-    def last_verdict(run_id: str) -> Optional[str]:
+    def last_verdict(run_id: str) -> Optional[RunState]:
+        """The state the daemon's journal leaves the run in (as the daemon replays it), if any."""
         try:
-            for alert in reversed(outbox_format.read_journal(root, run_id)):
-                if alert.kind.is_state:
-                    return alert.kind.value
+            state, transitions = replay(a.kind for a in outbox_format.read_journal(root, run_id))
         except Exception as exc:
             log.debug("daemon journal for %s not readable: %s", run_id, exc)
-        return None
+            return None
+        return state if transitions else None
 
     return last_verdict
+
+
+def _dead_letters(state_path: Optional[Path]) -> Optional[list[dict[str, Any]]]:
+    """The daemon's dead letters (alerts it gave up on), or None if not ours to read."""
+    if state_path is None:
+        return None
+    from sentinel.outbox import DEAD_DIR, read_dead_letters
+
+    root = StateDir(state_path).outbox
+    if not os.access(root / DEAD_DIR, os.R_OK | os.X_OK):
+        return None
+    return [{"alert_id": d.alert_id, "run_id": d.run_id, "channel": d.channel, "reason": d.reason,
+             "attempts": d.attempts, "dead_at": d.dead_at} for d in read_dead_letters(root)]
 
 
 # ---------------------------------------------------------------- output
@@ -242,12 +259,15 @@ def render_table(status: SpoolStatus) -> str:
                 state += f" (exit {run.exit_code})"
             if run.archived:
                 state += ", archived"
-            rows.append((run.run_id, run.name or "-", str(run.pid), state,
+            rows.append((run.run_id, printable(run.name) or "-", str(run.pid), printable(state),
                          format_age(run.beat_age) + (" ago" if run.beat_age is not None else ""),
                          "-" if run.step is None else str(run.step)))
         widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
         for row in rows:
             lines.append("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
+    for letter in status.dead_letters or []:
+        lines.append(printable(f"NOT delivered to {letter['channel']}: alert {letter['alert_id']} "
+                               f"({letter['reason']})"))
     for note in status.skipped:
-        lines.append(f"skipped unreadable run record {note}")
+        lines.append(f"skipped unreadable run record {printable(note)}")
     return "\n".join(lines)

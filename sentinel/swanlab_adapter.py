@@ -35,10 +35,11 @@ import traceback
 from pathlib import Path, PurePosixPath
 from typing import Any, Mapping, Optional, Sequence, Union
 
-import swanlab
+import swanlab  # type: ignore[import-untyped]
 
 from sentinel import spool
 from sentinel.recorder import Recorder, report_once
+from sentinel.run_options import run_options
 
 
 def _resolve_base() -> tuple[type, str]:
@@ -47,11 +48,11 @@ def _resolve_base() -> tuple[type, str]:
     if isinstance(base, type):
         return base, "callback"
     try:
-        from swanlab.toolkit import SwanKitCallback
+        from swanlab.toolkit import SwanKitCallback  # type: ignore[import-untyped]
 
         return SwanKitCallback, "swankit"
     except ImportError:
-        from swankit.callback import SwanKitCallback
+        from swankit.callback import SwanKitCallback  # type: ignore[import-not-found]
 
         return SwanKitCallback, "swankit"
 
@@ -78,24 +79,35 @@ class _SentinelHooks:
         *,
         channels: Optional[Sequence[Union[str, Mapping[str, Any]]]] = None,
         labels: Optional[Mapping[str, Any]] = None,
-        stall_timeout: Optional[float] = None,
-        heartbeat_interval: Optional[float] = None,
+        stall_timeout: Union[float, str, None] = None,
+        heartbeat_interval: Union[float, str, None] = None,
         language: Optional[str] = None,
         spool_dir: Optional[Union[str, Path]] = None,
         handle_sigterm: bool = True,
     ) -> None:
+        # Checked before anything else: a bad argument fails at construction,
+        # not silently when SwanLab starts the run.
+        options = run_options(
+            type(self).__name__, name=name, channels=channels, labels=labels, stall_timeout=stall_timeout,
+            heartbeat_interval=heartbeat_interval, language=language, spool_dir=spool_dir,
+            handle_sigterm=handle_sigterm, more_problems=self._argument_problems(),
+        )
         with contextlib.suppress(TypeError):  # bases without an __init__ of their own
             super().__init__()
-        self._run_name = name or ""
-        self._channels: list[spool.Channel] = [c if isinstance(c, str) else dict(c) for c in channels or []]
-        self._extra_labels = dict(labels or {})
-        self._stall_timeout = stall_timeout
-        self._heartbeat_interval = heartbeat_interval
-        self._language = language
-        self._spool_dir = Path(spool_dir) if spool_dir is not None else None
-        self._handle_sigterm = handle_sigterm
+        self._run_name = options.name
+        self._channels: list[spool.Channel] = options.channels
+        self._extra_labels: dict[str, Any] = dict(options.labels)
+        self._stall_timeout = options.stall_timeout
+        self._heartbeat_interval = options.heartbeat_interval
+        self._language = options.language
+        self._spool_dir = options.spool_dir
+        self._handle_sigterm = options.handle_sigterm
         self._meta: dict[str, Any] = {}  # labels gathered from the old API's early hooks
         self._recorder: Optional[Recorder] = None
+
+    def _argument_problems(self) -> list[tuple[str, str]]:
+        """Problems with a subclass's own arguments, reported with the rest."""
+        return []
 
     # ------------------------------------------------------------ identity
 
@@ -240,6 +252,8 @@ class SentinelCallback(_SentinelHooks, CallbackBase):  # type: ignore[misc, vali
     stall_timeout=None, heartbeat_interval=None, language=None,
     spool_dir=None, handle_sigterm=True)``; ``channels`` are configured
     channel names or inline channel dicts (empty: the daemon's defaults).
+    Arguments follow the config file's rules (``stall_timeout="10m"``); a bad
+    one raises ``sentinel.rules.InvalidArgument`` when the callback is built.
     """
 
 

@@ -21,10 +21,11 @@ import sys
 import traceback
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Mapping, Optional, Sequence, Type, Union
+from typing import Any, Literal, Mapping, Optional, Sequence, Type, Union
 
 from sentinel import spool
 from sentinel.recorder import Recorder, exit_status_code
+from sentinel.run_options import run_options
 
 
 class Run:
@@ -74,11 +75,11 @@ class Run:
         exc_type: Optional[Type[BaseException]],
         exc: Optional[BaseException],
         tb: Optional[TracebackType],
-    ) -> bool:
+    ) -> Literal[False]:
         if exc_type is None:
             self._recorder.finish("finished")
         elif issubclass(exc_type, SystemExit):
-            code = exit_status_code(exc.code if exc is not None else None)
+            code = exit_status_code(getattr(exc, "code", None))
             if code == 0:
                 self._recorder.finish("finished", exit_code=0)
             else:
@@ -102,8 +103,8 @@ def watch(
     *,
     channels: Optional[Sequence[Union[str, Mapping[str, Any]]]] = None,
     labels: Optional[Mapping[str, Any]] = None,
-    stall_timeout: Optional[float] = None,
-    heartbeat_interval: Optional[float] = None,
+    stall_timeout: Union[float, str, None] = None,
+    heartbeat_interval: Union[float, str, None] = None,
     language: Optional[str] = None,
     spool_dir: Optional[Union[str, os.PathLike]] = None,
     handle_sigterm: bool = True,
@@ -113,22 +114,30 @@ def watch(
 
     ``channels``: configured channel names and/or inline channel dicts such as
     ``{"type": "bark", "key": "..."}``; empty means the daemon's defaults.
-    ``stall_timeout``: seconds without ``beat`` before a stall alert (None: the
-    daemon's default). ``heartbeat_interval``: seconds between heartbeats
-    (default ``$SENTINEL_HEARTBEAT_INTERVAL`` or 10). ``spool_dir``: default
+    ``stall_timeout``: how long without ``beat`` before a stall alert, seconds
+    or a duration such as ``"10m"`` (None: the daemon's default).
+    ``heartbeat_interval``: time between heartbeats (default
+    ``$SENTINEL_HEARTBEAT_INTERVAL`` or 10 s). ``spool_dir``: default
     ``$SENTINEL_SPOOL`` / system spool / ``~/.local/state/sentinel/spool``.
+    Arguments follow the config file's rules; a bad one raises
+    ``sentinel.rules.InvalidArgument`` (a ValueError and a TypeError) here.
     """
-    run_name = name if name is not None else _script_name()
-    recorder = Recorder.open(
-        Path(spool_dir) if spool_dir is not None else spool.spool_dir(),
-        name=run_name,
-        labels=labels,
-        channels=[c if isinstance(c, str) else dict(c) for c in (channels or [])],
-        language=language,
-        stall_timeout=stall_timeout,
-        heartbeat_interval=heartbeat_interval,
-        source="watch",
+    # A bad argument is a programming error: said now, by the config's rules.
+    options = run_options(
+        "sentinel.watch", name=name, channels=channels, labels=labels, stall_timeout=stall_timeout,
+        heartbeat_interval=heartbeat_interval, language=language, spool_dir=spool_dir,
         handle_sigterm=handle_sigterm,
+    )
+    recorder = Recorder.open(
+        options.spool_dir if options.spool_dir is not None else spool.spool_dir(),
+        name=options.name if name is not None else _script_name(),
+        labels=options.labels,
+        channels=options.channels,
+        language=options.language,
+        stall_timeout=options.stall_timeout,
+        heartbeat_interval=options.heartbeat_interval,
+        source="watch",
+        handle_sigterm=options.handle_sigterm,
     )
     return Run(recorder)
 

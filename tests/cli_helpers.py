@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import select
-import signal
 import subprocess
 import sys
 from pathlib import Path
 from typing import IO, Any, Mapping, Optional, Sequence
 
 from sentinel import spool
-from tests.victims.harness import wait_for  # noqa: F401  (re-exported for the CLI tests)
+from tests.processes import kill_group  # noqa: F401  (re-exported)
+from tests.waiting import wait_for  # noqa: F401  (re-exported for tests that import it from here)
 
 SENTINEL = [sys.executable, "-m", "sentinel"]
 
@@ -57,8 +56,3 @@ def final_of(paths: spool.RunPaths) -> Optional[spool.FinalRecord]:
     except FileNotFoundError:
         return None
 
-
-def kill_group(pgid: int) -> None:
-    """SIGKILL what is left of a process group (a test's orphans), if anything."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)

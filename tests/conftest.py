@@ -1,4 +1,12 @@
-"""Fixtures shared by the test modules."""
+"""Fixtures shared by the test modules, and the suite's process hygiene.
+
+Every process a test starts gets default signal dispositions, however the
+suite itself was started (a background job of a non-interactive shell
+ignores SIGINT, nohup ignores SIGHUP, and both are inherited over exec).
+And every process a test starts carries ``SENTINEL_TEST_STARTED_BY`` (the
+test's id) in its environment: one still alive when the session ends is
+killed, listed and fails the run.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +18,35 @@ from typing import Iterator
 
 import pytest
 
+from tests import processes
 from tests.victims.harness import wait_for
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    processes.give_children_default_signals()
+    processes.mark_session()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: object) -> Iterator[None]:
+    with processes.started_by(item.nodeid):
+        yield
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    leftovers = processes.kill_leftovers()
+    if not leftovers:
+        return
+    lines = ["processes started by the tests were still running at the end (now killed):"]
+    lines += [f"  pid {p.pid} from {p.started_by}: {p.command}" for p in leftovers]
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_sep("=", "LEFTOVER PROCESSES", red=True, bold=True)
+        for line in lines:
+            reporter.write_line(line, red=True)
+    else:
+        print("\n".join(lines), file=sys.stderr)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture
@@ -41,3 +77,9 @@ def memory_cgroup() -> Iterator[Path]:
             break
         except OSError:
             wait_for(lambda: not (cage / "cgroup.procs").read_text().strip(), 10, what="an empty cgroup")
+def launch() -> Iterator[processes.Launcher]:
+    """``launch(argv, **popen_kwargs)``: a process in its own process group,
+    the whole group SIGKILLed when the test ends, however it ends."""
+    launcher = processes.Launcher()
+    yield launcher
+    launcher.kill_all()

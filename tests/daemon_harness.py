@@ -19,16 +19,17 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 from typing import Any, Optional
 
 import yaml
 
 from sentinel.alerts import Alert, AlertKind
+from sentinel.channels.bark import render_bark
 from sentinel.outbox import Outbox
-from sentinel.render import render_bark
-from tests.victims.harness import ROOT, wait_for
+from tests.processes import kill_group
+from tests.victims.harness import ROOT
+from tests.waiting import wait_for
 
 LAUNCHER = ROOT / "tests" / "daemon_victims" / "launch_daemon.py"
 ZOMBIE_PARENT = ROOT / "tests" / "daemon_victims" / "zombie_parent.py"
@@ -59,14 +60,12 @@ class NotifySocket:
                 self._cond.notify_all()
 
     def wait_for(self, state: str, count: int = 1, timeout: float = 30.0) -> bool:
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while self.states.count(state) < count:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(left)
-            return True
+        """Whether ``state`` arrived ``count`` times within ``timeout`` (False if not)."""
+        try:
+            wait_for(lambda: self.states.count(state) >= count, timeout, what=state, condition=self._cond)
+        except AssertionError:
+            return False
+        return True
 
     def close(self) -> None:
         self.sock.close()
@@ -77,8 +76,10 @@ class DaemonProcess:
     """The daemon under test: config written to ``tmp``, logs kept per start."""
 
     def __init__(self, tmp: Path, channels: dict[str, dict[str, Any]], *, spool: Optional[Path] = None,
-                 state: Optional[Path] = None, **settings: Any) -> None:
+                 state: Optional[Path] = None, daemon_env: Optional[dict[str, str]] = None,
+                 **settings: Any) -> None:
         self.tmp = Path(tmp)
+        self.daemon_env = dict(daemon_env or {})
         self.tmp.mkdir(parents=True, exist_ok=True)
         self.spool = spool if spool is not None else self.tmp / "spool"
         self.state = state if state is not None else self.tmp / "state"
@@ -98,11 +99,12 @@ class DaemonProcess:
         log_path = self.tmp / f"daemon-{self.starts}.log"
         self.logs.append(log_path)
         env = dict(os.environ, PYTHONPATH=str(ROOT), NOTIFY_SOCKET=str(self.notify.path),
-                   PYTHONUNBUFFERED="1")
+                   PYTHONUNBUFFERED="1", **self.daemon_env)
         env.pop("SENTINEL_SPOOL", None)
         with open(log_path, "wb") as log_file:
             self.proc = subprocess.Popen([sys.executable, str(LAUNCHER), str(self.config_path)], env=env,
-                                         stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT)
+                                         stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
         if wait_ready:
             self.ready()
         return self
@@ -123,6 +125,7 @@ class DaemonProcess:
     def kill(self) -> None:
         """SIGKILL: the daemon gets no chance to clean up."""
         assert self.proc is not None
+        kill_group(self.proc.pid)
         self.proc.kill()
         self.proc.wait(30)
         self._close_notify()
@@ -159,9 +162,11 @@ class DaemonProcess:
         self._close_notify()
 
 
-def bark_title(kind: AlertKind, run_name: str, detail: Optional[str] = None) -> str:
+def bark_title(kind: AlertKind, run_name: str, detail: Optional[str] = None,
+               signal: Optional[str] = None, exit_code: Optional[int] = None) -> str:
     """The title the Bark channel gives an alert of ``kind`` about ``run_name``."""
-    alert = Alert(alert_id="x", kind=kind, created=0.0, run_name=run_name, text="", detail=detail)
+    alert = Alert(alert_id="x", kind=kind, created=0.0, run_name=run_name, text="", detail=detail,
+                  signal=signal, exit_code=exit_code)
     return render_bark(alert, "en").title
 
 
@@ -170,10 +175,12 @@ def titles(bark: Any) -> list[str]:
 
 
 def wait_for_push(bark: Any, kind: AlertKind, run_name: str, timeout: float = 30.0,
-                  detail: Optional[str] = None) -> dict[str, Any]:
-    """The first accepted Bark push of ``kind`` about ``run_name`` (``detail``
-    matters where it changes the headline, e.g. the OOM killer)."""
-    title = bark_title(kind, run_name, detail)
+                  detail: Optional[str] = None, signal: Optional[str] = None,
+                  exit_code: Optional[int] = None) -> dict[str, Any]:
+    """The first accepted Bark push of ``kind`` about ``run_name`` (``detail``,
+    ``signal`` and ``exit_code`` matter where they change the headline: the
+    OOM killer, a death the kernel named)."""
+    title = bark_title(kind, run_name, detail, signal, exit_code)
 
     def find() -> Optional[dict[str, Any]]:
         return next((p for p in bark.pushes if p.get("title") == title), None)
@@ -182,3 +189,38 @@ def wait_for_push(bark: Any, kind: AlertKind, run_name: str, timeout: float = 30
         return wait_for(find, timeout, what=f"a {kind.value} push for {run_name}")
     except AssertionError as exc:
         raise AssertionError(f"{exc}; pushes so far: {titles(bark)}") from None
+
+
+PRETENDER = ("import sys\n"
+             "open('/proc/self/comm', 'w').write('sentinel-daemon')\n"
+             "print('named', flush=True)\n"
+             "sys.stdin.read()\n")  # lives until its stdin closes
+
+
+class PretendDaemon:
+    """A real process named as the daemon names itself, and a ``daemon.json``
+    naming it: what a training process sees while a daemon watches its spool."""
+
+    def __init__(self, spool_dir: Path) -> None:
+        self.spool = Path(spool_dir)
+        self.proc: Optional[subprocess.Popen[str]] = None
+
+    def __enter__(self) -> PretendDaemon:
+        from sentinel import spool
+        from sentinel.procid import ProcessIdentity
+
+        self.proc = subprocess.Popen([sys.executable, "-c", PRETENDER], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None and self.proc.stdout.readline() == "named\n"
+        me = ProcessIdentity.of(self.proc.pid)
+        assert me is not None
+        spool.make_private_dir(self.spool)
+        spool.write_json(self.spool / spool.DAEMON_FILE,
+                         spool.DaemonLiveness(me.pid, me.start_ticks, me.boot_id).to_dict())
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        assert self.proc is not None
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(30)

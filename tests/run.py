@@ -1,22 +1,27 @@
 #!/usr/bin/env python3
-"""Set up everything the test suite needs, then run ruff and pytest.
+"""Set up everything the test suite needs, then run ruff, mypy and pytest.
 
     python3 tests/run.py [PYTEST ARGS ...]
 
 Standard library only, so it works on a machine with nothing but Python 3.
 It creates (or reuses) four virtual environments in the repository root:
 
-    .venv                  this project, editable, with the test and swanlab
-                           extras (the latest SwanLab release)
+    .venv                  this project, editable, with the test, swanlab and
+                           prometheus extras (the latest SwanLab release)
     .venv-swanlab-0.7.20   swanlab 0.7.20 + psutil (the vendored-callback era)
     .venv-swanlab-0.6.11   swanlab 0.6.11 + swankit (the swankit-callback era)
     .venv-torch            torch 2.13.0 (the CPU wheel) + psutil: real torchrun jobs
 
 The last three only run victim scripts (with the repository on PYTHONPATH);
 tests find their interpreters through SENTINEL_TEST_PY_SWANLAB_0720,
-SENTINEL_TEST_PY_SWANLAB_0611 and SENTINEL_TEST_PY_TORCH. An environment is reused when its marker
+SENTINEL_TEST_PY_SWANLAB_0611 and SENTINEL_TEST_PY_TORCH. Prometheus and Alertmanager (Debian packages,
+for the fleet tests) are installed with apt-get when missing and this runs as
+root; their services are never started. An environment is reused when its marker
 file says it was built from the same requirements (and, for .venv, the same
 pyproject.toml); otherwise it is (re)installed.
+
+Every step runs even if an earlier one failed: ruff on the repository,
+mypy on sentinel/ (configured in pyproject.toml), then pytest.
 
 Exit status: non-zero if any step fails, including a pytest run that
 collected no test at all.
@@ -26,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -60,7 +66,7 @@ class Env:
 
 
 ENVS = [
-    Env(".venv", [".[test,swanlab]"], editable=True),
+    Env(".venv", [".[test,swanlab,prometheus]"], editable=True),
     Env(".venv-swanlab-0.7.20", ["swanlab==0.7.20", "psutil"], env_var="SENTINEL_TEST_PY_SWANLAB_0720"),
     Env(".venv-swanlab-0.6.11", ["swanlab==0.6.11", "swankit"], env_var="SENTINEL_TEST_PY_SWANLAB_0611"),
     Env(".venv-torch", ["torch==2.13.0", "psutil"], env_var="SENTINEL_TEST_PY_TORCH"),
@@ -104,6 +110,36 @@ def ensure(venv: Env) -> bool:
     return True
 
 
+# Debian packages the fleet tests run for real (never as services: the tests start the binaries).
+DEBIAN_PACKAGES = {"prometheus": "prometheus", "prometheus-alertmanager": "prometheus-alertmanager",
+                   "promtool": "prometheus"}
+
+
+def ensure_debian_packages() -> None:
+    """Install Prometheus and Alertmanager when missing and this machine can (root, apt-get).
+    Where it cannot, the tests that need them say so and skip (they fail under CI=true)."""
+    missing = sorted({pkg for binary, pkg in DEBIAN_PACKAGES.items()
+                      if not shutil.which(binary) and not os.path.exists(f"/usr/bin/{binary}")})
+    if not missing:
+        return
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        say(f"missing {', '.join(missing)} (apt-get install -y {' '.join(missing)}); fleet tests will skip")
+        return
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    # policy-rc.d 101: the packages' services are not started on install.
+    policy = Path("/usr/sbin/policy-rc.d")
+    made_policy = not policy.exists()
+    if made_policy:
+        policy.write_text("#!/bin/sh\nexit 101\n")
+        policy.chmod(0o755)
+    try:
+        if run(["apt-get", "update"], env) != 0 or run(["apt-get", "install", "-y", *missing], env) != 0:
+            say(f"installing {', '.join(missing)} failed; fleet tests will skip")
+    finally:
+        if made_policy:
+            policy.unlink()
+
+
 def main(argv: Sequence[str]) -> int:
     if sys.version_info < (3, 9):  # noqa: UP036 -- run by whatever python3 a machine has
         say(f"Python >= 3.9 is needed, this is {sys.version.split()[0]}")
@@ -111,6 +147,7 @@ def main(argv: Sequence[str]) -> int:
     for venv in ENVS:
         if not ensure(venv):
             return 1
+    ensure_debian_packages()
     env = dict(os.environ)
     for venv in ENVS:
         if venv.env_var:
@@ -120,6 +157,8 @@ def main(argv: Sequence[str]) -> int:
     failures = []
     if run([python, "-m", "ruff", "check", "."], env) != 0:
         failures.append("ruff check")
+    if run([python, "-m", "mypy"], env) != 0:  # files and options: [tool.mypy] in pyproject.toml
+        failures.append("mypy")
     code = run([python, "-m", "pytest", *argv], env)
     if code == PYTEST_NO_TESTS:
         say("pytest collected no tests: that is a failure here")

@@ -7,9 +7,8 @@ import pytest
 
 from sentinel.alerts import AlertKind
 from sentinel.channels import build_channel, check_channel
-from sentinel.channels.bark import BarkChannel, endpoint, split_key_url
+from sentinel.channels.bark import BarkChannel, endpoint, render_bark, split_key_url
 from sentinel.channels.base import DeliveryError
-from sentinel.render import render_bark
 from tests.fakes import FakeBark
 from tests.fakes.samples import sample_alert
 
@@ -104,26 +103,12 @@ def test_unknown_key_is_permanent_and_says_what_to_check(bark):
     assert "WrongKey123456" not in str(err.value)  # the key is a secret even when wrong
 
 
-def test_push_failed_500_is_transient(bark):
-    bark.fail("5xx")
+@pytest.mark.parametrize("mode, says", [("5xx", "push failed"), ("down", "connect")])
+def test_push_failed_and_server_down_are_transient_and_say_so(bark, mode, says):
+    bark.fail(mode)
     with pytest.raises(DeliveryError) as err:
         build_channel("phone", {"type": "bark", "url": bark.key_url}).send(sample_alert())
-    assert not err.value.permanent and "push failed" in str(err.value)
-
-
-def test_server_down_is_transient(bark):
-    bark.fail("down")
-    with pytest.raises(DeliveryError) as err:
-        build_channel("phone", {"type": "bark", "url": bark.key_url}).send(sample_alert())
-    assert not err.value.permanent and "connect" in str(err.value)
-
-
-def test_connection_refused_is_transient(bark):
-    url = bark.key_url
-    bark.stop()
-    with pytest.raises(DeliveryError) as err:
-        build_channel("phone", {"type": "bark", "url": url}).send(sample_alert())
-    assert not err.value.permanent
+    assert not err.value.permanent and says in str(err.value)
 
 
 @pytest.mark.parametrize("status, body, headers, permanent, retry_after", [

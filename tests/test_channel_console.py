@@ -36,7 +36,7 @@ def test_console_options():
 
 
 def test_registry_names_the_config_types():
-    assert sorted(REGISTRY) == ["bark", "console", "dingtalk", "slack"]
+    assert sorted(REGISTRY) == ["alertmanager", "bark", "console", "dingtalk", "slack"]
     assert all(cls.type_name == name for name, cls in REGISTRY.items())
 
 
@@ -54,7 +54,7 @@ def test_build_channel_lists_every_problem_without_secrets():
 def test_check_channel_for_inline_dicts():
     assert check_channel({"type": "slack", "webhook_url": "https://hooks.slack.com/services/T/B/x"}) == []
     assert check_channel({"webhook_url": "https://x"}) == [
-        ("type", "required (one of bark, console, dingtalk, slack)")]
+        ("type", "required (one of alertmanager, bark, console, dingtalk, slack)")]
     assert check_channel("slack") == [("", "must be a mapping of options")]
 
 
@@ -68,8 +68,6 @@ def test_language_rule():
     follows = build_channel("i", {"type": "console"}, None)
     fixed = build_channel("c", {"type": "console"}, "en")
     own = build_channel("o", {"type": "console", "language": "zh"}, "en")
-    from sentinel.channels.options import language_for
-
-    assert language_for(follows, zh_run) == "zh"  # no language of its own: the run's
-    assert language_for(fixed, zh_run) == "en"  # configured (or config default) wins
-    assert language_for(own, sample_alert(language="en")) == "zh"
+    assert follows.language_for(zh_run) == "zh"  # no language of its own: the run's
+    assert fixed.language_for(zh_run) == "en"  # configured (or config default) wins
+    assert own.language_for(sample_alert(language="en")) == "zh"

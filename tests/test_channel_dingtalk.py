@@ -13,8 +13,13 @@ import pytest
 from sentinel.alerts import AlertKind
 from sentinel.channels import build_channel
 from sentinel.channels.base import DeliveryError
-from sentinel.channels.dingtalk import DingTalkChannel, sign, signed_url
-from sentinel.render import render_digest_markdown, render_markdown
+from sentinel.channels.dingtalk import (
+    DingTalkChannel,
+    render_digest_markdown,
+    render_markdown,
+    sign,
+    signed_url,
+)
 from tests.fakes import FakeDingTalk
 from tests.fakes.samples import FakeClock, sample_alert
 
@@ -130,14 +135,6 @@ def test_unknown_token_is_permanent(robot):
     with pytest.raises(DeliveryError) as err:
         channel.send(sample_alert())
     assert err.value.permanent and "300001" in str(err.value) and "access_token" in str(err.value)
-
-
-@pytest.mark.parametrize("mode, permanent", [("5xx", False), ("down", False), ("4xx", True)])
-def test_http_failures(robot, mode, permanent):
-    robot.fail(mode)
-    with pytest.raises(DeliveryError) as err:
-        channel_for(robot).send(sample_alert())
-    assert err.value.permanent is permanent
 
 
 def test_service_busy_is_transient(robot):

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from sentinel import cli
+from sentinel import config as config_module
 from tests.cli_helpers import SENTINEL, run_sentinel, sentinel_env
 
 COMMANDS = ("daemon", "status", "check-config", "test", "run")
@@ -79,8 +80,7 @@ def test_version(env: dict) -> None:
 def test_console_script_is_installed() -> None:
     """`pip install` puts a `sentinel` command beside the interpreter."""
     script = Path(sys.executable).parent / "sentinel"
-    if not script.exists():
-        pytest.skip(f"run-sentinel is not installed in {sys.prefix} (run the suite with tests/run.py)")
+    assert script.exists(), f"run-sentinel is not installed in {sys.prefix} (tests/run.py installs it)"
     result = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and "check-config" in result.stdout
 
@@ -129,7 +129,7 @@ def test_check_config_without_any_file_uses_the_embedded_default(env: dict) -> N
 def test_config_search_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     system = config_file(tmp_path, "", "etc/config.yaml")
     user = config_file(tmp_path, "", "xdg/sentinel/config.yaml")
-    monkeypatch.setattr(cli, "SYSTEM_CONFIG", system)
+    monkeypatch.setattr(config_module, "SYSTEM_CONFIG", system)
     env = {"XDG_CONFIG_HOME": str(tmp_path / "xdg"), "HOME": str(tmp_path / "home")}
     assert cli.find_config("/explicit.yaml", env) == Path("/explicit.yaml")
     assert cli.find_config(None, {**env, "SENTINEL_CONFIG": "/from/env.yaml"}) == Path("/from/env.yaml")

@@ -13,7 +13,9 @@ from typing import Iterator
 
 import pytest
 
-from tests.cli_helpers import SENTINEL, kill_group, read_line, run_sentinel, sentinel_env, wait_for
+from tests.cli_helpers import SENTINEL, kill_group, read_line, run_sentinel, sentinel_env
+from tests.processes import Launcher
+from tests.waiting import wait_for
 
 PY = sys.executable
 
@@ -80,7 +82,7 @@ def daemon_factory(tmp_path: Path) -> Iterator:
             daemon.proc.wait()
 
 
-def test_embedded_default_daemon_alerts_on_the_console(daemon_factory) -> None:
+def test_embedded_default_daemon_alerts_on_the_console(daemon_factory, launch: Launcher) -> None:
     """The newcomer's path: no config at all, alerts printed where the daemon runs."""
     daemon = daemon_factory([], journal=True)
     daemon.notifications({"READY=1", "WATCHDOG=1"})
@@ -93,17 +95,13 @@ def test_embedded_default_daemon_alerts_on_the_console(daemon_factory) -> None:
     assert "3" in daemon.output()
 
     # kill -9 of a watched job: no exit record, and still an alert.
-    victim = subprocess.Popen([*SENTINEL, "run", "--name", "doomed-job", "--", PY, "-c",
-                               "import time; print('ready', flush=True); time.sleep(3600)"],
-                              env=daemon.env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                              start_new_session=True)
-    try:
-        assert read_line(victim.stdout) == b"ready\n"
-        victim.kill()
-        victim.wait(timeout=60)
-    finally:
-        kill_group(victim.pid)  # the killed wrapper's child lives on, as it would for a user
-        victim.stdout.close()
+    victim = launch([*SENTINEL, "run", "--name", "doomed-job", "--", PY, "-c",
+                     "import time; print('ready', flush=True); time.sleep(3600)"],
+                    env=daemon.env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert read_line(victim.stdout) == b"ready\n"
+    victim.kill()
+    victim.wait(timeout=60)
+    kill_group(victim.pid)  # the killed wrapper's child lives on, as it would for a user
     wait_for(lambda: "doomed-job" in daemon.output(), what="the kill alert on the console")
 
     assert daemon.stop() == 0

@@ -12,8 +12,9 @@ import pytest
 
 from sentinel import spool
 from sentinel.alerts import AlertKind, from_run
-from sentinel.procid import ProcessIdentity, boot_id
+from sentinel.procid import ProcessIdentity
 from tests.cli_helpers import run_sentinel, sentinel_env
+from tests.daemon_harness import PretendDaemon
 
 
 def make_run(
@@ -162,9 +163,22 @@ def test_status_shows_the_daemon_verdict_and_the_archive(populated: dict) -> Non
 
 def test_status_sees_a_live_daemon(tmp_path: Path) -> None:
     spool_path = tmp_path / "spool"
-    spool.make_private_dir(spool_path)
-    me = ProcessIdentity.current()
-    liveness = spool.DaemonLiveness(pid=me.pid, start_ticks=me.start_ticks, boot_id=boot_id(),
-                                    written=time.time())
-    spool.write_json(spool_path / spool.DAEMON_FILE, liveness.to_dict())
-    assert status_json(spool_path)["daemon"] == {"pid": os.getpid(), "alive": True}
+    with PretendDaemon(spool_path) as daemon:
+        assert daemon.proc is not None
+        assert status_json(spool_path)["daemon"] == {"pid": daemon.proc.pid, "alive": True}
+
+
+def test_status_shows_dead_letters(populated: dict) -> None:
+    """An alert the daemon gave up on is listed, in the table and the JSON."""
+    from sentinel.outbox import Outbox
+
+    outbox = Outbox(populated["spool"] / spool.DAEMON_STATE_DIR / "outbox")
+    dead = populated["dead"]
+    alert = from_run(f"{dead.run_id}.001.killed", AlertKind.KILLED, dead)
+    outbox.enqueue(alert, ["phone"])
+    outbox.mark_failed(alert.alert_id, "phone", "HTTP 400 bad device key", time.time(), permanent=True)
+    report = status_json(populated["spool"])
+    assert [(d["alert_id"], d["channel"], d["reason"]) for d in report["dead_letters"]] == [
+        (alert.alert_id, "phone", "HTTP 400 bad device key")]
+    table = run_sentinel(["status"], sentinel_env(populated["spool"]))
+    assert f"NOT delivered to phone: alert {alert.alert_id} (HTTP 400 bad device key)" in table.stdout

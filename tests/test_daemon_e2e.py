@@ -13,19 +13,21 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Any, Iterator, Optional
 
 import pytest
 
 from sentinel import spool
 from sentinel.alerts import AlertKind
-from sentinel.procid import ProcessIdentity, process_state
-from tests.daemon_harness import ZOMBIE_PARENT, DaemonProcess, bark_title, titles, wait_for_push
+from sentinel.procid import ProcessIdentity
+from tests.daemon_harness import DaemonProcess, bark_title, titles, wait_for_push
 from tests.fakes import FakeBark
-from tests.victims.harness import Victim, swanlab_params, swanlab_python, wait_for
+from tests.victims.harness import Victim, identity_of, swanlab_params, swanlab_python
+from tests.waiting import wait_for
 
 HEARTBEAT = "0.1"
 K = AlertKind
+KILL = "SIGKILL"  # how the kernel names a kill -9
 
 
 @pytest.fixture
@@ -82,24 +84,12 @@ def test_sys_exit_code_is_crashed(daemon: DaemonProcess, bark: FakeBark) -> None
     assert alert.exit_code == 1
 
 
-def test_sigterm_is_terminated(daemon: DaemonProcess, bark: FakeBark) -> None:
-    with victim(daemon, "sleep-forever", "term") as v:
-        run_id = v.ready()
-        v.expect("RUNNING")
-        v.signal(signal.SIGTERM)
-        assert v.wait() == -signal.SIGTERM
-        wait_for_push(bark, K.TERMINATED, "term")
-    daemon.stop()
-    [alert] = daemon.journal(run_id)
-    assert alert.kind is K.TERMINATED and alert.signal == "SIGTERM"
-
-
 def test_sigkill_is_killed(daemon: DaemonProcess, bark: FakeBark) -> None:
     with victim(daemon, "sleep-forever", "nine") as v:
         run_id = v.ready()
         v.expect("RUNNING")
         v.kill()
-        push = wait_for_push(bark, K.KILLED, "nine")
+        push = wait_for_push(bark, K.KILLED, "nine", signal=KILL)
     assert "no exit record" in push["body"]
     daemon.stop()
     assert kinds(daemon, run_id) == [K.KILLED]
@@ -108,26 +98,7 @@ def test_sigkill_is_killed(daemon: DaemonProcess, bark: FakeBark) -> None:
     assert (daemon.state / "archive" / run_id / "run.json").is_file()
 
 
-def test_unreaped_zombie_counts_as_dead(daemon: DaemonProcess, bark: FakeBark) -> None:
-    parent = subprocess.Popen(
-        [sys.executable, str(ZOMBIE_PARENT), "--name", "zombie", "--heartbeat", HEARTBEAT],
-        env=Victim.watch(daemon.tmp, "finish", spool_dir=daemon.spool).env,
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )
-    try:
-        assert parent.stdout is not None and parent.stdin is not None
-        run_id = parent.stdout.readline().split()[1]
-        child = int(parent.stdout.readline().split()[1])
-        os.kill(child, signal.SIGKILL)
-        wait_for(lambda: process_state(child) == "Z", 10, what="the child to become a zombie")
-        wait_for_push(bark, K.KILLED, "zombie")
-        assert process_state(child) == "Z"  # still unreaped when the alert went out
-    finally:
-        if parent.stdin is not None:
-            parent.stdin.close()
-        parent.wait(30)
-    daemon.stop()
-    assert kinds(daemon, run_id) == [K.KILLED]
+# SIGTERM and an unreaped zombie: tests/test_daemon_endings.py, on both liveness paths.
 
 
 def test_messages_are_delivered_in_order_before_the_end(daemon: DaemonProcess, bark: FakeBark) -> None:
@@ -149,6 +120,15 @@ def test_messages_are_delivered_in_order_before_the_end(daemon: DaemonProcess, b
 # ------------------------------------------------------------ stalls
 
 
+def assert_stall_then(daemon: DaemonProcess, run_id: str, stalled: dict[str, Any], why: str,
+                      end: AlertKind) -> None:
+    """A stall alert, its recovery, then ``end``; the journal says ``why`` it stalled."""
+    assert "no progress" in stalled["body"]
+    daemon.stop()
+    assert kinds(daemon, run_id) == [K.STALLED, K.RECOVERED, end]
+    assert why in (daemon.journal(run_id)[0].detail or "")
+
+
 def test_frozen_process_stalls_recovers_and_a_later_death_still_alerts(
     daemon: DaemonProcess, bark: FakeBark
 ) -> None:
@@ -160,11 +140,8 @@ def test_frozen_process_stalls_recovers_and_a_later_death_still_alerts(
         v.signal(signal.SIGCONT)
         wait_for_push(bark, K.RECOVERED, "frozen")
         v.kill()
-        wait_for_push(bark, K.KILLED, "frozen")
-    assert "no progress" in stalled["body"]
-    daemon.stop()
-    assert kinds(daemon, run_id) == [K.STALLED, K.RECOVERED, K.KILLED]
-    assert "the process is frozen" in (daemon.journal(run_id)[0].detail or "")
+        wait_for_push(bark, K.KILLED, "frozen", signal=KILL)
+    assert_stall_then(daemon, run_id, stalled, "the process is frozen", K.KILLED)
 
 
 def test_hung_training_with_live_heartbeat_stalls_then_resumes(
@@ -179,10 +156,7 @@ def test_hung_training_with_live_heartbeat_stalls_then_resumes(
         wait_for_push(bark, K.RECOVERED, "hung")
         v.wait()
         wait_for_push(bark, K.FINISHED, "hung")
-    assert "no progress" in stalled["body"]
-    daemon.stop()
-    assert kinds(daemon, run_id) == [K.STALLED, K.RECOVERED, K.FINISHED]
-    assert "training is stuck" in (daemon.journal(run_id)[0].detail or "")
+    assert_stall_then(daemon, run_id, stalled, "training is stuck", K.FINISHED)
 
 
 # ------------------------------------------------------------ identity
@@ -210,7 +184,7 @@ def bystander(child: subprocess.Popen[bytes]) -> subprocess.Popen[bytes]:
 def test_reused_pid_is_never_alive(
     daemon: DaemonProcess, bark: FakeBark, bystander: subprocess.Popen[bytes]
 ) -> None:
-    ident = wait_for(lambda: ProcessIdentity.of(bystander.pid), 10, what="the bystander in /proc")
+    ident = identity_of(bystander)
     run_id = _fake_record(daemon, bystander.pid, ident.start_ticks + 1, ident.boot_id)
     wait_for_push(bark, K.KILLED, f"fake-{run_id}")
     assert bystander.poll() is None  # the pid's current owner is alive; the run is not
@@ -221,7 +195,7 @@ def test_reused_pid_is_never_alive(
 def test_record_from_another_boot_is_lost(
     daemon: DaemonProcess, bark: FakeBark, bystander: subprocess.Popen[bytes]
 ) -> None:
-    ident = wait_for(lambda: ProcessIdentity.of(bystander.pid), 10, what="the bystander in /proc")
+    ident = identity_of(bystander)
     run_id = _fake_record(daemon, bystander.pid, ident.start_ticks, "00000000-0000-4000-8000-000000000000")
     wait_for_push(bark, K.LOST, f"fake-{run_id}")
     daemon.stop()
@@ -261,7 +235,7 @@ def test_restart_reconciles_every_run(daemon: DaemonProcess, bark: FakeBark, tmp
         wait_for_push(bark, K.FINISHED, "ends-while-down")
         wait_for_push(bark, K.KILLED, "born-while-down")
         lives.kill()  # re-watched after the restart: its death is seen live
-        wait_for_push(bark, K.KILLED, "outlives")
+        wait_for_push(bark, K.KILLED, "outlives", signal=KILL)
     finally:
         for v in (done, killed, ends, lives):
             v.kill()
@@ -368,14 +342,15 @@ def test_hostile_spool_files_are_skipped_once_and_the_daemon_lives(
 
     # Two full rescans after the bad files exist: each problem is still logged once.
     liveness = daemon.spool / spool.DAEMON_FILE
-    first = spool.read_daemon_liveness(daemon.spool)[0].written
-    wait_for(lambda: spool.read_daemon_liveness(daemon.spool)[0].written > first, 30, what="a rescan")
-    second = spool.read_daemon_liveness(daemon.spool)[0].written
-    wait_for(lambda: spool.read_daemon_liveness(daemon.spool)[0].written > second, 30, what="another rescan")
+    # Each rescan rewrites daemon.json (a new file, renamed into place).
+    first = liveness.stat().st_mtime_ns
+    wait_for(lambda: liveness.stat().st_mtime_ns > first, 30, what="a rescan")
+    second = liveness.stat().st_mtime_ns
+    wait_for(lambda: liveness.stat().st_mtime_ns > second, 30, what="another rescan")
     assert liveness.is_file()
 
     good.kill()
-    wait_for_push(bark, K.KILLED, "innocent")
+    wait_for_push(bark, K.KILLED, "innocent", signal=KILL)
     assert daemon.alive()
     log = daemon.log()
     for what, path in bad.items():
@@ -394,8 +369,7 @@ def test_shared_spool_accepts_runs_only_from_their_owners(
     daemon.spool.mkdir(mode=0o700)
     os.chmod(daemon.spool, 0o1777)  # a shared spool: sticky and world-writable
     stranger = 54321
-    ident = ProcessIdentity.of(bystander.pid)
-    assert ident is not None
+    ident = identity_of(bystander)
     # Owned by a stranger but claiming to be root's run of a root process.
     claims_root = _fake_record(daemon, bystander.pid, ident.start_ticks, ident.boot_id)
     for path in (daemon.spool / claims_root, daemon.spool / claims_root / "run.json"):
@@ -414,7 +388,7 @@ def test_shared_spool_accepts_runs_only_from_their_owners(
             bystander.kill()
             bystander.wait()
             v.kill()
-            wait_for_push(bark, K.KILLED, "rightful")
+            wait_for_push(bark, K.KILLED, "rightful", signal=KILL)
         log = daemon.log()
         daemon.stop()
     assert "shared spool" in log
@@ -427,14 +401,13 @@ def test_shared_spool_accepts_runs_only_from_their_owners(
 
 
 def test_liveness_file_while_running_and_removed_on_clean_stop(daemon: DaemonProcess) -> None:
-    assert daemon.proc is not None and daemon.notify is not None
     liveness, st = spool.read_daemon_liveness(daemon.spool)
     assert liveness.pid == daemon.proc.pid
     assert ProcessIdentity(liveness.pid, liveness.start_ticks, liveness.boot_id).is_running()
     assert st.st_mode & 0o777 == 0o644  # every user's training process must read it
     notify = daemon.notify
     daemon.proc.send_signal(signal.SIGTERM)
-    assert notify.wait_for("STOPPING=1")
+    wait_for(lambda: "STOPPING=1" in notify.states, 30, what="STOPPING=1")
     assert daemon.proc.wait(30) == 0
     assert not (daemon.spool / spool.DAEMON_FILE).exists()
 
@@ -443,7 +416,6 @@ def test_second_daemon_on_the_same_state_refuses(daemon: DaemonProcess, tmp_path
     other = DaemonProcess(tmp_path / "other", {"screen": {"type": "console"}}, spool=daemon.spool,
                           state=daemon.state)
     other.start(wait_ready=False)
-    assert other.proc is not None
     assert other.proc.wait(30) == 1
     assert "another daemon" in other.log()
     assert daemon.alive()
@@ -477,7 +449,7 @@ def test_swanlab_run_killed_with_sigkill(
         run_id = v.ready()
         v.expect("RUNNING")
         v.kill()
-        wait_for_push(bark, K.KILLED, "swan-nine")
+        wait_for_push(bark, K.KILLED, "swan-nine", signal=KILL)
     daemon.stop()
     assert kinds(daemon, run_id) == [K.KILLED]
 
@@ -506,7 +478,7 @@ def test_swanlab_dropin_bark_gets_the_kill_and_the_messages(daemon: DaemonProces
             wait_for(lambda: any(p.get("body") == "hello from swanlab" for p in own.pushes), 30,
                      what="the message on the drop-in's Bark")
             v.kill()
-            wait_for_push(own, K.KILLED, run_name)
+            wait_for_push(own, K.KILLED, run_name, signal=KILL)
     daemon.stop()
     assert kinds(daemon, run_id) == [K.MESSAGE, K.KILLED]
 

@@ -20,10 +20,11 @@ from sentinel.config import Config
 from sentinel.daemon.decide import RunState
 from sentinel.daemon.loop import RESCAN_SLICE, Daemon
 from sentinel.daemon.rescan import RescanSweep
-from sentinel.daemon.runs import TrackedRun
+from sentinel.daemon.run_reader import TrackedRun
 from sentinel.outbox import Outbox
 from sentinel.procid import ProcessIdentity
-from tests.victims.harness import identity_of, wait_for
+from tests.victims.harness import identity_of
+from tests.waiting import wait_for
 
 NOW = 1_750_000_000.0
 
@@ -67,35 +68,35 @@ def _fake_run(run_id: str) -> TrackedRun:
 
 def test_stall_deadlines_come_earliest_first_and_stale_ones_are_skipped(daemon: Daemon) -> None:
     runs = {name: _fake_run(name) for name in ("a", "b", "c")}
-    daemon.runs.update(runs)
-    daemon.schedule_stall_check(runs["a"], NOW + 100)
-    daemon.schedule_stall_check(runs["b"], NOW + 50)
-    daemon.schedule_stall_check(runs["c"], NOW + 300)
-    assert daemon.next_stall_check() == NOW + 50
+    daemon.tracker.runs.update(runs)
+    daemon.tracker.schedule_stall_check(runs["a"], NOW + 100)
+    daemon.tracker.schedule_stall_check(runs["b"], NOW + 50)
+    daemon.tracker.schedule_stall_check(runs["c"], NOW + 300)
+    assert daemon.tracker.next_stall_check() == NOW + 50
 
-    daemon.schedule_stall_check(runs["b"], NOW + 200)  # rescheduled: its old entry is stale
-    assert daemon.next_stall_check() == NOW + 100
-    daemon.forget("a")  # forgotten: its entry is stale
-    assert daemon.next_stall_check() == NOW + 200
-    daemon.schedule_stall_check(runs["b"], None)  # nothing pending for b any more
-    assert daemon.next_stall_check() == NOW + 300
+    daemon.tracker.schedule_stall_check(runs["b"], NOW + 200)  # rescheduled: its old entry is stale
+    assert daemon.tracker.next_stall_check() == NOW + 100
+    daemon.tracker.forget("a")  # forgotten: its entry is stale
+    assert daemon.tracker.next_stall_check() == NOW + 200
+    daemon.tracker.schedule_stall_check(runs["b"], None)  # nothing pending for b any more
+    assert daemon.tracker.next_stall_check() == NOW + 300
     daemon.next_rescan = NOW + 1000
     assert daemon.timeout(NOW) == pytest.approx(300.0)
 
-    daemon.schedule_stall_check(runs["b"], NOW + 10)
-    daemon.schedule_stall_check(runs["b"], NOW + 10)  # the same instant twice: checked once
-    assert [r.run_id for r in daemon.due_stall_checks(NOW + 5)] == []
-    assert [r.run_id for r in daemon.due_stall_checks(NOW + 400)] == ["b", "c"]
-    assert daemon.next_stall_check() is None
+    daemon.tracker.schedule_stall_check(runs["b"], NOW + 10)
+    daemon.tracker.schedule_stall_check(runs["b"], NOW + 10)  # the same instant twice: checked once
+    assert [r.run_id for r in daemon.tracker.due_stall_checks(NOW + 5)] == []
+    assert [r.run_id for r in daemon.tracker.due_stall_checks(NOW + 400)] == ["b", "c"]
+    assert daemon.tracker.next_stall_check() is None
 
 
 def test_stall_heap_stays_bounded_when_runs_are_rescheduled_often(daemon: Daemon) -> None:
     run = _fake_run("a")
-    daemon.runs["a"] = run
+    daemon.tracker.runs["a"] = run
     for n in range(1000):
-        daemon.schedule_stall_check(run, NOW + n)
-    assert len(daemon.stall_heap) <= 2 * len(daemon.runs) + 64
-    assert daemon.next_stall_check() == NOW + 999
+        daemon.tracker.schedule_stall_check(run, NOW + n)
+    assert len(daemon.tracker.stall_heap) <= 2 * len(daemon.tracker.runs) + 64
+    assert daemon.tracker.next_stall_check() == NOW + 999
 
 
 # ---------------------------------------------------------------- the rescan in slices
@@ -111,20 +112,20 @@ def test_rescan_visits_every_run_a_slice_per_pass(daemon: Daemon, child: subproc
     assert daemon.timeout(NOW) == pytest.approx(0.005)  # the loop comes back soon for the next slice
     passes = 0
     while daemon.sweep is not None:
-        before = len(daemon.runs)
+        before = len(daemon.tracker.runs)
         daemon.continue_rescan(NOW)
         passes += 1
-        assert len(daemon.runs) - before <= RESCAN_SLICE  # no pass does more than one slice
+        assert len(daemon.tracker.runs) - before <= RESCAN_SLICE  # no pass does more than one slice
         assert passes <= count  # bounded: stops by itself
     assert passes == 3
-    assert set(daemon.runs) == run_ids
-    assert all(run.watched and run.state is RunState.RUNNING for run in daemon.runs.values())
+    assert set(daemon.tracker.runs) == run_ids
+    assert all(run.watched and run.state is RunState.RUNNING for run in daemon.tracker.runs.values())
     assert spool.read_daemon_liveness(daemon.spool)[0].pid == os.getpid()  # refreshed by the rescan
 
     # Every run admitted by the slices is watched: one exit alerts each of them.
     child.kill()
     child.wait()
-    wait_for(lambda: (daemon.poll_once(lambda: NOW, max_wait=0.05), not daemon.runs)[1], 30,
+    wait_for(lambda: (daemon.poll_once(lambda: NOW, max_wait=0.05), not daemon.tracker.runs)[1], 30,
              what="every run judged")
     for run_id in run_ids:
         assert [a.kind for a in daemon.outbox.journal(run_id)] == [AlertKind.KILLED]
@@ -163,11 +164,12 @@ def test_a_run_added_during_a_rescan_is_admitted_by_the_next_one_at_the_latest(
     late = _write_run(daemon.spool, ident, 10_000)  # the listing may or may not still meet it
     while daemon.sweep is not None:
         daemon.continue_rescan(NOW)
-    assert set(first) <= set(daemon.runs)
+    assert set(first) <= set(daemon.tracker.runs)
     daemon.rescan(NOW)  # the all-at-once form, as the next periodic rescan would
-    assert set(daemon.runs) == {*first, late}
-    assert all(daemon.liveness.watching(run_id) for run_id in daemon.runs)
-    assert all(daemon.outbox.journal(run_id) == [] for run_id in daemon.runs)  # alive: nothing alerted
+    assert set(daemon.tracker.runs) == {*first, late}
+    assert all(daemon.liveness.watching(run_id) for run_id in daemon.tracker.runs)
+    assert all(daemon.outbox.journal(run_id) == []  # alive: nothing alerted
+               for run_id in daemon.tracker.runs)
 
 
 # ---------------------------------------------------------------- the cyclic collector
@@ -184,14 +186,14 @@ def test_start_freezes_long_lived_state_and_close_unfreezes(tmp_path: Path,
     try:
         d.start(NOW)
         assert gc.get_freeze_count() > 0
-        tracked = d.runs[run_id]
+        tracked = d.tracker.runs[run_id]
         assert gc.is_tracked(tracked)
         assert not any(obj is tracked for obj in gc.get_objects(generation=2))  # frozen, not in gen 2
         gc.collect()  # a full collection afterwards leaves the frozen state intact
-        assert d.runs[run_id] is tracked and tracked.watched
+        assert d.tracker.runs[run_id] is tracked and tracked.watched
         child.kill()
         child.wait()
-        wait_for(lambda: (d.poll_once(lambda: NOW, max_wait=0.05), run_id not in d.runs)[1], 30,
+        wait_for(lambda: (d.poll_once(lambda: NOW, max_wait=0.05), run_id not in d.tracker.runs)[1], 30,
                  what="the run judged")
         assert [a.kind for a in d.outbox.journal(run_id)] == [AlertKind.KILLED]
     finally:

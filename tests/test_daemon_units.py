@@ -15,10 +15,11 @@ import pytest
 from sentinel import spool
 from sentinel.daemon.liveness import Liveness, Status, pidfd_supported
 from sentinel.daemon.oom import OomDetector, parse_dmesg, parse_kmsg_record, parse_oom_line
-from sentinel.daemon.runs import ProblemLog, RunReader, is_shared_spool
-from sentinel.daemon.watcher import Change, SpoolEvent, Wakeup, classify
+from sentinel.daemon.run_reader import ProblemLog, RunReader, is_shared_spool
+from sentinel.daemon.spool_watcher import Change, SpoolEvent, Wakeup, classify
 from sentinel.procid import ProcessIdentity, process_state
-from tests.victims.harness import identity_of, wait_for
+from tests.victims.harness import identity_of
+from tests.waiting import wait_for
 
 RUN_ID = "20250101T000000-42-abcdef"
 

@@ -14,8 +14,9 @@ from sentinel.channels.base import Channel
 from sentinel.config import ChannelConfig, Config
 from sentinel.delivery import ChannelSet, Delivery, RateLimiter
 from sentinel.outbox import Outbox, RetryPolicy
-from tests.fakes import FakeDingTalk, FakeSlack, wait_for
+from tests.fakes import FakeDingTalk, FakeSlack
 from tests.fakes.samples import NOW, FakeClock, sample_alert
+from tests.waiting import wait_for
 
 POLICY = RetryPolicy(base=10.0, cap=1800.0, jitter=0.25, retry_for=48 * 3600.0)
 
@@ -74,7 +75,10 @@ def slack_delivery(outbox, slack, clock):
 
 
 def message_texts(fake):
-    return [m["blocks"][1]["text"]["text"] for m in fake.messages]
+    """The texts of the run messages Slack got; each is quoted as the run's words."""
+    texts = [m["blocks"][1]["text"]["text"] for m in fake.messages]
+    assert all(text.startswith("> ") for text in texts), texts
+    return [text[2:] for text in texts]
 
 
 def test_fifo_and_one_per_second_per_webhook(outbox, slack):
@@ -310,7 +314,7 @@ def test_workers_deliver_in_order_and_stop(outbox, slack):
         for n in range(10):
             outbox.enqueue(sample_alert(AlertKind.MESSAGE, n=n, text=f"msg {n}"), ["ops"])
             delivery.wake()
-        assert wait_for(lambda: outbox.pending_count() == 0, timeout=30)
+        wait_for(lambda: outbox.pending_count() == 0, 30, what="an empty outbox")
     finally:
         assert delivery.stop(10)
     assert message_texts(slack) == [f"msg {n}" for n in range(10)]
@@ -326,9 +330,9 @@ def test_workers_retry_until_the_webhook_is_back(tmp_path, slack):
     try:
         outbox.enqueue(sample_alert(), ["ops"])
         delivery.wake()
-        assert slack.wait_for(lambda reqs: len(reqs) >= 3, timeout=30)  # retrying while down
+        wait_for(lambda: len(slack.received()) >= 3, 30, what="three attempts while Slack is down")
         slack.recover()
-        assert wait_for(lambda: outbox.pending_count() == 0, timeout=30)
+        wait_for(lambda: outbox.pending_count() == 0, 30, what="an empty outbox")
     finally:
         assert delivery.stop(10)
     assert len(slack.messages) == 1
@@ -405,3 +409,29 @@ def test_channel_set_from_config(tmp_path):
     assert sorted(channels.names()) == ["console", "phone"]
     assert channels.get("phone").language == "zh"
     assert channels.get("nope") is None
+
+
+def test_a_bounded_pool_serves_many_channels_and_idle_workers_end(tmp_path, slack):
+    """Twelve webhooks that all hang hold three workers, not twelve; each
+    channel still gets its alert once they answer, and then the workers end."""
+    outbox = Outbox(tmp_path / "outbox", policy=POLICY)
+    names = [f"hook{n}" for n in range(12)]
+    channels = {}
+    for name in names:
+        channels[name] = build_channel(name, {"type": "slack", "webhook_url": f"{slack.webhook_url}?{name}"})
+        channels[name].min_interval = 0.0
+    delivery = Delivery(outbox, ChannelSet(channels), workers=3, linger=0.05)
+    slack.hold_after(0)
+    delivery.start()
+    try:
+        for n, name in enumerate(names):
+            outbox.enqueue(sample_alert(AlertKind.MESSAGE, n=n, text=f"to {name}"), [name])
+        delivery.wake()
+        wait_for(lambda: len(slack.received()) >= 3, 30, what="three requests in flight")
+        assert delivery.worker_count() == 3
+        slack.release()
+        wait_for(lambda: outbox.pending_count() == 0, 30, what="every channel served")
+        wait_for(lambda: delivery.worker_count() == 0, 30, what="idle workers ending")
+    finally:
+        assert delivery.stop(10)
+    assert sorted(message_texts(slack)) == sorted(f"to {name}" for name in names)

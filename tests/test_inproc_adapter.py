@@ -8,11 +8,10 @@ from types import SimpleNamespace
 from typing import Iterator
 
 import pytest
+import swanlab
 
 from sentinel import recorder, spool
-from tests.victims.harness import wait_for
-
-swanlab = pytest.importorskip("swanlab")
+from tests.waiting import wait_for
 
 
 @pytest.fixture

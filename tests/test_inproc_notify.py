@@ -3,14 +3,16 @@ channel they record, and delivery from the process when no daemon is alive."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 from pathlib import Path
+from typing import Callable, Iterator
 
 import pytest
 
 from sentinel import spool
-from sentinel.procid import ProcessIdentity
+from tests.daemon_harness import PretendDaemon
 from tests.fakes import FakeBark, FakeDingTalk, FakeSlack
 from tests.victims.harness import Victim, swanlab_params, swanlab_python
 
@@ -21,12 +23,11 @@ def _push_text(push: dict) -> str:
     return " ".join(str(push.get(k, "")) for k in ("title", "subtitle", "body"))
 
 
-def _pretend_a_daemon_is_alive(spool_dir: Path) -> None:
-    """daemon.json naming a live process (this one), as the daemon writes it."""
-    me = ProcessIdentity.current()
-    spool.make_private_dir(spool_dir)
-    spool.write_json(spool_dir / spool.DAEMON_FILE,
-                     spool.DaemonLiveness(me.pid, me.start_ticks, me.boot_id, written=0.0).to_dict())
+@pytest.fixture
+def pretend_daemon() -> Iterator[Callable[[Path], None]]:
+    """Makes ``daemon.json`` name a live process that is named as the daemon, until the test ends."""
+    with contextlib.ExitStack() as stack:
+        yield lambda spool_dir: stack.enter_context(PretendDaemon(spool_dir)) and None
 
 
 # ------------------------------------------------------------ constructors
@@ -139,10 +140,12 @@ def test_without_a_daemon_a_signed_dingtalk_message_arrives(tmp_path: Path) -> N
 
 
 @pytest.mark.parametrize("env_var", swanlab_params())
-def test_with_a_daemon_alive_everything_goes_through_the_spool(env_var: str, tmp_path: Path) -> None:
+def test_with_a_daemon_alive_everything_goes_through_the_spool(
+        env_var: str, tmp_path: Path,
+        pretend_daemon: Callable[[Path], None]) -> None:
     python = swanlab_python(env_var)
     spool_dir = tmp_path / "spool"
-    _pretend_a_daemon_is_alive(spool_dir)
+    pretend_daemon(spool_dir)
     with FakeBark(keys=[KEY]) as bark, Victim.swanlab(
         python, tmp_path, "finish", "--heartbeat", "0.05", "--send", "queued, not sent",
         "--dropin", "bark", "--dropin-args", json.dumps({"url": f"{bark.url}/{KEY}"}),
@@ -156,9 +159,10 @@ def test_with_a_daemon_alive_everything_goes_through_the_spool(env_var: str, tmp
         assert not any("no sentinel daemon" in line for line in victim.stderr)
 
 
-def test_a_dropin_next_to_a_sentinel_callback_makes_one_run(tmp_path: Path) -> None:
+def test_a_dropin_next_to_a_sentinel_callback_makes_one_run(tmp_path: Path,
+                                                           pretend_daemon: Callable[[Path], None]) -> None:
     spool_dir = tmp_path / "spool"
-    _pretend_a_daemon_is_alive(spool_dir)
+    pretend_daemon(spool_dir)
     with Victim.swanlab(
         swanlab_python(None), tmp_path, "finish", "--heartbeat", "0.05", "--channel", '"ops"',
         "--dropin", "bark", "--dropin-args", json.dumps({"key": KEY}), "--also-plain", spool_dir=spool_dir,

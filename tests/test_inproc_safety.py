@@ -71,6 +71,15 @@ def test_a_forked_child_never_writes_as_the_run(tmp_path: Path) -> None:
         assert "from the child" not in "".join(p.read_text() for p in spool_files(victim.spool))
 
 
+def assert_reported_once_and_training_went_on(victim: Victim) -> None:
+    victim.ready()
+    assert victim.wait() == 0, victim.output()
+    assert "DONE" in "".join(victim.stdout)
+    reports = [line for line in victim.stderr if line.startswith("sentinel: cannot write to the spool")]
+    assert len(reports) == 1, victim.output()
+    assert "Traceback" not in "".join(victim.stderr)
+
+
 def test_unwritable_spool_is_reported_once_and_training_goes_on(tmp_path: Path) -> None:
     # Tests run as root, so permissions cannot make a directory unwritable:
     # put the spool under a regular file instead (ENOTDIR on every attempt).
@@ -79,12 +88,7 @@ def test_unwritable_spool_is_reported_once_and_training_goes_on(tmp_path: Path) 
     spool_dir = blocker / "spool"
     with Victim.watch(tmp_path, "finish", "--steps", "5", "--heartbeat", "0.05", "--send", "hello",
                       spool_dir=spool_dir).start() as victim:
-        victim.ready()
-        assert victim.wait() == 0, victim.output()
-        assert "DONE" in "".join(victim.stdout)
-        reports = [line for line in victim.stderr if line.startswith("sentinel: cannot write to the spool")]
-        assert len(reports) == 1, victim.output()
-        assert "Traceback" not in "".join(victim.stderr)
+        assert_reported_once_and_training_went_on(victim)
 
 
 def _no_file_may_grow() -> None:
@@ -95,12 +99,7 @@ def _no_file_may_grow() -> None:
 def test_failing_writes_are_reported_once_and_training_goes_on(tmp_path: Path) -> None:
     with Victim.watch(tmp_path, "finish", "--steps", "5", "--heartbeat", "0.05", "--send", "hello",
                       preexec_fn=_no_file_may_grow).start() as victim:
-        victim.ready()
-        assert victim.wait() == 0, victim.output()
-        assert "DONE" in "".join(victim.stdout)
-        reports = [line for line in victim.stderr if line.startswith("sentinel: cannot write to the spool")]
-        assert len(reports) == 1, victim.output()
-        assert "Traceback" not in "".join(victim.stderr)
+        assert_reported_once_and_training_went_on(victim)
         # Nothing half-written was left behind either.
         assert [p for p in spool_files(victim.spool) if p.stat().st_size == 0] == []
 

@@ -14,7 +14,7 @@ import sentinel
 from sentinel import recorder, spool
 from sentinel.procid import ProcessIdentity
 from sentinel.watching import Run
-from tests.victims.harness import wait_for
+from tests.waiting import wait_for
 
 FAST = 0.05
 

@@ -81,7 +81,7 @@ def test_only_the_same_users_ranks_of_the_same_job_are_watched(daemon: Daemon) -
     agent, pids = start_agent(specs)
     try:
         run_id = record_rank(daemon, pids[0], agent.pid)
-        run = reconcile.admit(daemon, run_id, time.time(), at_startup=False)
+        run = reconcile.admit(daemon.tracker, run_id, time.time(), at_startup=False)
         assert run is not None and run.watched
         [job] = daemon.jobs.jobs.values()
         assert set(job.members) == {pids[0], pids[1]}

@@ -22,6 +22,7 @@ from tests import torch_jobs
 from tests.daemon_harness import DaemonProcess, titles, wait_for_push
 from tests.fakes import FakeBark
 from tests.torch_jobs import ENV_TORCH, torch_python_path, watching_siblings
+from tests.victims.harness import missing
 
 K = AlertKind
 
@@ -30,10 +31,7 @@ def torch_python() -> str:
     path = torch_python_path()
     if path:
         return path
-    reason = f"{ENV_TORCH} is not set to a python with torch (tests/run.py builds .venv-torch)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(reason)
-    pytest.skip(reason)
+    missing(f"{ENV_TORCH} is not set to a python with torch (tests/run.py builds .venv-torch)")
 
 
 def torch_job(daemon: DaemonProcess, mode: str, *args: str) -> torch_jobs.TorchJob:
@@ -67,7 +65,7 @@ def test_sigkill_of_one_rank_is_one_alert_naming_it(daemon: DaemonProcess, bark:
         watching_siblings(daemon, 3)
         os.kill(job.ranks[3], signal.SIGKILL)
         job.victim.wait(120)
-        push = wait_for_push(bark, K.KILLED, "nine")
+        push = wait_for_push(bark, K.KILLED, "nine", signal="SIGKILL")
     alert = the_one_alert(daemon, bark, job.run_id, K.KILLED)
     assert alert.pid == job.ranks[3] and alert.signal == "SIGKILL"
     assert f"rank 3 (local rank 3, host {os.uname().nodename}, pid {job.ranks[3]}) was killed by SIGKILL" \
@@ -128,7 +126,7 @@ def test_stall_of_one_recorded_rank_is_one_job_stall_naming_it(
         wait_for_push(bark, K.RECOVERED, "stuck", timeout=60)
         os.kill(job.ranks[2], signal.SIGKILL)
         job.victim.wait(120)
-        wait_for_push(bark, K.KILLED, "stuck")
+        wait_for_push(bark, K.KILLED, "stuck", signal="SIGKILL")
     assert "rank 1 of 4 stopped progressing" in stalled["body"]
     assert daemon.stop() == 0
     stall, _, _ = journal = daemon.journal(job.run_id)
@@ -163,7 +161,7 @@ def test_an_xid_naming_a_rank_alerts_while_the_job_runs(daemon: DaemonProcess, b
         assert job.victim.proc is not None and job.victim.proc.poll() is None  # the job still runs
         os.kill(job.ranks[2], signal.SIGKILL)
         job.victim.wait(120)
-        wait_for_push(bark, K.KILLED, "gpu")
+        wait_for_push(bark, K.KILLED, "gpu", signal="SIGKILL")
     assert "GPU has fallen off the bus" in push["body"]
     assert daemon.stop() == 0
     fault, killed = daemon.journal(job.run_id)

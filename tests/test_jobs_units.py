@@ -14,13 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from sentinel import jobs, spool
+from sentinel import fleet_labels, jobs, spool
 from sentinel.alerts import Alert, AlertKind
+from sentinel.channels.console import render_text
 from sentinel.daemon import nccl, slurm, xid
-from sentinel.daemon.exit_status import ExitStatus, exit_status
 from sentinel.daemon.job_watch import Death, Job, Member, outcome, read_error_file, verdict
+from sentinel.daemon.pidfd import process_exit_status
+from sentinel.endings import LANGUAGES, Reason
+from sentinel.exit_status import Ending, ending_of
 from sentinel.procid import ProcessIdentity
-from sentinel.render import facts, render_text, summary
+from sentinel.render import facts, headline, summary
 from sentinel.spool import FinalRecord, JobRecord, SpoolFormatError
 from tests.victims.harness import identity_of
 
@@ -120,6 +123,15 @@ def _record(job: object) -> dict:
     return data
 
 
+def test_a_ranks_metrics_labels_name_its_job_and_rank_unless_the_run_set_them() -> None:
+    job = jobs.from_environ(TORCHRUN_ENV, os.getppid())
+    assert job is not None and job.rank is not None
+    assert fleet_labels.run_labels({"project": "p"}, jobs.labels(job)) == {
+        "project": "p", "job": jobs.display_id(job), "rank": str(job.rank)}
+    assert fleet_labels.run_labels({"job": "mine"}, jobs.labels(job))["job"] == "mine"
+    assert jobs.labels(None) == {}
+
+
 def test_job_record_round_trips_through_run_json() -> None:
     job = jobs.from_environ({**TORCHRUN_ENV, **SLURM_ENV}, os.getppid())
     record = spool.RunRecord.from_dict(_record(None))
@@ -140,7 +152,13 @@ def test_job_record_round_trips_through_run_json() -> None:
 ])
 def test_hostile_job_records_are_refused(job: object, reason: str) -> None:
     with pytest.raises(SpoolFormatError, match=reason):
-        spool.RunRecord.from_dict(_record(job))
+        spool.JobRecord.from_dict(job)
+    # In a run record the run is still read, as a lone process, and the problem named.
+    problems: list[str] = []
+    record = spool.RunRecord.from_dict(_record(job), problems)
+    assert record.job is None and record.pid > 0
+    assert len(problems) == 1 and problems[0].startswith("job is not a job record (")
+    assert reason in problems[0]
 
 
 def test_oversized_job_fields_are_capped_and_unknown_slurm_keys_dropped() -> None:
@@ -163,18 +181,23 @@ def _exited(argv: list[str]) -> tuple[subprocess.Popen[bytes], int, ProcessIdent
 
 
 @pytest.mark.parametrize(("argv", "expected"), [
-    ([sys.executable, "-c", "import sys; sys.exit(3)"], ExitStatus(code=3)),
-    ([sys.executable, "-c", "pass"], ExitStatus(code=0)),
+    ([sys.executable, "-c", "import sys; sys.exit(3)"], ending_of(3 << 8)),
+    ([sys.executable, "-c", "pass"], ending_of(0 << 8)),
     ([sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)"],
-     ExitStatus(signal=signal.SIGSEGV)),
+     ending_of(signal.SIGSEGV)),
 ])
-def test_exit_status_of_a_zombie_and_after_it_was_reaped(argv: list[str], expected: ExitStatus) -> None:
+def test_exit_status_of_a_zombie_and_after_it_was_reaped(argv: list[str], expected: Ending) -> None:
     proc, fd, ident = _exited(argv)
+
+    def ending() -> Ending | None:
+        status = process_exit_status(fd, ident.pid, ident.start_ticks)
+        return ending_of(status) if status is not None else None
+
     try:
         select.select([fd], [], [], 30)
-        assert exit_status(fd, ident) == expected  # unreaped: from /proc/<pid>/stat
+        assert ending() == expected  # unreaped: from /proc/<pid>/stat
         proc.wait()
-        reaped = exit_status(fd, ident)  # reaped: PIDFD_GET_INFO (Linux >= 6.15), else unknown
+        reaped = ending()  # reaped: PIDFD_GET_INFO (Linux >= 6.15), else unknown
         assert reaped in (expected, None)
         if os.uname().release.split(".")[:2] >= ["6", "15"]:
             assert reaped == expected
@@ -183,9 +206,9 @@ def test_exit_status_of_a_zombie_and_after_it_was_reaped(argv: list[str], expect
 
 
 def test_exit_status_names_signals() -> None:
-    assert ExitStatus(signal=9).signal_name == "SIGKILL" and ExitStatus(code=0).clean
-    assert ExitStatus.from_wait_status(9) == ExitStatus(signal=9)
-    assert ExitStatus.from_wait_status(3 << 8) == ExitStatus(code=3)
+    assert ending_of(9).signal == "SIGKILL" and ending_of(0 << 8).exit_code == 0
+    assert ending_of(9) == Ending("killed", signal="SIGKILL")
+    assert ending_of(3 << 8) == Ending("exited", exit_code=3)
 
 
 # ------------------------------------------------------------ torchrun's error file
@@ -235,25 +258,33 @@ def _job(*deaths: Death | None, launcher: str = "torchrun") -> Job:
 
 def test_the_first_failure_is_the_cause_and_sigterms_are_teardown() -> None:
     job = _job(Death(at=5.0, final=FinalRecord("terminated", 5.0, signal="SIGTERM")),
-               Death(at=5.1, status=ExitStatus(signal=15)),
-               Death(at=5.1, status=ExitStatus(signal=15)),
-               Death(at=5.0, status=ExitStatus(signal=9), oom="OOM killer (kernel: ...)"))
+               Death(at=5.1, status=ending_of(15)),
+               Death(at=5.1, status=ending_of(15)),
+               Death(at=5.0, status=ending_of(9), oom=Reason("oom_kernel", {"line": "..."})))
     found = verdict(job, 1200, None)
     assert found.kind is K.KILLED and found.cause is job.members[1003]
     assert found.detail == ("Job 4242: rank 3 (local rank 3, host gpu7, pid 1003) was killed by the OOM "
                             "killer at step 1,200; torchrun stopped the other 3 ranks")
+    assert found.reason.text("zh") == ("作业 4242：rank 3（本机 rank 3，主机 gpu7，PID 1003）"
+                                       "被 OOM killer 杀死（第 1,200 步）；torchrun 已停止其余 3 个 rank")
+    # As the daemon sends it: the headline names the OOM killer, the summary the job, in each language.
+    alert = Alert(alert_id="x", kind=K.KILLED, created=10.0, run_name="llama", signal="SIGKILL",
+                  reason=found.reason.code, reason_args=dict(found.reason.args), detail=found.detail,
+                  job={"id": "4242", "launcher": "torchrun", "ranks": "4", "cause_rank": "3"})
+    assert headline(alert) == "Killed by the OOM killer: llama"
+    assert summary(alert, "zh") == found.reason.text("zh") and summary(alert) == found.detail
 
 
 def test_a_user_sigterm_to_one_rank_is_the_cause_when_all_are_sigterms() -> None:
     job = _job(Death(at=7.0, final=FinalRecord("terminated", 7.0, signal="SIGTERM")),
-               Death(at=6.0, status=ExitStatus(signal=15)), None)
+               Death(at=6.0, status=ending_of(15)), None)
     found = verdict(job, None, None)
     assert found.kind is K.TERMINATED and found.cause is job.members[1001]
     assert found.detail.endswith("is stopping the other ranks (1 of 2 stopped so far)")
 
 
 def test_crash_from_the_error_file_carries_the_traceback() -> None:
-    job = _job(Death(at=2.0, status=ExitStatus(code=1), message="RuntimeError: boom",
+    job = _job(Death(at=2.0, status=ending_of(1 << 8), message="RuntimeError: boom",
                      traceback="Traceback ...\n"),
                Death(at=2.1, final=FinalRecord("terminated", 2.1, signal="SIGTERM")))
     found = verdict(job, None, None)
@@ -262,7 +293,7 @@ def test_crash_from_the_error_file_carries_the_traceback() -> None:
 
 
 def test_all_clean_is_finished() -> None:
-    job = _job(Death(at=1.0, final=FinalRecord("finished", 1.0)), Death(at=1.0, status=ExitStatus(code=0)),
+    job = _job(Death(at=1.0, final=FinalRecord("finished", 1.0)), Death(at=1.0, status=ending_of(0 << 8)),
                Death(at=1.0, status=None))
     found = verdict(job, None, None)
     assert found.kind is K.FINISHED and found.cause is None
@@ -270,22 +301,23 @@ def test_all_clean_is_finished() -> None:
 
 
 def test_a_scheduler_ending_names_sigterms_but_not_an_oom() -> None:
-    ending = slurm.SlurmEnding(K.TIME_LIMIT, "Slurm ended the job at its time limit (01:00:00)")
+    ending = slurm.SlurmEnding(K.TIME_LIMIT, Reason("slurm_time_limit", {"limit": "01:00:00"}))
     sigterms = _job(Death(at=1.0, final=FinalRecord("terminated", 1.0, signal="SIGTERM")),
-                    Death(at=1.0, status=ExitStatus(signal=15)), launcher="slurm")
+                    Death(at=1.0, status=ending_of(15)), launcher="slurm")
     found = verdict(sigterms, None, ending)
     assert found.kind is K.TIME_LIMIT
     assert found.detail == ("Job 4242: Slurm ended the job at its time limit (01:00:00); "
                             "2 of 2 local ranks stopped")
-    oom = _job(Death(at=1.0, status=ExitStatus(signal=9), oom="OOM killer"), launcher="slurm")
+    oom = _job(Death(at=1.0, status=ending_of(9), oom=Reason("oom_kernel", {"line": "..."})),
+               launcher="slurm")
     assert verdict(oom, None, ending).kind is K.KILLED
 
 
 @pytest.mark.parametrize(("death", "kind"), [
     (Death(0, final=FinalRecord("aborted", 0)), K.ABORTED),
     (Death(0, final=FinalRecord("crashed", 0, error="Traceback\nValueError: x")), K.CRASHED),
-    (Death(0, status=ExitStatus(code=2)), K.CRASHED),
-    (Death(0, status=ExitStatus(signal=11)), K.KILLED),
+    (Death(0, status=ending_of(2 << 8)), K.CRASHED),
+    (Death(0, status=ending_of(11)), K.KILLED),
     (Death(0), K.KILLED),
 ])
 def test_outcome_of_one_rank(death: Death, kind: AlertKind) -> None:
@@ -342,12 +374,13 @@ def test_xid_lines(line: str, code: int, bus: str, pid: int | None, node_fault: 
 
 
 def test_xid_meanings_cover_the_codes_that_matter() -> None:
-    assert xid.MEANINGS[79][0].startswith("GPU has fallen off the bus")
-    assert xid.MEANINGS[48][0].startswith("double-bit ECC")
-    assert all(xid.MEANINGS[c][1] for c in (48, 64, 74, 79, 94, 95, 119, 120, 154))
-    assert not any(xid.MEANINGS[c][1] for c in (13, 31, 43, 45))
+    assert xid.MEANINGS[79].words["en"].startswith("GPU has fallen off the bus")
+    assert xid.MEANINGS[48].words["en"].startswith("double-bit ECC")
+    assert all(xid.MEANINGS[c].node_fault for c in (48, 64, 74, 79, 94, 95, 119, 120, 154))
+    assert not any(xid.MEANINGS[c].node_fault for c in (13, 31, 43, 45))
+    assert all(set(m.words) == set(LANGUAGES) for m in [*xid.MEANINGS.values(), xid.UNKNOWN])
     unknown = xid.parse_xid_line("NVRM: Xid (PCI:0000:01:00): 999, whatever")
-    assert unknown is not None and not unknown.node_fault and "catalogue" in unknown.meaning
+    assert unknown is not None and not unknown.node_fault and "catalogue" in unknown.meaning.words["en"]
 
 
 @pytest.mark.parametrize("line", ["NVRM: GPU 0000:41:00.0: RmInitAdapter failed! (0x62:0x40:2404)",
@@ -369,8 +402,11 @@ def test_kmsg_records_feed_gpu_faults_per_process() -> None:
     faults.feed(b"6,102,1,-;eth0: link up")
     assert [h.code for h in faults.take_pending()] == [13, 79] and faults.take_pending() == []
     assert [h.code for h in faults.of_process(me)] == [13]
-    assert faults.note_for(me) == ("GPU PCI:0000:3b:00 Xid 13 (graphics engine exception: usually the "
-                                   "application (an illegal or out-of-range access))")
+    [note] = faults.notes_for(me)
+    assert note.text("en") == ("GPU PCI:0000:3b:00 Xid 13 (graphics engine exception: usually the "
+                               "application (an illegal or out-of-range access))")
+    assert note.text("zh") == ("GPU PCI:0000:3b:00 Xid 13"
+                               "（图形引擎异常：通常是应用程序的问题（非法或越界访问））")
 
 
 # ------------------------------------------------------------ NCCL watchdog
@@ -393,7 +429,9 @@ NCCL_SAMPLES = [
 
 @pytest.mark.parametrize(("text", "expected"), NCCL_SAMPLES)
 def test_nccl_watchdog_timeouts(text: str, expected: str) -> None:
-    assert nccl.explain(f"Traceback (most recent call last):\n...\nRuntimeError: {text}\n") == expected
+    found = nccl.explain(f"Traceback (most recent call last):\n...\nRuntimeError: {text}\n")
+    assert found is not None and found.text("en") == expected
+    assert "NCCL 看门狗超时" in (found.text("zh") or "")
 
 
 def test_no_nccl_story_without_one() -> None:

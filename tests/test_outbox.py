@@ -19,7 +19,7 @@ from sentinel.alerts import AlertKind
 from sentinel.outbox import Outbox, RetryPolicy, SyncThread, backoff, next_attempt
 from tests.fakes import FakeSlack
 from tests.fakes.samples import NOW, RUN_ID, sample_alert
-from tests.victims.harness import wait_for
+from tests.waiting import wait_for
 
 # ---------------------------------------------------------------- retry schedule (pure)
 
@@ -306,7 +306,7 @@ SENDER = textwrap.dedent("""
     delivery = Delivery(outbox, ChannelSet({"slack": channel}))
     delivery.start()
     deadline = time.monotonic() + 60
-    while outbox.pending_count() and time.monotonic() < deadline:
+    while outbox.pending_count() and time.monotonic() < deadline:  # the sender's own work loop
         time.sleep(0.01)
     delivery.stop(5)
     print("pending", outbox.pending_count(), flush=True)
@@ -341,7 +341,7 @@ def test_sigkilled_sender_then_fresh_process_delivers_everything(tmp_path, held_
         assert second.stdout.splitlines()[-1] == "pending 0"
         texts = [m["blocks"][1]["text"]["text"] for m in slack.messages]
 
-    expected = [f"message {n}" for n in range(count)]
+    expected = [f"> message {n}" for n in range(count)]  # quoted: a run's words
     assert sorted(set(texts)) == sorted(expected)  # nothing lost
     assert len(texts) <= count + 1  # at most the in-flight one twice
     deduplicated = [t for i, t in enumerate(texts) if t not in texts[:i]]

@@ -5,19 +5,10 @@ from __future__ import annotations
 import pytest
 
 from sentinel.alerts import AlertKind
-from sentinel.render import (
-    digest_fit,
-    error_tail,
-    facts,
-    format_duration,
-    headline,
-    language_of,
-    render_bark,
-    render_digest_markdown,
-    render_markdown,
-    render_text,
-    summary,
-)
+from sentinel.channels.bark import render_bark
+from sentinel.channels.console import render_text
+from sentinel.channels.dingtalk import digest_fit, render_digest_markdown, render_markdown
+from sentinel.render import error_tail, facts, format_duration, headline, language_of, summary
 from tests.fakes.samples import sample_alert
 
 HEADLINES = {
@@ -35,7 +26,7 @@ HEADLINES = {
     AlertKind.PREEMPTED: ("Preempted: resnet50-lr3e-4", "被抢占: resnet50-lr3e-4"),
     AlertKind.NODE_FAILURE: ("Node failure: resnet50-lr3e-4", "节点故障: resnet50-lr3e-4"),
     AlertKind.GPU_FAULT: ("GPU fault: resnet50-lr3e-4", "GPU 故障: resnet50-lr3e-4"),
-    AlertKind.MESSAGE: ("Message from resnet50-lr3e-4", "来自 resnet50-lr3e-4 的消息"),
+    AlertKind.MESSAGE: ("Message from alice · resnet50-lr3e-4", "来自 alice · resnet50-lr3e-4 的消息"),
     AlertKind.TEST: ("Test alert: run-sentinel", "测试告警: run-sentinel"),
 }
 

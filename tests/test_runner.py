@@ -18,13 +18,13 @@ from sentinel import spool
 from tests.cli_helpers import (
     SENTINEL,
     final_of,
-    kill_group,
     only_run,
     read_line,
     run_sentinel,
     sentinel_env,
-    wait_for,
 )
+from tests.processes import Launcher
+from tests.waiting import wait_for
 
 PY = sys.executable
 # A child that says when it is ready, then waits to be signalled.
@@ -59,20 +59,14 @@ def test_success_is_finished(spool_path: Path) -> None:
     assert spool.read_progress(paths.beat).beat >= record.started
 
 
-def test_wrapper_pid_is_the_watched_process(spool_path: Path) -> None:
-    proc = subprocess.Popen([*SENTINEL, "run", "--", PY, "-c", WAITER], env=sentinel_env(spool_path),
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        assert read_line(proc.stdout) == b"ready\n"
-        paths = wait_for(lambda: spool.list_run_ids(spool_path) and only_run(spool_path), what="run record")
-        record, _ = spool.read_run(paths.run)
-        assert record.pid == proc.pid
-        assert final_of(paths) is None  # still running
-    finally:
-        proc.kill()
-        proc.wait(timeout=60)
-        kill_group(proc.pid)  # the wrapper's child, orphaned by the kill
-        proc.stdout.close()
+def test_wrapper_pid_is_the_watched_process(spool_path: Path, launch: Launcher) -> None:
+    proc = launch([*SENTINEL, "run", "--", PY, "-c", WAITER], env=sentinel_env(spool_path),
+                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert read_line(proc.stdout) == b"ready\n"
+    paths = wait_for(lambda: spool.list_run_ids(spool_path) and only_run(spool_path), what="run record")
+    record, _ = spool.read_run(paths.run)
+    assert record.pid == proc.pid
+    assert final_of(paths) is None  # still running
 
 
 def test_exit_code_is_crashed_with_the_code(spool_path: Path) -> None:
@@ -120,19 +114,13 @@ def test_no_command_is_a_usage_error(spool_path: Path) -> None:
     (signal.SIGTERM, "terminated", 128 + 15),
     (signal.SIGINT, "aborted", 128 + 2),
 ])
-def test_signals_to_the_wrapper_are_forwarded(spool_path: Path, sig: int, state: str, status: int) -> None:
-    proc = subprocess.Popen([*SENTINEL, "run", "--", PY, "-c", WAITER], env=sentinel_env(spool_path),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        assert read_line(proc.stdout) == b"ready\n"
-        proc.send_signal(sig)
-        assert proc.wait(timeout=60) == status
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
-        proc.stderr.close()
+def test_signals_to_the_wrapper_are_forwarded(spool_path: Path, launch: Launcher, sig: int, state: str,
+                                              status: int) -> None:
+    proc = launch([*SENTINEL, "run", "--", PY, "-c", WAITER], env=sentinel_env(spool_path),
+                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert read_line(proc.stdout) == b"ready\n"
+    proc.send_signal(sig)
+    assert proc.wait(timeout=60) == status
     final = final_of(only_run(spool_path))
     assert (final.state, final.signal) == (state, signal.Signals(sig).name)
 
@@ -152,7 +140,8 @@ while True:
 """
 
 
-def test_ctrl_c_on_the_terminal_reaches_the_child_once(spool_path: Path, tmp_path: Path) -> None:
+def test_ctrl_c_on_the_terminal_reaches_the_child_once(spool_path: Path, tmp_path: Path,
+                                                         launch: Launcher) -> None:
     """^C on a terminal signals the whole foreground process group: the child
     has it already, so the wrapper must not send a second one. A SIGTERM sent
     afterwards by a process is forwarded; the child's log shows the order."""
@@ -162,9 +151,9 @@ def test_ctrl_c_on_the_terminal_reaches_the_child_once(spool_path: Path, tmp_pat
     def own_terminal() -> None:  # runs in the new session: the pty becomes its terminal
         fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
-    proc = subprocess.Popen([*SENTINEL, "run", "--", PY, "-c", CHILD_LOGGING_SIGNALS, str(log)],
-                            env=sentinel_env(spool_path), stdin=slave, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, start_new_session=True, preexec_fn=own_terminal)
+    proc = launch([*SENTINEL, "run", "--", PY, "-c", CHILD_LOGGING_SIGNALS, str(log)],
+                  env=sentinel_env(spool_path), stdin=slave, stdout=subprocess.PIPE,
+                  stderr=subprocess.DEVNULL, preexec_fn=own_terminal)  # a new session: the pty's
     os.close(slave)
     try:
         assert read_line(proc.stdout) == b"ready\n"
@@ -173,10 +162,6 @@ def test_ctrl_c_on_the_terminal_reaches_the_child_once(spool_path: Path, tmp_pat
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
         os.close(master)
     assert log.read_text().split() == ["SIGINT", "SIGTERM"]
     assert final_of(only_run(spool_path)).state == "finished"

@@ -14,6 +14,8 @@ import pytest
 
 from sentinel import spool
 from sentinel.procid import ProcessIdentity, boot_id, start_ticks
+from tests.victims.harness import identity_of
+from tests.waiting import wait_for
 
 
 def _run_record(run_id: str, **overrides) -> spool.RunRecord:
@@ -185,12 +187,9 @@ def test_process_identity_tells_a_reused_pid_apart() -> None:
 
 def test_zombie_is_not_running() -> None:
     child = subprocess.Popen([sys.executable, "-c", "pass"])
-    ident = ProcessIdentity.of(child.pid)
-    assert ident is not None
-    deadline = time.monotonic() + 30
+    ident = identity_of(child)
     # The child exits but stays a zombie until we reap it.
-    while ident.is_running() and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for(lambda: not ident.is_running(), 30, what="the zombie to count as not running")
     assert not ident.is_running()
     assert json.dumps(ident.__dict__)  # identity is plain data
     child.wait()

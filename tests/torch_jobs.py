@@ -37,7 +37,7 @@ class TorchJob:
 
     def __init__(self, daemon: DaemonProcess, mode: str, *args: str, python: str, nproc: int = 4) -> None:
         self.nproc = nproc
-        self.victim = Victim(python, WORKER, [], daemon.tmp, spool_dir=daemon.spool, preexec_fn=os.setsid)
+        self.victim = Victim(python, WORKER, [], daemon.tmp, spool_dir=daemon.spool)  # its own session
         self.victim.argv = [python, "-m", "torch.distributed.run", "--standalone",
                             f"--nproc-per-node={nproc}", "--monitor-interval=0.1", str(WORKER), mode, *args]
         self.ranks: dict[int, int] = {}  # rank -> pid

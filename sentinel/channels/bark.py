@@ -13,37 +13,35 @@ sample text after the key.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping, Optional
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from sentinel.alerts import ALERT_STATES, Alert, AlertKind
 from sentinel.channels import http
-from sentinel.channels.base import Channel, DeliveryError
-from sentinel.channels.options import check_language, check_str, check_url, language_for, unknown_keys
+from sentinel.channels.base import Channel, DeliveryError, register
+from sentinel.channels.options import check_language, check_str, check_url, unknown_keys
+from sentinel.endings import Urgency
 from sentinel.redact import redact
-from sentinel.render import PRODUCT, render_bark
+from sentinel.render import (
+    PRODUCT,
+    age,
+    cap,
+    format_duration,
+    format_scalars,
+    last_error_line,
+    say,
+    summary,
+)
+from sentinel.render import title as alert_title
 
 DEFAULT_SERVER = "https://api.day.app"
 LEVELS = ("critical", "timeSensitive", "active", "passive")
+BODY_MAX_CHARS = 1000  # APNs payloads are capped at 4 KB
 # Failures break through Focus modes; good news waits quietly. A user who
 # wants sound through silent mode sets e.g. ``level: {killed: critical}``.
-DEFAULT_LEVELS = {
-    "finished": "active",
-    "crashed": "timeSensitive",
-    "aborted": "active",
-    "terminated": "timeSensitive",
-    "killed": "timeSensitive",
-    "stalled": "timeSensitive",
-    "recovered": "passive",
-    "lost": "timeSensitive",
-    "time_limit": "timeSensitive",
-    "cancelled": "active",
-    "preempted": "timeSensitive",
-    "node_failure": "timeSensitive",
-    "gpu_fault": "timeSensitive",
-    "message": "active",
-    "test": "active",
-}
+URGENCY_LEVELS = {Urgency.HIGH: "timeSensitive", Urgency.NORMAL: "active", Urgency.LOW: "passive"}
+DEFAULT_LEVELS = {kind.value: URGENCY_LEVELS[kind.ending.urgency] for kind in AlertKind}
 _LEVEL_KEYS = set(ALERT_STATES) | {"message", "test"}
 _KEY_RE = re.compile(r"^[A-Za-z0-9_\-]{4,128}$")
 
@@ -80,12 +78,14 @@ def endpoint(options: Mapping[str, Any]) -> tuple[str, str]:
     return server.rstrip("/") + "/push", key
 
 
+@register
 class BarkChannel(Channel):
     type_name: ClassVar[str] = "bark"
+    max_message_bytes: ClassVar[Optional[int]] = 4096
     OPTIONS = ("server", "key", "url", "level", "group", "icon", "sound", "language")
 
-    def __init__(self, name: str, options: Mapping[str, Any], language: str = "en") -> None:
-        super().__init__(name, options, language)
+    def __init__(self, name: str, options: Mapping[str, Any], language: str = "en", **kwargs: Any) -> None:
+        super().__init__(name, options, language, **kwargs)
         self.push_url, self.key = endpoint(self.options)
 
     @classmethod
@@ -114,6 +114,11 @@ class BarkChannel(Channel):
     def secrets(self) -> list[str]:
         return [s for s in (self.key, self.options.get("url")) if s]
 
+    @classmethod
+    def destination_hosts(cls, options: Mapping[str, Any]) -> Optional[list[str]]:
+        # The icon URL is fetched by the phone, not by us.
+        return [urlsplit(endpoint(options)[0]).hostname or ""]
+
     def level_for(self, kind: AlertKind) -> str:
         level = self.options.get("level")
         if isinstance(level, str):
@@ -121,10 +126,10 @@ class BarkChannel(Channel):
         levels = dict(DEFAULT_LEVELS)
         if isinstance(level, Mapping):
             levels.update(level)
-        return levels.get(kind.value, "active")
+        return levels[kind.value]
 
     def payload(self, alert: Alert) -> dict[str, Any]:
-        text = render_bark(alert, language_for(self, alert))
+        text = render_bark(alert, self.language_for(alert))
         body: dict[str, Any] = {
             "device_key": self.key,
             "title": text.title,
@@ -165,6 +170,44 @@ class BarkChannel(Channel):
         if "device key" in message or "device token" in message:
             hint = " — the device key is wrong or unregistered: copy it again from the Bark app (key/url)"
         raise DeliveryError(f"Bark: HTTP {answer.status}, code {code}: {message}{hint}", permanent=True)
+
+
+@dataclass(frozen=True)
+class BarkText:
+    title: str
+    subtitle: str
+    body: str
+
+
+def render_bark(alert: Alert, lang: str = "en") -> BarkText:
+    """A phone notification: title = what happened + run; subtitle = where
+    and how long; body = why, the last error line, progress."""
+    title = alert_title(alert, lang)
+    where = [alert.labels.get("project") or "", alert.hostname or ""]
+    if alert.kind.is_state and alert.duration is not None:
+        where.append(format_duration(alert.duration, lang))
+    subtitle = " · ".join(part for part in where if part)
+    body: list[str] = []
+    said = summary(alert, lang)
+    if said:
+        body.append(said)
+    if alert.kind not in (AlertKind.CRASHED, AlertKind.ABORTED):  # there the summary is the error
+        last = last_error_line(alert)
+        if last:
+            body.append(last)
+    progress = []
+    if alert.step is not None:
+        progress.append(f"{say(lang, 'step')} {alert.step:,}")
+    if alert.scalars:
+        progress.append(format_scalars(alert.scalars, limit=4))
+    if progress:
+        body.append(" · ".join(progress))
+    if alert.kind.is_state and alert.kind != AlertKind.FINISHED:
+        life = [f"{say(lang, 'heartbeat')} {age(alert.last_beat, alert.created, lang)}"]
+        if alert.pid is not None:
+            life.append(f"pid {alert.pid}")
+        body.append(" · ".join(life))
+    return BarkText(cap(title, 120), cap(subtitle, 120), cap("\n".join(body), BODY_MAX_CHARS))
 
 
 def _check_level(level: Optional[object]) -> list[tuple[str, str]]:

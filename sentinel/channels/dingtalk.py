@@ -22,21 +22,17 @@ import time
 from typing import Any, Callable, ClassVar, Mapping, Optional, Sequence, Tuple
 from urllib.parse import parse_qs, quote_plus, urlsplit
 
-from sentinel.alerts import Alert
+from sentinel.alerts import Alert, AlertKind
 from sentinel.channels import http
-from sentinel.channels.base import Channel, DeliveryError
-from sentinel.channels.options import (
-    check_bool,
-    check_language,
-    check_str,
-    check_url,
-    language_for,
-    unknown_keys,
-)
+from sentinel.channels.base import Channel, DeliveryError, register
+from sentinel.channels.options import check_bool, check_language, check_str, check_url, unknown_keys
 from sentinel.redact import redact
-from sentinel.render import digest_fit, render_digest_markdown, render_markdown
+from sentinel.render import PRODUCT, cap, error_tail, facts, headline, say, summary
+from sentinel.render import emoji as kind_emoji
+from sentinel.render import title as alert_title
 
 MAX_BYTES = 20000
+_BUDGET = 18000  # headroom below the service limit for the envelope
 # One below the service's 20 per minute, measured over any 60 s: arrival
 # times at DingTalk differ from our send times by the network's jitter.
 RATE_LIMIT = (19, 60.0)
@@ -78,15 +74,17 @@ def explain_security(errmsg: str) -> str:
     return "a security setting of the robot (keyword, 加签 secret or IP allow list) refused the message"
 
 
+@register
 class DingTalkChannel(Channel):
     type_name: ClassVar[str] = "dingtalk"
+    max_message_bytes: ClassVar[Optional[int]] = MAX_BYTES
     min_interval: ClassVar[float] = 1.0
     rate_limit: ClassVar[Optional[Tuple[int, float]]] = RATE_LIMIT
     supports_digest: ClassVar[bool] = True
     OPTIONS = ("webhook_url", "secret", "at_mobiles", "at_all", "language")
 
-    def __init__(self, name: str, options: Mapping[str, Any], language: str = "en") -> None:
-        super().__init__(name, options, language)
+    def __init__(self, name: str, options: Mapping[str, Any], language: str = "en", **kwargs: Any) -> None:
+        super().__init__(name, options, language, **kwargs)
         self.webhook_url: str = self.options["webhook_url"]
         self.secret: Optional[str] = self.options.get("secret") or None
         self.clock: Callable[[], float] = time.time  # signing time; tests move it
@@ -110,6 +108,10 @@ class DingTalkChannel(Channel):
                 problems.append(("webhook_url", "has no access_token (copy the robot's whole Webhook URL)"))
         return problems
 
+    @classmethod
+    def destination_hosts(cls, options: Mapping[str, Any]) -> Optional[list[str]]:
+        return [urlsplit(options["webhook_url"]).hostname or ""]
+
     def secrets(self) -> list[str]:
         values = [self.webhook_url, self.secret]
         values += parse_qs(urlsplit(self.webhook_url).query).get("access_token", [])
@@ -129,11 +131,11 @@ class DingTalkChannel(Channel):
         return {"atMobiles": mobiles, "isAtAll": at_all}, "\n\n" + mention
 
     def payload(self, alert: Alert) -> dict[str, Any]:
-        title, text = render_markdown(alert, language_for(self, alert))
+        title, text = render_markdown(alert, self.language_for(alert))
         return self._envelope(title, text)
 
     def digest_payload(self, alerts: Sequence[Alert]) -> dict[str, Any]:
-        title, text = render_digest_markdown(alerts, language_for(self, alerts[0]))
+        title, text = render_digest_markdown(alerts, self.language_for(alerts[0]))
         return self._envelope(title, text)
 
     def _envelope(self, title: str, text: str) -> dict[str, Any]:
@@ -145,7 +147,7 @@ class DingTalkChannel(Channel):
 
     def digest_size(self, alerts: Sequence[Alert]) -> int:
         """How many of ``alerts`` (oldest first) one digest message can carry."""
-        return digest_fit(alerts, language_for(self, alerts[0]))
+        return digest_fit(alerts, self.language_for(alerts[0]))
 
     def send(self, alert: Alert) -> str:
         return self._post(self.payload(alert))
@@ -183,3 +185,83 @@ class DingTalkChannel(Channel):
         if "token" in errmsg.lower():
             hint = " — check the access_token in webhook_url (was the robot removed?)"
         raise DeliveryError(f"DingTalk: errcode {code} {errmsg}{hint}", permanent=True)
+
+
+# ---------------------------------------------------------------- the payload
+
+
+def _md_escape(text: str) -> str:
+    # Values never start a line (so "#" is harmless) and intraword "_" in
+    # run names like "lr_3e_4" is no markup; only "*" would turn bold.
+    return text.replace("*", "\\*")
+
+
+def render_markdown(alert: Alert, lang: str = "en", max_bytes: int = _BUDGET) -> tuple[str, str]:
+    """DingTalk markdown: (title shown in the notification, text)."""
+    title = alert_title(alert, lang)
+    lines = [f"### {_md_escape(title)}", ""]
+    said = summary(alert, lang)
+    if said:
+        if alert.kind == AlertKind.MESSAGE:  # the run's own markdown, quoted: not the daemon's words
+            lines += ["> " + line for line in said.splitlines()] + [""]
+        else:
+            lines += [_md_escape(said), ""]
+    for label, value in facts(alert, lang):
+        lines.append(f"- **{label}**: {_md_escape(value)}")
+    tail = error_tail(alert, max_lines=15, max_chars=3000)
+    if tail:
+        lines += ["", f"**{say(lang, 'error')}**:", ""]
+        lines += ["> " + line for line in tail.splitlines()]
+    if alert.url:
+        lines += ["", f"[{say(lang, 'open')}]({alert.url})"]
+    lines += ["", f"<font color=#999999>{PRODUCT}</font>"]
+    text = "\n".join(lines)
+    return cap(title, 100), _fit_bytes(text, max_bytes)
+
+
+def _digest_item(alert: Alert, lang: str) -> str:
+    item = [f"- {kind_emoji(alert.kind)} **{_md_escape(cap(headline(alert, lang), 150))}**"]
+    said = summary(alert, lang)
+    if said:
+        item.append(f"  {_md_escape(cap(said.splitlines()[0], 200))}")
+    where = " · ".join(p for p in (alert.labels.get("project"), alert.hostname) if p)
+    if where:
+        item.append(f"  {_md_escape(cap(where, 120))}")
+    tail = error_tail(alert, max_lines=1, max_chars=200)
+    if tail:
+        item.append(f"  > {tail}")
+    if alert.url and len(alert.url) <= 400:
+        item.append(f"  [{say(lang, 'open')}]({alert.url})")
+    return "\n".join(item)
+
+
+def digest_fit(alerts: Sequence[Alert], lang: str = "en", max_bytes: int = _BUDGET) -> int:
+    """How many of ``alerts`` (oldest first, at least one) fit one digest."""
+    used = len(render_digest_markdown(alerts[:1], lang, max_bytes=10**9)[1].encode("utf-8"))
+    count = 1
+    for alert in alerts[1:]:
+        size = len(_digest_item(alert, lang).encode("utf-8")) + 1
+        if used + size > max_bytes:
+            break
+        used += size
+        count += 1
+    return count
+
+
+def render_digest_markdown(alerts: Sequence[Alert], lang: str = "en",
+                           max_bytes: int = _BUDGET) -> tuple[str, str]:
+    """Several alerts for one robot in one DingTalk message, oldest first:
+    when a burst would exceed the robot's 20/min, one digest says it all.
+    Use ``digest_fit`` to choose how many alerts to pass."""
+    title = f"{PRODUCT}: {say(lang, 'digest').format(len(alerts))}"
+    lines = [f"### {title}", ""]
+    lines += [_digest_item(alert, lang) for alert in alerts]
+    lines += ["", f"<font color=#999999>{PRODUCT}</font>"]
+    return title, _fit_bytes("\n".join(lines), max_bytes)
+
+
+def _fit_bytes(text: str, max_bytes: int) -> str:
+    data = text.encode("utf-8")
+    if len(data) <= max_bytes:
+        return text
+    return data[: max_bytes - 3].decode("utf-8", "ignore") + "…"

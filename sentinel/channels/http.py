@@ -3,16 +3,18 @@
 Every channel posts through ``post_json``: it always has a timeout, never
 follows a redirect (a webhook that moved should be reconfigured, and a
 redirect could carry a token to another host), reads a bounded amount of the
-answer, and turns anything that went wrong on the way into a ``DeliveryError``
-whose message has the secrets masked. Classifying what the service *said* is
+answer within a total deadline, and turns anything that went wrong on the way
+into a ``DeliveryError`` whose message has the secrets masked. Classifying what the service *said* is
 the channel's job; ``raise_for_status`` covers the HTTP rules they share.
 """
 
 from __future__ import annotations
 
 import email.utils
+import io
 import json
 import logging
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -25,6 +27,10 @@ from sentinel.redact import RedactingFilter, redact
 # (connect, read) seconds. An alert that cannot be handed over in this time
 # is retried later rather than blocking the channel's queue.
 DEFAULT_TIMEOUT = (5.0, 15.0)
+# The whole request, from sending to the answer's last byte: a read timeout
+# alone bounds each read, and a server answering a byte a second would hold
+# the channel's queue for as long as it likes.
+DEFAULT_DEADLINE = 30.0
 MAX_ANSWER_BYTES = 64 * 1024
 USER_AGENT = f"run-sentinel/{getattr(sentinel, '__version__', '0')}"
 
@@ -57,38 +63,61 @@ def post_json(
     *,
     secrets: Iterable[Optional[str]] = (),
     timeout: Union[Tuple[float, float], float] = DEFAULT_TIMEOUT,
+    deadline: float = DEFAULT_DEADLINE,
     what: str = "request",
 ) -> Answer:
-    """POST ``payload`` as UTF-8 JSON to ``url``; return the answer.
+    """POST ``payload`` as UTF-8 JSON to ``url``; return the answer, all of
+    it within ``deadline`` seconds.
 
-    Raises a transient DeliveryError for connection errors, timeouts and
-    anything else that kept an answer from arriving.
+    Raises a transient DeliveryError for connection errors, timeouts, a
+    missed deadline and anything else that kept an answer from arriving.
     """
     import requests  # daemon-side dependency; importing channels stays cheap
+    import urllib3
 
     if not timeout:
         raise ValueError("a timeout is mandatory")
     secrets = list(secrets)
     body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
     headers = {"Content-Type": "application/json; charset=utf-8", "User-Agent": USER_AGENT}
+    session = _session()
+    _local.deadline = time.monotonic() + deadline
     try:
-        with _session().post(
+        with session.post(
             url, data=body, headers=headers, timeout=timeout, allow_redirects=False, stream=True
         ) as response:
+            _local.status = response.status_code
             raw = response.raw.read(MAX_ANSWER_BYTES, decode_content=True) or b""
             text = raw.decode(response.encoding or "utf-8", "replace")
             return Answer(response.status_code, text, dict(response.headers))
-    except requests.exceptions.Timeout:
+    except (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError):
+        # (urllib3's own errors come from reading the body through ``raw``.)
+        if time.monotonic() >= _local.deadline:
+            raise DeliveryError(f"{what} timed out (no complete answer within {deadline:g} s)") from None
         raise DeliveryError(f"{what} timed out (no answer within {_seconds(timeout)})") from None
     except requests.exceptions.ConnectionError as exc:
+        if time.monotonic() >= _local.deadline:  # urllib3 reports some read timeouts this way
+            raise DeliveryError(f"{what} timed out (no complete answer within {deadline:g} s)") from None
         raise DeliveryError(f"{what} failed to connect: {redact(_root_cause(exc), secrets)}") from None
     except requests.exceptions.InvalidURL as exc:
         raise DeliveryError(f"{what} URL is invalid: {redact(exc, secrets)}", permanent=True) from None
-    except requests.exceptions.RequestException as exc:
+    except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError) as exc:
         raise DeliveryError(f"{what} failed: {redact(_root_cause(exc), secrets)}") from None
+    finally:
+        _local.deadline = None
 
 
 _local = threading.local()
+
+
+def forget_status() -> None:
+    """Start a delivery: ``last_status`` is None until this thread's next answer."""
+    _local.status = None
+
+
+def last_status() -> Optional[int]:
+    """The HTTP status of this thread's last answer since ``forget_status`` (None: none came)."""
+    return getattr(_local, "status", None)
 
 
 def warm_up() -> None:
@@ -114,7 +143,7 @@ def _session() -> Any:
         _mask_urllib3_log()
         session = requests.Session()
         session.trust_env = True
-        adapter = requests.adapters.HTTPAdapter(
+        adapter = _deadline_adapter()(
             max_retries=Retry(total=1, connect=1, read=0, redirect=0, status=0, other=0,
                               allowed_methods=None, raise_on_status=False)
         )
@@ -122,6 +151,116 @@ def _session() -> Any:
         session.mount("https://", adapter)
         _local.session = session
     return session
+
+
+# ---------------------------------------------------------------- the deadline
+#
+# Every socket the session connects is wrapped so that each read and write
+# waits no longer than what is left of this thread's request deadline (and
+# no longer than the timeout urllib3 asked for): the deadline holds for the
+# status line, the headers and the body alike, without a thread per request.
+
+
+def _remaining() -> Optional[float]:
+    deadline = getattr(_local, "deadline", None)
+    if deadline is None:
+        return None
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise socket.timeout("request deadline passed")
+    return left
+
+
+class _DeadlineSocket:
+    """A connected (possibly TLS) socket whose every wait is cut to the deadline."""
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+        self._timeout = sock.gettimeout()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+    def settimeout(self, value: Optional[float]) -> None:
+        self._timeout = value
+        self._sock.settimeout(value)
+
+    def gettimeout(self) -> Optional[float]:
+        return self._timeout
+
+    def _arm(self) -> None:
+        left = _remaining()
+        if left is not None:
+            self._sock.settimeout(left if self._timeout is None else min(left, self._timeout))
+
+    def sendall(self, data: Any, *args: Any) -> None:
+        self._arm()
+        self._sock.sendall(data, *args)
+
+    def send(self, data: Any, *args: Any) -> int:
+        self._arm()
+        return self._sock.send(data, *args)
+
+    def recv_into(self, buffer: Any, *args: Any) -> int:
+        self._arm()
+        return self._sock.recv_into(buffer, *args)
+
+    def recv(self, size: int, *args: Any) -> bytes:
+        self._arm()
+        return self._sock.recv(size, *args)
+
+    def makefile(self, mode: str = "r", buffering: Optional[int] = None, **_: Any) -> Any:
+        if mode not in ("rb", "r"):
+            return self._sock.makefile(mode, buffering)
+        # http.client reads the answer through this: every refill is a
+        # recv_into above. As socket.makefile does, the file holds a reference
+        # so that closing the connection leaves the fd open until it is closed.
+        self._sock._io_refs += 1
+        raw = socket.SocketIO(self, "rb")  # type: ignore[arg-type]
+        return io.BufferedReader(raw, buffering or io.DEFAULT_BUFFER_SIZE)
+
+
+_ADAPTER: Optional[type] = None
+
+
+def _deadline_adapter() -> type:
+    """A requests HTTPAdapter whose connections wrap their sockets (made once)."""
+    global _ADAPTER
+    if _ADAPTER is not None:
+        return _ADAPTER
+    import requests
+    from urllib3 import connection, connectionpool
+
+    class HTTPConnection(connection.HTTPConnection):
+        def connect(self) -> None:
+            super().connect()
+            self.sock = _DeadlineSocket(self.sock)  # type: ignore[assignment]
+
+    class HTTPSConnection(connection.HTTPSConnection):
+        def connect(self) -> None:
+            super().connect()
+            self.sock = _DeadlineSocket(self.sock)  # type: ignore[assignment]
+
+    class HTTPConnectionPool(connectionpool.HTTPConnectionPool):
+        ConnectionCls = HTTPConnection
+
+    class HTTPSConnectionPool(connectionpool.HTTPSConnectionPool):
+        ConnectionCls = HTTPSConnection
+
+    pools = {"http": HTTPConnectionPool, "https": HTTPSConnectionPool}
+
+    class DeadlineAdapter(requests.adapters.HTTPAdapter):
+        def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+            super().init_poolmanager(*args, **kwargs)
+            self.poolmanager.pool_classes_by_scheme = pools
+
+        def proxy_manager_for(self, proxy: str, **kwargs: Any) -> Any:
+            manager = super().proxy_manager_for(proxy, **kwargs)
+            manager.pool_classes_by_scheme = pools
+            return manager
+
+    _ADAPTER = DeadlineAdapter
+    return _ADAPTER
 
 
 def _mask_urllib3_log() -> None:

@@ -1,4 +1,4 @@
-"""Checks shared by the channels' ``check_options`` and the language rule.
+"""Checks shared by the channels' ``check_options``.
 
 Problem messages never repeat an option's value: values may be secrets.
 """
@@ -8,9 +8,7 @@ from __future__ import annotations
 from typing import Any, Iterable, Mapping
 from urllib.parse import urlsplit
 
-from sentinel.alerts import Alert
-from sentinel.channels.base import Channel
-from sentinel.render import LANGUAGES, language_of
+from sentinel.rules import LANGUAGES
 
 
 def unknown_keys(options: Mapping[str, Any], known: Iterable[str]) -> list[tuple[str, str]]:
@@ -55,10 +53,3 @@ def check_language(options: Mapping[str, Any]) -> list[tuple[str, str]]:
     if value is None or (isinstance(value, str) and value in LANGUAGES):
         return []
     return [("language", f"must be one of {', '.join(LANGUAGES)}")]
-
-
-def language_for(channel: Channel, alert: Alert) -> str:
-    """The channel's own ``language`` wins; a channel built without one
-    (``follow_run_language``) speaks the run's language, else its default."""
-    run_language = alert.language if getattr(channel, "follow_run_language", False) else None
-    return language_of(channel.options.get("language"), run_language, channel.language)

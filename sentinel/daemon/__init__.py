@@ -14,33 +14,48 @@ import threading
 import time
 from typing import Any, Optional
 
-from sentinel import systemd
+from sentinel import daemon_file, systemd
 from sentinel.config import Config
+from sentinel.state_dir import StateDir, StateDirError
 
 log = logging.getLogger("sentinel.daemon")
 
+EXIT_CONFIG = os.EX_CONFIG  # 78, as the CLI exits for a config it cannot use: restarting cannot help
 STOP_TIMEOUT = 10.0  # seconds delivery may take to finish in-flight requests at shutdown
 
 __all__ = ["run"]
 
 
-def _open_delivery(config: Config, retry_policy: Any = None) -> tuple[Any, Any, Any]:
+def _open_delivery(config: Config, state: StateDir, retry_policy: Any = None) -> tuple[Any, Any, Any]:
     """The outbox, the channel set and the delivery workers for ``config``."""
     from sentinel.delivery import ChannelSet, Delivery
     from sentinel.outbox import Outbox, RetryPolicy
 
     policy = retry_policy if retry_policy is not None else RetryPolicy(retry_for=config.retry_for)
-    outbox = Outbox(config.state_path() / "outbox", policy)
-    channels = ChannelSet.from_config(config)
+    outbox = Outbox(state.outbox, policy)
+    channels = ChannelSet.from_config(config, state.inline)
     delivery = Delivery(outbox, channels)
     return outbox, channels, delivery
+
+
+def _start_fleet(config: Config, outbox: Any) -> Any:
+    """Metrics and healthchecks.io as the config asks (None: they cannot start; logged)."""
+    from sentinel.fleet import start_fleet
+
+    try:
+        return start_fleet(config, outbox)
+    except (OSError, RuntimeError) as exc:
+        listen = config.metrics.listen if config.metrics is not None else None
+        where = f" on {listen[0]}:{listen[1]}" if listen and isinstance(exc, OSError) else ""
+        log.error("cannot start the fleet side (metrics, healthchecks)%s: %s", where, exc)
+        return None
 
 
 def _install_signal_handlers(stop: threading.Event) -> dict[int, Any]:
     """SIGTERM/SIGINT only set ``stop`` (the loop does the rest); main thread only."""
     if threading.current_thread() is not threading.main_thread():
         return {}
-    previous = {}
+    previous: dict[int, Any] = {}
 
     def handler(signum: int, frame: Any) -> None:
         stop.set()
@@ -56,28 +71,39 @@ def run(config: Config, stop: Optional[threading.Event] = None, *, retry_policy:
     ``retry_policy`` (a ``sentinel.outbox.RetryPolicy``) overrides the retry
     schedule derived from the config; tests and benchmarks shorten it.
     """
-    from sentinel.daemon.loop import Daemon, lock_state_dir, prepare_dirs, serve
+    from sentinel.daemon.loop import Daemon, prepare_spool, serve
 
     stop = threading.Event() if stop is None else stop
     try:
-        prepare_dirs(config)
+        prepare_spool(config.spool_path())
     except OSError as exc:
-        log.error("cannot use spool %s / state %s: %s", config.spool_path(), config.state_path(), exc)
+        log.error("cannot use spool %s: %s", config.spool_path(), exc)
         return 1
-    lock_fd = lock_state_dir(config.state_path())
+    state = StateDir(config.state_path())
+    try:
+        state.migrate_from(config.legacy_state_path())
+        state.open()
+        lock_fd = state.lock()
+    except StateDirError as exc:
+        log.error("%s", exc)
+        return EXIT_CONFIG
     if lock_fd is None:
-        log.error("another daemon already watches %s (lock %s held)", config.spool_path(),
-                  config.state_path() / "daemon.lock")
+        log.error("another daemon already watches %s (lock %s held)", config.spool_path(), state.lock_path)
         return 1
     previous = _install_signal_handlers(stop)
-    delivery = daemon = None
+    old_name = daemon_file.name_this_process()
+    delivery = daemon = fleet = None
     try:
-        outbox, channels, delivery = _open_delivery(config, retry_policy)
-        daemon = Daemon(config, outbox, channels, delivery.wake)
+        outbox, channels, delivery = _open_delivery(config, state, retry_policy)
+        fleet = _start_fleet(config, outbox)
+        if fleet is None:
+            return 1
+        delivery.observer = fleet
+        daemon = Daemon(config, outbox, channels, delivery.wake, observer=fleet)
         delivery.start()  # alerts left pending by a previous daemon go out at once
         daemon.start(time.time())
         systemd.notify("READY=1")
-        log.info("watching %s (%d run(s) tracked)", config.spool_path(), len(daemon.runs))
+        log.info("watching %s (%d run(s) tracked)", config.spool_path(), len(daemon.tracker.runs))
         serve(daemon, stop)
         return 0
     finally:
@@ -88,5 +114,9 @@ def run(config: Config, stop: Optional[threading.Event] = None, *, retry_policy:
             daemon.close()
         if delivery is not None:
             delivery.stop(STOP_TIMEOUT)
+        if fleet is not None:
+            fleet.close()
         os.close(lock_fd)
+        if old_name is not None:
+            daemon_file.name_this_process(old_name)
         log.info("stopped")

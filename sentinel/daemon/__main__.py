@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from sentinel.cli import main
+from sentinel.daemon.entry import main
 
 if __name__ == "__main__":
-    sys.exit(main(["daemon", *sys.argv[1:]]))
+    sys.exit(main(sys.argv[1:]))

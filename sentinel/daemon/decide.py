@@ -14,6 +14,7 @@ import enum
 from dataclasses import dataclass
 from typing import Iterable, NamedTuple, Optional
 
+from sentinel import endings
 from sentinel.alerts import AlertKind
 from sentinel.spool import FinalRecord, Progress
 
@@ -41,6 +42,10 @@ class RunState(str, enum.Enum):
     @property
     def is_terminal(self) -> bool:
         return not self.is_live
+
+
+if {e.run_state for e in endings.ENDINGS if e.run_state} | {"running"} != {s.value for s in RunState}:
+    raise ImportError("sentinel.daemon.decide.RunState and sentinel.endings.ENDINGS name different states")
 
 
 class EventKind(str, enum.Enum):
@@ -87,26 +92,16 @@ class Transition(NamedTuple):
     alert: Optional[AlertKind]
 
 
+# The maps below come from the endings table: a kind's row names the state it
+# leaves a run in, and whether the process can record it itself.
 _FINAL_TO_STATE = {
-    "finished": RunState.FINISHED,
-    "crashed": RunState.CRASHED,
-    "aborted": RunState.ABORTED,
-    "terminated": RunState.TERMINATED,
+    e.kind: RunState(e.run_state) for e in endings.ENDINGS if e.recorded and e.run_state is not None
 }
-
+# The alert a transition into a state raises (entering RUNNING again is "recovered").
 _STATE_TO_ALERT = {
-    RunState.FINISHED: AlertKind.FINISHED,
-    RunState.CRASHED: AlertKind.CRASHED,
-    RunState.ABORTED: AlertKind.ABORTED,
-    RunState.TERMINATED: AlertKind.TERMINATED,
-    RunState.KILLED: AlertKind.KILLED,
-    RunState.LOST: AlertKind.LOST,
-    RunState.STALLED: AlertKind.STALLED,
-    RunState.TIME_LIMIT: AlertKind.TIME_LIMIT,
-    RunState.CANCELLED: AlertKind.CANCELLED,
-    RunState.PREEMPTED: AlertKind.PREEMPTED,
-    RunState.NODE_FAILURE: AlertKind.NODE_FAILURE,
-    RunState.FAULTED: AlertKind.GPU_FAULT,
+    RunState(e.run_state): AlertKind(e.kind)
+    for e in endings.ENDINGS
+    if e.run_state is not None and e.run_state != RunState.RUNNING.value
 }
 
 # How a job (or one of its ranks) can end: the ending kinds a job verdict names.
@@ -219,19 +214,7 @@ def exit_event(final: Optional[FinalRecord], oom: bool, at_startup: bool) -> Eve
 # ------------------------------------------------------------ restart recovery
 
 _ALERT_TO_STATE = {
-    AlertKind.FINISHED: RunState.FINISHED,
-    AlertKind.CRASHED: RunState.CRASHED,
-    AlertKind.ABORTED: RunState.ABORTED,
-    AlertKind.TERMINATED: RunState.TERMINATED,
-    AlertKind.KILLED: RunState.KILLED,
-    AlertKind.LOST: RunState.LOST,
-    AlertKind.STALLED: RunState.STALLED,
-    AlertKind.RECOVERED: RunState.RUNNING,
-    AlertKind.TIME_LIMIT: RunState.TIME_LIMIT,
-    AlertKind.CANCELLED: RunState.CANCELLED,
-    AlertKind.PREEMPTED: RunState.PREEMPTED,
-    AlertKind.NODE_FAILURE: RunState.NODE_FAILURE,
-    AlertKind.GPU_FAULT: RunState.FAULTED,
+    AlertKind(e.kind): RunState(e.run_state) for e in endings.ENDINGS if e.run_state is not None
 }
 
 

@@ -13,7 +13,7 @@ When one rank of a torchrun job dies, the launcher stops the others
   time still matches once its pidfd is open — the identity rule for runs.
 * **Holding the endings.** Ranks that end — recorded runs (their final
   record, or none) and siblings (their exit status through the pidfd, see
-  ``exit_status``; the OOM killer; the traceback torchrun's ``@record``
+  ``sentinel.daemon.pidfd``; the OOM killer; the traceback torchrun's ``@record``
   wrote to ``TORCHELASTIC_ERROR_FILE``) — are held, not alerted.
 * **One verdict.** Once every local rank has ended, or ``SETTLE`` seconds
   after the first failure, ``verdict`` names the cause: the earliest
@@ -26,6 +26,9 @@ When one rank of a torchrun job dies, the launcher stops the others
   ``TEARDOWN_WINDOW`` after the alert.
 * **Stalls.** With several recorded ranks, only the speaker is checked, on
   every rank's progress: one stall alert naming the ranks that stopped.
+
+What an alert says is a ``Reason`` (``sentinel.endings.REASONS``), worded
+in each channel's language when it is rendered.
 """
 
 from __future__ import annotations
@@ -33,24 +36,44 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable, Optional, Union
+from typing import Any, Callable, Iterable, Mapping, Optional, Protocol, Union
 
 from sentinel import jobs
 from sentinel.alerts import AlertKind
 from sentinel.daemon.decide import Event, EventKind, RunState, is_stale, stall_deadline
-from sentinel.daemon.exit_status import ExitStatus, exit_status
 from sentinel.daemon.liveness import Liveness, Status
 from sentinel.daemon.nccl import explain as nccl_explain
-from sentinel.daemon.oom import CgroupCounter, cgroup_counter
+from sentinel.daemon.oom import CgroupCounter, OomDetector, cgroup_counter
+from sentinel.daemon.run_reader import RunReader, TrackedRun
 from sentinel.daemon.slurm import SlurmEnding, SlurmOracle, by_end_time, classify, env_time
+from sentinel.daemon.spool_watcher import SpoolWatcher
+from sentinel.daemon.xid import GpuFaults, XidHit
+from sentinel.endings import Reason
+from sentinel.exit_status import Ending, ending_of
 from sentinel.procid import ProcessIdentity, parent_pid, process_uid, start_ticks
+from sentinel.safetext import printable
 from sentinel.spool import FinalRecord, JobRecord, SpoolFormatError, read_json
 
-if TYPE_CHECKING:
-    from sentinel.daemon.loop import Daemon
-    from sentinel.daemon.runs import TrackedRun
-
 log = logging.getLogger("sentinel.daemon.jobs")
+
+
+class RunBook(Protocol):
+    """What the job watch needs of the daemon's book of runs (``tracking.Tracker``)."""
+
+    runs: dict[str, TrackedRun]
+    reader: RunReader
+    oom: OomDetector
+    gpu: GpuFaults
+    watcher: SpoolWatcher
+
+    def apply(self, run: TrackedRun, event: Event, now: float, *, final: Optional[FinalRecord] = None,
+              reason: Optional[Reason] = None, kernel_status: Optional[int] = None,
+              overrides: Optional[Mapping[str, Any]] = None) -> None: ...
+    def retire(self, run: TrackedRun, now: float) -> None: ...
+    def stall_timeout(self, run: TrackedRun) -> float: ...
+    def stall_reason(self, run: TrackedRun, timeout: float, now: float) -> Reason: ...
+    def schedule_stall_check(self, run: TrackedRun, when: Optional[float]) -> None: ...
+
 
 Peers = list  # [(rank, TrackedRun)]: a job's live recorded ranks, the speaker first
 
@@ -69,11 +92,11 @@ class Death:
 
     at: float
     final: Optional[FinalRecord] = None  # a recorded rank's own word
-    status: Optional[ExitStatus] = None
-    oom: Optional[str] = None
+    status: Optional[Ending] = None  # the kernel's wait status, in words
+    oom: Optional[Reason] = None
     message: Optional[str] = None  # "RuntimeError: boom", from the rank's error file
     traceback: Optional[str] = None
-    gpu: Optional[str] = None  # Xids naming the rank's process
+    gpu: list[Reason] = field(default_factory=list)  # Xids naming the rank's process
 
 
 @dataclass
@@ -84,17 +107,18 @@ class Member:
     error_file: str = ""
     run_id: Optional[str] = None  # a recorded rank; None for a sibling found on the host
     cgroup: Optional[CgroupCounter] = None
-    status: Optional[ExitStatus] = None  # read when its pidfd fired
+    status: Optional[Ending] = None  # read when its pidfd fired
     death: Optional[Death] = None
     gone: bool = False  # the process has exited
 
-    def label(self, host: str) -> str:
+    def label(self, host: str) -> Reason:
         """'rank 3 (local rank 3, host h, pid 123)'."""
-        where = f"host {host}, pid {self.ident.pid}"
+        where = {"host": host, "pid": self.ident.pid}
         if self.rank is None:
-            return f"pid {self.ident.pid} (host {host})"
-        local = f"local rank {self.local_rank}, " if self.local_rank is not None else ""
-        return f"rank {self.rank} ({local}{where})"
+            return Reason("rank_label_pid", where)
+        if self.local_rank is None:
+            return Reason("rank_label_global", {"rank": self.rank, **where})
+        return Reason("rank_label", {"rank": self.rank, "local_rank": self.local_rank, **where})
 
 
 @dataclass
@@ -124,32 +148,34 @@ class Job:
         return next((m for m in self.members.values() if m.run_id == run_id), None)
 
 
-def outcome(death: Death) -> tuple[AlertKind, str]:
+def outcome(death: Death) -> tuple[AlertKind, Reason]:
     """The ending one rank's death alone would be, and how to say it."""
     final = death.final
     if final is not None:
         if final.state == "finished":
-            return AlertKind.FINISHED, "finished"
+            return AlertKind.FINISHED, Reason("rank_finished")
         if final.state == "aborted":
-            return AlertKind.ABORTED, "was interrupted (SIGINT)"
+            return AlertKind.ABORTED, Reason("rank_interrupted")
         if final.state == "terminated":
-            return AlertKind.TERMINATED, f"was terminated ({final.signal or 'SIGTERM'})"
+            return AlertKind.TERMINATED, Reason("rank_terminated", {"signal": final.signal or "SIGTERM"})
         last = _last_line(final.error)
-        return AlertKind.CRASHED, f"crashed: {last}" if last else f"crashed (exit code {final.exit_code})"
+        if last:
+            return AlertKind.CRASHED, Reason("rank_crashed", {"line": last})
+        return AlertKind.CRASHED, Reason("rank_crashed_code", {"code": final.exit_code})
     if death.oom:
-        return AlertKind.KILLED, "was killed by the OOM killer"
+        return AlertKind.KILLED, Reason("rank_oom")
     if death.message:
-        return AlertKind.CRASHED, f"raised {death.message}"
+        return AlertKind.CRASHED, Reason("rank_raised", {"message": death.message})
     status = death.status
     if status is None:
-        return AlertKind.KILLED, "ended (its exit status was not seen)"
+        return AlertKind.KILLED, Reason("rank_unseen")
     if status.signal is not None:
-        if status.signal_name == "SIGTERM":
-            return AlertKind.TERMINATED, "was terminated (SIGTERM)"
-        return AlertKind.KILLED, f"was killed by {status.signal_name}"
-    if status.clean:
-        return AlertKind.FINISHED, "exited cleanly"
-    return AlertKind.CRASHED, f"exited with code {status.code}"
+        if status.signal == "SIGTERM":
+            return AlertKind.TERMINATED, Reason("rank_terminated", {"signal": "SIGTERM"})
+        return AlertKind.KILLED, Reason("rank_killed", {"signal": status.signal})
+    if status.exit_code == 0:
+        return AlertKind.FINISHED, Reason("rank_exited_clean")
+    return AlertKind.CRASHED, Reason("rank_exit_code", {"code": status.exit_code})
 
 
 def is_unknown(death: Death) -> bool:
@@ -165,22 +191,28 @@ def is_failure(death: Optional[Death]) -> bool:
 class Verdict:
     kind: AlertKind
     cause: Optional[Member]
-    detail: str
+    reason: Reason
     error: Optional[str]
+
+    @property
+    def detail(self) -> str:
+        """The reason in English (logs, tests)."""
+        return self.reason.text("en") or ""
 
 
 def verdict(job: Job, step: Optional[int], scheduler: Optional[SlurmEnding]) -> Verdict:
     """The one thing to say about the job's ending (pure: facts in, words out)."""
-    name = f"Job {jobs.display_id(job.record)}"
+    name = jobs.display_id(job.record)
     ended = [m for m in job.members.values() if m.death is not None]
     failed = sorted((m for m in ended if is_failure(m.death)), key=lambda m: m.death.at)  # type: ignore[union-attr]
     total = len(job.members)
+    counted = {"job": name, "ranks": total, "s": _s(total)}
     if not any(not is_unknown(m.death) for m in failed):  # type: ignore[arg-type]
         # Endings not seen (an older kernel, reaped at once) count as failures only beside a known one.
         unseen = len([m for m in ended if m.death is not None and is_unknown(m.death)])
-        note = f" ({unseen} without an exit status seen)" if unseen else ""
-        return Verdict(AlertKind.FINISHED, None, f"{name}: all {total} local rank{_s(total)} finished{note}",
-                       None)
+        finished = Reason("job_finished_unseen", {**counted, "unseen": unseen}) if unseen else \
+            Reason("job_finished", counted)
+        return Verdict(AlertKind.FINISHED, None, finished, None)
     # SIGTERMs are what the launcher sends the survivors: never the cause if anything else failed.
     primary = [m for m in failed if outcome(m.death)[0] is not AlertKind.TERMINATED]  # type: ignore[arg-type]
     cause = (primary or failed)[0]
@@ -191,19 +223,23 @@ def verdict(job: Job, step: Optional[int], scheduler: Optional[SlurmEnding]) -> 
     others = [m for m in job.members.values() if m is not cause]
     stopped = sum(1 for m in others if m.death is not None)
     launcher = job.record.launcher
+    notes = [*death.gpu, *filter(None, [nccl_explain(error)])]
     if scheduler is not None and kind in (AlertKind.TERMINATED, AlertKind.KILLED) and not death.oom:
-        detail = f"{name}: {scheduler.detail}; {stopped + 1} of {total} local rank{_s(total)} stopped"
-        return Verdict(scheduler.kind, cause, _with(detail, death.gpu, nccl_explain(error)), error)
-    at_step = f" at step {step:,}" if step is not None else ""
-    detail = f"{name}: {cause.label(job.host)} {phrase}{at_step}"
+        said = Reason("job_scheduler", {**counted, "scheduler": scheduler.reason.as_arg(),
+                                        "stopped": stopped + 1})
+        return Verdict(scheduler.kind, cause, said.with_notes(notes), error)
+    args: dict[str, Any] = {"job": name, "rank": cause.label(job.host).as_arg(), "ending": phrase.as_arg(),
+                            "step": Reason("at_step", {"step": step}).as_arg() if step is not None else ""}
     if others:
-        who = launcher if launcher not in ("slurm", "launcher") else "the launcher"
-        if stopped == len(others):
-            detail += f"; {who} stopped the other {len(others)} ranks" if len(others) > 1 else \
-                f"; {who} stopped the other rank"
+        who: Any = launcher if launcher not in ("slurm", "launcher") else Reason("the_launcher").as_arg()
+        if stopped < len(others):
+            teardown = Reason("stopping_others", {"who": who, "stopped": stopped, "others": len(others)})
+        elif len(others) > 1:
+            teardown = Reason("stopped_others", {"who": who, "others": len(others)})
         else:
-            detail += f"; {who} is stopping the other ranks ({stopped} of {len(others)} stopped so far)"
-    return Verdict(kind, cause, _with(detail, death.gpu, nccl_explain(error)), error)
+            teardown = Reason("stopped_other", {"who": who})
+        notes.insert(0, teardown)
+    return Verdict(kind, cause, Reason("job_rank_ended", args).with_notes(notes), error)
 
 
 def job_facts(job: Job, cause_rank: Optional[int]) -> dict[str, str]:
@@ -215,9 +251,8 @@ def job_facts(job: Job, cause_rank: Optional[int]) -> dict[str, str]:
     return facts
 
 
-def _with(detail: str, *notes: Optional[str]) -> str:
-    extra = [n for n in notes if n]
-    return "; ".join([detail, *extra])
+def folded(job: Job) -> Reason:
+    return Reason("job_folded", {"job": jobs.display_id(job.record)})
 
 
 def _s(count: int) -> str:
@@ -301,10 +336,10 @@ def read_error_file(path: str, uid: int) -> Optional[tuple[str, str]]:
 class JobWatch:
     """The daemon's jobs: their ranks' pidfds, held endings and verdicts."""
 
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
-        self.liveness = Liveness(daemon.epoll, daemon.liveness.use_pidfd)
-        self.slurm = SlurmOracle(daemon.wakeup.wake)
+    def __init__(self, book: RunBook, liveness: Liveness, wake: Callable[[], None]) -> None:
+        self.book = book
+        self.liveness = liveness  # the ranks' own pidfds, in the daemon's epoll
+        self.slurm = SlurmOracle(wake)
         self.jobs: dict[str, Job] = {}
         self.by_run: dict[str, str] = {}  # recorded run id -> job key
 
@@ -387,14 +422,14 @@ class JobWatch:
         return self.liveness.owns(fd)
 
     def exited(self, fd: int, now: float) -> None:
-        """A rank's pidfd fired: read how it ended, then let go of the fd."""
-        key = self.liveness.key_of(fd)
-        found = self._locate(key) if key is not None else None
-        if found is not None:
-            found[1].status = exit_status(fd, found[1].ident)
-        self.liveness.exited(fd)
-        if found is not None:
-            self._rank_exited(*found, now)
+        """A rank's pidfd fired: how it ended (the fd is let go of)."""
+        ended = self.liveness.exit_of(fd)
+        found = self._locate(ended.key) if ended is not None else None
+        if ended is None or found is None:
+            return
+        if ended.status is not None:
+            found[1].status = ending_of(ended.status)
+        self._rank_exited(*found, now)
 
     def poll(self, now: float) -> None:
         """Polling fallback (no pidfd): ranks found gone, with no exit status."""
@@ -407,9 +442,9 @@ class JobWatch:
         member.gone = True
         if member.run_id is not None:
             return  # a recorded rank is judged by the daemon (its final record) in ``holds_exit``
-        death = Death(at=now, status=member.status, gpu=self.daemon.gpu.note_for(member.ident))
-        if member.status is None or not member.status.clean:
-            death.oom = self.daemon.oom.cause(member.ident, member.cgroup)
+        death = Death(at=now, status=member.status, gpu=self.book.gpu.notes_for(member.ident))
+        if member.status is None or member.status.exit_code != 0:
+            death.oom = self.book.oom.evidence(member.ident, member.cgroup)
             found = read_error_file(member.error_file, job.uid)
             if found is not None:
                 death.message, death.traceback = found
@@ -429,20 +464,21 @@ class JobWatch:
             self._changed(job, now)
         return True
 
-    def holds_exit(self, run: TrackedRun, final: Optional[FinalRecord], oom: Optional[str],
-                   now: float) -> bool:
-        """``judge_exit`` hook: a recorded rank's process is gone; hold its end for the job."""
+    def holds_exit(self, run: TrackedRun, final: Optional[FinalRecord], oom: Optional[Reason],
+                   status: Optional[int], now: float) -> bool:
+        """``judge_exit`` hook: a recorded rank's process is gone (``status``: its
+        wait status, if the kernel told); hold its end for the job."""
         found = self._member(run)
         if found is None:
             return False
         job, member = found
         member.gone = True
-        if member.status is None:
-            member.status = exit_status(self.liveness.pidfd(self._key(job, member.ident.pid)), member.ident)
+        if member.status is None and status is not None:
+            member.status = ending_of(status)
         death = member.death or Death(at=now)
         death.final = death.final or final
         death.status, death.oom = member.status, death.oom or (None if final else oom)
-        death.gpu = self.daemon.gpu.note_for(member.ident)
+        death.gpu = self.book.gpu.notes_for(member.ident)
         member.death = death
         if job.alerted_at is not None:
             return self._fold_late(job, run, final, death, now)
@@ -469,8 +505,7 @@ class JobWatch:
         """After the job's alert: a rank ending in the teardown window is part of it."""
         if job.alerted_at is None or now - job.alerted_at > TEARDOWN_WINDOW:
             return False
-        self.daemon.apply(run, Event.folded(outcome(death)[0]), now, final=final,
-                          detail=f"part of job {jobs.display_id(job.record)}'s alert")
+        self.book.apply(run, Event.folded(outcome(death)[0]), now, final=final, reason=folded(job))
         self._maybe_drop(job)
         return True
 
@@ -516,7 +551,7 @@ class JobWatch:
         end_time = env_time(job.record.slurm.get("job_end_time"))
         first = min((m for m in job.members.values() if m.death is not None), key=lambda m: m.death.at)  # type: ignore[union-attr]
         signal_name = (first.death.final.signal if first.death and first.death.final else None) or (
-            first.death.status.signal_name if first.death and first.death.status else None)
+            first.death.status.signal if first.death and first.death.status else None)
         return by_end_time(end_time, signal_name, job.first_failure)
 
     def decide(self, job: Job, now: float, scheduler: Optional[SlurmEnding]) -> None:
@@ -524,12 +559,12 @@ class JobWatch:
         recorded = [(m, r) for m, r in self._recorded(job) if r.state.is_live]
         job.alerted_at = now
         if not recorded:
-            log.warning("job %s ended but none of its recorded runs is left to say so", job.key)
+            log.warning("job %s ended but none of its recorded runs is left to say so", printable(job.key))
             self._maybe_drop(job)
             return
         speaker_member, speaker = recorded[0]
         for _, run in recorded:
-            run.progress = self.daemon.reader.read_progress(run)  # the step the job got to
+            run.progress = self.book.reader.read_progress(run)  # the step the job got to
         steps = [r.progress.step for _, r in recorded if r.progress and r.progress.step is not None]
         found = verdict(job, max(steps) if steps else None, scheduler)
         cause = found.cause
@@ -537,19 +572,19 @@ class JobWatch:
         if cause is not None and cause.death is not None:
             status = cause.death.status
             overrides.update(pid=cause.ident.pid, error=found.error,
-                             exit_code=status.code if status is not None else None,
+                             exit_code=status.exit_code if status is not None else None,
                              signal=(cause.death.final.signal if cause.death.final else None)
-                             or (status.signal_name if status is not None else None))
+                             or (status.signal if status is not None else None))
         own = speaker_member.death.final if speaker_member.death is not None else None
-        self.daemon.apply(speaker, Event.job_ended(found.kind), now, final=own, detail=found.detail,
-                          overrides=overrides)
+        self.book.apply(speaker, Event.job_ended(found.kind), now, final=own, reason=found.reason,
+                        overrides=overrides)
         for member, run in recorded:
             if run is not speaker and member.death is not None:
-                self.daemon.apply(run, Event.folded(outcome(member.death)[0]), now, final=member.death.final,
-                                  detail=f"part of job {jobs.display_id(job.record)}'s alert")
+                self.book.apply(run, Event.folded(outcome(member.death)[0]), now, final=member.death.final,
+                                reason=folded(job))
         for member, run in recorded:
             if member.gone and run.state.is_terminal:
-                self.daemon.retire(run, now)
+                self.book.retire(run, now)
         self._maybe_drop(job)
 
     def _maybe_drop(self, job: Job, force: bool = False) -> None:
@@ -575,7 +610,7 @@ class JobWatch:
     def _recorded(self, job: Job) -> list[tuple[Member, TrackedRun]]:
         """The job's recorded ranks the daemon tracks, lowest rank first: the
         first one speaks for the job."""
-        runs = self.daemon.runs
+        runs = self.book.runs
         found = [(m, runs[m.run_id]) for m in job.members.values() if m.run_id in runs]  # type: ignore[index]
         return sorted(found, key=lambda pair: (pair[0].rank is None, pair[0].rank or 0))
 
@@ -592,43 +627,44 @@ class JobWatch:
 
     def check_stall(self, run: TrackedRun, peers: Peers, now: float) -> None:
         """The speaker's stall check, on every recorded rank's progress."""
-        daemon = self.daemon
+        book = self.book
         stale, deadlines = [], []
         for rank, peer in peers:
-            peer.progress = daemon.reader.read_progress(peer)
-            timeout = daemon.stall_timeout(peer)
+            peer.progress = book.reader.read_progress(peer)
+            timeout = book.stall_timeout(peer)
             if is_stale(peer.progress, peer.record.started, timeout, now):
                 stale.append((rank, peer))
             deadlines.append(stall_deadline(peer.progress, peer.record.started, timeout))
         if not stale:
-            daemon.schedule_stall_check(run, max(min(deadlines), now + 0.005))
+            book.schedule_stall_check(run, max(min(deadlines), now + 0.005))
             return
         job = self._member(run)[0]  # type: ignore[index]
         names = ", ".join(str(rank) if rank is not None else f"pid {peer.record.pid}" for rank, peer in stale)
         first_rank, first = stale[0]
-        detail = (f"Job {jobs.display_id(job.record)}: rank{_s(len(stale))} {names} of {len(peers)} "
-                  f"stopped progressing; {daemon.stall_detail(first, daemon.stall_timeout(first), now)}")
+        stall = book.stall_reason(first, book.stall_timeout(first), now)
+        reason = Reason("job_stalled", {"job": jobs.display_id(job.record), "names": names,
+                                        "s": _s(len(stale)), "ranks": len(peers), "stall": stall.as_arg()})
         progress = first.progress
-        daemon.apply(run, Event(EventKind.PROGRESS_STALE), now, detail=detail, overrides={
+        book.apply(run, Event(EventKind.PROGRESS_STALE), now, reason=reason, overrides={
             "job": job_facts(job, first_rank), "pid": first.record.pid,
             "last_beat": progress.beat if progress else None,
             "last_progress": progress.last_progress if progress else None})
         if run.state is RunState.STALLED:
             for _, peer in peers:
-                daemon.watcher.want_beats(peer.run_id, True)
+                book.watcher.want_beats(peer.run_id, True)
             self.check_recovery(run, peers, now)
 
     def check_recovery(self, run: TrackedRun, peers: Peers, now: float) -> None:
         """A stalled job recovers when every recorded rank progresses again."""
-        daemon = self.daemon
+        book = self.book
         for _, peer in peers:
-            peer.progress = daemon.reader.read_progress(peer)
-            if is_stale(peer.progress, peer.record.started, daemon.stall_timeout(peer), now):
+            peer.progress = book.reader.read_progress(peer)
+            if is_stale(peer.progress, peer.record.started, book.stall_timeout(peer), now):
                 return
-        daemon.apply(run, Event(EventKind.PROGRESS_FRESH), now, detail="every rank progresses again")
+        book.apply(run, Event(EventKind.PROGRESS_FRESH), now, reason=Reason("job_resumed"))
         if run.state is RunState.RUNNING:
             for _, peer in peers:
-                daemon.watcher.want_beats(peer.run_id, False)
+                book.watcher.want_beats(peer.run_id, False)
             self.check_stall(run, peers, now)  # schedules the next check
 
     def stall_speaker(self, run: TrackedRun) -> TrackedRun:
@@ -636,6 +672,21 @@ class JobWatch:
         found = self._member(run)
         live = [r for m, r in self._recorded(found[0]) if m.death is None] if found is not None else []
         return live[0] if live else run
+
+    def gpu_fault_target(self, hit: XidHit) -> Optional[tuple[TrackedRun, Reason, dict[str, Any]]]:
+        """The run that speaks for the job whose rank ``hit`` names, with what to say; None
+        if no watched job has that rank."""
+        run = self.speaker_for_pid(hit.pid) if hit.pid is not None else None
+        found = self.member_of_pid(hit.pid) if run is not None and hit.pid is not None else None
+        if run is None or found is None:
+            return None
+        job, rank = found
+        if not hit.names(rank.ident):
+            return None
+        reason = Reason("job_gpu_fault", {"job": jobs.display_id(job.record),
+                                          "rank": rank.label(job.host).as_arg(),
+                                          "gpu": hit.reason().as_arg(), "line": hit.line})
+        return run, reason, {"pid": hit.pid, "job": job_facts(job, rank.rank)}
 
     def speaker_for_pid(self, pid: int) -> Optional[TrackedRun]:
         """The recorded run that speaks for the job one of whose ranks is ``pid``."""

@@ -7,6 +7,14 @@ open: the pidfd pins the pid, so if ``/proc/<pid>/stat`` then shows the
 recorded start time, the pidfd is the run's process and not a later process
 that reused the pid. Without pidfd, ``psutil`` is polled and a zombie counts
 as dead (``psutil.pid_exists`` alone says True for zombies).
+
+Beside the process pidfd, up to a few *thread* pidfds of the run's
+long-lived sub-threads (``sentinel.daemon.pidfd``) go into the same epoll,
+identity-checked the same way. A thread that exits with a nonzero status
+went down with its process: that is the death, reported at once, long
+before a large process's teardown lets its own pidfd turn readable. A
+thread that ends with status 0 ended alone (or by an ``execve``) and is
+just dropped; the process pidfd still reports the exit.
 """
 
 from __future__ import annotations
@@ -16,8 +24,9 @@ import enum
 import logging
 import os
 import select
-from typing import Optional
+from typing import NamedTuple, Optional, Sequence
 
+from sentinel.daemon import pidfd
 from sentinel.procid import ProcessIdentity, boot_id, start_ticks
 
 log = logging.getLogger("sentinel.daemon.liveness")
@@ -55,20 +64,33 @@ def _is_zombie_or_gone(pid: int) -> bool:
         return False
 
 
+class Exit(NamedTuple):
+    key: str
+    status: Optional[int]  # the kernel's wait status, None if it did not tell
+
+
 class Liveness:
     """The set of watched processes, keyed by the caller's key (a run id)."""
 
-    def __init__(self, epoll: select.epoll, use_pidfd: Optional[bool] = None) -> None:
+    def __init__(self, epoll: select.epoll, use_pidfd: Optional[bool] = None,
+                 use_threads: Optional[bool] = None) -> None:
         self._epoll = epoll
         self.use_pidfd = pidfd_supported() if use_pidfd is None else use_pidfd
+        if use_threads is None:
+            use_threads = self.use_pidfd and pidfd.thread_pidfds_supported()
+        self.use_threads = use_threads
         self._fd_to_key: dict[int, str] = {}
         self._key_to_fd: dict[str, int] = {}
+        self._idents: dict[str, ProcessIdentity] = {}
+        self._thread_fd_to_key: dict[int, str] = {}
+        self._key_to_thread_fds: dict[str, list[int]] = {}
         self._polled: dict[str, ProcessIdentity] = {}  # fallback mode only
 
     # ------------------------------------------------------------ watching
 
-    def watch(self, key: str, ident: ProcessIdentity) -> Status:
-        """Start watching ``ident``; ALIVE means an exit will be reported later."""
+    def watch(self, key: str, ident: ProcessIdentity, threads: Sequence[Sequence[int]] = ()) -> Status:
+        """Start watching ``ident`` (and its ``threads``, [tid, start_ticks]
+        each); ALIVE means an exit will be reported later."""
         self.unwatch(key)
         if ident.boot_id and ident.boot_id != boot_id():
             return Status.OTHER_BOOT
@@ -88,42 +110,84 @@ class Liveness:
             self._polled[key] = ident
             return Status.ALIVE
         # Now that the pid is pinned, make sure it is the process the record names.
-        if start_ticks(ident.pid) != ident.start_ticks or _pidfd_exited(fd):
+        if start_ticks(ident.pid) != ident.start_ticks or pidfd.readable(fd):
             os.close(fd)
             return Status.DEAD
         self._epoll.register(fd, select.EPOLLIN)
         self._fd_to_key[fd] = key
         self._key_to_fd[key] = fd
+        self._idents[key] = ident
+        if self.use_threads:
+            self._watch_threads(key, ident.pid, threads)
         return Status.ALIVE
+
+    def _watch_threads(self, key: str, pid: int, threads: Sequence[Sequence[int]]) -> None:
+        fds = []
+        for tid, ticks in threads:
+            if tid == pid:
+                continue  # the main thread is the process pidfd's business
+            fd = pidfd.open_thread(pid, tid, ticks)
+            if fd is None:
+                continue  # gone already or not the recorded thread: the process pidfd remains
+            self._epoll.register(fd, select.EPOLLIN)
+            self._thread_fd_to_key[fd] = key
+            fds.append(fd)
+        if fds:
+            self._key_to_thread_fds[key] = fds
 
     def unwatch(self, key: str) -> None:
         fd = self._key_to_fd.pop(key, None)
         if fd is not None:
             self._fd_to_key.pop(fd, None)
-            with contextlib.suppress(OSError, ValueError):
-                self._epoll.unregister(fd)
-            os.close(fd)
+            self._close(fd)
+        for thread_fd in self._key_to_thread_fds.pop(key, ()):
+            self._thread_fd_to_key.pop(thread_fd, None)
+            self._close(thread_fd)
+        self._idents.pop(key, None)
         self._polled.pop(key, None)
+
+    def _close(self, fd: int) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self._epoll.unregister(fd)
+        os.close(fd)
 
     def watching(self, key: str) -> bool:
         return key in self._key_to_fd or key in self._polled
 
     def owns(self, fd: int) -> bool:
-        return fd in self._fd_to_key
+        return fd in self._fd_to_key or fd in self._thread_fd_to_key
 
-    def pidfd(self, key: str) -> Optional[int]:
-        """The pidfd watching ``key`` (jobs: read an exited rank's status through it)."""
-        return self._key_to_fd.get(key)
+    def watched_threads(self, key: str) -> int:
+        return len(self._key_to_thread_fds.get(key, ()))
 
-    def key_of(self, fd: int) -> Optional[str]:
-        return self._fd_to_key.get(fd)
-
-    def exited(self, fd: int) -> Optional[str]:
-        """The key whose pidfd ``fd`` turned readable; it is unwatched."""
+    def exit_of(self, fd: int) -> Optional[Exit]:
+        """The death the readable pidfd ``fd`` tells of (its key is then
+        unwatched), or None: a watched thread that ended alone."""
         key = self._fd_to_key.get(fd)
         if key is not None:
+            ident = self._idents[key]
+            status = pidfd.process_exit_status(fd, ident.pid, ident.start_ticks)
             self.unwatch(key)
-        return key
+            return Exit(key, status)
+        key = self._thread_fd_to_key.pop(fd, None)
+        if key is None:
+            return None
+        status = pidfd.exit_status(fd)
+        remaining = [other for other in self._key_to_thread_fds.get(key, ()) if other != fd]
+        self._close(fd)
+        if remaining:
+            self._key_to_thread_fds[key] = remaining
+        else:
+            self._key_to_thread_fds.pop(key, None)
+        if not status:
+            return None  # 0: the thread ended by itself or by an execve; None: the kernel did not say
+        self.unwatch(key)
+        return Exit(key, status)
+
+    def exited(self, fd: int) -> Optional[str]:
+        """The key whose pidfd ``fd`` told of its process's death; it is unwatched."""
+        found = self.exit_of(fd)
+        return found.key if found is not None else None
 
     # ------------------------------------------------------------ fallback
 
@@ -147,11 +211,4 @@ class Liveness:
     def close(self) -> None:
         for key in list(self._key_to_fd) + list(self._polled):
             self.unwatch(key)
-
-
-def _pidfd_exited(fd: int) -> bool:
-    """True if the pidfd is already readable (the process exited: a zombie)."""
-    poller = select.poll()
-    poller.register(fd, select.POLLIN)
-    return bool(poller.poll(0))
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
+from sentinel.endings import Reason
 from sentinel.procid import ProcessIdentity
 
 log = logging.getLogger("sentinel.daemon.oom")
@@ -231,18 +232,23 @@ class OomDetector:
             self._hits.popitem(last=False)
 
     def cause(self, ident: ProcessIdentity, counter: Optional[CgroupCounter]) -> Optional[str]:
-        """Why ``ident`` died, if the kernel can tell; None if unknown."""
+        """Why ``ident`` died in English, if the kernel can tell; None if unknown."""
+        found = self.evidence(ident, counter)
+        return found.text("en") if found is not None else None
+
+    def evidence(self, ident: ProcessIdentity, counter: Optional[CgroupCounter]) -> Optional[Reason]:
+        """The OOM killer's part in ``ident``'s death, if the kernel can tell; None if unknown."""
         started = started_since_boot(ident)
         self.drain()
         hit = self._hits.get(ident.pid)
         if hit is None and self.fd is None and self._use_dmesg:
             hit = self._from_dmesg(ident.pid)
         if hit is not None and hit.since_boot + 1.0 >= started:
-            return f"OOM killer (kernel: {hit.line})"
+            return Reason("oom_kernel", {"line": hit.line})
         if counter is not None:
             now = counter.read_again()
             if now is not None and now > counter.count:
-                return f"OOM killer (its memory cgroup counted an OOM kill: {counter.path})"
+                return Reason("oom_cgroup", {"path": str(counter.path)})
         return None
 
     @staticmethod

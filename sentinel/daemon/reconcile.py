@@ -10,88 +10,87 @@ now, a run of an earlier boot is "lost", a live one is watched again.
 from __future__ import annotations
 
 import logging
-import time
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 from sentinel.daemon.decide import Event, EventKind, RunState, replay, stall_deadline
 from sentinel.daemon.liveness import Status
 from sentinel.daemon.oom import cgroup_counter
-from sentinel.daemon.runs import TrackedRun
-
-if TYPE_CHECKING:
-    from sentinel.daemon.loop import Daemon
+from sentinel.daemon.run_reader import TrackedRun
+from sentinel.daemon.tracking import Tracker
+from sentinel.endings import Reason
+from sentinel.procid import zombie_exit_status
 
 log = logging.getLogger("sentinel.daemon.reconcile")
 
-DOWN_DETAIL = "died while the daemon was down"
-ENDED_DOWN_DETAIL = "ended while the daemon was down"
-LOST_DETAIL = "the machine rebooted while the run was going (its record is from an earlier boot)"
+ENDED_DOWN = Reason("ended_while_down")
 
 
-def beat_text(run: TrackedRun) -> str:
-    if run.progress is None:
-        return "no heartbeat recorded"
-    return "last heartbeat " + time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(run.progress.beat))
+def last_beat(run: TrackedRun) -> Optional[float]:
+    return run.progress.beat if run.progress is not None else None
 
 
-def admit(daemon: Daemon, run_id: str, now: float, at_startup: bool) -> Optional[TrackedRun]:
+def admit(tracker: Tracker, run_id: str, now: float, at_startup: bool) -> Optional[TrackedRun]:
     """Start tracking ``run_id`` if its record is there and trusted."""
-    loaded = daemon.reader.read_run(run_id)
+    loaded = tracker.reader.read_run(run_id)
     if loaded is None:
         return None
     record, owner_uid = loaded
-    run = TrackedRun(record=record, paths=daemon.reader.paths(run_id), owner_uid=owner_uid)
-    run.state, run.transitions = replay(a.kind for a in daemon.outbox.journal(run_id))
-    run.channels = daemon.resolve_channels(run)
-    run.progress = daemon.reader.read_progress(run)
-    daemon.runs[run_id] = run
+    run = TrackedRun(record=record, paths=tracker.reader.paths(run_id), owner_uid=owner_uid)
+    run.state, run.transitions = replay(a.kind for a in tracker.outbox.journal(run_id))
+    run.channels = tracker.resolve_channels(run)
+    run.progress = tracker.reader.read_progress(run)
+    tracker.runs[run_id] = run
+    tracker.observer.run_tracked(run, tracker.reader.shared)  # fleet hook
     log.debug("tracking %s (pid %d, %s, %d alert(s) so far)", run_id, record.pid, run.state.value,
               run.transitions)
 
-    daemon.deliver_messages(run, now)
+    tracker.deliver_messages(run, now)
     if run.state.is_live:
-        final = daemon.reader.read_final(run)
+        final = tracker.reader.read_final(run)
         if final is not None:
-            daemon.apply(run, Event.final(final.state), now, final=final,
-                         detail=ENDED_DOWN_DETAIL if at_startup else None)
+            tracker.apply(run, Event.final(final.state), now, final=final,
+                         reason=ENDED_DOWN if at_startup else None)
 
-    status = daemon.liveness.watch(run_id, run.identity)
+    status = tracker.liveness.watch(run_id, run.identity, record.watch_threads)
     if status is Status.ALIVE:
         run.watched = True
         run.cgroup = cgroup_counter(record.pid)  # now, while /proc/<pid>/cgroup exists
-        daemon.jobs.admit(run, now)  # jobs: its job's other ranks on this host are watched too
+        tracker.jobs.admit(run, now)  # jobs: its job's other ranks on this host are watched too
         if run.state is RunState.STALLED:
-            daemon.watcher.want_beats(run_id, True)
-            daemon.check_recovery(run, now)
+            tracker.watcher.want_beats(run_id, True)
+            tracker.check_recovery(run, now)
         elif run.state is RunState.RUNNING:
-            daemon.schedule_stall_check(run, stall_deadline(run.progress, record.started,
-                                                            daemon.stall_timeout(run)))
+            tracker.schedule_stall_check(run, stall_deadline(run.progress, record.started,
+                                                            tracker.stall_timeout(run)))
         return run
 
     if run.state.is_live:
         if status is Status.OTHER_BOOT:
-            daemon.apply(run, Event(EventKind.OTHER_BOOT), now, detail=f"{LOST_DETAIL}; {beat_text(run)}")
+            tracker.apply(run, Event(EventKind.OTHER_BOOT), now,
+                         reason=Reason("rebooted", {"last_beat": last_beat(run)}))
         elif at_startup:
-            daemon.apply(run, Event(EventKind.FOUND_DEAD), now, detail=f"{DOWN_DETAIL}; {beat_text(run)}")
+            tracker.apply(run, Event(EventKind.FOUND_DEAD), now,
+                         reason=Reason("died_while_down", {"last_beat": last_beat(run)}))
         else:
-            daemon.judge_exit(run, now)  # died between writing its record and our look
+            # Died between writing its record and our look; a zombie still tells how.
+            tracker.judge_exit(run, now, zombie_exit_status(record.pid, record.start_ticks))
     if run.state.is_terminal:
-        daemon.retire(run, now)
+        tracker.retire(run, now)
     return run
 
 
-def reconcile_all(daemon: Daemon, now: float) -> int:
+def reconcile_all(tracker: Tracker, now: float) -> int:
     """Start-up: every run in the spool; returns how many are tracked."""
     count = 0
-    for run_id in daemon.list_run_ids():
-        if run_id in daemon.runs:
+    for run_id in tracker.list_run_ids():
+        if run_id in tracker.runs:
             continue
         try:
-            if admit(daemon, run_id, now, at_startup=True) is not None:
+            if admit(tracker, run_id, now, at_startup=True) is not None:
                 count += 1
         except Exception:  # one bad run must not keep the others from being watched
             log.exception("reconciling %s failed; will retry at the next rescan", run_id)
-            daemon.forget(run_id)
+            tracker.forget(run_id)
     log.info("start-up: %d run(s) reconciled, %d being watched", count,
-             sum(1 for r in daemon.runs.values() if r.watched))
+             sum(1 for r in tracker.runs.values() if r.watched))
     return count

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Callable, Mapping, Optional
 
 from sentinel.alerts import AlertKind
+from sentinel.endings import Reason
 
 log = logging.getLogger("sentinel.daemon.slurm")
 
@@ -44,7 +45,12 @@ _FIELDS = ("JobId", "JobName", "JobState", "Reason", "Restarts", "TimeLimit", "S
 @dataclass(frozen=True)
 class SlurmEnding:
     kind: AlertKind
-    detail: str
+    reason: Reason
+
+    @property
+    def detail(self) -> str:
+        """The reason in English (logs, tests)."""
+        return self.reason.text("en") or ""
 
 
 def parse_show_job(text: str) -> dict[str, str]:
@@ -63,19 +69,19 @@ def classify(job: Mapping[str, str], restarts_before: int) -> Optional[SlurmEndi
     reason = job.get("Reason", "")
     limit = job.get("TimeLimit", "")
     if state in ("TIMEOUT", "DEADLINE") or (state == "COMPLETING" and reason == "TimeLimit"):
-        return SlurmEnding(AlertKind.TIME_LIMIT, f"Slurm ended the job at its time limit ({limit})"
-                           if limit else "Slurm ended the job at its time limit")
+        return SlurmEnding(AlertKind.TIME_LIMIT, Reason("slurm_time_limit", {"limit": limit})
+                           if limit else Reason("slurm_time_limit_unknown"))
     if state == "PREEMPTED":
-        return SlurmEnding(AlertKind.PREEMPTED, "Slurm preempted the job for a higher-priority one")
+        return SlurmEnding(AlertKind.PREEMPTED, Reason("slurm_preempted"))
     restarts = job.get("Restarts", "")
     if state in ("PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "RUNNING") and \
             restarts.isdigit() and int(restarts) > restarts_before:
-        return SlurmEnding(AlertKind.PREEMPTED, f"Slurm requeued the job (restart {restarts}): preemption, "
-                                                "an administrator's requeue or a lost node")
+        return SlurmEnding(AlertKind.PREEMPTED, Reason("slurm_requeued", {"restarts": restarts}))
     if state == "CANCELLED":
-        return SlurmEnding(AlertKind.CANCELLED, "the job was cancelled (scancel)")
+        return SlurmEnding(AlertKind.CANCELLED, Reason("slurm_cancelled"))
     if state in ("NODE_FAIL", "BOOT_FAIL"):
-        return SlurmEnding(AlertKind.NODE_FAILURE, f"Slurm lost the node ({state}, reason {reason or '?'})")
+        return SlurmEnding(AlertKind.NODE_FAILURE, Reason("slurm_node_failure",
+                                                          {"state": state, "reason": reason or "?"}))
     return None
 
 
@@ -89,7 +95,7 @@ def by_end_time(end_time: Optional[float], signal_name: Optional[str], ended: fl
     """Without ``scontrol``: a SIGTERM at the job's end time is its time limit."""
     if end_time is None or signal_name != "SIGTERM" or ended < end_time - _END_TIME_SLACK:
         return None
-    return SlurmEnding(AlertKind.TIME_LIMIT, "SIGTERM at the job's end time: Slurm's time limit")
+    return SlurmEnding(AlertKind.TIME_LIMIT, Reason("slurm_end_time"))
 
 
 def env_time(value: Optional[str]) -> Optional[float]:

@@ -21,17 +21,11 @@ from __future__ import annotations
 import re
 from collections import OrderedDict, deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Mapping, Optional
 
-from sentinel.daemon.decide import Event, EventKind
-from sentinel.daemon.job_watch import job_facts
 from sentinel.daemon.oom import split_kmsg_record, started_since_boot
-from sentinel.jobs import display_id
+from sentinel.endings import Reason
 from sentinel.procid import ProcessIdentity
-
-if TYPE_CHECKING:
-    from sentinel.daemon.loop import Daemon
-    from sentinel.daemon.runs import TrackedRun
 
 _XID_RE = re.compile(
     r"NVRM: Xid \((?:PCI:)?(?P<bus>[0-9a-fA-F:.]{4,32})\): (?P<code>\d{1,5})"
@@ -40,26 +34,49 @@ _XID_RE = re.compile(
 _LINE_CHARS = 240
 _MAX_PIDS = 1024
 _MAX_HOST = 64
+_NOTES_MAX = 3  # Xids quoted in one ending
 
-# code: (what it means, a fault of the GPU or node rather than of the application)
-MEANINGS: dict[int, tuple[str, bool]] = {
-    13: ("graphics engine exception: usually the application (an illegal or out-of-range access)", False),
-    31: ("GPU memory page fault: an illegal address access by the application", False),
-    43: ("GPU stopped processing: a software-induced fault in the application", False),
-    45: ("preemptive cleanup: the GPU's work was stopped, usually after an earlier error", False),
-    48: ("double-bit ECC error: uncorrectable memory error, the GPU needs a reset", True),
-    63: ("ECC page retirement or row remapping recorded: reset the GPU when convenient", False),
-    64: ("ECC page retirement or row remapping failed: reset the GPU now", True),
-    68: ("video processor exception", False),
-    74: ("NVLink error: the link to a peer GPU or NVSwitch failed", True),
-    79: ("GPU has fallen off the bus: the driver cannot reach it over PCIe", True),
-    92: ("high single-bit ECC error rate", False),
-    94: ("contained ECC error: the application using that memory must restart", True),
-    95: ("uncontained ECC error: every application on the GPU is affected, reset needed", True),
-    119: ("GSP RPC timeout: the GPU's firmware stopped answering", True),
-    120: ("GSP error: the GPU's firmware failed", True),
-    154: ("GPU recovery action changed: a reset or reboot is required", True),
+
+@dataclass(frozen=True)
+class Meaning:
+    node_fault: bool  # a fault of the GPU or node rather than of the application
+    words: Mapping[str, str]  # language -> what the code means
+
+
+MEANINGS: dict[int, Meaning] = {
+    13: Meaning(False, {"en": "graphics engine exception: usually the application (an illegal or "
+                              "out-of-range access)",
+                        "zh": "图形引擎异常：通常是应用程序的问题（非法或越界访问）"}),
+    31: Meaning(False, {"en": "GPU memory page fault: an illegal address access by the application",
+                        "zh": "GPU 显存页错误：应用程序访问了非法地址"}),
+    43: Meaning(False, {"en": "GPU stopped processing: a software-induced fault in the application",
+                        "zh": "GPU 停止处理：应用程序引起的软件故障"}),
+    45: Meaning(False, {"en": "preemptive cleanup: the GPU's work was stopped, usually after an "
+                              "earlier error",
+                        "zh": "抢占式清理：GPU 的工作被停止，通常发生在先前的错误之后"}),
+    48: Meaning(True, {"en": "double-bit ECC error: uncorrectable memory error, the GPU needs a reset",
+                       "zh": "双比特 ECC 错误：不可纠正的显存错误，需要重置 GPU"}),
+    63: Meaning(False, {"en": "ECC page retirement or row remapping recorded: reset the GPU when convenient",
+                        "zh": "已记录 ECC 页退役或行重映射：方便时重置 GPU"}),
+    64: Meaning(True, {"en": "ECC page retirement or row remapping failed: reset the GPU now",
+                       "zh": "ECC 页退役或行重映射失败：请立即重置 GPU"}),
+    68: Meaning(False, {"en": "video processor exception", "zh": "视频处理器异常"}),
+    74: Meaning(True, {"en": "NVLink error: the link to a peer GPU or NVSwitch failed",
+                       "zh": "NVLink 错误：到对端 GPU 或 NVSwitch 的链路故障"}),
+    79: Meaning(True, {"en": "GPU has fallen off the bus: the driver cannot reach it over PCIe",
+                       "zh": "GPU 已从总线上掉线：驱动无法通过 PCIe 访问它"}),
+    92: Meaning(False, {"en": "high single-bit ECC error rate", "zh": "单比特 ECC 错误率过高"}),
+    94: Meaning(True, {"en": "contained ECC error: the application using that memory must restart",
+                       "zh": "已隔离的 ECC 错误：使用该显存的应用程序必须重启"}),
+    95: Meaning(True, {"en": "uncontained ECC error: every application on the GPU is affected, reset needed",
+                       "zh": "未隔离的 ECC 错误：GPU 上的所有应用程序都受影响，需要重置"}),
+    119: Meaning(True, {"en": "GSP RPC timeout: the GPU's firmware stopped answering",
+                        "zh": "GSP RPC 超时：GPU 固件停止响应"}),
+    120: Meaning(True, {"en": "GSP error: the GPU's firmware failed", "zh": "GSP 错误：GPU 固件故障"}),
+    154: Meaning(True, {"en": "GPU recovery action changed: a reset or reboot is required",
+                        "zh": "GPU 恢复操作已变更：需要重置或重启"}),
 }
+UNKNOWN = Meaning(False, {"en": "see NVIDIA's Xid catalogue", "zh": "见 NVIDIA 的 Xid 目录"})
 
 
 @dataclass(frozen=True)
@@ -72,22 +89,24 @@ class XidHit:
     since_boot: float
 
     @property
-    def meaning(self) -> str:
-        known = MEANINGS.get(self.code)
-        return known[0] if known else "see NVIDIA's Xid catalogue"
+    def meaning(self) -> Meaning:
+        return MEANINGS.get(self.code, UNKNOWN)
 
     @property
     def node_fault(self) -> bool:
-        known = MEANINGS.get(self.code)
-        return bool(known and known[1])
+        return self.meaning.node_fault
 
     def names(self, ident: ProcessIdentity) -> bool:
         """The line is about ``ident``: its pid, logged after it started (a pid is reused)."""
         return self.pid == ident.pid and self.since_boot + 1.0 >= started_since_boot(ident)
 
-    def describe(self) -> str:
+    def reason(self) -> Reason:
         """'GPU PCI:0000:0a:00 Xid 79 (GPU has fallen off the bus: ...)'."""
-        return f"GPU PCI:{self.bus} Xid {self.code} ({self.meaning})"
+        return Reason("gpu_xid", {"bus": self.bus, "code": self.code, "meaning": dict(self.meaning.words)})
+
+    def fault_reason(self) -> Reason:
+        """The alert about a GPU or node fault: what it means, then the kernel's line."""
+        return Reason("gpu_fault", {"gpu": self.reason().as_arg(), "line": self.line})
 
 
 def parse_xid_line(text: str, since_boot: float = 0.0) -> Optional[XidHit]:
@@ -142,32 +161,7 @@ class GpuFaults:
         """The Xids naming ``ident`` since it started (not an earlier owner of its pid)."""
         return [h for h in self._by_pid.get(ident.pid, []) if h.names(ident)]
 
-    def note_for(self, ident: ProcessIdentity) -> Optional[str]:
+    def notes_for(self, ident: ProcessIdentity) -> list[Reason]:
         """What the GPU said about this process, for the alert about its end."""
-        hits = self.of_process(ident)
-        if not hits:
-            return None
-        seen = list(dict.fromkeys(h.describe() for h in hits))
-        return "; ".join(seen[:3])
-
-
-def attach(daemon: Daemon, hit: XidHit, now: float) -> None:
-    """A new Xid: a GPU or node fault alerts the run (or job) it names now;
-    an application error waits for that run's ending, which quotes it."""
-    if hit.pid is None or not hit.node_fault:
-        return
-    overrides: dict[str, Any] = {"pid": hit.pid}
-    detail = f"{hit.describe()}; kernel: {hit.line}"
-    run: Optional[TrackedRun] = daemon.jobs.speaker_for_pid(hit.pid)
-    member = daemon.jobs.member_of_pid(hit.pid) if run is not None else None
-    if run is not None and member is not None:
-        job, rank = member
-        if not hit.names(rank.ident):
-            return
-        detail = f"Job {display_id(job.record)}: {rank.label(job.host)}: {detail}"
-        overrides["job"] = job_facts(job, rank.rank)
-    else:
-        run = next((r for r in daemon.runs.values() if r.record.pid == hit.pid and r.state.is_live), None)
-        if run is None or not hit.names(run.identity):
-            return
-    daemon.apply(run, Event(EventKind.GPU_FAULT), now, detail=detail, overrides=overrides)
+        seen = {(h.bus, h.code): h for h in self.of_process(ident)}
+        return [h.reason() for h in list(seen.values())[:_NOTES_MAX]]

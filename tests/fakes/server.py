@@ -24,6 +24,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Optional
 from urllib.parse import parse_qs, urlsplit
 
+from tests.waiting import wait_for  # also re-exported as tests.fakes.wait_for
+
 HOST = "127.0.0.1"
 HOLD_LIMIT = 60.0  # a held request is answered by itself after this long (bounded)
 
@@ -65,6 +67,8 @@ DROP = None  # a handler's answer meaning "close the connection, say nothing"
 
 class FakeService:
     """Subclasses implement ``handle(request) -> Reply`` and ``failure(mode)``."""
+
+    MODES: tuple[str, ...] = ("down", "5xx", "4xx")  # a service may add its own
 
     def __init__(self) -> None:
         self.requests: list[RecordedRequest] = []
@@ -129,7 +133,7 @@ class FakeService:
             if status is not None:
                 self._mode, self._custom = "custom", Reply.text(status, body, headers)
             else:
-                if mode not in ("down", "5xx", "4xx"):
+                if mode not in self.MODES:
                     raise ValueError(f"unknown failure mode {mode!r}")
                 self._mode, self._custom = mode, None
 
@@ -152,15 +156,13 @@ class FakeService:
             return list(self.requests)
 
     def wait_for(self, predicate: Callable[[list[RecordedRequest]], bool], timeout: float = 10.0) -> bool:
-        """Wait until ``predicate(requests)`` holds; False after ``timeout``."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while not predicate(self.requests):
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(left)
-            return True
+        """Whether ``predicate(requests)`` came to hold within ``timeout`` (the
+        benchmarks' form; tests call ``tests.waiting.wait_for``)."""
+        try:
+            wait_for(lambda: predicate(self.requests), timeout, condition=self._cond)
+        except AssertionError:
+            return False
+        return True
 
     def wait_for_requests(self, count: int, timeout: float = 10.0) -> list[RecordedRequest]:
         if not self.wait_for(lambda reqs: len(reqs) >= count, timeout):
@@ -213,13 +215,3 @@ class FakeService:
         except OSError:
             pass  # the client went away (killed mid-request): nothing to answer
 
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.005) -> bool:
-    """Poll ``predicate`` until true or ``timeout`` seconds pass (bounded)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)

@@ -7,7 +7,9 @@ Retry-After past ``min_interval`` between messages (Slack allows about one a
 second per webhook); 500 ``rollup_error`` when failing. Other documented
 answers (403 ``action_prohibited``/``invalid_token``, 404
 ``channel_not_found``, 410 ``channel_is_archived``) via
-``fail(status=..., body=...)``.
+``fail(status=..., body=...)``. ``fail("200-error")`` answers HTTP 200 with
+an error body (``invalid_payload``), as Slack's older webhook front ends do:
+a status alone does not prove delivery, only the body ``ok`` does.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from tests.fakes.server import FakeService, RecordedRequest, Reply
 
 
 class FakeSlack(FakeService):
+    MODES = (*FakeService.MODES, "200-error")
+
     def __init__(self, min_interval: float = 1.0, path: Optional[str] = None) -> None:
         super().__init__()
         self.min_interval = min_interval
@@ -37,7 +41,7 @@ class FakeSlack(FakeService):
     @property
     def messages(self) -> list[dict[str, Any]]:
         """Payloads accepted (200 ok), in arrival order."""
-        return [r.json() for r in self.received() if r.status == 200]
+        return [r.json() for r in self.received() if r.status == 200 and r.answer == b"ok"]
 
     def handle(self, request: RecordedRequest) -> Reply:
         if request.method != "POST" or request.path != self.hook_path:
@@ -61,6 +65,8 @@ class FakeSlack(FakeService):
     def failure(self, mode: str, request: RecordedRequest) -> Reply:
         if mode == "5xx":
             return Reply.text(500, "rollup_error")
+        if mode == "200-error":
+            return Reply.text(200, "invalid_payload")
         return Reply.text(404, "no_service")
 
 

@@ -14,6 +14,18 @@ Modes (what happens after ``--steps`` progress reports):
                   then report --steps more and finish
   fork            fork a child that reports, sends and crashes as if it were
                   the run; wait for it, then finish
+  segfault        print "RUNNING", wait as for a resume, then crash in native
+                  code (SIGSEGV) with no exit record
+  abort           ... the same, then os.abort() (SIGABRT)
+  os-exit-3       ... the same, then os._exit(3): no exit record
+  finish-then-live
+                  finish, print "FINISHED", then stay alive until killed
+  heartbeat-ends-alone
+                  wait as for a resume, stop the run's heartbeat thread (one
+                  watched sub-thread exits alone), print "ALONE", stay alive
+                  until killed
+  exec-sleep      print "RUNNING", wait as for a resume, then execv /bin/sleep
+                  (same process, another program) until killed
 Every victim prints "READY <run_id>" once its run record is on disk, and
 "STALLED" / "RESUMED" / "DONE" at those points, so tests never sleep.
 """
@@ -31,6 +43,7 @@ from typing import Callable, Optional
 MODES = (
     "finish", "no-finish", "exception", "sys-exit-1", "sigint-self", "sigterm-self",
     "sleep-forever", "stall", "progress-then-stall-then-resume", "fork",
+    "segfault", "abort", "os-exit-3", "finish-then-live", "heartbeat-ends-alone", "exec-sleep",
 )
 FOREVER_LIMIT = 3600.0  # a victim nobody kills still ends by itself
 
@@ -50,8 +63,10 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--user-sigterm-exit", type=int, default=None,
                         help="install a SIGTERM handler that calls sys.exit(N) first")
     parser.add_argument("--expect-pause", type=float, default=None)
+    parser.add_argument("--label", action="append", default=[], help="run label KEY=VALUE")
     args = parser.parse_args(argv)
     args.channels = [json.loads(c) for c in args.channel]
+    args.labels = dict(item.split("=", 1) for item in args.label)
     return args
 
 
@@ -100,6 +115,40 @@ def act(args: argparse.Namespace, report: Callable[[int], None], send: Callable[
         deadline = time.monotonic() + FOREVER_LIMIT
         while time.monotonic() < deadline:
             progress(1)
+    elif mode == "segfault":  # a crash in native code: no Python code runs after it
+        import ctypes
+
+        say("RUNNING")
+        wait_for_resume(args)
+        ctypes.string_at(0)
+    elif mode == "abort":
+        say("RUNNING")
+        wait_for_resume(args)
+        os.abort()
+    elif mode == "os-exit-3":
+        say("RUNNING")
+        wait_for_resume(args)
+        os._exit(3)
+    elif mode == "finish-then-live":  # the run ends, the process goes on
+        finish()
+        say("FINISHED")
+        wait_forever()
+    elif mode == "heartbeat-ends-alone":  # one watched sub-thread exits, the process lives
+        from sentinel import recorder
+
+        wait_for_resume(args)
+
+        for rec in recorder.active_runs():
+            rec._stopping = True
+            rec._wake.set()
+            if rec._thread is not None:
+                rec._thread.join()
+        say("ALONE")
+        wait_forever()
+    elif mode == "exec-sleep":  # another program in the same process: the sub-threads vanish
+        say("RUNNING")
+        wait_for_resume(args)
+        os.execv("/bin/sleep", ["sleep", str(FOREVER_LIMIT)])
     elif mode == "stall":
         say("STALLED")
         wait_forever()

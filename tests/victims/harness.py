@@ -18,12 +18,14 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, TypeVar
+from typing import Any, Callable, NoReturn, Optional, Sequence
 
 import pytest
 
 from sentinel import spool
 from sentinel.procid import ProcessIdentity
+from tests.processes import kill_group
+from tests.waiting import wait_for  # also re-exported for the tests that import it from here
 
 ROOT = Path(__file__).resolve().parents[2]
 VICTIMS = Path(__file__).resolve().parent
@@ -37,38 +39,28 @@ SWANLAB_PYTHONS = (
     ("swanlab-0.6.11", "SENTINEL_TEST_PY_SWANLAB_0611"),
 )
 
-T = TypeVar("T")
-
 
 def identity_of(proc: subprocess.Popen[bytes]) -> ProcessIdentity:
     """The identity of a just-started process, once /proc shows it."""
     return wait_for(lambda: ProcessIdentity.of(proc.pid), 10, what="the child in /proc")
 
 
-def wait_for(predicate: Callable[[], T], timeout: float = 30.0, interval: float = 0.02,
-             what: str = "condition") -> T:
-    """Poll until ``predicate()`` is truthy and return it; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
-
-
-def swanlab_python(env_var: Optional[str]) -> str:
-    """The interpreter for one SwanLab generation, or skip (fail under CI=true)."""
-    if env_var is None:
-        return sys.executable
-    path = os.environ.get(env_var)
-    if path and Path(path).exists():
-        return path
-    reason = f"{env_var} is not set to a python with that SwanLab (tests/run.py sets it)"
+def missing(reason: str) -> NoReturn:
+    """Something a test needs is not here: skipped, but a failure under CI (whose
+    set-up installs everything)."""
     if os.environ.get("CI") == "true":
         pytest.fail(reason)
     pytest.skip(reason)
+
+
+def swanlab_python(env_var: Optional[str]) -> str:
+    """The interpreter for one SwanLab generation (tests/run.py builds them all)."""
+    if env_var is None:
+        return sys.executable
+    path = os.environ.get(env_var)
+    if not (path and Path(path).exists()):
+        pytest.fail(f"{env_var} is not set to a python with that SwanLab (tests/run.py sets it)")
+    return path
 
 
 def swanlab_params() -> list[Any]:
@@ -105,7 +97,7 @@ class Victim:
         self.env = victim_env(self.tmp, self.spool, env)
         self.preexec_fn = preexec_fn
         self.proc: Optional[subprocess.Popen[str]] = None
-        self.lines: queue.Queue[str] = queue.Queue()
+        self.lines: queue.Queue[Optional[str]] = queue.Queue()
         self.stdout: list[str] = []
         self.stderr: list[str] = []
         self.run_id: Optional[str] = None
@@ -124,6 +116,7 @@ class Victim:
         self.proc = subprocess.Popen(
             self.argv, cwd=str(self.tmp), env=self.env, text=True, stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=self.preexec_fn,
+            start_new_session=True,  # its own group: kill() takes whatever it started too
         )
         self._pumps = [
             threading.Thread(target=self._pump, args=(self.proc.stdout, self.stdout, True), daemon=True),
@@ -139,10 +132,12 @@ class Victim:
             if announce:
                 self.lines.put(line.rstrip("\n"))
         if announce:
-            self.lines.put("")  # EOF marker
+            self.lines.put(None)  # stdout closed
 
     def expect(self, word: str, timeout: float = 60.0) -> str:
-        """Wait for a stdout line starting with ``word``; fail if the victim ends first."""
+        """Wait for a stdout line starting with ``word``; fail at once if the
+        victim ends first (e.g. an import error at start), with its output."""
+        assert self.proc is not None, "call start() first"
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
@@ -152,8 +147,10 @@ class Victim:
                 line = self.lines.get(timeout=left)
             except queue.Empty:
                 continue
-            if line == "" and self.proc is not None and self.proc.poll() is not None:
-                raise AssertionError(f"victim exited before {word!r}; {self.output()}")
+            if line is None:
+                self.lines.put(None)  # a later expect() fails at once too
+                code = self.wait()  # stdout is closed: the victim is exiting, its stderr complete
+                raise AssertionError(f"victim exited with {code} before {word!r}; {self.output()}")
             if line.startswith(word):
                 return line
 
@@ -178,9 +175,13 @@ class Victim:
         self.proc.send_signal(signum)
 
     def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
+        """SIGKILL the victim and anything left in its process group."""
+        if self.proc is None:
+            return
+        kill_group(self.proc.pid)
+        if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
+        self.proc.wait()
 
     @property
     def pid(self) -> int:

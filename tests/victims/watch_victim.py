@@ -25,6 +25,7 @@ def main() -> None:
         channels=args.channels,
         stall_timeout=args.stall_timeout,
         heartbeat_interval=args.heartbeat,
+        labels=args.labels or None,
     )
     _common.say(f"READY {run.run_id}")
     if args.expect_pause is not None:
@@ -36,8 +37,8 @@ def main() -> None:
     if args.mode == "no-finish":  # no with-block, no finish(): atexit ends it
         _common.act(args, report, run.send, lambda: None, str(run.path))
         return
-    with run:
-        _common.act(args, report, run.send, lambda: None, str(run.path))
+    with run:  # leaving the block finishes the run; a mode that finishes earlier says so
+        _common.act(args, report, run.send, run.finish, str(run.path))
 
 
 if __name__ == "__main__":

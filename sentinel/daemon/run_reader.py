@@ -3,7 +3,9 @@
 Every read goes through ``spool.read_json`` (no symlinks, size cap, format
 and version checks). A bad file is logged once — keyed by its path, mtime
 and size, so a file that is fixed and breaks again is reported again — and
-then skipped; nothing here raises for bad input.
+then skipped; nothing here raises for bad input. A bad field of a run record
+or a final record does not skip the file: it gets its default (logged once
+too), so the run is still watched and still alerts.
 
 In a shared spool (not owned by the daemon's user, or sticky / world
 writable) anyone may drop files, so a run is accepted only if its directory
@@ -18,20 +20,23 @@ import os
 import stat
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable, Optional, TypeVar
+from typing import Optional, TypeVar
 
 from sentinel import spool
+from sentinel.accounts import verified_user
 from sentinel.daemon.decide import RunState
 from sentinel.daemon.oom import CgroupCounter
 from sentinel.procid import ProcessIdentity, process_uid, start_ticks
+from sentinel.safetext import printable
 from sentinel.spool import FinalRecord, Message, Progress, RunPaths, RunRecord, SpoolFormatError
 
-log = logging.getLogger("sentinel.daemon.runs")
+log = logging.getLogger("sentinel.daemon.run_reader")
 
 _MAX_REMEMBERED = 10_000
 
-T = TypeVar("T")
+R = TypeVar("R", FinalRecord, Progress, Message)
 
 
 class ProblemLog:
@@ -42,6 +47,13 @@ class ProblemLog:
 
     def report(self, path: Path, reason: str) -> bool:
         """Log ``reason`` for ``path`` unless already logged for this version."""
+        return self._log_once(path, reason, "skipping %s: %s")
+
+    def report_field(self, path: Path, reason: str) -> bool:
+        """A bad field that was replaced by its default: the file is still used."""
+        return self._log_once(path, reason, "%s: %s")
+
+    def _log_once(self, path: Path, reason: str, template: str) -> bool:
         try:
             st = os.lstat(path)
             key: tuple = (str(path), st.st_mtime_ns, st.st_size, reason)
@@ -52,7 +64,8 @@ class ProblemLog:
         self._seen[key] = None
         while len(self._seen) > _MAX_REMEMBERED:
             self._seen.popitem(last=False)
-        log.warning("skipping %s: %s", path, reason)
+        # Reasons quote what a run wrote: no control character reaches the log raw.
+        log.warning(template, printable(path), printable(reason))
         return True
 
 
@@ -83,6 +96,12 @@ class TrackedRun:
     @property
     def run_id(self) -> str:
         return self.record.run_id
+
+    @cached_property
+    def user(self) -> str:
+        """Who started the run, as alerts show it: the account of the verified
+        owner uid (a record's ``user`` is only a claim)."""
+        return verified_user(self.owner_uid, self.record.user)
 
     @property
     def identity(self) -> ProcessIdentity:
@@ -120,13 +139,16 @@ class RunReader:
         dir_st = self._run_dir_ok(paths)
         if dir_st is None:
             return None
+        field_problems: list[str] = []
         try:
-            record, st = spool.read_run(paths.run)
+            record, st = spool.read_run(paths.run, field_problems)
         except FileNotFoundError:
             return None  # the directory is made first; run.json follows
         except SpoolFormatError as exc:
             self.problems.report(paths.run, str(exc))
             return None
+        for problem in field_problems:  # the run is watched all the same, with defaults
+            self.problems.report_field(paths.run, problem)
         if record.run_id != run_id:
             self.problems.report(paths.run, f"names run {record.run_id!r}, not its directory's")
             return None
@@ -162,27 +184,33 @@ class RunReader:
             return False
         return True
 
-    def _read_owned(self, run: TrackedRun, path: Path, parse: Callable[[dict[str, Any]], T]) -> Optional[T]:
-        """``parse`` of the file at ``path``, or None if it is malformed or not
-        the run's own (logged once). Raises FileNotFoundError if it is absent."""
+    def _read_owned(self, run: TrackedRun, path: Path, kind: type[R]) -> Optional[R]:
+        """The ``kind`` of record at ``path``, or None if it is malformed or not
+        the run's own (logged once); bad fields that got their default are
+        logged once too. Raises FileNotFoundError if it is absent."""
+        field_problems: list[str] = []
         try:
             data, st = spool.read_json(path)
-            record = parse(data)
+            record = kind.from_dict(data, field_problems, fallback_time=st.st_mtime)
         except SpoolFormatError as exc:
             self.problems.report(path, str(exc))
             return None
-        return record if self._owned(run, path, st) else None
+        if not self._owned(run, path, st):
+            return None
+        for reason in field_problems:
+            self.problems.report_field(path, reason)
+        return record
 
     def read_final(self, run: TrackedRun) -> Optional[FinalRecord]:
         try:
-            return self._read_owned(run, run.paths.final, FinalRecord.from_dict)
+            return self._read_owned(run, run.paths.final, FinalRecord)
         except FileNotFoundError:
             return None
 
     def read_progress(self, run: TrackedRun) -> Optional[Progress]:
         """The newest beat, or the last good one if beat.json is absent or bad."""
         try:
-            progress = self._read_owned(run, run.paths.beat, Progress.from_dict)
+            progress = self._read_owned(run, run.paths.beat, Progress)
         except FileNotFoundError:
             return run.progress
         return progress if progress is not None else run.progress
@@ -199,7 +227,7 @@ class RunReader:
         out: list[tuple[int, Path, Optional[Message]]] = []
         for seq, path in spool.list_messages(run.paths):
             try:
-                out.append((seq, path, self._read_owned(run, path, Message.from_dict)))
+                out.append((seq, path, self._read_owned(run, path, Message)))
             except FileNotFoundError:
                 continue
         return out

@@ -1,6 +1,7 @@
 """Keep the spool small: archive ended runs, prune old archives.
 
-An ended run's directory is renamed into ``<state>/archive/`` once its
+An ended run's directory is renamed into the archive (``<state>/archive/``,
+see ``sentinel.state_dir``) once its
 process is gone (a live process may still write into it), so every rescan
 only meets runs that can still change. Archives older than the retention
 period are deleted together with their alert journal. Nothing here follows
@@ -21,18 +22,11 @@ from typing import Callable, Optional
 
 from sentinel.spool import is_run_id, make_private_dir
 
-log = logging.getLogger("sentinel.daemon.hygiene")
-
-ARCHIVE_DIR = "archive"
+log = logging.getLogger("sentinel.daemon.archive")
 
 
-def archive_dir(state_path: Path) -> Path:
-    return Path(state_path) / ARCHIVE_DIR
-
-
-def archive_run(run_dir: Path, state_path: Path, now: float) -> Optional[Path]:
-    """Move an ended run's directory into the archive; its new path, or None."""
-    target_root = archive_dir(state_path)
+def archive_run(run_dir: Path, target_root: Path, now: float) -> Optional[Path]:
+    """Move an ended run's directory into the archive ``target_root``; its new path, or None."""
     try:
         make_private_dir(target_root)
     except OSError as exc:
@@ -59,10 +53,9 @@ def archive_run(run_dir: Path, state_path: Path, now: float) -> Optional[Path]:
     return target
 
 
-def prune_archive(state_path: Path, retention: float, now: float,
+def prune_archive(root: Path, retention: float, now: float,
                   forget_run: Callable[[str], None]) -> list[str]:
-    """Delete archived runs older than ``retention``; return their run ids."""
-    root = archive_dir(state_path)
+    """Delete archived runs under ``root`` older than ``retention``; return their run ids."""
     try:
         names = os.listdir(root)
     except OSError:

@@ -14,21 +14,22 @@ import enum
 import logging
 import os
 import queue
+import sys
 import threading
 import warnings
 from pathlib import Path
-from typing import NamedTuple, Optional
+from typing import Any, NamedTuple, Optional
 
 from sentinel.spool import BEAT_FILE, FINAL_FILE, MESSAGE_DIR, RUN_FILE, is_run_id
 
-log = logging.getLogger("sentinel.daemon.watcher")
+log = logging.getLogger("sentinel.daemon.spool_watcher")
 
 
 class Wakeup:
     """An fd that turns readable when ``wake()`` is called from any thread."""
 
     def __init__(self) -> None:
-        if hasattr(os, "eventfd"):  # Python >= 3.10
+        if sys.version_info >= (3, 10):  # os.eventfd
             self.fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
             self._write_fd = self.fd
         else:
@@ -108,7 +109,7 @@ class SpoolWatcher:
         self._wakeup = wakeup
         self._beat_interest: set[str] = set()
         self._lock = threading.Lock()
-        self._observer = None
+        self._observer: Optional[Any] = None  # a watchdog Observer while watching
 
     def want_beats(self, run_id: str, wanted: bool) -> None:
         """Beats are re-read at deadlines; only a stalled run waits for each one."""

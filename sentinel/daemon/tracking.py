@@ -1,0 +1,369 @@
+"""The daemon's book of runs: what it knows of each run and what it does about it.
+
+The ``Tracker`` holds every tracked run, the ended runs whose directory
+could not be archived and the heap of stall deadlines. Its steps take a run
+and ``now`` from the loop (``sentinel.daemon.loop``), which owns the waiting
+and hands events over. Decisions are made by ``decide.transition`` and
+turned into alerts here, one per transition, put in place in the outbox
+before the run's state moves (and fsynced while the first delivery attempt
+runs: see ``sentinel.outbox``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import heapq
+import logging
+import os
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional, Protocol
+
+from sentinel import spool
+from sentinel.alerts import Alert, AlertKind, from_run, with_kernel_ending
+from sentinel.channels import routing
+from sentinel.config import Config
+from sentinel.daemon import archive, nccl
+from sentinel.daemon.channel_access import ChannelAccess
+from sentinel.daemon.decide import (
+    Event,
+    EventKind,
+    RunState,
+    alert_id,
+    exit_event,
+    is_stale,
+    message_alert_id,
+    stall_deadline,
+    transition,
+)
+from sentinel.daemon.job_watch import JobWatch
+from sentinel.daemon.liveness import Liveness
+from sentinel.daemon.message_limits import MessageGate
+from sentinel.daemon.oom import OomDetector
+from sentinel.daemon.run_reader import RunReader, TrackedRun
+from sentinel.daemon.spool_watcher import SpoolWatcher
+from sentinel.daemon.xid import GpuFaults, XidHit
+from sentinel.endings import Reason
+from sentinel.observer import FleetObserver
+from sentinel.outbox import SyncThread
+from sentinel.safetext import printable
+from sentinel.spool import FinalRecord
+
+log = logging.getLogger("sentinel.daemon")
+
+KILLED = Reason("no_exit_record")
+MIN_STEP = 0.005  # never spin: a deadline "now" is re-checked a little later
+
+
+class OutboxLike(Protocol):
+    def enqueue(self, alert: Alert, channels: list[str], *, sync: bool = True) -> bool: ...
+    def known(self, alert_id: str) -> bool: ...
+    def open_messages(self, user: str) -> int: ...
+    def sync(self) -> None: ...
+    def journal(self, run_id: str) -> list[Alert]: ...
+    def forget_run(self, run_id: str) -> None: ...
+    def prune_dead_letters(self, now: float, retention: float) -> int: ...
+
+
+class InlineChannels(Protocol):
+    def register_inline(self, options: Mapping[str, Any]) -> str: ...
+
+
+class Tracker:
+    """Every tracked run; each step takes ``now`` from the loop."""
+
+    def __init__(
+        self,
+        config: Config,
+        reader: RunReader,
+        outbox: OutboxLike,
+        liveness: Liveness,
+        watcher: SpoolWatcher,
+        oom: OomDetector,
+        archive_dir: Path,
+        inline_channels: Optional[InlineChannels] = None,
+        wake_delivery: Callable[[], None] = lambda: None,
+        observer: Optional[FleetObserver] = None,
+        *,
+        job_liveness: Liveness,
+        wake_loop: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.config = config
+        # Fleet hook (metrics, healthchecks.io): told of tracked runs and transitions.
+        self.observer = observer if observer is not None else FleetObserver()
+        self.reader = reader
+        self.outbox = outbox
+        self.liveness = liveness
+        self.watcher = watcher
+        self.oom = oom
+        self.archive_dir = archive_dir
+        self.access = ChannelAccess(config, reader.shared,
+                                    inline_channels.register_inline if inline_channels is not None else None)
+        self.messages = MessageGate(config.message_limits, outbox.open_messages)
+        self.wake_delivery = wake_delivery
+        self.syncer = SyncThread(outbox.sync)  # fsyncs new alerts off the loop, during delivery
+        self.runs: dict[str, TrackedRun] = {}
+        self.retired: set[str] = set()  # ended runs whose directory could not be archived
+        # (deadline, run id); an entry is current only while it equals the run's stall_check_at.
+        self.stall_heap: list[tuple[float, str]] = []
+        self.gpu = GpuFaults()  # jobs: Xid lines ride on the OOM detector's kernel log reader
+        oom.listeners.append(self.gpu.feed)
+        # jobs: sibling ranks (their own pidfds), held endings, one alert per job event
+        self.jobs = JobWatch(self, job_liveness, wake_loop)
+
+    def close(self) -> None:
+        self.jobs.close()
+        self.syncer.stop()
+
+    def forget(self, run_id: str) -> None:
+        """Drop in-memory state; the next rescan re-admits the run from disk + journal."""
+        self.runs.pop(run_id, None)
+        self.liveness.unwatch(run_id)
+        self.watcher.want_beats(run_id, False)
+        self.observer.run_forgotten(run_id)  # fleet hook
+
+    def list_run_ids(self) -> list[str]:
+        return spool.list_run_ids(self.reader.spool)
+
+    def keep_retired(self, listed: set[str]) -> None:
+        """Stop remembering retired runs whose directory is gone from the spool."""
+        self.retired &= listed
+
+    # ------------------------------------------------------------ events
+
+    def on_exit(self, run_id: str, now: float, status: Optional[int] = None) -> None:
+        """The process is gone; ``status`` is its wait status if the kernel told."""
+        run = self.runs.get(run_id)
+        if run is None:
+            return
+        run.watched = False
+        self.schedule_stall_check(run, None)
+        self.judge_exit(run, now, status)
+        if run.state.is_terminal:
+            self.retire(run, now)
+
+    def judge_exit(self, run: TrackedRun, now: float, status: Optional[int] = None) -> None:
+        """The process is gone: its final record if any, else killed (OOM if the
+        kernel says), named by the kernel's ``status`` where it is known."""
+        self.deliver_messages(run, now)
+        if run.state.is_terminal:
+            return
+        final = self.reader.read_final(run)
+        cause = None if final is not None else self.oom.evidence(run.identity, run.cgroup)
+        if self.jobs.holds_exit(run, final, cause, status, now):
+            return  # jobs: a rank's end waits for its job's one alert
+        if final is not None:
+            self.apply(run, exit_event(final, oom=False, at_startup=False), now, final=final)
+            return
+        event = exit_event(None, oom=cause is not None, at_startup=False)
+        # The kernel's status names the ending itself; without it, the generic kill reason.
+        reason = cause or (None if status is not None else KILLED)
+        self.apply(run, event, now, reason=reason, kernel_status=status)
+
+    def check_final(self, run: TrackedRun, now: float) -> None:
+        self.deliver_messages(run, now)
+        if run.state.is_terminal:
+            return
+        final = self.reader.read_final(run)
+        if final is not None:
+            if self.jobs.holds_final(run, final, now):
+                return  # jobs: a rank's end waits for its job's one alert
+            self.apply(run, Event.final(final.state), now, final=final)
+            if not run.watched:
+                self.retire(run, now)
+
+    def check_stall(self, run: TrackedRun, now: float) -> None:
+        """At a run's deadline: re-read its beat; stalled, or the next deadline."""
+        self.schedule_stall_check(run, None)
+        if run.state is not RunState.RUNNING or not run.watched:
+            return
+        peers = self.jobs.stall_peers(run)  # jobs: a job's recorded ranks stall as one
+        if peers is not None:
+            if peers:
+                self.jobs.check_stall(run, peers, now)
+            return
+        run.progress = self.reader.read_progress(run)
+        timeout = self.stall_timeout(run)
+        if is_stale(run.progress, run.record.started, timeout, now):
+            reason = self.stall_reason(run, timeout, now)
+            self.apply(run, Event(EventKind.PROGRESS_STALE), now, reason=reason)
+            if run.state is RunState.STALLED:
+                self.watcher.want_beats(run.run_id, True)
+                self.check_recovery(run, now)  # a beat may have landed meanwhile
+        else:
+            deadline = stall_deadline(run.progress, run.record.started, timeout)
+            self.schedule_stall_check(run, max(deadline, now + MIN_STEP))
+
+    def check_recovery(self, run: TrackedRun, now: float) -> None:
+        """A stalled run's beat changed: fresh again means recovered."""
+        run = self.jobs.stall_speaker(run)  # jobs: a rank's beat may end its job's stall
+        if run.state is not RunState.STALLED:
+            return
+        peers = self.jobs.stall_peers(run)
+        if peers:
+            self.jobs.check_recovery(run, peers, now)
+            return
+        run.progress = self.reader.read_progress(run)
+        timeout = self.stall_timeout(run)
+        if is_stale(run.progress, run.record.started, timeout, now):
+            return
+        self.apply(run, Event(EventKind.PROGRESS_FRESH), now, reason=Reason("resumed"))
+        if run.state is RunState.RUNNING:
+            self.watcher.want_beats(run.run_id, False)
+            deadline = stall_deadline(run.progress, run.record.started, timeout)
+            self.schedule_stall_check(run, max(deadline, now + MIN_STEP))
+
+    # ------------------------------------------------------------ effects
+
+    def apply(self, run: TrackedRun, event: Event, now: float, *, final: Optional[FinalRecord] = None,
+              reason: Optional[Reason] = None, kernel_status: Optional[int] = None,
+              overrides: Optional[Mapping[str, Any]] = None) -> None:
+        """Make the transition and enqueue its one alert (durably) before the state moves.
+
+        ``overrides``: alert fields a job's verdict sets (the failing rank's pid, error, ...).
+        """
+        new_state, kind = transition(run.state, event)
+        if kind is None:
+            run.state = new_state
+            self.observer.run_changed(run, None)  # fleet hook
+            return
+        number = run.transitions + 1
+        progress = self.reader.read_progress(run)
+        run.progress = progress
+        if new_state.is_terminal and event.kind is not EventKind.JOB_ENDED:
+            # jobs: what the GPU and NCCL said about this process belongs to its ending.
+            reason = with_notes(reason, [*self.gpu.notes_for(run.identity),
+                                         *filter(None, [nccl.explain(final.error if final else None)])])
+        alert = from_run(alert_id(run.run_id, number, kind), kind, run.record, progress=progress,
+                         final=final, now=now, reason=reason, user=run.user)
+        alert = with_kernel_ending(alert, kernel_status)
+        if overrides:
+            alert = dataclasses.replace(alert, **overrides)
+        channels = [] if event.is_quiet else routing.recipients(
+            kind.value, run.channels, self.config.alert_on,
+            delivered_inline=final is not None and final.delivered_inline)
+        # If this raises (disk full), the state stays put and the next rescan decides again.
+        self.outbox.enqueue(alert, channels, sync=False)
+        old_state = run.state
+        run.state, run.transitions = new_state, number
+        self.observer.run_changed(run, alert)  # fleet hook
+        self.wake_delivery()
+        self.syncer.request()  # to disk while the first delivery attempt is under way
+        said = alert.detail
+        if said is None and kernel_status is not None:
+            said = alert.signal or f"exit code {alert.exit_code}"
+        log.info("run %s (pid %d): %s -> %s%s", run.run_id, run.record.pid, old_state.value,
+                 new_state.value, f" ({printable(said)})" if said else "")
+
+    def deliver_messages(self, run: TrackedRun, now: float) -> None:
+        """Queue the run's messages in order; each file goes once its alert is on disk."""
+        queued: list[Path] = []
+        try:
+            for seq, path, message in self.reader.pending_messages(run):
+                if message is None:
+                    continue  # malformed or foreign: logged once, left for the archive
+                alert = from_run(message_alert_id(run.run_id, seq), AlertKind.MESSAGE, run.record,
+                                 progress=run.progress, now=message.time, text=message.text, user=run.user)
+                # Known: already queued before a restart. Not admitted: dropped (counted, logged).
+                if self.outbox.known(alert.alert_id) or self.messages.admit(run.run_id, run.owner_uid,
+                                                                            run.user, now):
+                    self.outbox.enqueue(alert, run.channels, sync=False)
+                queued.append(path)
+        finally:
+            if queued:
+                self.wake_delivery()
+                self.outbox.sync()
+        for path in queued:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
+    def retire(self, run: TrackedRun, now: float) -> None:
+        """An ended run whose process is gone: archive it and stop tracking."""
+        self.deliver_messages(run, now)
+        self.forget(run.run_id)
+        self.messages.forget(run.run_id)
+        if archive.archive_run(run.paths.dir, self.archive_dir, now) is None and run.paths.dir.exists():
+            self.retired.add(run.run_id)
+
+    # ------------------------------------------------------------ stall deadlines
+
+    def schedule_stall_check(self, run: TrackedRun, when: Optional[float]) -> None:
+        """Re-read ``run``'s beat at ``when`` (None: no check pending)."""
+        run.stall_check_at = when
+        if when is None:
+            return  # the heap entry, if any, is now stale and skipped when it surfaces
+        heapq.heappush(self.stall_heap, (when, run.run_id))
+        if len(self.stall_heap) > 2 * len(self.runs) + 64:
+            # Stale entries of forgotten or rescheduled runs: rebuild from the runs.
+            self.stall_heap = [(r.stall_check_at, r.run_id) for r in self.runs.values()
+                               if r.stall_check_at is not None]
+            heapq.heapify(self.stall_heap)
+
+    def _current(self, entry: tuple[float, str]) -> Optional[TrackedRun]:
+        run = self.runs.get(entry[1])
+        return run if run is not None and run.stall_check_at == entry[0] else None
+
+    def next_stall_check(self) -> Optional[float]:
+        """The earliest pending stall check (stale heap entries are dropped on the way)."""
+        heap = self.stall_heap
+        while heap and self._current(heap[0]) is None:
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
+
+    def due_stall_checks(self, now: float) -> list[TrackedRun]:
+        """Runs whose stall check is due by ``now``, earliest first; taken off the heap."""
+        due: dict[str, TrackedRun] = {}  # a run scheduled twice for the same instant is checked once
+        heap = self.stall_heap
+        while heap and heap[0][0] <= now:
+            run = self._current(heapq.heappop(heap))
+            if run is not None:
+                due.setdefault(run.run_id, run)
+        return list(due.values())
+
+    def stall_timeout(self, run: TrackedRun) -> float:
+        return run.record.stall_timeout or self.config.stall_timeout
+
+    def attach_gpu_faults(self, now: float) -> None:
+        """New Xids: a GPU or node fault alerts the run (or job) it names now;
+        an application error waits for that run's ending, which quotes it."""
+        for hit in self.gpu.take_pending():
+            if hit.pid is None or not hit.node_fault:
+                continue
+            target = self.jobs.gpu_fault_target(hit) or self._gpu_fault_run(hit)
+            if target is not None:
+                run, reason, overrides = target
+                self.apply(run, Event(EventKind.GPU_FAULT), now, reason=reason, overrides=overrides)
+
+    def _gpu_fault_run(self, hit: XidHit) -> Optional[tuple[TrackedRun, Reason, dict[str, Any]]]:
+        run = next((r for r in self.runs.values() if r.record.pid == hit.pid and r.state.is_live), None)
+        if run is None or not hit.names(run.identity):
+            return None
+        return run, hit.fault_reason(), {"pid": hit.pid}
+
+    @staticmethod
+    def stall_reason(run: TrackedRun, timeout: float, now: float) -> Reason:
+        progress = run.progress
+        beat = progress.beat if progress is not None else run.record.started
+        last = run.record.started
+        if progress is not None and progress.last_progress is not None:
+            last = progress.last_progress
+        # Missing several heartbeats means the whole process stopped, not just training.
+        if now - beat > 3 * run.record.heartbeat_interval:
+            return Reason("frozen", {"silent": now - beat, "timeout": timeout})
+        return Reason("stuck", {"silent": now - last, "timeout": timeout})
+
+    # ------------------------------------------------------------ channels
+
+    def resolve_channels(self, run: TrackedRun) -> list[str]:
+        """The run's channel names under the access rules (``channel_access``)."""
+        return self.access.resolve(run.record.channels, run.owner_uid,
+                                   lambda problem: self.reader.problems.report_field(run.paths.run, problem))
+
+
+def with_notes(reason: Optional[Reason], notes: list[Reason]) -> Optional[Reason]:
+    """``reason`` with ``notes`` after it; the first note stands in for a missing reason."""
+    if reason is None:
+        if not notes:
+            return None
+        reason, notes = notes[0], notes[1:]
+    return reason.with_notes(notes)

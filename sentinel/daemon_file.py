@@ -1,0 +1,94 @@
+"""``<spool>/daemon.json``: tells training processes a daemon is watching.
+
+Written by the daemon at start and on every rescan, removed on a clean
+shutdown. It names the daemon by pid + start ticks + boot id, so a stale
+file left by a killed daemon is recognised as stale. World-readable: in a
+shared spool every user's training process must be able to read it, and it
+holds nothing secret.
+
+Every local user can write into a shared spool, so ``daemon_alive`` (the
+one check, used by the in-process fallback and by ``sentinel status``)
+trusts the file only if it is owned by root or by the reader itself, and
+only if the process it names is that very process (pid, start time, boot
+id), runs as the file's owner and calls itself ``sentinel-daemon`` (the
+name the daemon gives its process). A forged file, naming pid 1 or any
+live process, therefore never switches a user's fallback off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from pathlib import Path
+from typing import Optional
+
+from sentinel import __version__, spool
+from sentinel.procid import ProcessIdentity, process_uid
+from sentinel.spool import DAEMON_FILE, DaemonLiveness, SpoolFormatError
+
+log = logging.getLogger("sentinel.daemon_file")
+
+PROCESS_NAME = "sentinel-daemon"  # the daemon's /proc/<pid>/comm
+
+
+def write(spool_path: Path) -> bool:
+    me = ProcessIdentity.current()
+    record = DaemonLiveness(pid=me.pid, start_ticks=me.start_ticks, boot_id=me.boot_id, version=__version__)
+    try:
+        spool.write_json(Path(spool_path) / DAEMON_FILE, record.to_dict(), mode=0o644)
+    except OSError as exc:
+        log.error("cannot write %s: %s (training processes will think no daemon runs)",
+                  Path(spool_path) / DAEMON_FILE, exc.strerror)
+        return False
+    return True
+
+
+def remove(spool_path: Path) -> None:
+    """Remove the file if it still names this process (another daemon may own it now)."""
+    try:
+        record, _ = spool.read_daemon_liveness(spool_path)
+    except (FileNotFoundError, SpoolFormatError):
+        return
+    if record.pid != os.getpid():
+        return
+    with contextlib.suppress(OSError):
+        os.unlink(Path(spool_path) / DAEMON_FILE)
+
+
+def live_daemon(spool_path: Path) -> Optional[DaemonLiveness]:
+    """The record of the daemon watching ``spool_path`` now, or None (see the module docstring)."""
+    try:
+        record, st = spool.read_daemon_liveness(spool_path)
+    except (OSError, SpoolFormatError):
+        return None
+    if st.st_uid not in (0, os.getuid()):
+        return None  # written by another user: forged, whatever it says
+    if not ProcessIdentity(record.pid, record.start_ticks, record.boot_id).is_running():
+        return None
+    if process_uid(record.pid) != st.st_uid or process_name(record.pid) != PROCESS_NAME:
+        return None
+    return record
+
+
+def daemon_alive(spool_path: Path) -> bool:
+    return live_daemon(spool_path) is not None
+
+
+def process_name(pid: int) -> Optional[str]:
+    try:
+        with open(f"/proc/{pid}/comm", encoding="utf-8", errors="replace") as f:
+            return f.read().rstrip("\n")
+    except OSError:
+        return None
+
+
+def name_this_process(name: str = PROCESS_NAME) -> Optional[str]:
+    """Set this process's name (its /proc comm); the previous name, or None if it cannot."""
+    previous = process_name(os.getpid())
+    try:
+        with open(f"/proc/{os.getpid()}/comm", "w", encoding="utf-8") as f:
+            f.write(name[:15])
+    except OSError:
+        return None
+    return previous

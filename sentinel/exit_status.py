@@ -1,0 +1,94 @@
+"""How a process that left no exit record ended, in words: the kernel's status.
+
+``ending_of`` turns a ``waitpid``-style status (what the kernel reports
+through a pidfd) into an ``Ending``: the signal that killed the process, or
+the code it exited with. ``words`` says it for a user, per language. One
+pure table, so every place that names an ending says the same thing.
+Stdlib only.
+"""
+
+from __future__ import annotations
+
+import signal
+from dataclasses import dataclass
+from typing import Optional
+
+# Signals a process gets from its own faulty native code (a C extension, a
+# driver, the interpreter itself), not from someone else.
+NATIVE_CRASH_SIGNALS = frozenset({"SIGSEGV", "SIGBUS", "SIGABRT", "SIGILL", "SIGFPE"})
+
+
+@dataclass(frozen=True)
+class Ending:
+    key: str  # killed | native_crash | terminated | signaled | exited
+    signal: Optional[str] = None  # "SIGKILL", ...
+    exit_code: Optional[int] = None
+
+
+def signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def ending_key(signal_name: Optional[str], exit_code: Optional[int]) -> Optional[str]:
+    """The table key for a death by ``signal_name`` or with ``exit_code``."""
+    if signal_name:
+        if signal_name == "SIGKILL":
+            return "killed"
+        if signal_name in NATIVE_CRASH_SIGNALS:
+            return "native_crash"
+        if signal_name == "SIGTERM":
+            return "terminated"
+        return "signaled"
+    return "exited" if exit_code is not None else None
+
+
+def ending_of(status: int) -> Ending:
+    """The ending a wait status describes (the core-dump bit is ignored)."""
+    number = status & 0x7F
+    if number:
+        name = signal_name(number)
+        return Ending(ending_key(name, None) or "signaled", signal=name)
+    return Ending("exited", exit_code=(status >> 8) & 0xFF)
+
+
+# key -> language -> (headline, summary); {signal} and {code} are filled in.
+_WORDS = {
+    "killed": {
+        "en": ("Killed ({signal})", "killed by {signal}; no exit record"),
+        "zh": ("进程被杀死（{signal}）", "被 {signal} 杀死；没有退出记录"),
+    },
+    "native_crash": {
+        "en": ("Crashed in native code ({signal})",
+               "crashed in native code ({signal}: a C extension, a driver or the interpreter); "
+               "no exit record"),
+        "zh": ("原生代码崩溃（{signal}）",
+               "原生代码崩溃（{signal}：C 扩展、驱动或解释器本身）；没有退出记录"),
+    },
+    "terminated": {
+        "en": ("Terminated ({signal})", "terminated by {signal}; no exit record"),
+        "zh": ("被终止（{signal}）", "被 {signal} 终止，未能写下退出记录"),
+    },
+    "signaled": {
+        "en": ("Killed by {signal}", "killed by {signal}; no exit record"),
+        "zh": ("被 {signal} 杀死", "被 {signal} 杀死；没有退出记录"),
+    },
+    "exited": {
+        "en": ("Exited with code {code}",
+               "exited with code {code}; no exit record (os._exit or native code)"),
+        "zh": ("退出码 {code}", "以退出码 {code} 退出；没有退出记录（os._exit 或原生代码）"),
+    },
+}
+
+
+def words(signal_name: Optional[str], exit_code: Optional[int], lang: str) -> Optional[tuple[str, str]]:
+    """(headline, summary) for a death with no exit record; None if unknown."""
+    key = ending_key(signal_name, exit_code)
+    if key is None:
+        return None
+    table = _WORDS[key]
+    headline, summary = table.get(lang, table["en"])
+    values = {"signal": signal_name or "", "code": exit_code}
+    return headline.format(**values), summary.format(**values)

@@ -1,0 +1,85 @@
+"""Throw-away local users for the shared-host attacks (root only).
+
+    with throwaway_user() as uid:
+        subprocess.run([...], preexec_fn=become(uid))   # the child acts as that user
+
+A user is created with ``useradd`` (no home) and removed afterwards; a test
+not running as root is skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+
+@contextmanager
+def throwaway_user() -> Iterator[int]:
+    """A new local user's uid, removed on exit."""
+    if os.geteuid() != 0:
+        pytest.skip("creating a user needs root")
+    name = f"sn{uuid.uuid4().hex[:10]}"
+    result = subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip(f"useradd failed: {result.stderr.strip()}")
+    try:
+        yield pwd.getpwnam(name).pw_uid
+    finally:
+        subprocess.run(["userdel", name], check=False, capture_output=True)
+
+
+def user_name(uid: int) -> str:
+    return pwd.getpwuid(uid).pw_name
+
+
+def become(uid: int) -> Callable[[], None]:
+    """A ``preexec_fn``: the child drops root for ``uid`` (its group, no others)."""
+    gid = pwd.getpwuid(uid).pw_gid
+
+    def drop() -> None:
+        os.setgroups([])
+        os.setgid(gid)
+        os.setuid(uid)
+
+    return drop
+
+
+def as_user(uid: int, *argv: str) -> None:
+    subprocess.run(list(argv), check=True, preexec_fn=become(uid))
+
+
+@contextmanager
+def shared_dir() -> Iterator[Path]:
+    """A directory other users can reach (pytest's own tmp is root's, 0700)."""
+    path = Path(tempfile.mkdtemp(prefix="sn-shared-"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def make_shared_spool(parent: Path) -> Path:
+    path = parent / "spool"
+    path.mkdir()
+    path.chmod(0o1777)  # every user writes here, as in /var/lib/sentinel/spool
+    return path
+
+
+def home_for(parent: Path, uid: int) -> Path:
+    """A working directory ``uid`` owns under ``parent``."""
+    path = parent / f"home-{uid}"
+    (path / "home").mkdir(parents=True)
+    for directory in (path, path / "home"):
+        os.chown(directory, uid, pwd.getpwuid(uid).pw_gid)
+    return path

@@ -304,6 +304,24 @@ REASONS: Mapping[str, Mapping[str, str]] = {
               "the communicator hung, likely in the driver or a dead peer",
         "zh": "NCCL 看门狗卡住 {seconds} 秒（心跳监视器）：通信器挂起，可能卡在驱动中或对端已退出",
     },
+    # The run directory vanished (rm -rf) while the process lived: no final
+    # record can be read, and the exit status of a process that is not the
+    # daemon's child is not to be had, so "killed" would be a guess.
+    "record_deleted": {
+        "en": "ended; its run record was deleted, so how it ended is unknown",
+        "zh": "已结束；它的运行记录已被删除，无法得知它是如何结束的",
+    },
+    # ... while the kernel did report the exit status (the headline says it).
+    "record_deleted_exit_known": {
+        "en": "its run record was deleted while it ran; the exit status the kernel reported is all "
+              "that is known",
+        "zh": "运行期间它的运行记录已被删除；只知道内核报告的退出状态",
+    },
+}
+# Reasons that change the alert's first words: the kind's headline would say
+# more than is known ("Killed" for a run that may have finished cleanly).
+REASON_HEADLINES: Mapping[str, Mapping[str, str]] = {
+    "record_deleted": {"en": "Ended (run record deleted)", "zh": "已结束（运行记录被删除）"},
 }
 OOM_REASONS = frozenset({"oom_kernel", "oom_cgroup", "rank_oom"})
 BEAT: Mapping[str, Mapping[str, str]] = {
@@ -328,6 +346,11 @@ class Reason:
     def text(self, lang: str = "en") -> Optional[str]:
         """The reason in ``lang``; None for a code this version does not know."""
         return _worded(self.code, self.args, lang, _MAX_NESTING)
+
+    def headline(self, lang: str = "en") -> Optional[str]:
+        """The alert's first words if this reason changes them (``REASON_HEADLINES``), else None."""
+        words = REASON_HEADLINES.get(self.code)
+        return None if words is None else (words.get(lang) or words["en"])
 
     @property
     def is_oom(self) -> bool:

@@ -19,6 +19,7 @@ from typing import Iterator
 import pytest
 
 from tests import processes
+from tests.users import other_uid, shared  # noqa: F401  (fixtures: a throw-away user, a shared directory)
 from tests.victims.harness import wait_for
 
 
@@ -77,6 +78,9 @@ def memory_cgroup() -> Iterator[Path]:
             break
         except OSError:
             wait_for(lambda: not (cage / "cgroup.procs").read_text().strip(), 10, what="an empty cgroup")
+
+
+@pytest.fixture
 def launch() -> Iterator[processes.Launcher]:
     """``launch(argv, **popen_kwargs)``: a process in its own process group,
     the whole group SIGKILLed when the test ends, however it ends."""

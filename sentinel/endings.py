@@ -153,6 +153,24 @@ REASONS: Mapping[str, Mapping[str, str]] = {
         "en": "heartbeats and progress resumed",
         "zh": "心跳和进展已恢复",
     },
+    # The run directory vanished (rm -rf) while the process lived: no final
+    # record can be read, and the exit status of a process that is not the
+    # daemon's child is not to be had, so "killed" would be a guess.
+    "record_deleted": {
+        "en": "ended; its run record was deleted, so how it ended is unknown",
+        "zh": "已结束；它的运行记录已被删除，无法得知它是如何结束的",
+    },
+    # ... while the kernel did report the exit status (the headline says it).
+    "record_deleted_exit_known": {
+        "en": "its run record was deleted while it ran; the exit status the kernel reported is all "
+              "that is known",
+        "zh": "运行期间它的运行记录已被删除；只知道内核报告的退出状态",
+    },
+}
+# Reasons that change the alert's first words: the kind's headline would say
+# more than is known ("Killed" for a run that may have finished cleanly).
+REASON_HEADLINES: Mapping[str, Mapping[str, str]] = {
+    "record_deleted": {"en": "Ended (run record deleted)", "zh": "已结束（运行记录被删除）"},
 }
 OOM_REASONS = frozenset({"oom_kernel", "oom_cgroup"})
 BEAT: Mapping[str, Mapping[str, str]] = {
@@ -181,6 +199,11 @@ class Reason:
             return template.format(**args)
         except (KeyError, ValueError, TypeError, IndexError):  # a record from another version
             return None
+
+    def headline(self, lang: str = "en") -> Optional[str]:
+        """The alert's first words if this reason changes them (``REASON_HEADLINES``), else None."""
+        words = REASON_HEADLINES.get(self.code)
+        return None if words is None else (words.get(lang) or words["en"])
 
     @property
     def is_oom(self) -> bool:

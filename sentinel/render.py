@@ -164,6 +164,10 @@ def what_happened(alert: Alert, lang: str = "en") -> str:
     kernel = kernel_words(alert, lang)
     if kernel is not None:
         return kernel[0]
+    why = alert.why
+    special = why.headline(language_of(lang)) if why is not None else None
+    if special is not None:
+        return special
     word = kind_words(alert.kind, lang).headline
     if alert.kind == AlertKind.TERMINATED:
         word += f" ({alert.signal or 'SIGTERM'})"

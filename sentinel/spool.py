@@ -19,7 +19,9 @@ are never runs. Every file is one JSON object with ``"v": 1`` and is written
 atomically (a hidden temporary file in the same directory, then ``rename``),
 mode 0600, so a reader sees the old file or the new one, never half of one.
 
-Readers are hostile-input safe: they never follow symlinks, refuse anything
+Readers are hostile-input safe: they never follow symlinks (the daemon reads
+relative to directory fds, ``open_dir`` + ``read_json(name, dir_fd=)``, so
+not even a swapped directory leads it elsewhere), refuse anything
 that is not a regular file, cap the size they read (``MAX_FILE_BYTES``), and
 raise ``SpoolFormatError`` for a malformed, truncated or unknown-version file.
 Every number must be finite and within bounds (no ``NaN``/``Infinity``, which
@@ -640,15 +642,17 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def read_json(path: Path, max_bytes: int = MAX_FILE_BYTES) -> tuple[dict[str, Any], os.stat_result]:
+def read_json(path: Union[Path, str], max_bytes: int = MAX_FILE_BYTES, *,
+              dir_fd: Optional[int] = None) -> tuple[dict[str, Any], os.stat_result]:
     """Read one spool file safely; return the object and the file's stat.
 
     Never follows a symlink, never blocks on a FIFO, never reads more than
-    ``max_bytes``. Raises FileNotFoundError if absent, SpoolFormatError for
-    anything else that is wrong with it.
+    ``max_bytes``. With ``dir_fd``, ``path`` is a name in that directory (how
+    the daemon reads: see ``open_dir``). Raises FileNotFoundError if absent,
+    SpoolFormatError for anything else that is wrong with it.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
     except OSError as exc:
         if exc.errno == errno.ENOENT:
             raise
@@ -679,10 +683,41 @@ def read_json(path: Path, max_bytes: int = MAX_FILE_BYTES) -> tuple[dict[str, An
     return data, st
 
 
-def read_run(path: Path, problems: Optional[list[str]] = None) -> tuple[RunRecord, os.stat_result]:
+DirId = tuple[int, int]  # (st_dev, st_ino): which directory, whatever its path names now
+
+
+def dir_id(st: os.stat_result) -> DirId:
+    return (st.st_dev, st.st_ino)
+
+
+def open_dir(name: Union[Path, str], dir_fd: Optional[int] = None) -> int:
+    """An fd of the directory ``name`` (in ``dir_fd`` if given), never through a
+    symlink as its last component. A reader that then works only relative to
+    this fd (``read_json(..., dir_fd=)``, ``os.unlink(..., dir_fd=)``) stays in
+    that very directory however its path is swapped meanwhile. Raises
+    FileNotFoundError if absent, NotADirectoryError for a symlink or a file."""
+    try:
+        return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise NotADirectoryError(errno.ENOTDIR, "a symlink (never followed)", str(name)) from None
+        raise
+
+
+def message_names(msg_fd: int) -> list[tuple[int, str]]:
+    """Queued message file names in the open ``msg/`` directory, oldest first."""
+    try:
+        names = os.listdir(msg_fd)
+    except OSError:
+        return []
+    return sorted((int(n[:8]), n) for n in names if _MESSAGE_RE.match(n))
+
+
+def read_run(path: Union[Path, str], problems: Optional[list[str]] = None, *,
+             dir_fd: Optional[int] = None) -> tuple[RunRecord, os.stat_result]:
     """The run record (bad fields other than its identity replaced by
     defaults and described in ``problems``) and the file's stat."""
-    data, st = read_json(path)
+    data, st = read_json(path, dir_fd=dir_fd)
     return RunRecord.from_dict(data, problems, fallback_time=st.st_mtime), st
 
 

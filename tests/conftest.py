@@ -17,6 +17,7 @@ from typing import Iterator
 import pytest
 
 from tests import processes
+from tests.users import other_uid, shared  # noqa: F401  (fixtures: a throw-away user, a shared directory)
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -88,6 +88,7 @@ class DaemonProcess:
                   "rescan_interval": "2s", **settings}
         self.config_path.write_text(yaml.safe_dump(config))
         self.config_path.chmod(0o600)  # it holds channel secrets
+        self.wrapper: list[str] = []  # a command the daemon runs under (its argv's head)
         self.proc: Optional[subprocess.Popen[bytes]] = None
         self.notify: Optional[NotifySocket] = None
         self.starts = 0
@@ -102,7 +103,8 @@ class DaemonProcess:
                    PYTHONUNBUFFERED="1", **self.daemon_env)
         env.pop("SENTINEL_SPOOL", None)
         with open(log_path, "wb") as log_file:
-            self.proc = subprocess.Popen([sys.executable, str(LAUNCHER), str(self.config_path)], env=env,
+            argv = [*self.wrapper, sys.executable, str(LAUNCHER), str(self.config_path)]
+            self.proc = subprocess.Popen(argv, env=env,
                                          stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
                                          start_new_session=True)
         if wait_ready:

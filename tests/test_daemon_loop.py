@@ -267,3 +267,28 @@ def test_transition_alert_is_in_place_before_delivery_is_woken(tmp_path: Path,
         assert [[a.kind for a in alerts] for alerts in seen_at_wake] == [[AlertKind.KILLED]]
     finally:
         d.close()
+
+
+# ---------------------------------------------------------------- one run's trouble
+
+
+def test_a_run_that_fails_every_rescan_is_logged_once_and_others_go_on(
+        daemon: Daemon, child: subprocess.Popen[bytes], caplog: pytest.LogCaptureFixture) -> None:
+    ident = identity_of(child)
+    child.kill()
+    child.wait()  # the runs' process is gone: each is judged at once, from its final record
+    good, bad, worse = (_write_run(daemon.spool, ident, i) for i in range(3))
+    for run_id in (good, bad, worse):
+        spool.write_json(spool.RunPaths(daemon.spool, run_id).final,
+                         spool.FinalRecord(state="finished", ended=NOW).to_dict())
+    for run_id in (bad, worse):
+        # A damaged alert journal: storing any alert about the run raises, at every attempt.
+        (daemon.state.outbox / "runs" / run_id).write_text("not a directory")
+    with caplog.at_level("DEBUG", logger="sentinel.daemon"):
+        for _ in range(4):
+            daemon.rescan(NOW)
+    failures = [r for r in caplog.records if r.levelname == "ERROR" and "failed" in r.getMessage()]
+    assert sorted(r.getMessage().split()[2] for r in failures) == sorted([bad, worse])  # once each
+    assert all(r.exc_info for r in failures)  # with the traceback, the first time
+    assert sum("again" in r.getMessage() for r in caplog.records) == 6  # later passes: debug only
+    assert [a.kind for a in daemon.outbox.journal(good)] == [AlertKind.FINISHED]

@@ -9,7 +9,6 @@ import logging
 import os
 import subprocess
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -22,26 +21,9 @@ from sentinel.state_dir import StateDir, StateDirError
 from tests.daemon_harness import DaemonProcess, PretendDaemon
 from tests.fakes import FakeBark
 from tests.fakes.samples import RUN_ID, sample_alert
-from tests.users import as_user, make_shared_spool, shared_dir, throwaway_user
+from tests.users import as_user, shared_spool
 
 DEEP = b"[" * 100_000 + b"]" * 100_000
-
-
-@pytest.fixture
-def other_uid() -> Iterator[int]:
-    """A throw-away local user (root only), removed afterwards."""
-    with throwaway_user() as uid:
-        yield uid
-
-
-@pytest.fixture
-def shared() -> Iterator[Path]:
-    with shared_dir() as path:
-        yield path
-
-
-def shared_spool(shared: Path) -> Path:
-    return make_shared_spool(shared)
 
 
 def assert_refused(daemon: DaemonProcess, reason: str) -> None:

@@ -1,10 +1,14 @@
-"""Throw-away local users for the shared-host attacks (root only).
+"""Throw-away local users and shared directories, for attacks by another user (root only).
 
-    with throwaway_user() as uid:
-        subprocess.run([...], preexec_fn=become(uid))   # the child acts as that user
+    with throwaway_user() as uid:                     # or the ``other_uid`` fixture
+        subprocess.run([...], preexec_fn=become(uid)) # the child acts as that user
+
+    def test_x(shared: Path, other_uid: int) -> None:
+        spool_path = shared_spool(shared)             # sticky 1777, as /var/lib/sentinel/spool
+        as_user(other_uid, "mkdir", str(spool_path / "x"))
 
 A user is created with ``useradd`` (no home) and removed afterwards; a test
-not running as root is skipped.
+not running as root, or without useradd, is skipped.
 """
 
 from __future__ import annotations
@@ -21,6 +25,9 @@ from typing import Callable, Iterator
 
 import pytest
 
+# An interpreter every user may run (the test venv's may sit in root's home).
+USER_PYTHON = "/usr/bin/python3"
+
 
 @contextmanager
 def throwaway_user() -> Iterator[int]:
@@ -36,6 +43,13 @@ def throwaway_user() -> Iterator[int]:
         yield pwd.getpwnam(name).pw_uid
     finally:
         subprocess.run(["userdel", name], check=False, capture_output=True)
+
+
+@pytest.fixture
+def other_uid() -> Iterator[int]:
+    """A throw-away local user (root only), removed afterwards."""
+    with throwaway_user() as uid:
+        yield uid
 
 
 def user_name(uid: int) -> str:
@@ -58,6 +72,12 @@ def as_user(uid: int, *argv: str) -> None:
     subprocess.run(list(argv), check=True, preexec_fn=become(uid))
 
 
+def user_python() -> str:
+    if not os.access(USER_PYTHON, os.X_OK):
+        pytest.skip(f"no {USER_PYTHON} for another user to run")
+    return USER_PYTHON
+
+
 @contextmanager
 def shared_dir() -> Iterator[Path]:
     """A directory other users can reach (pytest's own tmp is root's, 0700)."""
@@ -69,11 +89,20 @@ def shared_dir() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+@pytest.fixture
+def shared() -> Iterator[Path]:
+    with shared_dir() as path:
+        yield path
+
+
 def make_shared_spool(parent: Path) -> Path:
     path = parent / "spool"
     path.mkdir()
     path.chmod(0o1777)  # every user writes here, as in /var/lib/sentinel/spool
     return path
+
+
+shared_spool = make_shared_spool
 
 
 def home_for(parent: Path, uid: int) -> Path:

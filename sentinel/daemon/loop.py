@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterable, Optional
 from sentinel import daemon_file, spool, systemd
 from sentinel.config import Config
 from sentinel.daemon import archive, reconcile
+from sentinel.daemon.failures import FailureLog
 from sentinel.daemon.liveness import POLL_INTERVAL, Liveness
 from sentinel.daemon.oom import OomDetector
 from sentinel.daemon.pidfd import ENV_DISABLE
@@ -71,8 +72,9 @@ class Daemon:
         self.oom = OomDetector(kmsg_path)
         if self.oom.fd is not None:
             self.epoll.register(self.oom.fd, select.EPOLLIN)
-        self.watcher = SpoolWatcher(self.spool, self.wakeup)
+        self.watcher = SpoolWatcher(self.spool, self.epoll)
         reader = RunReader(self.spool, is_shared_spool(self.spool), ProblemLog())
+        self.failures = FailureLog(log)
         self.tracker = Tracker(config, reader, outbox, self.liveness, self.watcher, self.oom,
                                self.state.archive, inline_channels, wake_delivery, self.observer)
         self.sweep: Optional[RescanSweep] = None  # the rescan under way, if any
@@ -182,8 +184,8 @@ class Daemon:
         """One run's trouble is logged and retried at the next rescan; the loop goes on."""
         try:
             step(*args)
-        except Exception:
-            log.exception("handling run %s failed; it is re-read at the next rescan", run_id)
+        except Exception as exc:
+            self.failures.report(run_id, exc, f"handling run {run_id} failed")
             self.tracker.forget(run_id)
 
     # ------------------------------------------------------------ events
@@ -238,6 +240,8 @@ class Daemon:
         freeze_long_lived()
 
     def _rescan_run(self, run: TrackedRun, now: float) -> None:
+        if not self.watcher.watched(run.run_id):  # it could not be watched before (the inotify limit)
+            self.watcher.watch_run(run.run_id)
         tracker = self.tracker
         if run.state.is_live and not run.watched:
             # A failed enqueue left the run live with no exit watch: judge again.

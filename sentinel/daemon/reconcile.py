@@ -31,11 +31,13 @@ def last_beat(run: TrackedRun) -> Optional[float]:
 
 def admit(tracker: Tracker, run_id: str, now: float, at_startup: bool) -> Optional[TrackedRun]:
     """Start tracking ``run_id`` if its record is there and trusted."""
+    tracker.watcher.watch_run(run_id)  # first: a change made after the read below is seen
     loaded = tracker.reader.read_run(run_id)
     if loaded is None:
         return None
-    record, owner_uid = loaded
-    run = TrackedRun(record=record, paths=tracker.reader.paths(run_id), owner_uid=owner_uid)
+    record = loaded.record
+    run = TrackedRun(record=record, paths=tracker.reader.paths(run_id), owner_uid=loaded.owner_uid,
+                     dir_id=loaded.dir_id)
     run.state, run.transitions = replay(a.kind for a in tracker.outbox.journal(run_id))
     run.channels = tracker.resolve_channels(run)
     run.progress = tracker.reader.read_progress(run)

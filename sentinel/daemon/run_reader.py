@@ -1,7 +1,14 @@
 """Reading a run's records the way a daemon must: hostile input in mind.
 
 Every read goes through ``spool.read_json`` (no symlinks, size cap, format
-and version checks). A bad file is logged once — keyed by its path, mtime
+and version checks), relative to directory fds: the run directory is opened
+by name in the spool (never through a symlink) and must be the very
+directory the run was admitted with (device and inode); its files and
+``msg/`` are opened in that fd, and delivered messages are unlinked in the
+``msg/`` fd they were read from. A user who swaps a directory for a symlink
+between two of the daemon's steps therefore never leads it outside the
+spool: what the daemon reads, and what it deletes, is in the directory it
+checked. A bad file is logged once — keyed by its path, mtime
 and size, so a file that is fixed and breaks again is reported again — and
 then skipped; nothing here raises for bad input. A bad field of a run record
 or a final record does not skip the file: it gets its default (logged once
@@ -15,22 +22,31 @@ process it names; the run's other files must belong to that uid too.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import stat
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Optional, TypeVar
+from typing import Any, Iterator, NamedTuple, Optional, TypeVar
 
 from sentinel import spool
 from sentinel.accounts import verified_user
 from sentinel.daemon.decide import RunState
+from sentinel.daemon.failures import BoundedSet
 from sentinel.daemon.oom import CgroupCounter
 from sentinel.procid import ProcessIdentity, process_uid, start_ticks
 from sentinel.safetext import printable
-from sentinel.spool import FinalRecord, Message, Progress, RunPaths, RunRecord, SpoolFormatError
+from sentinel.spool import (
+    DirId,
+    FinalRecord,
+    Message,
+    Progress,
+    RunPaths,
+    RunRecord,
+    SpoolFormatError,
+)
 
 log = logging.getLogger("sentinel.daemon.run_reader")
 
@@ -43,27 +59,27 @@ class ProblemLog:
     """Logs each problem with a file once per version of that file."""
 
     def __init__(self) -> None:
-        self._seen: OrderedDict[tuple, None] = OrderedDict()
+        self._seen = BoundedSet(_MAX_REMEMBERED)
 
-    def report(self, path: Path, reason: str) -> bool:
-        """Log ``reason`` for ``path`` unless already logged for this version."""
-        return self._log_once(path, reason, "skipping %s: %s")
+    def report(self, path: Path, reason: str, version: Optional[tuple] = None) -> bool:
+        """Log ``reason`` for ``path`` unless already logged for this version
+        (``version``: what tells versions apart, else the file's mtime and size)."""
+        return self._log_once(path, reason, "skipping %s: %s", version)
 
-    def report_field(self, path: Path, reason: str) -> bool:
+    def report_field(self, path: Path, reason: str, version: Optional[tuple] = None) -> bool:
         """A bad field that was replaced by its default: the file is still used."""
-        return self._log_once(path, reason, "%s: %s")
+        return self._log_once(path, reason, "%s: %s", version)
 
-    def _log_once(self, path: Path, reason: str, template: str) -> bool:
-        try:
-            st = os.lstat(path)
-            key: tuple = (str(path), st.st_mtime_ns, st.st_size, reason)
-        except OSError:
-            key = (str(path), None, None, reason)
-        if key in self._seen:
+    def _log_once(self, path: Path, reason: str, template: str, version: Optional[tuple]) -> bool:
+        if version is None:
+            try:
+                st = os.lstat(path)
+                version = (st.st_mtime_ns, st.st_size)
+            except OSError:
+                version = (None, None)
+        key: tuple = (str(path), *version, reason)
+        if not self._seen.add(key):
             return False
-        self._seen[key] = None
-        while len(self._seen) > _MAX_REMEMBERED:
-            self._seen.popitem(last=False)
         # Reasons quote what a run wrote: no control character reaches the log raw.
         log.warning(template, printable(path), printable(reason))
         return True
@@ -85,6 +101,7 @@ class TrackedRun:
     record: RunRecord
     paths: RunPaths
     owner_uid: int  # owner of run.json; the run's other files must match in a shared spool
+    dir_id: Optional[DirId] = None  # the run directory admitted; None: not checked
     state: RunState = RunState.RUNNING
     transitions: int = 0  # alerts raised so far (journal replay on restart)
     watched: bool = False  # an exit notice (pidfd or polling) is pending
@@ -108,6 +125,52 @@ class TrackedRun:
         return ProcessIdentity(self.record.pid, self.record.start_ticks, self.record.boot_id)
 
 
+class LoadedRun(NamedTuple):
+    record: RunRecord
+    owner_uid: int
+    dir_id: DirId
+
+
+class PendingMessages:
+    """A run's queued messages, read from one open ``msg/`` directory.
+
+    ``remove`` unlinks delivered messages in that same directory (its fd),
+    so a ``msg/`` swapped for a symlink after the read makes no difference.
+    Use as a context manager: the fd is closed on exit."""
+
+    def __init__(self, msg_fd: Optional[int] = None,
+                 messages: Optional[list[tuple[int, str, Optional[Message]]]] = None) -> None:
+        self._fd = msg_fd
+        self.messages = messages or []  # (seq, file name, message; None if bad: logged once)
+
+    def remove(self, names: list[str]) -> None:
+        if self._fd is None:
+            return
+        for name in names:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name, dir_fd=self._fd)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> PendingMessages:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def _version(dir_fd: int, name: str) -> tuple:
+    """What tells versions of a file apart for the problem log (mtime, size)."""
+    try:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except OSError:
+        return (None, None)
+    return (st.st_mtime_ns, st.st_size)
+
+
 class RunReader:
     """Reads the records of runs in one spool, applying the ownership rule."""
 
@@ -120,37 +183,77 @@ class RunReader:
     def paths(self, run_id: str) -> RunPaths:
         return RunPaths(self.spool, run_id)
 
-    def _run_dir_ok(self, paths: RunPaths) -> Optional[os.stat_result]:
+    def _open_run_dir(self, run_id: str) -> tuple[int, os.stat_result]:
+        """The run directory's fd and stat, opened by name in the spool (the
+        spool's own path is the administrator's, so it may be a symlink)."""
+        spool_fd = os.open(self.spool, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            st = os.lstat(paths.dir)
+            fd = spool.open_dir(run_id, spool_fd)
+        finally:
+            os.close(spool_fd)
+        try:
+            return fd, os.fstat(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+
+    @contextlib.contextmanager
+    def _run_dir(self, run: TrackedRun) -> Iterator[Optional[int]]:
+        """The admitted run directory's fd, or None if it is gone or was replaced."""
+        try:
+            fd, st = self._open_run_dir(run.run_id)
+        except FileNotFoundError:
+            yield None
+            return
+        except OSError as exc:
+            self.problems.report(run.paths.dir, _why(exc))
+            yield None
+            return
+        try:
+            if run.dir_id is not None and spool.dir_id(st) != run.dir_id:
+                self.problems.report(run.paths.dir, "replaced by another directory since the run "
+                                                    "started; not reading it", spool.dir_id(st))
+                yield None
+            else:
+                yield fd
+        finally:
+            os.close(fd)
+
+    def run_dir_present(self, run: TrackedRun) -> bool:
+        """The directory the run was admitted with is still in the spool."""
+        with self._run_dir(run) as fd:
+            return fd is not None
+
+    def read_run(self, run_id: str) -> Optional[LoadedRun]:
+        """The run's record, file owner and directory, or None (absent, bad, or not trusted)."""
+        paths = self.paths(run_id)
+        try:
+            dir_fd, dir_st = self._open_run_dir(run_id)
         except FileNotFoundError:
             return None
         except OSError as exc:
-            self.problems.report(paths.dir, f"cannot stat: {exc.strerror}")
+            self.problems.report(paths.dir, _why(exc))
             return None
-        if not stat.S_ISDIR(st.st_mode):
-            self.problems.report(paths.dir, "not a directory (symlinks are never followed)")
-            return None
-        return st
+        try:
+            return self._read_run_in(run_id, paths, dir_fd, dir_st)
+        finally:
+            os.close(dir_fd)
 
-    def read_run(self, run_id: str) -> Optional[tuple[RunRecord, int]]:
-        """The run's record and file owner, or None (absent, bad, or not trusted)."""
-        paths = self.paths(run_id)
-        dir_st = self._run_dir_ok(paths)
-        if dir_st is None:
-            return None
+    def _read_run_in(self, run_id: str, paths: RunPaths, dir_fd: int,
+                     dir_st: os.stat_result) -> Optional[LoadedRun]:
         field_problems: list[str] = []
         try:
-            record, st = spool.read_run(paths.run, field_problems)
+            record, st = spool.read_run(spool.RUN_FILE, field_problems, dir_fd=dir_fd)
         except FileNotFoundError:
             return None  # the directory is made first; run.json follows
         except SpoolFormatError as exc:
-            self.problems.report(paths.run, str(exc))
+            self.problems.report(paths.run, str(exc), _version(dir_fd, spool.RUN_FILE))
             return None
+        version = (st.st_mtime_ns, st.st_size)
         for problem in field_problems:  # the run is watched all the same, with defaults
-            self.problems.report_field(paths.run, problem)
+            self.problems.report_field(paths.run, problem, version)
         if record.run_id != run_id:
-            self.problems.report(paths.run, f"names run {record.run_id!r}, not its directory's")
+            self.problems.report(paths.run, f"names run {record.run_id!r}, not its directory's", version)
             return None
         if self.shared:
             if run_id in self.untrusted:
@@ -160,10 +263,9 @@ class RunReader:
                 # Once refused, always refused: when the named process dies
                 # later, the files alone must not make the run acceptable.
                 self.untrusted.add(run_id)
-                self.problems.report(paths.run, reason)
+                self.problems.report(paths.run, reason, version)
                 return None
-        return record, st.st_uid
-
+        return LoadedRun(record, st.st_uid, spool.dir_id(dir_st))
     @staticmethod
     def _untrusted(record: RunRecord, file_uid: int, dir_uid: int) -> Optional[str]:
         if file_uid != record.uid or dir_uid != record.uid:
@@ -180,54 +282,79 @@ class RunReader:
     def _owned(self, run: TrackedRun, path: Path, st: os.stat_result) -> bool:
         if self.shared and st.st_uid != run.owner_uid:
             self.problems.report(path, f"shared spool: owned by uid {st.st_uid}, "
-                                       f"not the run's {run.owner_uid}")
+                                       f"not the run's {run.owner_uid}", (st.st_mtime_ns, st.st_size))
             return False
         return True
 
-    def _read_owned(self, run: TrackedRun, path: Path, kind: type[R]) -> Optional[R]:
-        """The ``kind`` of record at ``path``, or None if it is malformed or not
-        the run's own (logged once); bad fields that got their default are
-        logged once too. Raises FileNotFoundError if it is absent."""
+    def _read_owned(self, run: TrackedRun, dir_fd: int, name: str, path: Path, kind: type[R]) -> Optional[R]:
+        """The ``kind`` of record ``name`` in ``dir_fd`` (``path`` for the log),
+        or None if it is malformed or not the run's own (logged once); bad
+        fields that got their default are logged once too. Raises
+        FileNotFoundError if it is absent."""
         field_problems: list[str] = []
         try:
-            data, st = spool.read_json(path)
+            data, st = spool.read_json(name, dir_fd=dir_fd)
             record = kind.from_dict(data, field_problems, fallback_time=st.st_mtime)
         except SpoolFormatError as exc:
-            self.problems.report(path, str(exc))
+            self.problems.report(path, str(exc), _version(dir_fd, name))
             return None
         if not self._owned(run, path, st):
             return None
         for reason in field_problems:
-            self.problems.report_field(path, reason)
+            self.problems.report_field(path, reason, (st.st_mtime_ns, st.st_size))
         return record
 
     def read_final(self, run: TrackedRun) -> Optional[FinalRecord]:
-        try:
-            return self._read_owned(run, run.paths.final, FinalRecord)
-        except FileNotFoundError:
-            return None
+        with self._run_dir(run) as dir_fd:
+            if dir_fd is None:
+                return None
+            try:
+                return self._read_owned(run, dir_fd, spool.FINAL_FILE, run.paths.final, FinalRecord)
+            except FileNotFoundError:
+                return None
 
     def read_progress(self, run: TrackedRun) -> Optional[Progress]:
         """The newest beat, or the last good one if beat.json is absent or bad."""
-        try:
-            progress = self._read_owned(run, run.paths.beat, Progress)
-        except FileNotFoundError:
-            return run.progress
+        with self._run_dir(run) as dir_fd:
+            if dir_fd is None:
+                return run.progress
+            try:
+                progress = self._read_owned(run, dir_fd, spool.BEAT_FILE, run.paths.beat, Progress)
+            except FileNotFoundError:
+                return run.progress
         return progress if progress is not None else run.progress
 
-    def pending_messages(self, run: TrackedRun) -> list[tuple[int, Path, Optional[Message]]]:
-        """Queued messages oldest first; a bad one has message None (logged once)."""
-        try:
-            st = os.lstat(run.paths.messages)
-        except OSError:
-            return []
-        if not stat.S_ISDIR(st.st_mode):
-            self.problems.report(run.paths.messages, "not a directory (symlinks are never followed)")
-            return []
-        out: list[tuple[int, Path, Optional[Message]]] = []
-        for seq, path in spool.list_messages(run.paths):
+    def pending_messages(self, run: TrackedRun) -> PendingMessages:
+        """Queued messages oldest first, in the open ``msg/``; a bad one has
+        message None (logged once)."""
+        with self._run_dir(run) as dir_fd:
+            if dir_fd is None:
+                return PendingMessages()
             try:
-                out.append((seq, path, self._read_owned(run, path, Message)))
+                msg_fd = spool.open_dir(spool.MESSAGE_DIR, dir_fd)
             except FileNotFoundError:
-                continue
-        return out
+                return PendingMessages()
+            except OSError as exc:
+                self.problems.report(run.paths.messages, _why(exc), _version(dir_fd, spool.MESSAGE_DIR))
+                return PendingMessages()
+        pending = PendingMessages(msg_fd)
+        try:
+            st = os.fstat(msg_fd)
+            if not self._owned(run, run.paths.messages, st):
+                return pending
+            for seq, name in spool.message_names(msg_fd):
+                try:
+                    message = self._read_owned(run, msg_fd, name, run.paths.messages / name, Message)
+                except FileNotFoundError:
+                    continue
+                pending.messages.append((seq, name, message))
+        except BaseException:
+            pending.close()
+            raise
+        return pending
+
+
+def _why(exc: OSError) -> str:
+    if isinstance(exc, NotADirectoryError):
+        return "not a directory (symlinks are never followed)"
+    return f"cannot open: {exc.strerror or exc}"

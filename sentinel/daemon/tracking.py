@@ -11,10 +11,8 @@ runs: see ``sentinel.outbox``).
 
 from __future__ import annotations
 
-import contextlib
 import heapq
 import logging
-import os
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Protocol
 
@@ -49,6 +47,9 @@ from sentinel.spool import FinalRecord
 log = logging.getLogger("sentinel.daemon")
 
 KILLED = Reason("no_exit_record")
+# The run directory is gone (or another took its place): no final record can be read.
+RECORD_DELETED = Reason("record_deleted")
+RECORD_DELETED_EXIT_KNOWN = Reason("record_deleted_exit_known")
 MIN_STEP = 0.005  # never spin: a deadline "now" is re-checked a little later
 
 
@@ -108,7 +109,7 @@ class Tracker:
         """Drop in-memory state; the next rescan re-admits the run from disk + journal."""
         self.runs.pop(run_id, None)
         self.liveness.unwatch(run_id)
-        self.watcher.want_beats(run_id, False)
+        self.watcher.forget(run_id)
         self.observer.run_forgotten(run_id)  # fleet hook
 
     def list_run_ids(self) -> list[str]:
@@ -142,7 +143,9 @@ class Tracker:
             self.apply(run, exit_event(final, oom=False, at_startup=False), now, final=final)
             return
         cause = self.oom.evidence(run.identity, run.cgroup)
-        event = exit_event(None, oom=cause is not None, at_startup=False)
+        if cause is None and not self.reader.run_dir_present(run):
+            cause = RECORD_DELETED if status is None else RECORD_DELETED_EXIT_KNOWN
+        event = exit_event(None, oom=cause is not None and cause.is_oom, at_startup=False)
         # The kernel's status names the ending itself; without it, the generic kill reason.
         reason = cause or (None if status is not None else KILLED)
         self.apply(run, event, now, reason=reason, kernel_status=status)
@@ -221,32 +224,33 @@ class Tracker:
 
     def deliver_messages(self, run: TrackedRun, now: float) -> None:
         """Queue the run's messages in order; each file goes once its alert is on disk."""
-        queued: list[Path] = []
-        try:
-            for seq, path, message in self.reader.pending_messages(run):
-                if message is None:
-                    continue  # malformed or foreign: logged once, left for the archive
-                alert = from_run(message_alert_id(run.run_id, seq), AlertKind.MESSAGE, run.record,
-                                 progress=run.progress, now=message.time, text=message.text, user=run.user)
-                # Known: already queued before a restart. Not admitted: dropped (counted, logged).
-                if self.outbox.known(alert.alert_id) or self.messages.admit(run.run_id, run.owner_uid,
-                                                                            run.user, now):
-                    self.outbox.enqueue(alert, run.channels, sync=False)
-                queued.append(path)
-        finally:
-            if queued:
-                self.wake_delivery()
-                self.outbox.sync()
-        for path in queued:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
+        queued: list[str] = []
+        with self.reader.pending_messages(run) as pending:
+            try:
+                for seq, name, message in pending.messages:
+                    if message is None:
+                        continue  # malformed or foreign: logged once, left for the archive
+                    alert = from_run(message_alert_id(run.run_id, seq), AlertKind.MESSAGE, run.record,
+                                     progress=run.progress, now=message.time, text=message.text,
+                                     user=run.user)
+                    # Known: already queued before a restart. Not admitted: dropped (counted, logged).
+                    if self.outbox.known(alert.alert_id) or self.messages.admit(run.run_id, run.owner_uid,
+                                                                                run.user, now):
+                        self.outbox.enqueue(alert, run.channels, sync=False)
+                    queued.append(name)
+            finally:
+                if queued:
+                    self.wake_delivery()
+                    self.outbox.sync()
+            pending.remove(queued)  # in the msg/ directory they were read from
 
     def retire(self, run: TrackedRun, now: float) -> None:
         """An ended run whose process is gone: archive it and stop tracking."""
         self.deliver_messages(run, now)
         self.forget(run.run_id)
         self.messages.forget(run.run_id)
-        if archive.archive_run(run.paths.dir, self.archive_dir, now) is None and run.paths.dir.exists():
+        if (archive.archive_run(self.reader.spool, run.run_id, self.archive_dir, now, run.dir_id) is None
+                and self.reader.run_dir_present(run)):
             self.retired.add(run.run_id)
 
     # ------------------------------------------------------------ stall deadlines

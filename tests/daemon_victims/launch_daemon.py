@@ -24,9 +24,9 @@ def main() -> int:
     parser.add_argument("--retry-base", type=float, default=0.2)
     args = parser.parse_args()
     config = load_config(args.config)
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
+    level = getattr(logging, str(config.log_level).upper(), logging.INFO)
+    logging.basicConfig(stream=sys.stderr, level=level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("watchdog").setLevel(logging.WARNING)
     policy = RetryPolicy(base=args.retry_base, cap=args.retry_base * 4, retry_for=config.retry_for)
     return daemon.run(config, retry_policy=policy)
 

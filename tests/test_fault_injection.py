@@ -13,6 +13,11 @@ regression test elsewhere, this index names it instead of repeating it
   record, a symlinked run directory, a FIFO run.json, malformed and
   oversized JSON by the daemon's own user → test_daemon_e2e.py::
   test_hostile_spool_files_are_skipped_once_and_the_daemon_lives
+- msg/ or a whole run directory swapped for a symlink, messages swapped
+  for symlinks in a tight loop → test_spool_attacks.py::
+  test_a_symlinked_msg_dir_or_run_dir_is_never_followed,
+  test_messages_swapped_for_a_symlink_never_make_root_delete_outside_the_spool
+- a run directory deleted, the inotify watches used up → test_spool_attacks.py
 - run.json naming pid 1 or another user's live process → here,
   ``test_a_record_naming_someone_elses_process_is_refused``
 - a record claiming another uid or user name → test_shared_host_attacks.py::
@@ -54,7 +59,6 @@ it does not.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -74,7 +78,7 @@ from sentinel.procid import ProcessIdentity
 from tests.cli_helpers import run_sentinel, sentinel_env
 from tests.daemon_harness import DaemonProcess, bark_title, titles, wait_for_push
 from tests.fakes import FakeBark
-from tests.users import become, home_for, make_shared_spool, shared_dir, throwaway_user
+from tests.users import become, home_for, make_shared_spool, shared_dir, throwaway_user, user_python
 from tests.victims.harness import VICTIMS, Victim
 from tests.waiting import wait_for
 
@@ -83,7 +87,6 @@ if sys.platform != "linux":  # pragma: no cover
 
 K = AlertKind
 KILL = "SIGKILL"
-USER_PYTHON = "/usr/bin/python3"  # the users' own interpreter: the suite's may be root's alone
 FORGED_RUN = VICTIMS / "forged_run.py"
 SPARSE_BYTES = 10 * 2**30
 # The schedule tests/daemon_victims/launch_daemon.py gives the daemon under test.
@@ -111,8 +114,7 @@ for path in paths:
 
 @pytest.fixture
 def shared() -> Iterator[Path]:
-    if not os.access(USER_PYTHON, os.X_OK):
-        pytest.skip(f"{USER_PYTHON} is needed to run as another user")
+    user_python()  # or skip
     with shared_dir() as path:
         yield path
 
@@ -138,7 +140,7 @@ def phone() -> Iterator[FakeBark]:
 def forged_run(home: Path, spool_dir: Path, uid: int, fields: dict[str, Any]) -> Victim:
     """A run record ``uid`` wrote by hand for its own live process, with
     ``fields`` over it (``home``: a directory of ``uid``'s, ``home_for``)."""
-    return Victim(USER_PYTHON, FORGED_RUN, [str(spool_dir), json.dumps(fields)], home,
+    return Victim(user_python(), FORGED_RUN, [str(spool_dir), json.dumps(fields)], home,
                   spool_dir=spool_dir, preexec_fn=become(uid)).start()
 
 
@@ -190,7 +192,7 @@ def test_a_hostile_file_in_place_of_a_record(tmp_path: Path, shared: Path, mallo
             other_id = spool.new_run_id()
             planted = {"run.json": spool.RunPaths(spool_dir, other_id).run, "beat.json": paths.beat,
                        "final.json": paths.final, "message": paths.message(1)}
-            subprocess.run([USER_PYTHON, "-c", PLANT, hazard, *map(str, planted.values())], check=True,
+            subprocess.run([user_python(), "-c", PLANT, hazard, *map(str, planted.values())], check=True,
                            preexec_fn=become(mallory), env={"SPARSE_BYTES": str(SPARSE_BYTES)})
             for what in ("run.json", "message"):  # looked at while the run lives
                 daemon.wait_log(f"skipping {planted[what]}:")
@@ -217,7 +219,7 @@ def test_a_record_naming_someone_elses_process_is_refused(tmp_path: Path, shared
     process dies, nothing is alerted for it, while Mallory's honest run
     still is."""
     spool_dir = make_shared_spool(shared)
-    alices = subprocess.Popen([USER_PYTHON, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE,
+    alices = subprocess.Popen([user_python(), "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE,
                               preexec_fn=become(alice))
     try:
         alices_identity = wait_for(lambda: ProcessIdentity.of(alices.pid), 10, what="Alice's process")

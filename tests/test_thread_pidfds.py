@@ -91,8 +91,10 @@ def test_watch_threads_round_trips() -> None:
 THREADED = """
 import sys, threading
 done = threading.Event()
+say = threading.Lock()  # one whole line per thread: print() writes the text and its newline apart
 def sub():
-    print(threading.get_native_id(), flush=True)
+    with say:
+        print(threading.get_native_id(), flush=True)
     done.wait()
 for _ in range(2):
     threading.Thread(target=sub, daemon=True).start()

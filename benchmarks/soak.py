@@ -233,20 +233,20 @@ class Soak:
     def accepted(self) -> list[dict[str, Any]]:
         return self.bark.pushes
 
-    def all_arrived(self) -> bool:
-        """Whether every message and ending has an accepted push, judged by
-        content alone (the journal is the daemon's to read while it runs):
-        a message's text is its push's body, an ending's title names its run."""
+    def not_arrived(self) -> list[str]:
+        """What has no accepted push yet, judged by content alone (the journal
+        is the daemon's to read while it runs): a message's text is its
+        push's body, an ending's title names its run."""
         bodies, titles = set(), set()
         for push in self.accepted():
             bodies.add(push.get("body", ""))
             titles.add(push.get("title", ""))
+        missing = []
         for run in self.runs:
-            if not set(run.sent) <= bodies:
-                return False
+            missing += [text for text in run.sent if text not in bodies]
             if run.ending and not any(run.name in t and not t.startswith(MESSAGE_TITLE) for t in titles):
-                return False
-        return True
+                missing.append(f"{run.name}: its ending ({run.ending})")
+        return missing
 
 
 @dataclass
@@ -321,10 +321,13 @@ def main() -> int:
                 soak.run()
                 soak.wind_down()
                 ended = time.monotonic()
-                drained = bark.wait_for(lambda reqs: soak.all_arrived(), DRAIN_LIMIT)
+                drained = bark.wait_for(lambda reqs: not soak.not_arrived(), DRAIN_LIMIT)
                 drain = time.monotonic() - ended
                 print(f"  {'drained' if drained else 'NOT drained'} {drain:.1f} s after the last event",
                       flush=True)
+                if not drained:
+                    print(f"  not arrived: {soak.not_arrived()[:10]}; last pushes: {soak.accepted()[-3:]}",
+                          flush=True)
                 daemon.stop(60)
             finally:
                 if daemon.alive():

@@ -223,7 +223,9 @@ class FakeService:
         if reply is DROP:
             handler.close_connection = True
             return
-        request.status, request.answer = reply.status, reply.body
+        with self._cond:  # a waiter on the answer (``pushes``) is woken by it, not by the next request
+            request.status, request.answer = reply.status, reply.body
+            self._cond.notify_all()
         try:
             handler.send_response(reply.status)
             for key, value in reply.headers.items():

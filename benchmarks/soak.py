@@ -238,10 +238,10 @@ class Soak:
     def not_arrived(self) -> list[str]:
         """What has no accepted push yet, judged by content alone (the journal
         is the daemon's to read while it runs): a message's text is its
-        push's body, an ending's title names its run."""
+        push's first body line (progress may follow), an ending's title names its run."""
         bodies, titles = set(), set()
         for push in self.accepted():
-            bodies.add(push.get("body", ""))
+            bodies.add(push.get("body", "").split("\n", 1)[0])
             titles.add(push.get("title", ""))
         missing = []
         for run in self.runs:

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping, Optional
 from urllib.parse import urlsplit
 
-from sentinel import endings
+from sentinel import endings, sparkline
 from sentinel.endings import Reason
 from sentinel.spool import FinalRecord, Progress, RunRecord
 
@@ -51,8 +51,23 @@ class AlertKind(str, enum.Enum):
 if {k.value for k in AlertKind} != set(endings.BY_KIND):
     raise ImportError("sentinel.alerts.AlertKind and sentinel.endings.ENDINGS name different kinds")
 
+# Labels the integrations set themselves (SwanLab's names, the run's link):
+# an alert shows them in their own places, so its label list leaves them out.
+RUN_LABELS = frozenset({"project", "workspace", "experiment", "description", "swanlab_run_id",
+                        "mode", "url"})
+
 # States a user may switch alerts on and off for (config `alert_on`).
 ALERT_STATES = endings.STATE_KINDS
+
+
+def check_alert_on(value: Any) -> list[str]:
+    """A run's ``alert_on=``: a list of states, checked as the config checks its own."""
+    if isinstance(value, str) or not isinstance(value, (list, tuple, set, frozenset)):
+        raise ValueError(f"alert_on must be a list of states ({', '.join(ALERT_STATES)}), not {value!r}")
+    unknown = [item for item in value if item not in ALERT_STATES]
+    if unknown:
+        raise ValueError(f"alert_on: unknown state {unknown[0]!r}; states are: {', '.join(ALERT_STATES)}")
+    return [state for state in ALERT_STATES if state in value]
 
 
 @dataclass(frozen=True)
@@ -82,6 +97,8 @@ class Alert:
     language: Optional[str] = None  # the run's preference; a channel's own setting wins
     reason: Optional[str] = None  # a code of sentinel.endings.REASONS
     reason_args: dict[str, Any] = field(default_factory=dict)
+    trend_metric: Optional[str] = None  # the metric ``trend`` follows
+    trend: list[float] = field(default_factory=list)  # its last values, oldest first
 
     @property
     def why(self) -> Optional[Reason]:
@@ -93,6 +110,11 @@ class Alert:
         None: it becomes a tap target and a button, where ``javascript:``,
         ``file:`` or an app's own scheme must never go."""
         return http_link(self.labels.get("url"))
+
+    @property
+    def user_labels(self) -> dict[str, str]:
+        """The labels the user gave the run (``labels={"gpu": "0"}``)."""
+        return {k: v for k, v in self.labels.items() if k not in RUN_LABELS}
 
     @property
     def duration(self) -> Optional[float]:
@@ -139,10 +161,14 @@ def from_run(
     now: Optional[float] = None,
     reason: Optional[Reason] = None,
     text: Optional[str] = None,
+    trend_metric: Optional[str] = None,
+    trend_points: int = sparkline.DEFAULT_POINTS,
     user: Optional[str] = None,
 ) -> Alert:
     """An alert about ``run`` with the freshest facts the records hold;
-    ``user`` (the verified account) stands in for the name the record claims."""
+    ``user`` (the verified account) stands in for the name the record claims;
+    ``trend_metric`` (default: the first one logged) is drawn from its last
+    ``trend_points`` values."""
     now = time.time() if now is None else now
     step = progress.step if progress else None
     if final is not None and final.step is not None:
@@ -150,6 +176,8 @@ def from_run(
     scalars = (final.scalars if final is not None and final.scalars else None) or (
         progress.scalars if progress else {}
     )
+    metric, trend = sparkline.pick_series(progress.history if progress else {}, scalars,
+                                          trend_metric, trend_points)
     return Alert(
         alert_id=alert_id,
         kind=kind,
@@ -174,6 +202,8 @@ def from_run(
         language=run.language,
         reason=reason.code if reason is not None else None,
         reason_args=dict(reason.args) if reason is not None else {},
+        trend_metric=metric,
+        trend=trend,
     )
 
 

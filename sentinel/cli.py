@@ -1,4 +1,4 @@
-"""The `sentinel` command: daemon, status, check-config, test, run.
+"""The `sentinel` command: daemon, status, history, check-config, test, run, mute, unmute.
 
 Exit codes follow sysexits where one fits: 0 ok, 1 failure, 2 usage,
 78 (EX_CONFIG) for a configuration that cannot be used.
@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from sentinel.config import (  # noqa: F401 (the config search, re-exported)
     ENV_CONFIG,
@@ -44,32 +45,67 @@ def _report_config_error(exc: ConfigError) -> int:
 def cmd_daemon(args: argparse.Namespace) -> int:
     from sentinel.daemon.entry import run_daemon
 
-    return run_daemon(args.config, args.log_level)
+    return run_daemon(args.config, args.log_level, args.log_format)
+
+
+def _spool_and_state(args: argparse.Namespace) -> tuple[Path, Path]:
+    """The spool and the daemon's state directory, from --spool or the config.
+    Raises ConfigError only for a --config given explicitly."""
+    if args.spool:
+        spool_path = Path(args.spool)
+        return spool_path, spool_path / DAEMON_STATE_DIR
+    try:
+        config = resolve_config(args.config)
+    except ConfigError as exc:
+        if args.config:
+            raise
+        # A config that is not ours to read (root's 0600 file) must not hide the runs.
+        print(f"sentinel: ignoring the config ({exc.problems[0]}); using the default spool",
+              file=sys.stderr)
+        config = default_config()
+    return config.spool_path(), config.state_path()
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     from sentinel import status
 
-    state_dir: Optional[Path] = None
-    if args.spool:
-        spool_path = Path(args.spool)
-        state_dir = spool_path / DAEMON_STATE_DIR
-    else:
-        try:
-            config = resolve_config(args.config)
-        except ConfigError as exc:
-            if args.config:
-                return _report_config_error(exc)
-            # A config that is not ours to read (root's 0600 file) must not hide the runs.
-            print(f"sentinel: ignoring the config ({exc.problems[0]}); using the default spool",
-                  file=sys.stderr)
-            config = default_config()
-        spool_path = config.spool_path()
-        state_dir = config.state_path()
+    try:
+        spool_path, state_dir = _spool_and_state(args)
+    except ConfigError as exc:
+        return _report_config_error(exc)
     if not spool_path.is_dir():
         print(f"sentinel: no spool at {spool_path} (no run has started yet)", file=sys.stderr)
-    report = status.collect(spool_path, state_dir, include_archive=args.all)
+    report = status.collect(spool_path, state_dir, include_archive=args.all or bool(args.run))
+    if args.run:
+        return _status_of_one(report, args.run, state_dir, args.json)
     print(status.render_json(report) if args.json else status.render_table(report))
+    return EXIT_OK
+
+
+def _status_of_one(report: Any, wanted: str, state_dir: Path, as_json: bool) -> int:
+    import json
+    from dataclasses import asdict
+
+    from sentinel import status
+    from sentinel.outbox import read_journal
+    from sentinel.state_dir import StateDir
+
+    found = status.find_run(report, wanted)
+    if len(found) != 1:
+        names = ", ".join(r.run_id for r in found)
+        print(f"sentinel status: {'no run' if not found else 'several runs'} named {wanted!r}"
+              f"{': ' + names if names else ''}", file=sys.stderr)
+        return EXIT_FAILURE
+    run = found[0]
+    try:
+        alerts = read_journal(StateDir(state_dir).outbox, run.run_id)
+    except (OSError, ValueError):
+        alerts = []  # the system daemon's journal is not ours to read
+    if as_json:
+        print(json.dumps({**asdict(run), "alerts": [a.to_dict() for a in alerts]}, ensure_ascii=False,
+                         indent=2))
+    else:
+        print(status.render_detail(run, alerts))
     return EXIT_OK
 
 
@@ -152,6 +188,97 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_USAGE  # not reached: error() exits with this status
 
 
+def cmd_history(args: argparse.Namespace) -> int:
+    import json
+
+    from sentinel import history
+
+    try:
+        _, state_dir = _spool_and_state(args)
+    except ConfigError as exc:
+        return _report_config_error(exc)
+    deliveries = history.collect(state_dir, args.run)
+    if args.json:
+        print(json.dumps(history.as_json(deliveries), ensure_ascii=False, indent=2))
+    elif deliveries:
+        print(history.format_table(deliveries))
+    else:
+        print(f"no alerts journalled{' for ' + repr(args.run) if args.run else ''} in {state_dir}")
+    return EXIT_OK
+
+
+def cmd_completion(args: argparse.Namespace) -> int:
+    from sentinel.cli_completion import script
+
+    print(script(build_parser(), args.shell), end="")
+    return EXIT_OK
+
+
+def _spool_of(args: argparse.Namespace) -> Path:
+    if getattr(args, "spool", None):
+        return Path(args.spool)
+    return resolve_config(getattr(args, "config", None)).spool_path()
+
+
+def _mute_target(args: argparse.Namespace) -> tuple[str, str]:
+    chosen = [(scope, value) for scope, value in
+              (("run", args.run), ("project", args.project), ("channel", args.channel)) if value]
+    if len(chosen) != 1:
+        raise ValueError("name exactly one of: RUN (a run id or name), --project P, --channel C")
+    return chosen[0]
+
+
+def cmd_mute(args: argparse.Namespace) -> int:
+    from sentinel import mutes
+    from sentinel.config import parse_duration
+
+    try:
+        scope, target = _mute_target(args)
+        seconds = parse_duration(args.duration) if args.duration else None
+        if seconds is not None and seconds <= 0:
+            raise ValueError("--for must be longer than zero")
+        spool_path = _spool_of(args)
+    except ValueError as exc:
+        print(f"sentinel mute: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ConfigError as exc:
+        return _report_config_error(exc)
+    import time
+
+    now = time.time()
+    mute = mutes.Mute(scope, target, "all" if args.all else "stalls", now,
+                      now + seconds if seconds is not None else None)
+    try:
+        mutes.write_mute(spool_path, mute)
+    except OSError as exc:
+        print(f"sentinel mute: cannot write to {mutes.mutes_dir(spool_path)}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    what = "every alert" if args.all else "stall alerts"
+    until = f" for {args.duration}" if seconds is not None else " until `sentinel unmute`"
+    print(f"muted {what} of {scope} {target!r}{until} "
+          "(the daemon applies it only to runs you own, unless you are root)")
+    return EXIT_OK
+
+
+def cmd_unmute(args: argparse.Namespace) -> int:
+    from sentinel import mutes
+
+    try:
+        scope, target = _mute_target(args)
+        spool_path = _spool_of(args)
+    except ValueError as exc:
+        print(f"sentinel unmute: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ConfigError as exc:
+        return _report_config_error(exc)
+    removed = mutes.remove_mutes(spool_path, scope, target)
+    if not removed:
+        print(f"sentinel unmute: no mute of {scope} {target!r} of yours", file=sys.stderr)
+        return EXIT_FAILURE
+    print(f"unmuted {scope} {target!r}")
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------- parser
 
 
@@ -175,11 +302,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="PATH", help="config file (default: the config search)")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
                    help="override the config's log_level")
+    p.add_argument("--log-format", choices=("text", "json"), default="text",
+                   help="text (default; journald priorities under systemd) or one JSON object a line")
     p.set_defaults(func=cmd_daemon)
 
     p = sub.add_parser("status", help="list the runs in the spool and their state",
                        description="Every run in the spool: run id, name, pid, state, "
                        "last heartbeat age, step.")
+    p.add_argument("run", nargs="?", metavar="RUN",
+                   help="one run (id, id prefix or name) in detail: labels, channels, error, metrics, alerts")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--all", action="store_true",
                    help="also list ended runs the daemon archived (when its state directory is readable)")
@@ -201,6 +332,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="PATH", help="config file (default: the config search)")
     p.set_defaults(func=cmd_test)
 
+    p = sub.add_parser("history", help="past alerts and what became of each delivery",
+                       description="Past alerts from the daemon's journal: when, which run, what "
+                       "happened, and per channel delivered / retrying (next try) / dead-lettered.")
+    p.add_argument("run", nargs="?", metavar="RUN", help="only this run (id or name)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--config", metavar="PATH", help="config file that names the state directory")
+    p.add_argument("--spool", metavar="DIR", help="spool directory (its .daemon state directory)")
+    p.set_defaults(func=cmd_history)
+
+    p = sub.add_parser("completion", help="print a shell completion script",
+                       description='Print a completion script: eval "$(sentinel completion bash)" '
+                       "in ~/.bashrc, or zsh in ~/.zshrc.")
+    p.add_argument("shell", choices=("bash", "zsh"))
+    p.set_defaults(func=cmd_completion)
+
+    for name, func, help_text in (
+        ("mute", cmd_mute, "silence stall alerts (or all) of a run, a project or a channel"),
+        ("unmute", cmd_unmute, "remove a mute"),
+    ):
+        p = sub.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ". "
+                           "Durable across daemon restarts; the daemon applies a mute only to runs "
+                           "of its owner (root: every run).")
+        p.add_argument("run", nargs="?", metavar="RUN", help="a run id or run name")
+        p.add_argument("--project", metavar="P", help="every run of this project")
+        p.add_argument("--channel", metavar="C", help="this configured channel")
+        if name == "mute":
+            p.add_argument("--for", dest="duration", metavar="DURATION",
+                           help="how long, e.g. 30m, 2h (default: until unmuted)")
+            p.add_argument("--all", action="store_true", help="every alert, not only stalls")
+        p.add_argument("--config", metavar="PATH", help="config file that names the spool")
+        p.add_argument("--spool", metavar="DIR", help="spool directory")
+        p.set_defaults(func=func)
+
     p = sub.add_parser("run", help="run any command as a watched job",
                        usage="sentinel run [-h] [--name NAME] [--channel CHANNEL] [--project PROJECT] "
                        "[--label KEY=VALUE] [--stall-timeout DURATION] -- CMD [ARG ...]",
@@ -221,14 +385,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a writer killed by SIGPIPE
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    func: Callable[[argparse.Namespace], int] = args.func
     try:
+        parser = build_parser()
+        args = parser.parse_args(argv)  # --help writes too
+        func: Callable[[argparse.Namespace], int] = args.func
         return func(args)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `sentinel status | head`: the reader has gone, so has the rest of our
+        # output. Point stdout at /dev/null so the exit-time flush is quiet too.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":

@@ -21,6 +21,8 @@ The file format (see config.example.yaml for a commented example)::
     retry_for: 48h
     rescan_interval: 30s
     log_level: info
+    trend_metric: loss                    # optional; default: the first scalar a run logs
+    trend_points: 20                      # values in an alert's sparkline, 2-48
     inline_channels:                      # channels a run brings in its record (see README)
       allow: false                        # default: false in a shared spool, true in a private one
       hosts: [api.day.app, "*.slack.com"] # destination hosts an inline channel may name ("*": any)
@@ -48,6 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Union
 
+from sentinel import sparkline
 from sentinel.accounts import group_exists, user_exists
 from sentinel.alerts import ALERT_STATES
 from sentinel.fleet_config import FLEET_KEYS, HealthchecksConfig, MetricsConfig, check_fleet, default_host
@@ -128,6 +131,8 @@ class Config:
     retry_for: float = 48 * 3600.0  # transient failures are retried at least this long
     rescan_interval: float = 30.0  # full spool rescan, the safety net under inotify
     log_level: str = "info"
+    trend_metric: Optional[str] = None  # None: the first scalar each run logs
+    trend_points: int = sparkline.DEFAULT_POINTS
     # None: not configured, the spool decides (``inline_policy``).
     inline_channels: Optional[InlineChannelPolicy] = None
     message_limits: MessageLimits = field(default_factory=MessageLimits)
@@ -444,7 +449,8 @@ class _Validator:
         top = (
             "spool", "state_dir", "language", "stall_timeout", "alert_on", "channel_modules", "channels",
             "default_channels", "retention", "dead_letter_retention", "retry_for",
-            "rescan_interval", "log_level", "inline_channels", "message_limits", *FLEET_KEYS,
+            "rescan_interval", "log_level", "trend_metric", "trend_points", "inline_channels",
+            "message_limits", *FLEET_KEYS,
         )
         self.check_keys(data, (), top)
         if "channel_modules" in data:  # first: the channels below may use their types
@@ -463,6 +469,11 @@ class _Validator:
                 seconds = self.take(data, key, (), positive_duration)
                 if seconds is not None:
                     setattr(config, key, seconds)
+        if "trend_metric" in data:
+            config.trend_metric = self.take(data, "trend_metric", (), _metric_name)
+        if "trend_points" in data:
+            points = self.take(data, "trend_points", (), _trend_points)
+            config.trend_points = points if points is not None else config.trend_points
         if "alert_on" in data:
             states = self.states(data["alert_on"], ("alert_on",))
             if states is not None:
@@ -653,6 +664,18 @@ class _Validator:
             elif item not in names:
                 names.append(item)
         return names if ok else None
+
+
+def _metric_name(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip() or len(value) > 128:
+        raise ValueError(f"must be the name of a logged scalar (up to 128 characters), not {_kind(value)}")
+    return value
+
+
+def _trend_points(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 2 <= value <= sparkline.MAX_POINTS:
+        raise ValueError(f"must be a whole number from 2 to {sparkline.MAX_POINTS}, not {value!r}")
+    return value
 
 
 def _check_choice(value: Any, known: tuple[str, ...], what: str) -> Optional[str]:

@@ -150,6 +150,15 @@ class ChannelSet:
         with self._lock:
             return list(self._channels)
 
+    def replace_configured(self, other: ChannelSet) -> None:
+        """Take ``other``'s configured channels (a reloaded config); the
+        inline ones a run brought stay. A delivery looks its channel up by
+        name each time, so the next attempt uses the new settings."""
+        with self._lock:
+            inline = {name: chan for name, chan in self._channels.items() if is_inline(name)}
+            self._channels = {**other._channels, **inline}
+            self._language = other._language
+
     def get(self, name: str) -> Optional[Channel]:
         with self._lock:
             channel = self._channels.get(name)
@@ -274,6 +283,7 @@ class Delivery:
         idle_wait: float = IDLE_WAIT,
         workers: int = MAX_WORKERS,
         linger: float = WORKER_LINGER,
+        keep_warm: int = 0,
         observer: Optional[FleetObserver] = None,
     ) -> None:
         self.outbox = outbox
@@ -284,6 +294,7 @@ class Delivery:
         self.idle_wait = idle_wait
         self.max_workers = max(1, workers)
         self.linger = linger
+        self.keep_warm = min(keep_warm, self.max_workers)
         self._threads: list[threading.Thread] = []
         self._schedule = _Schedule()
         self._limiters: dict[str, RateLimiter] = {}
@@ -296,10 +307,11 @@ class Delivery:
 
     def start(self) -> None:
         """Start workers for every channel with pending alerts (those left by
-        an earlier process go out at once)."""
+        an earlier process go out at once), and the ``keep_warm`` ones."""
         http.warm_up()
         with self._lock:
             self._started = True
+            self._spawn(self.keep_warm)
         self.wake()
 
     def wake(self) -> None:
@@ -332,7 +344,11 @@ class Delivery:
     def _spawn_as_needed(self) -> None:
         """Enough workers for the ready channels, within the bound (lock held)."""
         wanted = min(self.max_workers, len(self._threads) - self._idle + len(self._schedule.ready))
-        while len(self._threads) < max(1, wanted):
+        self._spawn(max(1, wanted))
+
+    def _spawn(self, count: int) -> None:
+        """Start workers until there are ``count`` (lock held)."""
+        while len(self._threads) < count:
             thread = threading.Thread(target=self._work, name=f"sentinel-deliver-{next(_THREAD_NUMBERS)}",
                                       daemon=True)
             self._threads.append(thread)
@@ -350,7 +366,8 @@ class Delivery:
                         now = time.monotonic()
                         idle_since = now if idle_since is None else idle_since
                         due = self._schedule.next_due()
-                        keeper = due is not None and len(self._threads) == 1
+                        keeper = ((due is not None and len(self._threads) == 1)
+                                  or len(self._threads) <= self.keep_warm)
                         if now - idle_since >= self.linger and not keeper:
                             return  # idle: end (wake starts a worker again)
                         until = now + self.idle_wait

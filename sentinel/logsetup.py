@@ -23,6 +23,23 @@ class JournalFormatter(logging.Formatter):
         return "\n".join(f"<{prio}>{line}" for line in text.splitlines() or [""])
 
 
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line, for log shippers: time, level, logger, message
+    (and the traceback, if any). Secrets are masked before this, on the handler."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        import json
+
+        entry = {"time": round(record.created, 6), "level": record.levelname.lower(),
+                 "logger": record.name, "message": record.getMessage()}
+        if record.exc_info:
+            entry["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+LOG_FORMATS = ("text", "json")
+
+
 def stderr_is_journal(env: Optional[Mapping[str, str]] = None) -> bool:
     """True if stderr is connected to journald (systemd sets JOURNAL_STREAM
     to the device:inode of that stream)."""
@@ -38,13 +55,15 @@ def stderr_is_journal(env: Optional[Mapping[str, str]] = None) -> bool:
     return (st.st_dev, st.st_ino) == (dev, ino)
 
 
-def setup_logging(level: str = "info") -> None:
+def setup_logging(level: str = "info", log_format: str = "text") -> None:
     from sentinel.redact import RedactingFilter
 
     handler = logging.StreamHandler(sys.stderr)
     # On the handler, so every record from any library is masked on its way out.
     handler.addFilter(RedactingFilter())
-    if stderr_is_journal():
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    elif stderr_is_journal():
         handler.setFormatter(JournalFormatter("%(name)s: %(message)s"))
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))

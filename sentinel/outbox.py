@@ -737,14 +737,24 @@ def read_journal(root: Path, run_id: str) -> list[Alert]:
     calls it beside a running daemon, where opening an ``Outbox`` would tidy
     files that daemon is writing.
     """
-    run_dir = Path(root) / RUNS_DIR / _run_key(run_id)
-    alerts = []
-    for name in sorted(_listdir(run_dir)):
-        if not _RECORD_NAME.match(name):
+    return [record.alert for record in read_records(root, run_id)]
+
+
+def read_records(root: Path, run_id: Optional[str] = None) -> list[OutboxRecord]:
+    """The records of ``run_id`` (None: of every run) with their delivery
+    states, oldest first; read-only, like ``read_journal``."""
+    runs = [_run_key(run_id)] if run_id is not None else _listdir(Path(root) / RUNS_DIR)
+    records = []
+    for key in runs:
+        if not _SAFE_NAME.match(key) and key != NO_RUN:
             continue
-        with contextlib.suppress(OSError, SpoolFormatError):
-            alerts.append(read_record(run_dir / name).alert)
-    return alerts
+        run_dir = Path(root) / RUNS_DIR / key
+        for name in sorted(_listdir(run_dir)):
+            if not _RECORD_NAME.match(name):
+                continue
+            with contextlib.suppress(OSError, SpoolFormatError):
+                records.append(read_record(run_dir / name))
+    return sorted(records, key=lambda record: record.seq)
 
 
 def read_dead_letters(root: Path) -> list[DeadLetter]:

@@ -146,6 +146,7 @@ class Recorder:
         language: Optional[str] = None,
         stall_timeout: Optional[float] = None,
         heartbeat_interval: Optional[float] = None,
+        alert_on: Optional[Sequence[str]] = None,
         source: str = "watch",
         handle_sigterm: bool = True,
     ) -> None:
@@ -177,6 +178,7 @@ class Recorder:
             language=language,
             source=source,
             version=getattr(sentinel, "__version__", ""),
+            alert_on=list(alert_on) if alert_on is not None else None,
         )
         self.handle_sigterm = handle_sigterm
         self._owner_pid = ident.pid
@@ -189,6 +191,11 @@ class Recorder:
         self._scalars: dict[str, float] = {}
         self._pause_until: Optional[float] = None
         self._beat_now = False
+        self._live: Optional[spool.LiveWriter] = None  # made with the run directory
+        self._live_tried = False
+        # Owned by the heartbeat thread: a sample of each scalar per beat with progress.
+        self._history: dict[str, deque[float]] = {}
+        self._sampled_progress: Optional[float] = None
         self._outgoing: deque[tuple[float, str]] = deque()
         # Owned by the heartbeat thread (and by finish, under the lock).
         self._lock = threading.RLock()
@@ -258,12 +265,20 @@ class Recorder:
         when: Optional[float] = None,
     ) -> None:
         """The training code made progress. Memory only: the heartbeat thread
-        samples ``scalars`` (the latest report wins) when it next writes."""
-        self._last_progress = time.time() if when is None else when
+        samples ``scalars`` (the latest report wins) when it next writes, and
+        ``live.bin`` gets the step and values at once, by plain memory stores
+        into its mapping, so the daemon reads them even after a SIGKILL."""
+        now = self._last_progress = time.time() if when is None else when
         if step is not None:
             self._step = step
         if scalars:
             self._fresh = scalars
+        live = self._live
+        if live is not None:
+            try:  # noqa: SIM105 - contextlib.suppress costs more than the update itself
+                live.update(now, step, scalars)
+            except Exception:  # a value too large for a float: the next one will do
+                pass
 
     def expect_pause(self, seconds: float) -> None:
         """No stall should be reported for ``seconds`` from now."""
@@ -337,6 +352,7 @@ class Recorder:
             self._flush_messages()
             self._write_beat(self.final.ended)  # the last progress, for readers of beat.json
             self._write(self.paths.final, self.final.to_dict(), durable=True)
+            self._live = None  # the final record says it all now
             if not _ACTIVE:
                 _restore_sigterm_handler()
         self._deliver_final_without_daemon()
@@ -377,6 +393,7 @@ class Recorder:
 
     def _progress(self, now: float) -> spool.Progress:
         self._merge_scalars()
+        self._sample_history()
         self._beat_seq += 1
         return spool.Progress(
             beat=now,
@@ -385,7 +402,21 @@ class Recorder:
             step=self._step if isinstance(self._step, int) else None,
             scalars=dict(self._scalars),
             pause_until=self._pause_until,
+            history={key: list(points) for key, points in self._history.items()},
         )
+
+    def _sample_history(self) -> None:
+        """One point per scalar for each heartbeat that saw progress (a stall adds none)."""
+        if self._last_progress is None or self._last_progress == self._sampled_progress:
+            return
+        self._sampled_progress = self._last_progress
+        for key, value in self._scalars.items():
+            points = self._history.get(key)
+            if points is None:
+                if len(self._history) >= spool.MAX_SCALARS:
+                    continue
+                points = self._history[key] = deque(maxlen=spool.HISTORY_POINTS)
+            points.append(value)
 
     def _write_beat(self, now: float) -> None:
         self._write(self.paths.beat, self._progress(now).to_dict())
@@ -398,6 +429,17 @@ class Recorder:
             self.paths.run, self.record.to_dict(), durable=True
         ):
             self._record_written = True
+            self._open_live()
+
+    def _open_live(self) -> None:
+        if self._live_tried or not self.is_owner:
+            return
+        self._live_tried = True
+        try:
+            self._live = spool.LiveWriter.create(self.paths.dir)
+        except (OSError, ValueError) as exc:  # the run is still watched, from beat.json
+            report_once("live", f"cannot map {self.paths.live} ({exc}); a kill alert may show "
+                                "the step of the last heartbeat, not the last step")
 
     def _flush_messages(self) -> None:
         while self._outgoing:
@@ -620,6 +662,8 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
 def _forget_runs_in_child() -> None:
     global _sentry
+    for rec in _ACTIVE:
+        rec._live = None  # the mapping is shared with the parent: never write the parent's steps
     _ACTIVE.clear()
     _sentry = None  # the parent's sentry thread does not exist here
 

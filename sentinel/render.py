@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from sentinel import endings, exit_status
+from sentinel import endings, exit_status, sparkline
 from sentinel.alerts import Alert, AlertKind
 
 # Every message names the product: a DingTalk robot guarded by a custom
@@ -31,6 +31,8 @@ _WORDS = {
         "duration": "Duration",
         "step": "Step",
         "metrics": "Metrics",
+        "labels": "Labels",
+        "trend": "Trend",
         "heartbeat": "Last heartbeat",
         "progress": "Last progress",
         "exit": "Exit code",
@@ -58,6 +60,8 @@ _WORDS = {
         "duration": "时长",
         "step": "步数",
         "metrics": "指标",
+        "labels": "标签",
+        "trend": "趋势",
         "heartbeat": "最后心跳",
         "progress": "最后进展",
         "exit": "退出码",
@@ -149,6 +153,28 @@ def format_scalars(scalars: dict, limit: int = 6) -> str:
     return text
 
 
+def format_labels(labels: dict, limit: int = 8) -> str:
+    items = list(labels.items())[:limit]
+    text = ", ".join(f"{k}={cap(str(v), 80)}" for k, v in items)
+    if len(labels) > limit:
+        text += ", …"
+    return text
+
+
+def trend_line(alert: Alert) -> Optional[str]:
+    """'loss ▇▆▅▃▂▁ 2.31 → 0.412 (min 0.401, max 2.31)', or None (under two points)."""
+    drawn = sparkline.describe(alert.trend)
+    if not drawn:
+        return None
+    return f"{cap(alert.trend_metric or '', 40)} {drawn}".strip()
+
+
+def killed_by_sigkill(alert: Alert) -> bool:
+    """A ``sentinel run`` child killed by SIGKILL: its wrapper recorded it as
+    terminated, but it reads like any other kill."""
+    return alert.kind == AlertKind.TERMINATED and alert.signal == "SIGKILL"
+
+
 def is_oom(alert: Alert) -> bool:
     why = alert.why
     if why is not None and why.code in endings.REASONS:
@@ -175,10 +201,12 @@ def what_happened(alert: Alert, lang: str = "en") -> str:
 
 
 def kernel_words(alert: Alert, lang: str) -> Optional[tuple[str, str]]:
-    """(headline, summary) of a death with no exit record, as the kernel named it."""
-    if alert.kind != AlertKind.KILLED:
+    """(headline, summary) of a death with no exit record, as the kernel named it;
+    a ``sentinel run`` child killed by SIGKILL reads the same."""
+    if alert.kind != AlertKind.KILLED and not killed_by_sigkill(alert):
         return None
-    return exit_status.words(alert.signal, alert.exit_code, language_of(lang))
+    return exit_status.words(alert.signal, None if killed_by_sigkill(alert) else alert.exit_code,
+                             language_of(lang))
 
 
 def run_label(alert: Alert) -> str:
@@ -198,7 +226,8 @@ def headline(alert: Alert, lang: str = "en") -> str:
 
 def title(alert: Alert, lang: str = "en") -> str:
     """The headline behind the kind's emoji: what a notification shows first."""
-    return f"{emoji(alert.kind)} {headline(alert, lang)}".strip()
+    kind = AlertKind.KILLED if killed_by_sigkill(alert) else alert.kind
+    return f"{emoji(kind)} {headline(alert, lang)}".strip()
 
 
 def age(then: Optional[float], now: float, lang: str) -> str:
@@ -224,6 +253,9 @@ def summary(alert: Alert, lang: str = "en") -> str:
     if kind in (AlertKind.KILLED, AlertKind.LOST):
         kernel = kernel_words(alert, lang)
         return reason_text(alert, lang) or (kernel[1] if kernel else kind_words(kind, lang).detail)
+    kernel = kernel_words(alert, lang)
+    if kernel is not None:  # a `sentinel run` child killed by SIGKILL
+        return kernel[1]
     if kind in (AlertKind.CRASHED, AlertKind.ABORTED):
         last = last_error_line(alert)
         if last:
@@ -257,6 +289,8 @@ def facts(alert: Alert, lang: str = "en") -> list[tuple[str, str]]:
     if project:
         workspace = alert.labels.get("workspace")
         out.append((say(lang, "project"), f"{workspace}/{project}" if workspace else project))
+    if alert.user_labels:
+        out.append((say(lang, "labels"), format_labels(alert.user_labels)))
     host = alert.hostname or "?"
     if alert.user:
         host = f"{alert.user}@{host}"
@@ -271,6 +305,9 @@ def facts(alert: Alert, lang: str = "en") -> list[tuple[str, str]]:
         out.append((say(lang, "step"), f"{alert.step:,}"))
     if alert.scalars:
         out.append((say(lang, "metrics"), format_scalars(alert.scalars)))
+    trend = trend_line(alert)
+    if trend:
+        out.append((say(lang, "trend"), trend))
     if alert.kind.is_state and alert.kind not in (AlertKind.FINISHED,):
         out.append((say(lang, "heartbeat"), age(alert.last_beat, alert.created, lang)))
         if alert.kind == AlertKind.STALLED and alert.last_progress is not None:

@@ -35,6 +35,7 @@ class RunOptions:
     language: Optional[str] = None
     spool_dir: Optional[Path] = None
     handle_sigterm: bool = True
+    alert_on: Optional[list[str]] = None  # None: the daemon's alert_on
 
 
 Problems = list[tuple[str, str]]  # (key path, message)
@@ -51,6 +52,7 @@ def run_options(
     language: Any = None,
     spool_dir: Any = None,
     handle_sigterm: Any = True,
+    alert_on: Any = None,
     more_problems: Sequence[tuple[str, str]] = (),
 ) -> RunOptions:
     """Check every argument a run is started with; raise ``InvalidArgument``
@@ -75,12 +77,19 @@ def run_options(
     options.heartbeat_interval = take("heartbeat_interval", heartbeat_interval, positive_duration)
     options.language = take("language", language, language_code)
     options.spool_dir = take("spool_dir", spool_dir, _path)
+    options.alert_on = take("alert_on", alert_on, _alert_on)
     if not isinstance(handle_sigterm, bool):
         problems.append(("handle_sigterm", f"must be True or False, not {kind(handle_sigterm)}"))
     else:
         options.handle_sigterm = handle_sigterm
     raise_problems(who, problems)
     return options
+
+
+def _alert_on(value: Any) -> list[str]:
+    from sentinel.alerts import check_alert_on  # only when given: the alert model is not light
+
+    return check_alert_on(value)
 
 
 def raise_problems(who: str, problems: Problems) -> None:

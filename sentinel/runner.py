@@ -27,11 +27,14 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import fcntl
 import os
 import shlex
 import signal
 import subprocess
 import sys
+import termios
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
@@ -136,23 +139,95 @@ def run_command(
             channels=options.channels, stall_timeout=options.stall_timeout, source="run",
             handle_sigterm=False,
         )
+        relay = StderrRelay()
         try:
             # close_fds=False: the job inherits descriptors as it would from a shell.
-            child = subprocess.Popen(list(command), close_fds=False, preexec_fn=die_with_parent())
+            child = subprocess.Popen(list(command), close_fds=False, preexec_fn=die_with_parent(),
+                                     stderr=relay.child_end)
         except OSError as exc:
+            relay.close()
             status = EXIT_NOT_FOUND if isinstance(exc, FileNotFoundError) else EXIT_NOT_EXECUTABLE
             reason = "command not found" if status == EXIT_NOT_FOUND else (exc.strerror or str(exc))
             print(f"sentinel: {command[0]}: {reason}", file=sys.stderr)
             final = spool.FinalRecord(state="crashed", ended=time.time(), exit_code=status,
                                       error=f"{command[0]}: {reason}")
         else:
+            relay.start()
             wait_status = _wait_forwarding(child.pid, waited, recorder)
             child.returncode = os.waitstatus_to_exitcode(wait_status)  # reaped here, not by Popen
             final, status = outcome(wait_status)
+            tail = relay.finish()
+            if final.state != "finished" and tail:
+                # The command's own last words last: an alert's summary is the error's last line.
+                final.error = f"{final.error}\n{tail}" if final.error else tail
         recorder.finish(final.state, error=final.error, exit_code=final.exit_code, signal_name=final.signal)
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
     return status
+
+
+class StderrRelay:
+    """The child's stderr, passed on to ours, its end kept for the alert.
+
+    Through a pseudo-terminal when our stderr is a terminal (the child keeps
+    its colours, progress bars and line buffering), else through a pipe.
+    The child's stdin and stdout are left alone.
+    """
+
+    LINGER = 2.0  # seconds to drain after the child's exit (a grandchild may hold the stream open)
+
+    def __init__(self) -> None:
+        self.tail = bytearray()
+        self._thread: Optional[threading.Thread] = None
+        try:
+            tty = os.isatty(2)
+        except OSError:
+            tty = False
+        if tty:
+            self.ours, self.child_end = os.openpty()
+            with contextlib.suppress(OSError):  # the child sees our terminal's size
+                size = fcntl.ioctl(2, termios.TIOCGWINSZ, b"\0" * 8)
+                fcntl.ioctl(self.child_end, termios.TIOCSWINSZ, size)
+        else:
+            self.ours, self.child_end = os.pipe()
+
+    def start(self) -> None:
+        os.close(self.child_end)  # the child has it now; EOF once the child's copy closes
+        self.child_end = -1
+        self._thread = threading.Thread(target=self._pump, name="sentinel-stderr", daemon=True)
+        self._thread.start()
+
+    def _pump(self) -> None:
+        while True:
+            try:
+                chunk = os.read(self.ours, 65536)
+            except OSError:  # EIO: the pseudo-terminal's last writer is gone
+                break
+            if not chunk:
+                break
+            with contextlib.suppress(OSError):
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(2, view):]
+            self.tail += chunk
+            if len(self.tail) > 2 * spool.ERROR_TAIL_BYTES:
+                del self.tail[:-spool.ERROR_TAIL_BYTES]
+
+    def finish(self) -> str:
+        """Stop relaying; the end of what the child wrote, as text."""
+        if self._thread is not None:
+            self._thread.join(self.LINGER)
+        if self._thread is None or not self._thread.is_alive():
+            self.close()  # else a grandchild still writes: the relay goes on until we exit
+        text = bytes(self.tail[-spool.ERROR_TAIL_BYTES:]).decode("utf-8", "replace")
+        return text.replace("\r\n", "\n").strip()
+
+    def close(self) -> None:
+        for fd in (self.ours, self.child_end):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self.ours = self.child_end = -1
 
 
 def _wait_forwarding(pid: int, waited: set, recorder: Any) -> int:

@@ -11,6 +11,7 @@ Layout, format version 1::
       <run_id>/                  one directory per run, 0700, made by the run
         run.json                 RunRecord: who the run is and where to alert
         beat.json                Progress: rewritten every heartbeat interval
+        live.bin                 LiveProgress: the latest step and scalars, memory-mapped
         final.json               FinalRecord: written once, when the run ends
         msg/<seq:08d>.json       Message: queued user messages, in order
 
@@ -34,18 +35,44 @@ value never hides a run. Writers never write a non-finite number.
 Times are wall-clock seconds since the epoch (float). A new field may be added
 without a version bump (readers ignore unknown fields); removing or changing
 the meaning of one bumps ``FORMAT_VERSION``.
+
+``live.bin`` is the one binary file, so that the training thread can record
+each step with plain memory stores into a shared mapping (no syscall, and
+the page cache keeps the bytes when the process is SIGKILLed). Little-endian,
+exactly ``LIVE_SIZE`` bytes, its own version ``LIVE_VERSION``; every field is
+8-byte aligned::
+
+    0     8s    magic b"SNTLLIVE"
+    8     u32   LIVE_VERSION
+    12    u32   slots (MAX_SCALARS)     16  u32  name bytes per slot (LIVE_NAME_BYTES)
+    64    slots x LIVE_NAME_BYTES       scalar names, UTF-8, NUL-padded, append-only
+    then two records of LIVE_RECORD_BYTES each:
+          u64   seq            odd while the record is being written, even once complete
+          f64   last_progress  wall-clock time of the report
+          f64   step           an integer below 2**53; NaN: none
+          slots x f64          the latest value of each named scalar; NaN: none yet
+
+Write number k goes to record k % 2: seq = 2k+1, the body, then seq = 2k+2
+(a seqlock). A reader takes the complete record with the highest seq; a
+process killed in the middle of a write leaves the other record, one report
+older, intact. A name is in place before any record holds a value for it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import json
 import math
+import mmap
+import numbers
 import os
 import re
 import stat
+import struct
 import time
+from array import array
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Mapping, Optional, Union
@@ -62,6 +89,7 @@ ENV_SPOOL = "SENTINEL_SPOOL"
 RUN_FILE = "run.json"
 BEAT_FILE = "beat.json"
 FINAL_FILE = "final.json"
+LIVE_FILE = "live.bin"
 MESSAGE_DIR = "msg"
 DAEMON_FILE = "daemon.json"
 DAEMON_STATE_DIR = ".daemon"
@@ -70,6 +98,7 @@ MAX_FILE_BYTES = 256 * 1024
 ERROR_TAIL_BYTES = 8 * 1024
 MESSAGE_MAX_CHARS = 8 * 1024
 MAX_SCALARS = 16
+HISTORY_POINTS = 48  # samples of each scalar kept in beat.json, one per heartbeat with progress
 CMDLINE_MAX_CHARS = 4096
 LABEL_MAX_CHARS = 1024
 DEFAULT_HEARTBEAT_INTERVAL = 10.0
@@ -135,6 +164,7 @@ class RunPaths:
         self.run = self.dir / RUN_FILE
         self.beat = self.dir / BEAT_FILE
         self.final = self.dir / FINAL_FILE
+        self.live = self.dir / LIVE_FILE
         self.messages = self.dir / MESSAGE_DIR
 
     def message(self, seq: int) -> Path:
@@ -177,6 +207,31 @@ def cap_scalars(scalars: Mapping[str, Any]) -> dict[str, float]:
         if not math.isfinite(number):
             continue  # JSON has no NaN/inf; say nothing rather than lie
         out[_cap(escape_undecodable(str(key)), 128) or ""] = number
+    return out
+
+
+def _finite(value: Any) -> Optional[float]:
+    """``value`` as a finite float, or None (not a number, NaN, inf, too large)."""
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def cap_history(history: Mapping[str, Any]) -> dict[str, list[float]]:
+    """At most MAX_SCALARS series of at most HISTORY_POINTS finite numbers each."""
+    out: dict[str, list[float]] = {}
+    for key, series in history.items():
+        if len(out) >= MAX_SCALARS:
+            break
+        if not isinstance(series, list):
+            continue
+        points = [v for v in map(_finite, series[-HISTORY_POINTS:]) if v is not None]
+        if points:
+            out[escape_undecodable(_cap(str(key), 128) or "")] = points
     return out
 
 
@@ -334,6 +389,7 @@ class RunRecord:
     language: Optional[str] = None
     source: str = "watch"  # watch | swanlab | run
     version: str = ""
+    alert_on: Optional[list[str]] = None  # states that alert for this run; None: the daemon's
     # Long-lived sub-threads of the process, [tid, start_ticks] each (start
     # ticks as in /proc/<pid>/task/<tid>/stat), whose exits the daemon may
     # watch: one dies with the process long before the process's own
@@ -371,6 +427,9 @@ class RunRecord:
         "language": _Rule(_optional(_is_str), "must be a string or null"),
         "source": _STRING,
         "version": _STRING,
+        "alert_on": _Rule(_optional(lambda v: isinstance(v, list) and len(v) <= 16
+                                    and all(isinstance(x, str) for x in v)),
+                          "must be a list of state names or null"),
         # Only a speed-up: with a bad value the run is still watched by its pid.
         "watch_threads": _Rule(_valid_watch_threads,
                                f"must be at most {MAX_WATCH_THREADS} [thread id, start ticks] pairs",
@@ -423,10 +482,14 @@ class Progress:
     step: Optional[int] = None
     scalars: dict[str, float] = field(default_factory=dict)
     pause_until: Optional[float] = None
+    # The last HISTORY_POINTS values of each scalar, oldest first, in the
+    # order the scalars were first logged: what a sparkline draws.
+    history: dict[str, list[float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["scalars"] = cap_scalars(self.scalars)
+        data["history"] = cap_history(self.history)
         return {"v": FORMAT_VERSION, **data}
 
     # A heartbeat is small and rewritten every few seconds: a bad one is
@@ -438,6 +501,7 @@ class Progress:
         "step": _Rule(_optional(_is_step), "must be an integer", essential=True),
         "scalars": _Rule(_scalars, "must be an object", essential=True, clean=cap_scalars),
         "pause_until": _Rule(_optional(_is_time), "must be a number (a time)", essential=True),
+        "history": _Rule(_scalars, "must be an object", clean=cap_history),
     }
 
     @classmethod
@@ -642,6 +706,20 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def open_untrusted(path: Union[str, Path], dir_fd: Optional[int] = None) -> int:
+    """A read-only descriptor of a file someone else may have planted: never
+    through a symlink, never blocking (a FIFO). FileNotFoundError if absent,
+    SpoolFormatError for anything else."""
+    try:
+        return os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            raise
+        if exc.errno == errno.ELOOP:
+            raise SpoolFormatError("is a symlink") from None
+        raise SpoolFormatError(f"cannot open: {exc.strerror}") from None
+
+
 def read_json(path: Union[Path, str], max_bytes: int = MAX_FILE_BYTES, *,
               dir_fd: Optional[int] = None) -> tuple[dict[str, Any], os.stat_result]:
     """Read one spool file safely; return the object and the file's stat.
@@ -651,14 +729,7 @@ def read_json(path: Union[Path, str], max_bytes: int = MAX_FILE_BYTES, *,
     the daemon reads: see ``open_dir``). Raises FileNotFoundError if absent,
     SpoolFormatError for anything else that is wrong with it.
     """
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
-    except OSError as exc:
-        if exc.errno == errno.ENOENT:
-            raise
-        if exc.errno == errno.ELOOP:
-            raise SpoolFormatError("is a symlink") from None
-        raise SpoolFormatError(f"cannot open: {exc.strerror}") from None
+    fd = open_untrusted(path, dir_fd)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
@@ -755,3 +826,228 @@ def list_run_ids(spool: Path) -> list[str]:
     except OSError:
         return []
     return sorted(n for n in names if is_run_id(n))
+
+
+# ---------------------------------------------------------------- live.bin
+
+LIVE_VERSION = 1
+LIVE_MAGIC = b"SNTLLIVE"
+LIVE_NAME_BYTES = 48
+_LIVE_HEADER = struct.Struct("<8sIII")
+_LIVE_NAMES_OFF = 64
+_LIVE_RECORDS_OFF = _LIVE_NAMES_OFF + MAX_SCALARS * LIVE_NAME_BYTES
+_LIVE_SEQ = struct.Struct("<Q")
+_LIVE_FIELDS = 2 + MAX_SCALARS  # last_progress, step, values: all f64
+LIVE_RECORD_BYTES = _LIVE_SEQ.size + 8 * _LIVE_FIELDS
+LIVE_SIZE = _LIVE_RECORDS_OFF + 2 * LIVE_RECORD_BYTES
+_LIVE_STEP_LIMIT = 2**53  # exact in a double; no run gets that far
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+class LiveWriter:
+    """The training process's side of ``live.bin``: ``update`` is the hot path.
+
+    ``update`` is a handful of stores into a shared mapping: no syscall, no
+    allocation beyond the first time a scalar name is seen. It is meant for
+    one writing thread at a time (the training thread); callers catch its
+    exceptions (an absurd value may not fit a float).
+    """
+
+    __slots__ = ("_mm", "_words", "_doubles", "_fields", "_slots", "_names", "_writes")
+
+    def __init__(self, mm: mmap.mmap) -> None:
+        self._mm = mm
+        # Item and slice stores through cast memoryviews are the cheapest
+        # writes Python has into a mapping (struct.pack_into costs twice as much).
+        view = memoryview(mm)
+        self._words = view.cast("Q")
+        self._doubles = view.cast("d")
+        self._fields = array("d", [math.nan] * _LIVE_FIELDS)  # the next record, in memory
+        self._slots: dict[Any, int] = {}  # the caller's key -> slot (-1: refused)
+        self._names = 0
+        self._writes = 0
+
+    @classmethod
+    def create(cls, run_dir: Path) -> LiveWriter:
+        """Make ``run_dir``/live.bin (new, 0600, never through a symlink) and map it."""
+        dir_fd = os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            fd = os.open(LIVE_FILE, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         0o600, dir_fd=dir_fd)
+        finally:
+            os.close(dir_fd)
+        try:
+            os.ftruncate(fd, LIVE_SIZE)  # zeros: both records "never written" (seq 0)
+            mm = mmap.mmap(fd, LIVE_SIZE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        finally:
+            os.close(fd)
+        _LIVE_HEADER.pack_into(mm, 0, LIVE_MAGIC, LIVE_VERSION, MAX_SCALARS, LIVE_NAME_BYTES)
+        return cls(mm)
+
+    def update(self, when: float, step: Any, scalars: Optional[Mapping[str, Any]]) -> None:
+        fields = self._fields
+        fields[0] = when
+        if type(step) is int and -_LIVE_STEP_LIMIT < step < _LIVE_STEP_LIMIT:
+            fields[1] = step
+        if scalars:
+            slots = self._slots
+            for key, value in scalars.items():
+                kind = type(value)
+                # numpy scalars register as numbers.Real; tensors do not, and
+                # converting one could force a device sync.
+                if kind is not float and kind is not int and (
+                        kind is bool or not isinstance(value, numbers.Real)):
+                    continue
+                slot = slots.get(key)
+                if slot is None:
+                    slot = self._add_name(key)
+                if slot >= 0:
+                    try:  # noqa: SIM105 - contextlib.suppress costs more than the store
+                        fields[slot] = value
+                    except (OverflowError, TypeError, ValueError):  # no float holds it
+                        pass
+        writes = self._writes = self._writes + 1
+        word = (_LIVE_RECORDS_OFF + (writes & 1) * LIVE_RECORD_BYTES) // 8
+        self._words[word] = 2 * writes + 1
+        self._doubles[word + 1:word + 1 + _LIVE_FIELDS] = fields
+        self._words[word] = 2 * writes + 2
+
+    def _add_name(self, key: Any) -> int:
+        """The slot for a new scalar name, or -1 (no room, or a bool key...)."""
+        if self._names >= MAX_SCALARS or not isinstance(key, str):
+            self._slots[key] = -1
+            return -1
+        raw = key.encode("utf-8", "replace")[:LIVE_NAME_BYTES].decode("utf-8", "ignore").encode("utf-8")
+        offset = _LIVE_NAMES_OFF + self._names * LIVE_NAME_BYTES
+        self._mm[offset:offset + LIVE_NAME_BYTES] = raw.ljust(LIVE_NAME_BYTES, b"\0")
+        slot = 2 + self._names  # the index into the record's fields
+        self._names += 1
+        self._slots[key] = slot
+        return slot
+
+
+@dataclass(frozen=True)
+class LiveProgress:
+    """The newest complete record of ``live.bin``: what the run last reported."""
+
+    seq: int
+    last_progress: Optional[float]
+    step: Optional[int]
+    scalars: dict[str, float]
+    # Names whose latest value was NaN or infinite: gone from the metrics, as
+    # in beat.json, so an older finite value must not stand in for them.
+    cleared: frozenset[str] = frozenset()
+
+
+def with_live(progress: Optional[Progress], live: Optional[LiveProgress]) -> Optional[Progress]:
+    """``progress`` brought up to ``live``: a heartbeat is up to an interval
+    old, the mapped record is the very last report."""
+    if live is None or live.last_progress is None:
+        return progress
+    if progress is None:
+        # No heartbeat yet: the report itself shows the process ran.
+        return Progress(beat=live.last_progress, seq=0, last_progress=live.last_progress,
+                        step=live.step, scalars=dict(live.scalars))
+    if progress.last_progress is not None and live.last_progress <= progress.last_progress:
+        return progress
+    older = {k: v for k, v in progress.scalars.items() if k not in live.scalars and k not in live.cleared}
+    return dataclasses.replace(
+        progress,
+        last_progress=live.last_progress,
+        step=live.step if live.step is not None else progress.step,
+        scalars={**live.scalars, **older},
+    )
+
+
+def read_live(run_dir: Path) -> tuple[Optional[LiveProgress], os.stat_result]:
+    """The run's latest step and scalars from ``live.bin`` (None: none recorded yet).
+
+    The file is written by the run's owner and read by a possibly-root
+    daemon, so: opened relative to the run directory, never through a
+    symlink, never blocking (a FIFO), exactly ``LIVE_SIZE`` bytes of a
+    regular file, read with ``pread`` (a file truncated under a mapping would
+    SIGBUS the reader), and every number checked. Raises FileNotFoundError if
+    the run or file is absent, SpoolFormatError for anything else wrong.
+    """
+    try:
+        dir_fd = os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            raise
+        raise SpoolFormatError(f"run directory: {exc.strerror}") from None
+    try:
+        fd = open_untrusted(LIVE_FILE, dir_fd)
+    finally:
+        os.close(dir_fd)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise SpoolFormatError("not a regular file")
+        if st.st_size != LIVE_SIZE:
+            raise SpoolFormatError(f"{st.st_size} bytes, not {LIVE_SIZE}")
+        header = os.pread(fd, _LIVE_HEADER.size, 0)
+        if len(header) != _LIVE_HEADER.size:
+            raise SpoolFormatError("truncated")
+        magic, version, slots, name_bytes = _LIVE_HEADER.unpack(header)
+        if magic != LIVE_MAGIC:
+            raise SpoolFormatError("not a live progress file")
+        if (version, slots, name_bytes) != (LIVE_VERSION, MAX_SCALARS, LIVE_NAME_BYTES):
+            raise SpoolFormatError(f"unknown live format version {version} "
+                                   f"(this reader knows {LIVE_VERSION})")
+        record = _newest_live_record(fd)
+        # Names after the record: any name the record counts was in place before it.
+        names = os.pread(fd, _LIVE_RECORDS_OFF - _LIVE_NAMES_OFF, _LIVE_NAMES_OFF)
+    finally:
+        os.close(fd)
+    if record is None:
+        return None, st
+    return _decode_live(record, names), st
+
+
+def _newest_live_record(fd: int) -> Optional[bytes]:
+    """The complete record with the highest seq; a torn one is read again."""
+    best: Optional[bytes] = None
+    best_seq = 0
+    for _attempt in range(3):  # a live writer may tear both reads; a dead one never
+        torn = False
+        for index in (0, 1):
+            offset = _LIVE_RECORDS_OFF + index * LIVE_RECORD_BYTES
+            before = os.pread(fd, _LIVE_SEQ.size, offset)
+            body = os.pread(fd, LIVE_RECORD_BYTES, offset)
+            after = os.pread(fd, _LIVE_SEQ.size, offset)
+            if len(before) != _LIVE_SEQ.size or len(body) != LIVE_RECORD_BYTES or before != after \
+                    or body[:_LIVE_SEQ.size] != before:
+                torn = True
+                continue
+            seq = _LIVE_SEQ.unpack(before)[0]
+            if seq % 2:
+                torn = True  # being written now, or the writer died in the middle
+            elif seq > best_seq:
+                best, best_seq = body, seq
+        if best is not None or not torn:
+            break
+    return best
+
+
+def _decode_live(record: bytes, names: bytes) -> LiveProgress:
+    seq = _LIVE_SEQ.unpack_from(record, 0)[0]
+    last_progress, step, *values = struct.unpack_from(f"<{_LIVE_FIELDS}d", record, _LIVE_SEQ.size)
+    scalars: dict[str, float] = {}
+    cleared: set[str] = set()
+    for slot, value in enumerate(values):
+        raw = names[slot * LIVE_NAME_BYTES:(slot + 1) * LIVE_NAME_BYTES].split(b"\0", 1)[0]
+        name = _CONTROL_CHARS.sub("", raw.decode("utf-8", "replace"))
+        if not name:
+            continue
+        if math.isfinite(value):
+            scalars.setdefault(name, value)
+        else:
+            cleared.add(name)
+    return LiveProgress(
+        seq=seq,
+        last_progress=last_progress if math.isfinite(last_progress) and last_progress > 0 else None,
+        step=int(step) if math.isfinite(step) and step.is_integer() and abs(step) < _LIVE_STEP_LIMIT
+        else None,
+        scalars=scalars,
+        cleared=frozenset(cleared - set(scalars)),
+    )

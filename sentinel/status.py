@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -20,7 +21,7 @@ from sentinel import spool
 from sentinel.daemon.decide import RunState, replay
 from sentinel.daemon_file import live_daemon
 from sentinel.procid import ProcessIdentity
-from sentinel.safetext import printable
+from sentinel.safetext import printable, printable_lines
 from sentinel.state_dir import StateDir
 
 log = logging.getLogger("sentinel.status")
@@ -49,6 +50,11 @@ class RunStatus:
     signal: Optional[str]
     ended: Optional[float]
     archived: bool = False  # moved out of the spool by the daemon once it ended
+    labels: dict[str, str] = field(default_factory=dict)
+    channels: list[str] = field(default_factory=list)  # names; an inline channel by its type
+    scalars: dict[str, float] = field(default_factory=dict)  # the last metrics
+    error: Optional[str] = None  # the error tail of the final record
+    path: str = ""  # the run directory
 
 
 @dataclass
@@ -60,6 +66,7 @@ class SpoolStatus:
     skipped: list[str]  # "run_id: reason" for records that could not be read
     archived: Optional[int] = None  # ended runs in the daemon's archive (None: not readable)
     dead_letters: Optional[list[dict[str, Any]]] = None  # alerts never delivered (None: not readable)
+    mutes: list[dict[str, Any]] = field(default_factory=list)  # active mutes (sentinel mute)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -69,6 +76,7 @@ class SpoolStatus:
             "archived": self.archived,
             "skipped": list(self.skipped),
             "dead_letters": self.dead_letters,
+            "mutes": self.mutes,
         }
 
 
@@ -88,15 +96,27 @@ def collect(
     for run_id in spool.list_run_ids(spool_path):
         _read_into(runs, skipped, spool.RunPaths(spool_path, run_id), journal, now, archived=False)
     archive = _archive_dirs(state_path)
-    if include_archive:
-        for directory in archive or []:
+    for directory in archive or []:
+        # Ended a moment ago: still shown, so a killed run does not vanish right after its alert.
+        # (The directory changes with every beat, so an older one holds no recent end.)
+        if include_archive or _archived_since(directory, now) < RECENT_SECONDS:
             paths = spool.RunPaths(directory.parent, directory.name)
             _read_into(runs, skipped, paths, journal, now, archived=True)
+            if not include_archive and runs and runs[-1].archived and (
+                    runs[-1].ended is None or now - runs[-1].ended >= RECENT_SECONDS):
+                runs.pop()
     runs.sort(key=lambda r: (r.started, r.run_id))
     daemon_pid, daemon_alive = _daemon(spool_path)
     return SpoolStatus(str(spool_path), daemon_pid, daemon_alive, runs, skipped,
                        archived=len(archive) if archive is not None else None,
-                       dead_letters=_dead_letters(state_path))
+                       dead_letters=_dead_letters(state_path), mutes=_mutes(spool_path, now))
+
+
+def _mutes(spool_path: Path, now: float) -> list[dict[str, Any]]:
+    from sentinel import mutes
+
+    return [{"scope": m.scope, "target": m.target, "what": m.what, "until": m.until, "uid": m.uid}
+            for _, m in mutes.read_mutes(spool_path) if m.active(now)]
 
 
 def _read_into(runs: list[RunStatus], skipped: list[str], paths: spool.RunPaths, journal: Any,
@@ -113,6 +133,16 @@ def _read_into(runs: list[RunStatus], skipped: list[str], paths: spool.RunPaths,
     runs.append(status)
 
 
+RECENT_SECONDS = 600.0
+
+
+def _archived_since(directory: Path, now: float) -> float:
+    try:
+        return now - os.lstat(directory).st_mtime
+    except OSError:
+        return float("inf")
+
+
 def _archive_dirs(state_path: Optional[Path]) -> Optional[list[Path]]:
     """Run directories in the daemon's archive (named ``<run id>`` or
     ``<run id>.<n>``), or None when there is none or it is not ours to read."""
@@ -127,7 +157,8 @@ def _archive_dirs(state_path: Optional[Path]) -> Optional[list[Path]]:
 
 
 def _run_status(record: spool.RunRecord, paths: spool.RunPaths, journal: Any, now: float) -> RunStatus:
-    progress = _optional(spool.read_progress, paths.beat)
+    live = _optional(lambda run_dir: spool.read_live(run_dir)[0], paths.dir)
+    progress = spool.with_live(_optional(spool.read_progress, paths.beat), live)
     final = _optional(spool.read_final, paths.final)
     alive = ProcessIdentity(record.pid, record.start_ticks, record.boot_id).is_running()
     verdict: Optional[RunState] = journal(record.run_id) if journal else None
@@ -159,7 +190,13 @@ def _run_status(record: spool.RunRecord, paths: spool.RunPaths, journal: Any, no
         step=step,
         exit_code=final.exit_code if final else None,
         signal=final.signal if final else None,
-        ended=final.ended if final else None,
+        ended=final.ended if final else (None if alive else last_beat),
+        labels=dict(record.labels),
+        channels=[c if isinstance(c, str) else f"inline {c.get('type', '?')}" for c in record.channels],
+        scalars=dict(final.scalars if final is not None and final.scalars else
+                     (progress.scalars if progress else {})),
+        error=final.error if final else None,
+        path=str(paths.dir),
     )
 
 
@@ -239,35 +276,111 @@ def render_json(status: SpoolStatus) -> str:
     return json.dumps(status.to_dict(), indent=2, ensure_ascii=False)
 
 
-def render_table(status: SpoolStatus) -> str:
+def _state_text(run: RunStatus) -> str:
+    state = run.state
+    if run.signal:
+        state += f" ({run.signal})"
+    elif run.exit_code not in (None, 0):
+        state += f" (exit {run.exit_code})"
+    if run.archived:
+        state += ", archived"
+    return state
+
+
+def _clock(seconds: float) -> str:
+    """'3:04:05' / '2 days, 3:04:05', as supervisorctl shows an uptime."""
+    total = int(max(0.0, seconds))
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    text = f"{hours}:{minutes:02d}:{secs:02d}"
+    return f"{days} day{'s' if days != 1 else ''}, {text}" if days else text
+
+
+def _uptime(run: RunStatus, now: float) -> str:
+    if run.ended is None:
+        return f"uptime {_clock(now - run.started)}"
+    return f"ended {format_age(now - run.ended)} ago"
+
+
+def _fit(rows: list[tuple[str, ...]], width: int, flexible: int) -> list[tuple[str, ...]]:
+    """Shorten column ``flexible`` (with "…") until each row fits ``width`` columns."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    excess = sum(widths) + 2 * (len(widths) - 1) - width
+    if excess <= 0:
+        return rows
+    room = max(8, widths[flexible] - excess)
+    return [tuple(cell if i != flexible or len(cell) <= room else cell[:room - 1] + "…"
+                  for i, cell in enumerate(row)) for row in rows]
+
+
+def render_table(status: SpoolStatus, now: Optional[float] = None, width: Optional[int] = None) -> str:
+    now = time.time() if now is None else now
+    width = shutil.get_terminal_size((120, 24)).columns if width is None else width
     daemon = (
         f"daemon pid {status.daemon_pid} watching" if status.daemon_alive
         else "no daemon is watching this spool (start one: sentinel daemon)"
     )
     lines = [f"spool {status.spool}: {len(status.runs)} run(s); {daemon}"]
-    shown_archived = any(r.archived for r in status.runs)
-    if status.archived and not shown_archived:
-        lines.append(f"{status.archived} ended run(s) archived by the daemon: sentinel status --all")
+    shown_archived = sum(1 for r in status.runs if r.archived)
+    if status.archived and shown_archived < status.archived:
+        lines.append(f"{status.archived - shown_archived} more ended run(s) archived by the daemon: "
+                     "sentinel status --all")
     if status.runs:
-        header = ("RUN ID", "NAME", "PID", "STATE", "LAST BEAT", "STEP")
+        header: tuple[str, ...] = ("NAME", "STATE", "PID", "UPTIME", "STEP", "LAST BEAT", "RUN ID")
         rows = [header]
         for run in status.runs:
-            state = run.state
-            if run.signal:
-                state += f" ({run.signal})"
-            elif run.exit_code not in (None, 0):
-                state += f" (exit {run.exit_code})"
-            if run.archived:
-                state += ", archived"
-            rows.append((run.run_id, printable(run.name) or "-", str(run.pid), printable(state),
+            rows.append((printable(run.name) or "-", printable(_state_text(run)), str(run.pid),
+                         _uptime(run, now), "-" if run.step is None else str(run.step),
                          format_age(run.beat_age) + (" ago" if run.beat_age is not None else ""),
-                         "-" if run.step is None else str(run.step)))
+                         run.run_id))
+        rows = _fit(rows, width, flexible=0)
         widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
         for row in rows:
             lines.append("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
     for letter in status.dead_letters or []:
         lines.append(printable(f"NOT delivered to {letter['channel']}: alert {letter['alert_id']} "
                                f"({letter['reason']})"))
+    for mute in status.mutes:
+        until = "until unmuted" if mute["until"] is None else f"for {format_age(mute['until'] - now)} more"
+        what = "every alert" if mute["what"] == "all" else "stall alerts"
+        lines.append(printable(f"muted: {what} of {mute['scope']} {mute['target']!r} {until} "
+                               f"(by uid {mute['uid']})"))
     for note in status.skipped:
         lines.append(f"skipped unreadable run record {printable(note)}")
+    return "\n".join(lines)
+
+
+def find_run(status: SpoolStatus, wanted: str) -> list[RunStatus]:
+    """The runs ``wanted`` names: a run id, a run id's start, or a run name."""
+    exact = [r for r in status.runs if wanted in (r.run_id, r.name)]
+    return exact or [r for r in status.runs if r.run_id.startswith(wanted)]
+
+
+def render_detail(run: RunStatus, alerts: list[Any], now: Optional[float] = None) -> str:
+    """Everything known about one run, for ``sentinel status RUN``."""
+    now = time.time() if now is None else now
+    facts = [
+        ("Run", f"{printable(run.name) or '-'} ({run.run_id})"),
+        ("State", printable(_state_text(run))),
+        ("PID", f"{run.pid} on {printable(run.user)}@{printable(run.hostname)}"
+                f"{'' if run.alive else ' (gone)'}"),
+        ("Started", time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.started))),
+        ("Uptime" if run.ended is None else "Ended", _uptime(run, now)),
+        ("Step", "-" if run.step is None else f"{run.step:,}"),
+        ("Metrics", ", ".join(f"{printable(k)}={v:.4g}" for k, v in run.scalars.items()) or "-"),
+        ("Last beat", format_age(run.beat_age) + (" ago" if run.beat_age is not None else "")),
+        ("Labels", ", ".join(f"{printable(k)}={printable(v)}" for k, v in run.labels.items()) or "-"),
+        ("Channels", ", ".join(printable(c) for c in run.channels) or "the daemon's defaults"),
+        ("Directory", printable(run.path)),
+    ]
+    width = max(len(label) for label, _ in facts)
+    lines = [f"{label.ljust(width)}  {value}" for label, value in facts]
+    if run.error:
+        lines.append("Error:")
+        lines.extend("  " + line for line in printable_lines(run.error.strip())[-15:])
+    lines.append(f"Alerts ({len(alerts)}):" if alerts else "Alerts: none yet")
+    for alert in alerts:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(alert.created))
+        lines.append(f"  {when}  {alert.kind.value}  {alert.alert_id}")
     return "\n".join(lines)

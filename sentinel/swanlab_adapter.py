@@ -84,13 +84,14 @@ class _SentinelHooks:
         language: Optional[str] = None,
         spool_dir: Optional[Union[str, Path]] = None,
         handle_sigterm: bool = True,
+        alert_on: Optional[Sequence[str]] = None,
     ) -> None:
         # Checked before anything else: a bad argument fails at construction,
         # not silently when SwanLab starts the run.
         options = run_options(
             type(self).__name__, name=name, channels=channels, labels=labels, stall_timeout=stall_timeout,
             heartbeat_interval=heartbeat_interval, language=language, spool_dir=spool_dir,
-            handle_sigterm=handle_sigterm, more_problems=self._argument_problems(),
+            handle_sigterm=handle_sigterm, alert_on=alert_on, more_problems=self._argument_problems(),
         )
         with contextlib.suppress(TypeError):  # bases without an __init__ of their own
             super().__init__()
@@ -102,6 +103,7 @@ class _SentinelHooks:
         self._language = options.language
         self._spool_dir = options.spool_dir
         self._handle_sigterm = options.handle_sigterm
+        self._alert_on = options.alert_on
         self._meta: dict[str, Any] = {}  # labels gathered from the old API's early hooks
         self._recorder: Optional[Recorder] = None
 
@@ -225,6 +227,7 @@ class _SentinelHooks:
                 language=self._language,
                 stall_timeout=self._stall_timeout,
                 heartbeat_interval=self._heartbeat_interval,
+                alert_on=self._alert_on,
                 source="swanlab",
                 handle_sigterm=self._handle_sigterm,
             )
@@ -250,7 +253,7 @@ class SentinelCallback(_SentinelHooks, CallbackBase):  # type: ignore[misc, vali
 
     ``SentinelCallback(name=None, *, channels=None, labels=None,
     stall_timeout=None, heartbeat_interval=None, language=None,
-    spool_dir=None, handle_sigterm=True)``; ``channels`` are configured
+    spool_dir=None, handle_sigterm=True, alert_on=None)``; ``channels`` are configured
     channel names or inline channel dicts (empty: the daemon's defaults).
     Arguments follow the config file's rules (``stall_timeout="10m"``); a bad
     one raises ``sentinel.rules.InvalidArgument`` when the callback is built.

@@ -19,7 +19,10 @@ def notify(state: str, env: Optional[Mapping[str, str]] = None) -> bool:
     if addr.startswith("@"):  # abstract namespace socket
         addr = "\0" + addr[1:]
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+        # Non-blocking: a notify socket whose queue is full (a slow or absent
+        # reader) must not stall the daemon's loop; the datagram is dropped.
+        kind = socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK
+        with socket.socket(socket.AF_UNIX, kind) as sock:
             sock.connect(addr)
             sock.sendall(state.encode("utf-8"))
         return True

@@ -108,6 +108,7 @@ def watch(
     language: Optional[str] = None,
     spool_dir: Optional[Union[str, os.PathLike]] = None,
     handle_sigterm: bool = True,
+    alert_on: Optional[Sequence[str]] = None,
 ) -> Run:
     """Start watching this process as one run; returns the ``Run`` (also a
     context manager).
@@ -119,6 +120,8 @@ def watch(
     ``heartbeat_interval``: time between heartbeats (default
     ``$SENTINEL_HEARTBEAT_INTERVAL`` or 10 s). ``spool_dir``: default
     ``$SENTINEL_SPOOL`` / system spool / ``~/.local/state/sentinel/spool``.
+    ``alert_on``: the states that alert for this run, e.g. ``["crashed",
+    "killed", "lost"]`` (None: the daemon's ``alert_on``).
     Arguments follow the config file's rules; a bad one raises
     ``sentinel.rules.InvalidArgument`` (a ValueError and a TypeError) here.
     """
@@ -126,6 +129,7 @@ def watch(
     options = run_options(
         "sentinel.watch", name=name, channels=channels, labels=labels, stall_timeout=stall_timeout,
         heartbeat_interval=heartbeat_interval, language=language, spool_dir=spool_dir,
+        alert_on=alert_on,
         handle_sigterm=handle_sigterm,
     )
     recorder = Recorder.open(
@@ -136,6 +140,7 @@ def watch(
         language=options.language,
         stall_timeout=options.stall_timeout,
         heartbeat_interval=options.heartbeat_interval,
+        alert_on=options.alert_on,
         source="watch",
         handle_sigterm=options.handle_sigterm,
     )

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
-from typing import Iterator
+from typing import Iterator, Optional
 
 import pytest
 
@@ -97,3 +98,95 @@ def test_a_quick_answer_is_read_whole() -> None:
         thread.join(30)
         server.close()
     assert (answer.status, answer.json()) == (200, {"code": 200})
+
+
+class KeepAliveServer:
+    """Answers HTTP/1.1 with keep-alive; records which connection each request came on."""
+
+    def __init__(self, answer: bytes = ANSWER) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(4)
+        self.answer = answer
+        self.request_lines: list[tuple[int, bytes]] = []  # (connection number, request line)
+        self.conn: Optional[socket.socket] = None  # the connection being served
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}/push"
+
+    def _serve(self) -> None:
+        for number in range(4):  # bounded: the tests make at most a few connections
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conn = conn
+            with conn, contextlib.suppress(OSError):  # the client may go away mid-answer
+                self._serve_connection(number, conn)
+
+    def _serve_connection(self, number: int, conn: socket.socket) -> None:
+        with conn.makefile("rb") as reader:
+            while True:
+                line = reader.readline()
+                if not line:
+                    return
+                length = 0
+                while (header := reader.readline()) not in (b"\r\n", b""):
+                    if header.lower().startswith(b"content-length:"):
+                        length = int(header.split(b":", 1)[1])
+                reader.read(length)
+                self.request_lines.append((number, line))
+                conn.sendall(self.answer)
+
+    def close(self) -> None:
+        # shutdown() ends a wait in accept() or for a next request; close() alone does not.
+        for sock in (self.sock, self.conn):
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+        self.thread.join(30)
+        assert not self.thread.is_alive()
+
+
+def test_a_connection_is_kept_for_the_next_request() -> None:
+    server = KeepAliveServer()
+    try:
+        answers = [http.post_json(server.url, {"n": n}) for n in range(3)]
+    finally:
+        server.close()
+    assert [a.json() for a in answers] == [{"code": 200}] * 3
+    assert [number for number, _ in server.request_lines] == [0, 0, 0]  # one handshake for all three
+
+
+def test_an_answer_cut_at_the_bound_is_not_reused_as_a_connection() -> None:
+    big = b"x" * (http.MAX_ANSWER_BYTES + 100)
+    server = KeepAliveServer(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: "
+                             + str(len(big)).encode() + b"\r\n\r\n" + big)
+    try:
+        first = http.post_json(server.url, {"n": 1})
+        second = http.post_json(server.url, {"n": 2})
+    finally:
+        server.close()
+    assert len(first.text) == len(second.text) == http.MAX_ANSWER_BYTES
+    # The rest of the first answer is never read as the second's: a new connection.
+    assert [number for number, _ in server.request_lines] == [0, 1]
+
+
+def test_the_environment_proxy_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    proxy = KeepAliveServer()
+    target = "http://alerts.invalid/push"  # never resolved: only the proxy is contacted
+    monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{proxy.sock.getsockname()[1]}")
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.setattr(http, "_POOLS", None)  # pools read the environment when made
+    try:
+        answer = http.post_json(target, {"x": 1})
+    finally:
+        proxy.close()
+        monkeypatch.setattr(http, "_POOLS", None)
+    assert answer.status == 200
+    assert [line for _, line in proxy.request_lines] == [b"POST http://alerts.invalid/push HTTP/1.1\r\n"]

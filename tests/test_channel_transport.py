@@ -3,6 +3,7 @@ request is classified, and that a channel works again once its service does."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Callable, Iterator
 
 import pytest
@@ -53,3 +54,21 @@ def test_connection_refused_is_transient(service: tuple[FakeService, Channel, st
     with pytest.raises(DeliveryError) as err:
         channel.send(sample_alert())
     assert not err.value.permanent
+
+
+def test_a_retried_connect_is_one_line_of_ours_not_urllib3s(caplog: pytest.LogCaptureFixture) -> None:
+    import socket
+
+    from sentinel.channels import http
+    from sentinel.channels.base import DeliveryError
+
+    with socket.socket() as probe:  # a port nobody listens on: connection refused
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(DeliveryError, match="failed to connect"):
+        http.post_json(f"http://127.0.0.1:{port}/push", {}, timeout=5, what="Bark")
+    messages = [r.getMessage() for r in caplog.records]
+    assert not [m for m in messages if m.startswith("Retrying (")], messages
+    ours = [m for m in messages if "trying once more" in m]
+    assert ours == ["connecting to 127.0.0.1 failed ([Errno 111] Connection refused); trying once more"]

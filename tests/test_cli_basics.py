@@ -12,7 +12,9 @@ import pytest
 
 from sentinel import cli
 from sentinel import config as config_module
+from sentinel.recorder import Recorder
 from tests.cli_helpers import SENTINEL, run_sentinel, sentinel_env
+from tests.victims.harness import ROOT
 
 COMMANDS = ("daemon", "status", "check-config", "test", "run")
 
@@ -266,3 +268,48 @@ def test_daemon_logging_masks_channel_secrets_from_any_logger(capfd: pytest.Capt
     err = capfd.readouterr().err
     assert "failed" in err and "delivery crashed" in err and "RuntimeError" in err
     assert token not in err
+
+
+@pytest.mark.parametrize("args", [["--help"], ["status"], ["status", "--json"], ["status", "--all"],
+                                  ["check-config", str(ROOT / "config.example.yaml")], ["run", "--help"]])
+def test_output_into_a_closed_pipe_is_no_traceback(tmp_path: Path, args: list[str]) -> None:
+    """`sentinel ... | head`: the reader is gone before we write."""
+    spool_path = tmp_path / "spool"
+    for _ in range(3):  # something for status to print
+        rec = Recorder.open(spool_path, name="piped", heartbeat_interval=3600)
+        rec.finish()
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # no reader at all: the first write fails, deterministically
+    env = sentinel_env(spool_path, BARK_KEY="barkkey1234567890abcdef", DINGTALK_TOKEN="tok123",
+                       DINGTALK_SECRET="SECabc", SLACK_WEBHOOK_URL="https://hooks.slack.com/services/T0/B0/XX")
+    try:
+        proc = subprocess.run([*SENTINEL, *args], env=env, stdout=write_end, stderr=subprocess.PIPE,
+                              text=True, timeout=120)
+    finally:
+        os.close(write_end)
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
+    # argparse itself ignores a failed write of --help; our own output says 128+SIGPIPE.
+    assert proc.returncode == (0 if "--help" in args else 141), proc.stderr
+
+
+def _complete(tmp_path: Path, words: list[str]) -> list[str]:
+    """What bash offers after ``words`` (the last one is being typed)."""
+    env = sentinel_env(tmp_path / "spool")
+    script = run_sentinel(["completion", "bash"], env)
+    assert script.returncode == 0, script.stderr
+    (tmp_path / "complete.sh").write_text(script.stdout)
+    line = " ".join(f"'{w}'" for w in words)
+    probe = (f"source {tmp_path / 'complete.sh'}; COMP_WORDS=(sentinel {line}); "
+             f"COMP_CWORD={len(words)}; _sentinel_complete; printf '%s\\n' \"${{COMPREPLY[@]}}\"")
+    done = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()
+
+
+def test_bash_completion_offers_commands_and_their_options(tmp_path: Path) -> None:
+    assert {"daemon", "status", "history", "mute", "unmute", "run", "test"} <= set(_complete(tmp_path, [""]))
+    assert _complete(tmp_path, ["his"]) == ["history"]
+    assert set(_complete(tmp_path, ["mute", "--"])) >= {"--project", "--channel", "--for", "--all"}
+    assert "--log-format" in _complete(tmp_path, ["daemon", "--log"])
+    zsh = run_sentinel(["completion", "zsh"], sentinel_env(tmp_path / "spool"))
+    assert zsh.returncode == 0 and zsh.stdout.startswith("autoload -U +X bashcompinit && bashcompinit")

@@ -3,6 +3,7 @@ socket, journald-style logs, alerts for `sentinel run` jobs on the console."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -134,3 +135,19 @@ channels:
     stderr = daemon.stderr_path.read_text()
     assert f"config: {config}" in stderr
     assert " INFO sentinel: " in stderr  # plain level names outside the journal
+
+
+def test_log_format_json_is_one_object_a_line(tmp_path: Path) -> None:
+    env = sentinel_env(tmp_path / "spool")
+    proc = subprocess.Popen([*SENTINEL, "daemon", "--log-format", "json"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stderr.readline() if proc.stderr else ""
+        wait_for(lambda: (tmp_path / "spool" / "daemon.json").exists(), what="the daemon up")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, rest = proc.communicate(timeout=60)
+    lines = [line, *rest.splitlines()]
+    entries = [json.loads(text) for text in lines if text.strip()]
+    assert entries and all(set(e) >= {"time", "level", "logger", "message"} for e in entries)
+    assert any(e["message"] == "stopped" for e in entries)

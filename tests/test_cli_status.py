@@ -13,7 +13,7 @@ import pytest
 from sentinel import spool
 from sentinel.alerts import AlertKind, from_run
 from sentinel.procid import ProcessIdentity
-from tests.cli_helpers import run_sentinel, sentinel_env
+from tests.cli_helpers import run_sentinel, sentinel_env, wait_for
 from tests.daemon_harness import PretendDaemon
 
 
@@ -108,10 +108,12 @@ def test_status_table(populated: dict) -> None:
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].startswith(f"spool {populated['spool']}: 4 run(s); no daemon is watching")
-    assert lines[1].split() == ["RUN", "ID", "NAME", "PID", "STATE", "LAST", "BEAT", "STEP"]
-    rows = {line.split()[1]: line for line in lines[2:6]}
+    assert lines[1].split() == ["NAME", "STATE", "PID", "UPTIME", "STEP", "LAST", "BEAT", "RUN", "ID"]
+    rows = {line.split()[0]: line for line in lines[2:6]}
     assert set(rows) == {"finished-run", "running-run", "dead-run", "other-boot-run"}
-    assert " running " in rows["running-run"] and rows["running-run"].rstrip().endswith("42")
+    running = rows["running-run"].split()
+    assert running[1] == "running" and running[3:5] == ["uptime", running[4]] and running[5] == "42"
+    assert rows["finished-run"].split()[3] == "ended"
     assert "skipped unreadable run record " + populated["bad"] in result.stdout
 
 
@@ -182,3 +184,34 @@ def test_status_shows_dead_letters(populated: dict) -> None:
         (alert.alert_id, "phone", "HTTP 400 bad device key")]
     table = run_sentinel(["status"], sentinel_env(populated["spool"]))
     assert f"NOT delivered to phone: alert {alert.alert_id} (HTTP 400 bad device key)" in table.stdout
+
+
+def test_a_killed_run_stays_in_status_with_its_detail(tmp_path: Path) -> None:
+    from tests.daemon_harness import DaemonProcess, wait_for_push
+    from tests.fakes import FakeBark
+    from tests.victims.harness import Victim
+
+    long_name = "resnet50-" + "x" * 120
+    with FakeBark() as bark, \
+            DaemonProcess(tmp_path, {"phone": {"type": "bark", "url": bark.key_url}}) as daemon:
+        with Victim.watch(daemon.tmp, "stall", "--name", long_name, "--steps", "7", "--heartbeat", "0.1",
+                          "--label", "gpu=3", "--channel", '"phone"', spool_dir=daemon.spool).start() as v:
+            run_id = v.ready()
+            v.expect("STALLED")
+            v.kill()
+            wait_for_push(bark, AlertKind.KILLED, long_name, signal="SIGKILL")
+        wait_for(lambda: not (daemon.spool / run_id).exists(), what="the run archived")
+        env = sentinel_env(daemon.spool, COLUMNS="100")
+        table = run_sentinel(["status", "--config", str(daemon.config_path)], env)
+        assert table.returncode == 0, table.stderr
+        [row] = [line for line in table.stdout.splitlines() if run_id in line]
+        assert len(row) <= 100 and row.startswith("resnet50-xxx") and "…" in row  # fitted to the width
+        assert "killed, archived" in row and "ended" in row
+        detail = run_sentinel(["status", run_id[:20], "--config", str(daemon.config_path)], env)
+        assert detail.returncode == 0, detail.stderr
+        text = detail.stdout
+        assert "Labels     gpu=3" in text and "Channels   phone" in text and "Step       7" in text
+        assert "Metrics    loss=0.1429, lr=0.1" in text
+        assert "Alerts (1):" in text and f"killed  {run_id}.001.killed" in text
+        missing = run_sentinel(["status", "no-such-run", "--config", str(daemon.config_path)], env)
+        assert missing.returncode == 1 and "no run named 'no-such-run'" in missing.stderr

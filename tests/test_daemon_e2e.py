@@ -98,6 +98,39 @@ def test_sigkill_is_killed(daemon: DaemonProcess, bark: FakeBark) -> None:
     assert (daemon.state / "archive" / run_id / "run.json").is_file()
 
 
+def test_kill_alert_reports_the_very_last_step(daemon: DaemonProcess, bark: FakeBark) -> None:
+    # One heartbeat at start, none after: the step can only come from live.bin.
+    with victim(daemon, "stall", "exact", "--steps", "37", "--heartbeat", "3600",
+                "--stall-timeout", "3600") as v:
+        run_id = v.ready()
+        v.expect("STALLED")
+        assert v.progress().step is None
+        v.kill()
+        push = wait_for_push(bark, K.KILLED, "exact", signal=KILL)
+    assert "Step 37 · loss=0.02703, lr=0.1" in push["body"]
+    daemon.stop()
+    [alert] = daemon.journal(run_id)
+    assert alert.step == 37 and alert.scalars == {"loss": 1 / 37, "lr": 0.1}
+
+
+def test_kill_alert_draws_the_loss_and_shows_the_labels(daemon: DaemonProcess, bark: FakeBark) -> None:
+    with victim(daemon, "stall", "spark", "--steps", "30", "--label", "gpu=0", "--label", "node=a") as v:
+        run_id = v.ready()
+        v.expect("STALLED")
+        wait_for(lambda: len(v.progress().history.get("loss", [])) >= 5, what="loss samples in beat.json")
+        v.kill()
+        push = wait_for_push(bark, K.KILLED, "spark", signal=KILL)
+    daemon.stop()
+    [alert] = daemon.journal(run_id)
+    assert alert.trend_metric == "loss"  # the first scalar logged
+    assert alert.trend[-1] == 1 / 30 and alert.trend == sorted(alert.trend, reverse=True)
+    assert len(alert.trend) >= 5
+    first = f"{alert.trend[0]:.4g}"
+    [line] = [ln for ln in push["body"].splitlines() if ln.startswith("loss ")]
+    assert line.startswith("loss █") and f" {first} → 0.03333 (min 0.03333, max {first})" in line
+    assert "gpu=0, node=a" in push["body"]
+
+
 # SIGTERM and an unreaped zombie: tests/test_daemon_endings.py, on both liveness paths.
 
 
@@ -153,10 +186,13 @@ def test_hung_training_with_live_heartbeat_stalls_then_resumes(
         run_id = v.ready()
         stalled = wait_for_push(bark, K.STALLED, "hung")
         resume.touch()
-        wait_for_push(bark, K.RECOVERED, "hung")
+        recovered = wait_for_push(bark, K.RECOVERED, "hung")
         v.wait()
         wait_for_push(bark, K.FINISHED, "hung")
+    # The heartbeat never stopped: the recovery must not say it resumed.
+    assert "heartbeat" not in recovered["body"].split("\n")[0] and "heartbeats" not in recovered["body"]
     assert_stall_then(daemon, run_id, stalled, "training is stuck", K.FINISHED)
+    assert daemon.journal(run_id)[1].reason is None
 
 
 # ------------------------------------------------------------ identity

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 
 import pytest
 
@@ -435,3 +436,29 @@ def test_a_bounded_pool_serves_many_channels_and_idle_workers_end(tmp_path, slac
     finally:
         assert delivery.stop(10)
     assert sorted(message_texts(slack)) == sorted(f"to {name}" for name in names)
+
+
+def _delivery_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name.startswith("sentinel-deliver-") and t.is_alive()}
+
+
+def test_a_warm_worker_waits_for_the_next_alert_instead_of_ending(tmp_path, slack):
+    """With no linger at all an idle worker ends at once; ``keep_warm`` keeps
+    one waiting from the start, and that same thread sends each new alert."""
+    outbox = Outbox(tmp_path / "outbox", policy=POLICY)
+    channel = build_channel("ops", {"type": "slack", "webhook_url": slack.webhook_url})
+    channel.min_interval = 0.0
+    before = _delivery_threads()
+    delivery = Delivery(outbox, ChannelSet({"ops": channel}), linger=0.0, keep_warm=1)
+    delivery.start()
+    try:
+        warm = _delivery_threads() - before
+        assert len(warm) == 1 and delivery.worker_count() == 1
+        for n in range(2):
+            outbox.enqueue(sample_alert(AlertKind.MESSAGE, n=n, text=f"alert {n}"), ["ops"])
+            delivery.wake()
+            wait_for(lambda: outbox.pending_count() == 0, 30, what=f"alert {n} delivered")
+        assert _delivery_threads() - before == warm  # no thread ended, none was started
+    finally:
+        assert delivery.stop(10)
+    assert message_texts(slack) == ["alert 0", "alert 1"]

@@ -27,6 +27,9 @@ LAYERS = {
     "sentinel.state_dir": FORMAT,
     "sentinel.daemon_file": FORMAT,
     "sentinel.logsetup": FORMAT,
+    "sentinel.sparkline": FORMAT,
+    "sentinel.mutes": FORMAT,  # the mute files: written by the CLI, read by the daemon
+    "sentinel.history": SIDES,  # reads the outbox journal, as status does
     "sentinel.exit_status": FORMAT,  # a kernel wait status in words
     "sentinel.rules": FORMAT,  # argument and config value rules, shared by both sides
     "sentinel.safetext": FORMAT,
@@ -54,6 +57,7 @@ LAYERS = {
     "sentinel.healthchecks": SIDES,
     "sentinel.status_page": SIDES,
     "sentinel.cli": CLI,
+    "sentinel.cli_completion": CLI,
 }
 PREFIX_LAYERS = {"sentinel.channels": CHANNELS, "sentinel.daemon": SIDES}
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from sentinel import spool
 from tests.victims.harness import ROOT, Victim, spool_files, swanlab_params, swanlab_python
 
 HEAVY = ("requests", "psutil", "yaml", "watchdog", "swanlab", "swankit", "urllib3")
@@ -68,7 +69,9 @@ def test_a_forked_child_never_writes_as_the_run(tmp_path: Path) -> None:
         assert final.step == 3  # the parent's steps; the child's 999 never landed
         assert victim.progress().step == 3
         assert victim.messages() == []
-        assert "from the child" not in "".join(p.read_text() for p in spool_files(victim.spool))
+        assert b"from the child" not in b"".join(p.read_bytes() for p in spool_files(victim.spool))
+        live, _ = spool.read_live(victim.paths.dir)  # the mapping is shared with the child
+        assert live is not None and live.step == 3
 
 
 def assert_reported_once_and_training_went_on(victim: Victim) -> None:

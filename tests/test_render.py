@@ -138,3 +138,28 @@ def test_language_of(value, expected):
 def test_test_alert_text_in_both_languages():
     assert "can reach you" in render_text(sample_alert(AlertKind.TEST, text=None))
     assert "看到这条消息" in render_text(sample_alert(AlertKind.TEST, text=None), "zh")
+
+
+def test_a_sentinel_run_child_killed_by_sigkill_reads_like_any_kill():
+    from sentinel.render import title
+
+    alert = sample_alert(AlertKind.TERMINATED, signal="SIGKILL", exit_code=None)
+    watched = sample_alert(AlertKind.KILLED, detail=None, signal="SIGKILL")
+    assert headline(alert) == headline(watched) == "Killed (SIGKILL): resnet50-lr3e-4"
+    assert title(alert) == title(watched)
+    assert summary(alert) == summary(watched)
+    assert summary(alert, "zh") == summary(watched, "zh")
+    assert headline(sample_alert(AlertKind.TERMINATED)) == "Terminated (SIGTERM): resnet50-lr3e-4"
+
+
+def test_labels_and_trend_in_the_facts_of_every_language():
+    alert = sample_alert(AlertKind.KILLED, labels={"project": "cifar10", "gpu": "0", "mode": "cloud"},
+                         trend_metric="loss", trend=[2.0, 1.5, 1.0, 0.5, 0.25])
+    en, zh = dict(facts(alert, "en")), dict(facts(alert, "zh"))
+    assert en["Labels"] == zh["标签"] == "gpu=0"  # SwanLab's own labels are shown elsewhere
+    assert en["Trend"] == zh["趋势"] == "loss █▆▄▂▁ 2 → 0.25 (min 0.25, max 2)"
+    from sentinel.channels.bark import render_bark
+
+    assert "loss █▆▄▂▁" in render_bark(alert).body and "gpu=0" in render_bark(alert).body
+    short = sample_alert(AlertKind.KILLED, trend_metric="loss", trend=[1.0])
+    assert "Trend" not in dict(facts(short))  # one point is no picture

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import os
 import resource
+import select
 import shlex
 import signal
 import subprocess
@@ -174,3 +175,43 @@ def test_channels_named_on_the_command_line_are_recorded(spool_path: Path) -> No
     record, _ = spool.read_run(only_run(spool_path).run)
     assert record.channels == ["phone", "ops"]
     assert record.name == shlex.join([PY, "-c", "pass"])  # no --name: the command
+
+
+CRASHING = ("import os, sys; print('tty' if os.isatty(2) else 'no tty', flush=True); "
+            "print('Traceback (most recent call last):', file=sys.stderr); "
+            "print('RuntimeError: CUDA out of memory', file=sys.stderr); sys.exit(3)")
+
+
+def test_a_crashed_childs_stderr_is_relayed_and_its_tail_kept(spool_path: Path) -> None:
+    result = run(spool_path, PY, "-c", CRASHING)
+    assert result.returncode == 3
+    assert result.stdout == "no tty\n"  # stderr is a pipe here: the child gets a pipe
+    assert "RuntimeError: CUDA out of memory" in result.stderr  # still shown where it went
+    final = final_of(only_run(spool_path))
+    assert final.error.splitlines()[0] == "the command exited with code 3"
+    assert final.error.splitlines()[-1] == "RuntimeError: CUDA out of memory"  # the alert's summary
+
+
+def test_a_terminal_on_stderr_stays_a_terminal_for_the_child(spool_path: Path, launch: Launcher) -> None:
+    master, slave = os.openpty()
+    proc = launch([*SENTINEL, "run", "--", PY, "-c", CRASHING], env=sentinel_env(spool_path),
+                  stdout=subprocess.PIPE, stderr=slave)
+    os.close(slave)
+    seen = b""
+    try:
+        assert read_line(proc.stdout) == b"tty\n"
+        assert proc.wait(timeout=60) == 3
+        while b"CUDA out of memory" not in seen:  # relayed to our terminal
+            assert select.select([master], [], [], 30)[0], f"nothing more on the terminal after {seen!r}"
+            seen += os.read(master, 4096)
+    finally:
+        os.close(master)
+    final = final_of(only_run(spool_path))
+    assert final.error.splitlines()[-1] == "RuntimeError: CUDA out of memory"
+
+
+def test_a_finished_child_keeps_no_error(spool_path: Path) -> None:
+    result = run(spool_path, PY, "-c", "import sys; print('just a warning', file=sys.stderr)")
+    assert result.returncode == 0 and "just a warning" in result.stderr
+    final = final_of(only_run(spool_path))
+    assert final.state == "finished" and final.error is None

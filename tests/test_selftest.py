@@ -68,3 +68,39 @@ def test_unknown_channel(tmp_path):
     out = io.StringIO()
     assert run_test(config_for(tmp_path, console=("console", {})), "pager", out=out) == 1
     assert out.getvalue() == "✗ pager: no such channel (configured: console)\n"
+
+
+def test_channels_are_tried_at_once_and_a_silent_server_is_no_answer(tmp_path):
+    import socket
+    import threading
+
+    held = []
+    with socket.socket() as server, FakeBark() as bark:
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+        port = server.getsockname()[1]
+
+        def accept_and_say_nothing():
+            while True:
+                try:
+                    held.append(server.accept()[0])  # the connection stays open, unanswered
+                except OSError:
+                    return
+
+        threading.Thread(target=accept_and_say_nothing, daemon=True).start()
+        config = config_for(
+            tmp_path,
+            silent=("bark", {"url": f"http://127.0.0.1:{port}/abcdefgh1234"}),
+            phone=("bark", {"url": bark.key_url}),
+        )
+        out = io.StringIO()
+        assert run_test(config, None, out=out, waiting_note_after=0.5) == 1
+        # The second channel was sent while the first one was still awaited.
+        assert [p["title"] for p in bark.pushes] == ["🔔 Test alert: run-sentinel"]
+    for conn in held:
+        conn.close()
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "… waiting on silent"
+    assert lines[1].startswith("✗ silent (bark): transient (the daemon would retry): ")
+    assert "no answer within" in lines[1] and "failed to connect" not in lines[1]
+    assert lines[2] == "✓ phone (bark): Bark: code 200 success"

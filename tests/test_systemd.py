@@ -100,6 +100,7 @@ def test_unit_essentials(name: str) -> None:
     assert unit["Service.Restart"] == ["always"]
     assert unit["Service.WatchdogSec"]
     assert unit["Service.ExecStart"][0].endswith("sentinel daemon")
+    assert unit["Service.ExecReload"] == ["/bin/kill -HUP $MAINPID"]  # SIGHUP: the daemon re-reads its config
 
 
 def test_system_unit_keeps_what_the_daemon_needs() -> None:
@@ -200,3 +201,14 @@ def test_verify_catches_a_missing_executable(tmp_path: Path) -> None:
     result = verify(tool, unit)
     assert result.returncode != 0
     assert "/opt/run-sentinel/bin/sentinel" in result.stdout + result.stderr
+
+
+def test_notify_never_blocks_on_a_full_socket(tmp_path: Path) -> None:
+    """Nobody reads the socket: its queue fills, and notify drops rather than stalls the daemon."""
+    import socket
+
+    path = tmp_path / "full.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as unread:
+        unread.bind(str(path))
+        results = [systemd.notify("WATCHDOG=1", env={"NOTIFY_SOCKET": str(path)}) for _ in range(5000)]
+    assert results[0] is True and results[-1] is False  # the queue filled; later pings were dropped

@@ -28,10 +28,12 @@ from sentinel.render import (
     age,
     cap,
     format_duration,
+    format_labels,
     format_scalars,
     last_error_line,
     say,
     summary,
+    trend_line,
 )
 from sentinel.render import title as alert_title
 
@@ -202,6 +204,11 @@ def render_bark(alert: Alert, lang: str = "en") -> BarkText:
         progress.append(format_scalars(alert.scalars, limit=4))
     if progress:
         body.append(" · ".join(progress))
+    trend = trend_line(alert)
+    if trend:
+        body.append(trend)
+    if alert.user_labels:
+        body.append(format_labels(alert.user_labels, limit=4))
     if alert.kind.is_state and alert.kind != AlertKind.FINISHED:
         life = [f"{say(lang, 'heartbeat')} {age(alert.last_beat, alert.created, lang)}"]
         if alert.pid is not None:

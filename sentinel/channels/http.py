@@ -10,19 +10,25 @@ the channel's job; ``raise_for_status`` covers the HTTP rules they share.
 
 from __future__ import annotations
 
+import codecs
 import email.utils
 import io
 import json
 import logging
+import os
 import socket
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Optional, Tuple, Union
+from urllib.parse import urlsplit
 
 import sentinel
 from sentinel.channels.base import DeliveryError
 from sentinel.redact import RedactingFilter, redact
+
+log = logging.getLogger("sentinel.http")
 
 # (connect, read) seconds. An alert that cannot be handed over in this time
 # is retried later rather than blocking the channel's queue.
@@ -72,42 +78,108 @@ def post_json(
     Raises a transient DeliveryError for connection errors, timeouts, a
     missed deadline and anything else that kept an answer from arriving.
     """
-    import requests  # daemon-side dependency; importing channels stays cheap
-    import urllib3
+    import urllib3  # daemon-side dependency; importing channels stays cheap
 
     if not timeout:
         raise ValueError("a timeout is mandatory")
     secrets = list(secrets)
     body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
-    headers = {"Content-Type": "application/json; charset=utf-8", "User-Agent": USER_AGENT}
-    session = _session()
+    connect, read = timeout if isinstance(timeout, tuple) else (timeout, timeout)
     _local.deadline = time.monotonic() + deadline
     try:
-        with session.post(
-            url, data=body, headers=headers, timeout=timeout, allow_redirects=False, stream=True
-        ) as response:
-            _local.status = response.status_code
-            raw = response.raw.read(MAX_ANSWER_BYTES, decode_content=True) or b""
-            text = raw.decode(response.encoding or "utf-8", "replace")
-            return Answer(response.status_code, text, dict(response.headers))
-    except (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError):
-        # (urllib3's own errors come from reading the body through ``raw``.)
-        if time.monotonic() >= _local.deadline:
-            raise DeliveryError(f"{what} timed out (no complete answer within {deadline:g} s)") from None
-        raise DeliveryError(f"{what} timed out (no answer within {_seconds(timeout)})") from None
-    except requests.exceptions.ConnectionError as exc:
-        if time.monotonic() >= _local.deadline:  # urllib3 reports some read timeouts this way
-            raise DeliveryError(f"{what} timed out (no complete answer within {deadline:g} s)") from None
-        raise DeliveryError(f"{what} failed to connect: {redact(_root_cause(exc), secrets)}") from None
-    except requests.exceptions.InvalidURL as exc:
-        raise DeliveryError(f"{what} URL is invalid: {redact(exc, secrets)}", permanent=True) from None
-    except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError) as exc:
-        raise DeliveryError(f"{what} failed: {redact(_root_cause(exc), secrets)}") from None
+        response = _pools().for_url(url).urlopen(
+            "POST", url, body=body, headers=_HEADERS, timeout=urllib3.Timeout(connect=connect, read=read),
+            retries=_retry(), redirect=False, preload_content=False)
+        try:
+            _local.status = response.status
+            raw = response.read(MAX_ANSWER_BYTES, decode_content=True) or b""
+        finally:
+            _release(response)
+        text = raw.decode(_charset(response.headers.get("Content-Type")), "replace")
+        return Answer(response.status, text, dict(response.headers))
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        raise _failure(exc, what, timeout, deadline, secrets) from None
     finally:
         _local.deadline = None
 
 
+_HEADERS = {"Content-Type": "application/json; charset=utf-8", "User-Agent": USER_AGENT}
 _local = threading.local()
+
+
+def _failure(exc: BaseException, what: str, timeout: Union[Tuple[float, float], float], deadline: float,
+             secrets: list[Optional[str]]) -> DeliveryError:
+    """What went wrong on the way, as a DeliveryError (transient unless the URL is unusable)."""
+    import urllib3
+
+    reason = exc.reason if isinstance(exc, urllib3.exceptions.MaxRetryError) and exc.reason else exc
+    # (urllib3 reports some read timeouts as a broken connection: the deadline tells.)
+    if time.monotonic() >= _local.deadline:
+        return DeliveryError(f"{what} timed out (no complete answer within {deadline:g} s)")
+    # Before the timeouts: urllib3's NewConnectionError is (for history) a ConnectTimeoutError.
+    if isinstance(reason, urllib3.exceptions.NewConnectionError):
+        return DeliveryError(f"{what} failed to connect: {redact(_root_cause(exc), secrets)}")
+    if isinstance(reason, (urllib3.exceptions.TimeoutError, socket.timeout)):
+        return DeliveryError(f"{what} timed out (no answer within {_seconds(timeout)})")
+    if isinstance(reason, urllib3.exceptions.LocationValueError):
+        return DeliveryError(f"{what} URL is invalid: {redact(reason, secrets)}", permanent=True)
+    if isinstance(reason, (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ProtocolError,
+                           urllib3.exceptions.SSLError, urllib3.exceptions.ProxyError, OSError)):
+        return DeliveryError(f"{what} failed to connect: {redact(_root_cause(exc), secrets)}")
+    return DeliveryError(f"{what} failed: {redact(_root_cause(exc), secrets)}")
+
+
+def _release(response: Any) -> None:
+    """Keep the connection for the next request if the answer was read to its
+    end; an answer cut at ``MAX_ANSWER_BYTES`` (or by an error) closes it."""
+    if not response.isclosed():
+        response.close()
+    response.release_conn()
+
+
+def _charset(content_type: Optional[str]) -> str:
+    """The answer's declared charset if Python knows it, else UTF-8."""
+    for param in (content_type or "").split(";")[1:]:
+        key, _, value = param.partition("=")
+        if key.strip().lower() == "charset":
+            name = value.strip().strip('"')
+            try:
+                return codecs.lookup(name).name
+            except LookupError:
+                break
+    return "utf-8"
+
+
+def _retry() -> Any:
+    """A connect failure is retried once at once (the request was never sent,
+    so a POST cannot be duplicated); nothing else is. The retry is logged in
+    one line of ours (urllib3's own warning is filtered: ``_NoRetryLines``)."""
+    return _one_line_retry()(total=1, connect=1, read=0, redirect=0, status=0, other=0,
+                             allowed_methods=None, raise_on_status=False, raise_on_redirect=False)
+
+
+_ONE_LINE_RETRY: Any = None
+
+
+def _one_line_retry() -> Any:
+    global _ONE_LINE_RETRY
+    if _ONE_LINE_RETRY is None:
+        from urllib3.util.retry import Retry
+
+        class OneLineRetry(Retry):  # type: ignore[misc, valid-type]
+            """Says in our words, in one line, that the connect is retried."""
+
+            def increment(self, method: Any = None, url: Any = None, *args: Any, **kwargs: Any) -> Any:
+                error = kwargs.get("error") or (args[1] if len(args) > 1 else None)
+                pool = kwargs.get("_pool") or (args[2] if len(args) > 2 else None)
+                host = getattr(pool, "host", None) or "the server"
+                retry = super().increment(method, url, *args, **kwargs)  # raises once used up
+                log.info("connecting to %s failed (%s); trying once more", host,
+                         _root_cause(error) if error is not None else "no answer")
+                return retry
+
+        _ONE_LINE_RETRY = OneLineRetry
+    return _ONE_LINE_RETRY
 
 
 def forget_status() -> None:
@@ -121,41 +193,96 @@ def last_status() -> Optional[int]:
 
 
 def warm_up() -> None:
-    """Import the HTTP stack now (~60 ms) rather than inside the first alert.
-    The daemon calls this at start; the in-process fallback never does."""
-    import requests  # noqa: F401
-    from urllib3.util import retry  # noqa: F401
+    """Import the HTTP stack and make the connection pools now (~60 ms)
+    rather than inside the first alert. The daemon calls this at start; the
+    in-process fallback never does."""
+    _pools()
 
 
-def _session() -> Any:
-    """This thread's HTTP session: kept connections save a handshake per alert.
+# ---------------------------------------------------------------- connections
 
-    One per thread (each delivery worker has its own): a requests Session
-    is not meant to be shared across threads. A kept connection the server
-    has closed is detected before reuse; a connect failure is retried once
-    at once (the request was never sent, so a POST cannot be duplicated).
+
+class _Pools:
+    """Kept connections per destination, straight on urllib3 (thread-safe).
+
+    Kept connections save a handshake per alert; one the server has closed
+    is detected before reuse. A proxy from the environment (``https_proxy``,
+    ``no_proxy``...) is honoured, TLS certificates are verified against
+    ``REQUESTS_CA_BUNDLE`` / ``CURL_CA_BUNDLE`` if set, else certifi's bundle
+    (else the system's), as ``requests`` did.
     """
-    session = getattr(_local, "session", None)
-    if session is None:
-        import requests
-        from urllib3.util.retry import Retry
+
+    def __init__(self) -> None:
+        import urllib3
 
         _mask_urllib3_log()
-        session = requests.Session()
-        session.trust_env = True
-        adapter = _deadline_adapter()(
-            max_retries=Retry(total=1, connect=1, read=0, redirect=0, status=0, other=0,
-                              allowed_methods=None, raise_on_status=False)
-        )
-        session.mount("http://", adapter)
-        session.mount("https://", adapter)
-        _local.session = session
-    return session
+        self._tls = _tls_options()
+        self._direct = self._adopt(urllib3.PoolManager(num_pools=16, maxsize=4, **self._tls))
+        # Read once: scanning the environment costs more than the rest of a request.
+        self._proxies = urllib.request.getproxies_environment()
+        self._proxied: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def for_url(self, url: str) -> Any:
+        proxy = _proxy_for(url, self._proxies) if self._proxies else None
+        if proxy is None:
+            return self._direct
+        import urllib3
+
+        with self._lock:
+            manager = self._proxied.get(proxy)
+            if manager is None:
+                manager = self._adopt(urllib3.ProxyManager(proxy, num_pools=16, maxsize=4, **self._tls))
+                self._proxied[proxy] = manager
+            return manager
+
+    @staticmethod
+    def _adopt(manager: Any) -> Any:
+        manager.pool_classes_by_scheme = _deadline_pools()
+        return manager
+
+
+_POOLS: Optional[_Pools] = None
+_POOLS_LOCK = threading.Lock()
+
+
+def _pools() -> _Pools:
+    global _POOLS
+    if _POOLS is None:
+        with _POOLS_LOCK:
+            if _POOLS is None:
+                _POOLS = _Pools()
+    return _POOLS
+
+
+def _tls_options() -> dict[str, Any]:
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    if not bundle:
+        try:
+            import certifi
+        except ImportError:
+            return {"cert_reqs": "CERT_REQUIRED"}  # the system's certificates
+        bundle = certifi.where()
+    if os.path.isdir(bundle):
+        return {"cert_reqs": "CERT_REQUIRED", "ca_cert_dir": bundle}
+    return {"cert_reqs": "CERT_REQUIRED", "ca_certs": bundle}
+
+
+def _proxy_for(url: str, proxies: Mapping[str, str]) -> Optional[str]:
+    """The proxy of ``proxies`` (the environment's) for ``url`` (None: connect directly)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if urllib.request.proxy_bypass(host):
+        return None
+    proxy = proxies.get(parts.scheme.lower()) or proxies.get("all")
+    if proxy and "://" not in proxy:
+        proxy = "http://" + proxy
+    return proxy or None
 
 
 # ---------------------------------------------------------------- the deadline
 #
-# Every socket the session connects is wrapped so that each read and write
+# Every socket the pools connect is wrapped so that each read and write
 # waits no longer than what is left of this thread's request deadline (and
 # no longer than the timeout urllib3 asked for): the deadline holds for the
 # status line, the headers and the body alike, without a thread per request.
@@ -220,15 +347,14 @@ class _DeadlineSocket:
         return io.BufferedReader(raw, buffering or io.DEFAULT_BUFFER_SIZE)
 
 
-_ADAPTER: Optional[type] = None
+_DEADLINE_POOLS: Optional[dict[str, type]] = None
 
 
-def _deadline_adapter() -> type:
-    """A requests HTTPAdapter whose connections wrap their sockets (made once)."""
-    global _ADAPTER
-    if _ADAPTER is not None:
-        return _ADAPTER
-    import requests
+def _deadline_pools() -> dict[str, type]:
+    """urllib3 pool classes whose connections wrap their sockets (made once)."""
+    global _DEADLINE_POOLS
+    if _DEADLINE_POOLS is not None:
+        return _DEADLINE_POOLS
     from urllib3 import connection, connectionpool
 
     class HTTPConnection(connection.HTTPConnection):
@@ -247,20 +373,8 @@ def _deadline_adapter() -> type:
     class HTTPSConnectionPool(connectionpool.HTTPSConnectionPool):
         ConnectionCls = HTTPSConnection
 
-    pools = {"http": HTTPConnectionPool, "https": HTTPSConnectionPool}
-
-    class DeadlineAdapter(requests.adapters.HTTPAdapter):
-        def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-            super().init_poolmanager(*args, **kwargs)
-            self.poolmanager.pool_classes_by_scheme = pools
-
-        def proxy_manager_for(self, proxy: str, **kwargs: Any) -> Any:
-            manager = super().proxy_manager_for(proxy, **kwargs)
-            manager.pool_classes_by_scheme = pools
-            return manager
-
-    _ADAPTER = DeadlineAdapter
-    return _ADAPTER
+    _DEADLINE_POOLS = {"http": HTTPConnectionPool, "https": HTTPSConnectionPool}
+    return _DEADLINE_POOLS
 
 
 def _mask_urllib3_log() -> None:
@@ -269,6 +383,16 @@ def _mask_urllib3_log() -> None:
     logger = logging.getLogger("urllib3.connectionpool")
     if not any(isinstance(f, RedactingFilter) for f in logger.filters):
         logger.addFilter(RedactingFilter())
+    if not any(isinstance(f, _NoRetryLines) for f in logger.filters):
+        logger.addFilter(_NoRetryLines())
+
+
+class _NoRetryLines(logging.Filter):
+    """urllib3's "Retrying (Retry(total=0, ...)) after connection broken by ..."
+    warning is noise for a user: the retry says so in one line of its own."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Retrying (")
 
 
 def raise_for_status(answer: Answer, *, what: str, secrets: Iterable[Optional[str]] = (),
@@ -309,6 +433,21 @@ def parse_retry_after(value: Optional[str], now: Optional[float] = None) -> Opti
     if seconds != seconds:  # NaN
         return None
     return min(max(0.0, seconds), MAX_RETRY_AFTER)
+
+
+def _caused_by(exc: BaseException, kind: type) -> bool:
+    """Whether ``kind`` is in ``exc``'s chain (causes, contexts, a MaxRetryError's reason)."""
+    seen: list[BaseException] = []
+    todo: list[Any] = [exc]
+    while todo and len(seen) < 32:
+        item = todo.pop()
+        if not isinstance(item, BaseException) or any(item is s for s in seen):
+            continue
+        if isinstance(item, kind):
+            return True
+        seen.append(item)
+        todo.extend([item.__cause__, item.__context__, getattr(item, "reason", None), *item.args])
+    return False
 
 
 def _root_cause(exc: BaseException) -> str:

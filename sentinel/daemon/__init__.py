@@ -34,7 +34,7 @@ def _open_delivery(config: Config, state: StateDir, retry_policy: Any = None) ->
     policy = retry_policy if retry_policy is not None else RetryPolicy(retry_for=config.retry_for)
     outbox = Outbox(state.outbox, policy)
     channels = ChannelSet.from_config(config, state.inline)
-    delivery = Delivery(outbox, channels)
+    delivery = Delivery(outbox, channels, keep_warm=1)  # an alert wakes a waiting worker
     return outbox, channels, delivery
 
 
@@ -51,21 +51,50 @@ def _start_fleet(config: Config, outbox: Any) -> Any:
         return None
 
 
-def _install_signal_handlers(stop: threading.Event) -> dict[int, Any]:
-    """SIGTERM/SIGINT only set ``stop`` (the loop does the rest); main thread only."""
+def _install_signal_handlers(stop: threading.Event, reload: threading.Event,
+                             wake: list[Any]) -> dict[int, Any]:
+    """SIGTERM/SIGINT only set ``stop``, SIGHUP only ``reload`` and wakes the
+    loop (``wake`` holds its waker once there is one); main thread only."""
     if threading.current_thread() is not threading.main_thread():
         return {}
     previous: dict[int, Any] = {}
 
-    def handler(signum: int, frame: Any) -> None:
+    def on_stop(signum: int, frame: Any) -> None:
         stop.set()
 
+    def on_hup(signum: int, frame: Any) -> None:
+        reload.set()
+        for waker in wake:
+            waker()
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        previous[signum] = signal.signal(signum, handler)
+        previous[signum] = signal.signal(signum, on_stop)
+    previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, on_hup)
     return previous
 
 
-def run(config: Config, stop: Optional[threading.Event] = None, *, retry_policy: Any = None) -> int:
+def reload_config(running: Config) -> Optional[Config]:
+    """The config file read again, or None (refused: errors logged, ``running`` stays)."""
+    from sentinel.config import ConfigError, resolve_config
+
+    systemd.notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
+    try:
+        try:
+            new = resolve_config(str(running.source) if running.source is not None else None)
+        except ConfigError as exc:
+            log.error("reload refused, the running config stays: %s", exc)
+            return None
+        if (new.spool_path(), new.state_path()) != (running.spool_path(), running.state_path()):
+            log.error("reload refused, the running config stays: spool and state_dir change only "
+                      "with a restart (systemctl restart sentinel)")
+            return None
+        return new
+    finally:
+        systemd.notify("READY=1")
+
+
+def run(config: Config, stop: Optional[threading.Event] = None, *, retry_policy: Any = None,
+        log_format: str = "text") -> int:
     """Run the daemon until SIGTERM/SIGINT or ``stop`` is set; the exit status.
 
     ``retry_policy`` (a ``sentinel.outbox.RetryPolicy``) overrides the retry
@@ -90,7 +119,9 @@ def run(config: Config, stop: Optional[threading.Event] = None, *, retry_policy:
     if lock_fd is None:
         log.error("another daemon already watches %s (lock %s held)", config.spool_path(), state.lock_path)
         return 1
-    previous = _install_signal_handlers(stop)
+    reload = threading.Event()
+    wake: list[Any] = []
+    previous = _install_signal_handlers(stop, reload, wake)
     old_name = daemon_file.name_this_process()
     delivery = daemon = fleet = None
     try:
@@ -104,7 +135,24 @@ def run(config: Config, stop: Optional[threading.Event] = None, *, retry_policy:
         daemon.start(time.time())
         systemd.notify("READY=1")
         log.info("watching %s (%d run(s) tracked)", config.spool_path(), len(daemon.tracker.runs))
-        serve(daemon, stop)
+        wake.append(daemon.wakeup.wake)
+
+        def on_reload() -> None:
+            from sentinel.delivery import ChannelSet
+            from sentinel.logsetup import setup_logging
+
+            assert daemon is not None
+            new = reload_config(daemon.config)
+            if new is None:
+                return
+            channels.replace_configured(ChannelSet.from_config(new, state.inline))
+            daemon.config = daemon.tracker.config = new  # the tracker decides by it from now on
+            setup_logging(new.log_level, log_format)
+            log.info("config reloaded from %s; channels: %s (default: %s)",
+                     new.source or "the embedded default", ", ".join(new.channels) or "none",
+                     ", ".join(new.default_channels) or "none")
+
+        serve(daemon, stop, reload=reload, on_reload=on_reload)
         return 0
     finally:
         systemd.notify("STOPPING=1")

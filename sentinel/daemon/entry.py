@@ -14,15 +14,15 @@ from sentinel.logsetup import setup_logging
 log = logging.getLogger("sentinel")
 
 
-def run_daemon(config_path: Optional[str], log_level: Optional[str]) -> int:
+def run_daemon(config_path: Optional[str], log_level: Optional[str], log_format: str = "text") -> int:
     """The daemon's exit status; 78 (EX_CONFIG) for a config it cannot use."""
-    setup_logging("info")
+    setup_logging("info", log_format)
     try:
         config = resolve_config(config_path)
     except ConfigError as exc:
         print(f"sentinel: {exc}", file=sys.stderr)
         return os.EX_CONFIG
-    setup_logging(log_level or config.log_level)
+    setup_logging(log_level or config.log_level, log_format)
     log.info(
         "config: %s; spool: %s; channels: %s (default: %s)",
         config.source or "embedded default (alerts printed to the console)",
@@ -32,7 +32,7 @@ def run_daemon(config_path: Optional[str], log_level: Optional[str]) -> int:
     )
     from sentinel import daemon
 
-    return int(daemon.run(config) or 0)
+    return int(daemon.run(config, log_format=log_format) or 0)
 
 
 def main(argv: Sequence[str]) -> int:

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
-from sentinel import daemon_file, spool, systemd
+from sentinel import daemon_file, mutes, spool, systemd
 from sentinel.config import Config
 from sentinel.daemon import archive, reconcile
 from sentinel.daemon.failures import FailureLog
@@ -60,6 +60,7 @@ class Daemon:
         observer: Optional[FleetObserver] = None,
     ) -> None:
         self.config = config
+        self._status_sent = ""  # the last STATUS= line sent to systemd
         # Fleet hook (metrics, healthchecks.io): told of tracked runs, transitions and loop passes.
         self.observer = observer if observer is not None else FleetObserver()
         self.spool = Path(config.spool_path())
@@ -97,6 +98,10 @@ class Daemon:
             log.info("watching process pidfds only (no PIDFD_THREAD + PIDFD_GET_INFO, or %s=0)",
                      ENV_DISABLE)
         daemon_file.write(self.spool)
+        try:
+            mutes.ensure_dir(self.spool)  # made by the daemon, so a user cannot plant their own
+        except OSError as exc:
+            log.warning("cannot make %s (%s): mutes are ignored", mutes.mutes_dir(self.spool), exc)
         self.watcher.start()
         reconcile.reconcile_all(self.tracker, now)
         freeze_long_lived()
@@ -118,7 +123,7 @@ class Daemon:
 
     def timeout(self, now: float) -> float:
         """Seconds the loop may sleep before some step is due."""
-        due = [now if self.sweep is not None else self.next_rescan]
+        due = [now if self.sweep is not None or self.tracker.retiring else self.next_rescan]
         stall_check = self.tracker.next_stall_check()
         if stall_check is not None:
             due.append(stall_check)
@@ -128,17 +133,29 @@ class Daemon:
             due.append(self.next_watchdog)
         return max(MIN_STEP, min(due) - now)
 
+    def report_status(self) -> None:
+        """``systemctl status sentinel`` shows this line (sd_notify STATUS=), sent when it changes."""
+        text = (f"watching {len(self.tracker.runs)} run(s); "
+                f"{self.tracker.outbox.pending_count()} alert(s) pending delivery")
+        if text != self._status_sent:
+            self._status_sent = text
+            systemd.notify(f"STATUS={text}")
+
     def poll_once(self, clock: Callable[[], float], max_wait: Optional[float] = None) -> float:
         """Wait for something to do, do it; returns the ``now`` it used."""
         wait = self.timeout(clock())
         if max_wait is not None:
             wait = min(wait, max_wait)
+        # Ended on an earlier pass: archived now, while this pass's wait let their alerts go out first.
+        retiring = self.tracker.take_retiring()
         try:
             ready = self.epoll.poll(wait)
         except InterruptedError:
             ready = []
         now = clock()
         self.handle(ready, now)
+        for run_id in retiring:
+            self._guard(run_id, self.tracker.retire_if_ended, run_id, now)
         self.tick(now)
         return now
 
@@ -274,8 +291,9 @@ def freeze_long_lived() -> None:
 # ---------------------------------------------------------------- the entry point
 
 
-def serve(daemon: Daemon, stop: threading.Event, clock: Callable[[], float] = time.time) -> None:
-    """Run ``daemon`` until ``stop`` is set."""
+def serve(daemon: Daemon, stop: threading.Event, clock: Callable[[], float] = time.time, *,
+          reload: Optional[threading.Event] = None, on_reload: Callable[[], None] = lambda: None) -> None:
+    """Run ``daemon`` until ``stop`` is set; ``on_reload`` whenever ``reload`` is."""
     # The stop event is set by a signal handler or another thread; this
     # waiter turns it into a wake-up of the epoll so shutdown is immediate.
     def wake_on_stop() -> None:
@@ -286,6 +304,10 @@ def serve(daemon: Daemon, stop: threading.Event, clock: Callable[[], float] = ti
     waiter.start()
     while not stop.is_set():
         daemon.poll_once(clock)
+        if reload is not None and reload.is_set():
+            reload.clear()
+            on_reload()
+        daemon.report_status()
 
 
 def prepare_spool(spool_path: Path) -> None:

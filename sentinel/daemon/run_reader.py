@@ -108,6 +108,7 @@ class TrackedRun:
     cgroup: Optional[CgroupCounter] = None
     progress: Optional[Progress] = None
     stall_check_at: Optional[float] = None  # when to re-read beat.json
+    frozen: bool = False  # stalled with the heartbeat stopped too, not only progress
     channels: list[str] = field(default_factory=list)
 
     @property
@@ -314,15 +315,29 @@ class RunReader:
                 return None
 
     def read_progress(self, run: TrackedRun) -> Optional[Progress]:
-        """The newest beat, or the last good one if beat.json is absent or bad."""
+        """The newest beat, or the last good one if beat.json is absent or bad,
+        with the step and scalars of ``live.bin`` when the run reported since."""
         with self._run_dir(run) as dir_fd:
             if dir_fd is None:
                 return run.progress
             try:
                 progress = self._read_owned(run, dir_fd, spool.BEAT_FILE, run.paths.beat, Progress)
             except FileNotFoundError:
-                return run.progress
-        return progress if progress is not None else run.progress
+                progress = None
+        if progress is None:
+            progress = run.progress
+        return spool.with_live(progress, self.read_live(run))
+
+    def read_live(self, run: TrackedRun) -> Optional[spool.LiveProgress]:
+        """The run's last reported step and scalars, or None (absent, bad, not its own)."""
+        try:
+            live, st = spool.read_live(run.paths.dir)
+        except FileNotFoundError:
+            return None
+        except SpoolFormatError as exc:
+            self.problems.report(run.paths.live, str(exc))
+            return None
+        return live if self._owned(run, run.paths.live, st) else None
 
     def pending_messages(self, run: TrackedRun) -> PendingMessages:
         """Queued messages oldest first, in the open ``msg/``; a bad one has

@@ -16,7 +16,7 @@ import logging
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Protocol
 
-from sentinel import spool
+from sentinel import mutes, spool
 from sentinel.alerts import Alert, AlertKind, from_run, with_kernel_ending
 from sentinel.channels import routing
 from sentinel.config import Config
@@ -61,6 +61,7 @@ class OutboxLike(Protocol):
     def journal(self, run_id: str) -> list[Alert]: ...
     def forget_run(self, run_id: str) -> None: ...
     def prune_dead_letters(self, now: float, retention: float) -> int: ...
+    def pending_count(self) -> int: ...
 
 
 class InlineChannels(Protocol):
@@ -97,10 +98,13 @@ class Tracker:
         self.messages = MessageGate(config.message_limits, outbox.open_messages)
         self.wake_delivery = wake_delivery
         self.syncer = SyncThread(outbox.sync)  # fsyncs new alerts off the loop, during delivery
+        self.mute_book = mutes.MuteBook(reader.spool)
         self.runs: dict[str, TrackedRun] = {}
         self.retired: set[str] = set()  # ended runs whose directory could not be archived
         # (deadline, run id); an entry is current only while it equals the run's stall_check_at.
         self.stall_heap: list[tuple[float, str]] = []
+        # Ended runs to archive on the loop's next pass (``retire_soon``), in order.
+        self.retiring: dict[str, None] = {}
 
     def close(self) -> None:
         self.syncer.stop()
@@ -130,7 +134,7 @@ class Tracker:
         self.schedule_stall_check(run, None)
         self.judge_exit(run, now, status)
         if run.state.is_terminal:
-            self.retire(run, now)
+            self.retire_soon(run)
 
     def judge_exit(self, run: TrackedRun, now: float, status: Optional[int] = None) -> None:
         """The process is gone: its final record if any, else killed (OOM if the
@@ -158,7 +162,7 @@ class Tracker:
         if final is not None:
             self.apply(run, Event.final(final.state), now, final=final)
             if not run.watched:
-                self.retire(run, now)
+                self.retire_soon(run)
 
     def check_stall(self, run: TrackedRun, now: float) -> None:
         """At a run's deadline: re-read its beat; stalled, or the next deadline."""
@@ -169,6 +173,7 @@ class Tracker:
         timeout = self.stall_timeout(run)
         if is_stale(run.progress, run.record.started, timeout, now):
             reason = self._stall_reason(run, timeout, now)
+            run.frozen = reason.code == "frozen"
             self.apply(run, Event(EventKind.PROGRESS_STALE), now, reason=reason)
             if run.state is RunState.STALLED:
                 self.watcher.want_beats(run.run_id, True)
@@ -185,7 +190,9 @@ class Tracker:
         timeout = self.stall_timeout(run)
         if is_stale(run.progress, run.record.started, timeout, now):
             return
-        self.apply(run, Event(EventKind.PROGRESS_FRESH), now, reason=Reason("resumed"))
+        # Only a frozen process had stopped its heartbeat too; a hung training loop had not.
+        self.apply(run, Event(EventKind.PROGRESS_FRESH), now,
+                   reason=Reason("resumed") if run.frozen else None)
         if run.state is RunState.RUNNING:
             self.watcher.want_beats(run.run_id, False)
             deadline = stall_deadline(run.progress, run.record.started, timeout)
@@ -205,10 +212,14 @@ class Tracker:
         progress = self.reader.read_progress(run)
         run.progress = progress
         alert = from_run(alert_id(run.run_id, number, kind), kind, run.record, progress=progress,
-                         final=final, now=now, reason=reason, user=run.user)
+                         final=final, now=now, reason=reason, user=run.user,
+                         trend_metric=self.config.trend_metric, trend_points=self.config.trend_points)
         alert = with_kernel_ending(alert, kernel_status)
-        channels = routing.recipients(kind.value, run.channels, self.config.alert_on,
+        alert_on = self.config.alert_on if run.record.alert_on is None else run.record.alert_on
+        channels = routing.recipients(kind.value, run.channels, alert_on,
                                       delivered_inline=final is not None and final.delivered_inline)
+        channels = self.mute_book.channels_for(kind.value, run.run_id, run.record.name,
+                                               run.record.labels.get("project"), run.owner_uid, channels, now)
         # If this raises (disk full), the state stays put and the next rescan decides again.
         self.outbox.enqueue(alert, channels, sync=False)
         old_state = run.state
@@ -236,13 +247,34 @@ class Tracker:
                     # Known: already queued before a restart. Not admitted: dropped (counted, logged).
                     if self.outbox.known(alert.alert_id) or self.messages.admit(run.run_id, run.owner_uid,
                                                                                 run.user, now):
-                        self.outbox.enqueue(alert, run.channels, sync=False)
+                        channels = self.mute_book.channels_for(
+                            AlertKind.MESSAGE.value, run.run_id, run.record.name,
+                            run.record.labels.get("project"), run.owner_uid, run.channels, now)
+                        self.outbox.enqueue(alert, channels, sync=False)
                     queued.append(name)
             finally:
                 if queued:
                     self.wake_delivery()
                     self.outbox.sync()
             pending.remove(queued)  # in the msg/ directory they were read from
+
+    def retire_soon(self, run: TrackedRun) -> None:
+        """Retire ``run`` on the loop's next pass: archiving (renames, and the
+        spool events they cause) would compete with the delivery worker
+        sending the alert just queued."""
+        self.retiring[run.run_id] = None
+
+    def take_retiring(self) -> list[str]:
+        """The runs ``retire_soon`` named so far (the loop retires them next pass)."""
+        run_ids, self.retiring = list(self.retiring), {}
+        return run_ids
+
+    def retire_if_ended(self, run_id: str, now: float) -> None:
+        """Retire ``run_id`` if it is still tracked, ended and unwatched
+        (forgotten and re-admitted meanwhile, its new state decides)."""
+        run = self.runs.get(run_id)
+        if run is not None and run.state.is_terminal and not run.watched:
+            self.retire(run, now)
 
     def retire(self, run: TrackedRun, now: float) -> None:
         """An ended run whose process is gone: archive it and stop tracking."""

@@ -101,7 +101,7 @@ def main() -> int:
         _common.Verdict("job_alert", "alerts per job event", f"{max(per_event, default=0)} (pushes {pushes})",
                         "1", one_each),
     ]
-    _common.publish(args, "job_alert", "6. Job alerts (torchrun, one rank killed)", body, verdicts, started)
+    _common.publish(args, "job_alert", "7. Job alerts (torchrun, one rank killed)", body, verdicts, started)
     return 0 if one_each else 1
 
 

@@ -194,9 +194,11 @@ def cmd_history(args: argparse.Namespace) -> int:
     from sentinel import history
 
     try:
-        _, state_dir = _spool_and_state(args)
+        spool_path, state_dir = _spool_and_state(args)
     except ConfigError as exc:
         return _report_config_error(exc)
+    if args.resend is not None:
+        return _resend(args.resend, spool_path, state_dir)
     deliveries = history.collect(state_dir, args.run)
     if args.json:
         print(json.dumps(history.as_json(deliveries), ensure_ascii=False, indent=2))
@@ -204,6 +206,50 @@ def cmd_history(args: argparse.Namespace) -> int:
         print(history.format_table(deliveries))
     else:
         print(f"no alerts journalled{' for ' + repr(args.run) if args.run else ''} in {state_dir}")
+    return EXIT_OK
+
+
+def _resend(alert_id: str, spool_path: Path, state_dir: Path) -> int:
+    """Resend a dead letter: directly with no daemon running (under its state lock),
+    else by a request the daemon takes (``sentinel.resend``): the outbox is its own."""
+    from sentinel import outbox, resend
+    from sentinel.state_dir import StateDir, StateDirError
+
+    if not outbox.is_alert_id(alert_id):
+        print(f"sentinel: {alert_id!r} is not an alert id (the last column of sentinel history)",
+              file=sys.stderr)
+        return EXIT_USAGE
+    readable = os.access(state_dir / "outbox", os.R_OK | os.X_OK)
+    if readable:
+        try:
+            outbox.check_resendable(outbox.read_records(StateDir(state_dir).outbox), alert_id)
+        except outbox.ResendRefused as exc:
+            print(f"sentinel: {exc}", file=sys.stderr)
+            return EXIT_FAILURE
+    state = StateDir(state_dir)
+    try:
+        lock_fd = state.lock() if readable else None
+    except StateDirError:
+        lock_fd = None  # not ours (root's daemon): ask the daemon
+    if lock_fd is not None:
+        try:
+            channels = outbox.Outbox(state.outbox).resend(alert_id)
+        except (outbox.ResendRefused, OSError) as exc:
+            print(f"sentinel: {exc}", file=sys.stderr)
+            return EXIT_FAILURE
+        finally:
+            os.close(lock_fd)
+        print(f"alert {alert_id} is pending again for {', '.join(channels)}; "
+              "it goes out when the daemon runs")
+        return EXIT_OK
+    try:
+        resend.request(spool_path, alert_id)
+    except OSError as exc:
+        print(f"sentinel: cannot ask the daemon to resend ({exc}); is it running on {spool_path}?",
+              file=sys.stderr)
+        return EXIT_FAILURE
+    print(f"asked the daemon to resend alert {alert_id}; sentinel history shows it retrying once taken"
+          + ("" if readable else " (the daemon's log says if it refused)"))
     return EXIT_OK
 
 
@@ -337,6 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "happened, and per channel delivered / retrying (next try) / dead-lettered.")
     p.add_argument("run", nargs="?", metavar="RUN", help="only this run (id or name)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--resend", metavar="ID", help="send a dead-lettered alert once more (its ALERT ID)")
     p.add_argument("--config", metavar="PATH", help="config file that names the state directory")
     p.add_argument("--spool", metavar="DIR", help="spool directory (its .daemon state directory)")
     p.set_defaults(func=cmd_history)

@@ -87,20 +87,7 @@ def file_name(uid: int, scope: str, target: str) -> str:
 
 def ensure_dir(spool_path: Path) -> Path:
     """``.mutes/``: sticky and world-writable in a shared spool (like /tmp), else 0700."""
-    path = mutes_dir(spool_path)
-    try:
-        st = os.stat(spool_path)
-        shared = bool(st.st_mode & (stat.S_ISVTX | stat.S_IWOTH))
-    except OSError:
-        shared = False
-    with contextlib.suppress(FileExistsError):
-        os.mkdir(path, 0o700)
-        if shared:
-            os.chmod(path, 0o1777)
-    st = os.lstat(path)
-    if not stat.S_ISDIR(st.st_mode):
-        raise NotADirectoryError(f"{path} is not a directory (or is a symlink)")
-    return path
+    return spool.ensure_drop_dir(spool_path, MUTES_DIR)
 
 
 def write_mute(spool_path: Path, mute: Mute) -> Path:

@@ -35,8 +35,11 @@ What is guaranteed when:
   the end of the fsync, normally a few ms) can lose the alert; the daemon
   never deletes the source of an alert (a run's message file) before a
   ``sync()`` of its own returned.
-- Every later change of a record (delivered, failed, dead-lettered) is
-  fsynced before the call returns.
+- Every later change of a record (delivered, failed, dead-lettered,
+  resent) is fsynced before the call returns. ``resend(alert_id)`` (asked
+  for by ``sentinel history --resend``) puts an alert's dead-lettered
+  channels back to pending with a fresh attempt budget and removes their
+  dead letters.
 
 ``seq`` numbers alerts in enqueue order: a channel's pending alerts are sent
 state alerts first (killed, crashed, finished, ...: a flood of one run's
@@ -254,6 +257,31 @@ def _alert(data: Any) -> Alert:
 def read_record(path: Path) -> OutboxRecord:
     """One alert record; FileNotFoundError if absent, SpoolFormatError if damaged."""
     return OutboxRecord.from_dict(read_json(path, MAX_RECORD_BYTES)[0])
+
+
+class ResendRefused(ValueError):
+    """``Outbox.resend`` cannot resend that alert; the message says why, in one line."""
+
+
+def is_alert_id(text: str) -> bool:
+    return bool(_SAFE_NAME.match(text))
+
+
+def check_resendable(records: list[OutboxRecord], alert_id: str) -> list[str]:
+    """The channels ``alert_id`` is dead-lettered for among ``records``, or ``ResendRefused``."""
+    for record in records:
+        if record.alert.alert_id == alert_id:
+            return _dead_channels(record)
+    raise ResendRefused(f"no alert {alert_id!r} in the outbox (see sentinel history)")
+
+
+def _dead_channels(record: OutboxRecord) -> list[str]:
+    dead = [name for name, state in record.channels.items() if state.state == DEAD]
+    if not dead:
+        shown = ", ".join(f"{state.state} for {name}" for name, state in record.channels.items())
+        raise ResendRefused(f"alert {record.alert.alert_id} has no dead letter to resend "
+                            f"({shown or 'it had no channel'})")
+    return dead
 
 
 @dataclass(frozen=True)
@@ -500,6 +528,39 @@ class Outbox:
                     letter.path.unlink()
                     removed += 1
         return removed
+
+    def run_of(self, alert_id: str) -> Optional[str]:
+        """The run id ``alert_id`` is about (None: no such alert)."""
+        path = self._paths.get(alert_id)
+        return None if path is None else read_record(path).alert.run_id
+
+    def resend(self, alert_id: str) -> list[str]:
+        """Give ``alert_id``'s dead-lettered channels a fresh attempt budget: pending
+        again, their dead letters removed; the channels, or ``ResendRefused``."""
+        path = self._paths.get(alert_id)
+        if path is None:
+            raise ResendRefused(f"no alert {alert_id!r} in the outbox (see sentinel history)")
+        with self._record_locks[_stripe(alert_id)], self._lock:  # the record's lock: no outcome in flight
+            record = self._open.get(alert_id) or read_record(path)
+            dead = _dead_channels(record)  # memory follows the disk: an unwritten outcome is not dead yet
+            updated = record
+            for name in dead:
+                updated = updated.with_channel(name, ChannelState())
+            write_json(path, updated.to_dict(), durable=True)
+            was_open = alert_id in self._open
+            self._open[alert_id] = updated
+            if was_open:
+                entry = (_rank(record.alert), record.seq, alert_id)
+                for name in dead:
+                    bisect.insort(self._queues.setdefault(name, []), entry)
+            else:
+                self._opened(updated, dead)
+        for letter in read_dead_letters(self.root):
+            if letter.alert_id == alert_id and letter.channel in dead:
+                with contextlib.suppress(OSError):
+                    letter.path.unlink()
+        log.info("alert %s is pending again for %s (resent)", alert_id, ", ".join(dead))
+        return dead
 
     # ------------------------------------------------------------ for delivery
 

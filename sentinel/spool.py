@@ -1140,3 +1140,23 @@ def _decode_live(record: bytes, names: bytes) -> LiveProgress:
         scalars=scalars,
         cleared=frozenset(cleared - set(scalars)),
     )
+
+
+def ensure_drop_dir(spool_path: Path, name: str) -> Path:
+    """``<spool>/<name>/``, where users leave requests for the daemon, who judges
+    each by its file's owner: sticky and world-writable in a shared spool
+    (like /tmp), else 0700."""
+    path = Path(spool_path) / name
+    try:
+        st = os.stat(spool_path)
+        shared = bool(st.st_mode & (stat.S_ISVTX | stat.S_IWOTH))
+    except OSError:
+        shared = False
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path, 0o700)
+        if shared:
+            os.chmod(path, 0o1777)
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode):
+        raise NotADirectoryError(f"{path} is not a directory (or is a symlink)")
+    return path

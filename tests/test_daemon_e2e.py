@@ -463,7 +463,10 @@ def test_archived_runs_are_pruned_after_retention(tmp_path: Path, bark: FakeBark
             run_id = v.ready()
             v.wait()
         wait_for_push(bark, K.FINISHED, "short-lived")
-        wait_for(lambda: not (daemon.state / "archive" / run_id).exists(), 30, what="the archive pruned")
+        # Archived (moved out of the spool, on a later loop pass than the alert), then pruned.
+        archived = daemon.state / "archive" / run_id
+        wait_for(lambda: not (daemon.spool / run_id).exists() and not archived.exists(), 30,
+                 what="the run archived and the archive pruned")
         daemon.stop()
     assert daemon.journal(run_id) == []  # the journal went with it
 

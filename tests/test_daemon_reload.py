@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import pwd
 import signal
 from pathlib import Path
 from typing import Iterator
@@ -78,3 +80,55 @@ def test_sighup_reloads_refuses_a_bad_config_and_keeps_state(tmp_path: Path,
         assert daemon.stop() == 0
     # Nothing was decided twice across the reloads.
     assert [p["title"].endswith(": before") for p in first.pushes + second.pushes].count(True) == 1
+
+
+def test_sighup_applies_new_message_limits(tmp_path: Path, barks: tuple[FakeBark, FakeBark]) -> None:
+    """The message limits come from the reloaded config, not the one the daemon started with."""
+    phone, _ = barks
+    with DaemonProcess(tmp_path, {"phone": {"type": "bark", "url": phone.key_url}}) as daemon:
+        rewrite(daemon, message_limits={"per_run_per_minute": 2})
+        hup(daemon, "config reloaded")
+        sent = [arg for n in range(5) for arg in ("--send", f"note {n}")]
+        with Victim.watch(daemon.tmp, "sleep-forever", "--name", "chatty", "--steps", "1", *sent,
+                          spool_dir=daemon.spool).start() as v:
+            run_id = v.ready()
+            v.expect("RUNNING")  # all five sent
+            daemon.wait_log(f"run {run_id}: messages dropped from now on")
+            v.kill()
+            v.wait()
+        wait_for_kill_push(phone, "chatty")
+        daemon.wait_log(f"run {run_id}: 3 message(s) dropped in all")
+        assert daemon.stop() == 0
+    assert [p["body"] for p in phone.pushes if p["body"].startswith("note ")] == ["note 0", "note 1"]
+
+
+def test_sighup_applies_new_channel_access_rules(tmp_path: Path, barks: tuple[FakeBark, FakeBark]) -> None:
+    """A channel opened to the run's user by a reload is used from then on."""
+    everyone, team = barks
+    me = pwd.getpwuid(os.getuid()).pw_name
+    others = [user.pw_name for user in pwd.getpwall() if user.pw_uid != os.getuid()]
+    if not others:
+        pytest.skip("no other user on this host to open the channel to")
+    channels = {"open": {"type": "bark", "url": everyone.key_url},
+                "team": {"type": "bark", "url": team.key_url, "users": others[:1]}}
+
+    def killed_on_team(name: str) -> None:
+        with Victim.watch(daemon.tmp, "sleep-forever", "--name", name, "--heartbeat", "0.1",
+                          "--channel", json.dumps("team"), spool_dir=daemon.spool).start() as v:
+            v.ready()
+            v.expect("RUNNING")
+            v.kill()
+            v.wait()
+
+    with DaemonProcess(tmp_path, channels, default_channels=["open"]) as daemon:
+        killed_on_team("refused")
+        wait_for_kill_push(everyone, "refused")  # not open to this user: the default channel instead
+
+        channels["team"]["users"] = [me]
+        rewrite(daemon, channels=channels)
+        hup(daemon, "config reloaded")
+        killed_on_team("allowed")
+        wait_for_kill_push(team, "allowed")
+        assert daemon.stop() == 0
+    assert not [p for p in team.pushes if p["title"].endswith(": refused")]
+    assert not [p for p in everyone.pushes if p["title"].endswith(": allowed")]

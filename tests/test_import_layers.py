@@ -41,6 +41,7 @@ LAYERS = {
     "sentinel.render": CHANNELS,
     "sentinel.endings": FORMAT,  # the table of endings; the run record format names them
     "sentinel.outbox": OUTBOX,
+    "sentinel.resend": OUTBOX,  # resend requests: a dead letter handed back to the outbox
     "sentinel.delivery": OUTBOX,
     "sentinel.fallback": OUTBOX,
     "sentinel.recorder": SIDES,

@@ -16,14 +16,16 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import select
+import stat
 import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
-from sentinel import daemon_file, mutes, spool, systemd
+from sentinel import daemon_file, mutes, resend, spool, systemd
 from sentinel.config import Config
 from sentinel.daemon import archive, reconcile
 from sentinel.daemon.failures import FailureLog
@@ -82,6 +84,7 @@ class Daemon:
                                job_liveness=Liveness(self.epoll, self.liveness.use_pidfd, use_threads=False),
                                wake_loop=self.wakeup.wake)
         self.jobs = self.tracker.jobs
+        self.resends = resend.ResendDesk(self.spool, outbox, self.run_owner, wake_delivery)
         self.sweep: Optional[RescanSweep] = None  # the rescan under way, if any
         self.next_rescan = 0.0
         self.next_poll = 0.0
@@ -106,6 +109,11 @@ class Daemon:
             mutes.ensure_dir(self.spool)  # made by the daemon, so a user cannot plant their own
         except OSError as exc:
             log.warning("cannot make %s (%s): mutes are ignored", mutes.mutes_dir(self.spool), exc)
+        try:
+            resend.ensure_dir(self.spool)
+        except OSError as exc:
+            log.warning("cannot make %s (%s): resend requests are ignored",
+                        resend.resend_dir(self.spool), exc)
         self.watcher.start()
         reconcile.reconcile_all(self.tracker, now)
         freeze_long_lived()
@@ -206,10 +214,27 @@ class Daemon:
             self.next_rescan = now + self.config.rescan_interval
         if self.sweep is not None:
             self.continue_rescan(now)
+        self.resends.poll()  # one lstat unless a request came
         if self.next_watchdog is not None and now >= self.next_watchdog and self.watchdog_period:
             systemd.notify("WATCHDOG=1")
             self.next_watchdog = now + self.watchdog_period
         self.observer.loop_pass(now)  # fleet hook
+
+    def run_owner(self, run_id: str) -> Optional[int]:
+        """The uid that owns run ``run_id``: tracked, archived or left in the spool (None: unknown)."""
+        run = self.tracker.runs.get(run_id)
+        if run is not None:
+            return run.owner_uid
+        if not run_id or "/" in run_id or run_id.startswith("."):
+            return None
+        for parent in (self.state.archive, self.spool):
+            try:
+                st = os.lstat(parent / run_id)  # a directory's owner is whoever made it: not forgeable
+            except OSError:
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                return st.st_uid
+        return None
 
     def _guard(self, run_id: str, step: Callable[..., Any], *args: Any) -> None:
         """One run's trouble is logged and retried at the next rescan; the loop goes on."""
@@ -245,6 +270,7 @@ class Daemon:
     def start_rescan(self, now: float) -> None:
         """Begin a rescan; ``continue_rescan`` lists and visits the runs a slice at a time."""
         daemon_file.write(self.spool)
+        self.resends.look_again()
         if self.sweep is not None:
             self.sweep.close()
         self.sweep = RescanSweep(self.spool)

@@ -65,6 +65,8 @@ class OutboxLike(Protocol):
     def forget_run(self, run_id: str) -> None: ...
     def prune_dead_letters(self, now: float, retention: float) -> int: ...
     def pending_count(self) -> int: ...
+    def run_of(self, alert_id: str) -> Optional[str]: ...
+    def resend(self, alert_id: str) -> list[str]: ...
 
 
 class InlineChannels(Protocol):
@@ -90,7 +92,7 @@ class Tracker:
         job_liveness: Liveness,
         wake_loop: Callable[[], None] = lambda: None,
     ) -> None:
-        self.config = config
+        self._config = config
         # Fleet hook (metrics, healthchecks.io): told of tracked runs and transitions.
         self.observer = observer if observer is not None else FleetObserver()
         self.reader = reader
@@ -99,8 +101,8 @@ class Tracker:
         self.watcher = watcher
         self.oom = oom
         self.archive_dir = archive_dir
-        self.access = ChannelAccess(config, reader.shared,
-                                    inline_channels.register_inline if inline_channels is not None else None)
+        self._register_inline = inline_channels.register_inline if inline_channels is not None else None
+        self.access = ChannelAccess(config, reader.shared, self._register_inline)
         self.messages = MessageGate(config.message_limits, outbox.open_messages)
         self.wake_delivery = wake_delivery
         self.syncer = SyncThread(outbox.sync)  # fsyncs new alerts off the loop, during delivery
@@ -115,6 +117,18 @@ class Tracker:
         self.jobs = JobWatch(self, job_liveness, wake_loop)
         # Ended runs to archive on the loop's next pass (``retire_soon``), in order.
         self.retiring: dict[str, None] = {}
+
+    @property
+    def config(self) -> Config:
+        return self._config
+
+    @config.setter
+    def config(self, config: Config) -> None:
+        """A reloaded config: the access rules and message limits come from it
+        too; the messages already counted in the last minute still count."""
+        self._config = config
+        self.access = ChannelAccess(config, self.reader.shared, self._register_inline)
+        self.messages.limits = config.message_limits
 
     def close(self) -> None:
         self.jobs.close()

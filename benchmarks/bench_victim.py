@@ -4,12 +4,16 @@
 
 Prints ``READY <run_id>`` once the run is on disk (after touching
 ``--hold-mib`` MiB of memory, so a kill has a real address space to tear
-down), then reads one command from stdin:
+down), then reads commands from stdin:
 
+  send TEXT  queue TEXT as a message (``run.send``), print ``SENT <n>`` once
+             the recorder has written it to the spool, and read the next command
   finish   print ``T <time.monotonic_ns()>``, then end the run normally
   finish-live  the same, then stay alive (only the spool tells the daemon)
   raise    print ``T <time.monotonic_ns()>``, then raise an uncaught exception
   (none)   wait to be killed (EOF on stdin also just waits)
+
+``send`` is for the watch API only (the soak benchmark).
 
 The timestamp is taken just before the finishing call, on the same clock
 the fake services stamp arrivals with, so the benchmark can subtract the
@@ -34,6 +38,20 @@ def hold_memory(mib: int) -> bytearray:
     pages = len(range(0, len(buf), 4096))
     buf[::4096] = b"\x01" * pages
     return buf
+
+
+def wait_written(run: sentinel.Run, count: int) -> None:
+    """Until the heartbeat thread has written ``count`` messages: it numbers a
+    message, then writes it, both under the run's lock. (The recorder keeps
+    this to itself; a benchmark that counts lost messages must not count one
+    its victim was killed before writing.)"""
+    recorder = run._recorder
+    deadline = time.monotonic() + FOREVER_LIMIT
+    while time.monotonic() < deadline:
+        with recorder._lock:
+            if recorder._msg_seq >= count and not recorder._outgoing:
+                return
+        time.sleep(0.001)
 
 
 def main() -> None:
@@ -66,6 +84,13 @@ def main() -> None:
         run.beat(step=1, loss=1.0)
         print(f"READY {run.run_id}", flush=True)
         command = sys.stdin.readline().strip()
+        sent = 0
+        while command.startswith("send "):
+            run.send(command[len("send "):])
+            sent += 1
+            wait_written(run, sent)
+            print(f"SENT {sent}", flush=True)
+            command = sys.stdin.readline().strip()
         if command in ("finish", "finish-live"):
             print(f"T {time.monotonic_ns()}", flush=True)
             run.finish()

@@ -1,7 +1,7 @@
 """Run every benchmark and write benchmarks/RESULTS.md afresh.
 
-    python3 benchmarks/run_all.py           # the full run (about 20 minutes on 2 cores)
-    python3 benchmarks/run_all.py --tiny    # every script at a tiny size (CI; under 2 minutes)
+    python3 benchmarks/run_all.py           # the full run (about 15 minutes on 2 cores)
+    python3 benchmarks/run_all.py --tiny    # every script at a tiny size (CI; under 3 minutes)
 
 Any python may start it: it re-runs itself with the project's ``.venv``
 (made by ``python3 tests/run.py``), which has the daemon's dependencies and
@@ -24,7 +24,8 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-SCRIPTS = ("kill_to_alert", "inproc_cost", "scale", "storm", "storm_channels", "fleet_node_down")
+SCRIPTS = ("kill_to_alert", "inproc_cost", "scale", "storm", "storm_channels", "fleet_node_down", "soak",
+           "job_alert")
 TIMEOUT = {"full": 1800.0, "tiny": 240.0}  # per script: a hung benchmark must not hang CI
 
 

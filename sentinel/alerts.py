@@ -35,6 +35,11 @@ class AlertKind(str, enum.Enum):
     STALLED = "stalled"
     RECOVERED = "recovered"
     LOST = "lost"
+    TIME_LIMIT = "time_limit"  # jobs: the scheduler's endings and GPU faults
+    CANCELLED = "cancelled"
+    PREEMPTED = "preempted"
+    NODE_FAILURE = "node_failure"
+    GPU_FAULT = "gpu_fault"
     MESSAGE = "message"  # a user's send_msg / run.send text
     TEST = "test"  # `sentinel test`
 
@@ -99,6 +104,8 @@ class Alert:
     reason_args: dict[str, Any] = field(default_factory=dict)
     trend_metric: Optional[str] = None  # the metric ``trend`` follows
     trend: list[float] = field(default_factory=list)  # its last values, oldest first
+    # A job event: "id", "launcher", "ranks" (local ranks watched), "cause_rank" (the first failure)
+    job: dict[str, str] = field(default_factory=dict)
 
     @property
     def why(self) -> Optional[Reason]:

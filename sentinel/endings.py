@@ -82,6 +82,27 @@ ENDINGS: tuple[Ending, ...] = (
         "en": Words("Lost", "the host rebooted or lost power before the run ended"),
         "zh": Words("运行丢失", "主机在运行结束前重启或断电"),
     }, run_state="lost"),
+    # Scheduler endings and GPU faults (jobs and clusters: sentinel.daemon.job_watch).
+    Ending("time_limit", "⏰", Urgency.HIGH, {
+        "en": Words("Time limit reached", "the scheduler ended the job at its time limit"),
+        "zh": Words("达到时间限制", "调度器在作业到达时间限制时结束了它"),
+    }, run_state="time_limit"),
+    Ending("cancelled", "🚫", Urgency.NORMAL, {
+        "en": Words("Cancelled", "the job was cancelled"),
+        "zh": Words("被取消", "作业被取消"),
+    }, run_state="cancelled"),
+    Ending("preempted", "🔁", Urgency.HIGH, {
+        "en": Words("Preempted", "the scheduler preempted or requeued the job"),
+        "zh": Words("被抢占", "调度器抢占或重新排队了作业"),
+    }, run_state="preempted"),
+    Ending("node_failure", "🖥️", Urgency.HIGH, {
+        "en": Words("Node failure", "the scheduler lost the job's node"),
+        "zh": Words("节点故障", "调度器失去了作业所在的节点"),
+    }, run_state="node_failure"),
+    Ending("gpu_fault", "🔥", Urgency.HIGH, {
+        "en": Words("GPU fault", "the GPU driver reported a fault of the GPU or node"),
+        "zh": Words("GPU 故障", "GPU 驱动报告了 GPU 或节点故障"),
+    }, run_state="faulted"),
     Ending("message", "💬", Urgency.NORMAL, {
         "en": Words("Message", "a message from the run"),
         "zh": Words("消息", "来自运行的消息"),
@@ -153,6 +174,136 @@ REASONS: Mapping[str, Mapping[str, str]] = {
         "en": "heartbeats and progress resumed",
         "zh": "心跳和进展已恢复",
     },
+    # Jobs: one alert per job event (sentinel.daemon.job_watch). ``job`` is the
+    # job's short id, ``rank`` a rank_* label, ``ending`` a rank's ending.
+    "job_finished": {
+        "en": "Job {job}: all {ranks} local rank{s} finished",
+        "zh": "作业 {job}：本机全部 {ranks} 个 rank 已完成",
+    },
+    "job_finished_unseen": {
+        "en": "Job {job}: all {ranks} local rank{s} finished ({unseen} without an exit status seen)",
+        "zh": "作业 {job}：本机全部 {ranks} 个 rank 已完成（其中 {unseen} 个未看到退出状态）",
+    },
+    "job_rank_ended": {
+        "en": "Job {job}: {rank} {ending}{step}",
+        "zh": "作业 {job}：{rank}{ending}{step}",
+    },
+    "job_scheduler": {
+        "en": "Job {job}: {scheduler}; {stopped} of {ranks} local rank{s} stopped",
+        "zh": "作业 {job}：{scheduler}；本机 {ranks} 个 rank 中 {stopped} 个已停止",
+    },
+    "job_stalled": {
+        "en": "Job {job}: rank{s} {names} of {ranks} stopped progressing; {stall}",
+        "zh": "作业 {job}：{ranks} 个 rank 中的 rank {names} 停止了进展；{stall}",
+    },
+    "job_resumed": {
+        "en": "every rank progresses again",
+        "zh": "所有 rank 都恢复了进展",
+    },
+    "job_folded": {
+        "en": "part of job {job}'s alert",
+        "zh": "已包含在作业 {job} 的告警中",
+    },
+    "job_gpu_fault": {
+        "en": "Job {job}: {rank}: {gpu}; kernel: {line}",
+        "zh": "作业 {job}：{rank}：{gpu}；内核日志：{line}",
+    },
+    "at_step": {
+        "en": " at step {step:,}",
+        "zh": "（第 {step:,} 步）",
+    },
+    "stopped_other": {
+        "en": "{who} stopped the other rank",
+        "zh": "{who} 已停止另一个 rank",
+    },
+    "stopped_others": {
+        "en": "{who} stopped the other {others} ranks",
+        "zh": "{who} 已停止其余 {others} 个 rank",
+    },
+    "stopping_others": {
+        "en": "{who} is stopping the other ranks ({stopped} of {others} stopped so far)",
+        "zh": "{who} 正在停止其余 rank（{others} 个中已停止 {stopped} 个）",
+    },
+    "the_launcher": {
+        "en": "the launcher",
+        "zh": "启动器",
+    },
+    "rank_label": {
+        "en": "rank {rank} (local rank {local_rank}, host {host}, pid {pid})",
+        "zh": "rank {rank}（本机 rank {local_rank}，主机 {host}，PID {pid}）",
+    },
+    "rank_label_global": {
+        "en": "rank {rank} (host {host}, pid {pid})",
+        "zh": "rank {rank}（主机 {host}，PID {pid}）",
+    },
+    "rank_label_pid": {
+        "en": "pid {pid} (host {host})",
+        "zh": "PID {pid}（主机 {host}）",
+    },
+    "rank_finished": {"en": "finished", "zh": "已完成"},
+    "rank_interrupted": {"en": "was interrupted (SIGINT)", "zh": "被中断（SIGINT）"},
+    "rank_terminated": {"en": "was terminated ({signal})", "zh": "被终止（{signal}）"},
+    "rank_crashed": {"en": "crashed: {line}", "zh": "崩溃：{line}"},
+    "rank_crashed_code": {"en": "crashed (exit code {code})", "zh": "崩溃（退出码 {code}）"},
+    "rank_oom": {"en": "was killed by the OOM killer", "zh": "被 OOM killer 杀死"},
+    "rank_raised": {"en": "raised {message}", "zh": "抛出异常 {message}"},
+    "rank_unseen": {"en": "ended (its exit status was not seen)", "zh": "已结束（未看到退出状态）"},
+    "rank_killed": {"en": "was killed by {signal}", "zh": "被 {signal} 杀死"},
+    "rank_exited_clean": {"en": "exited cleanly", "zh": "正常退出"},
+    "rank_exit_code": {"en": "exited with code {code}", "zh": "以退出码 {code} 退出"},
+    # Scheduler endings (sentinel.daemon.slurm).
+    "slurm_time_limit": {
+        "en": "Slurm ended the job at its time limit ({limit})",
+        "zh": "Slurm 在作业到达时间限制（{limit}）时结束了它",
+    },
+    "slurm_time_limit_unknown": {
+        "en": "Slurm ended the job at its time limit",
+        "zh": "Slurm 在作业到达时间限制时结束了它",
+    },
+    "slurm_end_time": {
+        "en": "SIGTERM at the job's end time: Slurm's time limit",
+        "zh": "在作业结束时间收到 SIGTERM：Slurm 的时间限制",
+    },
+    "slurm_preempted": {
+        "en": "Slurm preempted the job for a higher-priority one",
+        "zh": "Slurm 为更高优先级的作业抢占了它",
+    },
+    "slurm_requeued": {
+        "en": "Slurm requeued the job (restart {restarts}): preemption, an administrator's requeue "
+              "or a lost node",
+        "zh": "Slurm 重新排队了作业（第 {restarts} 次重启）：抢占、管理员重新排队或节点丢失",
+    },
+    "slurm_cancelled": {
+        "en": "the job was cancelled (scancel)",
+        "zh": "作业被取消（scancel）",
+    },
+    "slurm_node_failure": {
+        "en": "Slurm lost the node ({state}, reason {reason})",
+        "zh": "Slurm 失去了节点（{state}，原因 {reason}）",
+    },
+    # What the GPU driver and NCCL said (sentinel.daemon.xid, sentinel.daemon.nccl).
+    "gpu_xid": {
+        "en": "GPU PCI:{bus} Xid {code} ({meaning})",
+        "zh": "GPU PCI:{bus} Xid {code}（{meaning}）",
+    },
+    "gpu_fault": {
+        "en": "{gpu}; kernel: {line}",
+        "zh": "{gpu}；内核日志：{line}",
+    },
+    "nccl_timeout": {
+        "en": "NCCL watchdog timeout: {at_rank}{op}{seq} did not complete in {ran:.0f}s{limit}; "
+              "a peer rank died or hung",
+        "zh": "NCCL 看门狗超时：{at_rank}{op}{seq} 未在 {ran:.0f} 秒内完成{limit}；"
+              "某个对端 rank 已退出或卡住",
+    },
+    "nccl_rank": {"en": "rank {rank}: ", "zh": "rank {rank}："},
+    "nccl_collective": {"en": "a collective", "zh": "集合通信"},
+    "nccl_limit": {"en": " (timeout {timeout:.0f}s)", "zh": "（超时 {timeout:.0f} 秒）"},
+    "nccl_stuck": {
+        "en": "NCCL watchdog stuck for {seconds}s (heartbeat monitor): "
+              "the communicator hung, likely in the driver or a dead peer",
+        "zh": "NCCL 看门狗卡住 {seconds} 秒（心跳监视器）：通信器挂起，可能卡在驱动中或对端已退出",
+    },
     # The run directory vanished (rm -rf) while the process lived: no final
     # record can be read, and the exit status of a process that is not the
     # daemon's child is not to be had, so "killed" would be a guess.
@@ -172,7 +323,7 @@ REASONS: Mapping[str, Mapping[str, str]] = {
 REASON_HEADLINES: Mapping[str, Mapping[str, str]] = {
     "record_deleted": {"en": "Ended (run record deleted)", "zh": "已结束（运行记录被删除）"},
 }
-OOM_REASONS = frozenset({"oom_kernel", "oom_cgroup"})
+OOM_REASONS = frozenset({"oom_kernel", "oom_cgroup", "rank_oom"})
 BEAT: Mapping[str, Mapping[str, str]] = {
     "en": {"at": "last heartbeat {}", "none": "no heartbeat recorded"},
     "zh": {"at": "最后心跳 {}", "none": "没有心跳记录"},
@@ -181,24 +332,20 @@ BEAT: Mapping[str, Mapping[str, str]] = {
 
 @dataclass(frozen=True)
 class Reason:
-    """Why an alert happened, as data: worded in each language by ``text``."""
+    """Why an alert happened, as data: worded in each language by ``text``.
+
+    A parameter may itself be worded per language: a reason (``{"code": ...,
+    "args": ...}``, see ``as_arg``) or words by language (``{"en": ..., "zh":
+    ...}``). ``notes`` (a list of reasons) are said after the text, each
+    after a separator ("; "): what the GPU and NCCL added to an ending.
+    """
 
     code: str
     args: Mapping[str, Any] = field(default_factory=dict)
 
     def text(self, lang: str = "en") -> Optional[str]:
         """The reason in ``lang``; None for a code this version does not know."""
-        templates = REASONS.get(self.code)
-        if templates is None:
-            return None
-        template = templates.get(lang) or templates["en"]
-        args = dict(self.args)
-        if "last_beat" in args:
-            args["last_beat"] = beat_text(args["last_beat"], lang)
-        try:
-            return template.format(**args)
-        except (KeyError, ValueError, TypeError, IndexError):  # a record from another version
-            return None
+        return _worded(self.code, self.args, lang, _MAX_NESTING)
 
     def headline(self, lang: str = "en") -> Optional[str]:
         """The alert's first words if this reason changes them (``REASON_HEADLINES``), else None."""
@@ -207,7 +354,53 @@ class Reason:
 
     @property
     def is_oom(self) -> bool:
-        return self.code in OOM_REASONS
+        """The OOM killer did it: this reason says so, or one of its parts (a job's rank)."""
+        return self.code in OOM_REASONS or any(
+            isinstance(value, Mapping) and value.get("code") in OOM_REASONS for value in self.args.values())
+
+    def as_arg(self) -> dict[str, Any]:
+        """This reason as another reason's parameter (or note)."""
+        return {"code": self.code, "args": dict(self.args)}
+
+    def with_notes(self, notes: list[Reason]) -> Reason:
+        """This reason with ``notes`` said after it."""
+        if not notes:
+            return self
+        kept = list(self.args.get("notes") or [])
+        return Reason(self.code, {**self.args, "notes": kept + [n.as_arg() for n in notes]})
+
+
+NOTE_SEPARATOR: Mapping[str, str] = {"en": "; ", "zh": "；"}
+_MAX_NESTING = 4  # a record of another version cannot make wording recurse without end
+
+
+def _worded(code: Any, raw_args: Any, lang: str, depth: int) -> Optional[str]:
+    templates = REASONS.get(code) if isinstance(code, str) else None
+    if templates is None or depth <= 0 or not isinstance(raw_args, Mapping):
+        return None
+    template = templates.get(lang) or templates["en"]
+    args = {key: _arg(value, lang, depth) for key, value in raw_args.items() if key != "notes"}
+    if "last_beat" in args:
+        args["last_beat"] = beat_text(raw_args["last_beat"], lang)
+    try:
+        said = template.format(**args)
+    except (KeyError, ValueError, TypeError, IndexError):  # a record from another version
+        return None
+    notes = raw_args.get("notes")
+    if isinstance(notes, list):
+        said_notes = (_arg(note, lang, depth) for note in notes)
+        said = NOTE_SEPARATOR.get(lang, "; ").join([said, *(t for t in said_notes if t)])
+    return said
+
+
+def _arg(value: Any, lang: str, depth: int) -> Any:
+    """A parameter's value in ``lang``: nested reasons and per-language words worded."""
+    if not isinstance(value, Mapping):
+        return value
+    if "code" in value:
+        return _worded(value.get("code"), value.get("args", {}), lang, depth - 1) or ""
+    words = value.get(lang, value.get("en"))
+    return words if isinstance(words, str) else ""
 
 
 def beat_text(beat: Any, lang: str = "en") -> str:

@@ -9,7 +9,7 @@ short: a 10 kB run name would otherwise reach every scrape and notification.
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 LABEL_VALUE_MAX = 128
 # C0 and C1 controls, DEL, and the Unicode line/paragraph separators and bidi overrides.
@@ -26,6 +26,8 @@ def clean_label(value: Any, limit: int = LABEL_VALUE_MAX) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def run_labels(labels: Mapping[str, Any]) -> dict[str, str]:
-    """``project``, ``job`` and ``rank`` of a run (empty strings where the run has none)."""
-    return {key: clean_label(labels.get(key, "")) for key in RUN_LABELS}
+def run_labels(labels: Mapping[str, Any], known: Optional[Mapping[str, Any]] = None) -> dict[str, str]:
+    """``project``, ``job`` and ``rank`` of a run (empty strings where the run has none):
+    its own labels, else what else is ``known`` of it (the job and rank its launcher named)."""
+    known = known or {}
+    return {key: clean_label(labels.get(key) or known.get(key) or "") for key in RUN_LABELS}

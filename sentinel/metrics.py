@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 import sentinel
-from sentinel import spool
+from sentinel import jobs, spool
 from sentinel.alerts import Alert, AlertKind
 from sentinel.fleet_labels import clean_label, run_labels
 from sentinel.observer import FleetObserver
@@ -116,7 +116,7 @@ class Metrics(FleetObserver):
 
     def run_tracked(self, run: Any, shared_spool: bool) -> None:
         record = run.record
-        labels = run_labels(record.labels)
+        labels = run_labels(record.labels, jobs.labels(record.job))  # jobs: the launcher's job and rank
         view = RunView(
             run_id=run.run_id,
             labels=(clean_label(record.name or record.labels.get("experiment") or run.run_id),

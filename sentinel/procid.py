@@ -71,6 +71,10 @@ def zombie_exit_status(pid: int, start_ticks: int) -> Optional[int]:
         return int(fields[49])
     except ValueError:
         return None
+def parent_pid(pid: int) -> Optional[int]:
+    """The parent of ``pid`` (field 4 of its stat), or None if it is gone."""
+    fields = _stat_fields(pid)
+    return int(fields[1]) if fields and len(fields) > 1 else None
 
 
 def process_state(pid: int) -> Optional[str]:

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import sentinel
-from sentinel import spool
+from sentinel import jobs, spool
 from sentinel.procid import ProcessIdentity, thread_start_ticks
 from sentinel.rules import parse_duration, positive_duration
 from sentinel.safetext import escape_undecodable
@@ -178,6 +178,7 @@ class Recorder:
             language=language,
             source=source,
             version=getattr(sentinel, "__version__", ""),
+            job=jobs.from_environ(os.environ, os.getppid()),  # a rank of a launched job, if it is one
             alert_on=list(alert_on) if alert_on is not None else None,
         )
         self.handle_sigterm = handle_sigterm

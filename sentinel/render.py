@@ -28,6 +28,9 @@ _WORDS = {
         "project": "Project",
         "host": "Host",
         "pid": "PID",
+        "job": "Job",
+        "job_text": "{launcher} job {id}, {ranks} local rank{s}",
+        "job_rank": "{launcher} job {id}, rank {rank}, {ranks} local rank{s}",
         "duration": "Duration",
         "step": "Step",
         "metrics": "Metrics",
@@ -57,6 +60,9 @@ _WORDS = {
         "project": "项目",
         "host": "主机",
         "pid": "PID",
+        "job": "作业",
+        "job_text": "{launcher} 作业 {id}，本机 {ranks} 个 rank",
+        "job_rank": "{launcher} 作业 {id}，rank {rank}，本机 {ranks} 个 rank",
         "duration": "时长",
         "step": "步数",
         "metrics": "指标",
@@ -243,6 +249,9 @@ def summary(alert: Alert, lang: str = "en") -> str:
         return alert.text or ""
     if kind == AlertKind.TEST:
         return alert.text or say(lang, "test_text").format(PRODUCT)
+    job_said = reason_text(alert, lang) if alert.job else None
+    if job_said:
+        return job_said  # "Job 4242: rank 3 (…) was killed by the OOM killer; …"
     if kind == AlertKind.STALLED:
         since = alert.last_progress if alert.last_progress is not None else alert.last_beat
         if since is None:
@@ -297,6 +306,8 @@ def facts(alert: Alert, lang: str = "en") -> list[tuple[str, str]]:
     out.append((say(lang, "host"), host))
     if alert.pid is not None:
         out.append((say(lang, "pid"), str(alert.pid)))
+    if alert.job:
+        out.append((say(lang, "job"), job_text(alert, lang)))
     if alert.kind == AlertKind.MESSAGE:
         return out
     if alert.duration is not None:
@@ -317,9 +328,19 @@ def facts(alert: Alert, lang: str = "en") -> list[tuple[str, str]]:
     if alert.signal and alert.kind != AlertKind.TERMINATED:
         out.append((say(lang, "signal"), alert.signal))
     why = reason_text(alert, lang)
-    if why and alert.kind not in (AlertKind.KILLED, AlertKind.LOST):
+    said_already = (AlertKind.KILLED, AlertKind.LOST, AlertKind.GPU_FAULT)  # the summary is the reason
+    if why and alert.kind not in said_already and not alert.job:
         out.append((say(lang, "cause"), why))
     return out
+
+
+def job_text(alert: Alert, lang: str = "en") -> str:
+    """'torchrun job 4242, rank 3, 4 local ranks' (the rank that failed first, if one did)."""
+    job = alert.job
+    template = "job_rank" if job.get("cause_rank") else "job_text"
+    ranks = job.get("ranks") or "?"
+    return say(lang, template).format(launcher=job.get("launcher") or "?", id=job.get("id") or "?",
+                                     rank=job.get("cause_rank"), ranks=ranks, s="" if ranks == "1" else "s")
 
 
 def error_tail(alert: Alert, max_lines: int = 12, max_chars: int = 1500) -> Optional[str]:

@@ -15,6 +15,11 @@ Layout, format version 1::
         final.json               FinalRecord: written once, when the run ends
         msg/<seq:08d>.json       Message: queued user messages, in order
 
+``run.json`` may carry ``job`` (a ``JobRecord``): the process is one rank of
+a job started by a launcher (torchrun, DeepSpeed, Accelerate, Slurm). It
+names the job, the rank and the launcher's agent process, from the
+environment the launcher gave the rank (``sentinel.jobs`` reads it).
+
 ``run_id`` is ``<UTC yyyymmddThhmmss>-<pid>-<6 hex>``; names starting with "."
 are never runs. Every file is one JSON object with ``"v": 1`` and is written
 atomically (a hidden temporary file in the same directory, then ``rename``),
@@ -294,6 +299,7 @@ class _Rule:
     reason: str
     essential: bool = False
     clean: Callable[[Any], Any] = _text
+    explain: Optional[Callable[[Any], str]] = None  # the reason for this very value, if it can say more
 
 
 def _parse(cls: type, data: Mapping[str, Any], rules: Mapping[str, _Rule],
@@ -323,7 +329,8 @@ def _parse(cls: type, data: Mapping[str, Any], rules: Mapping[str, _Rule],
         else:
             values[f.name] = f.default_factory() if f.default_factory is not MISSING else f.default
         if problems is not None:
-            problems.append(f"{f.name} {rule.reason if present else 'is missing'}; using the default")
+            why = (rule.explain(data[f.name]) if rule.explain else rule.reason) if present else "is missing"
+            problems.append(f"{f.name} {why}; using the default")
     return cls(**values)
 
 
@@ -395,9 +402,11 @@ class RunRecord:
     # watch: one dies with the process long before the process's own
     # teardown ends. Optional; a malformed list is read as empty.
     watch_threads: list[list[int]] = field(default_factory=list)
+    job: Optional[JobRecord] = None  # a rank of a launched job; None: a lone process
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        data["job"] = self.job.to_dict() if self.job is not None else None
         data["cmdline"] = _cap_cmdline(self.cmdline)
         data["labels"] = {
             str(k)[:64]: _cap(str(v), LABEL_MAX_CHARS) for k, v in self.labels.items() if v is not None
@@ -434,6 +443,10 @@ class RunRecord:
         "watch_threads": _Rule(_valid_watch_threads,
                                f"must be at most {MAX_WATCH_THREADS} [thread id, start ticks] pairs",
                                clean=_keep),
+        # A bad job record makes the run a lone process: still watched, alerted on its own.
+        "job": _Rule(lambda v: v is None or _job_problem(v) is None, "must be a job object or null",
+                     clean=lambda v: None if v is None else JobRecord.from_dict(v),
+                     explain=lambda v: f"is not a job record ({_job_problem(v)})"),
     }
 
     @classmethod
@@ -446,6 +459,82 @@ class RunRecord:
                     "started": time.time() if fallback_time is None else fallback_time,
                     "heartbeat_interval": DEFAULT_HEARTBEAT_INTERVAL}
         return _parse(cls, data, cls.RULES, problems, defaults)
+
+
+# Slurm variables a job record keeps (``SLURM_`` prefix dropped, lower case).
+SLURM_FIELDS = ("job_id", "step_id", "procid", "localid", "nodeid", "job_name", "array_job_id",
+                "array_task_id", "restart_count", "job_start_time", "job_end_time")
+_JOB_INTS = ("rank", "local_rank", "world_size", "local_world_size", "group_rank", "restart_count",
+             "agent_pid", "agent_start_ticks")
+_JOB_TEXTS = ("launcher", "job_id", "rdzv_id", "master")
+_JOB_TEXT_MAX = 256
+_ERROR_FILE_MAX = 4096
+
+
+@dataclass
+class JobRecord:
+    """One rank of a job: how the launcher named it (inside ``run.json``).
+
+    Every field comes from the rank's environment and its parent process; a
+    missing variable is None / empty. ``agent_pid`` + ``agent_start_ticks``
+    name the launcher process whose children the ranks on this host are.
+    """
+
+    launcher: str  # torchrun | deepspeed | accelerate | slurm | launcher
+    job_id: str  # what people call it: the Slurm job id, else the rendezvous id
+    rank: Optional[int] = None
+    local_rank: Optional[int] = None
+    world_size: Optional[int] = None
+    local_world_size: Optional[int] = None
+    group_rank: Optional[int] = None  # the node's rank among the job's nodes
+    restart_count: Optional[int] = None  # TORCHELASTIC_RESTART_COUNT: which attempt
+    rdzv_id: str = ""  # TORCHELASTIC_RUN_ID
+    master: str = ""  # MASTER_ADDR:MASTER_PORT
+    agent_pid: Optional[int] = None
+    agent_start_ticks: Optional[int] = None
+    error_file: str = ""  # TORCHELASTIC_ERROR_FILE: where @record writes a rank's traceback
+    slurm: dict[str, str] = field(default_factory=dict)  # SLURM_FIELDS that were set
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        for name in _JOB_TEXTS:
+            data[name] = _cap(data[name], _JOB_TEXT_MAX)
+        data["error_file"] = _cap(self.error_file, _ERROR_FILE_MAX)
+        data["slurm"] = {k: _cap(str(v), _JOB_TEXT_MAX) for k, v in self.slurm.items() if k in SLURM_FIELDS}
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Any) -> JobRecord:
+        """The job record in ``data``; SpoolFormatError names the first bad field."""
+        _expect(isinstance(data, Mapping), "job must be an object")
+        known = {f.name for f in fields(cls)}
+        try:
+            rec = cls(**{k: v for k, v in data.items() if k in known})
+        except TypeError as exc:
+            raise SpoolFormatError(f"job: missing field: {exc}") from None
+        for name in _JOB_INTS:
+            value = getattr(rec, name)
+            _expect(value is None or (_is_int(value) and 0 <= value < 2**31),
+                    f"job.{name} must be a non-negative integer or null")
+        for name in (*_JOB_TEXTS, "error_file"):
+            _expect(isinstance(getattr(rec, name), str), f"job.{name} must be a string")
+        _expect(isinstance(rec.slurm, dict) and all(isinstance(v, str) for v in rec.slurm.values()),
+                "job.slurm must map names to strings")
+        rec.slurm = {k: escape_undecodable(v[:_JOB_TEXT_MAX]) for k, v in rec.slurm.items()
+                     if k in SLURM_FIELDS}
+        for name in _JOB_TEXTS:
+            setattr(rec, name, escape_undecodable(getattr(rec, name)[:_JOB_TEXT_MAX]))
+        rec.error_file = rec.error_file[:_ERROR_FILE_MAX]  # a path: opened as given, never shown raw
+        return rec
+
+
+def _job_problem(value: Any) -> Optional[str]:
+    """Why ``value`` is no job record, or None if it is one."""
+    try:
+        JobRecord.from_dict(value)
+    except SpoolFormatError as exc:
+        return str(exc)
+    return None
 
 
 def _cap_cmdline(argv: list[str]) -> list[str]:

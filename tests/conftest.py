@@ -10,14 +10,17 @@ killed, listed and fails the run.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Iterator
 
 import pytest
 
 from tests import processes
 from tests.users import other_uid, shared  # noqa: F401  (fixtures: a throw-away user, a shared directory)
+from tests.victims.harness import wait_for
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -54,6 +57,27 @@ def child() -> Iterator[subprocess.Popen[bytes]]:
     yield proc
     proc.kill()
     proc.wait()
+
+
+@pytest.fixture
+def memory_cgroup() -> Iterator[Path]:
+    """A cgroup limited to 96 MiB (v1 memory controller), or skip."""
+    root = Path("/sys/fs/cgroup/memory")
+    if os.geteuid() != 0 or not (root / "memory.limit_in_bytes").exists():
+        pytest.skip("needs root and a cgroup v1 memory controller to cage an OOM victim")
+    cage = root / f"sentinel-test-{os.getpid()}"
+    try:
+        cage.mkdir()
+        (cage / "memory.limit_in_bytes").write_text(str(96 * 1024 * 1024))
+    except OSError as exc:
+        pytest.skip(f"cannot create a memory cgroup: {exc}")
+    yield cage
+    for _ in range(100):  # the dead victim leaves the group asynchronously
+        try:
+            cage.rmdir()
+            break
+        except OSError:
+            wait_for(lambda: not (cage / "cgroup.procs").read_text().strip(), 10, what="an empty cgroup")
 
 
 @pytest.fixture

@@ -4,16 +4,17 @@
     python3 tests/run.py [PYTEST ARGS ...]
 
 Standard library only, so it works on a machine with nothing but Python 3.
-It creates (or reuses) three virtual environments in the repository root:
+It creates (or reuses) four virtual environments in the repository root:
 
     .venv                  this project, editable, with the test, swanlab,
                            prometheus and apprise extras (the latest SwanLab release)
     .venv-swanlab-0.7.20   swanlab 0.7.20 + psutil (the vendored-callback era)
     .venv-swanlab-0.6.11   swanlab 0.6.11 + swankit (the swankit-callback era)
+    .venv-torch            torch 2.13.0 (the CPU wheel) + psutil: real torchrun jobs
 
-The older two only run victim scripts (with the repository on PYTHONPATH);
-tests find their interpreters through SENTINEL_TEST_PY_SWANLAB_0720 and
-SENTINEL_TEST_PY_SWANLAB_0611. Prometheus and Alertmanager (Debian packages,
+The last three only run victim scripts (with the repository on PYTHONPATH);
+tests find their interpreters through SENTINEL_TEST_PY_SWANLAB_0720,
+SENTINEL_TEST_PY_SWANLAB_0611 and SENTINEL_TEST_PY_TORCH. Prometheus and Alertmanager (Debian packages,
 for the fleet tests) are installed with apt-get when missing and this runs as
 root; their services are never started. An environment is reused when its marker
 file says it was built from the same requirements (and, for .venv, the same
@@ -68,6 +69,7 @@ ENVS = [
     Env(".venv", [".[test,swanlab,prometheus,apprise]"], editable=True),
     Env(".venv-swanlab-0.7.20", ["swanlab==0.7.20", "psutil"], env_var="SENTINEL_TEST_PY_SWANLAB_0720"),
     Env(".venv-swanlab-0.6.11", ["swanlab==0.6.11", "swankit"], env_var="SENTINEL_TEST_PY_SWANLAB_0611"),
+    Env(".venv-torch", ["torch==2.13.0", "psutil"], env_var="SENTINEL_TEST_PY_TORCH"),
 ]
 
 

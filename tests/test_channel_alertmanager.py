@@ -97,3 +97,12 @@ def test_password_in_url_is_masked() -> None:
             channel.send(killed())
         assert "s3cretpass" not in str(info.value)
         assert "s3cretpass" in channel.secrets()
+
+
+def test_a_job_alert_is_labelled_with_its_job_and_failing_rank_unless_the_run_set_them() -> None:
+    channel = build_channel("am", {"type": "alertmanager", "url": "http://127.0.0.1:1"})
+    job = {"id": "4242", "launcher": "torchrun", "ranks": "4", "cause_rank": "3"}
+    [posted] = channel.payload(killed(labels={"project": "cifar"}, job=job))
+    assert (posted["labels"]["job"], posted["labels"]["rank"]) == ("4242", "3")
+    [own] = channel.payload(killed(job=job))  # the run's own labels win
+    assert (own["labels"]["job"], own["labels"]["rank"]) == ("j7", "3")

@@ -29,7 +29,8 @@ def service(request: pytest.FixtureRequest) -> Iterator[tuple[FakeService, Chann
         yield fake, build_channel(request.param, options(fake)), ok
 
 
-@pytest.mark.parametrize("mode, permanent", [("5xx", False), ("down", False), ("4xx", True)])
+@pytest.mark.parametrize("mode, permanent",
+                         [("5xx", False), ("down", False), ("reset", False), ("4xx", True)])
 def test_http_failures(service: tuple[FakeService, Channel, str], mode: str, permanent: bool) -> None:
     fake, channel, _ = service
     fake.fail(mode)

@@ -8,6 +8,7 @@ import pytest
 
 from sentinel.alerts import AlertKind
 from sentinel.daemon.decide import (
+    ENDING_KINDS,
     Event,
     EventKind,
     RunState,
@@ -23,12 +24,22 @@ from sentinel.daemon.decide import (
 from sentinel.spool import FINAL_STATES, FinalRecord, Progress
 
 S, K = RunState, AlertKind
-LIVE = (S.RUNNING, S.STALLED)
+LIVE = (S.RUNNING, S.STALLED, S.FAULTED)
 TERMINAL = tuple(s for s in S if s not in LIVE)
 
-EVENTS = [Event.final(state) for state in FINAL_STATES] + [
-    Event(kind) for kind in EventKind if kind is not EventKind.FINAL_SEEN
-]
+# How a job or one of its ranks can end, and the state each ending leaves.
+ENDINGS = {
+    K.FINISHED: S.FINISHED, K.CRASHED: S.CRASHED, K.ABORTED: S.ABORTED, K.TERMINATED: S.TERMINATED,
+    K.KILLED: S.KILLED, K.LOST: S.LOST, K.TIME_LIMIT: S.TIME_LIMIT, K.CANCELLED: S.CANCELLED,
+    K.PREEMPTED: S.PREEMPTED, K.NODE_FAILURE: S.NODE_FAILURE,
+}
+WITH_PAYLOAD = (EventKind.FINAL_SEEN, EventKind.JOB_ENDED, EventKind.FOLDED)
+EVENTS = (
+    [Event.final(state) for state in FINAL_STATES]
+    + [Event.job_ended(kind) for kind in ENDINGS]
+    + [Event.folded(kind) for kind in ENDINGS]
+    + [Event(kind) for kind in EventKind if kind not in WITH_PAYLOAD]
+)
 
 # The whole table for live states: (state, event) -> (new state, alert).
 LIVE_TABLE = {
@@ -44,6 +55,16 @@ LIVE_TABLE = {
     (S.STALLED, Event(EventKind.PROGRESS_STALE)): (S.STALLED, None),
     (S.RUNNING, Event(EventKind.PROGRESS_FRESH)): (S.RUNNING, None),
     (S.STALLED, Event(EventKind.PROGRESS_FRESH)): (S.RUNNING, K.RECOVERED),
+    # A job's one alert lands on the run that speaks for it; its other
+    # recorded ranks end quietly, each in its own ending.
+    **{(s, Event.job_ended(k)): (state, k) for s in LIVE for k, state in ENDINGS.items()},
+    **{(s, Event.folded(k)): (state, k) for s in LIVE for k, state in ENDINGS.items()},
+    # A GPU fault is said once; a faulted run then stalls silently (the fault said why).
+    (S.RUNNING, Event(EventKind.GPU_FAULT)): (S.FAULTED, K.GPU_FAULT),
+    (S.STALLED, Event(EventKind.GPU_FAULT)): (S.FAULTED, K.GPU_FAULT),
+    (S.FAULTED, Event(EventKind.GPU_FAULT)): (S.FAULTED, None),
+    (S.FAULTED, Event(EventKind.PROGRESS_STALE)): (S.FAULTED, None),
+    (S.FAULTED, Event(EventKind.PROGRESS_FRESH)): (S.FAULTED, None),
 }
 
 
@@ -63,6 +84,31 @@ def test_terminal_states_absorb_everything_silently(state: RunState, event: Even
 
 def test_unknown_final_state_changes_nothing() -> None:
     assert tuple(transition(S.RUNNING, Event.final("exploded"))) == (S.RUNNING, None)
+
+
+@pytest.mark.parametrize("kind", [EventKind.JOB_ENDED, EventKind.FOLDED])
+def test_job_events_with_a_non_ending_kind_change_nothing(kind: EventKind) -> None:
+    for payload in ("exploded", None, "stalled", "gpu_fault", "message"):
+        assert tuple(transition(S.RUNNING, Event(kind, payload))) == (S.RUNNING, None)
+
+
+def test_ending_kinds_are_exactly_the_terminal_alerts() -> None:
+    assert ENDING_KINDS == ENDINGS
+
+
+def test_only_folded_events_are_quiet() -> None:
+    assert [e for e in EVENTS if e.is_quiet] == [Event.folded(k) for k in ENDINGS]
+
+
+def test_a_gpu_fault_then_a_death_alerts_twice_and_never_a_stall() -> None:
+    state, alerts = S.RUNNING, []
+    for event in [Event(EventKind.GPU_FAULT), Event(EventKind.PROGRESS_STALE), Event(EventKind.GPU_FAULT),
+                  Event(EventKind.PROGRESS_FRESH), Event(EventKind.EXITED), Event(EventKind.GPU_FAULT)]:
+        state, alert = transition(state, event)
+        if alert is not None:
+            alerts.append(alert)
+    assert state is S.KILLED
+    assert alerts == [K.GPU_FAULT, K.KILLED]
 
 
 def test_one_alert_per_transition_over_a_whole_life() -> None:
@@ -149,6 +195,9 @@ def test_replay_rebuilds_state_and_count() -> None:
     for kind, state in [(K.FINISHED, S.FINISHED), (K.CRASHED, S.CRASHED), (K.ABORTED, S.ABORTED),
                         (K.TERMINATED, S.TERMINATED), (K.LOST, S.LOST)]:
         assert replay([kind]) == (state, 1)
+    for kind, state in ENDINGS.items():
+        assert replay([K.GPU_FAULT, kind]) == (state, 2)
+    assert replay([K.GPU_FAULT]) == (S.FAULTED, 1)
 
 
 def test_alert_ids_are_stable_and_distinct() -> None:

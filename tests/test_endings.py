@@ -17,9 +17,24 @@ from tests.fakes.samples import sample_alert
 # Sample parameters for every reason template (a new parameter needs a sample here).
 REASON_ARGS = {"line": "Out of memory: Killed process 4 (python)", "path": "/sys/fs/cgroup/x/memory.events",
                "last_beat": 1_750_000_000.0, "silent": 42.0, "timeout": 30.0}
+# jobs: a job's ending, the scheduler's, the GPU's and NCCL's words
+REASON_ARGS.update({
+    "job": "4242", "ranks": 4, "s": "s", "unseen": 1, "stopped": 2, "others": 3, "names": "1, 2",
+    "rank": 3, "local_rank": 3, "host": "gpu7", "pid": 1003, "who": "torchrun", "step": 1200,
+    "ending": Reason("rank_oom").as_arg(),
+    "stall": Reason("stuck", {"silent": 42.0, "timeout": 30.0}).as_arg(),
+    "scheduler": Reason("slurm_cancelled").as_arg(), "signal": "SIGKILL", "code": 79,
+    "message": "RuntimeError: boom", "limit": "01:00:00", "restarts": "1", "state": "NODE_FAIL",
+    "reason": "NodeDown", "bus": "0000:c6:00", "seconds": "480", "op": "ALLREDUCE", "seq": " #1580",
+    "at_rank": Reason("nccl_rank", {"rank": 0}).as_arg(), "ran": 600.06,
+    "meaning": {"en": "GPU has fallen off the bus", "zh": "GPU 已从总线上掉线"},
+    "gpu": Reason("gpu_xid", {"bus": "0000:c6:00", "code": 79,
+                              "meaning": {"en": "gone", "zh": "掉线"}}).as_arg(),
+})
 ASCII_WORD = re.compile(r"[A-Za-z]{2,}")
 # Names that stay as they are in Chinese text.
-NAMES = {"OOM", "killer", "cgroup", "SIGKILL"}
+NAMES = {"OOM", "killer", "cgroup", "SIGKILL", "SIGTERM", "SIGINT", "rank", "PID", "GPU", "PCI", "Xid",
+         "Slurm", "scancel", "NCCL"}
 
 
 @pytest.mark.parametrize("kind", list(AlertKind))
@@ -99,3 +114,21 @@ def test_oom_reasons_set_the_headline():
                          reason_args={"line": REASON_ARGS["line"]})
     assert render.headline(alert, "zh").startswith("被 OOM killer 杀死")
     assert render.summary(alert, "zh") == f"被 OOM killer 杀死（内核日志：{REASON_ARGS['line']}）"
+
+
+def test_a_job_reason_is_worded_part_by_part_in_each_language():
+    rank = Reason("rank_label", {"rank": 3, "local_rank": 3, "host": "gpu7", "pid": 1003})
+    said = Reason("job_rank_ended", {"job": "4242", "rank": rank.as_arg(),
+                                     "ending": Reason("rank_oom").as_arg(),
+                                     "step": Reason("at_step", {"step": 1200}).as_arg()})
+    said = said.with_notes([Reason("stopped_others", {"who": "torchrun", "others": 3})])
+    assert said.text("en") == ("Job 4242: rank 3 (local rank 3, host gpu7, pid 1003) was killed by the "
+                               "OOM killer at step 1,200; torchrun stopped the other 3 ranks")
+    assert said.text("zh") == ("作业 4242：rank 3（本机 rank 3，主机 gpu7，PID 1003）被 OOM killer 杀死"
+                               "（第 1,200 步）；torchrun 已停止其余 3 个 rank")
+    # A part of another version's record is left out, never raised; nesting is bounded.
+    assert Reason("job_folded", {"job": {"code": "no-such-code"}}).text("en") == "part of job 's alert"
+    deep: dict = {"code": "job_folded", "args": {"job": "x"}}
+    for _ in range(50):
+        deep = {"code": "job_folded", "args": {"job": deep}}
+    assert Reason("job_folded", {"job": deep}).text("en") is not None

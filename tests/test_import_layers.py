@@ -33,6 +33,7 @@ LAYERS = {
     "sentinel.exit_status": FORMAT,  # a kernel wait status in words
     "sentinel.rules": FORMAT,  # argument and config value rules, shared by both sides
     "sentinel.safetext": FORMAT,
+    "sentinel.jobs": FORMAT,  # a rank's job from its launcher's environment (the run record's ``job``)
     "sentinel.accounts": FORMAT,  # uid -> account and groups, for verified identity
     "sentinel.run_options": SIDES,  # checks a run's inline channels with the channels' rules
     "sentinel.alerts": MODEL,
@@ -40,7 +41,7 @@ LAYERS = {
     "sentinel.render": CHANNELS,
     "sentinel.endings": FORMAT,  # the table of endings; the run record format names them
     "sentinel.outbox": OUTBOX,
-    "sentinel.resend": OUTBOX,  # resend requests for the outbox's dead letters
+    "sentinel.resend": OUTBOX,  # resend requests: a dead letter handed back to the outbox
     "sentinel.delivery": OUTBOX,
     "sentinel.fallback": OUTBOX,
     "sentinel.recorder": SIDES,

@@ -21,6 +21,11 @@ HEADLINES = {
     AlertKind.STALLED: ("Stalled: resnet50-lr3e-4", "训练卡住: resnet50-lr3e-4"),
     AlertKind.RECOVERED: ("Recovered: resnet50-lr3e-4", "已恢复: resnet50-lr3e-4"),
     AlertKind.LOST: ("Lost: resnet50-lr3e-4", "运行丢失: resnet50-lr3e-4"),
+    AlertKind.TIME_LIMIT: ("Time limit reached: resnet50-lr3e-4", "达到时间限制: resnet50-lr3e-4"),
+    AlertKind.CANCELLED: ("Cancelled: resnet50-lr3e-4", "被取消: resnet50-lr3e-4"),
+    AlertKind.PREEMPTED: ("Preempted: resnet50-lr3e-4", "被抢占: resnet50-lr3e-4"),
+    AlertKind.NODE_FAILURE: ("Node failure: resnet50-lr3e-4", "节点故障: resnet50-lr3e-4"),
+    AlertKind.GPU_FAULT: ("GPU fault: resnet50-lr3e-4", "GPU 故障: resnet50-lr3e-4"),
     AlertKind.MESSAGE: ("Message from alice · resnet50-lr3e-4", "来自 alice · resnet50-lr3e-4 的消息"),
     AlertKind.TEST: ("Test alert: run-sentinel", "测试告警: run-sentinel"),
 }

@@ -115,7 +115,8 @@ class AlertmanagerChannel(Channel):
             "run": clean_label(alert.run_name or alert.run_id or "-"),
             "run_id": clean_label(alert.run_id or "-"),
             "source": "run-sentinel",
-            **run_labels(alert.labels),
+            # jobs: the job's id and the rank that failed first, where the run set no such labels
+            **run_labels(alert.labels, {"job": alert.job.get("id"), "rank": alert.job.get("cause_rank")}),
         }
         # An empty label value means "no such label" to Alertmanager: leave those out.
         labels = {k: v for k, v in labels.items() if v}

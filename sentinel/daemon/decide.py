@@ -28,11 +28,16 @@ class RunState(str, enum.Enum):
     TERMINATED = "terminated"
     KILLED = "killed"
     LOST = "lost"
+    TIME_LIMIT = "time_limit"
+    CANCELLED = "cancelled"
+    PREEMPTED = "preempted"
+    NODE_FAILURE = "node_failure"
+    FAULTED = "faulted"  # alive, but a GPU fault was reported: it explains any stall that follows
 
     @property
     def is_live(self) -> bool:
         """The run may still change state (its process is believed to exist)."""
-        return self in (RunState.RUNNING, RunState.STALLED)
+        return self in (RunState.RUNNING, RunState.STALLED, RunState.FAULTED)
 
     @property
     def is_terminal(self) -> bool:
@@ -51,16 +56,35 @@ class EventKind(str, enum.Enum):
     OTHER_BOOT = "other_boot"  # the record names a process of an earlier boot
     PROGRESS_STALE = "progress_stale"  # alive, but no beat/progress for the stall timeout
     PROGRESS_FRESH = "progress_fresh"  # beats/progress are within the stall timeout again
+    # Jobs: the ranks of one job on this host end as one event (daemon/job_watch.py).
+    JOB_ENDED = "job_ended"  # the job this run speaks for ended; final_state: the ending kind
+    FOLDED = "folded"  # this rank's ending is part of its job's one alert; final_state: its kind
+    GPU_FAULT = "gpu_fault"  # the kernel logged an Xid naming a GPU/node fault for this run
 
 
 @dataclass(frozen=True)
 class Event:
     kind: EventKind
-    final_state: Optional[str] = None  # FINAL_SEEN only: FinalRecord.state
+    # FINAL_SEEN: FinalRecord.state; JOB_ENDED / FOLDED: an ending AlertKind value
+    final_state: Optional[str] = None
 
     @classmethod
     def final(cls, state: str) -> Event:
         return cls(EventKind.FINAL_SEEN, state)
+
+    @classmethod
+    def job_ended(cls, kind: AlertKind) -> Event:
+        return cls(EventKind.JOB_ENDED, kind.value)
+
+    @classmethod
+    def folded(cls, kind: AlertKind) -> Event:
+        return cls(EventKind.FOLDED, kind.value)
+
+    @property
+    def is_quiet(self) -> bool:
+        """Journaled (so a restart knows the run ended) but sent to no channel:
+        the job's one alert already says it."""
+        return self.kind is EventKind.FOLDED
 
 
 class Transition(NamedTuple):
@@ -79,6 +103,9 @@ _STATE_TO_ALERT = {
     for e in endings.ENDINGS
     if e.run_state is not None and e.run_state != RunState.RUNNING.value
 }
+
+# How a job (or one of its ranks) can end: the ending kinds a job verdict names.
+ENDING_KINDS = {kind: state for state, kind in _STATE_TO_ALERT.items() if state.is_terminal}
 
 
 def transition(state: RunState, event: Event) -> Transition:
@@ -112,8 +139,25 @@ def transition(state: RunState, event: Event) -> Transition:
         # any more, and nothing saw how it ended.
         return Transition(RunState.LOST, AlertKind.LOST)
 
+    if kind in (EventKind.JOB_ENDED, EventKind.FOLDED):
+        # The job's verdict: how the run's job ended (JOB_ENDED, alerted) or
+        # how this rank ended inside it (FOLDED, journaled quietly).
+        try:
+            ending = AlertKind(event.final_state or "")
+        except ValueError:
+            return stay
+        new = ENDING_KINDS.get(ending)
+        return stay if new is None else Transition(new, ending)
+
+    if kind is EventKind.GPU_FAULT:
+        # Said once: the fault stays true until the run ends (which alerts again).
+        if state is RunState.FAULTED:
+            return stay
+        return Transition(RunState.FAULTED, AlertKind.GPU_FAULT)
+
     if kind is EventKind.PROGRESS_STALE:
         # Alive but silent: report the stall once; staying stalled is quiet.
+        # A faulted run is expected to stall: the fault alert said why.
         if state is RunState.RUNNING:
             return Transition(RunState.STALLED, AlertKind.STALLED)
         return stay

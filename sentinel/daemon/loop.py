@@ -79,7 +79,11 @@ class Daemon:
         reader = RunReader(self.spool, is_shared_spool(self.spool), ProblemLog())
         self.failures = FailureLog(log)
         self.tracker = Tracker(config, reader, outbox, self.liveness, self.watcher, self.oom,
-                               self.state.archive, inline_channels, wake_delivery, self.observer)
+                               self.state.archive, inline_channels, wake_delivery, self.observer,
+                               # jobs: sibling ranks have pidfds of their own in the same epoll
+                               job_liveness=Liveness(self.epoll, self.liveness.use_pidfd, use_threads=False),
+                               wake_loop=self.wakeup.wake)
+        self.jobs = self.tracker.jobs
         self.resends = resend.ResendDesk(self.spool, outbox, self.run_owner, wake_delivery)
         self.sweep: Optional[RescanSweep] = None  # the rescan under way, if any
         self.next_rescan = 0.0
@@ -135,8 +139,11 @@ class Daemon:
         stall_check = self.tracker.next_stall_check()
         if stall_check is not None:
             due.append(stall_check)
-        if self.liveness.polling:
+        if self.liveness.polling or self.jobs.liveness.polling:
             due.append(self.next_poll)
+        job_deadline = self.jobs.next_deadline()
+        if job_deadline is not None:
+            due.append(job_deadline)
         if self.next_watchdog is not None:
             due.append(self.next_watchdog)
         return max(MIN_STEP, min(due) - now)
@@ -174,6 +181,7 @@ class Daemon:
         # Kernel log first, so an OOM line is known before its victim's exit is judged.
         if self.oom.fd is not None and self.oom.fd in fds:
             self.oom.drain()
+        self._guard("GPU faults", self.tracker.attach_gpu_faults, now)  # jobs: Xid lines just read
         if self.wakeup.fd in fds:
             self.wakeup.clear()
         # Spool changes (a final record among them) before exits: the process
@@ -185,16 +193,22 @@ class Daemon:
                 ended = self.liveness.exit_of(fd)
                 if ended is not None:
                     self._guard(ended.key, self.tracker.on_exit, ended.key, now, ended.status)
+            elif self.jobs.owns(fd):  # jobs: a sibling rank (or a recorded rank's second pidfd)
+                self._guard(f"rank fd {fd}", self.jobs.exited, fd, now)
 
     def tick(self, now: float) -> None:
         for run in self.tracker.due_stall_checks(now):
             # Checked again: a check made earlier in this loop may have moved it.
             if run.stall_check_at is not None and run.stall_check_at <= now:
                 self._guard(run.run_id, self.tracker.check_stall, run, now)
-        if self.liveness.polling and now >= self.next_poll:
+        if (self.liveness.polling or self.jobs.liveness.polling) and now >= self.next_poll:
             for run_id in self.liveness.poll():
                 self._guard(run_id, self.tracker.on_exit, run_id, now)
+            self.jobs.poll(now)
             self.next_poll = now + POLL_INTERVAL
+        # jobs: Xids read while judging an exit, then the job verdicts due
+        self._guard("GPU faults", self.tracker.attach_gpu_faults, now)
+        self._guard("jobs", self.jobs.tick, now)
         if self.sweep is None and now >= self.next_rescan:
             self.start_rescan(now)
             self.next_rescan = now + self.config.rescan_interval
@@ -288,6 +302,9 @@ class Daemon:
         if not self.watcher.watched(run.run_id):  # it could not be watched before (the inotify limit)
             self.watcher.watch_run(run.run_id)
         tracker = self.tracker
+        if self.jobs.holds(run.run_id):
+            return  # jobs: ended, its end held for the job's one alert
+        self.jobs.revisit(run)  # jobs: ranks that started after the record
         if run.state.is_live and not run.watched:
             # A failed enqueue left the run live with no exit watch: judge again.
             tracker.forget(run.run_id)

@@ -26,7 +26,7 @@ import subprocess
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from sentinel.endings import Reason
 from sentinel.procid import ProcessIdentity
@@ -58,8 +58,9 @@ def parse_oom_line(text: str) -> Optional[tuple[int, str]]:
     return None
 
 
-def parse_kmsg_record(record: bytes) -> Optional[OomHit]:
-    """One /dev/kmsg record: ``prio,seq,usec,flags;message`` (+ continuation lines)."""
+def split_kmsg_record(record: bytes) -> Optional[tuple[float, str]]:
+    """One /dev/kmsg record, ``prio,seq,usec,flags;message`` (+ continuation
+    lines): (seconds since boot, first message line), or None if malformed."""
     head, sep, body = record.partition(b";")
     if not sep:
         return None
@@ -68,11 +69,17 @@ def parse_kmsg_record(record: bytes) -> Optional[OomHit]:
         usec = int(parts[2])
     except (IndexError, ValueError):
         return None
-    message = body.split(b"\n", 1)[0].decode("utf-8", "replace")
-    found = parse_oom_line(message)
+    return usec / 1e6, body.split(b"\n", 1)[0].decode("utf-8", "replace")
+
+
+def parse_kmsg_record(record: bytes) -> Optional[OomHit]:
+    split = split_kmsg_record(record)
+    if split is None:
+        return None
+    found = parse_oom_line(split[1])
     if found is None:
         return None
-    return OomHit(found[0], usec / 1e6, found[1][:_LINE_CHARS])
+    return OomHit(found[0], split[0], found[1][:_LINE_CHARS])
 
 
 def parse_dmesg(output: str) -> list[OomHit]:
@@ -94,7 +101,7 @@ def _clock_ticks() -> int:
         return 100
 
 
-def _started_since_boot(ident: ProcessIdentity) -> float:
+def started_since_boot(ident: ProcessIdentity) -> float:
     return ident.start_ticks / _clock_ticks()
 
 
@@ -180,6 +187,8 @@ class OomDetector:
         self.fd: Optional[int] = None
         self._use_dmesg = use_dmesg
         self._hits: OrderedDict[int, OomHit] = OrderedDict()
+        # Other readers of the same records (GPU Xid lines): one fd, one pass.
+        self.listeners: list[Callable[[bytes], None]] = []
         try:
             fd = os.open(kmsg_path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError as exc:
@@ -210,6 +219,8 @@ class OomDetector:
                 return
             if not record:
                 return
+            for listener in self.listeners:
+                listener(record)
             hit = parse_kmsg_record(record)
             if hit is not None:
                 self._remember(hit)
@@ -227,7 +238,7 @@ class OomDetector:
 
     def evidence(self, ident: ProcessIdentity, counter: Optional[CgroupCounter]) -> Optional[Reason]:
         """The OOM killer's part in ``ident``'s death, if the kernel can tell; None if unknown."""
-        started = _started_since_boot(ident)
+        started = started_since_boot(ident)
         self.drain()
         hit = self._hits.get(ident.pid)
         if hit is None and self.fd is None and self._use_dmesg:

@@ -11,6 +11,7 @@ runs: see ``sentinel.outbox``).
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import logging
 from pathlib import Path
@@ -20,7 +21,7 @@ from sentinel import mutes, spool
 from sentinel.alerts import Alert, AlertKind, from_run, with_kernel_ending
 from sentinel.channels import routing
 from sentinel.config import Config
-from sentinel.daemon import archive
+from sentinel.daemon import archive, nccl
 from sentinel.daemon.channel_access import ChannelAccess
 from sentinel.daemon.decide import (
     Event,
@@ -33,11 +34,13 @@ from sentinel.daemon.decide import (
     stall_deadline,
     transition,
 )
+from sentinel.daemon.job_watch import JobWatch
 from sentinel.daemon.liveness import Liveness
 from sentinel.daemon.message_limits import MessageGate
 from sentinel.daemon.oom import OomDetector
 from sentinel.daemon.run_reader import RunReader, TrackedRun
 from sentinel.daemon.spool_watcher import SpoolWatcher
+from sentinel.daemon.xid import GpuFaults, XidHit
 from sentinel.endings import Reason
 from sentinel.observer import FleetObserver
 from sentinel.outbox import SyncThread
@@ -86,6 +89,9 @@ class Tracker:
         inline_channels: Optional[InlineChannels] = None,
         wake_delivery: Callable[[], None] = lambda: None,
         observer: Optional[FleetObserver] = None,
+        *,
+        job_liveness: Liveness,
+        wake_loop: Callable[[], None] = lambda: None,
     ) -> None:
         self._config = config
         # Fleet hook (metrics, healthchecks.io): told of tracked runs and transitions.
@@ -106,6 +112,10 @@ class Tracker:
         self.retired: set[str] = set()  # ended runs whose directory could not be archived
         # (deadline, run id); an entry is current only while it equals the run's stall_check_at.
         self.stall_heap: list[tuple[float, str]] = []
+        self.gpu = GpuFaults()  # jobs: Xid lines ride on the OOM detector's kernel log reader
+        oom.listeners.append(self.gpu.feed)
+        # jobs: sibling ranks (their own pidfds), held endings, one alert per job event
+        self.jobs = JobWatch(self, job_liveness, wake_loop)
         # Ended runs to archive on the loop's next pass (``retire_soon``), in order.
         self.retiring: dict[str, None] = {}
 
@@ -122,6 +132,7 @@ class Tracker:
         self.messages.limits = config.message_limits
 
     def close(self) -> None:
+        self.jobs.close()
         self.syncer.stop()
 
     def forget(self, run_id: str) -> None:
@@ -158,10 +169,12 @@ class Tracker:
         if run.state.is_terminal:
             return
         final = self.reader.read_final(run)
+        cause = None if final is not None else self.oom.evidence(run.identity, run.cgroup)
+        if self.jobs.holds_exit(run, final, cause, status, now):
+            return  # jobs: a rank's end waits for its job's one alert
         if final is not None:
             self.apply(run, exit_event(final, oom=False, at_startup=False), now, final=final)
             return
-        cause = self.oom.evidence(run.identity, run.cgroup)
         if cause is None and not self.reader.run_dir_present(run):
             cause = RECORD_DELETED if status is None else RECORD_DELETED_EXIT_KNOWN
         event = exit_event(None, oom=cause is not None and cause.is_oom, at_startup=False)
@@ -175,6 +188,8 @@ class Tracker:
             return
         final = self.reader.read_final(run)
         if final is not None:
+            if self.jobs.holds_final(run, final, now):
+                return  # jobs: a rank's end waits for its job's one alert
             self.apply(run, Event.final(final.state), now, final=final)
             if not run.watched:
                 self.retire_soon(run)
@@ -184,10 +199,15 @@ class Tracker:
         self.schedule_stall_check(run, None)
         if run.state is not RunState.RUNNING or not run.watched:
             return
+        peers = self.jobs.stall_peers(run)  # jobs: a job's recorded ranks stall as one
+        if peers is not None:
+            if peers:
+                self.jobs.check_stall(run, peers, now)
+            return
         run.progress = self.reader.read_progress(run)
         timeout = self.stall_timeout(run)
         if is_stale(run.progress, run.record.started, timeout, now):
-            reason = self._stall_reason(run, timeout, now)
+            reason = self.stall_reason(run, timeout, now)
             run.frozen = reason.code == "frozen"
             self.apply(run, Event(EventKind.PROGRESS_STALE), now, reason=reason)
             if run.state is RunState.STALLED:
@@ -199,7 +219,12 @@ class Tracker:
 
     def check_recovery(self, run: TrackedRun, now: float) -> None:
         """A stalled run's beat changed: fresh again means recovered."""
+        run = self.jobs.stall_speaker(run)  # jobs: a rank's beat may end its job's stall
         if run.state is not RunState.STALLED:
+            return
+        peers = self.jobs.stall_peers(run)
+        if peers:
+            self.jobs.check_recovery(run, peers, now)
             return
         run.progress = self.reader.read_progress(run)
         timeout = self.stall_timeout(run)
@@ -226,15 +251,20 @@ class Tracker:
             self.reader.problems.report(run.paths.run, "rewritten to name another process, owner or "
                                                        "directory; ignored")
             return
-        run.record = record
+        # The job it was admitted into stays its job (JobWatch grouped its ranks by it).
+        run.record = dataclasses.replace(record, job=run.record.job)
         run.channels = self.resolve_channels(run)
         log.info("run %s: record rewritten, %d channel(s) now", run.run_id, len(run.channels))
 
     # ------------------------------------------------------------ effects
 
     def apply(self, run: TrackedRun, event: Event, now: float, *, final: Optional[FinalRecord] = None,
-              reason: Optional[Reason] = None, kernel_status: Optional[int] = None) -> None:
-        """Make the transition and enqueue its one alert (durably) before the state moves."""
+              reason: Optional[Reason] = None, kernel_status: Optional[int] = None,
+              overrides: Optional[Mapping[str, Any]] = None) -> None:
+        """Make the transition and enqueue its one alert (durably) before the state moves.
+
+        ``overrides``: alert fields a job's verdict sets (the failing rank's pid, error, ...).
+        """
         new_state, kind = transition(run.state, event)
         if kind is None:
             run.state = new_state
@@ -243,13 +273,19 @@ class Tracker:
         number = run.transitions + 1
         progress = self.reader.read_progress(run)
         run.progress = progress
+        if new_state.is_terminal and event.kind is not EventKind.JOB_ENDED:
+            # jobs: what the GPU and NCCL said about this process belongs to its ending.
+            reason = with_notes(reason, [*self.gpu.notes_for(run.identity),
+                                         *filter(None, [nccl.explain(final.error if final else None)])])
         alert = from_run(alert_id(run.run_id, number, kind), kind, run.record, progress=progress,
                          final=final, now=now, reason=reason, user=run.user,
                          trend_metric=self.config.trend_metric, trend_points=self.config.trend_points)
         alert = with_kernel_ending(alert, kernel_status)
+        if overrides:
+            alert = dataclasses.replace(alert, **overrides)
         alert_on = self.config.alert_on if run.record.alert_on is None else run.record.alert_on
-        channels = routing.recipients(kind.value, run.channels, alert_on,
-                                      delivered_inline=final is not None and final.delivered_inline)
+        channels = [] if event.is_quiet else routing.recipients(
+            kind.value, run.channels, alert_on, delivered_inline=final is not None and final.delivered_inline)
         channels = self.mute_book.channels_for(kind.value, run.run_id, run.record.name,
                                                run.record.labels.get("project"), run.owner_uid, channels, now)
         # If this raises (disk full), the state stays put and the next rescan decides again.
@@ -355,8 +391,25 @@ class Tracker:
     def stall_timeout(self, run: TrackedRun) -> float:
         return run.record.stall_timeout or self.config.stall_timeout
 
+    def attach_gpu_faults(self, now: float) -> None:
+        """New Xids: a GPU or node fault alerts the run (or job) it names now;
+        an application error waits for that run's ending, which quotes it."""
+        for hit in self.gpu.take_pending():
+            if hit.pid is None or not hit.node_fault:
+                continue
+            target = self.jobs.gpu_fault_target(hit) or self._gpu_fault_run(hit)
+            if target is not None:
+                run, reason, overrides = target
+                self.apply(run, Event(EventKind.GPU_FAULT), now, reason=reason, overrides=overrides)
+
+    def _gpu_fault_run(self, hit: XidHit) -> Optional[tuple[TrackedRun, Reason, dict[str, Any]]]:
+        run = next((r for r in self.runs.values() if r.record.pid == hit.pid and r.state.is_live), None)
+        if run is None or not hit.names(run.identity):
+            return None
+        return run, hit.fault_reason(), {"pid": hit.pid}
+
     @staticmethod
-    def _stall_reason(run: TrackedRun, timeout: float, now: float) -> Reason:
+    def stall_reason(run: TrackedRun, timeout: float, now: float) -> Reason:
         progress = run.progress
         beat = progress.beat if progress is not None else run.record.started
         last = run.record.started
@@ -373,3 +426,12 @@ class Tracker:
         """The run's channel names under the access rules (``channel_access``)."""
         return self.access.resolve(run.record.channels, run.owner_uid,
                                    lambda problem: self.reader.problems.report_field(run.paths.run, problem))
+
+
+def with_notes(reason: Optional[Reason], notes: list[Reason]) -> Optional[Reason]:
+    """``reason`` with ``notes`` after it; the first note stands in for a missing reason."""
+    if reason is None:
+        if not notes:
+            return None
+        reason, notes = notes[0], notes[1:]
+    return reason.with_notes(notes)

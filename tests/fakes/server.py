@@ -5,18 +5,23 @@ Failure modes (``fail(mode)``), back to normal with ``recover()``:
 
 - ``"down"``: the connection is closed without an answer (a client sees a
   connection error, as with a dead or unreachable service);
+- ``"reset"``: the connection is reset (TCP RST) without an answer, as by a
+  crashing proxy;
 - ``"5xx"``: the service's own server-error answer;
 - ``"4xx"``: the service's own "this will never work" answer;
 - ``fail(status=..., body=..., headers=...)``: exactly that answer.
 
 ``hold_after(n)`` makes every request after the n-th wait, unanswered, until
 ``release()``: a request is then "in flight" for as long as a test needs
-(e.g. to kill the sender mid-delivery).
+(e.g. to kill the sender mid-delivery). ``slow(seconds)`` answers every
+request that much later (a service having a bad moment), until ``recover()``.
 """
 
 from __future__ import annotations
 
 import json
+import socket
+import struct
 import threading
 import time
 from dataclasses import dataclass, field
@@ -68,7 +73,7 @@ DROP = None  # a handler's answer meaning "close the connection, say nothing"
 class FakeService:
     """Subclasses implement ``handle(request) -> Reply`` and ``failure(mode)``."""
 
-    MODES: tuple[str, ...] = ("down", "5xx", "4xx")  # a service may add its own
+    MODES: tuple[str, ...] = ("down", "reset", "5xx", "4xx")  # a service may add its own
 
     def __init__(self) -> None:
         self.requests: list[RecordedRequest] = []
@@ -76,6 +81,7 @@ class FakeService:
         self._mode: Optional[str] = None
         self._custom: Optional[Reply] = None
         self._hold_after: Optional[int] = None
+        self._delay = 0.0
         self._released = threading.Event()
         self._server: Optional[ThreadingHTTPServer] = None
         self._thread: Optional[threading.Thread] = None
@@ -139,7 +145,11 @@ class FakeService:
 
     def recover(self) -> None:
         with self._cond:
-            self._mode, self._custom = None, None
+            self._mode, self._custom, self._delay = None, None, 0.0
+
+    def slow(self, seconds: float) -> None:
+        with self._cond:
+            self._delay = seconds
 
     def hold_after(self, count: int) -> None:
         self._released.clear()
@@ -190,10 +200,19 @@ class FakeService:
         with self._cond:
             self.requests.append(request)
             count = len(self.requests)
-            mode, custom = self._mode, self._custom
+            mode, custom, delay = self._mode, self._custom, self._delay
             self._cond.notify_all()
         if self._hold_after is not None and count > self._hold_after:
             self._released.wait(HOLD_LIMIT)
+        if delay:
+            self._released.wait(min(delay, HOLD_LIMIT))  # the service's own slowness (stop() ends it)
+        if mode == "reset":
+            # SO_LINGER with a zero timeout: close() sends RST instead of FIN.
+            # (Closed here, before http.server's own shutdown could send a FIN first.)
+            handler.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            handler.connection.close()
+            handler.close_connection = True
+            return
         if mode == "custom":
             reply: Optional[Reply] = custom
         elif mode is not None:
@@ -204,7 +223,9 @@ class FakeService:
         if reply is DROP:
             handler.close_connection = True
             return
-        request.status, request.answer = reply.status, reply.body
+        with self._cond:  # a waiter on the answer (``pushes``) is woken by it, not by the next request
+            request.status, request.answer = reply.status, reply.body
+            self._cond.notify_all()
         try:
             handler.send_response(reply.status)
             for key, value in reply.headers.items():

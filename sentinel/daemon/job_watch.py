@@ -1,0 +1,709 @@
+"""A job's ranks on this host, watched together: one alert per job event.
+
+When one rank of a torchrun job dies, the launcher stops the others
+(SIGTERM, then SIGKILL after 30 s), and the rank with the callback dies
+"terminated". What happened is the *first* failure, so:
+
+* **Finding the ranks.** A run whose record carries a job (``spool.JobRecord``)
+  makes its siblings known: the other children of the same launcher agent
+  (``/proc/<agent>/task/*/children``), or, without an agent, the same user's
+  processes whose environment names the same job. A sibling counts only if
+  it belongs to the run's user, its ``/proc/<pid>/environ`` (readable by
+  root or that user) names the same job (``jobs.group_key``), and its start
+  time still matches once its pidfd is open — the identity rule for runs.
+* **Holding the endings.** Ranks that end — recorded runs (their final
+  record, or none) and siblings (their exit status through the pidfd, see
+  ``sentinel.daemon.pidfd``; the OOM killer; the traceback torchrun's ``@record``
+  wrote to ``TORCHELASTIC_ERROR_FILE``) — are held, not alerted.
+* **One verdict.** Once every local rank has ended, or ``SETTLE`` seconds
+  after the first failure, ``verdict`` names the cause: the earliest
+  failure that is not a SIGTERM (SIGTERMs are the launcher's teardown when
+  anything else failed), else the earliest failure; a Slurm job's
+  scheduler ending (``slurm``) names SIGTERM/SIGKILL endings instead. The
+  run that speaks for the job (its lowest recorded rank) raises the one
+  alert (``Event.job_ended``); the job's other recorded ranks are
+  journaled quietly (``Event.folded``), and so is any rank that ends within
+  ``TEARDOWN_WINDOW`` after the alert.
+* **Stalls.** With several recorded ranks, only the speaker is checked, on
+  every rank's progress: one stall alert naming the ranks that stopped.
+
+What an alert says is a ``Reason`` (``sentinel.endings.REASONS``), worded
+in each channel's language when it is rendered.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping, Optional, Protocol, Union
+
+from sentinel import jobs
+from sentinel.alerts import AlertKind
+from sentinel.daemon.decide import Event, EventKind, RunState, is_stale, stall_deadline
+from sentinel.daemon.liveness import Liveness, Status
+from sentinel.daemon.nccl import explain as nccl_explain
+from sentinel.daemon.oom import CgroupCounter, OomDetector, cgroup_counter
+from sentinel.daemon.run_reader import RunReader, TrackedRun
+from sentinel.daemon.slurm import SlurmEnding, SlurmOracle, by_end_time, classify, env_time
+from sentinel.daemon.spool_watcher import SpoolWatcher
+from sentinel.daemon.xid import GpuFaults, XidHit
+from sentinel.endings import Reason
+from sentinel.exit_status import Ending, ending_of
+from sentinel.procid import ProcessIdentity, parent_pid, process_uid, start_ticks
+from sentinel.safetext import printable
+from sentinel.spool import FinalRecord, JobRecord, SpoolFormatError, read_json
+
+log = logging.getLogger("sentinel.daemon.jobs")
+
+
+class RunBook(Protocol):
+    """What the job watch needs of the daemon's book of runs (``tracking.Tracker``)."""
+
+    runs: dict[str, TrackedRun]
+    reader: RunReader
+    oom: OomDetector
+    gpu: GpuFaults
+    watcher: SpoolWatcher
+
+    def apply(self, run: TrackedRun, event: Event, now: float, *, final: Optional[FinalRecord] = None,
+              reason: Optional[Reason] = None, kernel_status: Optional[int] = None,
+              overrides: Optional[Mapping[str, Any]] = None) -> None: ...
+    def retire_soon(self, run: TrackedRun) -> None: ...
+    def stall_timeout(self, run: TrackedRun) -> float: ...
+    def stall_reason(self, run: TrackedRun, timeout: float, now: float) -> Reason: ...
+    def schedule_stall_check(self, run: TrackedRun, when: Optional[float]) -> None: ...
+
+
+Peers = list  # [(rank, TrackedRun)]: a job's live recorded ranks, the speaker first
+
+SETTLE = 2.0  # after the first failure: how long the teardown's deaths are awaited
+TEARDOWN_WINDOW = 60.0  # torchrun and Slurm SIGKILL 30 s after their SIGTERM; margin on top
+_ENVIRON_MAX = 256 * 1024
+_MAX_MEMBERS = 1024  # ranks of one job on one host
+
+
+# ---------------------------------------------------------------- facts
+
+
+@dataclass
+class Death:
+    """How one rank ended, as far as this host can tell."""
+
+    at: float
+    final: Optional[FinalRecord] = None  # a recorded rank's own word
+    status: Optional[Ending] = None  # the kernel's wait status, in words
+    oom: Optional[Reason] = None
+    message: Optional[str] = None  # "RuntimeError: boom", from the rank's error file
+    traceback: Optional[str] = None
+    gpu: list[Reason] = field(default_factory=list)  # Xids naming the rank's process
+
+
+@dataclass
+class Member:
+    ident: ProcessIdentity
+    rank: Optional[int]
+    local_rank: Optional[int]
+    error_file: str = ""
+    run_id: Optional[str] = None  # a recorded rank; None for a sibling found on the host
+    cgroup: Optional[CgroupCounter] = None
+    status: Optional[Ending] = None  # read when its pidfd fired
+    death: Optional[Death] = None
+    gone: bool = False  # the process has exited
+
+    def label(self, host: str) -> Reason:
+        """'rank 3 (local rank 3, host h, pid 123)'."""
+        where = {"host": host, "pid": self.ident.pid}
+        if self.rank is None:
+            return Reason("rank_label_pid", where)
+        if self.local_rank is None:
+            return Reason("rank_label_global", {"rank": self.rank, **where})
+        return Reason("rank_label", {"rank": self.rank, "local_rank": self.local_rank, **where})
+
+
+@dataclass
+class Job:
+    key: str
+    uid: int
+    record: JobRecord
+    host: str
+    members: dict[int, Member] = field(default_factory=dict)  # by pid
+    first_failure: Optional[float] = None
+    settle_at: Optional[float] = None
+    alerted_at: Optional[float] = None
+
+    @property
+    def slurm_id(self) -> str:
+        return self.record.slurm.get("job_id", "")
+
+    @property
+    def slurm_restarts(self) -> int:
+        raw = self.record.slurm.get("restart_count", "0")
+        return int(raw) if raw.isdigit() else 0
+
+    def all_gone(self) -> bool:
+        return all(m.gone and m.death is not None for m in self.members.values())
+
+    def member_of_run(self, run_id: str) -> Optional[Member]:
+        return next((m for m in self.members.values() if m.run_id == run_id), None)
+
+
+def outcome(death: Death) -> tuple[AlertKind, Reason]:
+    """The ending one rank's death alone would be, and how to say it."""
+    final = death.final
+    if final is not None:
+        if final.state == "finished":
+            return AlertKind.FINISHED, Reason("rank_finished")
+        if final.state == "aborted":
+            return AlertKind.ABORTED, Reason("rank_interrupted")
+        if final.state == "terminated":
+            return AlertKind.TERMINATED, Reason("rank_terminated", {"signal": final.signal or "SIGTERM"})
+        last = _last_line(final.error)
+        if last:
+            return AlertKind.CRASHED, Reason("rank_crashed", {"line": last})
+        return AlertKind.CRASHED, Reason("rank_crashed_code", {"code": final.exit_code})
+    if death.oom:
+        return AlertKind.KILLED, Reason("rank_oom")
+    if death.message:
+        return AlertKind.CRASHED, Reason("rank_raised", {"message": death.message})
+    status = death.status
+    if status is None:
+        return AlertKind.KILLED, Reason("rank_unseen")
+    if status.signal is not None:
+        if status.signal == "SIGTERM":
+            return AlertKind.TERMINATED, Reason("rank_terminated", {"signal": "SIGTERM"})
+        return AlertKind.KILLED, Reason("rank_killed", {"signal": status.signal})
+    if status.exit_code == 0:
+        return AlertKind.FINISHED, Reason("rank_exited_clean")
+    return AlertKind.CRASHED, Reason("rank_exit_code", {"code": status.exit_code})
+
+
+def is_unknown(death: Death) -> bool:
+    """Gone, and nothing says how: no final record, status, OOM line or error file."""
+    return death.final is None and death.status is None and not death.oom and not death.message
+
+
+def is_failure(death: Optional[Death]) -> bool:
+    return death is not None and outcome(death)[0] is not AlertKind.FINISHED
+
+
+@dataclass(frozen=True)
+class Verdict:
+    kind: AlertKind
+    cause: Optional[Member]
+    reason: Reason
+    error: Optional[str]
+
+    @property
+    def detail(self) -> str:
+        """The reason in English (logs, tests)."""
+        return self.reason.text("en") or ""
+
+
+def verdict(job: Job, step: Optional[int], scheduler: Optional[SlurmEnding]) -> Verdict:
+    """The one thing to say about the job's ending (pure: facts in, words out)."""
+    name = jobs.display_id(job.record)
+    ended = [m for m in job.members.values() if m.death is not None]
+    failed = sorted((m for m in ended if is_failure(m.death)), key=lambda m: m.death.at)  # type: ignore[union-attr]
+    total = len(job.members)
+    counted = {"job": name, "ranks": total, "s": _s(total)}
+    if not any(not is_unknown(m.death) for m in failed):  # type: ignore[arg-type]
+        # Endings not seen (an older kernel, reaped at once) count as failures only beside a known one.
+        unseen = len([m for m in ended if m.death is not None and is_unknown(m.death)])
+        finished = Reason("job_finished_unseen", {**counted, "unseen": unseen}) if unseen else \
+            Reason("job_finished", counted)
+        return Verdict(AlertKind.FINISHED, None, finished, None)
+    # SIGTERMs are what the launcher sends the survivors: never the cause if anything else failed.
+    primary = [m for m in failed if outcome(m.death)[0] is not AlertKind.TERMINATED]  # type: ignore[arg-type]
+    cause = (primary or failed)[0]
+    death = cause.death
+    assert death is not None
+    kind, phrase = outcome(death)
+    error = death.traceback or (death.final.error if death.final is not None else None)
+    others = [m for m in job.members.values() if m is not cause]
+    stopped = sum(1 for m in others if m.death is not None)
+    launcher = job.record.launcher
+    notes = [*death.gpu, *filter(None, [nccl_explain(error)])]
+    if scheduler is not None and kind in (AlertKind.TERMINATED, AlertKind.KILLED) and not death.oom:
+        said = Reason("job_scheduler", {**counted, "scheduler": scheduler.reason.as_arg(),
+                                        "stopped": stopped + 1})
+        return Verdict(scheduler.kind, cause, said.with_notes(notes), error)
+    args: dict[str, Any] = {"job": name, "rank": cause.label(job.host).as_arg(), "ending": phrase.as_arg(),
+                            "step": Reason("at_step", {"step": step}).as_arg() if step is not None else ""}
+    if others:
+        who: Any = launcher if launcher not in ("slurm", "launcher") else Reason("the_launcher").as_arg()
+        if stopped < len(others):
+            teardown = Reason("stopping_others", {"who": who, "stopped": stopped, "others": len(others)})
+        elif len(others) > 1:
+            teardown = Reason("stopped_others", {"who": who, "others": len(others)})
+        else:
+            teardown = Reason("stopped_other", {"who": who})
+        notes.insert(0, teardown)
+    return Verdict(kind, cause, Reason("job_rank_ended", args).with_notes(notes), error)
+
+
+def job_facts(job: Job, cause_rank: Optional[int]) -> dict[str, str]:
+    """The ``Alert.job`` of an alert about ``job``."""
+    facts = {"id": jobs.display_id(job.record), "launcher": job.record.launcher,
+             "ranks": str(len(job.members))}
+    if cause_rank is not None:
+        facts["cause_rank"] = str(cause_rank)
+    return facts
+
+
+def folded(job: Job) -> Reason:
+    return Reason("job_folded", {"job": jobs.display_id(job.record)})
+
+
+def _s(count: int) -> str:
+    return "" if count == 1 else "s"
+
+
+def _last_line(text: Optional[str]) -> Optional[str]:
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    return lines[-1][:300] if lines else None
+
+
+# ---------------------------------------------------------------- the host
+
+
+def read_environ(pid: int) -> Optional[dict[str, str]]:
+    """A process's environment (root, or its own user), or None."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            raw = f.read(_ENVIRON_MAX)
+    except OSError:
+        return None
+    return jobs.parse_environ(raw)
+
+
+def children(pid: int) -> list[int]:
+    """Child pids of ``pid``: ``/proc/<pid>/task/*/children`` (or a /proc scan)."""
+    found: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return []
+    readable = False
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/children", encoding="ascii") as f:
+                found.extend(int(word) for word in f.read().split())
+            readable = True
+        except (OSError, ValueError):
+            continue
+    if not readable:  # a kernel without CONFIG_PROC_CHILDREN
+        found = [p for p in _all_pids() if parent_pid(p) == pid]
+    return found
+
+
+def _all_pids() -> Iterable[int]:
+    try:
+        return [int(name) for name in os.listdir("/proc") if name.isdigit()]
+    except OSError:
+        return []
+
+
+def read_error_file(path: str, uid: int) -> Optional[tuple[str, str]]:
+    """(message, traceback) from torchrun's error file, if it is the rank's user's own file.
+
+    The path comes from a run record or a rank's environment, so it is
+    hostile: never a symlink, a regular file only, owned by the rank's user,
+    size-capped (``spool.read_json``).
+    """
+    if not path or not os.path.isabs(path):
+        return None
+    try:
+        data, st = read_json(path)  # type: ignore[arg-type]
+    except (OSError, SpoolFormatError):
+        return None
+    if st.st_uid != uid:
+        return None
+    message: Any = data.get("message")
+    traceback: Any = None
+    if isinstance(message, dict):
+        extra = message.get("extraInfo")
+        traceback = extra.get("py_callstack") if isinstance(extra, dict) else None
+        message = message.get("message")
+    if not isinstance(message, str) or not message.strip():
+        return None
+    return message.strip()[:300], traceback if isinstance(traceback, str) else ""
+
+
+# ---------------------------------------------------------------- the watch
+
+
+class JobWatch:
+    """The daemon's jobs: their ranks' pidfds, held endings and verdicts."""
+
+    def __init__(self, book: RunBook, liveness: Liveness, wake: Callable[[], None]) -> None:
+        self.book = book
+        self.liveness = liveness  # the ranks' own pidfds, in the daemon's epoll
+        self.slurm = SlurmOracle(wake)
+        self.jobs: dict[str, Job] = {}
+        self.by_run: dict[str, str] = {}  # recorded run id -> job key
+
+    # ------------------------------------------------------------ membership
+
+    def admit(self, run: TrackedRun, now: float) -> None:
+        """A live recorded run: join (or found) its job and look for its siblings."""
+        record = run.record.job
+        if record is None:
+            return
+        key = jobs.group_key(record, run.owner_uid)
+        job = self.jobs.get(key)
+        if job is None:
+            job = self.jobs[key] = Job(key, run.owner_uid, record, run.record.hostname)
+        member = job.members.get(run.record.pid)
+        if member is None or member.ident != run.identity:
+            member = Member(run.identity, record.rank, record.local_rank, record.error_file)
+            if not self._watch(job, member):
+                return
+        member.run_id = run.run_id
+        member.cgroup = member.cgroup or run.cgroup
+        self.by_run[run.run_id] = key
+        self.discover(job)
+
+    def discover(self, job: Job) -> int:
+        """Watch the job's sibling ranks on this host; returns how many were added."""
+        if job.alerted_at is not None:
+            return 0
+        agent = job.record.agent_pid
+        if agent is not None:
+            if start_ticks(agent) != job.record.agent_start_ticks:
+                return 0  # the agent is gone (or its pid is someone else's now)
+            candidates = children(agent)
+        else:
+            candidates = [p for p in _all_pids() if process_uid(p) == job.uid]
+        added = 0
+        for pid in candidates:
+            if pid in job.members or len(job.members) >= _MAX_MEMBERS or process_uid(pid) != job.uid:
+                continue
+            env = read_environ(pid)
+            record = jobs.from_environ(env, parent_pid(pid)) if env is not None else None
+            if record is None or jobs.group_key(record, job.uid) != job.key:
+                continue  # not a rank of this job (the agent's other children, a helper process)
+            ident = ProcessIdentity.of(pid)
+            if ident is not None and self._watch(job, Member(ident, record.rank, record.local_rank,
+                                                             record.error_file)):
+                added += 1
+        if added:
+            log.info("job %s: watching %d more rank(s) on this host (%d in all)",
+                     jobs.display_id(job.record), added, len(job.members))
+        return added
+
+    def revisit(self, run: TrackedRun) -> None:
+        """At a rescan: ranks that started after the record was written."""
+        found = self._member(run)
+        if found is not None and found[1].death is None:
+            self.discover(found[0])
+
+    def _watch(self, job: Job, member: Member) -> bool:
+        status = self.liveness.watch(self._key(job, member.ident.pid), member.ident)
+        if status is not Status.ALIVE:
+            return False
+        member.cgroup = cgroup_counter(member.ident.pid)  # now, while /proc/<pid>/cgroup exists
+        job.members[member.ident.pid] = member
+        return True
+
+    @staticmethod
+    def _key(job: Job, pid: int) -> str:
+        return f"{job.key}|{pid}"
+
+    def _locate(self, key: str) -> Optional[tuple[Job, Member]]:
+        job_key, _, pid = key.rpartition("|")
+        job = self.jobs.get(job_key)
+        member = job.members.get(int(pid)) if job is not None and pid.isdigit() else None
+        return (job, member) if job is not None and member is not None else None
+
+    # ------------------------------------------------------------ exits
+
+    def owns(self, fd: int) -> bool:
+        return self.liveness.owns(fd)
+
+    def exited(self, fd: int, now: float) -> None:
+        """A rank's pidfd fired: how it ended (the fd is let go of)."""
+        ended = self.liveness.exit_of(fd)
+        found = self._locate(ended.key) if ended is not None else None
+        if ended is None or found is None:
+            return
+        if ended.status is not None:
+            found[1].status = ending_of(ended.status)
+        self._rank_exited(*found, now)
+
+    def poll(self, now: float) -> None:
+        """Polling fallback (no pidfd): ranks found gone, with no exit status."""
+        for key in self.liveness.poll():
+            found = self._locate(key)
+            if found is not None:
+                self._rank_exited(*found, now)
+
+    def _rank_exited(self, job: Job, member: Member, now: float) -> None:
+        member.gone = True
+        if member.run_id is not None:
+            return  # a recorded rank is judged by the daemon (its final record) in ``holds_exit``
+        death = Death(at=now, status=member.status, gpu=self.book.gpu.notes_for(member.ident))
+        if member.status is None or member.status.exit_code != 0:
+            death.oom = self.book.oom.evidence(member.ident, member.cgroup)
+            found = read_error_file(member.error_file, job.uid)
+            if found is not None:
+                death.message, death.traceback = found
+        member.death = death
+        self._changed(job, now)
+
+    def holds_final(self, run: TrackedRun, final: FinalRecord, now: float) -> bool:
+        """``check_final`` hook: a recorded rank wrote its end while still alive."""
+        found = self._member(run)
+        if found is None:
+            return False
+        job, member = found
+        if job.alerted_at is not None:
+            return self._fold_late(job, run, final, Death(at=now, final=final), now)
+        if member.death is None:
+            member.death = Death(at=min(now, final.ended), final=final)
+            self._changed(job, now)
+        return True
+
+    def holds_exit(self, run: TrackedRun, final: Optional[FinalRecord], oom: Optional[Reason],
+                   status: Optional[int], now: float) -> bool:
+        """``judge_exit`` hook: a recorded rank's process is gone (``status``: its
+        wait status, if the kernel told); hold its end for the job."""
+        found = self._member(run)
+        if found is None:
+            return False
+        job, member = found
+        member.gone = True
+        if member.status is None and status is not None:
+            member.status = ending_of(status)
+        death = member.death or Death(at=now)
+        death.final = death.final or final
+        death.status, death.oom = member.status, death.oom or (None if final else oom)
+        death.gpu = self.book.gpu.notes_for(member.ident)
+        member.death = death
+        if job.alerted_at is not None:
+            return self._fold_late(job, run, final, death, now)
+        self._changed(job, now)
+        return True
+
+    def holds(self, run_id: str) -> bool:
+        """The run's end waits for its job's verdict: the rescan must leave it alone."""
+        key = self.by_run.get(run_id)
+        job = self.jobs.get(key) if key is not None else None
+        if job is None or job.alerted_at is not None:
+            return False
+        member = job.member_of_run(run_id)
+        return member is not None and member.death is not None
+
+    def _member(self, run: TrackedRun) -> Optional[tuple[Job, Member]]:
+        key = self.by_run.get(run.run_id)
+        job = self.jobs.get(key) if key is not None else None
+        member = job.member_of_run(run.run_id) if job is not None else None
+        return (job, member) if job is not None and member is not None else None
+
+    def _fold_late(self, job: Job, run: TrackedRun, final: Optional[FinalRecord], death: Death,
+                   now: float) -> bool:
+        """After the job's alert: a rank ending in the teardown window is part of it."""
+        if job.alerted_at is None or now - job.alerted_at > TEARDOWN_WINDOW:
+            return False
+        self.book.apply(run, Event.folded(outcome(death)[0]), now, final=final, reason=folded(job))
+        self._maybe_drop(job)
+        return True
+
+    # ------------------------------------------------------------ verdicts
+
+    def _changed(self, job: Job, now: float) -> None:
+        if job.alerted_at is not None:
+            self._maybe_drop(job)
+            return
+        failed = any(is_failure(m.death) and not is_unknown(m.death)  # type: ignore[arg-type]
+                     for m in job.members.values())
+        if failed and job.first_failure is None:
+            job.first_failure = now
+            job.settle_at = now + SETTLE
+            if job.slurm_id:
+                self.slurm.ask(job.slurm_id, job.slurm_restarts)
+        if job.all_gone():
+            job.settle_at = now
+
+    def next_deadline(self) -> Optional[float]:
+        due = [j.settle_at for j in self.jobs.values() if j.settle_at is not None and j.alerted_at is None]
+        return min(due) if due else None
+
+    def tick(self, now: float) -> None:
+        self.expire(now)
+        for job in list(self.jobs.values()):
+            if job.alerted_at is None and job.settle_at is not None and job.settle_at <= now:
+                scheduler = self._scheduler_ending(job)
+                if scheduler is not False:
+                    self.decide(job, now, scheduler if isinstance(scheduler, SlurmEnding) else None)
+
+    def _scheduler_ending(self, job: Job) -> Union[SlurmEnding, None, bool]:
+        """The Slurm ending, None if there is none, False while Slurm is still being asked."""
+        if not job.slurm_id or job.first_failure is None:
+            return None
+        if self.slurm.available:
+            done, fields = self.slurm.answer(job.slurm_id, job.slurm_restarts)
+            if not done:
+                return False
+            if fields:
+                return classify(fields, job.slurm_restarts)
+        # No scontrol (or no answer): the end time the job was started with, if Slurm gave one.
+        end_time = env_time(job.record.slurm.get("job_end_time"))
+        first = min((m for m in job.members.values() if m.death is not None), key=lambda m: m.death.at)  # type: ignore[union-attr]
+        signal_name = (first.death.final.signal if first.death and first.death.final else None) or (
+            first.death.status.signal if first.death and first.death.status else None)
+        return by_end_time(end_time, signal_name, job.first_failure)
+
+    def decide(self, job: Job, now: float, scheduler: Optional[SlurmEnding]) -> None:
+        """Say the job's one thing on the run that speaks for it; fold its other ranks."""
+        recorded = [(m, r) for m, r in self._recorded(job) if r.state.is_live]
+        job.alerted_at = now
+        if not recorded:
+            log.warning("job %s ended but none of its recorded runs is left to say so", printable(job.key))
+            self._maybe_drop(job)
+            return
+        speaker_member, speaker = recorded[0]
+        for _, run in recorded:
+            run.progress = self.book.reader.read_progress(run)  # the step the job got to
+        steps = [r.progress.step for _, r in recorded if r.progress and r.progress.step is not None]
+        found = verdict(job, max(steps) if steps else None, scheduler)
+        cause = found.cause
+        overrides: dict[str, Any] = {"job": job_facts(job, cause.rank if cause is not None else None)}
+        if cause is not None and cause.death is not None:
+            status = cause.death.status
+            overrides.update(pid=cause.ident.pid, error=found.error,
+                             exit_code=status.exit_code if status is not None else None,
+                             signal=(cause.death.final.signal if cause.death.final else None)
+                             or (status.signal if status is not None else None))
+        own = speaker_member.death.final if speaker_member.death is not None else None
+        self.book.apply(speaker, Event.job_ended(found.kind), now, final=own, reason=found.reason,
+                        overrides=overrides)
+        for member, run in recorded:
+            if run is not speaker and member.death is not None:
+                self.book.apply(run, Event.folded(outcome(member.death)[0]), now, final=member.death.final,
+                                reason=folded(job))
+        for member, run in recorded:
+            if member.gone and run.state.is_terminal:
+                self.book.retire_soon(run)
+        self._maybe_drop(job)
+
+    def _maybe_drop(self, job: Job, force: bool = False) -> None:
+        """Forget a job once every rank is gone and each recorded one was judged
+        (its end folded in, not alerted again), or, ``force``, after the teardown window."""
+        judged = all(m.gone and (m.run_id is None or m.death is not None) for m in job.members.values())
+        if not judged and not force:
+            return
+        for member in job.members.values():
+            self.liveness.unwatch(self._key(job, member.ident.pid))
+            if member.run_id is not None:
+                self.by_run.pop(member.run_id, None)
+        self.jobs.pop(job.key, None)
+
+    def expire(self, now: float) -> None:
+        """Jobs alerted more than the teardown window ago: what still runs is no longer teardown."""
+        for job in list(self.jobs.values()):
+            if job.alerted_at is not None and now - job.alerted_at > TEARDOWN_WINDOW:
+                self._maybe_drop(job, force=True)
+
+    # ------------------------------------------------------------ stalls and GPU faults
+
+    def _recorded(self, job: Job) -> list[tuple[Member, TrackedRun]]:
+        """The job's recorded ranks the daemon tracks, lowest rank first: the
+        first one speaks for the job."""
+        runs = self.book.runs
+        found = [(m, runs[m.run_id]) for m in job.members.values() if m.run_id in runs]  # type: ignore[index]
+        return sorted(found, key=lambda pair: (pair[0].rank is None, pair[0].rank or 0))
+
+    def stall_peers(self, run: TrackedRun) -> Optional[Peers]:
+        """For a job with several recorded ranks: [(rank, run)] if ``run`` speaks for
+        the job's stalls, [] if another rank does; None for anything else."""
+        found = self._member(run)
+        if found is None:
+            return None
+        live = [(m.rank, r) for m, r in self._recorded(found[0]) if m.death is None]
+        if len(live) < 2:
+            return None
+        return live if live[0][1] is run else []
+
+    def check_stall(self, run: TrackedRun, peers: Peers, now: float) -> None:
+        """The speaker's stall check, on every recorded rank's progress."""
+        book = self.book
+        stale, deadlines = [], []
+        for rank, peer in peers:
+            peer.progress = book.reader.read_progress(peer)
+            timeout = book.stall_timeout(peer)
+            if is_stale(peer.progress, peer.record.started, timeout, now):
+                stale.append((rank, peer))
+            deadlines.append(stall_deadline(peer.progress, peer.record.started, timeout))
+        if not stale:
+            book.schedule_stall_check(run, max(min(deadlines), now + 0.005))
+            return
+        job = self._member(run)[0]  # type: ignore[index]
+        names = ", ".join(str(rank) if rank is not None else f"pid {peer.record.pid}" for rank, peer in stale)
+        first_rank, first = stale[0]
+        stall = book.stall_reason(first, book.stall_timeout(first), now)
+        reason = Reason("job_stalled", {"job": jobs.display_id(job.record), "names": names,
+                                        "s": _s(len(stale)), "ranks": len(peers), "stall": stall.as_arg()})
+        progress = first.progress
+        book.apply(run, Event(EventKind.PROGRESS_STALE), now, reason=reason, overrides={
+            "job": job_facts(job, first_rank), "pid": first.record.pid,
+            "last_beat": progress.beat if progress else None,
+            "last_progress": progress.last_progress if progress else None})
+        if run.state is RunState.STALLED:
+            for _, peer in peers:
+                book.watcher.want_beats(peer.run_id, True)
+            self.check_recovery(run, peers, now)
+
+    def check_recovery(self, run: TrackedRun, peers: Peers, now: float) -> None:
+        """A stalled job recovers when every recorded rank progresses again."""
+        book = self.book
+        for _, peer in peers:
+            peer.progress = book.reader.read_progress(peer)
+            if is_stale(peer.progress, peer.record.started, book.stall_timeout(peer), now):
+                return
+        book.apply(run, Event(EventKind.PROGRESS_FRESH), now, reason=Reason("job_resumed"))
+        if run.state is RunState.RUNNING:
+            for _, peer in peers:
+                book.watcher.want_beats(peer.run_id, False)
+            self.check_stall(run, peers, now)  # schedules the next check
+
+    def stall_speaker(self, run: TrackedRun) -> TrackedRun:
+        """The run whose stall state stands for ``run``'s job (``run`` itself if none)."""
+        found = self._member(run)
+        live = [r for m, r in self._recorded(found[0]) if m.death is None] if found is not None else []
+        return live[0] if live else run
+
+    def gpu_fault_target(self, hit: XidHit) -> Optional[tuple[TrackedRun, Reason, dict[str, Any]]]:
+        """The run that speaks for the job whose rank ``hit`` names, with what to say; None
+        if no watched job has that rank."""
+        run = self.speaker_for_pid(hit.pid) if hit.pid is not None else None
+        found = self.member_of_pid(hit.pid) if run is not None and hit.pid is not None else None
+        if run is None or found is None:
+            return None
+        job, rank = found
+        if not hit.names(rank.ident):
+            return None
+        reason = Reason("job_gpu_fault", {"job": jobs.display_id(job.record),
+                                          "rank": rank.label(job.host).as_arg(),
+                                          "gpu": hit.reason().as_arg(), "line": hit.line})
+        return run, reason, {"pid": hit.pid, "job": job_facts(job, rank.rank)}
+
+    def speaker_for_pid(self, pid: int) -> Optional[TrackedRun]:
+        """The recorded run that speaks for the job one of whose ranks is ``pid``."""
+        for job in self.jobs.values():
+            if pid not in job.members or job.alerted_at is not None:
+                continue
+            live = [r for _, r in self._recorded(job) if r.state.is_live]
+            return live[0] if live else None
+        return None
+
+    def member_of_pid(self, pid: int) -> Optional[tuple[Job, Member]]:
+        for job in self.jobs.values():
+            member = job.members.get(pid)
+            if member is not None:
+                return job, member
+        return None
+
+    def close(self) -> None:
+        self.liveness.close()
+        self.slurm.close()

@@ -30,15 +30,22 @@ sys.path.insert(0, str(ROOT))
 
 from sentinel.alerts import ALERT_STATES  # noqa: E402
 from sentinel.channels import REGISTRY  # noqa: E402
-from sentinel.config import Config, ConfigError, InlineChannelPolicy, MessageLimits, parse_config  # noqa: E402
+from sentinel.config import (  # noqa: E402
+    Config,
+    ConfigError,
+    InlineChannelPolicy,
+    MessageLimits,
+    parse_config,
+)
 from sentinel.fleet_config import DEFAULT_GRACE, DEFAULT_HEALTHCHECKS_URL, DEFAULT_PERIOD  # noqa: E402
 from sentinel.run_options import run_options  # noqa: E402
 
 # key path -> (default, meaning). The default is text; "" when the key has none.
 TOP: Dict[str, Tuple[str, str]] = {
-    "spool": ("the spool rule", "Where runs and the daemon meet: `$SENTINEL_SPOOL`, else `/var/lib/sentinel/spool` "
-              "if it exists and is writable, else `$XDG_STATE_HOME/sentinel/spool`. Training processes use "
-              "the same rule, so set it only together with `SENTINEL_SPOOL` for them. An absolute path."),
+    "spool": ("the spool rule", "Where runs and the daemon meet: `$SENTINEL_SPOOL`, else "
+              "`/var/lib/sentinel/spool` if it exists and is writable, else "
+              "`$XDG_STATE_HOME/sentinel/spool`. Training processes use the same rule, "
+              "so set it only together with `SENTINEL_SPOOL` for them. An absolute path."),
     "state_dir": ("`$STATE_DIRECTORY/state` under systemd's `StateDirectory=`, else `<spool>/.daemon`",
                   "The daemon's outbox, alert journal, inline channels and archive. Must belong to the "
                   "daemon's user, mode 0700, no symlinks inside: the daemon checks this at every start and "
@@ -50,10 +57,10 @@ TOP: Dict[str, Tuple[str, str]] = {
                       "its own."),
     "alert_on": ("every state", "Which states are delivered (all are journalled); the states are listed "
                  "[below](#alert-states). A run may narrow it with its own `alert_on`."),
-    "channel_modules": ("none", "Absolute paths of Python files defining your own channel types (see "
-                        "[Adding a channel](adding-a-channel.md#your-own-channel)), loaded before `channels` "
-                        "is checked. Each file and its directory must belong to root or the daemon's user and "
-                        "not be writable by group or others."),
+    "channel_modules": ("none", "Absolute paths of Python files defining your own channel types "
+                        "(see [Adding a channel](adding-a-channel.md#your-own-channel)), loaded before "
+                        "`channels` is checked. Each file and its directory must belong to root or the "
+                        "daemon's user and not be writable by group or others."),
     "channels": ("`console: {type: console}`", "Named channels: `type`, optional `language`, `users`, "
                  "`groups` and the type's options ([Channel entries](#channel-entries))."),
     "default_channels": ("every configured channel", "Channels for runs that name none. Each must be "
@@ -64,14 +71,15 @@ TOP: Dict[str, Tuple[str, str]] = {
     "retry_for": ("", "Transient delivery failures are retried (capped exponential backoff) at least "
                   "this long."),
     "rescan_interval": ("", "Full spool rescan, the safety net under inotify: it also reads runs the daemon "
-                        "could not watch (the kernel's `fs.inotify.max_user_watches` used up, logged once; or "
-                        "more than 1024 run directories of one user)."),
+                        "could not watch (the kernel's `fs.inotify.max_user_watches` used up, logged once; "
+                        "or more than 1024 run directories of one user)."),
     "log_level": ("", "`debug`, `info`, `warning` or `error`."),
     "trend_metric": ("the first scalar a run logs", "The metric every alert draws as a sparkline "
                      "(`loss █▆▄▂▁ 2.3 → 0.41 (min 0.40, max 2.3)`)."),
     "trend_points": ("", "How many of its last values (one per heartbeat that saw progress), 2 to 48."),
     "inline_channels": ("shared spool: `allow: false`; private spool: allowed, any host, at most 4",
-                        "What a run may bring along as inline channels (see [Shared hosts](shared-hosts.md))."),
+                        "What a run may bring along as inline channels "
+                        "(see [Shared hosts](shared-hosts.md))."),
     "message_limits": ("", "How many `run.send()` / `send_msg` messages are taken. Excess messages are "
                        "dropped and counted (one log line when a run starts dropping, one with the count "
                        "when it ends)."),

@@ -7,16 +7,18 @@ Standard library only, so it works on a machine with nothing but Python 3.
 It creates (or reuses) four virtual environments in the repository root:
 
     .venv                  this project, editable, with the test, swanlab,
-                           prometheus and apprise extras (the latest SwanLab release)
+                           prometheus, apprise and docs extras (the latest SwanLab release)
     .venv-swanlab-0.7.20   swanlab 0.7.20 + psutil (the vendored-callback era)
     .venv-swanlab-0.6.11   swanlab 0.6.11 + swankit (the swankit-callback era)
     .venv-torch            torch 2.13.0 (the CPU wheel) + psutil: real torchrun jobs
 
 The last three only run victim scripts (with the repository on PYTHONPATH);
 tests find their interpreters through SENTINEL_TEST_PY_SWANLAB_0720,
-SENTINEL_TEST_PY_SWANLAB_0611 and SENTINEL_TEST_PY_TORCH. Prometheus and Alertmanager (Debian packages,
-for the fleet tests) are installed with apt-get when missing and this runs as
-root; their services are never started. An environment is reused when its marker
+SENTINEL_TEST_PY_SWANLAB_0611 and SENTINEL_TEST_PY_TORCH. The Debian packages
+the tests run for real (Prometheus and Alertmanager for the fleet tests, Slurm
+and munge for the scheduler tests) are installed with apt-get when missing and
+this runs as root; their services are never started (the tests start the
+binaries themselves). An environment is reused when its marker
 file says it was built from the same requirements (and, for .venv, the same
 pyproject.toml); otherwise it is (re)installed.
 
@@ -66,7 +68,7 @@ class Env:
 
 
 ENVS = [
-    Env(".venv", [".[test,swanlab,prometheus,apprise]"], editable=True),
+    Env(".venv", [".[test,swanlab,prometheus,apprise,docs]"], editable=True),
     Env(".venv-swanlab-0.7.20", ["swanlab==0.7.20", "psutil"], env_var="SENTINEL_TEST_PY_SWANLAB_0720"),
     Env(".venv-swanlab-0.6.11", ["swanlab==0.6.11", "swankit"], env_var="SENTINEL_TEST_PY_SWANLAB_0611"),
     Env(".venv-torch", ["torch==2.13.0", "psutil"], env_var="SENTINEL_TEST_PY_TORCH"),
@@ -110,20 +112,26 @@ def ensure(venv: Env) -> bool:
     return True
 
 
-# Debian packages the fleet tests run for real (never as services: the tests start the binaries).
+# Debian packages the tests run for real, by a binary each installs (never as services: the tests
+# start the binaries): Prometheus and Alertmanager (fleets), Slurm and munge (schedulers).
 DEBIAN_PACKAGES = {"prometheus": "prometheus", "prometheus-alertmanager": "prometheus-alertmanager",
-                   "promtool": "prometheus"}
+                   "promtool": "prometheus", "slurmctld": "slurm-wlm", "slurmd": "slurm-wlm",
+                   "scontrol": "slurm-wlm", "munged": "munge"}
+# Where they land, also when the PATH of whoever runs this lacks sbin.
+SYSTEM_BIN_DIRS = ("/usr/bin", "/usr/sbin")
 
 
 def ensure_debian_packages() -> None:
-    """Install Prometheus and Alertmanager when missing and this machine can (root, apt-get).
-    Where it cannot, the tests that need them say so and skip (they fail under CI=true)."""
+    """Install the packages of DEBIAN_PACKAGES that are missing, when this machine can (root,
+    apt-get). Where it cannot, the tests that need them say so and skip (they fail under CI=true)."""
     missing = sorted({pkg for binary, pkg in DEBIAN_PACKAGES.items()
-                      if not shutil.which(binary) and not os.path.exists(f"/usr/bin/{binary}")})
+                      if not shutil.which(binary)
+                      and not any(os.path.exists(f"{bindir}/{binary}") for bindir in SYSTEM_BIN_DIRS)})
     if not missing:
         return
     if os.geteuid() != 0 or not shutil.which("apt-get"):
-        say(f"missing {', '.join(missing)} (apt-get install -y {' '.join(missing)}); fleet tests will skip")
+        say(f"missing {', '.join(missing)} (apt-get install -y {' '.join(missing)}); "
+            "the tests that need them will skip")
         return
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     # policy-rc.d 101: the packages' services are not started on install.
@@ -134,7 +142,7 @@ def ensure_debian_packages() -> None:
         policy.chmod(0o755)
     try:
         if run(["apt-get", "update"], env) != 0 or run(["apt-get", "install", "-y", *missing], env) != 0:
-            say(f"installing {', '.join(missing)} failed; fleet tests will skip")
+            say(f"installing {', '.join(missing)} failed; the tests that need them will skip")
     finally:
         if made_policy:
             policy.unlink()

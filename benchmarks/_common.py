@@ -234,8 +234,8 @@ def _markers(name: str) -> tuple[str, str]:
 
 RESULTS_HEAD = """# Benchmark results
 
-Produced by `python3 benchmarks/run_all.py` (see benchmarks/README section in
-the project README). Each section below is replaced by its script when it is
+Produced by `python3 benchmarks/run_all.py` (what each script measures: the
+Benchmarks page, docs/benchmarks.md). Each section below is replaced by its script when it is
 rerun on its own; `run_all.py` writes the whole file afresh.
 """
 

@@ -135,3 +135,9 @@ def test_the_readme_links_to_pages_that_exist() -> None:
     assert local, "the README links to no docs page"
     broken = [link for link in local if not (ROOT / link).exists()]
     assert not broken, broken
+
+
+def test_the_readme_stays_short() -> None:
+    # The manual lives in docs/; the README is what it is, install, the tour, the service, where next.
+    lines = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+    assert len(lines) <= 250, f"README.md has {len(lines)} lines: move detail to a docs/ page"

@@ -10,8 +10,6 @@ that another user's torchrun job is attributed as the unit starts the daemon.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 import re
 import signal
@@ -24,19 +22,24 @@ from typing import Iterator
 import pytest
 
 from sentinel.alerts import Alert, AlertKind
-from tests.daemon_harness import DaemonProcess, titles, wait_for_push
+from tests.daemon_harness import DaemonProcess, titles
 from tests.fakes import FakeBark
 from tests.torch_jobs import TorchJob, torch_python_path, watching_siblings
 from tests.unit_caps import (
     UnitPrivileges,
     capability_mask,
     effective_capabilities,
-    service_settings,
     unavailable,
     unit_privileges,
 )
-from tests.users import become, home_for, make_shared_spool, shared, user_python  # noqa: F401 (fixture)
-from tests.users import other_uid  # noqa: F401 (fixture)
+from tests.users import (  # noqa: F401 (fixture)
+    become,
+    home_for,
+    make_shared_spool,
+    other_uid,  # noqa: F401 (fixture)
+    shared,
+    user_python,
+)
 from tests.victims.harness import missing
 from tests.waiting import wait_for
 
@@ -131,7 +134,8 @@ def test_ptrace_rights_over_another_users_process_come_from_cap_sys_ptrace(
         unit = unit_privileges()
         assert probe_as(unit, victim.pid) == ["environ", "vm_readv", "seize"]
         denied = probe_as(unit.without("CAP_SYS_PTRACE"), victim.pid)
-        assert [word.split(":")[0] for word in denied] == ["environ-denied", "vm_readv-denied", "seize-denied"]
+        assert [word.split(":")[0] for word in denied] == [
+            "environ-denied", "vm_readv-denied", "seize-denied"]
     finally:
         assert victim.stdin is not None
         victim.stdin.close()

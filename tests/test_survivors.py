@@ -136,6 +136,7 @@ def test_noting_is_bounded_and_ignores_other_owners() -> None:
         mine = survivors.descendants(parent.pid, os.getuid(), limit=3)
         assert len(mine) == 3 and {p.pid for p in mine} <= children
         assert survivors.descendants(parent.pid, os.getuid() + 12345) == ()
+        assert survivors.descendants(parent.pid, os.getuid(), reads=1) == ()  # the thread list, no more
         everyone = survivors.descendants(parent.pid, os.getuid())
         assert {p.pid for p in everyone} == children
         reason = survivors.survivors_reason(everyone)

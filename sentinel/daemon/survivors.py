@@ -10,9 +10,11 @@ judges the run's end it names those still alive (the same process: pid and
 start time, not a reused pid) with their resident memory.
 
 Bounded and cheap, as everything on the daemon's main loop: descendants are
-found through ``/proc/PID/task/TID/children`` (no scan of ``/proc``), at most
-``MAX_NOTED`` processes of the run owner's uid are noted, and only those are
-looked at again. A worker started after the last rescan is not known yet.
+found through ``/proc/PID/task/TID/children`` (no scan of ``/proc``; every
+thread of the run's process, the main thread of its descendants), with at
+most ``MAX_READS`` reads per run and rescan, at most ``MAX_NOTED`` processes
+of the run owner's uid are noted, and only those are looked at again. A
+worker started after the last rescan is not known yet.
 """
 
 from __future__ import annotations
@@ -24,18 +26,37 @@ from sentinel.endings import Reason
 from sentinel.procid import ProcessIdentity, boot_id, start_ticks
 
 MAX_NOTED = 64  # processes noted per run: a fork bomb costs the daemon no more than this
-MAX_TASKS = 256  # threads looked at per process for children
+MAX_READS = 512  # /proc files read per run and rescan: a run of many threaded processes costs no more
 PIDS_SAID = 8  # pids named in the alert; the count says the rest
 
 
-def _children(pid: int) -> list[int]:
-    """``pid``'s children, from each of its threads' ``children`` file (bounded)."""
+class _Budget:
+    """What one noting may still read of /proc."""
+
+    def __init__(self, reads: int) -> None:
+        self.left = reads
+
+    def take(self) -> bool:
+        self.left -= 1
+        return self.left >= 0
+
+
+def _children(pid: int, budget: _Budget, every_thread: bool) -> list[int]:
+    """``pid``'s children (within ``budget``): those of each of its threads, or of its main thread only."""
     found: list[int] = []
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")[:MAX_TASKS]
-    except OSError:
-        return found
+    tasks = [str(pid)]
+    if every_thread:
+        if not budget.take():
+            return found
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            return found
+        # The main thread first: a process's workers are most often forked from it.
+        tasks.sort(key=lambda tid: tid != str(pid))
     for tid in tasks:
+        if not budget.take():
+            break
         try:
             with open(f"/proc/{pid}/task/{tid}/children", "rb") as listing:
                 text = listing.read(65536)
@@ -52,18 +73,25 @@ def _owner(pid: int) -> Optional[int]:
         return None
 
 
-def descendants(pid: int, owner_uid: int, limit: int = MAX_NOTED) -> tuple[ProcessIdentity, ...]:
-    """The live descendants of ``pid`` that ``owner_uid`` owns, breadth first, at most ``limit``."""
+def descendants(pid: int, owner_uid: int, limit: int = MAX_NOTED,
+                reads: int = MAX_READS) -> tuple[ProcessIdentity, ...]:
+    """The live descendants of ``pid`` that ``owner_uid`` owns, breadth first, at most ``limit``,
+    found with at most ``reads`` reads of /proc."""
+    budget = _Budget(reads)
     boot = boot_id()
     noted: list[ProcessIdentity] = []
     seen = {pid}
     queue = [pid]
     while queue and len(noted) < limit:
         parent = queue.pop(0)
-        for child in _children(parent):
+        # Every thread of the run's process (a launcher may fork from any);
+        # the main thread only of its descendants (workers, dozens of threads each, rarely fork).
+        for child in _children(parent, budget, every_thread=parent == pid):
             if child in seen or len(noted) >= limit:
                 continue
             seen.add(child)
+            if not budget.take():
+                break
             ticks = start_ticks(child)
             if ticks is None or _owner(child) != owner_uid:
                 continue  # gone already, or another user's (a setuid helper): not the run's to report

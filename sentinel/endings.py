@@ -304,6 +304,11 @@ REASONS: Mapping[str, Mapping[str, str]] = {
               "the communicator hung, likely in the driver or a dead peer",
         "zh": "NCCL 看门狗卡住 {seconds} 秒（心跳监视器）：通信器挂起，可能卡在驱动中或对端已退出",
     },
+    # Descendants of the ended run still alive (sentinel.daemon.survivors).
+    "survivors": {
+        "en": "{count} of its child processes still alive (pids {pids}; {rss} resident)",
+        "zh": "仍有 {count} 个子进程在运行（PID {pids}；常驻内存 {rss}）",
+    },
     # The run directory vanished (rm -rf) while the process lived: no final
     # record can be read, and the exit status of a process that is not the
     # daemon's child is not to be had, so "killed" would be a guess.

@@ -12,9 +12,20 @@ child's parent it also knows how the child ended and records it:
 
 and exits with the child's status (128+N for signal N, as a shell reports it).
 
-The child dies with the wrapper: it is started with ``PR_SET_PDEATHSIG``
-SIGKILL, so a ``kill -9`` of the wrapper (which the daemon reports as the
-run killed) never leaves the job running unwatched.
+The wrapper owns the command's whole tree. It is a child subreaper
+(``PR_SET_CHILD_SUBREAPER``): whatever the command starts and leaves behind
+(``sh -c 'python train.py'`` whose shell died of the forwarded SIGTERM, a
+worker orphaned by its dead parent) is reparented to the wrapper rather than
+to init. Once the command itself has ended, what is left of its tree is
+stopped, as systemd's ``KillMode=control-group`` does: SIGTERM, then SIGKILL
+after ``TREE_GRACE`` seconds, every orphan reaped. So a ``kill`` of the
+wrapper, or the command ending, never leaves a trainer running unwatched.
+
+A ``kill -9`` of the wrapper gives it no chance to do this: the kernel's
+``PR_SET_PDEATHSIG`` (SIGKILL) reaches the direct child only, and its own
+descendants live on, reparented to init. The daemon reports the wrapper's
+run killed and names those survivors in the alert (see
+``sentinel/daemon/survivors.py``).
 
 Signals are taken synchronously (blocked, then ``sigwaitinfo``), which both
 avoids races with the child's exit and tells who sent them: a SIGINT sent by
@@ -53,6 +64,71 @@ CRASH_SIGNALS = frozenset(
 )
 _SI_KERNEL = 0x80  # si_code of a signal the kernel raised itself (a terminal's ^C, ^\)
 _PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
+TREE_GRACE = 5.0  # seconds the command's leftovers get between SIGTERM and SIGKILL
+TREE_ROUNDS = 100  # bound on take-down rounds (each round reaps or kills at least one process)
+
+
+def _libc() -> Any:
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    return libc
+
+
+def become_subreaper() -> bool:
+    """Make orphaned descendants this process's children (False where the kernel refuses)."""
+    return _libc().prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+
+
+def own_children() -> list[int]:
+    """This process's live children (orphans reparented to it included), from /proc."""
+    children: set[int] = set()
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return []
+    for tid in tasks:
+        with contextlib.suppress(OSError, ValueError), open(f"/proc/self/task/{tid}/children") as listing:
+            children.update(int(word) for word in listing.read().split())
+    return sorted(children)
+
+
+def reap_all() -> list[tuple[int, int]]:
+    """Reap every child that has ended: (pid, wait status) each."""
+    reaped: list[tuple[int, int]] = []
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return reaped
+        if pid == 0:
+            return reaped
+        reaped.append((pid, status))
+
+
+def take_down_tree(grace: float = TREE_GRACE) -> list[int]:
+    """Stop what the command left running: SIGTERM to each, SIGKILL after ``grace``.
+
+    Runs with SIGCHLD blocked (it is waited for with sigtimedwait). Each
+    process killed reparents its own children to us, so this goes round
+    until nothing is left (bounded). Returns the pids signalled."""
+    signalled: list[int] = []
+    deadline = time.monotonic() + grace
+    for _ in range(TREE_ROUNDS):
+        reap_all()
+        left = own_children()
+        if not left:
+            break
+        force = time.monotonic() >= deadline
+        for pid in left:
+            if pid not in signalled or force:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL if force else signal.SIGTERM)
+                if pid not in signalled:
+                    signalled.append(pid)
+        signal.sigtimedwait({signal.SIGCHLD}, max(0.05, min(1.0, deadline - time.monotonic())))
+    reap_all()
+    return signalled
 
 
 def die_with_parent() -> Callable[[], None]:
@@ -63,9 +139,7 @@ def die_with_parent() -> Callable[[], None]:
     held at the fork. If the wrapper died between fork and prctl, the
     child's parent is already someone else, and it kills itself.
     """
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    prctl = libc.prctl
-    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    prctl = _libc().prctl
     wrapper = os.getpid()
     sigkill = int(signal.SIGKILL)
 
@@ -139,6 +213,7 @@ def run_command(
             channels=options.channels, stall_timeout=options.stall_timeout, source="run",
             handle_sigterm=False,
         )
+        become_subreaper()  # before the child starts: all it starts stays ours
         relay = StderrRelay()
         try:
             # close_fds=False: the job inherits descriptors as it would from a shell.
@@ -156,6 +231,10 @@ def run_command(
             wait_status = _wait_forwarding(child.pid, waited, recorder)
             child.returncode = os.waitstatus_to_exitcode(wait_status)  # reaped here, not by Popen
             final, status = outcome(wait_status)
+            left = take_down_tree()
+            if left:
+                print(f"sentinel: stopped {len(left)} process(es) the command left running "
+                      f"(pids {', '.join(map(str, left[:10]))})", file=sys.stderr)
             tail = relay.finish()
             if final.state != "finished" and tail:
                 # The command's own last words last: an alert's summary is the error's last line.
@@ -234,9 +313,10 @@ def _wait_forwarding(pid: int, waited: set, recorder: Any) -> int:
     """Wait for ``pid`` to end, forwarding signals; return its wait status."""
     while True:
         # A SIGCHLD may have come and gone before we got here: look first, then wait.
-        done, wait_status = os.waitpid(pid, os.WNOHANG)
-        if done == pid:
-            return wait_status
+        # Orphans reparented to us (we are a subreaper) are reaped on the way.
+        for done, wait_status in reap_all():
+            if done == pid:
+                return wait_status
         # The child being alive is all the progress a wrapper can see; waking
         # once per heartbeat to say so means a stall alert names a frozen wrapper.
         recorder.note_progress()

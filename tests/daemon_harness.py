@@ -7,6 +7,11 @@
 The daemon runs as its own process (``tests/daemon_victims/launch_daemon.py``)
 with its own spool and state directory; readiness and shutdown are observed
 through a real ``NOTIFY_SOCKET`` (sd_notify datagrams), never by sleeping.
+
+Run by root, the daemon gets exactly the privileges systemd/sentinel.service
+gives it (``tests/unit_caps.py``: its capability bounding set, no new
+privileges), not full root: every feature that needs a privilege is tested
+under the unit as shipped.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from sentinel.channels.bark import render_bark
 from sentinel.outbox import Outbox
 from sentinel.procid import ProcessIdentity
 from tests.processes import kill_group
+from tests.unit_caps import unavailable, unit_privileges
 from tests.victims.harness import ROOT
 from tests.waiting import wait_for
 
@@ -91,7 +97,8 @@ class DaemonProcess:
                   "rescan_interval": "2s", **settings}
         self.config_path.write_text(yaml.safe_dump(config))
         self.config_path.chmod(0o600)  # it holds channel secrets
-        self.wrapper: list[str] = []  # a command the daemon runs under (its argv's head)
+        # A command the daemon runs under (its argv's head): as root, the unit's privileges.
+        self.wrapper: list[str] = [] if unavailable() else unit_privileges().command()
         self.proc: Optional[subprocess.Popen[bytes]] = None
         self.notify: Optional[NotifySocket] = None
         self.starts = 0

@@ -50,6 +50,19 @@ regression test elsewhere, this index names it instead of repeating it
   faults at random, see benchmarks/soak.py
 - a run's inline secret in logs, status or the journal → here,
   ``test_an_inline_secret_never_reaches_logs_status_or_journal``
+- the shipped unit's privileges: every daemon in the suite runs as root under
+  systemd/sentinel.service's capability set (tests/unit_caps.py); another
+  user's torchrun job with a rank SIGKILLed, ptrace rights over another
+  user's process, /dev/kmsg → test_unit_privileges.py; the system calls the
+  features need against the unit's filter → test_systemd.py::
+  test_system_call_filter_allows_what_the_features_call
+- ``sentinel run -- sh -c 'python train.py'`` stopped, leaving the trainer
+  running → test_runner.py::test_stopping_the_wrapper_takes_the_whole_tree_down,
+  test_a_background_process_left_by_a_finished_command_is_stopped
+- a killed main process whose workers ignore SIGTERM/SIGHUP and live on, the
+  trainer under a SIGKILLed ``sentinel run`` → test_survivors.py
+- the daemon SIGKILLed and restarted mid-job, then a rank killed →
+  test_jobs_torchrun.py::test_a_daemon_restart_mid_job_keeps_one_alert_naming_the_killed_rank
 
 Nothing here sleeps to synchronise (``tests.waiting.wait_for``) and nothing
 asserts a duration: a count of attempts, bytes or deliveries either holds or

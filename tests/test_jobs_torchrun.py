@@ -171,3 +171,22 @@ def test_an_xid_naming_a_rank_alerts_while_the_job_runs(daemon: DaemonProcess, b
 
 if sys.platform != "linux":  # pragma: no cover
     pytest.skip("Linux only", allow_module_level=True)
+
+
+def test_a_daemon_restart_mid_job_keeps_one_alert_naming_the_killed_rank(
+    daemon: DaemonProcess, bark: FakeBark
+) -> None:
+    """SIGKILL of the daemon while the job runs, a new daemon, then a rank killed:
+    the new daemon finds the job's ranks again and raises exactly one alert about it."""
+    with torch_job(daemon, "sleep", "--name", "restarted") as job:
+        job.victim.expect("RUNNING")
+        watching_siblings(daemon, 3)
+        daemon.kill()
+        daemon.start()
+        watching_siblings(daemon, 3, jobs=2)  # the second daemon's log too (logs are kept per start)
+        os.kill(job.ranks[3], signal.SIGKILL)
+        job.victim.wait(120)
+        wait_for_push(bark, K.KILLED, "restarted", signal="SIGKILL")
+    alert = the_one_alert(daemon, bark, job.run_id, K.KILLED)
+    assert alert.pid == job.ranks[3] and alert.job["cause_rank"] == "3"
+    assert "rank 3 (local rank 3" in (alert.detail or "")

@@ -215,3 +215,74 @@ def test_a_finished_child_keeps_no_error(spool_path: Path) -> None:
     assert result.returncode == 0 and "just a warning" in result.stderr
     final = final_of(only_run(spool_path))
     assert final.state == "finished" and final.error is None
+
+
+# A trainer under a shell that does not exec it: it says its pid, then waits.
+# ``IGNORE`` makes it ignore SIGTERM and SIGHUP (a worker that will not stop).
+TRAINER = ("import os, signal, sys, time\n"
+           "if 'IGNORE' in sys.argv:\n"
+           "    signal.signal(signal.SIGTERM, signal.SIG_IGN); signal.signal(signal.SIGHUP, signal.SIG_IGN)\n"
+           "print(os.getpid(), flush=True)\n"
+           "time.sleep(3600)\n")
+
+
+def dies(pid: int) -> int:
+    """A pidfd of live ``pid`` (readable once it has ended)."""
+    return os.pidfd_open(pid)
+
+
+def ended(pidfd: int, timeout: float = 60.0) -> bool:
+    try:
+        return bool(select.select([pidfd], [], [], timeout)[0])
+    finally:
+        os.close(pidfd)
+
+
+@pytest.mark.parametrize("ignore", [False, True], ids=["stops-on-sigterm", "ignores-sigterm"])
+def test_stopping_the_wrapper_takes_the_whole_tree_down(spool_path: Path, launch: Launcher,
+                                                        ignore: bool) -> None:
+    """``sentinel run -- sh -c 'python train.py; ...'``: SIGTERM kills the shell; the trainer,
+    orphaned, is the wrapper's (a subreaper) to stop, not left running unwatched."""
+    script = shlex.join([PY, "-c", TRAINER, *(["IGNORE"] if ignore else [])]) + "; echo after"
+    proc = launch([*SENTINEL, "run", "--", "sh", "-c", script], env=sentinel_env(spool_path),
+                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    trainer = int(read_line(proc.stdout))
+    watch = dies(trainer)
+    assert f"PPid:\t{proc.pid}\n" not in Path(f"/proc/{trainer}/status").read_text()  # the shell's child
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    assert ended(watch, timeout=0), "the trainer outlived the wrapper"
+    final = final_of(only_run(spool_path))
+    assert (final.state, final.signal) == ("terminated", "SIGTERM")
+    assert proc.stderr is not None
+    assert f"stopped 1 process(es) the command left running (pids {trainer})" in proc.stderr.read().decode()
+
+
+def test_a_background_process_left_by_a_finished_command_is_stopped(spool_path: Path) -> None:
+    # The shell starts the trainer in the background, prints its pid once it runs, and exits 0.
+    result = run(spool_path, "sh", "-c", f"{shlex.join([PY, '-c', TRAINER])} > pid & "
+                 "while [ ! -s pid ]; do sleep 0.05; done; cat pid", name="bg")
+    assert result.returncode == 0, result.stderr
+    trainer = int(result.stdout.split()[-1])
+    assert not Path(f"/proc/{trainer}").exists()  # stopped and reaped by the wrapper
+    assert f"stopped 1 process(es) the command left running (pids {trainer})" in result.stderr
+    final = final_of(only_run(spool_path))
+    assert final.state == "finished"
+
+
+def test_sigkill_of_the_wrapper_reaches_only_its_direct_child(spool_path: Path, launch: Launcher) -> None:
+    """What the kernel allows: PDEATHSIG kills the shell, the trainer under it lives on (the
+    daemon names it in the run's alert: tests/test_survivors.py)."""
+    script = shlex.join([PY, "-c", TRAINER]) + "; echo after"
+    proc = launch([*SENTINEL, "run", "--", "sh", "-c", script], env=sentinel_env(spool_path),
+                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    trainer = int(read_line(proc.stdout))
+    watch = dies(trainer)
+    proc.kill()
+    proc.wait(60)
+    try:
+        assert not ended(os.dup(watch), timeout=0)
+        assert f"PPid:\t{proc.pid}\n" not in Path(f"/proc/{trainer}/status").read_text()
+    finally:
+        os.kill(trainer, signal.SIGKILL)
+        ended(watch)

@@ -212,3 +212,47 @@ def test_notify_never_blocks_on_a_full_socket(tmp_path: Path) -> None:
         unread.bind(str(path))
         results = [systemd.notify("WATCHDOG=1", env={"NOTIFY_SOCKET": str(path)}) for _ in range(5000)]
     assert results[0] is True and results[-1] is False  # the queue filled; later pings were dropped
+
+
+def syscall_groups(tool: str) -> dict[str, list[str]]:
+    """systemd's own system call groups (``@name`` -> members, groups nested)."""
+    groups: dict[str, list[str]] = {}
+    current = ""
+    output = subprocess.run([tool, "syscall-filter"], capture_output=True, text=True, timeout=60).stdout
+    for raw in output.splitlines():
+        line = raw.strip()
+        if raw.startswith("@"):  # a group's header is not indented; its members (groups too) are
+            current = line
+            groups[current] = []
+        elif line and not line.startswith("#") and current:
+            groups[current].append(line)
+    return groups
+
+
+def allowed_syscalls(tool: str, filters: list[str]) -> set[str]:
+    groups = syscall_groups(tool)
+    allowed: set[str] = set()
+
+    def add(name: str) -> None:
+        if name.startswith("@"):
+            for member in groups[name]:
+                add(member)
+        else:
+            allowed.add(name)
+
+    for value in filters:
+        assert not value.startswith("~"), "the unit's filter is an allow list"
+        for name in value.split():
+            add(name)
+    return allowed
+
+
+def test_system_call_filter_allows_what_the_features_call() -> None:
+    """pidfd_open/waitid: exit detection; process_vm_readv and ptrace: stack dumps of a
+    live process (py-spy). SystemCallFilter= needs systemd to apply, so it is checked here."""
+    tool = systemd_analyze()
+    allowed = allowed_syscalls(tool, read_unit("sentinel.service")["Service.SystemCallFilter"])
+    needed = {"pidfd_open", "waitid", "inotify_init1", "process_vm_readv", "ptrace", "prctl"}
+    assert needed <= allowed, needed - allowed
+    assert "ptrace" not in allowed_syscalls(tool, ["@system-service"])  # why the unit names it
+    assert "perf_event_open" not in allowed  # only ptrace from @debug, not the group

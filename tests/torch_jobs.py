@@ -7,12 +7,18 @@ The job runs ``tests/job_victims/torch_worker.py`` under
 ``python -m torch.distributed.run`` in its own session, so the agent and
 every worker are killed at the end whatever happened. torch comes from its
 own environment (``SENTINEL_TEST_PY_TORCH``, built by tests/run.py).
+
+``TorchJob(..., uid=U, home=H)`` runs the job as another local user (root
+only): in a private mount namespace where the interpreter under root's 0700
+home is reachable (``as_user_with_torch``), then ``setpriv`` to that user.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import pwd
+import shutil
 import signal
 from pathlib import Path
 from typing import Optional
@@ -35,11 +41,15 @@ def torch_python_path() -> Optional[str]:
 class TorchJob:
     """``torchrun --standalone --nproc-per-node N torch_worker.py ...`` in its own session."""
 
-    def __init__(self, daemon: DaemonProcess, mode: str, *args: str, python: str, nproc: int = 4) -> None:
+    def __init__(self, daemon: DaemonProcess, mode: str, *args: str, python: str, nproc: int = 4,
+                 uid: Optional[int] = None, home: Optional[Path] = None) -> None:
         self.nproc = nproc
-        self.victim = Victim(python, WORKER, [], daemon.tmp, spool_dir=daemon.spool)  # its own session
+        tmp = home if home is not None else daemon.tmp
+        self.victim = Victim(python, WORKER, [], tmp, spool_dir=daemon.spool)  # its own session
         self.victim.argv = [python, "-m", "torch.distributed.run", "--standalone",
                             f"--nproc-per-node={nproc}", "--monitor-interval=0.1", str(WORKER), mode, *args]
+        if uid is not None:
+            self.victim.argv = [*as_user_with_torch(uid, python), *self.victim.argv]
         self.ranks: dict[int, int] = {}  # rank -> pid
         self.run_id = ""
 
@@ -64,6 +74,36 @@ class TorchJob:
 
     def __exit__(self, *exc: object) -> None:
         self.kill_all()
+
+
+# Root's home is 0700: another user cannot reach the interpreter under it.
+# In a private mount namespace (nobody else sees it), /root becomes an empty
+# tmpfs holding only the interpreter's tree, then the command runs as the user.
+_REACH_AND_BECOME = """set -e
+stage=$(mktemp -d)
+mount --bind "$1" "$stage"
+mount -t tmpfs -o mode=0755,size=1m sentinel-root /root
+mkdir -p "$1"
+mount --move "$stage" "$1"
+rmdir "$stage"
+shift
+exec "$@"
+"""
+
+
+def as_user_with_torch(uid: int, python: str) -> list[str]:
+    """A command prefix: run as ``uid`` (its group, no others) with ``python`` reachable."""
+    tools = {name: shutil.which(name) for name in ("unshare", "setpriv")}
+    if os.geteuid() != 0 or None in tools.values():
+        raise RuntimeError("running a job as another user needs root, unshare(1) and setpriv(1)")
+    gid = pwd.getpwuid(uid).pw_gid
+    real = Path(python).resolve()
+    under_root = [p for p in real.parents if p.parent == Path("/root")]
+    become = [str(tools["setpriv"]), f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--"]
+    if not under_root:
+        return become
+    return [str(tools["unshare"]), "--mount", "--propagation", "private", "sh", "-c", _REACH_AND_BECOME, "sh",
+            str(under_root[0]), *become]
 
 
 def watching_siblings(daemon: DaemonProcess, count: int, jobs: int = 1, timeout: float = 60.0) -> None:

@@ -312,6 +312,8 @@ class Daemon:
             return
         tracker.check_final(run, now)
         tracker.check_recovery(run, now)
+        if run.state.is_live:
+            tracker.note_descendants(run)
         if run.state.is_terminal and not run.watched:
             tracker.retire(run, now)
 

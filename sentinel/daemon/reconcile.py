@@ -57,6 +57,7 @@ def admit(tracker: Tracker, run_id: str, now: float, at_startup: bool) -> Option
     if status is Status.ALIVE:
         run.watched = True
         run.cgroup = cgroup_counter(record.pid)  # now, while /proc/<pid>/cgroup exists
+        tracker.note_descendants(run)  # and again at each rescan
         tracker.jobs.admit(run, now)  # jobs: its job's other ranks on this host are watched too
         if run.state is RunState.STALLED:
             tracker.watcher.want_beats(run_id, True)

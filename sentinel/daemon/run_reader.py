@@ -110,6 +110,7 @@ class TrackedRun:
     stall_check_at: Optional[float] = None  # when to re-read beat.json
     frozen: bool = False  # stalled with the heartbeat stopped too, not only progress
     channels: list[str] = field(default_factory=list)
+    family: tuple[ProcessIdentity, ...] = ()  # its descendants, noted while it lives (survivors)
 
     @property
     def run_id(self) -> str:

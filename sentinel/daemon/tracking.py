@@ -21,7 +21,7 @@ from sentinel import mutes, spool
 from sentinel.alerts import Alert, AlertKind, from_run, with_kernel_ending
 from sentinel.channels import routing
 from sentinel.config import Config
-from sentinel.daemon import archive, nccl
+from sentinel.daemon import archive, nccl, survivors
 from sentinel.daemon.channel_access import ChannelAccess
 from sentinel.daemon.decide import (
     Event,
@@ -275,8 +275,10 @@ class Tracker:
         run.progress = progress
         if new_state.is_terminal and event.kind is not EventKind.JOB_ENDED:
             # jobs: what the GPU and NCCL said about this process belongs to its ending.
+            # Its descendants still alive, once it is gone (not while a written final's process exits).
+            left = survivors.survivors_reason(run.family) if not run.watched else None
             reason = with_notes(reason, [*self.gpu.notes_for(run.identity),
-                                         *filter(None, [nccl.explain(final.error if final else None)])])
+                                         *filter(None, [nccl.explain(final.error if final else None), left])])
         alert = from_run(alert_id(run.run_id, number, kind), kind, run.record, progress=progress,
                          final=final, now=now, reason=reason, user=run.user,
                          trend_metric=self.config.trend_metric, trend_points=self.config.trend_points)
@@ -354,6 +356,15 @@ class Tracker:
             self.retired.add(run.run_id)
 
     # ------------------------------------------------------------ stall deadlines
+
+    def note_descendants(self, run: TrackedRun) -> None:
+        """Note the live run's descendants, to name those that outlive it (bounded: ``survivors``)."""
+        if not run.watched:
+            return  # gone: its last noted family stands
+        family = survivors.descendants(run.record.pid, run.owner_uid)
+        if len(family) != len(run.family):
+            log.info("run %s: %d descendant process(es) noted", run.run_id, len(family))
+        run.family = family
 
     def schedule_stall_check(self, run: TrackedRun, when: Optional[float]) -> None:
         """Re-read ``run``'s beat at ``when`` (None: no check pending)."""

@@ -17,10 +17,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from sentinel import spool
+from sentinel import pidns, spool
 from sentinel.daemon.decide import RunState, replay
+from sentinel.daemon.ns_watch import UNWATCHABLE_FIX
 from sentinel.daemon_file import live_daemon
-from sentinel.procid import ProcessIdentity
+from sentinel.procid import ProcessIdentity, boot_id
 from sentinel.safetext import printable, printable_lines
 from sentinel.state_dir import StateDir
 
@@ -55,6 +56,10 @@ class RunStatus:
     scalars: dict[str, float] = field(default_factory=dict)  # the last metrics
     error: Optional[str] = None  # the error tail of the final record
     path: str = ""  # the run directory
+    # The daemon cannot see the run's process (another PID namespace than it can see into):
+    # only its heartbeat and final record are watched. ``fix`` says how to make it watchable.
+    unwatchable: bool = False
+    fix: Optional[str] = None
 
 
 @dataclass
@@ -93,8 +98,12 @@ def collect(
     journal = _journal_reader(state_path)
     runs: list[RunStatus] = []
     skipped: list[str] = []
+    live = live_daemon(spool_path, now)
+    unwatchable = set(live.unwatchable) if live is not None else set()
     for run_id in spool.list_run_ids(spool_path):
         _read_into(runs, skipped, spool.RunPaths(spool_path, run_id), journal, now, archived=False)
+        if runs and runs[-1].run_id == run_id and run_id in unwatchable:
+            runs[-1].unwatchable, runs[-1].fix = True, UNWATCHABLE_FIX
     archive = _archive_dirs(state_path)
     for directory in archive or []:
         # Ended a moment ago: still shown, so a killed run does not vanish right after its alert.
@@ -106,7 +115,7 @@ def collect(
                     runs[-1].ended is None or now - runs[-1].ended >= RECENT_SECONDS):
                 runs.pop()
     runs.sort(key=lambda r: (r.started, r.run_id))
-    daemon_pid, daemon_alive = _daemon(spool_path)
+    daemon_pid, daemon_alive = (live.pid, True) if live is not None else (None, False)
     return SpoolStatus(str(spool_path), daemon_pid, daemon_alive, runs, skipped,
                        archived=len(archive) if archive is not None else None,
                        dead_letters=_dead_letters(state_path), mutes=_mutes(spool_path, now))
@@ -160,7 +169,7 @@ def _run_status(record: spool.RunRecord, paths: spool.RunPaths, journal: Any, no
     live = _optional(lambda run_dir: spool.read_live(run_dir)[0], paths.dir)
     progress = spool.with_live(_optional(spool.read_progress, paths.beat), live)
     final = _optional(spool.read_final, paths.final)
-    alive = ProcessIdentity(record.pid, record.start_ticks, record.boot_id).is_running()
+    alive = _alive(record)
     verdict: Optional[RunState] = journal(record.run_id) if journal else None
     if final is not None:
         state = RunState(final.state).value
@@ -200,16 +209,21 @@ def _run_status(record: spool.RunRecord, paths: spool.RunPaths, journal: Any, no
     )
 
 
+def _alive(record: spool.RunRecord) -> bool:
+    """The run's very process exists now, seen from this process's PID namespace."""
+    if record.pidns and record.pidns != pidns.namespace_of() and record.boot_id == boot_id():
+        found = pidns.resolve(record.pidns, record.pid, record.start_ticks)  # a run in a container
+        if found is not None and found.pidfd is not None:
+            os.close(found.pidfd)
+        return found is not None
+    return ProcessIdentity(record.pid, record.start_ticks, record.boot_id).is_running()
+
+
 def _optional(reader: Any, path: Path) -> Any:
     try:
         return reader(path)
     except (FileNotFoundError, spool.SpoolFormatError, OSError):
         return None
-
-
-def _daemon(spool_path: Path) -> tuple[Optional[int], bool]:
-    live = live_daemon(spool_path)
-    return (live.pid, True) if live is not None else (None, False)
 
 
 def _journal_reader(state_path: Optional[Path]) -> Any:
@@ -284,6 +298,8 @@ def _state_text(run: RunStatus) -> str:
         state += f" (exit {run.exit_code})"
     if run.archived:
         state += ", archived"
+    if run.unwatchable:
+        state += ", unwatchable"
     return state
 
 
@@ -376,6 +392,10 @@ def render_detail(run: RunStatus, alerts: list[Any], now: Optional[float] = None
     ]
     width = max(len(label) for label, _ in facts)
     lines = [f"{label.ljust(width)}  {value}" for label, value in facts]
+    if run.unwatchable:
+        lines.append("Unwatchable: the daemon cannot see this run's process (another PID namespace); "
+                     "only its heartbeat and final record are watched (a silent run is reported lost). "
+                     f"To watch it: {run.fix}")
     if run.error:
         lines.append("Error:")
         lines.extend("  " + line for line in printable_lines(run.error.strip())[-15:])

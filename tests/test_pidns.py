@@ -274,3 +274,40 @@ def test_sidecar_daemon_and_run_in_one_namespace_work_as_on_a_host(tmp_path: Pat
         assert "of PID namespace" not in daemon.log()  # the old path: no lookup needed
         daemon.kill()
     assert kinds(daemon, run_id) == [K.KILLED]
+
+
+# ------------------------------------------------------------ a torchrun job in one container
+
+
+def host_pid_in(namespace: str, inner: int) -> Optional[int]:
+    """The host pid of pid ``inner`` of PID namespace ``namespace``."""
+    for name in os.listdir("/proc"):
+        if name.isdigit() and pidns.namespace_of(int(name)) == namespace:
+            nspids = pidns.ns_pids(int(name))
+            if nspids and nspids[-1] == inner:
+                return int(name)
+    return None
+
+
+def test_torchrun_ranks_in_one_namespace_are_found_and_their_kill_is_one_alert(
+        daemon: DaemonProcess, bark: FakeBark) -> None:
+    from tests import torch_jobs
+
+    python = torch_jobs.torch_python_path()
+    if python is None:
+        pytest.skip("no python with torch (tests/run.py builds .venv-torch)")
+    job = torch_jobs.TorchJob(daemon, "sleep", "--name", "ns-job", python=python)
+    job.victim.argv = [*UNSHARE, *job.victim.argv]
+    with job:
+        job.victim.expect("RUNNING")
+        torch_jobs.watching_siblings(daemon, 3)
+        record, _ = spool.read_run(spool.RunPaths(daemon.spool, job.run_id).run)
+        rank3 = host_pid_in(record.pidns, job.ranks[3])
+        assert rank3 is not None and rank3 != job.ranks[3]
+        os.kill(rank3, 9)
+        job.victim.wait(120)
+        wait_for_push(bark, K.KILLED, "ns-job", signal=KILL)
+    daemon.stop()
+    [alert] = daemon.journal(job.run_id)
+    assert alert.kind is K.KILLED and alert.signal == KILL
+    assert "rank 3 " in (alert.detail or "")

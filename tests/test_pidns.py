@@ -246,6 +246,22 @@ def test_a_daemon_that_cannot_see_the_run_calls_it_unwatchable_then_lost_never_k
     assert not any("Killed" in p.get("title", "") for p in bark.pushes)
 
 
+def test_an_unwatchable_run_that_stalled_and_then_died_is_lost(tmp_path: Path, bark: FakeBark) -> None:
+    daemon = DaemonProcess(tmp_path, {"phone": {"type": "bark", "url": bark.key_url}})
+    daemon.wrapper = list(UNSHARE)
+    with daemon:
+        v = Victim.watch(tmp_path, "stall", "--name", "hung", "--heartbeat", HEARTBEAT,
+                         "--stall-timeout", "1", spool_dir=daemon.spool).start()
+        with v:
+            run_id = v.ready()
+            v.expect("STALLED")
+            wait_for_push(bark, K.STALLED, "hung")  # heartbeats go on: stalled, not lost
+            v.kill()
+            wait_for_push(bark, K.LOST, "hung")
+        daemon.kill()
+    assert kinds(daemon, run_id) == [K.STALLED, K.LOST]
+
+
 def _unwatchable(spool_dir: Path, run_id: str) -> Optional[spool.DaemonLiveness]:
     try:
         record, _ = spool.read_daemon_liveness(spool_dir)

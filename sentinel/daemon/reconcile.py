@@ -138,6 +138,8 @@ def make_unwatchable(tracker: Tracker, run: TrackedRun, now: float) -> None:
     if run.state is RunState.STALLED:
         tracker.watcher.want_beats(run.run_id, True)
         tracker.check_recovery(run, now)
+        if run.state is RunState.STALLED:
+            tracker.check_silence(run, now)
     elif run.state is RunState.RUNNING:
         tracker.schedule_stall_check(run, stall_deadline(run.progress, run.record.started,
                                                         tracker.stall_timeout(run)))

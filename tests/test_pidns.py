@@ -203,6 +203,32 @@ def test_a_record_naming_another_users_namespaced_process_is_never_watched_as_th
     assert kinds(daemon, forged.run_id) == []  # not killed, not anything: its owner has no such process
 
 
+def test_a_thousand_forged_namespaced_records_do_not_keep_another_run_from_its_alert(
+        daemon: DaemonProcess, bark: FakeBark) -> None:
+    stranger = 54321
+    with swanlab_in_namespace(daemon, "sleep-forever", "ns-fair") as v:
+        run_id = v.ready()
+        host = inner_process(v.pid)
+        record = record_of(v)
+        for i in range(1000):  # a stranger's flood, all naming root's process in its namespace
+            forged = spool.RunRecord(**{**record.__dict__, "run_id": spool.new_run_id(1 + i), "uid": stranger,
+                                        "name": f"flood{i}", "watch_threads": []})
+            paths = spool.RunPaths(daemon.spool, forged.run_id)
+            spool.make_private_dir(paths.dir)
+            spool.write_json(paths.run, forged.to_dict())
+            for path in (paths.dir, paths.run):
+                os.chown(path, stranger, stranger)
+        daemon.wait_log(f"is pid {host} here")
+        wait_for(lambda: daemon.log().count("not the run's owner uid") >= 1000, 60,
+                 what="every forged record refused")
+        os.kill(host, 9)
+        wait_for_push(bark, K.KILLED, "ns-fair", signal=KILL)
+        v.wait()
+    daemon.stop()
+    assert kinds(daemon, run_id) == [K.KILLED]
+    assert len(bark.pushes) == 1
+
+
 def test_a_namespaced_recorder_sees_the_host_daemon_watching(daemon: DaemonProcess) -> None:
     probe = ("import sys; from pathlib import Path; from sentinel.daemon_file import daemon_alive; "
              "print(daemon_alive(Path(sys.argv[1])))")

@@ -229,6 +229,21 @@ def test_a_thousand_forged_namespaced_records_do_not_keep_another_run_from_its_a
     assert len(bark.pushes) == 1
 
 
+def test_a_namespaced_record_of_an_earlier_boot_is_lost_not_killed(
+        daemon: DaemonProcess, bark: FakeBark) -> None:
+    run_id = spool.new_run_id(1)
+    paths = spool.RunPaths(daemon.spool, run_id)
+    spool.make_private_dir(paths.dir)
+    record = spool.RunRecord(run_id=run_id, pid=1, start_ticks=1234,
+                             boot_id="00000000-0000-4000-8000-000000000000", hostname="here", uid=0,
+                             user="root", cmdline=["train.py"], cwd="/",
+                             started=1.0, heartbeat_interval=10.0, name="old-boot", pidns="4:4026532999")
+    spool.write_json(paths.run, record.to_dict())
+    wait_for_push(bark, K.LOST, "old-boot")
+    daemon.stop()
+    assert kinds(daemon, run_id) == [K.LOST]
+
+
 def test_a_namespaced_recorder_sees_the_host_daemon_watching(daemon: DaemonProcess) -> None:
     probe = ("import sys; from pathlib import Path; from sentinel.daemon_file import daemon_alive; "
              "print(daemon_alive(Path(sys.argv[1])))")

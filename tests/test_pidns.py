@@ -17,7 +17,7 @@ from typing import Iterator, Optional
 
 import pytest
 
-from sentinel import pidns, spool
+from sentinel import pidns, spool, status
 from sentinel.alerts import AlertKind
 from sentinel.daemon_file import live_daemon
 from sentinel.procid import start_ticks, thread_start_ticks
@@ -139,6 +139,8 @@ def test_namespaced_swanlab_run_lives_quietly_then_its_kill_is_one_alert(
         daemon.wait_log("thread pidfd(s) (the thread-pidfd path, for a containerised run)")
         v.expect("RUNNING")
         assert bark.pushes == []  # alive: nothing said (the false "Killed" at admission is gone)
+        [shown] = [r for r in status.collect(daemon.spool).runs if r.run_id == run_id]
+        assert shown.alive and shown.state == "running" and not shown.unwatchable  # found from the host
         os.kill(host, 9)
         wait_for_push(bark, K.KILLED, "ns-kill", signal=KILL)
         v.wait()

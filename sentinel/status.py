@@ -17,10 +17,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from sentinel import spool
+from sentinel import pidns, spool
 from sentinel.daemon.decide import RunState, replay
+from sentinel.daemon.ns_watch import UNWATCHABLE_FIX
 from sentinel.daemon_file import live_daemon
-from sentinel.procid import ProcessIdentity
+from sentinel.procid import ProcessIdentity, boot_id
 from sentinel.safetext import printable, printable_lines
 from sentinel.state_dir import StateDir
 
@@ -55,6 +56,10 @@ class RunStatus:
     scalars: dict[str, float] = field(default_factory=dict)  # the last metrics
     error: Optional[str] = None  # the error tail of the final record
     path: str = ""  # the run directory
+    # The daemon cannot see the run's process (another PID namespace than it can see into):
+    # only its heartbeat and final record are watched. ``fix`` says how to make it watchable.
+    unwatchable: bool = False
+    fix: Optional[str] = None
 
 
 @dataclass
@@ -90,23 +95,29 @@ def collect(
     state directory: its alert journal is consulted and, with
     ``include_archive``, the ended runs it archived are listed too."""
     now = time.time() if now is None else now
+    namespaces = _Namespaces()
     journal = _journal_reader(state_path)
     runs: list[RunStatus] = []
     skipped: list[str] = []
+    live = live_daemon(spool_path, now)
+    unwatchable = set(live.unwatchable) if live is not None else set()
     for run_id in spool.list_run_ids(spool_path):
-        _read_into(runs, skipped, spool.RunPaths(spool_path, run_id), journal, now, archived=False)
+        _read_into(runs, skipped, spool.RunPaths(spool_path, run_id), journal, now, namespaces,
+                   archived=False)
+        if runs and runs[-1].run_id == run_id and run_id in unwatchable:
+            runs[-1].unwatchable, runs[-1].fix = True, UNWATCHABLE_FIX
     archive = _archive_dirs(state_path)
     for directory in archive or []:
         # Ended a moment ago: still shown, so a killed run does not vanish right after its alert.
         # (The directory changes with every beat, so an older one holds no recent end.)
         if include_archive or _archived_since(directory, now) < RECENT_SECONDS:
             paths = spool.RunPaths(directory.parent, directory.name)
-            _read_into(runs, skipped, paths, journal, now, archived=True)
+            _read_into(runs, skipped, paths, journal, now, namespaces, archived=True)
             if not include_archive and runs and runs[-1].archived and (
                     runs[-1].ended is None or now - runs[-1].ended >= RECENT_SECONDS):
                 runs.pop()
     runs.sort(key=lambda r: (r.started, r.run_id))
-    daemon_pid, daemon_alive = _daemon(spool_path)
+    daemon_pid, daemon_alive = (live.pid, True) if live is not None else (None, False)
     return SpoolStatus(str(spool_path), daemon_pid, daemon_alive, runs, skipped,
                        archived=len(archive) if archive is not None else None,
                        dead_letters=_dead_letters(state_path), mutes=_mutes(spool_path, now))
@@ -120,7 +131,7 @@ def _mutes(spool_path: Path, now: float) -> list[dict[str, Any]]:
 
 
 def _read_into(runs: list[RunStatus], skipped: list[str], paths: spool.RunPaths, journal: Any,
-               now: float, archived: bool) -> None:
+               now: float, namespaces: _Namespaces, archived: bool) -> None:
     try:
         record, _ = spool.read_run(paths.run)
     except FileNotFoundError:
@@ -128,7 +139,7 @@ def _read_into(runs: list[RunStatus], skipped: list[str], paths: spool.RunPaths,
     except (spool.SpoolFormatError, OSError) as exc:
         skipped.append(f"{paths.run_id}: {exc}")
         return
-    status = _run_status(record, paths, journal, now)
+    status = _run_status(record, paths, journal, now, namespaces)
     status.archived = archived
     runs.append(status)
 
@@ -156,11 +167,12 @@ def _archive_dirs(state_path: Optional[Path]) -> Optional[list[Path]]:
     return sorted(root / n for n in names if spool.is_run_id(n.split(".", 1)[0]))
 
 
-def _run_status(record: spool.RunRecord, paths: spool.RunPaths, journal: Any, now: float) -> RunStatus:
+def _run_status(record: spool.RunRecord, paths: spool.RunPaths, journal: Any, now: float,
+                namespaces: _Namespaces) -> RunStatus:
     live = _optional(lambda run_dir: spool.read_live(run_dir)[0], paths.dir)
     progress = spool.with_live(_optional(spool.read_progress, paths.beat), live)
     final = _optional(spool.read_final, paths.final)
-    alive = ProcessIdentity(record.pid, record.start_ticks, record.boot_id).is_running()
+    alive = _alive(record, namespaces)
     verdict: Optional[RunState] = journal(record.run_id) if journal else None
     if final is not None:
         state = RunState(final.state).value
@@ -200,16 +212,36 @@ def _run_status(record: spool.RunRecord, paths: spool.RunPaths, journal: Any, no
     )
 
 
+class _Namespaces:
+    """Processes of other PID namespaces, looked up with one walk of /proc per namespace."""
+
+    def __init__(self) -> None:
+        self.own = pidns.namespace_of()
+        self._seen: dict[str, dict[pidns.Key, int]] = {}
+
+    def foreign(self, record: spool.RunRecord) -> bool:
+        return bool(record.pidns) and record.pidns != self.own
+
+    def alive(self, record: spool.RunRecord) -> bool:
+        if record.boot_id != boot_id():
+            return False
+        if record.pidns not in self._seen:
+            self._seen[record.pidns] = pidns.index({record.pidns})
+        return (record.pidns, record.pid, record.start_ticks) in self._seen[record.pidns]
+
+
+def _alive(record: spool.RunRecord, namespaces: _Namespaces) -> bool:
+    """The run's very process exists now, seen from this process's PID namespace."""
+    if namespaces.foreign(record):
+        return namespaces.alive(record)  # a run in a container
+    return ProcessIdentity(record.pid, record.start_ticks, record.boot_id).is_running()
+
+
 def _optional(reader: Any, path: Path) -> Any:
     try:
         return reader(path)
     except (FileNotFoundError, spool.SpoolFormatError, OSError):
         return None
-
-
-def _daemon(spool_path: Path) -> tuple[Optional[int], bool]:
-    live = live_daemon(spool_path)
-    return (live.pid, True) if live is not None else (None, False)
 
 
 def _journal_reader(state_path: Optional[Path]) -> Any:
@@ -284,6 +316,8 @@ def _state_text(run: RunStatus) -> str:
         state += f" (exit {run.exit_code})"
     if run.archived:
         state += ", archived"
+    if run.unwatchable:
+        state += ", unwatchable"
     return state
 
 
@@ -376,6 +410,10 @@ def render_detail(run: RunStatus, alerts: list[Any], now: Optional[float] = None
     ]
     width = max(len(label) for label, _ in facts)
     lines = [f"{label.ljust(width)}  {value}" for label, value in facts]
+    if run.unwatchable:
+        lines.append("Unwatchable: the daemon cannot see this run's process (another PID namespace); "
+                     "only its heartbeat and final record are watched (a silent run is reported lost). "
+                     f"To watch it: {run.fix}")
     if run.error:
         lines.append("Error:")
         lines.extend("  " + line for line in printable_lines(run.error.strip())[-15:])

@@ -796,17 +796,44 @@ def fsync_dir(path: Path) -> None:
 
 
 def open_untrusted(path: Union[str, Path], dir_fd: Optional[int] = None) -> int:
-    """A read-only descriptor of a file someone else may have planted: never
-    through a symlink, never blocking (a FIFO). FileNotFoundError if absent,
-    SpoolFormatError for anything else."""
+    """A read-only descriptor of a regular file someone else may have planted.
+
+    Never through a symlink, never blocking, and never an open of anything
+    but a regular file: the name is first opened ``O_PATH`` (no driver's
+    ``open`` runs, so a terminal cannot become the caller's controlling tty, a
+    watchdog cannot be armed, a FIFO cannot block), its type is checked on
+    that descriptor, and only then is the very inode opened for reading,
+    through ``/proc/self/fd`` (``O_NOCTTY|O_NONBLOCK`` all the same).
+    FileNotFoundError if absent, SpoolFormatError for anything else.
+    """
     try:
-        return os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+        handle = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
     except OSError as exc:
         if exc.errno == errno.ENOENT:
             raise
-        if exc.errno == errno.ELOOP:
-            raise SpoolFormatError("is a symlink") from None
         raise SpoolFormatError(f"cannot open: {exc.strerror}") from None
+    try:
+        st = os.fstat(handle)
+        if stat.S_ISLNK(st.st_mode):
+            raise SpoolFormatError("is a symlink")
+        if not stat.S_ISREG(st.st_mode):
+            raise SpoolFormatError("not a regular file")
+        flags = os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC
+        try:
+            return os.open(f"/proc/self/fd/{handle}", flags)
+        except FileNotFoundError:  # no /proc: open the name again, and make sure it is the same file
+            fd = os.open(path, flags | os.O_NOFOLLOW, dir_fd=dir_fd)
+            again = os.fstat(fd)
+            if (again.st_dev, again.st_ino) != (st.st_dev, st.st_ino):
+                os.close(fd)
+                raise SpoolFormatError("replaced while being opened") from None
+            return fd
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            raise
+        raise SpoolFormatError(f"cannot open: {exc.strerror}") from None
+    finally:
+        os.close(handle)
 
 
 def read_json(path: Union[Path, str], max_bytes: int = MAX_FILE_BYTES, *,
@@ -967,7 +994,14 @@ class LiveWriter:
             os.close(dir_fd)
         try:
             os.ftruncate(fd, LIVE_SIZE)  # zeros: both records "never written" (seq 0)
+            # Blocks reserved now: a store into a mapping whose page the disk
+            # cannot hold is a SIGBUS that kills the training process.
+            os.posix_fallocate(fd, 0, LIVE_SIZE)
             mm = mmap.mmap(fd, LIVE_SIZE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        except BaseException:
+            with contextlib.suppress(OSError):  # no half-made file for the daemon to puzzle over
+                os.unlink(run_dir / LIVE_FILE)
+            raise
         finally:
             os.close(fd)
         _LIVE_HEADER.pack_into(mm, 0, LIVE_MAGIC, LIVE_VERSION, MAX_SCALARS, LIVE_NAME_BYTES)

@@ -1082,7 +1082,8 @@ def with_live(progress: Optional[Progress], live: Optional[LiveProgress]) -> Opt
     )
 
 
-def read_live(run_dir: Path) -> tuple[Optional[LiveProgress], os.stat_result]:
+def read_live(run_dir: Path, *,
+              dir_fd: Optional[int] = None) -> tuple[Optional[LiveProgress], os.stat_result]:
     """The run's latest step and scalars from ``live.bin`` (None: none recorded yet).
 
     The file is written by the run's owner and read by a possibly-root
@@ -1093,15 +1094,16 @@ def read_live(run_dir: Path) -> tuple[Optional[LiveProgress], os.stat_result]:
     the run or file is absent, SpoolFormatError for anything else wrong.
     """
     try:
-        dir_fd = os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        run_fd = (os.dup(dir_fd) if dir_fd is not None  # the run directory, opened already
+                  else os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC))
     except OSError as exc:
         if exc.errno == errno.ENOENT:
             raise
         raise SpoolFormatError(f"run directory: {exc.strerror}") from None
     try:
-        fd = open_untrusted(LIVE_FILE, dir_fd)
+        fd = open_untrusted(LIVE_FILE, run_fd)
     finally:
-        os.close(dir_fd)
+        os.close(run_fd)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):

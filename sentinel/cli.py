@@ -7,6 +7,7 @@ Exit codes follow sysexits where one fits: 0 ok, 1 failure, 2 usage,
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import sys
@@ -66,6 +67,33 @@ def _spool_and_state(args: argparse.Namespace) -> tuple[Path, Path]:
     return config.spool_path(), config.state_path()
 
 
+def _cannot_read(path: Path, what: str) -> Optional[str]:
+    """What to say if ``path`` exists but this user may not read it (None: absent, or readable).
+
+    An unreadable spool is not an empty one: saying "0 run(s)" would be a lie.
+    """
+    try:
+        with os.scandir(path):
+            pass
+        if not os.access(path, os.X_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        return (f"sentinel: cannot read the {what} {path}: {exc.strerror} (user {_user_name()}; "
+                "ask its owner for access, or run this as a user who has it)")
+    return None
+
+
+def _user_name() -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return str(os.getuid())
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from sentinel import status
 
@@ -73,6 +101,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         spool_path, state_dir = _spool_and_state(args)
     except ConfigError as exc:
         return _report_config_error(exc)
+    refused = _cannot_read(spool_path, "spool")
+    if refused:
+        print(refused, file=sys.stderr)
+        return EXIT_FAILURE
     if not spool_path.is_dir():
         print(f"sentinel: no spool at {spool_path} (no run has started yet)", file=sys.stderr)
     report = status.collect(spool_path, state_dir, include_archive=args.all or bool(args.run))
@@ -199,6 +231,11 @@ def cmd_history(args: argparse.Namespace) -> int:
         return _report_config_error(exc)
     if args.resend is not None:
         return _resend(args.resend, spool_path, state_dir)
+    refused = _cannot_read(state_dir, "daemon's state directory") or _cannot_read(
+        state_dir / "outbox", "alert journal")
+    if refused:
+        print(refused, file=sys.stderr)
+        return EXIT_FAILURE
     deliveries = history.collect(state_dir, args.run)
     if args.json:
         print(json.dumps(history.as_json(deliveries), ensure_ascii=False, indent=2))

@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import stat
 import time
 from pathlib import Path
 from typing import Optional, Sequence
@@ -35,6 +36,7 @@ from typing import Optional, Sequence
 from sentinel import __version__, pidns, spool
 from sentinel.procid import ProcessIdentity, process_uid
 from sentinel.spool import DAEMON_FILE, DaemonLiveness, SpoolFormatError
+from sentinel.spool_lock import clear_squatter
 
 log = logging.getLogger("sentinel.daemon_file")
 
@@ -49,12 +51,36 @@ def write(spool_path: Path, refresh: Optional[float] = None, unwatchable: Sequen
                             pidns=pidns.namespace_of(), refresh=refresh,
                             unwatchable=list(unwatchable)[:spool.MAX_UNWATCHABLE])
     try:
-        spool.write_json(Path(spool_path) / DAEMON_FILE, record.to_dict(), mode=0o644)
+        try:
+            spool.write_json(Path(spool_path) / DAEMON_FILE, record.to_dict(), mode=0o644)
+        except OSError:
+            if not _clear_planted(Path(spool_path)):
+                raise
+            spool.write_json(Path(spool_path) / DAEMON_FILE, record.to_dict(), mode=0o644)
     except OSError as exc:
         log.error("cannot write %s: %s (training processes will think no daemon runs)",
                   Path(spool_path) / DAEMON_FILE, exc.strerror)
         return False
     return True
+
+
+def _clear_planted(spool_path: Path) -> bool:
+    """A directory (or anything but a regular file of ours) another user
+    planted as daemon.json would make every recorder believe no daemon runs:
+    moved out of the way; True if something was."""
+    try:
+        dir_fd = os.open(spool_path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        st = os.stat(DAEMON_FILE, dir_fd=dir_fd, follow_symlinks=False)
+        if stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid():
+            return False  # ours: whatever failed, it was not a squatter
+        return clear_squatter(dir_fd, DAEMON_FILE, st, spool_path)
+    except OSError:
+        return False
+    finally:
+        os.close(dir_fd)
 
 
 def remove(spool_path: Path) -> None:

@@ -37,6 +37,7 @@ SCOPES = ("run", "project", "channel")
 WHAT = ("stalls", "all")
 STALL_KINDS = frozenset({"stalled", "recovered"})
 MAX_MUTES = 1000  # files read per change of the directory; the rest are ignored
+MAX_MUTES_PER_USER = 100  # so one user's files cannot crowd out everyone else's
 TARGET_MAX_CHARS = 1024
 
 
@@ -110,16 +111,14 @@ def remove_mutes(spool_path: Path, scope: str, target: str) -> list[Path]:
 def read_mutes(spool_path: Path) -> list[tuple[Path, Mute]]:
     """Every well-formed mute file, expired or not; others are skipped."""
     root = mutes_dir(spool_path)
-    try:
-        names = sorted(n for n in os.listdir(root) if n.endswith(".json") and not n.startswith("."))
-    except OSError:
-        return []
     out = []
-    for name in names[:MAX_MUTES]:
+    for name, named_uid in spool.drop_files(root, per_user=MAX_MUTES_PER_USER, total=MAX_MUTES):
         try:
             data, st = spool.read_json(root / name, max_bytes=8192)
             if st.st_nlink != 1:
                 continue  # a hard link to someone else's file says nothing about its owner's wish
+            if st.st_uid != named_uid:
+                continue  # named for another user: planted to take their turn
             out.append((root / name, Mute.from_dict(data, st.st_uid)))
         except (OSError, spool.SpoolFormatError):
             continue

@@ -439,9 +439,9 @@ class Recorder:
         self._live_tried = True
         try:
             self._live = spool.LiveWriter.create(self.paths.dir)
-        except (OSError, ValueError) as exc:  # the run is still watched, from beat.json
-            report_once("live", f"cannot map {self.paths.live} ({exc}); a kill alert may show "
-                                "the step of the last heartbeat, not the last step")
+        except (OSError, ValueError) as exc:  # ENOSPC, EROFS...: the run is still watched, from beat.json
+            report_once("live", f"cannot map {self.paths.live} ({exc}); heartbeats only: a kill alert "
+                                "may show the step of the last heartbeat, not the last step")
 
     def _flush_messages(self) -> None:
         while self._outgoing:

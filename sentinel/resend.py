@@ -5,7 +5,7 @@ The outbox belongs to the daemon while it runs, so ``sentinel history
 ``<spool>/.resend/`` (made by the daemon like ``.mutes/``: sticky and
 world-writable in a shared spool). This module owns that format (version 1)::
 
-    <spool>/.resend/<uid>-<alert id>.json    {"v": 1, "alert_id": "...", "created": t}
+    <spool>/.resend/<uid>-<alert id>-<random>.json    {"v": 1, "alert_id": "...", "created": t}
 
 Who may resend is decided by the daemon from the file's owner, never from
 what the file says: root and the daemon's own user may resend any alert,
@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 import stat
 import time
 from pathlib import Path
@@ -32,6 +33,7 @@ log = logging.getLogger("sentinel.resend")
 FORMAT_VERSION = 1
 RESEND_DIR = ".resend"
 MAX_REQUESTS = 100  # read per pass; the rest wait for the next one
+MAX_REQUESTS_PER_USER = 10  # per pass: one user's flood leaves every other user their turn
 MAX_REQUEST_BYTES = 4096
 
 
@@ -49,7 +51,8 @@ def request(spool_path: Path, alert_id: str, now: Optional[float] = None) -> Pat
     st = os.lstat(root)  # made by the daemon: a missing one means no daemon made it yet
     if not stat.S_ISDIR(st.st_mode):
         raise NotADirectoryError(f"{root} is not a directory (or is a symlink)")
-    path = root / f"{os.geteuid()}-{alert_id}.json"
+    # A name nobody can guess: another user cannot plant something under it first.
+    path = root / f"{os.geteuid()}-{alert_id}-{secrets.token_hex(8)}.json"
     spool.write_json(path, {"v": FORMAT_VERSION, "alert_id": alert_id,
                             "created": time.time() if now is None else now}, durable=True, mode=0o644)
     return path
@@ -101,20 +104,40 @@ class ResendDesk:
         if stamp == self._stamp:
             return 0
         self._stamp = stamp
-        try:
-            names = sorted(n for n in os.listdir(root) if n.endswith(".json") and not n.startswith("."))
-        except OSError:
-            return 0
-        if len(names) > MAX_REQUESTS:
-            self._stamp = None  # more to take on the next pass
-        resent = sum(self._take(root / name) for name in names[:MAX_REQUESTS])
+        junk: list[str] = []
+        taken = spool.drop_files(root, per_user=MAX_REQUESTS_PER_USER, total=MAX_REQUESTS, junk=junk)
+        self._sweep(root, junk)
+        if taken:
+            self._stamp = None  # consumed: look again next pass, until none is left
+        resent = sum(self._take(root / name, named_uid) for name, named_uid in taken)
         if resent:
             self.wake_delivery()
         return resent
 
-    def _take(self, path: Path) -> bool:
+    @staticmethod
+    def _sweep(root: Path, junk: list[str]) -> None:
+        """Remove what is no request (the daemon owns the directory, so it may, sticky or
+        not); a directory someone filled stays, and is passed over at every look."""
+        swept = 0
+        for name in junk:
+            try:
+                os.unlink(root / name)  # never follows: a symlink itself goes
+                swept += 1
+            except IsADirectoryError:
+                with contextlib.suppress(OSError):
+                    os.rmdir(root / name)
+                    swept += 1
+            except OSError:
+                continue
+        if swept:
+            log.warning("%s: %d entr%s that were no resend request removed", root, swept,
+                        "y" if swept == 1 else "ies")
+
+    def _take(self, path: Path, named_uid: int) -> bool:
         try:
             alert_id, uid = _read(path)
+            if uid != named_uid:
+                raise spool.SpoolFormatError(f"named for uid {named_uid}, owned by uid {uid}")
         except (OSError, spool.SpoolFormatError) as exc:
             log.warning("resend request %r ignored and removed: %s", path.name, exc)
             alert_id = None

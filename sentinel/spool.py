@@ -825,17 +825,44 @@ def fsync_dir(path: Path) -> None:
 
 
 def open_untrusted(path: Union[str, Path], dir_fd: Optional[int] = None) -> int:
-    """A read-only descriptor of a file someone else may have planted: never
-    through a symlink, never blocking (a FIFO). FileNotFoundError if absent,
-    SpoolFormatError for anything else."""
+    """A read-only descriptor of a regular file someone else may have planted.
+
+    Never through a symlink, never blocking, and never an open of anything
+    but a regular file: the name is first opened ``O_PATH`` (no driver's
+    ``open`` runs, so a terminal cannot become the caller's controlling tty, a
+    watchdog cannot be armed, a FIFO cannot block), its type is checked on
+    that descriptor, and only then is the very inode opened for reading,
+    through ``/proc/self/fd`` (``O_NOCTTY|O_NONBLOCK`` all the same).
+    FileNotFoundError if absent, SpoolFormatError for anything else.
+    """
     try:
-        return os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+        handle = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
     except OSError as exc:
         if exc.errno == errno.ENOENT:
             raise
-        if exc.errno == errno.ELOOP:
-            raise SpoolFormatError("is a symlink") from None
         raise SpoolFormatError(f"cannot open: {exc.strerror}") from None
+    try:
+        st = os.fstat(handle)
+        if stat.S_ISLNK(st.st_mode):
+            raise SpoolFormatError("is a symlink")
+        if not stat.S_ISREG(st.st_mode):
+            raise SpoolFormatError("not a regular file")
+        flags = os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC
+        try:
+            return os.open(f"/proc/self/fd/{handle}", flags)
+        except FileNotFoundError:  # no /proc: open the name again, and make sure it is the same file
+            fd = os.open(path, flags | os.O_NOFOLLOW, dir_fd=dir_fd)
+            again = os.fstat(fd)
+            if (again.st_dev, again.st_ino) != (st.st_dev, st.st_ino):
+                os.close(fd)
+                raise SpoolFormatError("replaced while being opened") from None
+            return fd
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            raise
+        raise SpoolFormatError(f"cannot open: {exc.strerror}") from None
+    finally:
+        os.close(handle)
 
 
 def read_json(path: Union[Path, str], max_bytes: int = MAX_FILE_BYTES, *,
@@ -996,7 +1023,14 @@ class LiveWriter:
             os.close(dir_fd)
         try:
             os.ftruncate(fd, LIVE_SIZE)  # zeros: both records "never written" (seq 0)
+            # Blocks reserved now: a store into a mapping whose page the disk
+            # cannot hold is a SIGBUS that kills the training process.
+            os.posix_fallocate(fd, 0, LIVE_SIZE)
             mm = mmap.mmap(fd, LIVE_SIZE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        except BaseException:
+            with contextlib.suppress(OSError):  # no half-made file for the daemon to puzzle over
+                os.unlink(run_dir / LIVE_FILE)
+            raise
         finally:
             os.close(fd)
         _LIVE_HEADER.pack_into(mm, 0, LIVE_MAGIC, LIVE_VERSION, MAX_SCALARS, LIVE_NAME_BYTES)
@@ -1077,7 +1111,8 @@ def with_live(progress: Optional[Progress], live: Optional[LiveProgress]) -> Opt
     )
 
 
-def read_live(run_dir: Path) -> tuple[Optional[LiveProgress], os.stat_result]:
+def read_live(run_dir: Path, *,
+              dir_fd: Optional[int] = None) -> tuple[Optional[LiveProgress], os.stat_result]:
     """The run's latest step and scalars from ``live.bin`` (None: none recorded yet).
 
     The file is written by the run's owner and read by a possibly-root
@@ -1088,15 +1123,16 @@ def read_live(run_dir: Path) -> tuple[Optional[LiveProgress], os.stat_result]:
     the run or file is absent, SpoolFormatError for anything else wrong.
     """
     try:
-        dir_fd = os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        run_fd = (os.dup(dir_fd) if dir_fd is not None  # the run directory, opened already
+                  else os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC))
     except OSError as exc:
         if exc.errno == errno.ENOENT:
             raise
         raise SpoolFormatError(f"run directory: {exc.strerror}") from None
     try:
-        fd = open_untrusted(LIVE_FILE, dir_fd)
+        fd = open_untrusted(LIVE_FILE, run_fd)
     finally:
-        os.close(dir_fd)
+        os.close(run_fd)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
@@ -1181,11 +1217,83 @@ def ensure_drop_dir(spool_path: Path, name: str) -> Path:
         shared = bool(st.st_mode & (stat.S_ISVTX | stat.S_IWOTH))
     except OSError:
         shared = False
-    with contextlib.suppress(FileExistsError):
-        os.mkdir(path, 0o700)
-        if shared:
-            os.chmod(path, 0o1777)
-    st = os.lstat(path)
+    for _ in range(2):
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(path, 0o700)
+            if shared:
+                os.chmod(path, 0o1777)
+        st = os.lstat(path)
+        if stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid():
+            return path
+        if not _own_dir(spool_path) or not _move_planted(Path(spool_path), name, st):
+            break  # not ours to clear: the caller's own check below says what is wrong
     if not stat.S_ISDIR(st.st_mode):
         raise NotADirectoryError(f"{path} is not a directory (or is a symlink)")
     return path
+
+
+def _own_dir(path: Path) -> bool:
+    try:
+        return os.stat(path).st_uid == os.geteuid()
+    except OSError:
+        return False
+
+
+def _move_planted(spool_path: Path, name: str, st: os.stat_result) -> bool:
+    """Another user's thing at a name the spool's owner keeps for itself: moved aside."""
+    from sentinel.spool_lock import clear_squatter
+
+    try:
+        dir_fd = open_dir(spool_path)
+    except OSError:
+        return False
+    try:
+        return clear_squatter(dir_fd, name, st, spool_path)
+    finally:
+        os.close(dir_fd)
+
+
+_DROP_NAME = re.compile(r"([0-9]{1,10})-[^/]*\.json")
+
+
+def drop_files(root: Path, per_user: int, total: int, max_scan: int = 10_000,
+               junk: Optional[list[str]] = None) -> list[tuple[str, int]]:
+    """Files users left in a drop directory (``.mutes/``, ``.resend/``) to read now:
+    (name, the uid its name claims), at most ``per_user`` per uid and ``total``
+    in all, taken in turn from each user (their names in order).
+
+    Bounded and fair: at most ``max_scan`` entries are looked at (``scandir``
+    and one ``lstat`` each), only regular files named ``<uid>-....json`` and
+    owned by that uid count (a directory, symlink or FIFO named to sort
+    first is passed over, and so is a file named for another user: neither
+    can fill a quota), and one user's thousand files leave every other user
+    their turn. The reader checks the owner again on the file it opens.
+    ``junk`` (if given) gets the names passed over, for the daemon to sweep.
+    """
+    by_uid: dict[int, list[str]] = {}
+    try:
+        with os.scandir(root) as entries:
+            for seen, entry in enumerate(entries):
+                if seen >= max_scan:
+                    break
+                match = _DROP_NAME.fullmatch(entry.name)
+                try:
+                    if match is None or not entry.is_file(follow_symlinks=False):
+                        raise ValueError("not a request")
+                    owner = entry.stat(follow_symlinks=False).st_uid
+                    if owner != int(match.group(1)):  # named for another user: planted to take their turn
+                        raise ValueError("planted")
+                except (OSError, ValueError):
+                    if junk is not None and not entry.name.startswith("."):
+                        junk.append(entry.name)
+                    continue
+                by_uid.setdefault(owner, []).append(entry.name)
+    except OSError:
+        return []
+    queues = [sorted(names)[:per_user] for _, names in sorted(by_uid.items())]
+    out: list[tuple[str, int]] = []
+    for turn in range(per_user):
+        for queue in queues:
+            if turn < len(queue) and len(out) < total:
+                out.append((queue[turn], int(queue[turn].split("-", 1)[0])))
+    return out

@@ -132,14 +132,35 @@ def _mutes(spool_path: Path, now: float) -> list[dict[str, Any]]:
 
 def _read_into(runs: list[RunStatus], skipped: list[str], paths: spool.RunPaths, journal: Any,
                now: float, namespaces: _Namespaces, archived: bool) -> None:
+    # Every user names directories in a shared spool: a run "directory" may be a
+    # symlink to anywhere (followed by root where fs.protected_symlinks=0). So
+    # it is opened in its parent without following, and read only through that
+    # fd (``/proc/self/fd/N/<file>``: the directory opened, whatever its name
+    # becomes meanwhile).
     try:
-        record, _ = spool.read_run(paths.run)
+        parent_fd = spool.open_dir(paths.dir.parent)
+        try:
+            dir_fd = spool.open_dir(paths.run_id, dir_fd=parent_fd)
+        finally:
+            os.close(parent_fd)
     except FileNotFoundError:
         return  # a run directory being created (or archived) right now
-    except (spool.SpoolFormatError, OSError) as exc:
-        skipped.append(f"{paths.run_id}: {exc}")
+    except OSError as exc:
+        skipped.append(f"{paths.run_id}: {exc.strerror or exc}")
         return
-    status = _run_status(record, paths, journal, now, namespaces)
+    try:
+        held = spool.RunPaths(Path("/proc/self/fd"), str(dir_fd))
+        try:
+            record, _ = spool.read_run(held.run)
+        except FileNotFoundError:
+            return
+        except (spool.SpoolFormatError, OSError) as exc:
+            skipped.append(f"{paths.run_id}: {exc}")
+            return
+        status = _run_status(record, held, journal, now, namespaces, dir_fd)
+    finally:
+        os.close(dir_fd)
+    status.path = str(paths.dir)
     status.archived = archived
     runs.append(status)
 
@@ -168,8 +189,8 @@ def _archive_dirs(state_path: Optional[Path]) -> Optional[list[Path]]:
 
 
 def _run_status(record: spool.RunRecord, paths: spool.RunPaths, journal: Any, now: float,
-                namespaces: _Namespaces) -> RunStatus:
-    live = _optional(lambda run_dir: spool.read_live(run_dir)[0], paths.dir)
+                namespaces: _Namespaces, dir_fd: Optional[int] = None) -> RunStatus:
+    live = _optional(lambda run_dir: spool.read_live(run_dir, dir_fd=dir_fd)[0], paths.dir)
     progress = spool.with_live(_optional(spool.read_progress, paths.beat), live)
     final = _optional(spool.read_final, paths.final)
     alive = _alive(record, namespaces)

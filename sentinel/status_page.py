@@ -3,10 +3,20 @@
 Served by the metrics server (``sentinel.metrics``) to local clients only.
 Every value on the page comes from run records, hostile input, so every one
 is HTML-escaped; the page has no script, and no secret is in a status.
+
+The daemon reads every user's private (0700) run directory; a client of a
+TCP port could be any local user, and the server cannot know which. So the
+page and its JSON show only what every user may see of a run: its id, name,
+user, pid, state, last beat and step. Never its labels, channels, metrics,
+error tail (a traceback), directory, nor the dead letters and mutes, nor why
+a record could not be read: ``sentinel status``, run by its owner, shows
+those. Run directories are opened without following a symlink
+(``sentinel.status``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import html
 from typing import Any
 
@@ -21,10 +31,18 @@ _STYLE = ("body{font-family:sans-serif;margin:1.5em}table{border-collapse:collap
 
 def answer(path: str, config: Any) -> tuple[int, str, bytes]:
     """(HTTP status, content type, body) for ``/``, ``/status`` or ``/status.json``."""
-    current = status.collect(config.spool_path(), config.state_path())
+    current = for_everyone(status.collect(config.spool_path(), config.state_path()))
     if path == "/status.json":
         return 200, JSON_TYPE, (status.render_json(current) + "\n").encode("utf-8")
     return 200, HTML_TYPE, render_html(current, config.host).encode("utf-8")
+
+
+def for_everyone(current: status.SpoolStatus) -> status.SpoolStatus:
+    """``current`` less what only a run's owner may read (see the module docstring)."""
+    runs = [dataclasses.replace(run, labels={}, channels=[], scalars={}, error=None, path="")
+            for run in current.runs]
+    skipped = [note.split(":", 1)[0] for note in current.skipped]  # the run id, not the reason
+    return dataclasses.replace(current, runs=runs, skipped=skipped, dead_letters=None, mutes=[])
 
 
 def render_html(current: status.SpoolStatus, host: str) -> str:

@@ -63,6 +63,23 @@ regression test elsewhere, this index names it instead of repeating it
   trainer under a SIGKILLed ``sentinel run`` → test_survivors.py
 - the daemon SIGKILLed and restarted mid-job, then a rank killed →
   test_jobs_torchrun.py::test_a_daemon_restart_mid_job_keeps_one_alert_naming_the_killed_rank
+- a rank's error file naming the user's pty, a FIFO, /dev/zero, a symlink
+  or another user's 0600 file (the daemon must not gain a controlling
+  terminal, a ^C must not stop it) → test_hostile_paths.py::
+  test_error_files_naming_a_pty_fifo_device_symlink_or_private_file
+- a spool with one free page (live.bin's first store was a SIGBUS) →
+  test_recorder_disk_full.py::
+  test_a_spool_with_one_free_page_degrades_to_heartbeats
+- another user's labels and traceback on the status page, a run name
+  planted as a symlink with fs.protected_symlinks=0 →
+  test_status_page_attacks.py::
+  test_the_status_page_shows_what_every_user_may_see_and_follows_no_link
+- .resend and .mutes starved by unremovable names that sort first, a
+  planted .mutes → test_drop_dir_attacks.py
+- two daemons (system and user) on one spool, a planted lock file or
+  daemon.json directory → test_one_daemon_per_spool.py
+- status / history by a user who cannot read the spool →
+  test_unreadable_spool.py
 
 Nothing here sleeps to synchronise (``tests.waiting.wait_for``) and nothing
 asserts a duration: a count of attempts, bytes or deliveries either holds or

@@ -27,6 +27,7 @@ LAYERS = {
     "sentinel.redact": FORMAT,
     "sentinel.state_dir": FORMAT,
     "sentinel.daemon_file": FORMAT,
+    "sentinel.spool_lock": FORMAT,  # one daemon per spool; planted names moved away (daemon_file too)
     "sentinel.logsetup": FORMAT,
     "sentinel.sparkline": FORMAT,
     "sentinel.mutes": FORMAT,  # the mute files: written by the CLI, read by the daemon

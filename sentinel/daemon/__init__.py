@@ -14,7 +14,7 @@ import threading
 import time
 from typing import Any, Optional
 
-from sentinel import daemon_file, systemd
+from sentinel import daemon_file, spool_lock, systemd
 from sentinel.config import Config
 from sentinel.state_dir import StateDir, StateDirError
 
@@ -119,6 +119,12 @@ def run(config: Config, stop: Optional[threading.Event] = None, *, retry_policy:
     if lock_fd is None:
         log.error("another daemon already watches %s (lock %s held)", config.spool_path(), state.lock_path)
         return 1
+    try:  # kept open (and locked) until this process ends
+        spool_lock_fd = spool_lock.lock_spool(config.spool_path())
+    except spool_lock.SpoolLockError as exc:
+        log.error("%s", exc)
+        os.close(lock_fd)
+        return 1
     reload = threading.Event()
     wake: list[Any] = []
     previous = _install_signal_handlers(stop, reload, wake)
@@ -164,6 +170,7 @@ def run(config: Config, stop: Optional[threading.Event] = None, *, retry_policy:
             delivery.stop(STOP_TIMEOUT)
         if fleet is not None:
             fleet.close()
+        os.close(spool_lock_fd)
         os.close(lock_fd)
         if old_name is not None:
             daemon_file.name_this_process(old_name)

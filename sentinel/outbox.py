@@ -583,13 +583,14 @@ class Outbox:
             return out
 
     def _in_order(self, queue: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
-        """A channel's queue in sending order: state alerts first, except that
-        a run's state alert never overtakes that same run's earlier messages
-        (it goes right after them). Lock held."""
+        """A channel's queue in sending order: state alerts first, taken from
+        each user in turn (one user's thousand alerts do not queue in front
+        of another's), except that a run's state alert never overtakes that
+        same run's earlier messages (it goes right after them). Lock held."""
         split = bisect.bisect_left(queue, (1, 0, ""))
-        states, messages = queue[:split], queue[split:]
+        states, messages = self._by_user_in_turn(queue[:split]), queue[split:]
         if not states or not messages:
-            return queue
+            return states + messages
         message_seqs: dict[str, list[int]] = {}
         for _, seq, alert_id in messages:
             message_seqs.setdefault(self._open[alert_id].alert.run_id, []).append(seq)
@@ -614,6 +615,23 @@ class Outbox:
                 following = seqs[index] if index < len(seqs) else None
                 while waiting and (following is None or waiting[0][1] < following):
                     out.append(waiting.popleft())
+        return out
+
+    def _by_user_in_turn(self, states: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
+        """``states`` (oldest first) interleaved by user: each user's oldest
+        pending, in the order the users' oldest came, then their next ones.
+        Lock held."""
+        by_user: dict[str, deque[tuple[int, int, str]]] = {}
+        for entry in states:
+            by_user.setdefault(self._open[entry[2]].alert.user, deque()).append(entry)
+        if len(by_user) < 2:
+            return states
+        out: list[tuple[int, int, str]] = []
+        turns = list(by_user.values())
+        while turns:
+            for entries in turns:
+                out.append(entries.popleft())
+            turns = [entries for entries in turns if entries]
         return out
 
     def blocked(self, channel: str) -> bool:

@@ -60,6 +60,7 @@ class Daemon:
         use_pidfd: Optional[bool] = None,
         kmsg_path: str = "/dev/kmsg",
         observer: Optional[FleetObserver] = None,
+        pidfd_room: Optional[int] = None,
     ) -> None:
         self.config = config
         self._status_sent = ""  # the last STATUS= line sent to systemd
@@ -76,13 +77,14 @@ class Daemon:
         if self.oom.fd is not None:
             self.epoll.register(self.oom.fd, select.EPOLLIN)
         self.watcher = SpoolWatcher(self.spool, self.epoll)
-        reader = RunReader(self.spool, is_shared_spool(self.spool), ProblemLog())
+        reader = RunReader(self.spool, is_shared_spool(self.spool), ProblemLog(),
+                           config.budgets.refused_runs_remembered)
         self.failures = FailureLog(log)
         self.tracker = Tracker(config, reader, outbox, self.liveness, self.watcher, self.oom,
                                self.state.archive, inline_channels, wake_delivery, self.observer,
                                # jobs: sibling ranks have pidfds of their own in the same epoll
                                job_liveness=Liveness(self.epoll, self.liveness.use_pidfd, use_threads=False),
-                               wake_loop=self.wakeup.wake)
+                               wake_loop=self.wakeup.wake, pidfd_room=pidfd_room)
         self.jobs = self.tracker.jobs
         self.resends = resend.ResendDesk(self.spool, outbox, self.run_owner, wake_delivery)
         self.sweep: Optional[RescanSweep] = None  # the rescan under way, if any
@@ -252,6 +254,8 @@ class Daemon:
             return
         run = tracker.runs.get(run_id)
         if run is None:
+            if tracker.budgets.is_deferred(run_id):
+                return  # over its user's budget: the rescan admits it once there is room
             reconcile.admit(tracker, run_id, now, at_startup=False)
             return
         if change is Change.MESSAGE:

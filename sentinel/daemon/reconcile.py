@@ -36,12 +36,17 @@ def admit(tracker: Tracker, run_id: str, now: float, at_startup: bool) -> Option
     if loaded is None:
         return None
     record = loaded.record
+    if run_id not in tracker.runs and not tracker.budgets.room_for(
+            run_id, loaded.owner_uid, 1 + len(record.watch_threads), now):
+        tracker.watcher.forget(run_id)  # over its user's budget: a later rescan admits it
+        return None
     run = TrackedRun(record=record, paths=tracker.reader.paths(run_id), owner_uid=loaded.owner_uid,
                      dir_id=loaded.dir_id)
     run.state, run.transitions = replay(a.kind for a in tracker.outbox.journal(run_id))
     run.channels = tracker.resolve_channels(run)
     run.progress = tracker.reader.read_progress(run)
     tracker.runs[run_id] = run
+    tracker.budgets.tracked(run_id, run.owner_uid, 0)
     tracker.observer.run_tracked(run, tracker.reader.shared)  # fleet hook
     log.debug("tracking %s (pid %d, %s, %d alert(s) so far)", run_id, record.pid, run.state.value,
               run.transitions)
@@ -56,6 +61,8 @@ def admit(tracker: Tracker, run_id: str, now: float, at_startup: bool) -> Option
     status = tracker.liveness.watch(run_id, run.identity, record.watch_threads)
     if status is Status.ALIVE:
         run.watched = True
+        watching = 1 if tracker.liveness.use_pidfd and tracker.liveness.watching(run_id) else 0
+        tracker.budgets.tracked(run_id, run.owner_uid, watching + tracker.liveness.watched_threads(run_id))
         run.cgroup = cgroup_counter(record.pid)  # now, while /proc/<pid>/cgroup exists
         tracker.jobs.admit(run, now)  # jobs: its job's other ranks on this host are watched too
         if run.state is RunState.STALLED:
@@ -74,8 +81,10 @@ def admit(tracker: Tracker, run_id: str, now: float, at_startup: bool) -> Option
             tracker.apply(run, Event(EventKind.FOUND_DEAD), now,
                          reason=Reason("died_while_down", {"last_beat": last_beat(run)}))
         else:
-            # Died between writing its record and our look; a zombie still tells how.
-            tracker.judge_exit(run, now, zombie_exit_status(record.pid, record.start_ticks))
+            # Died between writing its record and our look; a zombie still tells how. Without
+            # one, no process of this record was ever seen: an ending, not a claimed kill.
+            wait_status = zombie_exit_status(record.pid, record.start_ticks)
+            tracker.judge_exit(run, now, wait_status, seen_alive=wait_status is not None)
     if run.state.is_terminal:
         tracker.retire(run, now)
     return run

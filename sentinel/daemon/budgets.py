@@ -19,6 +19,8 @@ therefore has its own budget (config ``budgets``, see ``sentinel.config.Budgets`
 - refused records remembered (``RefusedRuns``): per uid, the oldest are
   forgotten past ``refused_runs_remembered``.
 
+The per-user budgets apply in a shared spool; in a private one, only its
+owner writes runs and only the daemon's share of open files is enforced.
 Each refusal is logged once per user and minute, with the count since.
 Pure bookkeeping on the loop's ``now``; nothing here does I/O but logging.
 """
@@ -49,8 +51,9 @@ class _User:
 class UserBudgets:
     """Counts each uid's runs, pidfds and state alerts against ``limits``."""
 
-    def __init__(self, limits: Budgets, fd_room: Optional[int] = None) -> None:
+    def __init__(self, limits: Budgets, fd_room: Optional[int] = None, *, per_user: bool = True) -> None:
         self.limits = limits
+        self.per_user = per_user  # False (a private spool): only ``fd_room`` is enforced
         # pidfds all users together may hold (None: not limited beyond the per-user budget)
         self.fd_room = fd_room
         self._users: dict[int, _User] = {}
@@ -72,9 +75,9 @@ class UserBudgets:
         user = self._user(uid)
         limits = self.limits
         reason = None
-        if len(user.runs) >= limits.runs_per_user:
+        if self.per_user and len(user.runs) >= limits.runs_per_user:
             reason = f"the user has {len(user.runs)} runs tracked (budgets.runs_per_user)"
-        elif user.pidfds + pidfds > limits.pidfds_per_user:
+        elif self.per_user and user.pidfds + pidfds > limits.pidfds_per_user:
             reason = f"the user's runs hold {user.pidfds} pidfds (budgets.pidfds_per_user)"
         elif self.fd_room is not None and self.pidfds + pidfds > self.fd_room:
             reason = (f"all runs together hold {self.pidfds} pidfds, all the open files the daemon "
@@ -131,6 +134,8 @@ class UserBudgets:
     def send_state_alert(self, uid: int, now: float) -> bool:
         """True: this state alert of ``uid`` goes to its channels; False: over
         budget, journaled only (refusal logged)."""
+        if not self.per_user:
+            return True
         user = self._user(uid)
         while user.alerts and user.alerts[0] <= now - WINDOW:
             user.alerts.popleft()

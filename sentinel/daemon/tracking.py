@@ -109,7 +109,8 @@ class Tracker:
         self._register_inline = inline_channels.register_inline if inline_channels is not None else None
         self.access = ChannelAccess(config, reader.shared, self._register_inline)
         self.messages = MessageGate(config.message_limits, outbox.open_messages)
-        self.budgets = UserBudgets(config.budgets, pidfd_room)  # per uid: runs, pidfds, state alerts
+        # per uid in a shared spool: runs, pidfds, state alerts
+        self.budgets = UserBudgets(config.budgets, pidfd_room, per_user=reader.shared)
         self.wake_delivery = wake_delivery
         self.syncer = SyncThread(outbox.sync)  # fsyncs new alerts off the loop, during delivery
         self.mute_book = mutes.MuteBook(reader.spool)

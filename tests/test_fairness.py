@@ -1,0 +1,225 @@
+"""Fairness on a shared host: nothing one user does denies another user's alert
+or queues it behind the attacker's flood.
+
+Real throw-away users (``useradd``), their real processes, a real root
+daemon on a sticky 1777 spool (under systemd's default 1,024 open files
+where the attack is about descriptors) and a fake Bark on 127.0.0.1.
+Mallory floods; Alice's run is SIGKILLed; each test asserts Alice's alert
+arrives, and where the claim is about order, that it comes before
+Mallory's flood is drained (orders and counts, not durations).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from sentinel.alerts import AlertKind
+from sentinel.config import Budgets, ConfigError, parse_config
+from sentinel.daemon.budgets import RefusedRuns, UserBudgets
+from tests.daemon_harness import DaemonProcess, bark_title, wait_for_push
+from tests.fakes import FakeBark
+from tests.fleet_harness import free_port
+from tests.users import become, home_for, make_shared_spool, shared_dir, throwaway_user
+from tests.victims.harness import VICTIMS, WATCH_VICTIM, Victim
+from tests.waiting import wait_for
+
+K = AlertKind
+KILL = "SIGKILL"
+USER_PYTHON = "/usr/bin/python3"
+RECORD_FLOOD = VICTIMS / "record_flood.py"
+# What systemd gives a service unless told otherwise: the limit the attacks were run under.
+SERVICE_NOFILE = ["prlimit", "--nofile=1024:1024", "--"]
+
+
+@pytest.fixture
+def shared() -> Iterator[Path]:
+    if not os.access(USER_PYTHON, os.X_OK):
+        pytest.skip(f"{USER_PYTHON} is needed to run as another user")
+    with shared_dir() as path:
+        yield path
+
+
+@pytest.fixture
+def mallory() -> Iterator[int]:
+    with throwaway_user() as uid:
+        yield uid
+
+
+@pytest.fixture
+def alice() -> Iterator[int]:
+    with throwaway_user() as uid:
+        yield uid
+
+
+def user_run(shared: Path, spool: Path, uid: int, *args: str) -> Victim:
+    """``watch_victim.py`` started by ``uid`` (a real process of that user)."""
+    return Victim(USER_PYTHON, WATCH_VICTIM, ["--heartbeat", "0.2", *args], home_for(shared, uid),
+                  spool_dir=spool, preexec_fn=become(uid)).start()
+
+
+def record_flood(shared: Path, spool: Path, uid: int, mode: str, count: int) -> Victim:
+    """``uid`` writes ``count`` run records by hand (see ``tests/victims/record_flood.py``)."""
+    return Victim(USER_PYTHON, RECORD_FLOOD, [str(spool), mode, str(count)], home_for(shared, uid),
+                  spool_dir=spool, preexec_fn=become(uid)).start()
+
+
+def phone_channels(phone: FakeBark) -> dict[str, dict[str, str]]:
+    return {"phone": {"type": "bark", "url": phone.key_url}}
+
+
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+# ---------------------------------------------------------------- state alerts
+
+
+def test_fake_deaths_neither_claim_a_kill_nor_queue_before_another_users_alert(
+        tmp_path: Path, shared: Path, mallory: int, alice: int) -> None:
+    """Mallory writes 200 records naming pids that never existed. None is
+    reported as a kill; 5 (her state alert budget) are sent, the rest only
+    journaled; Alice's kill alert, queued after all 200 were decided, is sent
+    before Mallory's sent ones are drained (by user in turn)."""
+    spool = make_shared_spool(shared)
+    with FakeBark() as phone:
+        with DaemonProcess(tmp_path / "d", phone_channels(phone), spool=spool,
+                           budgets={"state_alerts_per_user_per_minute": 5}) as daemon:
+            with user_run(shared, spool, alice, "sleep-forever", "--name", "victim") as victim:
+                victim.ready()
+                victim.expect("RUNNING")
+                phone.hold_after(0)  # the next request hangs: everything after it queues
+                with record_flood(shared, spool, mallory, "fake", 200) as flood:
+                    flood.ready()
+                    wait_for(lambda: daemon.log().count("running -> killed") >= 200, 60,
+                             what="all 200 fake records decided")
+                    victim.kill()
+                    wait_for(lambda: daemon.log().count("running -> killed") >= 201, 30,
+                             what="Alice's kill decided")
+                    phone.release()
+                    wait_for_push(phone, K.KILLED, "victim", signal=KILL)
+                    wait_for(lambda: sum("fake-" in p["title"] for p in phone.pushes) >= 5, 30,
+                             what="Mallory's 5 alerts within budget")
+            daemon.stop()
+        killed = bark_title(K.KILLED, "victim", signal=KILL)
+        order = ["alice" if p["title"] == killed else "mallory" for p in phone.pushes
+                 if p["title"] == killed or "fake-" in p["title"]]
+        assert order.count("mallory") == 5, order  # the rest journaled, not sent
+        assert order.index("alice") <= 2, order  # the one in flight, at most one more, then hers
+        fake_titles = [p["title"] for p in phone.pushes if "fake-" in p["title"]]
+        assert all("never seen running" in t and "Killed" not in t for t in fake_titles), fake_titles
+        log = daemon.log()
+        assert log.count(f"uid {mallory}: ") == 1, log  # the refusal logged once, not 195 times
+
+
+# ---------------------------------------------------------------- pidfds and open files
+
+
+def test_records_naming_one_process_cannot_take_every_descriptor(
+        tmp_path: Path, shared: Path, mallory: int, alice: int) -> None:
+    """Under 1,024 open files, Mallory's 300 records each name her one process
+    and four of its threads (1,500 pidfds if all were watched). Her excess is
+    deferred and logged once; Alice's run, started after, is watched and its
+    kill alerted; the daemon never runs out of descriptors."""
+    spool = make_shared_spool(shared)
+    with FakeBark() as phone:
+        daemon = DaemonProcess(tmp_path / "d", phone_channels(phone), spool=spool)
+        daemon.wrapper = SERVICE_NOFILE
+        with daemon:
+            assert daemon.proc is not None
+            with record_flood(shared, spool, mallory, "self", 300) as flood:
+                flood.ready()
+                with user_run(shared, spool, alice, "sleep-forever", "--name", "victim") as victim:
+                    victim.ready()
+                    victim.expect("RUNNING")
+                    assert open_fds(daemon.proc.pid) < 1000
+                    victim.kill()
+                    wait_for_push(phone, K.KILLED, "victim", signal=KILL)
+            daemon.stop()
+        log = daemon.log()
+        assert "Too many open files" not in log
+        assert log.count(f"uid {mallory}: ") == 1, log
+        assert "runs deferred until some of its runs end" in log
+
+
+# ---------------------------------------------------------------- the HTTP server
+
+
+def test_slow_http_clients_cannot_take_every_descriptor(tmp_path: Path, shared: Path, alice: int) -> None:
+    """1,100 clients open connections to the metrics port and never finish
+    their request. The daemon, under 1,024 open files, serves a bounded
+    number at once; Alice's run, started meanwhile, is watched and alerted."""
+    pytest.importorskip("prometheus_client", reason="pip install 'run-sentinel[prometheus]'")
+    spool = make_shared_spool(shared)
+    port = free_port()
+    clients: list[socket.socket] = []
+    with FakeBark() as phone:
+        daemon = DaemonProcess(tmp_path / "d", phone_channels(phone), spool=spool,
+                               metrics={"listen": f"127.0.0.1:{port}"})
+        daemon.wrapper = SERVICE_NOFILE
+        try:
+            with daemon:
+                assert daemon.proc is not None
+                for _ in range(1100):
+                    client = socket.create_connection(("127.0.0.1", port), timeout=5)
+                    clients.append(client)
+                    client.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")  # and never the blank line
+                with user_run(shared, spool, alice, "sleep-forever", "--name", "victim") as victim:
+                    victim.ready()
+                    victim.expect("RUNNING")
+                    assert open_fds(daemon.proc.pid) < 300  # 64 connections at most, not 1,100
+                    victim.kill()
+                    wait_for_push(phone, K.KILLED, "victim", signal=KILL)
+                daemon.stop()
+        finally:
+            for client in clients:
+                client.close()
+        assert "Too many open files" not in daemon.log()
+        assert daemon.log().count("connection(s) refused: at most 64 at once, 8 per peer") == 1
+
+
+# ---------------------------------------------------------------- bookkeeping
+
+
+def test_refused_runs_are_remembered_per_user_within_a_bound() -> None:
+    """A million refused ids of one user cost at most the bound, and evict only that user's own."""
+    refused = RefusedRuns(limit=1000)
+    refused.add("alice-run", 1001)
+    for n in range(20_000):
+        refused.add(f"m{n}", 1002)
+    assert len(refused) == 1001
+    assert "alice-run" in refused and "m19999" in refused and "m0" not in refused
+
+
+def test_a_users_budget_never_refuses_another_user() -> None:
+    budgets = UserBudgets(Budgets(runs_per_user=2, state_alerts_per_user_per_minute=1))
+    for n in range(2):
+        assert budgets.room_for(f"m{n}", 1002, 5, 0.0)
+        budgets.tracked(f"m{n}", 1002, 5)
+    assert not budgets.room_for("m2", 1002, 5, 0.0) and budgets.is_deferred("m2")
+    assert budgets.room_for("a0", 1001, 5, 0.0)
+    assert budgets.send_state_alert(1002, 0.0) and not budgets.send_state_alert(1002, 1.0)
+    assert budgets.send_state_alert(1001, 1.0)
+    budgets.release("m0")
+    assert budgets.room_for("m2", 1002, 5, 2.0) and not budgets.is_deferred("m2")
+    assert budgets.send_state_alert(1002, 61.0)  # a minute later
+
+
+def test_budgets_are_validated_and_errors_name_the_key_path() -> None:
+    text = "budgets:\n  runs_per_user: 0\n  pidfds_per_user: -1\n  http_connections: many\n  bogus: 1\n"
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text)
+    message = str(caught.value)
+    for path in ("budgets.runs_per_user", "budgets.pidfds_per_user", "budgets.http_connections",
+                 "budgets.bogus"):
+        assert path in message, message
+    assert parse_config("budgets: {open_files: 0, runs_per_user: 3}\n").budgets == Budgets(runs_per_user=3)
+
+
+if sys.platform != "linux":  # pragma: no cover
+    pytest.skip("Linux only", allow_module_level=True)

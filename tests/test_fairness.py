@@ -19,9 +19,10 @@ from typing import Iterator
 
 import pytest
 
-from sentinel.alerts import AlertKind
+from sentinel.alerts import Alert, AlertKind
 from sentinel.config import Budgets, ConfigError, parse_config
 from sentinel.daemon.budgets import RefusedRuns, UserBudgets
+from sentinel.outbox import Outbox
 from tests.daemon_harness import DaemonProcess, bark_title, wait_for_push
 from tests.fakes import FakeBark
 from tests.fleet_harness import free_port
@@ -83,17 +84,19 @@ def open_fds(pid: int) -> int:
 def test_fake_deaths_neither_claim_a_kill_nor_queue_before_another_users_alert(
         tmp_path: Path, shared: Path, mallory: int, alice: int) -> None:
     """Mallory writes 200 records naming pids that never existed. None is
-    reported as a kill; 5 (her state alert budget) are sent, the rest only
-    journaled; Alice's kill alert, queued after all 200 were decided, is sent
-    before Mallory's sent ones are drained (by user in turn)."""
+    reported as a kill; 50 (her state alert budget) are sent, the rest only
+    journaled, the refusal logged once. Alice's kill alert, decided after all
+    200 while the channel hangs, is sent right after the alerts of Mallory's
+    already tried: before her backlog is drained (users are served in turn)."""
     spool = make_shared_spool(shared)
+    budget = 50
     with FakeBark() as phone:
         with DaemonProcess(tmp_path / "d", phone_channels(phone), spool=spool,
-                           budgets={"state_alerts_per_user_per_minute": 5}) as daemon:
+                           budgets={"state_alerts_per_user_per_minute": budget}) as daemon:
             with user_run(shared, spool, alice, "sleep-forever", "--name", "victim") as victim:
                 victim.ready()
                 victim.expect("RUNNING")
-                phone.hold_after(0)  # the next request hangs: everything after it queues
+                phone.hold_after(0)  # every request hangs until released: Mallory's alerts queue up
                 with record_flood(shared, spool, mallory, "fake", 200) as flood:
                     flood.ready()
                     wait_for(lambda: daemon.log().count("running -> killed") >= 200, 60,
@@ -101,20 +104,22 @@ def test_fake_deaths_neither_claim_a_kill_nor_queue_before_another_users_alert(
                     victim.kill()
                     wait_for(lambda: daemon.log().count("running -> killed") >= 201, 30,
                              what="Alice's kill decided")
+                    tried = {r.json()["title"] for r in phone.received()}  # Mallory's, in flight or failed
                     phone.release()
                     wait_for_push(phone, K.KILLED, "victim", signal=KILL)
-                    wait_for(lambda: sum("fake-" in p["title"] for p in phone.pushes) >= 5, 30,
-                             what="Mallory's 5 alerts within budget")
+                    wait_for(lambda: sum("fake-" in p["title"] for p in phone.pushes) >= budget, 60,
+                             what="Mallory's alerts within budget")
             daemon.stop()
         killed = bark_title(K.KILLED, "victim", signal=KILL)
-        order = ["alice" if p["title"] == killed else "mallory" for p in phone.pushes
-                 if p["title"] == killed or "fake-" in p["title"]]
-        assert order.count("mallory") == 5, order  # the rest journaled, not sent
-        assert order.index("alice") <= 2, order  # the one in flight, at most one more, then hers
-        fake_titles = [p["title"] for p in phone.pushes if "fake-" in p["title"]]
+        assert killed not in tried
+        order = [p["title"] for p in phone.pushes if p["title"] == killed or "fake-" in p["title"]]
+        assert sum("fake-" in t for t in order) == budget  # the other 150 journaled, not sent
+        assert order.index(killed) <= len(tried), (len(tried), order.index(killed))
+        assert len(tried) < budget // 2  # so the order above is about the queue, not the hang
+        fake_titles = [t for t in order if "fake-" in t]
         assert all("never seen running" in t and "Killed" not in t for t in fake_titles), fake_titles
         log = daemon.log()
-        assert log.count(f"uid {mallory}: ") == 1, log  # the refusal logged once, not 195 times
+        assert log.count(f"uid {mallory}: ") == 1, log  # the refusal logged once, not 150 times
 
 
 # ---------------------------------------------------------------- pidfds and open files
@@ -179,8 +184,10 @@ def test_slow_http_clients_cannot_take_every_descriptor(tmp_path: Path, shared: 
         finally:
             for client in clients:
                 client.close()
-        assert "Too many open files" not in daemon.log()
-        assert daemon.log().count("connection(s) refused: at most 64 at once, 8 per peer") == 1
+        log = daemon.log()
+        assert "Too many open files" not in log
+        refusals = log.count("connection(s) refused: at most 64 at once, 8 per peer")
+        assert 1 <= refusals <= 5, refusals  # counted and logged once a minute, not once each
 
 
 # ---------------------------------------------------------------- bookkeeping
@@ -208,6 +215,23 @@ def test_a_users_budget_never_refuses_another_user() -> None:
     budgets.release("m0")
     assert budgets.room_for("m2", 1002, 5, 2.0) and not budgets.is_deferred("m2")
     assert budgets.send_state_alert(1002, 61.0)  # a minute later
+
+
+def test_state_alerts_are_sent_by_user_in_turn(tmp_path: Path) -> None:
+    """Three users' queued state alerts on one channel go out round-robin:
+    Mallory's backlog of 6 delays Alice's and Bob's by one send each."""
+    outbox = Outbox(tmp_path / "outbox")
+    users = ["mallory"] * 6 + ["alice", "bob", "alice"]
+    for n, user in enumerate(users):
+        outbox.enqueue(Alert(alert_id=f"{user}-{n}", kind=K.KILLED, created=0.0, run_id=f"run-{n}",
+                             run_name=f"r{n}", text="", user=user), ["phone"])
+    sent = []
+    while pending := outbox.pending("phone", limit=1):
+        sent.append(pending[0].alert.alert_id)
+        outbox.mark_delivered(pending[0].alert.alert_id, "phone", "ok", 0.0)
+    assert [s.split("-")[0] for s in sent] == ["mallory", "alice", "bob", "mallory", "alice",
+                                               "mallory", "mallory", "mallory", "mallory"]
+    assert [s for s in sent if s.startswith("mallory")] == [f"mallory-{n}" for n in range(6)]  # in order
 
 
 def test_budgets_are_validated_and_errors_name_the_key_path() -> None:

@@ -2,6 +2,7 @@
 
     python tests/victims/record_flood.py SPOOL fake COUNT   # records naming pids that do not exist
     python tests/victims/record_flood.py SPOOL self COUNT   # records naming this process and 4 threads
+    python tests/victims/record_flood.py SPOOL fake COUNT PER_SECOND   # paced (the benchmarks)
 
 ``fake``: COUNT records named ``fake-N``, each naming a pid no process has
 (above the kernel's pid_max). ``self``: COUNT records named ``hog-N``, each
@@ -41,6 +42,8 @@ def write_record(spool_dir: Path, name: str, ident: ProcessIdentity, threads: li
 
 def main() -> None:
     spool_dir, mode, count = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+    pace = 1.0 / float(sys.argv[4]) if len(sys.argv) > 4 else 0.0
+    began = time.monotonic()
     me = ProcessIdentity.current()
     stop = threading.Event()
     threads: list[list[int]] = []
@@ -59,6 +62,8 @@ def main() -> None:
         threads = [[tid, thread_start_ticks(me.pid, tid) or 0] for tid in tids]
     pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())
     for n in range(count):
+        if pace:
+            time.sleep(max(0.0, began + n * pace - time.monotonic()))
         if mode == "fake":
             write_record(spool_dir, f"fake-{n}", ProcessIdentity(pid_max + 1 + n, 12345, me.boot_id), [])
         else:

@@ -607,7 +607,7 @@ class Outbox:
             else:
                 out.append(entry)
         if not held:
-            return queue
+            return states + messages
         sent: dict[str, int] = {}
         for entry in messages:
             out.append(entry)

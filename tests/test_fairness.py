@@ -122,6 +122,28 @@ def test_fake_deaths_neither_claim_a_kill_nor_queue_before_another_users_alert(
         assert log.count(f"uid {mallory}: ") == 1, log  # the refusal logged once, not 150 times
 
 
+def test_a_flood_of_new_records_does_not_hold_back_another_users_admission(
+        tmp_path: Path, shared: Path, mallory: int, alice: int) -> None:
+    """Mallory writes 2,000 records at once; Alice writes one after them. Alice's
+    is admitted (and its ending decided) before Mallory's flood is: new runs are
+    admitted a few per loop pass, each user in turn, not in arrival order."""
+    spool = make_shared_spool(shared)
+    with FakeBark() as phone:
+        with DaemonProcess(tmp_path / "d", phone_channels(phone), spool=spool) as daemon:
+            with record_flood(shared, spool, mallory, "fake", 2000) as flood:
+                flood.ready()
+                with record_flood(shared, spool, alice, "fake", 1) as hers:
+                    hers.ready()
+                    wait_for(lambda: daemon.log().count("running -> killed") >= 2001, 120,
+                             what="all 2,001 records decided")
+            daemon.stop()
+        owners = {entry.name: entry.stat().st_uid for entry in (daemon.state / "archive").iterdir()}
+        [alices] = [run_id for run_id, uid in owners.items() if uid == alice]
+        decided = [line for line in daemon.log().splitlines() if "running -> killed" in line]
+        at = next(n for n, line in enumerate(decided) if alices in line)
+        assert at < 1000, at  # in arrival order it would be the 2,001st
+
+
 # ---------------------------------------------------------------- pidfds and open files
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
+import threading
 from pathlib import Path
 from typing import Iterator
 
@@ -257,6 +258,53 @@ def test_state_alerts_are_sent_by_user_in_turn(tmp_path: Path) -> None:
     assert [s.split("-")[0] for s in sent] == ["mallory", "alice", "bob", "mallory", "alice",
                                                "mallory", "mallory", "mallory", "mallory"]
     assert [s for s in sent if s.startswith("mallory")] == [f"mallory-{n}" for n in range(6)]  # in order
+
+
+def test_a_trickling_http_client_is_cut_at_the_deadline_and_the_cap_holds() -> None:
+    """A client that keeps sending a byte at a time is cut at the deadline
+    however it trickles; a connection over the per-peer cap gets 503 at once."""
+    from http.server import BaseHTTPRequestHandler
+
+    from sentinel.bounded_http import BoundedHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        timeout = 30.0  # per read: never what cuts the trickler
+
+        def do_GET(self) -> None:  # noqa: N802
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            pass
+
+    server = BoundedHTTPServer(("127.0.0.1", 0), Handler, max_connections=4, max_per_peer=1, deadline=0.5)
+    server.timeout = 0.05
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        port = server.server_address[1]
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as trickler:
+            trickler.sendall(b"GET / HTTP/1.1\r\n")
+            wait_for(lambda: server.connections() == 1, 10, what="the trickler accepted")
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as second:
+                assert second.recv(100).startswith(b"HTTP/1.0 503")  # over the per-peer cap
+            sent = 0
+            trickler.settimeout(0.05)
+            while sent < 400:  # bounded: 400 bytes, one per wait
+                try:
+                    trickler.send(b"X")
+                    sent += 1
+                    if trickler.recv(1) == b"":
+                        break
+                except TimeoutError:
+                    continue
+                except OSError:
+                    break
+            assert sent < 400, "the trickler was never cut"
+        wait_for(lambda: server.connections() == 0, 10, what="the slot given back")
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_budgets_are_validated_and_errors_name_the_key_path() -> None:

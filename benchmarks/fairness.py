@@ -54,6 +54,7 @@ ROUNDS = {"tiny": 3, "full": 20}
 ALERT_TIMEOUT = 30.0
 SLOW_CLIENTS = 300
 FLOOD_PER_SECOND = 100
+ALICE_ALERTS_PER_MINUTE = 120  # budgets.state_alerts_per_user_per_minute here (default 30)
 
 
 class SlowClients:
@@ -164,7 +165,9 @@ def main() -> int:
         spool = make_shared_spool(shared)
         bark = stack.enter_context(FakeBark())
         daemon = DaemonProcess(tmp, {"phone": {"type": "bark", "url": bark.key_url}}, spool=spool,
-                               metrics={"listen": f"127.0.0.1:{port}"}, rescan_interval="30s")
+                               metrics={"listen": f"127.0.0.1:{port}"}, rescan_interval="30s",
+                               # Alice is killed about once a second: above the default 30 a minute
+                               budgets={"state_alerts_per_user_per_minute": ALICE_ALERTS_PER_MINUTE})
         daemon.wrapper = ["prlimit", "--nofile=1024:1024", "--"]
         stack.callback(shutil.rmtree, tmp, True)
         with daemon:
@@ -192,7 +195,9 @@ def main() -> int:
         "daemon under 1,024 open files on a sticky 1777 spool. *hostile*: beside Mallory's record flood",
         f"({FLOOD_PER_SECOND}/s naming pids that never existed), 300 records naming one process and",
         f"4 threads each, and {SLOW_CLIENTS} never-finished connections to the metrics port (reopened",
-        "when cut).",
+        "when cut). Alice's runs are killed about once a second, above the default state alert budget of",
+        f"30 a minute: `budgets.state_alerts_per_user_per_minute` is {ALICE_ALERTS_PER_MINUTE} here (for",
+        "Mallory too: her excess beyond it is journaled, not sent).",
         "",
         table(["phase", "alerts", "lost", "p50 ms", "p90 ms", "max ms"],
               [stats_row("quiet", quiet, quiet_lost), stats_row("hostile", hostile, hostile_lost)]),

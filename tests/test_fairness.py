@@ -11,6 +11,7 @@ Mallory's flood is drained (orders and counts, not durations).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import sys
@@ -171,23 +172,34 @@ def test_records_naming_one_process_cannot_take_every_descriptor(
             daemon.stop()
         log = daemon.log()
         assert "Too many open files" not in log
-        assert log.count(f"uid {mallory}: ") == 1, log
-        assert "runs deferred until some of its runs end" in log
+        assert log.count(f"uid {mallory}: ") >= 1  # her excess, named by her uid
+        assert log.count("runs deferred until some of its runs end") == 1, log  # once, not 180 times
 
 
 # ---------------------------------------------------------------- the HTTP server
 
 
 def test_slow_http_clients_cannot_take_every_descriptor(tmp_path: Path, shared: Path, alice: int) -> None:
-    """120 clients open connections to the metrics port and never finish
-    their request, against a daemon allowed 100 open files (connections
-    are slow to open here, ~0.15 s each: the attack is scaled down with the
-    limit). A bounded number is served at once, the rest refused and
-    counted; Alice's run, started meanwhile, is watched and alerted."""
+    """120 clients open connections to the metrics port and trickle their
+    request a byte every 2 s, never finishing it, against a daemon allowed
+    100 open files (connections are slow to open here, ~0.15 s each: the
+    attack is scaled down with the limit). A bounded number is served at
+    once, the rest refused and counted; Alice's run, started meanwhile, is
+    watched and alerted."""
     pytest.importorskip("prometheus_client", reason="pip install 'run-sentinel[prometheus]'")
     spool = make_shared_spool(shared)
     port = free_port()
     clients: list[socket.socket] = []
+    stop = threading.Event()
+
+    def trickle() -> None:  # the attack's pace (a byte every 2 s keeps a per-read timeout from firing)
+        while not stop.wait(2.0):
+            for client in list(clients):
+                with contextlib.suppress(OSError):
+                    client.send(b"X")
+
+    trickler = threading.Thread(target=trickle, daemon=True)
+    trickler.start()
     with FakeBark() as phone:
         daemon = DaemonProcess(tmp_path / "d", phone_channels(phone), spool=spool,
                                metrics={"listen": f"127.0.0.1:{port}"},
@@ -199,7 +211,7 @@ def test_slow_http_clients_cannot_take_every_descriptor(tmp_path: Path, shared: 
                 for _ in range(120):
                     client = socket.create_connection(("127.0.0.1", port), timeout=5)
                     clients.append(client)
-                    client.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")  # and never the blank line
+                    client.sendall(b"GET /metrics HTTP/1.1\r\nX-Pad: ")  # and never the line's end
                 with user_run(shared, spool, alice, "sleep-forever", "--name", "victim") as victim:
                     victim.ready()
                     victim.expect("RUNNING")
@@ -208,6 +220,8 @@ def test_slow_http_clients_cannot_take_every_descriptor(tmp_path: Path, shared: 
                     wait_for_push(phone, K.KILLED, "victim", signal=KILL)
                 daemon.stop()
         finally:
+            stop.set()
+            trickler.join(10)
             for client in clients:
                 client.close()
         log = daemon.log()

@@ -32,6 +32,14 @@ The file format (see config.example.yaml for a commented example)::
       per_run_per_minute: 30
       per_user_per_minute: 120
       max_pending_per_user: 200
+    budgets:                              # what one local user can make the daemon hold or do
+      runs_per_user: 200                  # runs tracked at once; more wait until some end
+      pidfds_per_user: 600                # process and thread pidfds of one user's runs
+      state_alerts_per_user_per_minute: 30  # beyond: journaled, not sent (logged once a minute)
+      refused_runs_remembered: 10000      # refused records remembered (memory stays bounded)
+      open_files: 0                       # RLIMIT_NOFILE at start (0: raise the soft limit to the hard)
+      http_connections: 64                # metrics/status server, at once
+      http_connections_per_peer: 8
     host: gpu-box-3                       # fleet keys: see sentinel.fleet_config
     metrics: {listen: "127.0.0.1:9464"}
     healthchecks: {api_key: "${HC_API_KEY}"}
@@ -40,6 +48,7 @@ The file format (see config.example.yaml for a commented example)::
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import difflib
 import ipaddress
 import logging
@@ -114,6 +123,20 @@ class MessageLimits:
     max_pending_per_user: int = 200  # undelivered messages of one user at once
 
 
+@dataclass(frozen=True)
+class Budgets:
+    """What one local user can make the daemon hold or do (config ``budgets``);
+    a user over budget has their excess refused or deferred, never another's."""
+
+    runs_per_user: int = 200  # tracked at once; the next ones are admitted as these end
+    pidfds_per_user: int = 600  # process + thread pidfds of one user's watched runs
+    state_alerts_per_user_per_minute: int = 30  # more are journaled but not sent
+    refused_runs_remembered: int = 10_000  # refused run ids kept (oldest forgotten)
+    open_files: int = 0  # RLIMIT_NOFILE asked for at start; 0: the hard limit
+    http_connections: int = 64  # the metrics / status server's connections at once
+    http_connections_per_peer: int = 8
+
+
 @dataclass
 class Config:
     spool: Optional[Path] = None  # None: the shared rule (sentinel.spool.spool_dir)
@@ -136,6 +159,7 @@ class Config:
     # None: not configured, the spool decides (``inline_policy``).
     inline_channels: Optional[InlineChannelPolicy] = None
     message_limits: MessageLimits = field(default_factory=MessageLimits)
+    budgets: Budgets = field(default_factory=Budgets)
     # Fleets (sentinel.fleet_config): the name reported as, metrics, healthchecks.io.
     host: str = field(default_factory=default_host)
     metrics: Optional[MetricsConfig] = None
@@ -450,7 +474,7 @@ class _Validator:
             "spool", "state_dir", "language", "stall_timeout", "alert_on", "channel_modules", "channels",
             "default_channels", "retention", "dead_letter_retention", "retry_for",
             "rescan_interval", "log_level", "trend_metric", "trend_points", "inline_channels",
-            "message_limits", *FLEET_KEYS,
+            "message_limits", "budgets", *FLEET_KEYS,
         )
         self.check_keys(data, (), top)
         if "channel_modules" in data:  # first: the channels below may use their types
@@ -493,6 +517,8 @@ class _Validator:
             config.inline_channels = self.inline_channels(data["inline_channels"], ("inline_channels",))
         if "message_limits" in data:
             config.message_limits = self.message_limits(data["message_limits"], ("message_limits",))
+        if "budgets" in data:
+            config.budgets = self.budgets(data["budgets"], ("budgets",))
         check_fleet(self, data, config)
         for chan in config.channels.values():
             if chan.type == "alertmanager":  # its alerts name this daemon's host by default
@@ -530,6 +556,20 @@ class _Validator:
         keys = ("per_run_per_minute", "per_user_per_minute", "max_pending_per_user")
         self.check_keys(block, path, keys)
         return MessageLimits(**{key: self.count(block, key, path, getattr(defaults, key)) for key in keys})
+
+    def budgets(self, value: Any, path: Key) -> Budgets:
+        block = self.mapping(value, path)
+        defaults = Budgets()
+        if block is None:
+            return defaults
+        keys = tuple(f.name for f in dataclasses.fields(Budgets))
+        self.check_keys(block, path, keys)
+        values = {key: self.count(block, key, path, getattr(defaults, key)) for key in keys}
+        for key in keys:  # 0 would refuse everything (open_files: 0 means "the hard limit")
+            if key != "open_files" and key in block and values[key] == 0 and block[key] == 0:
+                self.problem(path + (key,), "must be at least 1")
+                values[key] = getattr(defaults, key)
+        return Budgets(**values)
 
     def count(self, block: Mapping[str, Any], key: str, path: Key, default: int) -> int:
         if key not in block:

@@ -322,6 +322,14 @@ REASONS: Mapping[str, Mapping[str, str]] = {
         "en": "ended; its run record was deleted, so how it ended is unknown",
         "zh": "已结束；它的运行记录已被删除，无法得知它是如何结束的",
     },
+    # A record whose process the daemon never saw alive (gone, or the pid was
+    # never its author's): no death was witnessed, so none is claimed.
+    "never_seen_alive": {
+        "en": "ended before the daemon saw it running (its process was gone, or never matched the "
+              "record); no exit record, so how it ended is unknown",
+        "zh": "守护进程看到它运行之前已结束（进程已不存在，或与记录不符）；"
+              "没有退出记录，无法得知它是如何结束的",
+    },
     # ... while the kernel did report the exit status (the headline says it).
     "record_deleted_exit_known": {
         "en": "its run record was deleted while it ran; the exit status the kernel reported is all "
@@ -333,6 +341,7 @@ REASONS: Mapping[str, Mapping[str, str]] = {
 # more than is known ("Killed" for a run that may have finished cleanly).
 REASON_HEADLINES: Mapping[str, Mapping[str, str]] = {
     "record_deleted": {"en": "Ended (run record deleted)", "zh": "已结束（运行记录被删除）"},
+    "never_seen_alive": {"en": "Ended (never seen running)", "zh": "已结束（从未见到其运行）"},
 }
 OOM_REASONS = frozenset({"oom_kernel", "oom_cgroup", "rank_oom"})
 BEAT: Mapping[str, Mapping[str, str]] = {

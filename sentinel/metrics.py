@@ -37,13 +37,15 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
 import sentinel
 from sentinel import jobs, spool
 from sentinel.alerts import Alert, AlertKind
+from sentinel.bounded_http import BoundedHTTPServer, BoundedHTTPServerV6
+from sentinel.config import Budgets
 from sentinel.fleet_labels import clean_label, run_labels
 from sentinel.observer import FleetObserver
 
@@ -51,7 +53,7 @@ log = logging.getLogger("sentinel.metrics")
 
 MAX_RUN_SERIES = 500  # active runs with per-run series; the rest are counted in run_series_dropped
 TEXTFILE_INTERVAL = 10.0  # seconds between textfile rewrites
-HTTP_TIMEOUT = 10.0  # a client that sends nothing for this long is dropped
+HTTP_TIMEOUT = 10.0  # a connection's time in all (request and answer), and the idle limit
 RUN_STATES = ("running", "stalled", "finished", "crashed", "aborted", "terminated", "killed", "lost")
 ENDINGS = tuple(k.value for k in AlertKind if k.is_state)
 _ACTIVE = ("running", "stalled")
@@ -107,7 +109,7 @@ class Metrics(FleetObserver):
         self.lock = threading.Lock()
         self.registry = self.client.CollectorRegistry(auto_describe=False)
         self.registry.register(_Collector(self))
-        self.server: Optional[ThreadingHTTPServer] = None
+        self.server: Optional[BoundedHTTPServer] = None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._textfile_error: Optional[str] = None
@@ -301,7 +303,7 @@ def _is_loopback(address: str) -> bool:
     return ip.is_loopback or bool(mapped and mapped.is_loopback)
 
 
-def _make_server(metrics: Metrics, listen: tuple[str, int]) -> ThreadingHTTPServer:
+def _make_server(metrics: Metrics, listen: tuple[str, int]) -> BoundedHTTPServer:
     from sentinel import status_page
 
     class Handler(BaseHTTPRequestHandler):
@@ -343,15 +345,9 @@ def _make_server(metrics: Metrics, listen: tuple[str, int]) -> ThreadingHTTPServ
             log.debug("metrics HTTP %s: " + format, self.client_address[0], *args)
 
     address, port = listen
-    server_class = ThreadingHTTPServer
-    if ":" in address:
-        import socket
-
-        class V6Server(ThreadingHTTPServer):
-            address_family = socket.AF_INET6
-
-        server_class = V6Server
-    server = server_class((address, port), Handler)
-    server.daemon_threads = True
+    server_class = BoundedHTTPServerV6 if ":" in address else BoundedHTTPServer
+    budgets = getattr(metrics.config, "budgets", None) or Budgets()
+    server = server_class((address, port), Handler, max_connections=budgets.http_connections,
+                          max_per_peer=budgets.http_connections_per_peer, deadline=HTTP_TIMEOUT)
     os.set_inheritable(server.fileno(), False)
     return server

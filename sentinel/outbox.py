@@ -340,6 +340,10 @@ class Outbox:
         # channel -> [(rank, seq, alert id)], sorted: state alerts (rank 0) before messages, each FIFO
         self._queues: dict[str, list[tuple[int, int, str]]] = {}
         self._open_messages: dict[str, int] = {}  # user -> their messages not yet delivered everywhere
+        # channel -> user -> when (a count of attempts) that user's alert was last tried there:
+        # the user tried least recently goes first (``_by_user_in_turn``)
+        self._served: dict[str, dict[str, int]] = {}
+        self._attempts = 0
         self._record_locks = [threading.Lock() for _ in range(_RECORD_LOCKS)]
         self._unsaved: dict[str, list[_Outcome]] = {}  # channel -> outcomes whose write failed, in order
         self._next_seq = 1
@@ -572,7 +576,7 @@ class Outbox:
         """``channel``'s undelivered alerts, oldest first (at most ``limit``)."""
         with self._lock:
             out = []
-            for _, seq, alert_id in self._in_order(self._queues.get(channel, []))[:limit]:
+            for _, seq, alert_id in self._in_order(channel, self._queues.get(channel, []))[:limit]:
                 record = self._open[alert_id]
                 state = record.channels[channel]
                 out.append(PendingDelivery(
@@ -582,14 +586,15 @@ class Outbox:
                 ))
             return out
 
-    def _in_order(self, queue: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
-        """A channel's queue in sending order: state alerts first, except that
-        a run's state alert never overtakes that same run's earlier messages
-        (it goes right after them). Lock held."""
+    def _in_order(self, channel: str, queue: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
+        """A channel's queue in sending order: state alerts first, taken from
+        each user in turn (one user's thousand alerts do not queue in front
+        of another's), except that a run's state alert never overtakes that
+        same run's earlier messages (it goes right after them). Lock held."""
         split = bisect.bisect_left(queue, (1, 0, ""))
-        states, messages = queue[:split], queue[split:]
+        states, messages = self._by_user_in_turn(channel, queue[:split]), queue[split:]
         if not states or not messages:
-            return queue
+            return states + messages
         message_seqs: dict[str, list[int]] = {}
         for _, seq, alert_id in messages:
             message_seqs.setdefault(self._open[alert_id].alert.run_id, []).append(seq)
@@ -602,7 +607,7 @@ class Outbox:
             else:
                 out.append(entry)
         if not held:
-            return queue
+            return states + messages
         sent: dict[str, int] = {}
         for entry in messages:
             out.append(entry)
@@ -614,6 +619,27 @@ class Outbox:
                 following = seqs[index] if index < len(seqs) else None
                 while waiting and (following is None or waiting[0][1] < following):
                     out.append(waiting.popleft())
+        return out
+
+    def _by_user_in_turn(self, channel: str,
+                         states: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
+        """``states`` (oldest first) interleaved by user, round-robin: the
+        user whose alert was tried on ``channel`` least recently first (one
+        never tried before any other), then the next user; each user's own
+        alerts oldest first. Lock held."""
+        by_user: dict[str, deque[tuple[int, int, str]]] = {}
+        for entry in states:
+            by_user.setdefault(self._open[entry[2]].alert.user, deque()).append(entry)
+        if len(by_user) < 2:
+            return states
+        served = self._served.get(channel, {})
+        out: list[tuple[int, int, str]] = []
+        # stable: users tried equally long ago keep the order of their oldest alert
+        turns = [by_user[user] for user in sorted(by_user, key=lambda user: served.get(user, -1))]
+        while turns:
+            for entries in turns:
+                out.append(entries.popleft())
+            turns = [entries for entries in turns if entries]
         return out
 
     def blocked(self, channel: str) -> bool:
@@ -638,11 +664,19 @@ class Outbox:
                 if held and held[0] is outcome:
                     held.pop(0)
 
+    def _tried(self, alert_id: str, channel: str) -> None:
+        """Note whose alert was just tried on ``channel`` (the round-robin's turn). Lock held."""
+        record = self._open.get(alert_id)
+        if record is not None:
+            self._attempts += 1
+            self._served.setdefault(channel, {})[record.alert.user] = self._attempts
+
     def mark_delivered(self, alert_id: str, channel: str, answer: str, now: float) -> None:
         with self._lock:
             state = self._state(alert_id, channel)
             if state is None:
                 return
+            self._tried(alert_id, channel)
             self._decide(_Outcome(alert_id, channel, replace(
                 state, state=DELIVERED, attempts=state.attempts + 1, answer=answer[:500], done_at=now,
                 first_attempt=state.first_attempt if state.first_attempt is not None else now)))
@@ -665,6 +699,7 @@ class Outbox:
             state = self._state(alert_id, channel)
             if state is None:
                 return None
+            self._tried(alert_id, channel)
             when = self._decide_failure(alert_id, channel, state, reason, now, permanent, retry_after, rand)
         self.flush(channel)
         return when

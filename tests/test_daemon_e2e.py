@@ -222,7 +222,9 @@ def test_reused_pid_is_never_alive(
 ) -> None:
     ident = identity_of(bystander)
     run_id = _fake_record(daemon, bystander.pid, ident.start_ticks + 1, ident.boot_id)
-    wait_for_push(bark, K.KILLED, f"fake-{run_id}")
+    # Its process was never seen: an ending, not a claimed kill (the headline says so).
+    wait_for(lambda: [t for t in titles(bark) if t.endswith(f"Ended (never seen running): fake-{run_id}")],
+             30, what="the ending of a run never seen alive")
     assert bystander.poll() is None  # the pid's current owner is alive; the run is not
     daemon.stop()
     assert kinds(daemon, run_id) == [K.KILLED]

@@ -28,6 +28,18 @@ regression test elsewhere, this index names it instead of repeating it
   test_allowed_inline_channels_are_capped_bounded_and_never_read_back
 - a message flood burying another user's alert → test_shared_host_attacks.py::
   test_a_message_flood_does_not_delay_another_users_kill_alert
+- 200 records naming pids that never existed (fake "Killed" alerts queued
+  in front of another user's) → test_fairness.py::
+  test_fake_deaths_neither_claim_a_kill_nor_queue_before_another_users_alert
+- 300 records naming one process and its threads (every pidfd of a daemon
+  under 1,024 open files) → test_fairness.py::
+  test_records_naming_one_process_cannot_take_every_descriptor
+- slow clients holding the metrics port → test_fairness.py::
+  test_slow_http_clients_cannot_take_every_descriptor
+- thousands of new records at once holding back another user's admission →
+  test_fairness.py::test_a_flood_of_new_records_does_not_hold_back_another_users_admission
+- refused records remembered without bound, one user's budget refusing
+  another → test_fairness.py (bookkeeping tests)
 - NaN and infinite numbers, deep JSON, bad fields, escape sequences →
   test_inproc_arguments.py, test_state_security.py::
   test_deeply_nested_json_is_a_format_error_everywhere

@@ -35,6 +35,7 @@ LAYERS = {
     "sentinel.exit_status": FORMAT,  # a kernel wait status in words
     "sentinel.rules": FORMAT,  # argument and config value rules, shared by both sides
     "sentinel.safetext": FORMAT,
+    "sentinel.bounded_http": FORMAT,  # the metrics / status server's connection cap and deadline
     "sentinel.jobs": FORMAT,  # a rank's job from its launcher's environment (the run record's ``job``)
     "sentinel.accounts": FORMAT,  # uid -> account and groups, for verified identity
     "sentinel.run_options": SIDES,  # checks a run's inline channels with the channels' rules

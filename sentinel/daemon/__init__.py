@@ -100,6 +100,7 @@ def run(config: Config, stop: Optional[threading.Event] = None, *, retry_policy:
     ``retry_policy`` (a ``sentinel.outbox.RetryPolicy``) overrides the retry
     schedule derived from the config; tests and benchmarks shorten it.
     """
+    from sentinel.daemon.budgets import pidfd_room, raise_open_files
     from sentinel.daemon.loop import Daemon, prepare_spool, serve
 
     stop = threading.Event() if stop is None else stop
@@ -136,7 +137,11 @@ def run(config: Config, stop: Optional[threading.Event] = None, *, retry_policy:
         if fleet is None:
             return 1
         delivery.observer = fleet
-        daemon = Daemon(config, outbox, channels, delivery.wake, observer=fleet)
+        open_files = raise_open_files(config.budgets.open_files)
+        log.info("open file limit %d: up to %d pidfds for runs, the rest kept for delivery and the spool",
+                 open_files, pidfd_room(open_files))
+        daemon = Daemon(config, outbox, channels, delivery.wake, observer=fleet,
+                        pidfd_room=pidfd_room(open_files))
         delivery.start()  # alerts left pending by a previous daemon go out at once
         daemon.start(time.time())
         systemd.notify("READY=1")

@@ -28,6 +28,7 @@ from typing import Any, Callable, Iterable, Optional
 from sentinel import daemon_file, mutes, resend, spool, systemd
 from sentinel.config import Config
 from sentinel.daemon import archive, reconcile
+from sentinel.daemon.admission import AdmissionQueue
 from sentinel.daemon.failures import FailureLog
 from sentinel.daemon.liveness import POLL_INTERVAL, Liveness
 from sentinel.daemon.oom import OomDetector
@@ -45,6 +46,9 @@ log = logging.getLogger("sentinel.daemon")
 # (a few stats and failed opens), so a slice keeps a pass to ~2.5 ms, where a
 # rescan of 10,000 runs done at once blocked the loop for ~145 ms.
 RESCAN_SLICE = 200
+# New runs admitted per loop pass, taken from each user in turn (``admission``): a flood of
+# one user's records is admitted over many passes, another user's run within a pass or two.
+ADMIT_PER_PASS = 32
 
 
 class Daemon:
@@ -60,6 +64,7 @@ class Daemon:
         use_pidfd: Optional[bool] = None,
         kmsg_path: str = "/dev/kmsg",
         observer: Optional[FleetObserver] = None,
+        pidfd_room: Optional[int] = None,
     ) -> None:
         self.config = config
         self._status_sent = ""  # the last STATUS= line sent to systemd
@@ -76,14 +81,16 @@ class Daemon:
         if self.oom.fd is not None:
             self.epoll.register(self.oom.fd, select.EPOLLIN)
         self.watcher = SpoolWatcher(self.spool, self.epoll)
-        reader = RunReader(self.spool, is_shared_spool(self.spool), ProblemLog())
+        reader = RunReader(self.spool, is_shared_spool(self.spool), ProblemLog(),
+                           config.budgets.refused_runs_remembered)
         self.failures = FailureLog(log)
         self.tracker = Tracker(config, reader, outbox, self.liveness, self.watcher, self.oom,
                                self.state.archive, inline_channels, wake_delivery, self.observer,
                                # jobs: sibling ranks have pidfds of their own in the same epoll
                                job_liveness=Liveness(self.epoll, self.liveness.use_pidfd, use_threads=False),
-                               wake_loop=self.wakeup.wake)
+                               wake_loop=self.wakeup.wake, pidfd_room=pidfd_room)
         self.jobs = self.tracker.jobs
+        self.admissions = AdmissionQueue(self.spool)  # new runs, admitted per user in turn
         self.resends = resend.ResendDesk(self.spool, outbox, self.run_owner, wake_delivery)
         self.sweep: Optional[RescanSweep] = None  # the rescan under way, if any
         self.next_rescan = 0.0
@@ -138,7 +145,8 @@ class Daemon:
 
     def timeout(self, now: float) -> float:
         """Seconds the loop may sleep before some step is due."""
-        due = [now if self.sweep is not None or self.tracker.retiring else self.next_rescan]
+        busy = self.sweep is not None or self.tracker.retiring or len(self.admissions) > 0
+        due = [now if busy else self.next_rescan]
         stall_check = self.tracker.next_stall_check()
         if stall_check is not None:
             due.append(stall_check)
@@ -196,6 +204,7 @@ class Daemon:
         # that wrote final.json and exited is then judged by its own word.
         for event in self.watcher.drain():
             self._guard(event.run_id, self.on_spool_change, event.run_id, event.change, now)
+        self.admit_queued(now)
         for fd in fds:
             if self.liveness.owns(fd):
                 ended = self.liveness.exit_of(fd)
@@ -260,7 +269,9 @@ class Daemon:
             return
         run = tracker.runs.get(run_id)
         if run is None:
-            reconcile.admit(tracker, run_id, now, at_startup=False)
+            if tracker.budgets.is_deferred(run_id):
+                return  # over its user's budget: the rescan admits it once there is room
+            self.admissions.add(run_id)  # admitted by ``admit_queued``, each user in turn
             return
         if change is Change.MESSAGE:
             tracker.deliver_messages(run, now)
@@ -270,6 +281,13 @@ class Daemon:
             tracker.check_recovery(run, now)
         elif change is Change.RUN:
             tracker.refresh_record(run)
+
+    def admit_queued(self, now: float, limit: int = ADMIT_PER_PASS) -> None:
+        """Admit up to ``limit`` queued new runs, one user after another."""
+        tracker = self.tracker
+        for run_id in self.admissions.take(limit):
+            if run_id not in tracker.runs and run_id not in tracker.retired:
+                self._guard(run_id, reconcile.admit, tracker, run_id, now, False)
 
     def rescan(self, now: float) -> None:
         """The safety net under inotify, all at once: every run directory, every pending record."""
@@ -301,6 +319,7 @@ class Daemon:
             if run is not None:
                 self._guard(run_id, self._rescan_run, run, now)
             elif run_id not in tracker.retired:  # new, or forgotten after trouble: (re-)admit
+                self.admissions.discard(run_id)
                 self._guard(run_id, reconcile.admit, tracker, run_id, now, False)
         if not sweep.done:
             return

@@ -38,12 +38,17 @@ def admit(tracker: Tracker, run_id: str, now: float, at_startup: bool) -> Option
     if loaded is None:
         return None
     record = loaded.record
+    if run_id not in tracker.runs and not tracker.budgets.room_for(
+            run_id, loaded.owner_uid, 1 + len(record.watch_threads), now):
+        tracker.watcher.forget(run_id)  # over its user's budget: a later rescan admits it
+        return None
     run = TrackedRun(record=record, paths=tracker.reader.paths(run_id), owner_uid=loaded.owner_uid,
                      dir_id=loaded.dir_id)
     run.state, run.transitions = replay(a.kind for a in tracker.outbox.journal(run_id))
     run.channels = tracker.resolve_channels(run)
     run.progress = tracker.reader.read_progress(run)
     tracker.runs[run_id] = run
+    tracker.budgets.tracked(run_id, run.owner_uid, 0)
     tracker.observer.run_tracked(run, tracker.reader.shared)  # fleet hook
     log.debug("tracking %s (pid %d, %s, %d alert(s) so far)", run_id, record.pid, run.state.value,
               run.transitions)
@@ -72,6 +77,8 @@ def settle(tracker: Tracker, run: TrackedRun, status: Status, now: float, at_sta
     run_id, record = run.run_id, run.record
     if status is Status.ALIVE:
         run.watched = True
+        watching = 1 if tracker.liveness.use_pidfd and tracker.liveness.watching(run_id) else 0
+        tracker.budgets.tracked(run_id, run.owner_uid, watching + tracker.liveness.watched_threads(run_id))
         run.cgroup = cgroup_counter(run.identity.pid)  # now, while /proc/<pid>/cgroup exists
         tracker.note_descendants(run)  # and again at each rescan
         tracker.jobs.admit(run, now)  # jobs: its job's other ranks on this host are watched too
@@ -91,10 +98,12 @@ def settle(tracker: Tracker, run: TrackedRun, status: Status, now: float, at_sta
             tracker.apply(run, Event(EventKind.FOUND_DEAD), now,
                          reason=Reason("died_while_down", {"last_beat": last_beat(run)}))
         else:
-            # Died between writing its record and our look; a zombie still tells how.
+            # Died between writing its record and our look; a zombie still tells how. Without
+            # one, no process of this record was ever seen: an ending, not a claimed kill.
             ident = run.identity
             known = run.host_pid is not None or not tracker.resolver.foreign(record)
-            tracker.judge_exit(run, now, zombie_exit_status(ident.pid, ident.start_ticks) if known else None)
+            wait_status = zombie_exit_status(ident.pid, ident.start_ticks) if known else None
+            tracker.judge_exit(run, now, wait_status, seen_alive=wait_status is not None)
     if run.state.is_terminal:
         tracker.retire(run, now)
 

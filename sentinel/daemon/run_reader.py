@@ -33,6 +33,7 @@ from typing import Any, Iterator, NamedTuple, Optional, TypeVar
 
 from sentinel import pidns, spool
 from sentinel.accounts import verified_user
+from sentinel.daemon.budgets import RefusedRuns
 from sentinel.daemon.decide import RunState
 from sentinel.daemon.failures import BoundedSet
 from sentinel.daemon.oom import CgroupCounter
@@ -184,11 +185,13 @@ def _version(dir_fd: int, name: str) -> tuple:
 class RunReader:
     """Reads the records of runs in one spool, applying the ownership rule."""
 
-    def __init__(self, spool_path: Path, shared: bool, problems: ProblemLog) -> None:
+    def __init__(self, spool_path: Path, shared: bool, problems: ProblemLog,
+                 refused_limit: int = _MAX_REMEMBERED) -> None:
         self.spool = Path(spool_path)
         self.shared = shared
         self.problems = problems
-        self.untrusted: set[str] = set()  # shared spool: runs refused for their ownership
+        # shared spool: runs refused for their ownership (per uid, bounded)
+        self.untrusted = RefusedRuns(refused_limit)
 
     def paths(self, run_id: str) -> RunPaths:
         return RunPaths(self.spool, run_id)
@@ -272,7 +275,7 @@ class RunReader:
             if reason:
                 # Once refused, always refused: when the named process dies
                 # later, the files alone must not make the run acceptable.
-                self.untrusted.add(run_id)
+                self.untrusted.add(run_id, st.st_uid)
                 self.problems.report(paths.run, reason, version)
                 return None
         return LoadedRun(record, st.st_uid, spool.dir_id(dir_st))

@@ -22,6 +22,7 @@ from sentinel.alerts import Alert, AlertKind, from_run, with_kernel_ending
 from sentinel.channels import routing
 from sentinel.config import Config
 from sentinel.daemon import archive, nccl, survivors
+from sentinel.daemon.budgets import UserBudgets
 from sentinel.daemon.channel_access import ChannelAccess
 from sentinel.daemon.decide import (
     Event,
@@ -51,6 +52,8 @@ from sentinel.spool import FinalRecord
 log = logging.getLogger("sentinel.daemon")
 
 KILLED = Reason("no_exit_record")
+# No process of the record was ever seen: what ended, and how, is unknown ("Killed" would be a guess).
+NEVER_SEEN = Reason("never_seen_alive")
 # The run directory is gone (or another took its place): no final record can be read.
 RECORD_DELETED = Reason("record_deleted")
 RECORD_DELETED_EXIT_KNOWN = Reason("record_deleted_exit_known")
@@ -92,6 +95,7 @@ class Tracker:
         *,
         job_liveness: Liveness,
         wake_loop: Callable[[], None] = lambda: None,
+        pidfd_room: Optional[int] = None,
     ) -> None:
         self._config = config
         # Fleet hook (metrics, healthchecks.io): told of tracked runs and transitions.
@@ -105,6 +109,8 @@ class Tracker:
         self._register_inline = inline_channels.register_inline if inline_channels is not None else None
         self.access = ChannelAccess(config, reader.shared, self._register_inline)
         self.messages = MessageGate(config.message_limits, outbox.open_messages)
+        # per uid in a shared spool: runs, pidfds, state alerts
+        self.budgets = UserBudgets(config.budgets, pidfd_room, per_user=reader.shared)
         self.wake_delivery = wake_delivery
         self.syncer = SyncThread(outbox.sync)  # fsyncs new alerts off the loop, during delivery
         self.mute_book = mutes.MuteBook(reader.spool)
@@ -133,6 +139,7 @@ class Tracker:
         self._config = config
         self.access = ChannelAccess(config, self.reader.shared, self._register_inline)
         self.messages.limits = config.message_limits
+        self.budgets.limits = config.budgets
 
     def close(self) -> None:
         self.resolver.close()
@@ -149,6 +156,7 @@ class Tracker:
     def forget(self, run_id: str) -> None:
         """Drop in-memory state; the next rescan re-admits the run from disk + journal."""
         self.runs.pop(run_id, None)
+        self.budgets.release(run_id)
         self.liveness.unwatch(run_id)
         self.watcher.forget(run_id)
         self.observer.run_forgotten(run_id)  # fleet hook
@@ -168,14 +176,18 @@ class Tracker:
         if run is None:
             return
         run.watched = False
+        self.budgets.watch_closed(run_id)
         self.schedule_stall_check(run, None)
         self.judge_exit(run, now, status)
         if run.state.is_terminal:
             self.retire_soon(run)
 
-    def judge_exit(self, run: TrackedRun, now: float, status: Optional[int] = None) -> None:
+    def judge_exit(self, run: TrackedRun, now: float, status: Optional[int] = None,
+                   seen_alive: bool = True) -> None:
         """The process is gone: its final record if any, else killed (OOM if the
-        kernel says), named by the kernel's ``status`` where it is known."""
+        kernel says), named by the kernel's ``status`` where it is known.
+        ``seen_alive`` False: the daemon never saw the process (its record came
+        after it, or named no live process), so a kill is not claimed."""
         self.deliver_messages(run, now)
         if run.state.is_terminal:
             return
@@ -190,7 +202,7 @@ class Tracker:
             cause = RECORD_DELETED if status is None else RECORD_DELETED_EXIT_KNOWN
         event = exit_event(None, oom=cause is not None and cause.is_oom, at_startup=False)
         # The kernel's status names the ending itself; without it, the generic kill reason.
-        reason = cause or (None if status is not None else KILLED)
+        reason = cause or (None if status is not None else KILLED if seen_alive else NEVER_SEEN)
         self.apply(run, event, now, reason=reason, kernel_status=status)
 
     def check_final(self, run: TrackedRun, now: float) -> None:
@@ -327,6 +339,8 @@ class Tracker:
             kind.value, run.channels, alert_on, delivered_inline=final is not None and final.delivered_inline)
         channels = self.mute_book.channels_for(kind.value, run.run_id, run.record.name,
                                                run.record.labels.get("project"), run.owner_uid, channels, now)
+        if channels and not self.budgets.send_state_alert(run.owner_uid, now):
+            channels = []  # over the user's budget: journaled (history shows it), sent to no one
         # If this raises (disk full), the state stays put and the next rescan decides again.
         self.outbox.enqueue(alert, channels, sync=False)
         old_state = run.state

@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 from sentinel.alerts import ALERT_STATES  # noqa: E402
 from sentinel.channels import REGISTRY  # noqa: E402
 from sentinel.config import (  # noqa: E402
+    Budgets,
     Config,
     ConfigError,
     InlineChannelPolicy,
@@ -83,6 +84,9 @@ TOP: Dict[str, Tuple[str, str]] = {
     "message_limits": ("", "How many `run.send()` / `send_msg` messages are taken. Excess messages are "
                        "dropped and counted (one log line when a run starts dropping, one with the count "
                        "when it ends)."),
+    "budgets": ("", "What one local user can make the daemon hold or do, in a shared spool "
+                "([Per-user budgets](budgets.md)). A user over budget has their own excess refused, "
+                "deferred or left unsent (and logged once a minute), never another user's."),
     "host": ("the hostname", "The name this daemon reports as (metrics, Alertmanager labels, "
              "healthchecks.io). Two daemons on one machine can act as two hosts. Letters, digits, `_`, `-`, "
              "`.` or `:`, at most 128."),
@@ -103,6 +107,16 @@ NESTED: Dict[str, Dict[str, Tuple[str, str]]] = {
         "per_run_per_minute": ("", "Messages taken from one run in any 60 s."),
         "per_user_per_minute": ("", "Messages taken from all runs of one user in any 60 s."),
         "max_pending_per_user": ("", "Undelivered messages of one user at once."),
+    },
+    "budgets": {
+        "runs_per_user": ("", "Runs of one user tracked at once; the next ones are admitted as these end."),
+        "pidfds_per_user": ("", "Process and thread pidfds held for one user's watched runs."),
+        "state_alerts_per_user_per_minute": ("", "State alerts of one user sent in any 60 s; more are "
+                                             "decided and journalled but sent to no channel."),
+        "refused_runs_remembered": ("", "Refused run ids remembered per user (the oldest are forgotten)."),
+        "open_files": ("`0`", "The open-file limit (RLIMIT_NOFILE) asked for at start; 0: the hard limit."),
+        "http_connections": ("", "Connections the metrics / status server serves at once."),
+        "http_connections_per_peer": ("", "Connections it serves at once from one peer address."),
     },
     "metrics": {
         "listen": ("off", "`ADDRESS:PORT` of an HTTP server with `/metrics`, `/` and `/status.json` "
@@ -170,6 +184,10 @@ def computed_defaults() -> Dict[str, str]:
     out["message_limits"] = ", ".join(f"`{key}: {getattr(limits, key)}`" for key in vars(limits))
     for key, value in vars(limits).items():
         out[f"message_limits.{key}"] = f"`{value}`"
+    budgets = Budgets()
+    out["budgets"] = ", ".join(f"`{key}: {getattr(budgets, key)}`" for key in vars(budgets))
+    for key, value in vars(budgets).items():
+        out[f"budgets.{key}"] = f"`{value}`"
     return out
 
 

@@ -106,6 +106,12 @@ class Alert:
     trend: list[float] = field(default_factory=list)  # its last values, oldest first
     # A job event: "id", "launcher", "ranks" (local ranks watched), "cause_rank" (the first failure)
     job: dict[str, str] = field(default_factory=dict)
+    # Evidence (sentinel.evidence): the frame a stalled run waits in, or the
+    # frame a fatal signal hit ("wait_for_peer (train.py:12)"); every thread's
+    # stack (the whole text: e-mail, webhook, status); why stacks are missing.
+    where: Optional[str] = None
+    stacks: Optional[str] = None
+    evidence_missing: Optional[str] = None
 
     @property
     def why(self) -> Optional[Reason]:

@@ -42,6 +42,9 @@ _WORDS = {
         "signal": "Signal",
         "cause": "Cause",
         "error": "Error",
+        "where": "Where",
+        "stacks": "Stacks",
+        "no_stacks": "not available: {}",
         "link": "SwanLab",
         "ago": "{} ago",
         "never": "never",
@@ -74,6 +77,9 @@ _WORDS = {
         "signal": "信号",
         "cause": "原因",
         "error": "错误",
+        "where": "位置",
+        "stacks": "调用栈",
+        "no_stacks": "无法获取：{}",
         "link": "SwanLab",
         "ago": "{}前",
         "never": "无",
@@ -294,6 +300,9 @@ def facts(alert: Alert, lang: str = "en") -> list[tuple[str, str]]:
         out.append((say(lang, "host"), alert.hostname or "?"))
         return out
     out.append((say(lang, "run"), run_label(alert)))
+    evidence = evidence_fact(alert, lang)  # evidence first: where it hangs, which frame crashed
+    if evidence:
+        out.append(evidence)
     project = alert.labels.get("project")
     if project:
         workspace = alert.labels.get("workspace")
@@ -334,6 +343,15 @@ def facts(alert: Alert, lang: str = "en") -> list[tuple[str, str]]:
     return out
 
 
+def evidence_fact(alert: Alert, lang: str = "en") -> Optional[tuple[str, str]]:
+    """('Where', 'wait_for_peer (train.py:12)'), or why the stacks are missing."""
+    if alert.where:
+        return say(lang, "where"), alert.where
+    if alert.evidence_missing:
+        return say(lang, "stacks"), say(lang, "no_stacks").format(alert.evidence_missing)
+    return None
+
+
 def job_text(alert: Alert, lang: str = "en") -> str:
     """'torchrun job 4242, rank 3, 4 local ranks' (the rank that failed first, if one did)."""
     job = alert.job
@@ -353,6 +371,13 @@ def error_tail(alert: Alert, max_lines: int = 12, max_chars: int = 1500) -> Opti
     if len(text) > max_chars:
         text = "…" + text[-(max_chars - 1):]
     return text
+
+
+def evidence_tail(alert: Alert, max_lines: int, max_chars: int) -> Optional[str]:
+    """Every thread's stack, then the error's end: for the channels with room
+    (e-mail); a cut keeps the end, so the error survives it."""
+    parts = [text for text in (alert.stacks, error_tail(alert, max_lines, max_chars)) if text]
+    return "\n\n".join(parts) if parts else None
 
 
 def cap(text: str, limit: int) -> str:

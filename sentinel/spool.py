@@ -14,6 +14,13 @@ Layout, format version 1::
         live.bin                 LiveProgress: the latest step and scalars, memory-mapped
         final.json               FinalRecord: written once, when the run ends
         msg/<seq:08d>.json       Message: queued user messages, in order
+        stacks.txt               faulthandler dumps on request (``sentinel.evidence``)
+        crash.txt                faulthandler's dump of a fatal signal (``sentinel.evidence``)
+
+``run.json`` may carry ``stack_signal`` (a signal name, ``"SIGRTMIN+7"``):
+the process dumps every thread's stack into ``stacks.txt`` when it receives
+that signal. The daemon sends it only when the record says so, and only
+``sentinel.evidence.STACK_SIGNAL``; any other value is read as null.
 
 ``run.json`` may carry ``job`` (a ``JobRecord``): the process is one rank of
 a job started by a launcher (torchrun, DeepSpeed, Accelerate, Slurm). It
@@ -403,6 +410,7 @@ class RunRecord:
     # teardown ends. Optional; a malformed list is read as empty.
     watch_threads: list[list[int]] = field(default_factory=list)
     job: Optional[JobRecord] = None  # a rank of a launched job; None: a lone process
+    stack_signal: Optional[str] = None  # the process dumps its stacks on this signal (sentinel.evidence)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -447,6 +455,8 @@ class RunRecord:
         "job": _Rule(lambda v: v is None or _job_problem(v) is None, "must be a job object or null",
                      clean=lambda v: None if v is None else JobRecord.from_dict(v),
                      explain=lambda v: f"is not a job record ({_job_problem(v)})"),
+        "stack_signal": _Rule(_optional(lambda v: isinstance(v, str) and len(v) <= 32),
+                              "must be a signal name or null"),
     }
 
     @classmethod

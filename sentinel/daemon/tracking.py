@@ -40,6 +40,7 @@ from sentinel.daemon.message_limits import MessageGate
 from sentinel.daemon.oom import OomDetector
 from sentinel.daemon.run_reader import RunReader, TrackedRun
 from sentinel.daemon.spool_watcher import SpoolWatcher
+from sentinel.daemon.stacks import STACK_WAIT, StackDesk
 from sentinel.daemon.xid import GpuFaults, XidHit
 from sentinel.endings import Reason
 from sentinel.observer import FleetObserver
@@ -116,6 +117,7 @@ class Tracker:
         oom.listeners.append(self.gpu.feed)
         # jobs: sibling ranks (their own pidfds), held endings, one alert per job event
         self.jobs = JobWatch(self, job_liveness, wake_loop)
+        self.stacks = StackDesk(reader)  # evidence: stacks asked of stalled runs
         # Ended runs to archive on the loop's next pass (``retire_soon``), in order.
         self.retiring: dict[str, None] = {}
 
@@ -138,6 +140,7 @@ class Tracker:
     def forget(self, run_id: str) -> None:
         """Drop in-memory state; the next rescan re-admits the run from disk + journal."""
         self.runs.pop(run_id, None)
+        self.stacks.forget(run_id)
         self.liveness.unwatch(run_id)
         self.watcher.forget(run_id)
         self.observer.run_forgotten(run_id)  # fleet hook
@@ -207,13 +210,18 @@ class Tracker:
         run.progress = self.reader.read_progress(run)
         timeout = self.stall_timeout(run)
         if is_stale(run.progress, run.record.started, timeout, now):
+            if self.stacks.request(run, now):  # evidence: the stacks come with the alert
+                self.schedule_stall_check(run, now + STACK_WAIT)
+                return
             reason = self.stall_reason(run, timeout, now)
             run.frozen = reason.code == "frozen"
-            self.apply(run, Event(EventKind.PROGRESS_STALE), now, reason=reason)
+            self.apply(run, Event(EventKind.PROGRESS_STALE), now, reason=reason,
+                       overrides=self.stacks.collect(run))
             if run.state is RunState.STALLED:
                 self.watcher.want_beats(run.run_id, True)
                 self.check_recovery(run, now)  # a beat may have landed meanwhile
         else:
+            self.stacks.forget(run.run_id)  # progress came back while its stacks were asked for
             deadline = stall_deadline(run.progress, run.record.started, timeout)
             self.schedule_stall_check(run, max(deadline, now + MIN_STEP))
 
@@ -281,6 +289,10 @@ class Tracker:
                          final=final, now=now, reason=reason, user=run.user,
                          trend_metric=self.config.trend_metric, trend_points=self.config.trend_points)
         alert = with_kernel_ending(alert, kernel_status)
+        if new_state.is_terminal:
+            crash = self.stacks.crash_facts(run, alert.signal)  # evidence: the frame that faulted
+            if crash:
+                alert = dataclasses.replace(alert, **crash)
         if overrides:
             alert = dataclasses.replace(alert, **overrides)
         alert_on = self.config.alert_on if run.record.alert_on is None else run.record.alert_on

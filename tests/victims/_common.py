@@ -26,6 +26,11 @@ Modes (what happens after ``--steps`` progress reports):
                   until killed
   exec-sleep      print "RUNNING", wait as for a resume, then execv /bin/sleep
                   (same process, another program) until killed
+  wait-for-peer   print "STALLED", then hang in a function named wait_for_peer
+                  until the resume file exists; then report --steps more and finish
+  segfault-in-function
+                  print "RUNNING", wait as for a resume, then crash in native code
+                  inside a function named crash_in_native_code
 Every victim prints "READY <run_id>" once its run record is on disk, and
 "STALLED" / "RESUMED" / "DONE" at those points, so tests never sleep.
 """
@@ -44,6 +49,7 @@ MODES = (
     "finish", "no-finish", "exception", "sys-exit-1", "sigint-self", "sigterm-self",
     "sleep-forever", "stall", "progress-then-stall-then-resume", "fork",
     "segfault", "abort", "os-exit-3", "finish-then-live", "heartbeat-ends-alone", "exec-sleep",
+    "wait-for-peer", "segfault-in-function",
 )
 FOREVER_LIMIT = 3600.0  # a victim nobody kills still ends by itself
 
@@ -158,6 +164,16 @@ def act(args: argparse.Namespace, report: Callable[[int], None], send: Callable[
         say("RESUMED")
         progress(args.steps)
         finish()
+    elif mode == "wait-for-peer":
+        say("STALLED")
+        wait_for_peer(args)
+        say("RESUMED")
+        progress(args.steps)
+        finish()
+    elif mode == "segfault-in-function":
+        say("RUNNING")
+        wait_for_resume(args)
+        crash_in_native_code()
     elif mode == "fork":
         pid = os.fork()
         if pid == 0:  # the child: everything here must leave the run alone
@@ -171,6 +187,24 @@ def act(args: argparse.Namespace, report: Callable[[int], None], send: Callable[
         progress(1)
         finish()
     say("DONE")
+
+
+def wait_for_peer(args: argparse.Namespace) -> None:
+    """A collective that never completes: blocked in the standard library's wait."""
+    import threading
+
+    peer = threading.Event()
+    deadline = time.monotonic() + FOREVER_LIMIT
+    while time.monotonic() < deadline:
+        if args.resume_file and os.path.exists(args.resume_file):
+            return
+        peer.wait(0.02)
+
+
+def crash_in_native_code() -> None:
+    import ctypes
+
+    ctypes.string_at(0)
 
 
 def wait_forever() -> None:

@@ -291,3 +291,55 @@ def test_stack_signal_chains_to_the_users_handler(tmp_path: Path) -> None:
     (run_dir,) = (tmp_path / "spool").iterdir()
     dump = evidence.parse((run_dir / evidence.STACKS_FILE).read_bytes())
     assert dump.main is not None and dump.main.frames[-1].function == "<module>"
+
+
+# ------------------------------------------------------------ the exact step under SwanLab
+
+
+@pytest.mark.parametrize("flavour", [p for p in FLAVOURS if p.id != "watch"])
+def test_kill_after_quick_steps_names_the_last_step_and_draws_the_trend(
+    daemon: DaemonProcess, bark: FakeBark, flavour: str
+) -> None:
+    """SwanLab >= 0.8 tells callbacks of logged values only in late batches:
+    the wrapped swanlab.log puts each step into live.bin as it is logged."""
+    name = f"steps-{flavour or 'latest'}"
+    common = ("stall", "--steps", "37", "--period", "0.01", "--name", name, "--heartbeat", HEARTBEAT)
+    python = swanlab_python(flavour or None)
+    with Victim.swanlab(python, daemon.tmp, *common, spool_dir=daemon.spool).start() as v:
+        run_id = v.ready()
+        v.expect("STALLED")
+        _watched(daemon, v.pid)
+        v.kill()
+        killed = wait_for_push(bark, K.KILLED, name, signal="SIGKILL")
+    assert "Step 37 ·" in killed["body"]
+    alert = _journal(daemon, run_id)[-1]
+    assert alert.step == 37
+    assert alert.trend_metric == "loss" and len(alert.trend) >= 2
+    assert alert.trend[-1] == pytest.approx(1 / 37)
+    assert "loss " in killed["body"] and "→ 0.027" in killed["body"]
+
+
+def test_the_hook_is_undone_at_finish_and_keeps_swanlabs_behaviour(tmp_path: Path) -> None:
+    script = textwrap.dedent("""
+        import swanlab
+        from sentinel import SentinelCallback
+        from sentinel.swanlab_log_hook import LogHook
+        original = swanlab.log
+        swanlab.init(project="p", mode="offline", callbacks=[SentinelCallback(heartbeat_interval=0.1)])
+        print("WRAPPED", isinstance(swanlab.log, LogHook), flush=True)
+        swanlab.log({"loss": 1.0})
+        swanlab.log({"loss": 0.5}, step=10)
+        swanlab.log({"loss": 0.25})
+        print("STEP", swanlab.log.global_step, flush=True)
+        swanlab.finish()
+        print("RESTORED", swanlab.log is original, flush=True)
+    """)
+    env = {**os.environ, "SENTINEL_SPOOL": str(tmp_path / "spool"), "SWANLAB_LOG_DIR": str(tmp_path / "sl")}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                         timeout=120, cwd=tmp_path)
+    assert "WRAPPED True" in out.stdout, out.stderr
+    assert "STEP 11" in out.stdout  # SwanLab's rule: an explicit step raises the global one
+    assert "RESTORED True" in out.stdout, out.stderr
+    (run_dir,) = (tmp_path / "spool").iterdir()
+    final = spool.read_final(run_dir / spool.FINAL_FILE)
+    assert final.step == 11 and final.scalars["loss"] == 0.25

@@ -51,6 +51,7 @@ LAYERS = {
     "sentinel.runner": SIDES,
     "sentinel.notify": SIDES,
     "sentinel.swanlab_adapter": SIDES,
+    "sentinel.swanlab_log_hook": SIDES,  # swanlab.log wrapped for a run's lifetime
     "sentinel.status": SIDES,
     "sentinel.selftest": SIDES,
     "sentinel.fleet_config": FORMAT,  # the fleet keys' rules, used by the config validator

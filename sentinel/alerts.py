@@ -112,6 +112,7 @@ class Alert:
     where: Optional[str] = None
     stacks: Optional[str] = None
     evidence_missing: Optional[str] = None
+    output: list[str] = field(default_factory=list)  # the last lines the run printed, oldest first
 
     @property
     def why(self) -> Optional[Reason]:
@@ -217,6 +218,8 @@ def from_run(
         reason_args=dict(reason.args) if reason is not None else {},
         trend_metric=metric,
         trend=trend,
+        # What it printed last belongs to how it ended (and to a stall: what it said before it hung).
+        output=list(progress.output) if progress is not None and kind.value != "message" else [],
     )
 
 

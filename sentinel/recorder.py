@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import sentinel
-from sentinel import jobs, spool, stack_dumps
+from sentinel import jobs, output_tail, spool, stack_dumps
 from sentinel.procid import ProcessIdentity, thread_start_ticks
 from sentinel.rules import parse_duration, positive_duration
 from sentinel.safetext import escape_undecodable
@@ -152,6 +152,7 @@ class Recorder:
         alert_on: Optional[Sequence[str]] = None,
         source: str = "watch",
         handle_sigterm: bool = True,
+        capture_output: bool = False,
     ) -> None:
         ident = ProcessIdentity.current()
         interval = heartbeat_interval if heartbeat_interval is not None else heartbeat_interval_from_env()
@@ -185,6 +186,8 @@ class Recorder:
             alert_on=list(alert_on) if alert_on is not None else None,
         )
         self.handle_sigterm = handle_sigterm
+        # The last printed lines, for ending alerts (sentinel.output_tail); None: not captured.
+        self._output: Optional[output_tail.OutputTail] = output_tail.shared() if capture_output else None
         self._owner_pid = ident.pid
         # Written by the training thread, read by the heartbeat thread. Plain
         # attribute stores are atomic under the GIL; no lock on the hot path.
@@ -225,6 +228,8 @@ class Recorder:
     def start(self) -> None:
         _install_process_hooks()
         _ACTIVE.append(self)
+        if self._output is not None:
+            self._output.install()
         if self.handle_sigterm:
             _install_sigterm_handler()
         with self._lock:  # the heartbeat thread waits for the record to be complete
@@ -358,6 +363,8 @@ class Recorder:
             self._write_beat(self.final.ended)  # the last progress, for readers of beat.json
             self._write(self.paths.final, self.final.to_dict(), durable=True)
             self._live = None  # the final record says it all now
+            if self._output is not None and not any(r._output is not None for r in _ACTIVE):
+                self._output.uninstall()
             stack_dumps.disarm(self.paths.dir)
             if not _ACTIVE:
                 _restore_sigterm_handler()
@@ -409,6 +416,7 @@ class Recorder:
             scalars=dict(self._scalars),
             pause_until=self._pause_until,
             history={key: list(points) for key, points in self._history.items()},
+            output=self._output.snapshot() if self._output is not None else [],
         )
 
     def _sample_history(self) -> None:

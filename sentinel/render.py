@@ -43,6 +43,7 @@ _WORDS = {
         "cause": "Cause",
         "error": "Error",
         "where": "Where",
+        "output": "Last output",
         "stacks": "Stacks",
         "no_stacks": "not available: {}",
         "link": "SwanLab",
@@ -78,6 +79,7 @@ _WORDS = {
         "cause": "原因",
         "error": "错误",
         "where": "位置",
+        "output": "最后输出",
         "stacks": "调用栈",
         "no_stacks": "无法获取：{}",
         "link": "SwanLab",
@@ -332,6 +334,8 @@ def facts(alert: Alert, lang: str = "en") -> list[tuple[str, str]]:
         out.append((say(lang, "heartbeat"), age(alert.last_beat, alert.created, lang)))
         if alert.kind == AlertKind.STALLED and alert.last_progress is not None:
             out.append((say(lang, "progress"), age(alert.last_progress, alert.created, lang)))
+    if alert.output and alert.kind.is_state:
+        out.append((say(lang, "output"), alert.output[-1]))  # a push has room for the last line
     if alert.exit_code not in (None, 0):
         out.append((say(lang, "exit"), str(alert.exit_code)))
     if alert.signal and alert.kind != AlertKind.TERMINATED:
@@ -374,9 +378,10 @@ def error_tail(alert: Alert, max_lines: int = 12, max_chars: int = 1500) -> Opti
 
 
 def evidence_tail(alert: Alert, max_lines: int, max_chars: int) -> Optional[str]:
-    """Every thread's stack, then the error's end: for the channels with room
+    """The last printed lines, every thread's stack, then the error's end: for the channels with room
     (e-mail); a cut keeps the end, so the error survives it."""
-    parts = [text for text in (alert.stacks, error_tail(alert, max_lines, max_chars)) if text]
+    output = "\n".join(alert.output) if alert.output else None
+    parts = [text for text in (output, alert.stacks, error_tail(alert, max_lines, max_chars)) if text]
     return "\n\n".join(parts) if parts else None
 
 

@@ -547,6 +547,14 @@ def _job_problem(value: Any) -> Optional[str]:
     return None
 
 
+OUTPUT_LINES = 20
+OUTPUT_LINE_CHARS = 300
+
+
+def _cap_output(lines: list[str]) -> list[str]:
+    return [line[:OUTPUT_LINE_CHARS] for line in lines[-OUTPUT_LINES:]]
+
+
 def _cap_cmdline(argv: list[str]) -> list[str]:
     out, total = [], 0
     for arg in argv:
@@ -584,11 +592,15 @@ class Progress:
     # The last HISTORY_POINTS values of each scalar, oldest first, in the
     # order the scalars were first logged: what a sparkline draws.
     history: dict[str, list[float]] = field(default_factory=dict)
+    # The last lines the process printed (opt-in capture, sentinel.output_tail),
+    # oldest first: at most OUTPUT_LINES of at most OUTPUT_LINE_CHARS each.
+    output: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["scalars"] = cap_scalars(self.scalars)
         data["history"] = cap_history(self.history)
+        data["output"] = _cap_output(self.output)
         return {"v": FORMAT_VERSION, **data}
 
     # A heartbeat is small and rewritten every few seconds: a bad one is
@@ -601,6 +613,8 @@ class Progress:
         "scalars": _Rule(_scalars, "must be an object", essential=True, clean=cap_scalars),
         "pause_until": _Rule(_optional(_is_time), "must be a number (a time)", essential=True),
         "history": _Rule(_scalars, "must be an object", clean=cap_history),
+        "output": _Rule(lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+                        "must be a list of strings", clean=lambda v: _cap_output(_clean_strings(v))),
     }
 
     @classmethod

@@ -242,6 +242,7 @@ class _SentinelHooks:
                 alert_on=self._alert_on,
                 source="swanlab",
                 handle_sigterm=self._handle_sigterm,
+                capture_output=True,  # SwanLab keeps the console too: the last lines go in ending alerts
             )
             if swanlab_id:
                 _RUNS_BY_SWANLAB_ID[str(swanlab_id)] = self._recorder

@@ -343,3 +343,41 @@ def test_the_hook_is_undone_at_finish_and_keeps_swanlabs_behaviour(tmp_path: Pat
     (run_dir,) = (tmp_path / "spool").iterdir()
     final = spool.read_final(run_dir / spool.FINAL_FILE)
     assert final.step == 11 and final.scalars["loss"] == 0.25
+
+
+# ------------------------------------------------------------ what it printed last
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_kill_alert_shows_the_last_printed_line(daemon: DaemonProcess, bark: FakeBark, flavour: str) -> None:
+    name = f"printed-{flavour or 'latest'}"
+    common = ("stall", "--name", name, "--heartbeat", HEARTBEAT, "--print", "epoch 6 ... loss 0.51",
+              "--print", "upload https://x.example/h?token=sup3rs3cr3t", "--print", "epoch 7 ... loss 0.43")
+    if flavour == "watch":
+        v = Victim.watch(daemon.tmp, *common, "--capture-output", spool_dir=daemon.spool)
+    else:
+        v = Victim.swanlab(swanlab_python(flavour or None), daemon.tmp, *common, spool_dir=daemon.spool)
+    with v.start():
+        run_id = v.ready()
+        v.expect("STALLED")
+        wait_for(lambda: "epoch 7 ... loss 0.43" in v.progress().output, what="the line in beat.json")
+        _watched(daemon, v.pid)
+        v.kill()
+        killed = wait_for_push(bark, K.KILLED, name, signal="SIGKILL")
+    assert "Last output: epoch 7 ... loss 0.43" in killed["body"]
+    alert = _journal(daemon, run_id)[-1]
+    assert alert.output[-3:] == ["epoch 6 ... loss 0.51", "upload https://x.example/h?token=***",
+                                 "epoch 7 ... loss 0.43"]
+    assert "sup3rs3cr3t" not in repr(alert.to_dict())
+    assert "epoch 6 ... loss 0.51" in plain_text(alert, "en", 20000, stacks=True)
+
+
+def test_output_is_not_captured_unless_asked(daemon: DaemonProcess) -> None:
+    with Victim.watch(daemon.tmp, "stall", "--heartbeat", HEARTBEAT, "--print", "private line",
+                      spool_dir=daemon.spool).start() as v:
+        v.ready()
+        v.expect("STALLED")
+        seq = v.progress().seq
+        wait_for(lambda: v.progress().seq >= seq + 2, what="two more heartbeats")
+        assert v.progress().output == []
+        v.kill()

@@ -35,6 +35,7 @@ LAYERS = {
     "sentinel.safetext": FORMAT,
     "sentinel.evidence": FORMAT,  # the stack dump files of a run directory (faulthandler's text)
     "sentinel.stack_dumps": SIDES,  # the recorder arms faulthandler into the run directory
+    "sentinel.output_tail": FORMAT,  # sys.stdout/stderr teed into memory: the last printed lines
     "sentinel.jobs": FORMAT,  # a rank's job from its launcher's environment (the run record's ``job``)
     "sentinel.accounts": FORMAT,  # uid -> account and groups, for verified identity
     "sentinel.run_options": SIDES,  # checks a run's inline channels with the channels' rules

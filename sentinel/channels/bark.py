@@ -197,6 +197,8 @@ def render_bark(alert: Alert, lang: str = "en") -> BarkText:
     evidence = evidence_fact(alert, lang)
     if evidence:
         body.append(f"{evidence[0]}: {evidence[1]}")
+    if alert.output and alert.kind.is_state:
+        body.append(f"{say(lang, 'output')}: {cap(alert.output[-1], 200)}")
     if alert.kind not in (AlertKind.CRASHED, AlertKind.ABORTED):  # there the summary is the error
         last = last_error_line(alert)
         if last:

@@ -70,6 +70,9 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                         help="install a SIGTERM handler that calls sys.exit(N) first")
     parser.add_argument("--expect-pause", type=float, default=None)
     parser.add_argument("--label", action="append", default=[], help="run label KEY=VALUE")
+    parser.add_argument("--print", action="append", default=[], dest="prints",
+                        help="line(s) to print after the steps")
+    parser.add_argument("--capture-output", action="store_true", help="sentinel.watch(capture_output=True)")
     args = parser.parse_args(argv)
     args.channels = [json.loads(c) for c in args.channel]
     args.labels = dict(item.split("=", 1) for item in args.label)
@@ -77,7 +80,10 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
 
 
 def say(line: str) -> None:
-    print(line, flush=True)
+    """A line for the test harness, not the program's output: past any capture of sys.stdout."""
+    stream = sys.__stdout__ or sys.stdout
+    stream.write(line + "\n")
+    stream.flush()
 
 
 def install_user_sigterm(args: argparse.Namespace) -> None:
@@ -99,6 +105,8 @@ def act(args: argparse.Namespace, report: Callable[[int], None], send: Callable[
             time.sleep(args.period)
 
     progress(args.steps)
+    for line in args.prints:
+        print(line, flush=True)
     for text in args.send:
         send(text)
     mode = args.mode

@@ -10,8 +10,9 @@ shows what it printed up to its last heartbeat.
 
 Only Python-level writes are seen (``print``, logging, tqdm, SwanLab's own
 console), not a C library's writes to fd 1/2. ``uninstall`` puts the
-original stream back if the proxy is still in place; if something wrapped
-it since, the proxy stays and only stops recording. Stdlib only.
+original stream back if the proxy is still in place and untouched; if
+something wrapped or patched it since, the proxy stays and only stops
+recording. Stdlib only.
 """
 
 from __future__ import annotations
@@ -72,10 +73,16 @@ class OutputTail:
 
     def uninstall(self) -> None:
         self.active = False
+        kept = []
         for name, tee, stream in self._tees:
-            if getattr(sys, name, None) is tee:
+            # Someone patched the proxy's own ``write`` (SwanLab <= 0.7 patches
+            # ``sys.stdout.write`` and later puts back what it saw): swapping the
+            # stream now would hand that patch a loop. The proxy stays, silent.
+            if getattr(sys, name, None) is tee and "write" not in vars(tee):
                 setattr(sys, name, stream)
-        self._tees.clear()
+            else:
+                kept.append((name, tee, stream))
+        self._tees = kept
 
     def snapshot(self) -> list[str]:
         """The last lines, complete ones first and then the unterminated rest

@@ -153,6 +153,7 @@ class Recorder:
         source: str = "watch",
         handle_sigterm: bool = True,
         capture_output: bool = False,
+        stack_dumps: bool = True,
     ) -> None:
         ident = ProcessIdentity.current()
         interval = heartbeat_interval if heartbeat_interval is not None else heartbeat_interval_from_env()
@@ -200,7 +201,8 @@ class Recorder:
         self._beat_now = False
         self._live: Optional[spool.LiveWriter] = None  # made with the run directory
         self._live_tried = False
-        self._stacks_tried = False  # faulthandler armed into the run directory (sentinel.stack_dumps)
+        # faulthandler armed into the run directory (sentinel.stack_dumps); off: never tried
+        self._stacks_tried = not stack_dumps
         # Owned by the heartbeat thread: a sample of each scalar per beat with progress.
         self._history: dict[str, deque[float]] = {}
         self._sampled_progress: Optional[float] = None

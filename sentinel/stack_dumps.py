@@ -71,13 +71,26 @@ def arm(run_dir: Path, report: Callable[[str, str], None]) -> Optional[str]:
 
 
 def disarm(run_dir: Path) -> None:
-    """The run ended: give the signal and faulthandler back as they were."""
+    """The run ended: give the signal and faulthandler back as they were,
+    and leave no empty dump file behind (an empty file reads as half-written)."""
     global _owner
     with _lock:
         if _owner != run_dir:
             return
+        empty = [name for name, fd in ((evidence.STACKS_FILE, _stacks_fd), (evidence.CRASH_FILE, _crash_fd))
+                 if fd is not None and _size(fd) == 0]
         _release()
         _owner = None
+        for name in empty:
+            with contextlib.suppress(OSError):
+                os.unlink(run_dir / name)
+
+
+def _size(fd: int) -> int:
+    try:
+        return os.fstat(fd).st_size
+    except OSError:
+        return -1
 
 
 def forget_in_child() -> None:

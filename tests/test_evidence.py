@@ -257,20 +257,23 @@ def test_reader_refuses_a_dump_of_another_owner(tmp_path: Path) -> None:
 def test_recorder_leaves_a_users_faulthandler_alone(tmp_path: Path) -> None:
     """A user who enabled faulthandler keeps it: no crash.txt is made."""
     script = textwrap.dedent("""
-        import faulthandler, sys
+        import faulthandler, os, sys
         faulthandler.enable(file=sys.stderr)
         import sentinel
         run = sentinel.watch(name="own-faulthandler", heartbeat_interval=0.1)
         print("ENABLED", faulthandler.is_enabled(), flush=True)
+        (run_dir,) = os.listdir(os.environ["SENTINEL_SPOOL"])
+        run_dir = os.path.join(os.environ["SENTINEL_SPOOL"], run_dir)
+        print("FILES", sorted(n for n in os.listdir(run_dir) if n.endswith(".txt")), flush=True)
         run.finish()
         print("AFTER", faulthandler.is_enabled(), flush=True)
     """)
     env = {**os.environ, "SENTINEL_SPOOL": str(tmp_path / "spool")}
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
     assert "ENABLED True" in out.stdout and "AFTER True" in out.stdout, out.stderr
+    assert "FILES ['stacks.txt']" in out.stdout  # no crash.txt: the user's faulthandler has the crash
     (run_dir,) = (tmp_path / "spool").iterdir()
-    assert (run_dir / evidence.STACKS_FILE).exists()
-    assert not (run_dir / evidence.CRASH_FILE).exists()
+    assert not list(run_dir.glob("*.txt"))  # the unused (empty) dump file went with the run's end
 
 
 def test_stack_signal_chains_to_the_users_handler(tmp_path: Path) -> None:

@@ -88,8 +88,8 @@ class StackDesk:
             return {}
         raw, why = self.reader.read_dump(run, evidence.CRASH_FILE, 0, evidence.MAX_DUMP_BYTES)
         if not raw:
-            # No crash.txt: the user's own faulthandler has the dump; say nothing.
-            return {} if why == f"no {evidence.CRASH_FILE}" else {"evidence_missing": why}
+            # No crash.txt (the user's own faulthandler has the dump) or an empty one: say nothing.
+            return {"evidence_missing": why} if why and why != f"no {evidence.CRASH_FILE}" else {}
         # A process writes one crash dump (it dies of it); take the last if there are more.
         start = raw.rfind(b"Fatal Python error:")
         return _facts(evidence.parse(raw[max(start, 0):]), "no stack in the crash dump", crashed=True)

@@ -106,6 +106,13 @@ class Alert:
     trend: list[float] = field(default_factory=list)  # its last values, oldest first
     # A job event: "id", "launcher", "ranks" (local ranks watched), "cause_rank" (the first failure)
     job: dict[str, str] = field(default_factory=dict)
+    # Evidence (sentinel.evidence): the frame a stalled run waits in, or the
+    # frame a fatal signal hit ("wait_for_peer (train.py:12)"); every thread's
+    # stack (the whole text: e-mail, webhook, status); why stacks are missing.
+    where: Optional[str] = None
+    stacks: Optional[str] = None
+    evidence_missing: Optional[str] = None
+    output: list[str] = field(default_factory=list)  # the last lines the run printed, oldest first
 
     @property
     def why(self) -> Optional[Reason]:
@@ -211,6 +218,8 @@ def from_run(
         reason_args=dict(reason.args) if reason is not None else {},
         trend_metric=metric,
         trend=trend,
+        # What it printed last belongs to how it ended (and to a stall: what it said before it hung).
+        output=list(progress.output) if progress is not None and kind.value != "message" else [],
     )
 
 

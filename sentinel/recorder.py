@@ -18,6 +18,9 @@ Process-wide hooks, installed once and shared by every active run:
 * ``os.register_at_fork``: a forked child (a DataLoader worker) forgets the
   parent's runs and its sentry thread, and every write also checks the pid,
   so a child never writes as if it were the run.
+* ``faulthandler``, armed into the run directory by ``sentinel.stack_dumps``:
+  every thread's stack on request (the daemon's stall evidence) and the
+  frame of a fatal signal; given back at the run's end.
 
 Each run records two sub-threads for the daemon to watch by thread pidfd
 (``RunRecord.watch_threads``): its heartbeat thread and the process's one
@@ -44,7 +47,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import sentinel
-from sentinel import jobs, pidns, spool
+from sentinel import jobs, output_tail, pidns, spool, stack_dumps
 from sentinel.procid import ProcessIdentity, thread_start_ticks
 from sentinel.rules import parse_duration, positive_duration
 from sentinel.safetext import escape_undecodable
@@ -149,6 +152,8 @@ class Recorder:
         alert_on: Optional[Sequence[str]] = None,
         source: str = "watch",
         handle_sigterm: bool = True,
+        capture_output: bool = False,
+        stack_dumps: bool = True,
     ) -> None:
         ident = ProcessIdentity.current()
         interval = heartbeat_interval if heartbeat_interval is not None else heartbeat_interval_from_env()
@@ -183,6 +188,8 @@ class Recorder:
             pidns=pidns.namespace_of(),  # a daemon outside this process's namespace finds it by this
         )
         self.handle_sigterm = handle_sigterm
+        # The last printed lines, for ending alerts (sentinel.output_tail); None: not captured.
+        self._output: Optional[output_tail.OutputTail] = output_tail.shared() if capture_output else None
         self._owner_pid = ident.pid
         # Written by the training thread, read by the heartbeat thread. Plain
         # attribute stores are atomic under the GIL; no lock on the hot path.
@@ -195,6 +202,8 @@ class Recorder:
         self._beat_now = False
         self._live: Optional[spool.LiveWriter] = None  # made with the run directory
         self._live_tried = False
+        # faulthandler armed into the run directory (sentinel.stack_dumps); off: never tried
+        self._stacks_tried = not stack_dumps
         # Owned by the heartbeat thread: a sample of each scalar per beat with progress.
         self._history: dict[str, deque[float]] = {}
         self._sampled_progress: Optional[float] = None
@@ -222,6 +231,8 @@ class Recorder:
     def start(self) -> None:
         _install_process_hooks()
         _ACTIVE.append(self)
+        if self._output is not None:
+            self._output.install()
         if self.handle_sigterm:
             _install_sigterm_handler()
         with self._lock:  # the heartbeat thread waits for the record to be complete
@@ -355,6 +366,9 @@ class Recorder:
             self._write_beat(self.final.ended)  # the last progress, for readers of beat.json
             self._write(self.paths.final, self.final.to_dict(), durable=True)
             self._live = None  # the final record says it all now
+            if self._output is not None and not any(r._output is not None for r in _ACTIVE):
+                self._output.uninstall()
+            stack_dumps.disarm(self.paths.dir)
             if not _ACTIVE:
                 _restore_sigterm_handler()
         self._deliver_final_without_daemon()
@@ -405,6 +419,7 @@ class Recorder:
             scalars=dict(self._scalars),
             pause_until=self._pause_until,
             history={key: list(points) for key, points in self._history.items()},
+            output=self._output.snapshot() if self._output is not None else [],
         )
 
     def _sample_history(self) -> None:
@@ -427,9 +442,12 @@ class Recorder:
         if self._record_written:
             return
         # The spool first, on its own: makedirs gives only the leaf the 0700 mode.
-        if self._ensure_dir(self.spool_root) and self._ensure_dir(self.paths.dir) and self._write(
-            self.paths.run, self.record.to_dict(), durable=True
-        ):
+        if not (self._ensure_dir(self.spool_root) and self._ensure_dir(self.paths.dir)):
+            return
+        if not self._stacks_tried and self.is_owner:  # before run.json, which says it is armed
+            self._stacks_tried = True
+            self.record.stack_signal = stack_dumps.arm(self.paths.dir, report_once)
+        if self._write(self.paths.run, self.record.to_dict(), durable=True):
             self._record_written = True
             self._open_live()
 
@@ -668,6 +686,7 @@ def _forget_runs_in_child() -> None:
         rec._live = None  # the mapping is shared with the parent: never write the parent's steps
     _ACTIVE.clear()
     _sentry = None  # the parent's sentry thread does not exist here
+    stack_dumps.forget_in_child()
 
 
 # ------------------------------------------------------------ watched threads

@@ -42,6 +42,10 @@ _WORDS = {
         "signal": "Signal",
         "cause": "Cause",
         "error": "Error",
+        "where": "Where",
+        "output": "Last output",
+        "stacks": "Stacks",
+        "no_stacks": "not available: {}",
         "link": "SwanLab",
         "ago": "{} ago",
         "never": "never",
@@ -74,6 +78,10 @@ _WORDS = {
         "signal": "信号",
         "cause": "原因",
         "error": "错误",
+        "where": "位置",
+        "output": "最后输出",
+        "stacks": "调用栈",
+        "no_stacks": "无法获取：{}",
         "link": "SwanLab",
         "ago": "{}前",
         "never": "无",
@@ -294,6 +302,9 @@ def facts(alert: Alert, lang: str = "en") -> list[tuple[str, str]]:
         out.append((say(lang, "host"), alert.hostname or "?"))
         return out
     out.append((say(lang, "run"), run_label(alert)))
+    evidence = evidence_fact(alert, lang)  # evidence first: where it hangs, which frame crashed
+    if evidence:
+        out.append(evidence)
     project = alert.labels.get("project")
     if project:
         workspace = alert.labels.get("workspace")
@@ -323,6 +334,8 @@ def facts(alert: Alert, lang: str = "en") -> list[tuple[str, str]]:
         out.append((say(lang, "heartbeat"), age(alert.last_beat, alert.created, lang)))
         if alert.kind == AlertKind.STALLED and alert.last_progress is not None:
             out.append((say(lang, "progress"), age(alert.last_progress, alert.created, lang)))
+    if alert.output and alert.kind.is_state:
+        out.append((say(lang, "output"), alert.output[-1]))  # a push has room for the last line
     if alert.exit_code not in (None, 0):
         out.append((say(lang, "exit"), str(alert.exit_code)))
     if alert.signal and alert.kind != AlertKind.TERMINATED:
@@ -332,6 +345,15 @@ def facts(alert: Alert, lang: str = "en") -> list[tuple[str, str]]:
     if why and alert.kind not in said_already and not alert.job:
         out.append((say(lang, "cause"), why))
     return out
+
+
+def evidence_fact(alert: Alert, lang: str = "en") -> Optional[tuple[str, str]]:
+    """('Where', 'wait_for_peer (train.py:12)'), or why the stacks are missing."""
+    if alert.where:
+        return say(lang, "where"), alert.where
+    if alert.evidence_missing:
+        return say(lang, "stacks"), say(lang, "no_stacks").format(alert.evidence_missing)
+    return None
 
 
 def job_text(alert: Alert, lang: str = "en") -> str:
@@ -353,6 +375,14 @@ def error_tail(alert: Alert, max_lines: int = 12, max_chars: int = 1500) -> Opti
     if len(text) > max_chars:
         text = "…" + text[-(max_chars - 1):]
     return text
+
+
+def evidence_tail(alert: Alert, max_lines: int, max_chars: int) -> Optional[str]:
+    """The last printed lines, every thread's stack, then the error's end: for the channels with room
+    (e-mail); a cut keeps the end, so the error survives it."""
+    output = "\n".join(alert.output) if alert.output else None
+    parts = [text for text in (output, alert.stacks, error_tail(alert, max_lines, max_chars)) if text]
+    return "\n\n".join(parts) if parts else None
 
 
 def cap(text: str, limit: int) -> str:

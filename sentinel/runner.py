@@ -211,6 +211,7 @@ def run_command(
         recorder = Recorder.open(
             options.spool_dir, name=options.name or joined[:200], labels=options.labels,
             channels=options.channels, stall_timeout=options.stall_timeout, source="run",
+            stack_dumps=False,  # the wrapper's own stacks say nothing about the command's
             handle_sigterm=False,
         )
         become_subreaper()  # before the child starts: all it starts stays ours

@@ -14,6 +14,13 @@ Layout, format version 1::
         live.bin                 LiveProgress: the latest step and scalars, memory-mapped
         final.json               FinalRecord: written once, when the run ends
         msg/<seq:08d>.json       Message: queued user messages, in order
+        stacks.txt               faulthandler dumps on request (``sentinel.evidence``)
+        crash.txt                faulthandler's dump of a fatal signal (``sentinel.evidence``)
+
+``run.json`` may carry ``stack_signal`` (a signal name, ``"SIGRTMIN+7"``):
+the process dumps every thread's stack into ``stacks.txt`` when it receives
+that signal. The daemon sends it only when the record says so, and only
+``sentinel.evidence.STACK_SIGNAL``; any other value is read as null.
 
 ``run.json`` may carry ``pidns``: the PID namespace its ``pid`` and
 ``watch_threads`` are numbered in (``"<st_dev>:<st_ino>"`` of
@@ -415,6 +422,7 @@ class RunRecord:
     # "<st_dev>:<st_ino>" of /proc/self/ns/pid (``sentinel.pidns``). Empty: not
     # recorded (an older recorder), read as the daemon's own namespace.
     pidns: str = ""
+    stack_signal: Optional[str] = None  # the process dumps its stacks on this signal (sentinel.evidence)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -462,6 +470,8 @@ class RunRecord:
         "job": _Rule(lambda v: v is None or _job_problem(v) is None, "must be a job object or null",
                      clean=lambda v: None if v is None else JobRecord.from_dict(v),
                      explain=lambda v: f"is not a job record ({_job_problem(v)})"),
+        "stack_signal": _Rule(_optional(lambda v: isinstance(v, str) and len(v) <= 32),
+                              "must be a signal name or null"),
     }
 
     @classmethod
@@ -552,6 +562,14 @@ def _job_problem(value: Any) -> Optional[str]:
     return None
 
 
+OUTPUT_LINES = 20
+OUTPUT_LINE_CHARS = 300
+
+
+def _cap_output(lines: list[str]) -> list[str]:
+    return [line[:OUTPUT_LINE_CHARS] for line in lines[-OUTPUT_LINES:]]
+
+
 def _cap_cmdline(argv: list[str]) -> list[str]:
     out, total = [], 0
     for arg in argv:
@@ -589,11 +607,15 @@ class Progress:
     # The last HISTORY_POINTS values of each scalar, oldest first, in the
     # order the scalars were first logged: what a sparkline draws.
     history: dict[str, list[float]] = field(default_factory=dict)
+    # The last lines the process printed (opt-in capture, sentinel.output_tail),
+    # oldest first: at most OUTPUT_LINES of at most OUTPUT_LINE_CHARS each.
+    output: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["scalars"] = cap_scalars(self.scalars)
         data["history"] = cap_history(self.history)
+        data["output"] = _cap_output(self.output)
         return {"v": FORMAT_VERSION, **data}
 
     # A heartbeat is small and rewritten every few seconds: a bad one is
@@ -606,6 +628,8 @@ class Progress:
         "scalars": _Rule(_scalars, "must be an object", essential=True, clean=cap_scalars),
         "pause_until": _Rule(_optional(_is_time), "must be a number (a time)", essential=True),
         "history": _Rule(_scalars, "must be an object", clean=cap_history),
+        "output": _Rule(lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+                        "must be a list of strings", clean=lambda v: _cap_output(_clean_strings(v))),
     }
 
     @classmethod

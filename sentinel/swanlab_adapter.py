@@ -23,6 +23,9 @@ calls only its own. What SwanLab cannot tell us is made up for here:
 * ``sys.exit(n)`` is reported by SwanLab as a success; the recorder keeps the
   real status. SIGTERM calls no SwanLab hook; the recorder's handler records it.
 * ``settings`` holds ``api_key``: only named fields are ever read from it.
+* The new API has no synchronous per-log hook: ``swanlab.log`` is wrapped
+  for the run's lifetime (``sentinel.swanlab_log_hook``) so ``live.bin``
+  holds the exact step of the last call.
 * The old API lets a hook's exception escape into ``swanlab.log`` and
   ``swanlab.init``, so every hook body here catches everything.
 """
@@ -40,6 +43,7 @@ import swanlab  # type: ignore[import-untyped]
 from sentinel import spool
 from sentinel.recorder import Recorder, report_once
 from sentinel.run_options import run_options
+from sentinel.swanlab_log_hook import LogHook
 
 
 def _resolve_base() -> tuple[type, str]:
@@ -106,6 +110,7 @@ class _SentinelHooks:
         self._alert_on = options.alert_on
         self._meta: dict[str, Any] = {}  # labels gathered from the old API's early hooks
         self._recorder: Optional[Recorder] = None
+        self._log_hook: Optional[LogHook] = None  # swanlab >= 0.8: swanlab.log wrapped while the run lives
 
     def _argument_problems(self) -> list[tuple[str, str]]:
         """Problems with a subclass's own arguments, reported with the rest."""
@@ -135,6 +140,8 @@ class _SentinelHooks:
                            *args: Any, **kwargs: Any) -> None:
         try:
             self._start(labels_from_settings(settings, path))
+            if self._recorder is not None:  # the exact step, synchronously (sentinel.swanlab_log_hook)
+                self._log_hook = LogHook.install(swanlab, self._recorder)
         except Exception as exc:
             _hook_failed("on_run_initialized", exc)
 
@@ -142,6 +149,9 @@ class _SentinelHooks:
         rec = self._recorder
         if rec is None or not scalar_records:
             return
+        hook = self._log_hook
+        if hook is not None and hook.calls:
+            return  # swanlab.log told us each step as it was logged; this batch is older news
         try:
             # Newest first, and only until a key repeats: a batch holds up to
             # ~100 records and this runs under the GIL, so reading each one's
@@ -167,6 +177,8 @@ class _SentinelHooks:
     def on_run_finished(self, state: Any = None, error: Optional[str] = None,
                         *args: Any, **kwargs: Any) -> None:
         try:
+            if self._log_hook is not None:
+                self._log_hook.uninstall()
             final_state = _FINAL_STATE.get(str(state), "crashed" if error else "finished")
             # SwanLab's "aborted" is its SIGINT handler (or a KeyboardInterrupt).
             self._finish(final_state, error, signal_name="SIGINT" if final_state == "aborted" else None)
@@ -230,6 +242,7 @@ class _SentinelHooks:
                 alert_on=self._alert_on,
                 source="swanlab",
                 handle_sigterm=self._handle_sigterm,
+                capture_output=True,  # SwanLab keeps the console too: the last lines go in ending alerts
             )
             if swanlab_id:
                 _RUNS_BY_SWANLAB_ID[str(swanlab_id)] = self._recorder

@@ -109,6 +109,7 @@ def watch(
     spool_dir: Optional[Union[str, os.PathLike]] = None,
     handle_sigterm: bool = True,
     alert_on: Optional[Sequence[str]] = None,
+    capture_output: bool = False,
 ) -> Run:
     """Start watching this process as one run; returns the ``Run`` (also a
     context manager).
@@ -122,6 +123,8 @@ def watch(
     ``$SENTINEL_SPOOL`` / system spool / ``~/.local/state/sentinel/spool``.
     ``alert_on``: the states that alert for this run, e.g. ``["crashed",
     "killed", "lost"]`` (None: the daemon's ``alert_on``).
+    ``capture_output``: keep the last lines this process prints (``sys.stdout``
+    and ``sys.stderr``) for its ending alerts (``sentinel.output_tail``).
     Arguments follow the config file's rules; a bad one raises
     ``sentinel.rules.InvalidArgument`` (a ValueError and a TypeError) here.
     """
@@ -131,6 +134,8 @@ def watch(
         heartbeat_interval=heartbeat_interval, language=language, spool_dir=spool_dir,
         alert_on=alert_on,
         handle_sigterm=handle_sigterm,
+        more_problems=[] if isinstance(capture_output, bool) else [
+            ("capture_output", f"must be True or False, not {capture_output!r}")],
     )
     recorder = Recorder.open(
         options.spool_dir if options.spool_dir is not None else spool.spool_dir(),
@@ -143,6 +148,7 @@ def watch(
         alert_on=options.alert_on,
         source="watch",
         handle_sigterm=options.handle_sigterm,
+        capture_output=capture_output,
     )
     return Run(recorder)
 

@@ -36,6 +36,9 @@ LAYERS = {
     "sentinel.rules": FORMAT,  # argument and config value rules, shared by both sides
     "sentinel.safetext": FORMAT,
     "sentinel.bounded_http": FORMAT,  # the metrics / status server's connection cap and deadline
+    "sentinel.evidence": FORMAT,  # the stack dump files of a run directory (faulthandler's text)
+    "sentinel.stack_dumps": SIDES,  # the recorder arms faulthandler into the run directory
+    "sentinel.output_tail": FORMAT,  # sys.stdout/stderr teed into memory: the last printed lines
     "sentinel.jobs": FORMAT,  # a rank's job from its launcher's environment (the run record's ``job``)
     "sentinel.accounts": FORMAT,  # uid -> account and groups, for verified identity
     "sentinel.run_options": SIDES,  # checks a run's inline channels with the channels' rules
@@ -52,6 +55,7 @@ LAYERS = {
     "sentinel.runner": SIDES,
     "sentinel.notify": SIDES,
     "sentinel.swanlab_adapter": SIDES,
+    "sentinel.swanlab_log_hook": SIDES,  # swanlab.log wrapped for a run's lifetime
     "sentinel.status": SIDES,
     "sentinel.selftest": SIDES,
     "sentinel.fleet_config": FORMAT,  # the fleet keys' rules, used by the config validator

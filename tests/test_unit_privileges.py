@@ -65,7 +65,7 @@ def test_the_unit_grants_exactly_what_the_features_need() -> None:
     unit = unit_privileges()
     # Why each is there is said in the unit; the tests below prove each one is needed.
     assert unit.bounding == {"CAP_DAC_READ_SEARCH", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_SYSLOG",
-                             "CAP_SYS_PTRACE"}
+                             "CAP_SYS_PTRACE", "CAP_KILL"}
     assert unit.ambient == frozenset() and unit.no_new_privileges
 
 

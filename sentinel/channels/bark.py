@@ -27,6 +27,7 @@ from sentinel.render import (
     PRODUCT,
     age,
     cap,
+    evidence_fact,
     format_duration,
     format_labels,
     format_scalars,
@@ -193,6 +194,11 @@ def render_bark(alert: Alert, lang: str = "en") -> BarkText:
     said = summary(alert, lang)
     if said:
         body.append(said)
+    evidence = evidence_fact(alert, lang)
+    if evidence:
+        body.append(f"{evidence[0]}: {evidence[1]}")
+    if alert.output and alert.kind.is_state:
+        body.append(f"{say(lang, 'output')}: {cap(alert.output[-1], 200)}")
     if alert.kind not in (AlertKind.CRASHED, AlertKind.ABORTED):  # there the summary is the error
         last = last_error_line(alert)
         if last:

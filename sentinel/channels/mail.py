@@ -169,7 +169,8 @@ class EmailChannel(Channel):
         subject = alert_title(alert, lang)
         return self.message(
             subject,
-            plain_text(alert, lang, MAX_TEXT, tail_lines=60, tail_chars=20000) or _one_line(subject),
+            plain_text(alert, lang, MAX_TEXT, tail_lines=60, tail_chars=20000, stacks=True)
+            or _one_line(subject),
             alert.alert_id,
         )
 

@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 
 from sentinel.alerts import Alert, AlertKind
 from sentinel.channels.fit import Measure, cut, fit_message, how_many_fit
-from sentinel.render import PRODUCT, cap, error_tail, facts, headline, say, summary
+from sentinel.render import PRODUCT, cap, error_tail, evidence_tail, facts, headline, say, summary
 from sentinel.render import emoji as kind_emoji
 from sentinel.safetext import printable, printable_lines
 
@@ -25,9 +25,11 @@ MESSAGE_MAX = 3000
 
 
 def plain_text(
-    alert: Alert, lang: str, limit: int, measure: Measure = len, tail_lines: int = 20, tail_chars: int = 3000
+    alert: Alert, lang: str, limit: int, measure: Measure = len, tail_lines: int = 20, tail_chars: int = 3000,
+    *, stacks: bool = False,
 ) -> str:
-    """The body of one alert in plain text, within ``limit``."""
+    """The body of one alert in plain text, within ``limit``; with ``stacks``
+    the tail holds every thread's stack before the error."""
     pairs = [(label, cap(printable(value), FACT_MAX)) for label, value in facts(alert, lang)]
     said = _lines(summary(alert, lang))
     # At most half the budget: the headline's facts and the tail's end need room too.
@@ -44,7 +46,8 @@ def plain_text(
             lines += ["", f"{say(lang, 'open')}: {printable(alert.url)}"]
         return "\n".join(lines).strip("\n")
 
-    return fit_message(render, _lines(error_tail(alert, tail_lines, tail_chars)), len(pairs), limit, measure)
+    tail = (evidence_tail if stacks else error_tail)(alert, tail_lines, tail_chars)
+    return fit_message(render, _lines(tail), len(pairs), limit, measure)
 
 
 def _lines(text: Optional[str]) -> str:

@@ -15,6 +15,10 @@ only ever adds keys)::
         "created": "2025-06-15T14:30:00Z", "created_ts": 1750000000.0,
         "summary": "...", "exit_code": 1, "signal": null, "error": "<traceback tail>",
         "detail": null, "text": null,             # text: a send_msg message
+        "where": "wait_for_peer (train.py:12)",   # the frame it hangs or crashed in, or null
+        "stacks": "<every thread's stack>",       # or null; never locals, secrets masked
+        "evidence_missing": null,                 # why stacks could not be had, or null
+        "output": ["epoch 7 ... loss 0.43"],      # the last lines printed (captured runs), oldest first
         "run": {"id", "name", "host", "user", "pid", "labels", "url",
                 "started", "ended", "duration", "last_beat", "last_progress", "step", "scalars"}
       }
@@ -95,6 +99,10 @@ def alert_document(alert: Alert, lang: str) -> dict[str, Any]:
         "error": alert.error,
         "detail": alert.detail,
         "text": alert.text,
+        "where": alert.where,
+        "stacks": alert.stacks,
+        "evidence_missing": alert.evidence_missing,
+        "output": list(alert.output),
         "run": {k: _finite(v) for k, v in run.items()},
     }
     return {

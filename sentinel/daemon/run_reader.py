@@ -23,6 +23,7 @@ process it names; the run's other files must belong to that uid too.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import stat
@@ -353,6 +354,57 @@ class RunReader:
             self.problems.report(run.paths.live, str(exc))
             return None
         return live if self._owned(run, run.paths.live, st) else None
+
+    def read_dump(self, run: TrackedRun, name: str, offset: int, max_bytes: int) -> tuple[bytes, str]:
+        """Up to ``max_bytes`` of the run's dump file ``name`` (``sentinel.evidence``)
+        from ``offset``: (bytes, "") or (b"", why not). Opened in the admitted
+        run directory, never through a symlink, never blocking (a FIFO) and
+        never as a terminal; it must be a regular file of the run's owner,
+        and what lies past ``offset`` must fit ``max_bytes``: a huge file
+        yields nothing, not its first bytes."""
+        with self._run_dir(run) as dir_fd:
+            if dir_fd is None:
+                return b"", "the run directory is gone"
+            try:
+                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC,
+                             dir_fd=dir_fd)
+            except FileNotFoundError:
+                return b"", f"no {name}"
+            except OSError as exc:
+                return b"", f"{name}: " + ("a symlink" if exc.errno == errno.ELOOP else _why(exc))
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                return b"", f"{name} is not a regular file"
+            if st.st_uid != run.owner_uid:
+                return b"", f"{name} is not the run owner's"
+            if st.st_size - offset > max_bytes:
+                return b"", f"{name} is too large ({st.st_size - offset} bytes, limit {max_bytes})"
+            return os.pread(fd, max_bytes, offset), ""
+        except OSError as exc:
+            return b"", f"{name}: {exc.strerror or exc}"
+        finally:
+            os.close(fd)
+
+    def dump_size(self, run: TrackedRun, name: str, max_bytes: int) -> tuple[int, str]:
+        """The size of the run's dump file now, 0 if absent: (size, "") or
+        (0, why it will not be read) — not a regular file, or over ``max_bytes``."""
+        with self._run_dir(run) as dir_fd:
+            if dir_fd is None:
+                return 0, "the run directory is gone"
+            try:
+                st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            except FileNotFoundError:
+                return 0, ""
+            except OSError as exc:
+                return 0, f"{name}: {exc.strerror or exc}"
+        if stat.S_ISLNK(st.st_mode):
+            return 0, f"{name}: a symlink"
+        if not stat.S_ISREG(st.st_mode):
+            return 0, f"{name} is not a regular file"
+        if st.st_size > max_bytes:
+            return 0, f"{name} is too large ({st.st_size} bytes, limit {max_bytes})"
+        return st.st_size, ""
 
     def pending_messages(self, run: TrackedRun) -> PendingMessages:
         """Queued messages oldest first, in the open ``msg/``; a bad one has

@@ -42,6 +42,7 @@ from sentinel.daemon.ns_watch import Resolver
 from sentinel.daemon.oom import OomDetector
 from sentinel.daemon.run_reader import RunReader, TrackedRun
 from sentinel.daemon.spool_watcher import SpoolWatcher
+from sentinel.daemon.stacks import STACK_WAIT, StackDesk
 from sentinel.daemon.xid import GpuFaults, XidHit
 from sentinel.endings import Reason
 from sentinel.observer import FleetObserver
@@ -125,6 +126,7 @@ class Tracker:
         # Runs of other PID namespaces (containers) are found on a worker thread.
         self.resolver = Resolver(wake_loop)
         self._unwatchable_changed = False  # daemon.json's list of unwatchable runs is to be rewritten
+        self.stacks = StackDesk(reader)  # evidence: stacks asked of stalled runs
         # Ended runs to archive on the loop's next pass (``retire_soon``), in order.
         self.retiring: dict[str, None] = {}
 
@@ -157,6 +159,7 @@ class Tracker:
         """Drop in-memory state; the next rescan re-admits the run from disk + journal."""
         self.runs.pop(run_id, None)
         self.budgets.release(run_id)
+        self.stacks.forget(run_id)
         self.liveness.unwatch(run_id)
         self.watcher.forget(run_id)
         self.observer.run_forgotten(run_id)  # fleet hook
@@ -233,6 +236,9 @@ class Tracker:
         run.progress = self.reader.read_progress(run)
         timeout = self.stall_timeout(run)
         if is_stale(run.progress, run.record.started, timeout, now):
+            if self.stacks.request(run, now):  # evidence: the stacks come with the alert
+                self.schedule_stall_check(run, now + STACK_WAIT)
+                return
             reason = self.stall_reason(run, timeout, now)
             run.frozen = reason.code == "frozen"
             if run.frozen and run.unwatchable:
@@ -241,13 +247,15 @@ class Tracker:
                            reason=Reason("unwatchable_silent", dict(reason.args)))
                 self.retire_soon(run)
                 return
-            self.apply(run, Event(EventKind.PROGRESS_STALE), now, reason=reason)
+            self.apply(run, Event(EventKind.PROGRESS_STALE), now, reason=reason,
+                       overrides=self.stacks.collect(run))
             if run.state is RunState.STALLED:
                 self.watcher.want_beats(run.run_id, True)
                 self.check_recovery(run, now)  # a beat may have landed meanwhile
                 if run.unwatchable and run.state is RunState.STALLED:
                     self.check_silence(run, now)  # its heartbeat is all that can say it died
         else:
+            self.stacks.forget(run.run_id)  # progress came back while its stacks were asked for
             deadline = stall_deadline(run.progress, run.record.started, timeout)
             self.schedule_stall_check(run, max(deadline, now + MIN_STEP))
 
@@ -332,6 +340,10 @@ class Tracker:
                          final=final, now=now, reason=reason, user=run.user,
                          trend_metric=self.config.trend_metric, trend_points=self.config.trend_points)
         alert = with_kernel_ending(alert, kernel_status)
+        if new_state.is_terminal:
+            crash = self.stacks.crash_facts(run, alert.signal)  # evidence: the frame that faulted
+            if crash:
+                alert = dataclasses.replace(alert, **crash)
         if overrides:
             alert = dataclasses.replace(alert, **overrides)
         alert_on = self.config.alert_on if run.record.alert_on is None else run.record.alert_on

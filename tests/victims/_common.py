@@ -26,6 +26,11 @@ Modes (what happens after ``--steps`` progress reports):
                   until killed
   exec-sleep      print "RUNNING", wait as for a resume, then execv /bin/sleep
                   (same process, another program) until killed
+  wait-for-peer   print "STALLED", then hang in a function named wait_for_peer
+                  until the resume file exists; then report --steps more and finish
+  segfault-in-function
+                  print "RUNNING", wait as for a resume, then crash in native code
+                  inside a function named crash_in_native_code
 Every victim prints "READY <run_id>" once its run record is on disk, and
 "STALLED" / "RESUMED" / "DONE" at those points, so tests never sleep.
 """
@@ -44,6 +49,7 @@ MODES = (
     "finish", "no-finish", "exception", "sys-exit-1", "sigint-self", "sigterm-self",
     "sleep-forever", "stall", "progress-then-stall-then-resume", "fork",
     "segfault", "abort", "os-exit-3", "finish-then-live", "heartbeat-ends-alone", "exec-sleep",
+    "wait-for-peer", "segfault-in-function",
 )
 FOREVER_LIMIT = 3600.0  # a victim nobody kills still ends by itself
 
@@ -64,6 +70,9 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                         help="install a SIGTERM handler that calls sys.exit(N) first")
     parser.add_argument("--expect-pause", type=float, default=None)
     parser.add_argument("--label", action="append", default=[], help="run label KEY=VALUE")
+    parser.add_argument("--print", action="append", default=[], dest="prints",
+                        help="line(s) to print after the steps")
+    parser.add_argument("--capture-output", action="store_true", help="sentinel.watch(capture_output=True)")
     args = parser.parse_args(argv)
     args.channels = [json.loads(c) for c in args.channel]
     args.labels = dict(item.split("=", 1) for item in args.label)
@@ -71,7 +80,10 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
 
 
 def say(line: str) -> None:
-    print(line, flush=True)
+    """A line for the test harness, not the program's output: past any capture of sys.stdout."""
+    stream = sys.__stdout__ or sys.stdout
+    stream.write(line + "\n")
+    stream.flush()
 
 
 def install_user_sigterm(args: argparse.Namespace) -> None:
@@ -93,6 +105,8 @@ def act(args: argparse.Namespace, report: Callable[[int], None], send: Callable[
             time.sleep(args.period)
 
     progress(args.steps)
+    for line in args.prints:
+        print(line, flush=True)
     for text in args.send:
         send(text)
     mode = args.mode
@@ -158,6 +172,16 @@ def act(args: argparse.Namespace, report: Callable[[int], None], send: Callable[
         say("RESUMED")
         progress(args.steps)
         finish()
+    elif mode == "wait-for-peer":
+        say("STALLED")
+        wait_for_peer(args)
+        say("RESUMED")
+        progress(args.steps)
+        finish()
+    elif mode == "segfault-in-function":
+        say("RUNNING")
+        wait_for_resume(args)
+        crash_in_native_code()
     elif mode == "fork":
         pid = os.fork()
         if pid == 0:  # the child: everything here must leave the run alone
@@ -171,6 +195,24 @@ def act(args: argparse.Namespace, report: Callable[[int], None], send: Callable[
         progress(1)
         finish()
     say("DONE")
+
+
+def wait_for_peer(args: argparse.Namespace) -> None:
+    """A collective that never completes: blocked in the standard library's wait."""
+    import threading
+
+    peer = threading.Event()
+    deadline = time.monotonic() + FOREVER_LIMIT
+    while time.monotonic() < deadline:
+        if args.resume_file and os.path.exists(args.resume_file):
+            return
+        peer.wait(0.02)
+
+
+def crash_in_native_code() -> None:
+    import ctypes
+
+    ctypes.string_at(0)
 
 
 def wait_forever() -> None:

@@ -25,6 +25,7 @@ def main() -> None:
         channels=args.channels,
         stall_timeout=args.stall_timeout,
         heartbeat_interval=args.heartbeat,
+        capture_output=args.capture_output,
         labels=args.labels or None,
     )
     _common.say(f"READY {run.run_id}")

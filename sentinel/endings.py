@@ -26,11 +26,39 @@ from sentinel.rules import LANGUAGES as LANGUAGES  # the languages every row has
 
 
 class Urgency(str, enum.Enum):
-    """How much an alert may interrupt; channels map it to their own scale."""
+    """How much an alert may interrupt; channels map it to their own scale
+    (Bark's level, ntfy's priority)."""
 
     LOW = "low"  # good news that can wait (shown quietly)
     NORMAL = "normal"  # worth a look
     HIGH = "high"  # something broke: break through Focus modes
+
+
+class Outcome(str, enum.Enum):
+    """What the kind says about the run's work."""
+
+    SUCCESS = "success"  # it did what it was started for (or got back to it)
+    FAILURE = "failure"  # it did not, or will not without someone
+    NEUTRAL = "neutral"  # no verdict: a message, a test
+
+
+class Tone(str, enum.Enum):
+    """The colour a channel gives the kind (each maps it to its own palette:
+    Discord's embed colour, WeCom's font colour, Apprise's notify type)."""
+
+    GOOD = "good"
+    INFO = "info"
+    WARNING = "warning"
+    BAD = "bad"
+
+
+class Ping(str, enum.Enum):
+    """What a healthchecks.io check hears about a run (sentinel.healthchecks)."""
+
+    SUCCESS = "success"  # the bare ping URL: the check is up
+    FAIL = "fail"  # /fail, or /<exit code> when the code is known: the check is down
+    LOG = "log"  # /log: said in the check's log, its state unchanged
+    NONE = "none"  # not about a run's life: nothing is pinged
 
 
 @dataclass(frozen=True)
@@ -45,72 +73,87 @@ class Ending:
     emoji: str
     urgency: Urgency
     words: Mapping[str, Words]  # language -> words; every language in LANGUAGES
-    recorded: bool = False  # the process can record it itself (a final.json state)
+    outcome: Outcome
+    tone: Tone
+    tag: str  # its ntfy tag: an emoji short code (ntfy shows it before the title)
+    severity: str  # Alertmanager's ``severity`` label: critical | warning | info
+    ping: Ping = Ping.NONE
+    recorded: bool = False  # a final.json state: the process (or `sentinel run` for it) records it
     run_state: Optional[str] = None  # the run's state after this alert; None: not a transition
+    ends_run: bool = True  # a run in ``run_state`` is over (False: it may still change)
 
 
+_CRITICAL, _WARNING, _INFO = "critical", "warning", "info"
+SEVERITIES = (_CRITICAL, _WARNING, _INFO)
+
+# A page (critical) is for a run that died or lost its machine and needs someone
+# now; a run that was stopped on purpose (terminated, aborted, cancelled) or
+# that is alive but silent (stalled) is a warning: someone should look, and a
+# stall may still recover on its own.
 ENDINGS: tuple[Ending, ...] = (
     Ending("finished", "✅", Urgency.NORMAL, {
         "en": Words("Finished", "the run ended normally"),
         "zh": Words("训练完成", "运行正常结束"),
-    }, recorded=True, run_state="finished"),
+    }, Outcome.SUCCESS, Tone.GOOD, "white_check_mark", _INFO, Ping.SUCCESS,
+        recorded=True, run_state="finished"),
     Ending("crashed", "💥", Urgency.HIGH, {
         "en": Words("Crashed", "the run ended with an exception"),
         "zh": Words("训练崩溃", "运行因异常结束"),
-    }, recorded=True, run_state="crashed"),
+    }, Outcome.FAILURE, Tone.BAD, "boom", _CRITICAL, Ping.FAIL, recorded=True, run_state="crashed"),
     Ending("aborted", "⛔", Urgency.NORMAL, {
         "en": Words("Aborted", "the run was interrupted"),
         "zh": Words("训练中止", "运行被中断"),
-    }, recorded=True, run_state="aborted"),
+    }, Outcome.FAILURE, Tone.BAD, "no_entry", _WARNING, Ping.FAIL, recorded=True, run_state="aborted"),
     Ending("terminated", "🛑", Urgency.HIGH, {
         "en": Words("Terminated", "the run was asked to stop by a signal"),
         "zh": Words("被终止", "运行收到信号后停止"),
-    }, recorded=True, run_state="terminated"),
+    }, Outcome.FAILURE, Tone.BAD, "stop_sign", _WARNING, Ping.FAIL, recorded=True, run_state="terminated"),
     Ending("killed", "☠️", Urgency.HIGH, {
         "en": Words("Killed", "killed (SIGKILL or crash of the interpreter; no exit record)"),
         "zh": Words("进程被杀死", "进程被杀死（SIGKILL 或解释器崩溃；没有退出记录）"),
-    }, run_state="killed"),
+    }, Outcome.FAILURE, Tone.BAD, "skull", _CRITICAL, Ping.FAIL, recorded=True, run_state="killed"),
     Ending("stalled", "⏸️", Urgency.HIGH, {
         "en": Words("Stalled", "no heartbeat or progress within the stall timeout"),
         "zh": Words("训练卡住", "在卡住超时内没有心跳或进展"),
-    }, run_state="stalled"),
+    }, Outcome.FAILURE, Tone.WARNING, "hourglass", _WARNING, Ping.LOG, run_state="stalled", ends_run=False),
     Ending("recovered", "🔄", Urgency.LOW, {
         "en": Words("Recovered", "progress resumed"),
         "zh": Words("已恢复", "训练恢复进展"),
-    }, run_state="running"),
+    }, Outcome.SUCCESS, Tone.GOOD, "arrows_counterclockwise", _INFO, Ping.LOG,
+        run_state="running", ends_run=False),
     Ending("lost", "❓", Urgency.HIGH, {
         "en": Words("Lost", "the host rebooted or lost power before the run ended"),
         "zh": Words("运行丢失", "主机在运行结束前重启或断电"),
-    }, run_state="lost"),
+    }, Outcome.FAILURE, Tone.BAD, "question", _CRITICAL, Ping.FAIL, run_state="lost"),
     # Scheduler endings and GPU faults (jobs and clusters: sentinel.daemon.job_watch).
     Ending("time_limit", "⏰", Urgency.HIGH, {
         "en": Words("Time limit reached", "the scheduler ended the job at its time limit"),
         "zh": Words("达到时间限制", "调度器在作业到达时间限制时结束了它"),
-    }, run_state="time_limit"),
+    }, Outcome.FAILURE, Tone.BAD, "alarm_clock", _CRITICAL, Ping.FAIL, run_state="time_limit"),
     Ending("cancelled", "🚫", Urgency.NORMAL, {
         "en": Words("Cancelled", "the job was cancelled"),
         "zh": Words("被取消", "作业被取消"),
-    }, run_state="cancelled"),
+    }, Outcome.FAILURE, Tone.BAD, "no_entry_sign", _WARNING, Ping.FAIL, run_state="cancelled"),
     Ending("preempted", "🔁", Urgency.HIGH, {
         "en": Words("Preempted", "the scheduler preempted or requeued the job"),
         "zh": Words("被抢占", "调度器抢占或重新排队了作业"),
-    }, run_state="preempted"),
+    }, Outcome.FAILURE, Tone.BAD, "repeat", _CRITICAL, Ping.FAIL, run_state="preempted"),
     Ending("node_failure", "🖥️", Urgency.HIGH, {
         "en": Words("Node failure", "the scheduler lost the job's node"),
         "zh": Words("节点故障", "调度器失去了作业所在的节点"),
-    }, run_state="node_failure"),
+    }, Outcome.FAILURE, Tone.BAD, "desktop_computer", _CRITICAL, Ping.FAIL, run_state="node_failure"),
     Ending("gpu_fault", "🔥", Urgency.HIGH, {
         "en": Words("GPU fault", "the GPU driver reported a fault of the GPU or node"),
         "zh": Words("GPU 故障", "GPU 驱动报告了 GPU 或节点故障"),
-    }, run_state="faulted"),
+    }, Outcome.FAILURE, Tone.BAD, "fire", _CRITICAL, Ping.FAIL, run_state="faulted", ends_run=False),
     Ending("message", "💬", Urgency.NORMAL, {
         "en": Words("Message", "a message from the run"),
         "zh": Words("消息", "来自运行的消息"),
-    }),
+    }, Outcome.NEUTRAL, Tone.INFO, "speech_balloon", _INFO),
     Ending("test", "🔔", Urgency.NORMAL, {
         "en": Words("Test alert", "a test of this channel"),
         "zh": Words("测试告警", "测试这个渠道"),
-    }),
+    }, Outcome.NEUTRAL, Tone.INFO, "bell", _INFO),
 )
 
 BY_KIND: Mapping[str, Ending] = {ending.kind: ending for ending in ENDINGS}
@@ -118,6 +161,12 @@ BY_KIND: Mapping[str, Ending] = {ending.kind: ending for ending in ENDINGS}
 FINAL_STATES: tuple[str, ...] = tuple(e.kind for e in ENDINGS if e.recorded)
 # Kinds that are run-state transitions (a user may switch them on and off: `alert_on`).
 STATE_KINDS: tuple[str, ...] = tuple(e.kind for e in ENDINGS if e.run_state is not None)
+# The states a run can be in: running, then each row's ``run_state``, in table order.
+RUN_STATES: tuple[str, ...] = tuple(dict.fromkeys(
+    ["running", *(e.run_state for e in ENDINGS if e.run_state is not None)]))
+# States a run may still leave (its process is believed to exist).
+LIVE_STATES: frozenset[str] = frozenset(
+    {"running"} | {e.run_state for e in ENDINGS if e.run_state is not None and not e.ends_run})
 
 
 def ending(kind: str) -> Ending:

@@ -81,7 +81,7 @@ def test_exit_code_is_crashed_with_the_code(spool_path: Path) -> None:
 
 
 @pytest.mark.parametrize("signame,state,status", [
-    ("SIGKILL", "terminated", 128 + 9),
+    ("SIGKILL", "killed", 128 + 9),
     ("SIGSEGV", "crashed", 128 + 11),
     ("SIGTERM", "terminated", 128 + 15),
     ("SIGUSR1", "terminated", 128 + 10),

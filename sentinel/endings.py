@@ -179,6 +179,108 @@ def words(kind: str, lang: str) -> Words:
     return row.words.get(lang) or row.words["en"]
 
 
+# ---------------------------------------------------------------- other words
+
+# The one word table: besides the rows above and the reasons below, the words
+# every alert shares (sentinel.render) and how a death with no exit record is
+# said (sentinel.exit_status). tests/test_endings.py checks every language has all.
+
+PHRASES: Mapping[str, Mapping[str, str]] = {
+    "en": {
+        "oom": "Killed by the OOM killer",
+        "run": "Run",
+        "project": "Project",
+        "host": "Host",
+        "pid": "PID",
+        "job": "Job",
+        "job_text": "{launcher} job {id}, {ranks} local rank{s}",
+        "job_rank": "{launcher} job {id}, rank {rank}, {ranks} local rank{s}",
+        "duration": "Duration",
+        "step": "Step",
+        "metrics": "Metrics",
+        "labels": "Labels",
+        "trend": "Trend",
+        "heartbeat": "Last heartbeat",
+        "progress": "Last progress",
+        "exit": "Exit code",
+        "signal": "Signal",
+        "cause": "Cause",
+        "error": "Error",
+        "link": "SwanLab",
+        "ago": "{} ago",
+        "never": "never",
+        "from": "Message from {}",
+        "test_text": "If you can read this, {} can reach you through this channel.",
+        "no_progress": "no progress for {}",
+        "after": "after {}",
+        "exit_code": "exit code {}",
+        "digest": "{} alerts",
+        "open": "Open in SwanLab",
+        "more": "… {} more",
+    },
+    "zh": {
+        "oom": "被 OOM killer 杀死（内存不足）",
+        "run": "运行",
+        "project": "项目",
+        "host": "主机",
+        "pid": "PID",
+        "job": "作业",
+        "job_text": "{launcher} 作业 {id}，本机 {ranks} 个 rank",
+        "job_rank": "{launcher} 作业 {id}，rank {rank}，本机 {ranks} 个 rank",
+        "duration": "时长",
+        "step": "步数",
+        "metrics": "指标",
+        "labels": "标签",
+        "trend": "趋势",
+        "heartbeat": "最后心跳",
+        "progress": "最后进展",
+        "exit": "退出码",
+        "signal": "信号",
+        "cause": "原因",
+        "error": "错误",
+        "link": "SwanLab",
+        "ago": "{}前",
+        "never": "无",
+        "from": "来自 {} 的消息",
+        "test_text": "看到这条消息，说明 {} 可以通过这个渠道通知你。",
+        "no_progress": "已 {} 无进展",
+        "after": "运行了 {}",
+        "exit_code": "退出码 {}",
+        "digest": "{} 条告警",
+        "open": "在 SwanLab 中打开",
+        "more": "… 另有 {} 条",
+    },
+}
+
+# sentinel.exit_status.ending_key -> language -> (headline, summary); {signal} and {code} are filled in.
+DEATH_WORDS: Mapping[str, Mapping[str, tuple[str, str]]] = {
+    "killed": {
+        "en": ("Killed ({signal})", "killed by {signal}; no exit record"),
+        "zh": ("进程被杀死（{signal}）", "被 {signal} 杀死；没有退出记录"),
+    },
+    "native_crash": {
+        "en": ("Crashed in native code ({signal})",
+               "crashed in native code ({signal}: a C extension, a driver or the interpreter); "
+               "no exit record"),
+        "zh": ("原生代码崩溃（{signal}）",
+               "原生代码崩溃（{signal}：C 扩展、驱动或解释器本身）；没有退出记录"),
+    },
+    "terminated": {
+        "en": ("Terminated ({signal})", "terminated by {signal}; no exit record"),
+        "zh": ("被终止（{signal}）", "被 {signal} 终止，未能写下退出记录"),
+    },
+    "signaled": {
+        "en": ("Killed by {signal}", "killed by {signal}; no exit record"),
+        "zh": ("被 {signal} 杀死", "被 {signal} 杀死；没有退出记录"),
+    },
+    "exited": {
+        "en": ("Exited with code {code}",
+               "exited with code {code}; no exit record (os._exit or native code)"),
+        "zh": ("退出码 {code}", "以退出码 {code} 退出；没有退出记录（os._exit 或原生代码）"),
+    },
+}
+
+
 # ---------------------------------------------------------------- reasons
 
 # code -> language -> template. Templates name their parameters; a parameter

@@ -21,6 +21,8 @@ import signal
 from dataclasses import dataclass
 from typing import Optional
 
+from sentinel import endings
+
 # Signals a process gets from its own faulty native code (a C extension, a
 # driver, the interpreter itself), not from someone else.
 NATIVE_CRASH_SIGNALS = frozenset({"SIGSEGV", "SIGBUS", "SIGABRT", "SIGILL", "SIGFPE", "SIGSYS", "SIGTRAP"})
@@ -87,33 +89,7 @@ def ending_of(status: int) -> Ending:
     return Ending("exited", exit_code=(status >> 8) & 0xFF)
 
 
-# key -> language -> (headline, summary); {signal} and {code} are filled in.
-_WORDS = {
-    "killed": {
-        "en": ("Killed ({signal})", "killed by {signal}; no exit record"),
-        "zh": ("进程被杀死（{signal}）", "被 {signal} 杀死；没有退出记录"),
-    },
-    "native_crash": {
-        "en": ("Crashed in native code ({signal})",
-               "crashed in native code ({signal}: a C extension, a driver or the interpreter); "
-               "no exit record"),
-        "zh": ("原生代码崩溃（{signal}）",
-               "原生代码崩溃（{signal}：C 扩展、驱动或解释器本身）；没有退出记录"),
-    },
-    "terminated": {
-        "en": ("Terminated ({signal})", "terminated by {signal}; no exit record"),
-        "zh": ("被终止（{signal}）", "被 {signal} 终止，未能写下退出记录"),
-    },
-    "signaled": {
-        "en": ("Killed by {signal}", "killed by {signal}; no exit record"),
-        "zh": ("被 {signal} 杀死", "被 {signal} 杀死；没有退出记录"),
-    },
-    "exited": {
-        "en": ("Exited with code {code}",
-               "exited with code {code}; no exit record (os._exit or native code)"),
-        "zh": ("退出码 {code}", "以退出码 {code} 退出；没有退出记录（os._exit 或原生代码）"),
-    },
-}
+_WORDS = endings.DEATH_WORDS  # worded in the one word table
 
 
 def words(signal_name: Optional[str], exit_code: Optional[int], lang: str) -> Optional[tuple[str, str]]:

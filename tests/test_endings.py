@@ -190,3 +190,14 @@ def test_alertmanager_pages_for_deaths_and_warns_for_stops_and_stalls() -> None:
     assert AlertKind.STALLED.ending.severity == "warning"
     assert AlertKind.KILLED.ending.severity == "critical"
     assert AlertKind.FINISHED.ending.severity == "info"
+
+
+def test_one_word_table_says_every_death_in_every_language() -> None:
+    from sentinel import exit_status
+
+    assert render._WORDS is endings.PHRASES and exit_status._WORDS is endings.DEATH_WORDS
+    for key, table in endings.DEATH_WORDS.items():
+        assert set(table) == set(LANGUAGES), key
+        for lang in LANGUAGES:
+            said = exit_status.words("SIGKILL" if key != "exited" else None, 3, lang)
+            assert said is not None and all(part.strip() for part in said)

@@ -180,6 +180,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         labels[key] = value
     if args.project is not None:
         labels["project"] = args.project
+    from sentinel import spool
+    from sentinel.rules import channel_name
+
+    for name in args.channel or []:
+        try:
+            channel_name(name)
+        except ValueError:
+            continue  # not a name at all: the run's own checks say so, by the config's rules
+        problem = _unknown_channel(name, spool.spool_dir(), None, "sentinel run")
+        if problem:
+            args.parser.error(f"--channel: {problem}")
     try:
         return runner.run_command(command, name=args.name, channels=args.channel or [], labels=labels,
                                   stall_timeout=args.stall_timeout)
@@ -289,6 +300,15 @@ def cmd_mute(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     except ConfigError as exc:
         return _report_config_error(exc)
+    if scope == "channel":
+        problem = _unknown_channel(target, spool_path, getattr(args, "config", None), "sentinel mute")
+        if problem:
+            print(f"sentinel mute: --channel: {problem}", file=sys.stderr)
+            return EXIT_USAGE
+    if scope == "run" and not args.ahead and not _run_exists(spool_path, target):
+        print(f"sentinel mute: no run {target!r} in {spool_path} (a mute names a run's exact id or "
+              "name: see `sentinel status`; --ahead mutes a name before its run starts)", file=sys.stderr)
+        return EXIT_FAILURE
     import time
 
     now = time.time()
@@ -304,6 +324,42 @@ def cmd_mute(args: argparse.Namespace) -> int:
     print(f"muted {what} of {scope} {target!r}{until} "
           "(the daemon applies it only to runs you own, unless you are root)")
     return EXIT_OK
+
+
+def _run_exists(spool_path: Path, target: str) -> bool:
+    """A run with the exact id or name ``target`` is in the spool (as a mute matches)."""
+    from sentinel import status
+
+    return any(target in (run.run_id, run.name) for run in status.collect(spool_path).runs)
+
+
+def _known_channels(spool_path: Path, config_arg: Optional[str]) -> tuple[Optional[list[str]], str]:
+    """The channel names a run may name, and where they come from: those the
+    watching daemon published, else those of the config file this user can
+    read; (None, why) if neither is to be had."""
+    from sentinel import daemon_file
+
+    published = daemon_file.published_channels(spool_path)
+    if published is not None:
+        return published, f"the daemon watching {spool_path}"
+    try:
+        path = find_config(config_arg)
+        config = default_config() if path is None else load_config(path)
+    except ConfigError as exc:
+        return None, (f"no daemon publishes its channels in {spool_path} and the config is not "
+                      f"readable ({exc.problems[0]})")
+    return list(config.channels), "the built-in default config" if path is None else str(path)
+
+
+def _unknown_channel(name: str, spool_path: Path, config_arg: Optional[str], who: str) -> Optional[str]:
+    """The problem with channel ``name`` (None: known, or not checkable: then a warning is printed)."""
+    from sentinel.rules import unknown_choice
+
+    known, source = _known_channels(spool_path, config_arg)
+    if known is None:
+        print(f"{who}: warning: channel {name!r} not checked: {source}", file=sys.stderr)
+        return None
+    return None if name in known else f"{unknown_choice(name, known, 'channel')} (channels of {source})"
 
 
 def cmd_unmute(args: argparse.Namespace) -> int:
@@ -408,6 +464,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--for", dest="duration", metavar="DURATION",
                            help="how long, e.g. 30m, 2h (default: until unmuted)")
             p.add_argument("--all", action="store_true", help="every alert, not only stalls")
+            p.add_argument("--ahead", action="store_true",
+                           help="RUN has not started yet: mute its name ahead (else a RUN not in the "
+                           "spool is an error)")
         p.add_argument("--config", metavar="PATH", help="config file that names the spool")
         p.add_argument("--spool", metavar="DIR", help="spool directory")
         p.set_defaults(func=func)

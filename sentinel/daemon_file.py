@@ -21,7 +21,7 @@ import contextlib
 import logging
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 from sentinel import __version__, spool
 from sentinel.procid import ProcessIdentity, process_uid
@@ -32,9 +32,11 @@ log = logging.getLogger("sentinel.daemon_file")
 PROCESS_NAME = "sentinel-daemon"  # the daemon's /proc/<pid>/comm
 
 
-def write(spool_path: Path) -> bool:
+def write(spool_path: Path, channels: Optional[Sequence[str]] = None) -> bool:
+    """Say a daemon watches ``spool_path``, and the names of its ``channels``."""
     me = ProcessIdentity.current()
-    record = DaemonLiveness(pid=me.pid, start_ticks=me.start_ticks, boot_id=me.boot_id, version=__version__)
+    record = DaemonLiveness(pid=me.pid, start_ticks=me.start_ticks, boot_id=me.boot_id, version=__version__,
+                            channels=None if channels is None else list(channels))
     try:
         spool.write_json(Path(spool_path) / DAEMON_FILE, record.to_dict(), mode=0o644)
     except OSError as exc:
@@ -92,3 +94,10 @@ def name_this_process(name: str = PROCESS_NAME) -> Optional[str]:
     except OSError:
         return None
     return previous
+
+
+def published_channels(spool_path: Path) -> Optional[list[str]]:
+    """The channel names the daemon watching ``spool_path`` published; None if
+    no daemon is watching (checked as ``live_daemon`` checks) or it names none."""
+    record = live_daemon(spool_path)
+    return None if record is None else record.channels

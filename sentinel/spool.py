@@ -668,6 +668,18 @@ class Message:
         return _parse(cls, data, cls.RULES, problems)
 
 
+MAX_PUBLISHED_CHANNELS = 1000
+
+
+def _is_channel_name(value: Any) -> bool:
+    from sentinel.rules import channel_name
+
+    try:
+        return channel_name(value) == value
+    except ValueError:
+        return False
+
+
 @dataclass
 class DaemonLiveness:
     """Tells training processes that a daemon is watching this spool."""
@@ -676,6 +688,10 @@ class DaemonLiveness:
     start_ticks: int
     boot_id: str
     version: str = ""
+    # The names of the daemon's configured channels (never their options), so a
+    # run naming one the daemon does not know is refused at the call; None: a
+    # daemon that does not say.
+    channels: Optional[list[str]] = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"v": FORMAT_VERSION, **asdict(self)}
@@ -685,6 +701,9 @@ class DaemonLiveness:
         "start_ticks": _Rule(lambda v: _is_int(v) and 0 <= v < 2**63, "must be an integer", essential=True),
         "boot_id": _Rule(_is_str, "must be a string", essential=True),
         "version": _Rule(_is_str, "must be a string", essential=True),
+        "channels": _Rule(lambda v: v is None or (isinstance(v, list) and len(v) <= MAX_PUBLISHED_CHANNELS
+                                                  and all(_is_channel_name(n) for n in v)),
+                          "must be a list of channel names", clean=lambda v: None if v is None else list(v)),
     }
 
     @classmethod

@@ -53,7 +53,7 @@ def mute(daemon: DaemonProcess, *args: str) -> None:
 
 
 def test_a_muted_runs_stall_sends_nothing_but_its_kill_does(daemon: DaemonProcess, bark: FakeBark) -> None:
-    mute(daemon, "hushed", "--for", "1h")
+    mute(daemon, "hushed", "--for", "1h", "--ahead")
     shown = run_sentinel(["status", "--spool", str(daemon.spool)], sentinel_env(daemon.spool))
     assert f"muted: stall alerts of run 'hushed' for 60m more (by uid {os.geteuid()})" in shown.stdout
     run_id = stalled_then_killed(daemon, "hushed")
@@ -78,7 +78,7 @@ def test_muted_for_all_sends_not_even_the_kill(daemon: DaemonProcess, bark: Fake
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to own a file as another user")
 def test_another_users_mute_does_not_silence_my_run(daemon: DaemonProcess, bark: FakeBark) -> None:
-    mute(daemon, "mine", "--all")
+    mute(daemon, "mine", "--all", "--ahead")
     # The same file, owned by someone else: the daemon goes by the owner, not the content.
     for path, _ in mutes.read_mutes(daemon.spool):
         os.chown(path, 4242, 4242)
@@ -136,7 +136,7 @@ def history(daemon: DaemonProcess, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_history_says_delivered_muted_and_dead_lettered(daemon: DaemonProcess, bark: FakeBark) -> None:
-    mute(daemon, "hushed")
+    mute(daemon, "hushed", "--ahead")
     stalled_then_killed(daemon, "hushed")
     wait_for_push(bark, K.KILLED, "hushed", signal="SIGKILL")
     bark.fail("4xx")

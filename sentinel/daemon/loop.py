@@ -104,7 +104,7 @@ class Daemon:
         else:
             log.info("watching process pidfds only (no PIDFD_THREAD + PIDFD_GET_INFO, or %s=0)",
                      ENV_DISABLE)
-        daemon_file.write(self.spool)
+        daemon_file.write(self.spool, list(self.config.channels))
         try:
             mutes.ensure_dir(self.spool)  # made by the daemon, so a user cannot plant their own
         except OSError as exc:
@@ -271,7 +271,7 @@ class Daemon:
 
     def start_rescan(self, now: float) -> None:
         """Begin a rescan; ``continue_rescan`` lists and visits the runs a slice at a time."""
-        daemon_file.write(self.spool)
+        daemon_file.write(self.spool, list(self.config.channels))
         self.resends.look_again()
         if self.sweep is not None:
             self.sweep.close()

@@ -200,6 +200,8 @@ def summary(alert: Alert, lang: str = "en") -> str:
     kernel = kernel_words(alert, lang)
     if kernel is not None:  # a `sentinel run` child killed by SIGKILL
         return kernel[1]
+    if kind == AlertKind.ABORTED and alert.error:
+        return interrupt_line(alert)
     if kind in (AlertKind.CRASHED, AlertKind.ABORTED):
         last = last_error_line(alert)
         if last:
@@ -220,6 +222,16 @@ def last_error_line(alert: Alert) -> Optional[str]:
         if line.strip():
             return cap(line.strip(), 300)
     return None
+
+
+def interrupt_line(alert: Alert) -> str:
+    """What interrupted the run ('KeyboardInterrupt'): the traceback's own
+    exception line, never the frame the interrupt landed in (a traceback
+    SwanLab records for Ctrl-C can end at ``time.sleep(0.1)``)."""
+    for line in reversed((alert.error or "").splitlines()):
+        if line.strip() and not line[:1].isspace() and not line.startswith("Traceback ("):
+            return cap(line.strip(), 300)
+    return "KeyboardInterrupt"
 
 
 def facts(alert: Alert, lang: str = "en") -> list[tuple[str, str]]:

@@ -110,6 +110,9 @@ class Alert:
     trend: list[float] = field(default_factory=list)  # its last values, oldest first
     # A job event: "id", "launcher", "ranks" (local ranks watched), "cause_rank" (the first failure)
     job: dict[str, str] = field(default_factory=dict)
+    # Why no channel was to get it (``sentinel history`` says so): muted, not in
+    # alert_on, part of its job's alert; None: it had channels.
+    silenced: Optional[str] = None
 
     @property
     def why(self) -> Optional[Reason]:

@@ -214,7 +214,11 @@ def cmd_history(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(history.as_json(deliveries), ensure_ascii=False, indent=2))
     elif deliveries:
-        print(history.format_table(deliveries))
+        import shutil
+
+        # The terminal's width ($COLUMNS wins); piped and no $COLUMNS: as wide as it needs.
+        width = shutil.get_terminal_size((0, 0)).columns or None
+        print(history.format_table(deliveries, width=width))
     else:
         print(f"no alerts journalled{' for ' + repr(args.run) if args.run else ''} in {state_dir}")
     return EXIT_OK

@@ -151,5 +151,21 @@ def test_history_says_delivered_muted_and_dead_lettered(daemon: DaemonProcess, b
     assert rows[2]["error"]  # why it is dead
     table = history(daemon, "hushed").stdout.splitlines()
     assert table[0].split() == ["WHEN", "RUN", "ENDING", "CHANNEL", "DELIVERY", "ALERT", "ID"]
-    assert len(table) == 3 and "no channel (muted or not in alert_on)" in table[1]
+    assert len(table) == 3 and "no channel (muted)" in table[1]
+    # On a terminal 100 columns wide the table fits it; piped without $COLUMNS it is whole.
+    narrow = run_sentinel(["history", "hushed", "--config", str(daemon.config_path)],
+                          sentinel_env(daemon.spool, COLUMNS="100"))
+    assert narrow.returncode == 0 and max(map(len, narrow.stdout.splitlines())) <= 100
+    assert max(map(len, table)) > 100 and "…" in narrow.stdout
     assert "delivered" in table[2] and "doomed" not in "\n".join(table)
+
+
+def test_history_says_which_reason_kept_an_alert_from_every_channel() -> None:
+    from sentinel.daemon.tracking import silenced_because
+    from sentinel.history import Delivery, describe
+
+    assert silenced_because(False, False, False, True) == "not in alert_on"
+    assert silenced_because(False, True, True, True) == "muted"
+    assert silenced_because(True, True, False, True) == "part of its job's alert"
+    row = Delivery("a", 0.0, "r", "n", "finished", None, "none", silenced="not in alert_on")
+    assert describe(row, 0.0) == "no channel (not in alert_on)"

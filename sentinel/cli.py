@@ -275,6 +275,19 @@ def cmd_completion(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_names(args: argparse.Namespace) -> int:
+    from sentinel import spool
+    from sentinel.cli_completion import runs_to_offer
+
+    spool_path = spool.spool_dir()
+    if args.what == "channels":
+        names = _known_channels(spool_path, None)[0] or []
+    else:
+        names = runs_to_offer(spool_path)
+    print("\n".join(names))
+    return EXIT_OK
+
+
 def _spool_of(args: argparse.Namespace) -> Path:
     if getattr(args, "spool", None):
         return Path(args.spool)
@@ -453,6 +466,11 @@ def build_parser() -> argparse.ArgumentParser:
                        "in ~/.bashrc, or zsh in ~/.zshrc.")
     p.add_argument("shell", choices=("bash", "zsh"))
     p.set_defaults(func=cmd_completion)
+
+    # What completion offers: run ids and names, channel names (not for people: not in --help's list).
+    p = sub.add_parser("_names")
+    p.add_argument("what", choices=("runs", "channels"))
+    p.set_defaults(func=cmd_names)
 
     for name, func, help_text in (
         ("mute", cmd_mute, "silence stall alerts (or all) of a run, a project or a channel"),

@@ -96,7 +96,7 @@ def unknown_channels(channels: Sequence[Union[str, dict]], spool_dir: Optional[P
     ``daemon.json``; a run naming another is refused at the call, with the
     config file's words. With no daemon watching (or one that does not say)
     the names are accepted: the daemon that later watches the run alerts its
-    default channels instead and says why (``sentinel history``).
+    default channels instead and says so in its log.
     """
     named = [(index, entry) for index, entry in enumerate(channels) if isinstance(entry, str)]
     if not named:

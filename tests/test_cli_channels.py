@@ -74,5 +74,5 @@ def test_without_a_daemon_the_readable_config_decides(tmp_path: Path) -> None:
     assert done.returncode == 2 and f"unknown channel 'pager' (known: phone) (channels of {config})" \
         in done.stderr
     # In-process, with nobody to ask, a name is accepted: the daemon that later
-    # watches alerts its default channels instead and says why.
+    # watches alerts its default channels instead and logs why.
     assert run_options("watch", channels=["pager"], spool_dir=str(tmp_path / "spool")).channels == ["pager"]

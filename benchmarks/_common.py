@@ -38,7 +38,7 @@ T = TypeVar("T")
 def ensure_venv() -> None:
     """Re-run this script with the project's venv python when started with another.
 
-    Benchmarks need the daemon's dependencies (psutil, requests,
+    Benchmarks need the daemon's dependencies (psutil, urllib3,
     pyyaml) and SwanLab; ``tests/run.py`` builds ``.venv`` with all of them.
     """
     if os.environ.get("SENTINEL_BENCH_NO_REEXEC"):

@@ -11,7 +11,7 @@ import dataclasses
 import enum
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Mapping, Optional
 from urllib.parse import urlsplit
 
 from sentinel import endings, sparkline
@@ -19,29 +19,10 @@ from sentinel.endings import Reason
 from sentinel.spool import FinalRecord, Progress, RunRecord
 
 
-class AlertKind(str, enum.Enum):
-    """The kinds of ``sentinel.endings.ENDINGS``, by name for typed code.
+class _KindOfAlert(str):
+    """What every AlertKind member knows: its row in ``sentinel.endings``."""
 
-    Everything about a kind (words, emoji, urgency, the state it leaves a
-    run in) lives in its row there; a member without a row, or a row
-    without a member, fails at import.
-    """
-
-    FINISHED = "finished"
-    CRASHED = "crashed"
-    ABORTED = "aborted"
-    TERMINATED = "terminated"
-    KILLED = "killed"
-    STALLED = "stalled"
-    RECOVERED = "recovered"
-    LOST = "lost"
-    TIME_LIMIT = "time_limit"  # jobs: the scheduler's endings and GPU faults
-    CANCELLED = "cancelled"
-    PREEMPTED = "preempted"
-    NODE_FAILURE = "node_failure"
-    GPU_FAULT = "gpu_fault"
-    MESSAGE = "message"  # a user's send_msg / run.send text
-    TEST = "test"  # `sentinel test`
+    value: str
 
     @property
     def ending(self) -> endings.Ending:
@@ -53,8 +34,31 @@ class AlertKind(str, enum.Enum):
         return self.ending.run_state is not None
 
 
-if {k.value for k in AlertKind} != set(endings.BY_KIND):
-    raise ImportError("sentinel.alerts.AlertKind and sentinel.endings.ENDINGS name different kinds")
+if TYPE_CHECKING:
+    class AlertKind(_KindOfAlert, enum.Enum):
+        """The names typed code uses; at run time the members are made from
+        ``sentinel.endings.ENDINGS`` (one per row, in table order), so a row
+        is a kind (tests/test_endings.py checks these names are rows)."""
+
+        FINISHED = "finished"
+        CRASHED = "crashed"
+        ABORTED = "aborted"
+        TERMINATED = "terminated"
+        KILLED = "killed"
+        STALLED = "stalled"
+        RECOVERED = "recovered"
+        LOST = "lost"
+        TIME_LIMIT = "time_limit"
+        CANCELLED = "cancelled"
+        PREEMPTED = "preempted"
+        NODE_FAILURE = "node_failure"
+        GPU_FAULT = "gpu_fault"
+        MESSAGE = "message"
+        TEST = "test"
+else:
+    AlertKind = enum.Enum("AlertKind", [(e.kind.upper(), e.kind) for e in endings.ENDINGS],
+                          module=__name__, qualname="AlertKind", type=_KindOfAlert)
+    AlertKind.__doc__ = "The kinds of ``sentinel.endings.ENDINGS``, one member per row."
 
 # Labels the integrations set themselves (SwanLab's names, the run's link):
 # an alert shows them in their own places, so its label list leaves them out.
@@ -113,6 +117,9 @@ class Alert:
     stacks: Optional[str] = None
     evidence_missing: Optional[str] = None
     output: list[str] = field(default_factory=list)  # the last lines the run printed, oldest first
+    # Why no channel was to get it (``sentinel history`` says so): muted, not in
+    # alert_on, part of its job's alert; None: it had channels.
+    silenced: Optional[str] = None
 
     @property
     def why(self) -> Optional[Reason]:

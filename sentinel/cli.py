@@ -212,6 +212,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         labels[key] = value
     if args.project is not None:
         labels["project"] = args.project
+    from sentinel import spool
+    from sentinel.rules import channel_name
+
+    for name in args.channel or []:
+        try:
+            channel_name(name)
+        except ValueError:
+            continue  # not a name at all: the run's own checks say so, by the config's rules
+        problem = _unknown_channel(name, spool.spool_dir(), None, "sentinel run")
+        if problem:
+            args.parser.error(f"--channel: {problem}")
     try:
         return runner.run_command(command, name=args.name, channels=args.channel or [], labels=labels,
                                   stall_timeout=args.stall_timeout)
@@ -240,7 +251,11 @@ def cmd_history(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(history.as_json(deliveries), ensure_ascii=False, indent=2))
     elif deliveries:
-        print(history.format_table(deliveries))
+        import shutil
+
+        # The terminal's width ($COLUMNS wins); piped and no $COLUMNS: as wide as it needs.
+        width = shutil.get_terminal_size((0, 0)).columns or None
+        print(history.format_table(deliveries, width=width))
     else:
         print(f"no alerts journalled{' for ' + repr(args.run) if args.run else ''} in {state_dir}")
     return EXIT_OK
@@ -297,6 +312,19 @@ def cmd_completion(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_names(args: argparse.Namespace) -> int:
+    from sentinel import spool
+    from sentinel.cli_completion import runs_to_offer
+
+    spool_path = spool.spool_dir()
+    if args.what == "channels":
+        names = _known_channels(spool_path, None)[0] or []
+    else:
+        names = runs_to_offer(spool_path)
+    print("\n".join(names))
+    return EXIT_OK
+
+
 def _spool_of(args: argparse.Namespace) -> Path:
     if getattr(args, "spool", None):
         return Path(args.spool)
@@ -326,6 +354,15 @@ def cmd_mute(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     except ConfigError as exc:
         return _report_config_error(exc)
+    if scope == "channel":
+        problem = _unknown_channel(target, spool_path, getattr(args, "config", None), "sentinel mute")
+        if problem:
+            print(f"sentinel mute: --channel: {problem}", file=sys.stderr)
+            return EXIT_USAGE
+    if scope == "run" and not args.ahead and not _run_exists(spool_path, target):
+        print(f"sentinel mute: no run {target!r} in {spool_path} (a mute names a run's exact id or "
+              "name: see `sentinel status`; --ahead mutes a name before its run starts)", file=sys.stderr)
+        return EXIT_FAILURE
     import time
 
     now = time.time()
@@ -341,6 +378,42 @@ def cmd_mute(args: argparse.Namespace) -> int:
     print(f"muted {what} of {scope} {target!r}{until} "
           "(the daemon applies it only to runs you own, unless you are root)")
     return EXIT_OK
+
+
+def _run_exists(spool_path: Path, target: str) -> bool:
+    """A run with the exact id or name ``target`` is in the spool (as a mute matches)."""
+    from sentinel import status
+
+    return any(target in (run.run_id, run.name) for run in status.collect(spool_path).runs)
+
+
+def _known_channels(spool_path: Path, config_arg: Optional[str]) -> tuple[Optional[list[str]], str]:
+    """The channel names a run may name, and where they come from: those the
+    watching daemon published, else those of the config file this user can
+    read; (None, why) if neither is to be had."""
+    from sentinel import daemon_file
+
+    published = daemon_file.published_channels(spool_path)
+    if published is not None:
+        return published, f"the daemon watching {spool_path}"
+    try:
+        path = find_config(config_arg)
+        config = default_config() if path is None else load_config(path)
+    except ConfigError as exc:
+        return None, (f"no daemon publishes its channels in {spool_path} and the config is not "
+                      f"readable ({exc.problems[0]})")
+    return list(config.channels), "the built-in default config" if path is None else str(path)
+
+
+def _unknown_channel(name: str, spool_path: Path, config_arg: Optional[str], who: str) -> Optional[str]:
+    """The problem with channel ``name`` (None: known, or not checkable: then a warning is printed)."""
+    from sentinel.rules import unknown_choice
+
+    known, source = _known_channels(spool_path, config_arg)
+    if known is None:
+        print(f"{who}: warning: channel {name!r} not checked: {source}", file=sys.stderr)
+        return None
+    return None if name in known else f"{unknown_choice(name, known, 'channel')} (channels of {source})"
 
 
 def cmd_unmute(args: argparse.Namespace) -> int:
@@ -431,6 +504,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("shell", choices=("bash", "zsh"))
     p.set_defaults(func=cmd_completion)
 
+    # What completion offers: run ids and names, channel names (not for people: not in --help's list).
+    p = sub.add_parser("_names")
+    p.add_argument("what", choices=("runs", "channels"))
+    p.set_defaults(func=cmd_names)
+
     for name, func, help_text in (
         ("mute", cmd_mute, "silence stall alerts (or all) of a run, a project or a channel"),
         ("unmute", cmd_unmute, "remove a mute"),
@@ -445,6 +523,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--for", dest="duration", metavar="DURATION",
                            help="how long, e.g. 30m, 2h (default: until unmuted)")
             p.add_argument("--all", action="store_true", help="every alert, not only stalls")
+            p.add_argument("--ahead", action="store_true",
+                           help="RUN has not started yet: mute its name ahead (else a RUN not in the "
+                           "spool is an error)")
         p.add_argument("--config", metavar="PATH", help="config file that names the spool")
         p.add_argument("--spool", metavar="DIR", help="spool directory")
         p.set_defaults(func=func)

@@ -44,12 +44,15 @@ PROCESS_NAME = "sentinel-daemon"  # the daemon's /proc/<pid>/comm
 FRESH_SLACK = 5.0  # seconds a rewrite may be late (a busy loop, a slow disk) before the daemon counts as gone
 
 
-def write(spool_path: Path, refresh: Optional[float] = None, unwatchable: Sequence[str] = ()) -> bool:
-    """``refresh``: seconds to the next rewrite; ``unwatchable``: runs whose process it cannot see."""
+def write(spool_path: Path, refresh: Optional[float] = None, unwatchable: Sequence[str] = (),
+          channels: Optional[Sequence[str]] = None) -> bool:
+    """Say a daemon watches ``spool_path``: ``refresh``, seconds to the next rewrite;
+    ``unwatchable``, runs whose process it cannot see; the names of its ``channels``."""
     me = ProcessIdentity.current()
     record = DaemonLiveness(pid=me.pid, start_ticks=me.start_ticks, boot_id=me.boot_id, version=__version__,
                             pidns=pidns.namespace_of(), refresh=refresh,
-                            unwatchable=list(unwatchable)[:spool.MAX_UNWATCHABLE])
+                            unwatchable=list(unwatchable)[:spool.MAX_UNWATCHABLE],
+                            channels=None if channels is None else list(channels))
     try:
         try:
             spool.write_json(Path(spool_path) / DAEMON_FILE, record.to_dict(), mode=0o644)
@@ -142,3 +145,10 @@ def name_this_process(name: str = PROCESS_NAME) -> Optional[str]:
     except OSError:
         return None
     return previous
+
+
+def published_channels(spool_path: Path) -> Optional[list[str]]:
+    """The channel names the daemon watching ``spool_path`` published; None if
+    no daemon is watching (checked as ``live_daemon`` checks) or it names none."""
+    record = live_daemon(spool_path)
+    return None if record is None else record.channels

@@ -26,11 +26,39 @@ from sentinel.rules import LANGUAGES as LANGUAGES  # the languages every row has
 
 
 class Urgency(str, enum.Enum):
-    """How much an alert may interrupt; channels map it to their own scale."""
+    """How much an alert may interrupt; channels map it to their own scale
+    (Bark's level, ntfy's priority)."""
 
     LOW = "low"  # good news that can wait (shown quietly)
     NORMAL = "normal"  # worth a look
     HIGH = "high"  # something broke: break through Focus modes
+
+
+class Outcome(str, enum.Enum):
+    """What the kind says about the run's work."""
+
+    SUCCESS = "success"  # it did what it was started for (or got back to it)
+    FAILURE = "failure"  # it did not, or will not without someone
+    NEUTRAL = "neutral"  # no verdict: a message, a test
+
+
+class Tone(str, enum.Enum):
+    """The colour a channel gives the kind (each maps it to its own palette:
+    Discord's embed colour, WeCom's font colour, Apprise's notify type)."""
+
+    GOOD = "good"
+    INFO = "info"
+    WARNING = "warning"
+    BAD = "bad"
+
+
+class Ping(str, enum.Enum):
+    """What a healthchecks.io check hears about a run (sentinel.healthchecks)."""
+
+    SUCCESS = "success"  # the bare ping URL: the check is up
+    FAIL = "fail"  # /fail, or /<exit code> when the code is known: the check is down
+    LOG = "log"  # /log: said in the check's log, its state unchanged
+    NONE = "none"  # not about a run's life: nothing is pinged
 
 
 @dataclass(frozen=True)
@@ -45,72 +73,87 @@ class Ending:
     emoji: str
     urgency: Urgency
     words: Mapping[str, Words]  # language -> words; every language in LANGUAGES
-    recorded: bool = False  # the process can record it itself (a final.json state)
+    outcome: Outcome
+    tone: Tone
+    tag: str  # its ntfy tag: an emoji short code (ntfy shows it before the title)
+    severity: str  # Alertmanager's ``severity`` label: critical | warning | info
+    ping: Ping = Ping.NONE
+    recorded: bool = False  # a final.json state: the process (or `sentinel run` for it) records it
     run_state: Optional[str] = None  # the run's state after this alert; None: not a transition
+    ends_run: bool = True  # a run in ``run_state`` is over (False: it may still change)
 
 
+_CRITICAL, _WARNING, _INFO = "critical", "warning", "info"
+SEVERITIES = (_CRITICAL, _WARNING, _INFO)
+
+# A page (critical) is for a run that died or lost its machine and needs someone
+# now; a run that was stopped on purpose (terminated, aborted, cancelled) or
+# that is alive but silent (stalled) is a warning: someone should look, and a
+# stall may still recover on its own.
 ENDINGS: tuple[Ending, ...] = (
     Ending("finished", "✅", Urgency.NORMAL, {
         "en": Words("Finished", "the run ended normally"),
         "zh": Words("训练完成", "运行正常结束"),
-    }, recorded=True, run_state="finished"),
+    }, Outcome.SUCCESS, Tone.GOOD, "white_check_mark", _INFO, Ping.SUCCESS,
+        recorded=True, run_state="finished"),
     Ending("crashed", "💥", Urgency.HIGH, {
         "en": Words("Crashed", "the run ended with an exception"),
         "zh": Words("训练崩溃", "运行因异常结束"),
-    }, recorded=True, run_state="crashed"),
+    }, Outcome.FAILURE, Tone.BAD, "boom", _CRITICAL, Ping.FAIL, recorded=True, run_state="crashed"),
     Ending("aborted", "⛔", Urgency.NORMAL, {
         "en": Words("Aborted", "the run was interrupted"),
         "zh": Words("训练中止", "运行被中断"),
-    }, recorded=True, run_state="aborted"),
+    }, Outcome.FAILURE, Tone.BAD, "no_entry", _WARNING, Ping.FAIL, recorded=True, run_state="aborted"),
     Ending("terminated", "🛑", Urgency.HIGH, {
         "en": Words("Terminated", "the run was asked to stop by a signal"),
         "zh": Words("被终止", "运行收到信号后停止"),
-    }, recorded=True, run_state="terminated"),
+    }, Outcome.FAILURE, Tone.BAD, "stop_sign", _WARNING, Ping.FAIL, recorded=True, run_state="terminated"),
     Ending("killed", "☠️", Urgency.HIGH, {
         "en": Words("Killed", "killed (SIGKILL or crash of the interpreter; no exit record)"),
         "zh": Words("进程被杀死", "进程被杀死（SIGKILL 或解释器崩溃；没有退出记录）"),
-    }, run_state="killed"),
+    }, Outcome.FAILURE, Tone.BAD, "skull", _CRITICAL, Ping.FAIL, recorded=True, run_state="killed"),
     Ending("stalled", "⏸️", Urgency.HIGH, {
         "en": Words("Stalled", "no heartbeat or progress within the stall timeout"),
         "zh": Words("训练卡住", "在卡住超时内没有心跳或进展"),
-    }, run_state="stalled"),
+    }, Outcome.FAILURE, Tone.WARNING, "hourglass", _WARNING, Ping.LOG, run_state="stalled", ends_run=False),
     Ending("recovered", "🔄", Urgency.LOW, {
         "en": Words("Recovered", "progress resumed"),
         "zh": Words("已恢复", "训练恢复进展"),
-    }, run_state="running"),
+    }, Outcome.SUCCESS, Tone.GOOD, "arrows_counterclockwise", _INFO, Ping.LOG,
+        run_state="running", ends_run=False),
     Ending("lost", "❓", Urgency.HIGH, {
         "en": Words("Lost", "the host rebooted or lost power before the run ended"),
         "zh": Words("运行丢失", "主机在运行结束前重启或断电"),
-    }, run_state="lost"),
+    }, Outcome.FAILURE, Tone.BAD, "question", _CRITICAL, Ping.FAIL, run_state="lost"),
     # Scheduler endings and GPU faults (jobs and clusters: sentinel.daemon.job_watch).
     Ending("time_limit", "⏰", Urgency.HIGH, {
         "en": Words("Time limit reached", "the scheduler ended the job at its time limit"),
         "zh": Words("达到时间限制", "调度器在作业到达时间限制时结束了它"),
-    }, run_state="time_limit"),
+    }, Outcome.FAILURE, Tone.BAD, "alarm_clock", _CRITICAL, Ping.FAIL, run_state="time_limit"),
     Ending("cancelled", "🚫", Urgency.NORMAL, {
         "en": Words("Cancelled", "the job was cancelled"),
         "zh": Words("被取消", "作业被取消"),
-    }, run_state="cancelled"),
+    }, Outcome.FAILURE, Tone.BAD, "no_entry_sign", _WARNING, Ping.FAIL, run_state="cancelled"),
     Ending("preempted", "🔁", Urgency.HIGH, {
         "en": Words("Preempted", "the scheduler preempted or requeued the job"),
         "zh": Words("被抢占", "调度器抢占或重新排队了作业"),
-    }, run_state="preempted"),
+    }, Outcome.FAILURE, Tone.BAD, "repeat", _CRITICAL, Ping.FAIL, run_state="preempted"),
     Ending("node_failure", "🖥️", Urgency.HIGH, {
         "en": Words("Node failure", "the scheduler lost the job's node"),
         "zh": Words("节点故障", "调度器失去了作业所在的节点"),
-    }, run_state="node_failure"),
+    }, Outcome.FAILURE, Tone.BAD, "desktop_computer", _CRITICAL, Ping.FAIL, run_state="node_failure"),
     Ending("gpu_fault", "🔥", Urgency.HIGH, {
         "en": Words("GPU fault", "the GPU driver reported a fault of the GPU or node"),
         "zh": Words("GPU 故障", "GPU 驱动报告了 GPU 或节点故障"),
-    }, run_state="faulted"),
+    }, Outcome.FAILURE, Tone.BAD, "fire", _CRITICAL, Ping.FAIL, run_state="faulted", ends_run=False),
     Ending("message", "💬", Urgency.NORMAL, {
         "en": Words("Message", "a message from the run"),
         "zh": Words("消息", "来自运行的消息"),
-    }),
+    }, Outcome.NEUTRAL, Tone.INFO, "speech_balloon", _INFO),
     Ending("test", "🔔", Urgency.NORMAL, {
         "en": Words("Test alert", "a test of this channel"),
         "zh": Words("测试告警", "测试这个渠道"),
-    }),
+    }, Outcome.NEUTRAL, Tone.INFO, "bell", _INFO),
 )
 
 BY_KIND: Mapping[str, Ending] = {ending.kind: ending for ending in ENDINGS}
@@ -118,6 +161,12 @@ BY_KIND: Mapping[str, Ending] = {ending.kind: ending for ending in ENDINGS}
 FINAL_STATES: tuple[str, ...] = tuple(e.kind for e in ENDINGS if e.recorded)
 # Kinds that are run-state transitions (a user may switch them on and off: `alert_on`).
 STATE_KINDS: tuple[str, ...] = tuple(e.kind for e in ENDINGS if e.run_state is not None)
+# The states a run can be in: running, then each row's ``run_state``, in table order.
+RUN_STATES: tuple[str, ...] = tuple(dict.fromkeys(
+    ["running", *(e.run_state for e in ENDINGS if e.run_state is not None)]))
+# States a run may still leave (its process is believed to exist).
+LIVE_STATES: frozenset[str] = frozenset(
+    {"running"} | {e.run_state for e in ENDINGS if e.run_state is not None and not e.ends_run})
 
 
 def ending(kind: str) -> Ending:
@@ -128,6 +177,116 @@ def words(kind: str, lang: str) -> Words:
     """The words of ``kind`` in ``lang`` (a supported language code)."""
     row = BY_KIND[kind]
     return row.words.get(lang) or row.words["en"]
+
+
+# ---------------------------------------------------------------- other words
+
+# The one word table: besides the rows above and the reasons below, the words
+# every alert shares (sentinel.render) and how a death with no exit record is
+# said (sentinel.exit_status). tests/test_endings.py checks every language has all.
+
+PHRASES: Mapping[str, Mapping[str, str]] = {
+    "en": {
+        "oom": "Killed by the OOM killer",
+        "run": "Run",
+        "project": "Project",
+        "host": "Host",
+        "pid": "PID",
+        "job": "Job",
+        "job_text": "{launcher} job {id}, {ranks} local rank{s}",
+        "job_rank": "{launcher} job {id}, rank {rank}, {ranks} local rank{s}",
+        "duration": "Duration",
+        "step": "Step",
+        "metrics": "Metrics",
+        "labels": "Labels",
+        "trend": "Trend",
+        "heartbeat": "Last heartbeat",
+        "progress": "Last progress",
+        "exit": "Exit code",
+        "signal": "Signal",
+        "cause": "Cause",
+        "error": "Error",
+        "where": "Where",
+        "output": "Last output",
+        "stacks": "Stacks",
+        "no_stacks": "not available: {}",
+        "link": "SwanLab",
+        "ago": "{} ago",
+        "never": "never",
+        "from": "Message from {}",
+        "test_text": "If you can read this, {} can reach you through this channel.",
+        "no_progress": "no progress for {}",
+        "after": "after {}",
+        "exit_code": "exit code {}",
+        "digest": "{} alerts",
+        "open": "Open in SwanLab",
+        "more": "… {} more",
+    },
+    "zh": {
+        "oom": "被 OOM killer 杀死（内存不足）",
+        "run": "运行",
+        "project": "项目",
+        "host": "主机",
+        "pid": "PID",
+        "job": "作业",
+        "job_text": "{launcher} 作业 {id}，本机 {ranks} 个 rank",
+        "job_rank": "{launcher} 作业 {id}，rank {rank}，本机 {ranks} 个 rank",
+        "duration": "时长",
+        "step": "步数",
+        "metrics": "指标",
+        "labels": "标签",
+        "trend": "趋势",
+        "heartbeat": "最后心跳",
+        "progress": "最后进展",
+        "exit": "退出码",
+        "signal": "信号",
+        "cause": "原因",
+        "error": "错误",
+        "where": "位置",
+        "output": "最后输出",
+        "stacks": "调用栈",
+        "no_stacks": "无法获取：{}",
+        "link": "SwanLab",
+        "ago": "{}前",
+        "never": "无",
+        "from": "来自 {} 的消息",
+        "test_text": "看到这条消息，说明 {} 可以通过这个渠道通知你。",
+        "no_progress": "已 {} 无进展",
+        "after": "运行了 {}",
+        "exit_code": "退出码 {}",
+        "digest": "{} 条告警",
+        "open": "在 SwanLab 中打开",
+        "more": "… 另有 {} 条",
+    },
+}
+
+# sentinel.exit_status.ending_key -> language -> (headline, summary); {signal} and {code} are filled in.
+DEATH_WORDS: Mapping[str, Mapping[str, tuple[str, str]]] = {
+    "killed": {
+        "en": ("Killed ({signal})", "killed by {signal}; no exit record"),
+        "zh": ("进程被杀死（{signal}）", "被 {signal} 杀死；没有退出记录"),
+    },
+    "native_crash": {
+        "en": ("Crashed in native code ({signal})",
+               "crashed in native code ({signal}: a C extension, a driver or the interpreter); "
+               "no exit record"),
+        "zh": ("原生代码崩溃（{signal}）",
+               "原生代码崩溃（{signal}：C 扩展、驱动或解释器本身）；没有退出记录"),
+    },
+    "terminated": {
+        "en": ("Terminated ({signal})", "terminated by {signal}; no exit record"),
+        "zh": ("被终止（{signal}）", "被 {signal} 终止，未能写下退出记录"),
+    },
+    "signaled": {
+        "en": ("Killed by {signal}", "killed by {signal}; no exit record"),
+        "zh": ("被 {signal} 杀死", "被 {signal} 杀死；没有退出记录"),
+    },
+    "exited": {
+        "en": ("Exited with code {code}",
+               "exited with code {code}; no exit record (os._exit or native code)"),
+        "zh": ("退出码 {code}", "以退出码 {code} 退出；没有退出记录（os._exit 或原生代码）"),
+    },
+}
 
 
 # ---------------------------------------------------------------- reasons

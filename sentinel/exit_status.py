@@ -1,4 +1,12 @@
-"""How a process that left no exit record ended, in words: the kernel's status.
+"""How a process ended, from what the kernel or the process said.
+
+``ending_kind`` is the one classifier: a recorded state (final.json), a
+signal or an exit code becomes a kind of ``sentinel.endings`` (finished,
+crashed, aborted, terminated, killed). `sentinel run` (a child's wait
+status), the job watch (a rank's death), the recorder (its SIGTERM handler)
+and the daemon (a pidfd's status on an alert) all ask it, so a SIGKILL is
+"killed" wherever it is seen; a scheduler's verdict names its kind itself
+(sentinel.daemon.slurm).
 
 ``ending_of`` turns a ``waitpid``-style status (what the kernel reports
 through a pidfd) into an ``Ending``: the signal that killed the process, or
@@ -13,9 +21,11 @@ import signal
 from dataclasses import dataclass
 from typing import Optional
 
+from sentinel import endings
+
 # Signals a process gets from its own faulty native code (a C extension, a
 # driver, the interpreter itself), not from someone else.
-NATIVE_CRASH_SIGNALS = frozenset({"SIGSEGV", "SIGBUS", "SIGABRT", "SIGILL", "SIGFPE"})
+NATIVE_CRASH_SIGNALS = frozenset({"SIGSEGV", "SIGBUS", "SIGABRT", "SIGILL", "SIGFPE", "SIGSYS", "SIGTRAP"})
 
 
 @dataclass(frozen=True)
@@ -30,6 +40,31 @@ def signal_name(number: int) -> str:
         return signal.Signals(number).name
     except ValueError:
         return f"signal {number}"
+
+
+def ending_kind(signal_name: Optional[str] = None, exit_code: Optional[int] = None, *,
+                recorded: Optional[str] = None) -> Optional[str]:
+    """The kind of ending (``sentinel.endings``) a death is; None if nothing says how.
+
+    What the process recorded wins (it knew: an exception, Ctrl-C); then the
+    signal: SIGINT is an interrupt (aborted), SIGKILL leaves no chance to say
+    anything (killed), a native crash signal is a crash, and any other fatal
+    signal asked the process to stop (terminated); then the exit code: 0 is
+    finished, anything else crashed.
+    """
+    if recorded is not None:
+        return recorded
+    if signal_name:
+        if signal_name == "SIGINT":
+            return "aborted"
+        if signal_name == "SIGKILL":
+            return "killed"
+        if signal_name in NATIVE_CRASH_SIGNALS:
+            return "crashed"
+        return "terminated"
+    if exit_code is None:
+        return None
+    return "finished" if exit_code == 0 else "crashed"
 
 
 def ending_key(signal_name: Optional[str], exit_code: Optional[int]) -> Optional[str]:
@@ -54,33 +89,7 @@ def ending_of(status: int) -> Ending:
     return Ending("exited", exit_code=(status >> 8) & 0xFF)
 
 
-# key -> language -> (headline, summary); {signal} and {code} are filled in.
-_WORDS = {
-    "killed": {
-        "en": ("Killed ({signal})", "killed by {signal}; no exit record"),
-        "zh": ("进程被杀死（{signal}）", "被 {signal} 杀死；没有退出记录"),
-    },
-    "native_crash": {
-        "en": ("Crashed in native code ({signal})",
-               "crashed in native code ({signal}: a C extension, a driver or the interpreter); "
-               "no exit record"),
-        "zh": ("原生代码崩溃（{signal}）",
-               "原生代码崩溃（{signal}：C 扩展、驱动或解释器本身）；没有退出记录"),
-    },
-    "terminated": {
-        "en": ("Terminated ({signal})", "terminated by {signal}; no exit record"),
-        "zh": ("被终止（{signal}）", "被 {signal} 终止，未能写下退出记录"),
-    },
-    "signaled": {
-        "en": ("Killed by {signal}", "killed by {signal}; no exit record"),
-        "zh": ("被 {signal} 杀死", "被 {signal} 杀死；没有退出记录"),
-    },
-    "exited": {
-        "en": ("Exited with code {code}",
-               "exited with code {code}; no exit record (os._exit or native code)"),
-        "zh": ("退出码 {code}", "以退出码 {code} 退出；没有退出记录（os._exit 或原生代码）"),
-    },
-}
+_WORDS = endings.DEATH_WORDS  # worded in the one word table
 
 
 def words(signal_name: Optional[str], exit_code: Optional[int], lang: str) -> Optional[tuple[str, str]]:

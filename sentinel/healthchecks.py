@@ -31,11 +31,12 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 from urllib.parse import urlsplit
 
-from sentinel.alerts import Alert, AlertKind
+from sentinel.alerts import Alert
 from sentinel.channels import http
 from sentinel.channels.base import DeliveryError
 from sentinel.channels.console import render_text
 from sentinel.delivery import RateLimiter
+from sentinel.endings import Ping
 from sentinel.fleet_config import HC_MAX_SECONDS, HealthchecksConfig
 from sentinel.fleet_labels import clean_label
 from sentinel.observer import FleetObserver
@@ -75,16 +76,17 @@ def run_rid(run_id: str) -> str:
 
 
 def ending_suffix(alert: Alert) -> Optional[str]:
-    """The ping for an alert about a run: success, /<exit code>, /fail or /log."""
-    kind = alert.kind
-    if kind is AlertKind.FINISHED:
+    """The ping for an alert about a run, as its ending's row says (``Ending.ping``):
+    success, /<exit code> (a failure whose exit code is known), /fail or /log;
+    None for what is not about a run's life (a message, a test)."""
+    ping = alert.kind.ending.ping
+    if ping is Ping.SUCCESS:
         return ""
-    if kind in (AlertKind.STALLED, AlertKind.RECOVERED):
+    if ping is Ping.LOG:
         return "/log"
-    if kind is AlertKind.CRASHED and alert.exit_code is not None and 0 < alert.exit_code < 256:
-        return f"/{alert.exit_code}"
-    if kind in (AlertKind.CRASHED, AlertKind.ABORTED, AlertKind.TERMINATED, AlertKind.KILLED, AlertKind.LOST):
-        return "/fail"
+    if ping is Ping.FAIL:
+        code = alert.exit_code
+        return f"/{code}" if code is not None and 0 < code < 256 else "/fail"
     return None
 
 

@@ -31,6 +31,7 @@ class Delivery:
     next_attempt: Optional[float] = None
     done_at: Optional[float] = None
     error: Optional[str] = None
+    silenced: Optional[str] = None  # why no channel was to get it (state "none")
 
 
 _SHOWN = {outbox.PENDING: "retrying", outbox.DELIVERED: "delivered", outbox.DEAD: "dead"}
@@ -46,7 +47,8 @@ def collect(state_path: Path, run: Optional[str] = None) -> list[Delivery]:
         if run is not None and run not in (alert.run_id, alert.run_name):
             continue
         base = Delivery(alert_id=alert.alert_id, created=alert.created, run_id=alert.run_id,
-                        run_name=alert.run_name, kind=alert.kind.value, channel=None, state="none")
+                        run_name=alert.run_name, kind=alert.kind.value, channel=None, state="none",
+                        silenced=alert.silenced)
         if not record.channels:
             out.append(base)
         for name, state in record.channels.items():
@@ -73,16 +75,36 @@ def describe(delivery: Delivery, now: float) -> str:
         return f"retrying{tried}, next try in {wait:.0f}s" + (f": {delivery.error}" if delivery.error else "")
     if delivery.state == "dead":
         return f"dead-lettered: {delivery.error or 'undeliverable'}"
-    return "no channel (muted or not in alert_on)"
+    # Records written before the daemon said why cannot tell the two apart.
+    return f"no channel ({delivery.silenced or 'muted or not in alert_on'})"
 
 
-def format_table(deliveries: list[Delivery], now: Optional[float] = None) -> str:
+_RUN_MIN, _DELIVERY_MIN = 12, 24  # narrower than this, a row wraps rather than says nothing
+
+
+def format_table(deliveries: list[Delivery], now: Optional[float] = None,
+                 width: Optional[int] = None) -> str:
+    """The table, in ``width`` columns (None: as wide as it needs): the run
+    names and the delivery column are cut first (with "…"), then the alert ids."""
     now = time.time() if now is None else now
     header = ("WHEN", "RUN", "ENDING", "CHANNEL", "DELIVERY", "ALERT ID")
     rows = [(_when(d.created), printable(d.run_name or d.run_id or "-"), d.kind, printable(d.channel or "-"),
              printable(describe(d, now)), d.alert_id) for d in deliveries]
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    if width is not None:
+        over = sum(widths) + 2 * (len(widths) - 1) - width
+        for column, least in ((4, _DELIVERY_MIN), (1, _RUN_MIN), (5, len(header[5]))):
+            if over <= 0:
+                break
+            cut = min(over, max(0, widths[column] - least))
+            widths[column] -= cut
+            over -= cut
     lines = []
     for row in [header, *rows]:
-        lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1])
+        cells = [_fit(cell, w) for cell, w in zip(row, widths)]
+        lines.append("  ".join(cell.ljust(w) for cell, w in zip(cells, widths)))
     return "\n".join(line.rstrip() for line in lines)
+
+
+def _fit(cell: str, width: int) -> str:
+    return cell if len(cell) <= width else cell[: max(0, width - 1)] + "…"

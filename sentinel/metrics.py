@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 import sentinel
-from sentinel import jobs, spool
+from sentinel import endings, jobs, spool
 from sentinel.alerts import Alert, AlertKind
 from sentinel.bounded_http import BoundedHTTPServer, BoundedHTTPServerV6
 from sentinel.config import Budgets
@@ -54,7 +54,7 @@ log = logging.getLogger("sentinel.metrics")
 MAX_RUN_SERIES = 500  # active runs with per-run series; the rest are counted in run_series_dropped
 TEXTFILE_INTERVAL = 10.0  # seconds between textfile rewrites
 HTTP_TIMEOUT = 10.0  # a connection's time in all (request and answer), and the idle limit
-RUN_STATES = ("running", "stalled", "finished", "crashed", "aborted", "terminated", "killed", "lost")
+RUN_STATES = endings.RUN_STATES  # every state a run can be in, from the endings table
 ENDINGS = tuple(k.value for k in AlertKind if k.is_state)
 _ACTIVE = ("running", "stalled")
 RUN_LABEL_NAMES = ("run", "run_id", "project", "job", "rank")

@@ -82,21 +82,22 @@ class _NotificationCallback(SentinelCallback):
 
 
 class BarkCallback(_NotificationCallback):
-    """``BarkCallback(url="https://api.day.app", title="SwanLab", bark_level=None,
+    """``BarkCallback(url="https://api.day.app", title=None, bark_level=None,
     icon=None, group=None, click_jump=True, language="zh", key=None, *, sound=None)``
 
     As SwanLab's: ``url`` is the Bark server, or the URL the Bark app shows
     (``https://api.day.app/<key>``) when ``key`` is not given. ``group`` may be
     ``"exp_name"``, ``"project"`` or ``"workspace"`` (grouped by that run
-    label) or any other group name. ``title`` and ``click_jump`` are accepted
-    for compatibility: alerts carry their own title, and a tap opens the run
-    when SwanLab knows its URL.
+    label) or any other group name. ``title`` leads the notification's second
+    line (the first always says what happened: "Crashed: resnet50");
+    ``click_jump`` is accepted for compatibility: a tap opens the run when
+    SwanLab knows its URL.
     """
 
     def __init__(
         self,
         url: str = "https://api.day.app",
-        title: str = "SwanLab",
+        title: Optional[str] = None,
         bark_level: Optional[str] = None,
         icon: Optional[str] = None,
         group: Optional[str] = None,
@@ -112,12 +113,11 @@ class BarkCallback(_NotificationCallback):
             channel.update(server=url, key=key)
         else:
             channel["url"] = url  # the app's https://api.day.app/<key>
-        optional = {"level": bark_level, "icon": icon, "sound": sound, "language": language}
+        optional = {"level": bark_level, "icon": icon, "sound": sound, "language": language, "title": title}
         for option, value in optional.items():
             if value is not None:
                 channel[option] = value
         problems = [("group", message) for _, message in optional_string(group)]
-        problems += [("title", message) for _, message in optional_string(title)]
         if not isinstance(click_jump, bool):
             problems.append(("click_jump", f"must be True or False, not {kind(click_jump)}"))
         self._group = group if isinstance(group, str) else None

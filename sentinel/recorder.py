@@ -48,6 +48,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 import sentinel
 from sentinel import jobs, output_tail, pidns, spool, stack_dumps
+from sentinel.exit_status import ending_kind
 from sentinel.procid import ProcessIdentity, thread_start_ticks
 from sentinel.rules import parse_duration, positive_duration
 from sentinel.safetext import escape_undecodable
@@ -670,7 +671,7 @@ def _restore_sigterm_handler() -> None:
 def _on_sigterm(signum: int, frame: Any) -> None:
     try:
         for rec in list(_ACTIVE):
-            rec.finish("terminated", signal_name="SIGTERM")
+            rec.finish(ending_kind("SIGTERM") or "terminated", signal_name="SIGTERM")
         if "sentinel.fallback" in sys.modules:
             sys.modules["sentinel.fallback"].drain(FALLBACK_EXIT_TIMEOUT, report_once)
     finally:

@@ -21,80 +21,7 @@ from sentinel.alerts import Alert, AlertKind
 # keyword accepts our messages once "sentinel" is its keyword.
 PRODUCT = "run-sentinel"
 
-_WORDS = {
-    "en": {
-        "oom": "Killed by the OOM killer",
-        "run": "Run",
-        "project": "Project",
-        "host": "Host",
-        "pid": "PID",
-        "job": "Job",
-        "job_text": "{launcher} job {id}, {ranks} local rank{s}",
-        "job_rank": "{launcher} job {id}, rank {rank}, {ranks} local rank{s}",
-        "duration": "Duration",
-        "step": "Step",
-        "metrics": "Metrics",
-        "labels": "Labels",
-        "trend": "Trend",
-        "heartbeat": "Last heartbeat",
-        "progress": "Last progress",
-        "exit": "Exit code",
-        "signal": "Signal",
-        "cause": "Cause",
-        "error": "Error",
-        "where": "Where",
-        "output": "Last output",
-        "stacks": "Stacks",
-        "no_stacks": "not available: {}",
-        "link": "SwanLab",
-        "ago": "{} ago",
-        "never": "never",
-        "from": "Message from {}",
-        "test_text": "If you can read this, {} can reach you through this channel.",
-        "no_progress": "no progress for {}",
-        "after": "after {}",
-        "exit_code": "exit code {}",
-        "digest": "{} alerts",
-        "open": "Open in SwanLab",
-        "more": "… {} more",
-    },
-    "zh": {
-        "oom": "被 OOM killer 杀死（内存不足）",
-        "run": "运行",
-        "project": "项目",
-        "host": "主机",
-        "pid": "PID",
-        "job": "作业",
-        "job_text": "{launcher} 作业 {id}，本机 {ranks} 个 rank",
-        "job_rank": "{launcher} 作业 {id}，rank {rank}，本机 {ranks} 个 rank",
-        "duration": "时长",
-        "step": "步数",
-        "metrics": "指标",
-        "labels": "标签",
-        "trend": "趋势",
-        "heartbeat": "最后心跳",
-        "progress": "最后进展",
-        "exit": "退出码",
-        "signal": "信号",
-        "cause": "原因",
-        "error": "错误",
-        "where": "位置",
-        "output": "最后输出",
-        "stacks": "调用栈",
-        "no_stacks": "无法获取：{}",
-        "link": "SwanLab",
-        "ago": "{}前",
-        "never": "无",
-        "from": "来自 {} 的消息",
-        "test_text": "看到这条消息，说明 {} 可以通过这个渠道通知你。",
-        "no_progress": "已 {} 无进展",
-        "after": "运行了 {}",
-        "exit_code": "退出码 {}",
-        "digest": "{} 条告警",
-        "open": "在 SwanLab 中打开",
-        "more": "… 另有 {} 条",
-    },
-}
+_WORDS = endings.PHRASES  # the shared words live in the one word table
 
 
 def language_of(*choices: Optional[str]) -> str:
@@ -273,6 +200,8 @@ def summary(alert: Alert, lang: str = "en") -> str:
     kernel = kernel_words(alert, lang)
     if kernel is not None:  # a `sentinel run` child killed by SIGKILL
         return kernel[1]
+    if kind == AlertKind.ABORTED and alert.error:
+        return interrupt_line(alert)
     if kind in (AlertKind.CRASHED, AlertKind.ABORTED):
         last = last_error_line(alert)
         if last:
@@ -293,6 +222,16 @@ def last_error_line(alert: Alert) -> Optional[str]:
         if line.strip():
             return cap(line.strip(), 300)
     return None
+
+
+def interrupt_line(alert: Alert) -> str:
+    """What interrupted the run ('KeyboardInterrupt'): the traceback's own
+    exception line, never the frame the interrupt landed in (a traceback
+    SwanLab records for Ctrl-C can end at ``time.sleep(0.1)``)."""
+    for line in reversed((alert.error or "").splitlines()):
+        if line.strip() and not line[:1].isspace() and not line.startswith("Traceback ("):
+            return cap(line.strip(), 300)
+    return "KeyboardInterrupt"
 
 
 def facts(alert: Alert, lang: str = "en") -> list[tuple[str, str]]:

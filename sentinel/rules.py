@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 LANGUAGES = ("en", "zh")
 # Longer than any run or retention anyone means; short enough that every
@@ -102,6 +102,16 @@ def channel_name(value: Any) -> str:
     if value.startswith(INLINE_PREFIX):
         raise ValueError(f"names starting with {INLINE_PREFIX!r} are reserved for channels given by a run")
     return value
+
+
+def unknown_choice(value: Any, known: Sequence[str], what: str) -> str:
+    """The config's words for a name that is not one of ``known``: the likely
+    typo named, else the names there are."""
+    import difflib
+
+    hint = difflib.get_close_matches(str(value), list(known), n=1)
+    suggestion = f"; did you mean {hint[0]!r}?" if hint else f" (known: {', '.join(known) or 'none'})"
+    return f"unknown {what} {value!r}{suggestion}"
 
 
 def absolute_path(value: Any) -> Path:

@@ -20,6 +20,7 @@ from sentinel.rules import (
     kind,
     language_code,
     positive_duration,
+    unknown_choice,
 )
 
 
@@ -82,8 +83,31 @@ def run_options(
         problems.append(("handle_sigterm", f"must be True or False, not {kind(handle_sigterm)}"))
     else:
         options.handle_sigterm = handle_sigterm
+    if not problems:
+        problems.extend(unknown_channels(options.channels, options.spool_dir))
     raise_problems(who, problems)
     return options
+
+
+def unknown_channels(channels: Sequence[Union[str, dict]], spool_dir: Optional[Path]) -> Problems:
+    """The named channels the daemon watching the spool does not have.
+
+    The daemon publishes its channel names (never their options) in
+    ``daemon.json``; a run naming another is refused at the call, with the
+    config file's words. With no daemon watching (or one that does not say)
+    the names are accepted: the daemon that later watches the run alerts its
+    default channels instead and says so in its log.
+    """
+    named = [(index, entry) for index, entry in enumerate(channels) if isinstance(entry, str)]
+    if not named:
+        return []
+    from sentinel import daemon_file, spool  # only when a run names channels
+
+    known = daemon_file.published_channels(spool_dir or spool.spool_dir())
+    if known is None:
+        return []
+    return [(f"channels[{index}]", unknown_choice(entry, known, "channel"))
+            for index, entry in named if entry not in known]
 
 
 def _alert_on(value: Any) -> list[str]:

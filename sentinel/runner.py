@@ -51,17 +51,12 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 from sentinel import spool
+from sentinel.exit_status import ending_kind
 
 EXIT_NOT_FOUND = 127
 EXIT_NOT_EXECUTABLE = 126
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
-# Signals by which a program dies of its own fault rather than being stopped.
-CRASH_SIGNALS = frozenset(
-    getattr(signal, name)
-    for name in ("SIGSEGV", "SIGABRT", "SIGBUS", "SIGFPE", "SIGILL", "SIGSYS", "SIGTRAP")
-    if hasattr(signal, name)
-)
 _SI_KERNEL = 0x80  # si_code of a signal the kernel raised itself (a terminal's ^C, ^\)
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
@@ -165,19 +160,19 @@ def outcome(wait_status: int) -> tuple[spool.FinalRecord, int]:
     if os.WIFSIGNALED(wait_status):
         signum = os.WTERMSIG(wait_status)
         name = signal_name(signum)
-        if signum == signal.SIGINT:
-            state, text = "aborted", "interrupted (SIGINT)"
-        elif signum in CRASH_SIGNALS:
+        state = ending_kind(name) or "terminated"  # a signal always names an ending
+        if state == "aborted":
+            text = f"interrupted ({name})"
+        elif state == "crashed":
             core = " (core dumped)" if os.WCOREDUMP(wait_status) else ""
-            state, text = "crashed", f"the command died of {name}{core}"
-        elif signum == signal.SIGKILL:
-            state = "terminated"
-            text = "the command was killed by SIGKILL (kill -9, or the kernel's OOM killer)"
+            text = f"the command died of {name}{core}"
+        elif state == "killed":
+            text = f"the command was killed by {name} (kill -9, or the kernel's OOM killer)"
         else:
-            state, text = "terminated", f"the command was terminated by {name}"
+            text = f"the command was terminated by {name}"
         return spool.FinalRecord(state=state, ended=now, signal=name, error=text), 128 + signum
     code = os.WEXITSTATUS(wait_status) if os.WIFEXITED(wait_status) else 1
-    if code == 0:
+    if ending_kind(None, code) == "finished":
         return spool.FinalRecord(state="finished", ended=now, exit_code=0), 0
     return spool.FinalRecord(state="crashed", ended=now, exit_code=code,
                              error=f"the command exited with code {code}"), code

@@ -707,6 +707,18 @@ class Message:
         return _parse(cls, data, cls.RULES, problems)
 
 
+MAX_PUBLISHED_CHANNELS = 1000
+
+
+def _is_channel_name(value: Any) -> bool:
+    from sentinel.rules import channel_name
+
+    try:
+        return channel_name(value) == value
+    except ValueError:
+        return False
+
+
 @dataclass
 class DaemonLiveness:
     """Tells training processes that a daemon is watching this spool."""
@@ -723,6 +735,10 @@ class DaemonLiveness:
     # Runs whose process this daemon cannot see (another PID namespace, not
     # visible from its own): watched by heartbeat and final record only.
     unwatchable: list[str] = field(default_factory=list)
+    # The names of the daemon's configured channels (never their options), so a
+    # run naming one the daemon does not know is refused at the call; None: a
+    # daemon that does not say.
+    channels: Optional[list[str]] = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"v": FORMAT_VERSION, **asdict(self)}
@@ -738,6 +754,9 @@ class DaemonLiveness:
         "unwatchable": _Rule(lambda v: isinstance(v, list) and len(v) <= MAX_UNWATCHABLE
                              and all(isinstance(r, str) and is_run_id(r) for r in v),
                              f"must be a list of at most {MAX_UNWATCHABLE} run ids", clean=_keep),
+        "channels": _Rule(lambda v: v is None or (isinstance(v, list) and len(v) <= MAX_PUBLISHED_CHANNELS
+                                                  and all(_is_channel_name(n) for n in v)),
+                          "must be a list of channel names", clean=lambda v: None if v is None else list(v)),
     }
 
     @classmethod

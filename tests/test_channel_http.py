@@ -190,3 +190,14 @@ def test_the_environment_proxy_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(http, "_POOLS", None)
     assert answer.status == 200
     assert [line for _, line in proxy.request_lines] == [b"POST http://alerts.invalid/push HTTP/1.1\r\n"]
+
+
+def test_a_silent_server_is_reported_with_the_wait_that_ran_out() -> None:
+    # Connected at once, then no answer: the read timeout ran out, and only it is named.
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        url = f"http://127.0.0.1:{server.getsockname()[1]}/hook"
+        with pytest.raises(DeliveryError) as err:
+            http.post_json(url, {"x": 1}, timeout=(5.0, 0.3), deadline=10.0, what="Bark")
+    assert "no answer within 0.3 s" in str(err.value)

@@ -292,16 +292,18 @@ def test_output_into_a_closed_pipe_is_no_traceback(tmp_path: Path, args: list[st
     assert proc.returncode == (0 if "--help" in args else 141), proc.stderr
 
 
-def _complete(tmp_path: Path, words: list[str]) -> list[str]:
+def _complete(tmp_path: Path, words: list[str], **env_extra: str) -> list[str]:
     """What bash offers after ``words`` (the last one is being typed)."""
-    env = sentinel_env(tmp_path / "spool")
+    env = sentinel_env(tmp_path / "spool", **env_extra)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"  # `sentinel` as installed
     script = run_sentinel(["completion", "bash"], env)
     assert script.returncode == 0, script.stderr
     (tmp_path / "complete.sh").write_text(script.stdout)
     line = " ".join(f"'{w}'" for w in words)
     probe = (f"source {tmp_path / 'complete.sh'}; COMP_WORDS=(sentinel {line}); "
              f"COMP_CWORD={len(words)}; _sentinel_complete; printf '%s\\n' \"${{COMPREPLY[@]}}\"")
-    done = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    done = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                          env=env)
     assert done.returncode == 0, done.stderr
     return done.stdout.split()
 
@@ -313,3 +315,19 @@ def test_bash_completion_offers_commands_and_their_options(tmp_path: Path) -> No
     assert "--log-format" in _complete(tmp_path, ["daemon", "--log"])
     zsh = run_sentinel(["completion", "zsh"], sentinel_env(tmp_path / "spool"))
     assert zsh.returncode == 0 and zsh.stdout.startswith("autoload -U +X bashcompinit && bashcompinit")
+
+
+def test_completion_offers_run_and_channel_names_and_never_runs_one(tmp_path: Path) -> None:
+    config = tmp_path / "sentinel.yaml"
+    config.write_text("channels:\n  phone: {type: console}\n  ops: {type: console}\n")
+    env = sentinel_env(tmp_path / "spool", SENTINEL_CONFIG=str(config))
+    for name in ("resnet50", "$(touch pwned)"):  # any local user may name a run
+        done = run_sentinel(["run", "--name", name, "--", sys.executable, "-c", "pass"], env)
+        assert done.returncode == 0, done.stderr
+    runs = _complete(tmp_path, ["mute", ""], SENTINEL_CONFIG=str(config))
+    assert "resnet50" in runs and not any("touch" in word for word in runs)
+    assert not (tmp_path / "pwned").exists()
+    assert _complete(tmp_path, ["status", "res"], SENTINEL_CONFIG=str(config)) == ["resnet50"]
+    offered = _complete(tmp_path, ["run", "--channel", ""], SENTINEL_CONFIG=str(config))
+    assert sorted(offered) == ["ops", "phone"]
+    assert _complete(tmp_path, ["test", "p"], SENTINEL_CONFIG=str(config)) == ["phone"]

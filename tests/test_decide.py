@@ -47,6 +47,8 @@ LIVE_TABLE = {
     **{(s, Event.final("crashed")): (S.CRASHED, K.CRASHED) for s in LIVE},
     **{(s, Event.final("aborted")): (S.ABORTED, K.ABORTED) for s in LIVE},
     **{(s, Event.final("terminated")): (S.TERMINATED, K.TERMINATED) for s in LIVE},
+    # `sentinel run` records a SIGKILLed command's ending for it.
+    **{(s, Event.final("killed")): (S.KILLED, K.KILLED) for s in LIVE},
     **{(s, Event(EventKind.EXITED)): (S.KILLED, K.KILLED) for s in LIVE},
     **{(s, Event(EventKind.EXITED_OOM)): (S.KILLED, K.KILLED) for s in LIVE},
     **{(s, Event(EventKind.FOUND_DEAD)): (S.KILLED, K.KILLED) for s in LIVE},

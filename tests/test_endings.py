@@ -133,3 +133,72 @@ def test_a_job_reason_is_worded_part_by_part_in_each_language():
     for _ in range(50):
         deep = {"code": "job_folded", "args": {"job": deep}}
     assert Reason("job_folded", {"job": deep}).text("en") is not None
+
+
+def _typed_names(module: object, class_name: str) -> dict[str, str]:
+    """The members a module declares for mypy (its ``if TYPE_CHECKING:`` class)."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(module))  # type: ignore[arg-type]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ClassDef) and node.name == class_name:
+            return {t.id: v.value for t, v in ((s.targets[0], s.value) for s in node.body
+                                               if isinstance(s, ast.Assign))
+                    if isinstance(t, ast.Name) and isinstance(v, ast.Constant)}
+    raise AssertionError(f"no class {class_name}")
+
+
+def test_the_names_typed_code_uses_are_the_rows() -> None:
+    from sentinel import alerts
+
+    assert _typed_names(alerts, "AlertKind") == {k.name: k.value for k in AlertKind}
+    assert _typed_names(decide, "RunState") == {s.name: s.value for s in decide.RunState}
+    assert [s.value for s in decide.RunState] == list(endings.RUN_STATES)
+
+
+@pytest.mark.parametrize("kind", list(AlertKind))
+def test_every_ending_pings_healthchecks_and_has_a_severity(kind: AlertKind) -> None:
+    from sentinel.channels.alertmanager import AlertmanagerChannel
+    from sentinel.healthchecks import ending_suffix
+
+    row = kind.ending
+    suffix = ending_suffix(sample_alert(kind, exit_code=None))
+    if row.outcome is endings.Outcome.NEUTRAL:
+        assert suffix is None  # a message or a test is not about the run's life
+    elif not row.ends_run:
+        assert suffix == "/log" or (suffix == "/fail" and kind is AlertKind.GPU_FAULT)
+    else:
+        # Every ending of a run ends its per_run check: success, or a failure.
+        assert suffix == ("" if row.outcome is endings.Outcome.SUCCESS else "/fail"), kind
+    channel = AlertmanagerChannel("am", {"urls": ["http://127.0.0.1:9093"]})
+    assert channel.payload(sample_alert(kind))[0]["labels"]["severity"] == row.severity
+    assert row.severity in endings.SEVERITIES
+
+
+def test_scheduler_endings_fail_a_per_run_check_with_the_exit_code_when_known() -> None:
+    from sentinel.healthchecks import ending_suffix
+
+    for kind in (AlertKind.TIME_LIMIT, AlertKind.CANCELLED, AlertKind.PREEMPTED, AlertKind.NODE_FAILURE,
+                 AlertKind.GPU_FAULT):
+        assert ending_suffix(sample_alert(kind, exit_code=None)) == "/fail"
+    assert ending_suffix(sample_alert(AlertKind.CRASHED, exit_code=3)) == "/3"
+    assert ending_suffix(sample_alert(AlertKind.TIME_LIMIT, exit_code=0)) == "/fail"
+
+
+def test_alertmanager_pages_for_deaths_and_warns_for_stops_and_stalls() -> None:
+    assert AlertKind.TERMINATED.ending.severity == "warning"
+    assert AlertKind.STALLED.ending.severity == "warning"
+    assert AlertKind.KILLED.ending.severity == "critical"
+    assert AlertKind.FINISHED.ending.severity == "info"
+
+
+def test_one_word_table_says_every_death_in_every_language() -> None:
+    from sentinel import exit_status
+
+    assert render._WORDS is endings.PHRASES and exit_status._WORDS is endings.DEATH_WORDS
+    for key, table in endings.DEATH_WORDS.items():
+        assert set(table) == set(LANGUAGES), key
+        for lang in LANGUAGES:
+            said = exit_status.words("SIGKILL" if key != "exited" else None, 3, lang)
+            assert said is not None and all(part.strip() for part in said)

@@ -317,7 +317,12 @@ def test_a_scheduler_ending_names_sigterms_but_not_an_oom() -> None:
     (Death(0, final=FinalRecord("aborted", 0)), K.ABORTED),
     (Death(0, final=FinalRecord("crashed", 0, error="Traceback\nValueError: x")), K.CRASHED),
     (Death(0, status=ending_of(2 << 8)), K.CRASHED),
-    (Death(0, status=ending_of(11)), K.KILLED),
+    # One classifier (sentinel.exit_status.ending_kind) wherever a death is seen:
+    (Death(0, status=ending_of(11)), K.CRASHED),  # SIGSEGV: its own native code
+    (Death(0, status=ending_of(9)), K.KILLED),
+    (Death(0, status=ending_of(2)), K.ABORTED),  # SIGINT
+    (Death(0, status=ending_of(15)), K.TERMINATED),
+    (Death(0, final=FinalRecord("killed", 0, signal="SIGKILL")), K.KILLED),  # `sentinel run` recorded it
     (Death(0), K.KILLED),
 ])
 def test_outcome_of_one_rank(death: Death, kind: AlertKind) -> None:

@@ -53,7 +53,7 @@ def mute(daemon: DaemonProcess, *args: str) -> None:
 
 
 def test_a_muted_runs_stall_sends_nothing_but_its_kill_does(daemon: DaemonProcess, bark: FakeBark) -> None:
-    mute(daemon, "hushed", "--for", "1h")
+    mute(daemon, "hushed", "--for", "1h", "--ahead")
     shown = run_sentinel(["status", "--spool", str(daemon.spool)], sentinel_env(daemon.spool))
     assert f"muted: stall alerts of run 'hushed' for 60m more (by uid {os.geteuid()})" in shown.stdout
     run_id = stalled_then_killed(daemon, "hushed")
@@ -78,7 +78,7 @@ def test_muted_for_all_sends_not_even_the_kill(daemon: DaemonProcess, bark: Fake
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to own a file as another user")
 def test_another_users_mute_does_not_silence_my_run(daemon: DaemonProcess, bark: FakeBark) -> None:
-    mute(daemon, "mine", "--all")
+    mute(daemon, "mine", "--all", "--ahead")
     # The same file, owned by someone else: the daemon goes by the owner, not the content.
     for path, _ in mutes.read_mutes(daemon.spool):
         os.chown(path, 4242, 4242)
@@ -136,7 +136,7 @@ def history(daemon: DaemonProcess, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_history_says_delivered_muted_and_dead_lettered(daemon: DaemonProcess, bark: FakeBark) -> None:
-    mute(daemon, "hushed")
+    mute(daemon, "hushed", "--ahead")
     stalled_then_killed(daemon, "hushed")
     wait_for_push(bark, K.KILLED, "hushed", signal="SIGKILL")
     bark.fail("4xx")
@@ -151,5 +151,21 @@ def test_history_says_delivered_muted_and_dead_lettered(daemon: DaemonProcess, b
     assert rows[2]["error"]  # why it is dead
     table = history(daemon, "hushed").stdout.splitlines()
     assert table[0].split() == ["WHEN", "RUN", "ENDING", "CHANNEL", "DELIVERY", "ALERT", "ID"]
-    assert len(table) == 3 and "no channel (muted or not in alert_on)" in table[1]
+    assert len(table) == 3 and "no channel (muted)" in table[1]
+    # On a terminal 100 columns wide the table fits it; piped without $COLUMNS it is whole.
+    narrow = run_sentinel(["history", "hushed", "--config", str(daemon.config_path)],
+                          sentinel_env(daemon.spool, COLUMNS="100"))
+    assert narrow.returncode == 0 and max(map(len, narrow.stdout.splitlines())) <= 100
+    assert max(map(len, table)) > 100 and "…" in narrow.stdout
     assert "delivered" in table[2] and "doomed" not in "\n".join(table)
+
+
+def test_history_says_which_reason_kept_an_alert_from_every_channel() -> None:
+    from sentinel.daemon.tracking import silenced_because
+    from sentinel.history import Delivery, describe
+
+    assert silenced_because(False, False, False, True) == "not in alert_on"
+    assert silenced_because(False, True, True, True) == "muted"
+    assert silenced_because(True, True, False, True) == "part of its job's alert"
+    row = Delivery("a", 0.0, "r", "n", "finished", None, "none", silenced="not in alert_on")
+    assert describe(row, 0.0) == "no channel (not in alert_on)"

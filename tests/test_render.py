@@ -168,3 +168,14 @@ def test_labels_and_trend_in_the_facts_of_every_language():
     assert "loss █▆▄▂▁" in render_bark(alert).body and "gpu=0" in render_bark(alert).body
     short = sample_alert(AlertKind.KILLED, trend_metric="loss", trend=[1.0])
     assert "Trend" not in dict(facts(short))  # one point is no picture
+
+
+@pytest.mark.parametrize("error", [
+    # as Python prints it, and as SwanLab records a Ctrl-C: ending in the frame it landed in
+    "Traceback (most recent call last):\n  File \"train.py\", line 9, in <module>\n    time.sleep(0.1)\n"
+    "KeyboardInterrupt\n",
+    "Traceback (most recent call last):\n  File \"train.py\", line 9, in <module>\n    time.sleep(0.1)\n",
+])
+def test_a_ctrl_c_alert_says_the_interrupt_not_the_innermost_frame(error: str) -> None:
+    alert = sample_alert(AlertKind.ABORTED, error=error, signal="SIGINT", exit_code=None)
+    assert summary(alert, "en") == "KeyboardInterrupt"

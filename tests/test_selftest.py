@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 
+from sentinel.channels import http
 from sentinel.config import ChannelConfig, Config
 from sentinel.selftest import run_test
 from tests.fakes import FakeBark, FakeDingTalk, FakeSlack
@@ -136,5 +137,7 @@ def test_channels_are_tried_at_once_and_a_silent_server_is_no_answer(tmp_path):
     lines = out.getvalue().splitlines()
     assert lines[0] == "… waiting on silent"
     assert lines[1].startswith("✗ silent (bark): transient (the daemon would retry): ")
-    assert "no answer within" in lines[1] and "failed to connect" not in lines[1]
+    # The wait that ran out, as long as it was: the read timeout, not connect + read.
+    assert f"no answer within {http.DEFAULT_TIMEOUT[1]:g} s" in lines[1]
+    assert "failed to connect" not in lines[1]
     assert lines[2] == "✓ phone (bark): Bark: code 200 success"

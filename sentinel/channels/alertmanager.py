@@ -31,7 +31,6 @@ from sentinel.channels import http
 from sentinel.channels.base import Channel, DeliveryError, register
 from sentinel.channels.console import render_text
 from sentinel.channels.options import check_language, check_str, check_url, unknown_keys
-from sentinel.endings import Urgency
 from sentinel.fleet_labels import clean_label, run_labels
 from sentinel.redact import redact
 from sentinel.render import headline
@@ -41,8 +40,6 @@ log = logging.getLogger("sentinel.channels.alertmanager")
 API_PATH = "/api/v2/alerts"
 DEFAULT_RESOLVE_AFTER = 3600.0
 DESCRIPTION_MAX = 4000
-# Alertmanager's conventional severities, from each ending's urgency (sentinel.endings).
-SEVERITIES = {Urgency.HIGH: "critical", Urgency.NORMAL: "warning", Urgency.LOW: "info"}
 
 
 def alertname(kind: AlertKind) -> str:
@@ -110,7 +107,7 @@ class AlertmanagerChannel(Channel):
         lang = self.language_for(alert)
         labels = {
             "alertname": alertname(alert.kind),
-            "severity": SEVERITIES[alert.kind.ending.urgency],
+            "severity": alert.kind.ending.severity,  # the row says (sentinel.endings)
             "host": clean_label(self.options.get("host") or alert.hostname or "unknown"),
             "run": clean_label(alert.run_name or alert.run_id or "-"),
             "run_id": clean_label(alert.run_id or "-"),

@@ -26,6 +26,7 @@ from sentinel.alerts import Alert, AlertKind
 from sentinel.channels.base import Channel, DeliveryError, register
 from sentinel.channels.options import check_language, unknown_keys
 from sentinel.channels.plain import digest_title, plain_digest, plain_digest_fit, plain_text
+from sentinel.endings import Tone
 from sentinel.redact import redact
 from sentinel.render import title as alert_title
 from sentinel.safetext import printable
@@ -40,14 +41,12 @@ def _apprise() -> Any:
     return apprise
 
 
+# Each ending's tone (sentinel.endings) as an Apprise notify type.
+NOTIFY_TYPES = {Tone.GOOD: "SUCCESS", Tone.INFO: "INFO", Tone.WARNING: "WARNING", Tone.BAD: "FAILURE"}
+
+
 def _notify_type(apprise: Any, kind: AlertKind) -> Any:
-    if kind in (AlertKind.FINISHED, AlertKind.RECOVERED):
-        return apprise.NotifyType.SUCCESS
-    if kind in (AlertKind.MESSAGE, AlertKind.TEST):
-        return apprise.NotifyType.INFO
-    if kind == AlertKind.STALLED:
-        return apprise.NotifyType.WARNING
-    return apprise.NotifyType.FAILURE
+    return getattr(apprise.NotifyType, NOTIFY_TYPES[kind.ending.tone])
 
 
 @register

@@ -85,7 +85,7 @@ def endpoint(options: Mapping[str, Any]) -> tuple[str, str]:
 class BarkChannel(Channel):
     type_name: ClassVar[str] = "bark"
     max_message_bytes: ClassVar[Optional[int]] = 4096
-    OPTIONS = ("server", "key", "url", "level", "group", "icon", "sound", "language")
+    OPTIONS = ("server", "key", "url", "level", "group", "icon", "sound", "language", "title")
 
     def __init__(self, name: str, options: Mapping[str, Any], language: str = "en", **kwargs: Any) -> None:
         super().__init__(name, options, language, **kwargs)
@@ -97,7 +97,11 @@ class BarkChannel(Channel):
         problems += check_url(options, "server", required=False)
         problems += check_url(options, "url", required=False)
         problems += check_str(options, "key")
-        for key in ("group", "sound"):
+        key = options.get("key")
+        if isinstance(key, str) and key and not _KEY_RE.match(key):
+            problems.append(("key", "must be the device key the Bark app shows (4 to 128 letters, digits, "
+                                    "'_' or '-'; or set url: to the URL the app shows)"))
+        for key in ("group", "sound", "title"):
             problems += check_str(options, key)
         problems += check_url(options, "icon", required=False)
         problems += check_language(options)
@@ -133,6 +137,10 @@ class BarkChannel(Channel):
 
     def payload(self, alert: Alert) -> dict[str, Any]:
         text = render_bark(alert, self.language_for(alert))
+        own_title = self.options.get("title")
+        if own_title:  # the user's words (SwanLab's ``title=``) lead the line under what happened
+            text = BarkText(text.title, cap(" · ".join(p for p in (own_title, text.subtitle) if p), 120),
+                            text.body)
         body: dict[str, Any] = {
             "device_key": self.key,
             "title": text.title,

@@ -24,11 +24,12 @@ import json
 from typing import Any, ClassVar, Mapping, Optional, Sequence, Tuple
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from sentinel.alerts import Alert, AlertKind
+from sentinel.alerts import Alert
 from sentinel.channels import http
 from sentinel.channels.base import Channel, DeliveryError, register
 from sentinel.channels.fit import fit_message, how_many_fit
 from sentinel.channels.options import check_language, check_str, check_url, unknown_keys
+from sentinel.endings import Tone
 from sentinel.redact import redact
 from sentinel.render import PRODUCT, cap, error_tail, facts, headline, say, summary
 from sentinel.render import emoji as kind_emoji
@@ -39,14 +40,9 @@ MAX_EMBED_TOTAL = 6000
 MAX_DESCRIPTION = 4096
 _EMBED_BUDGET = 5800
 HOSTS = ("discord.com", "discordapp.com", "canary.discord.com", "ptb.discord.com")
-COLORS = {
-    AlertKind.FINISHED: 0x2ECC71,
-    AlertKind.RECOVERED: 0x2ECC71,
-    AlertKind.MESSAGE: 0x3498DB,
-    AlertKind.TEST: 0x3498DB,
-    AlertKind.STALLED: 0xF1C40F,
-}
-FAILURE_COLOR = 0xE74C3C
+# Each ending's tone (sentinel.endings) in Discord's palette.
+COLORS = {Tone.GOOD: 0x2ECC71, Tone.INFO: 0x3498DB, Tone.WARNING: 0xF1C40F, Tone.BAD: 0xE74C3C}
+FAILURE_COLOR = COLORS[Tone.BAD]
 NO_MENTIONS: dict[str, list[str]] = {"parse": []}
 
 
@@ -88,7 +84,7 @@ def render_embed(alert: Alert, lang: str) -> dict[str, Any]:
         embed: dict[str, Any] = {
             "title": f"{kind_emoji(alert.kind)} {head}".strip(),
             "description": description,
-            "color": COLORS.get(alert.kind, FAILURE_COLOR),
+            "color": COLORS[alert.kind.ending.tone],
             "fields": pairs[:kept],
             "footer": {"text": f"{PRODUCT} · {cap(alert.alert_id, 120)}"},
         }

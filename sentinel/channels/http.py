@@ -139,7 +139,10 @@ def _failure(exc: BaseException, what: str, timeout: Union[Tuple[float, float], 
     if isinstance(reason, urllib3.exceptions.NewConnectionError):
         return DeliveryError(f"{what} failed to connect: {redact(_root_cause(exc), secrets)}")
     if isinstance(reason, (urllib3.exceptions.TimeoutError, socket.timeout)):
-        return DeliveryError(f"{what} timed out (no answer within {_seconds(timeout)})")
+        # The wait that ran out: connecting, or the answer once connected (not their sum).
+        connecting = isinstance(reason, urllib3.exceptions.ConnectTimeoutError)
+        return DeliveryError(f"{what} timed out (no {'connection' if connecting else 'answer'} within "
+                             f"{_seconds(timeout, connecting)})")
     if isinstance(reason, urllib3.exceptions.LocationValueError):
         return DeliveryError(f"{what} URL is invalid: {redact(reason, secrets)}", permanent=True)
     if isinstance(reason, (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ProtocolError,
@@ -483,6 +486,8 @@ def _root_cause(exc: BaseException) -> str:
     return reason
 
 
-def _seconds(timeout: Union[Tuple[float, float], float]) -> str:
-    total = sum(timeout) if isinstance(timeout, tuple) else timeout
-    return f"{total:g} s"
+def _seconds(timeout: Union[Tuple[float, float], float], connecting: bool = False) -> str:
+    """The timeout that ran out: (connect, read) or one for both."""
+    if isinstance(timeout, tuple):
+        timeout = timeout[0] if connecting else timeout[1]
+    return f"{timeout:g} s"

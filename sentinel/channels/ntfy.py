@@ -26,6 +26,7 @@ from sentinel.channels.base import Channel, DeliveryError, register
 from sentinel.channels.fit import cut, utf8_len
 from sentinel.channels.options import check_language, check_str, check_url, unknown_keys
 from sentinel.channels.plain import digest_title, plain_digest, plain_digest_fit, plain_text
+from sentinel.endings import Urgency
 from sentinel.redact import redact
 from sentinel.render import title as alert_title
 from sentinel.safetext import printable
@@ -33,20 +34,8 @@ from sentinel.safetext import printable
 MAX_MESSAGE_BYTES = 4096
 _BUDGET = 4000
 PRIORITY_NAMES = {"min": 1, "low": 2, "default": 3, "high": 4, "max": 5, "urgent": 5}
-DEFAULT_PRIORITIES = {"finished": 3, "recovered": 2, "message": 3, "test": 3, "aborted": 3}
-FAILURE_PRIORITY = 4
-TAGS = {
-    AlertKind.FINISHED: "white_check_mark",
-    AlertKind.CRASHED: "boom",
-    AlertKind.ABORTED: "no_entry",
-    AlertKind.TERMINATED: "stop_sign",
-    AlertKind.KILLED: "skull",
-    AlertKind.STALLED: "hourglass",
-    AlertKind.RECOVERED: "arrows_counterclockwise",
-    AlertKind.LOST: "question",
-    AlertKind.MESSAGE: "speech_balloon",
-    AlertKind.TEST: "bell",
-}
+# Each ending's urgency (sentinel.endings) as an ntfy priority: high, default, low.
+URGENCY_PRIORITIES = {Urgency.HIGH: 4, Urgency.NORMAL: 3, Urgency.LOW: 2}
 _PRIORITY_KEYS = set(ALERT_STATES) | {"message", "test"}
 RATE_LIMIT = (12, 60.0)  # a bucket of 60 refilled 1 per 5 s never runs dry at this rate
 
@@ -124,7 +113,7 @@ class NtfyChannel(Channel):
         chosen = (value or {}).get(kind.value)
         if chosen is not None:
             return _priority(chosen) or 3
-        return DEFAULT_PRIORITIES.get(kind.value, FAILURE_PRIORITY)
+        return URGENCY_PRIORITIES[kind.ending.urgency]
 
     def request(self, alert: Alert) -> tuple[bytes, dict[str, str]]:
         """(body, headers) for one alert."""
@@ -133,7 +122,7 @@ class NtfyChannel(Channel):
         headers = {
             "Title": header_value(cut(alert_title(alert, lang), 250)),
             "Priority": str(self.priority_for(alert.kind)),
-            "Tags": TAGS.get(alert.kind, "bell"),
+            "Tags": alert.kind.ending.tag,
         }
         if alert.url and alert.url.isascii():
             headers["Click"] = header_value(alert.url)

@@ -15,12 +15,13 @@ from __future__ import annotations
 from typing import Any, ClassVar, Mapping, Optional, Sequence, Tuple
 from urllib.parse import parse_qs, urlsplit
 
-from sentinel.alerts import Alert, AlertKind
+from sentinel.alerts import Alert
 from sentinel.channels import http
 from sentinel.channels.base import Channel, DeliveryError, register
 from sentinel.channels.fit import fit_message, how_many_fit, utf8_len
 from sentinel.channels.options import check_language, check_url, unknown_keys
 from sentinel.channels.plain import digest_title, plain_digest, plain_text
+from sentinel.endings import Tone
 from sentinel.redact import redact
 from sentinel.render import cap, error_tail, facts, headline, say, summary
 from sentinel.render import emoji as kind_emoji
@@ -35,12 +36,8 @@ THROTTLED_FOR = 60.0
 ERR_THROTTLED = 45009
 ERR_BAD_URL = 93000
 ERR_BUSY = -1
-COLOR = {
-    AlertKind.FINISHED: "info",
-    AlertKind.RECOVERED: "info",
-    AlertKind.MESSAGE: "comment",
-    AlertKind.TEST: "comment",
-}
+# Each ending's tone (sentinel.endings) as a WeCom font colour (green, grey, orange).
+COLOR = {Tone.GOOD: "info", Tone.INFO: "comment", Tone.WARNING: "warning", Tone.BAD: "warning"}
 
 
 def _md(text: str) -> str:
@@ -49,7 +46,7 @@ def _md(text: str) -> str:
 
 
 def render_markdown(alert: Alert, lang: str, max_bytes: int = MAX_MARKDOWN_BYTES) -> str:
-    color = COLOR.get(alert.kind, "warning")
+    color = COLOR[alert.kind.ending.tone]
     head = f'### <font color="{color}">{_md(cap(alert_title(alert, lang), 200))}</font>'
     said = _md(cap(summary(alert, lang), 600))
     pairs = [(label, _md(cap(value, 160))) for label, value in facts(alert, lang)]

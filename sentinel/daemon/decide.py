@@ -12,40 +12,47 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Iterable, NamedTuple, Optional
+from typing import TYPE_CHECKING, Iterable, NamedTuple, Optional
 
 from sentinel import endings
 from sentinel.alerts import AlertKind
 from sentinel.spool import FinalRecord, Progress
 
 
-class RunState(str, enum.Enum):
-    RUNNING = "running"
-    STALLED = "stalled"
-    FINISHED = "finished"
-    CRASHED = "crashed"
-    ABORTED = "aborted"
-    TERMINATED = "terminated"
-    KILLED = "killed"
-    LOST = "lost"
-    TIME_LIMIT = "time_limit"
-    CANCELLED = "cancelled"
-    PREEMPTED = "preempted"
-    NODE_FAILURE = "node_failure"
-    FAULTED = "faulted"  # alive, but a GPU fault was reported: it explains any stall that follows
+class _StateOfRun(str):
+    value: str
 
     @property
     def is_live(self) -> bool:
         """The run may still change state (its process is believed to exist)."""
-        return self in (RunState.RUNNING, RunState.STALLED, RunState.FAULTED)
+        return self.value in endings.LIVE_STATES
 
     @property
     def is_terminal(self) -> bool:
         return not self.is_live
 
 
-if {e.run_state for e in endings.ENDINGS if e.run_state} | {"running"} != {s.value for s in RunState}:
-    raise ImportError("sentinel.daemon.decide.RunState and sentinel.endings.ENDINGS name different states")
+if TYPE_CHECKING:
+    class RunState(_StateOfRun, enum.Enum):
+        """The names typed code uses; at run time the members are ``running``
+        and each ``run_state`` of ``sentinel.endings.ENDINGS``."""
+
+        RUNNING = "running"
+        STALLED = "stalled"
+        FINISHED = "finished"
+        CRASHED = "crashed"
+        ABORTED = "aborted"
+        TERMINATED = "terminated"
+        KILLED = "killed"
+        LOST = "lost"
+        TIME_LIMIT = "time_limit"
+        CANCELLED = "cancelled"
+        PREEMPTED = "preempted"
+        NODE_FAILURE = "node_failure"
+        FAULTED = "faulted"  # alive, but a GPU fault was reported: it explains any stall that follows
+else:
+    RunState = enum.Enum("RunState", [(state.upper(), state) for state in endings.RUN_STATES],
+                         module=__name__, qualname="RunState", type=_StateOfRun)
 
 
 class EventKind(str, enum.Enum):

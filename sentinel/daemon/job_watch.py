@@ -49,7 +49,7 @@ from sentinel.daemon.slurm import SlurmEnding, SlurmOracle, by_end_time, classif
 from sentinel.daemon.spool_watcher import SpoolWatcher
 from sentinel.daemon.xid import GpuFaults, XidHit
 from sentinel.endings import Reason
-from sentinel.exit_status import Ending, ending_of
+from sentinel.exit_status import Ending, ending_kind, ending_of
 from sentinel.procid import ProcessIdentity, parent_pid, process_uid, start_ticks
 from sentinel.safetext import printable
 from sentinel.spool import FinalRecord, JobRecord, SpoolFormatError, read_json
@@ -152,12 +152,15 @@ def outcome(death: Death) -> tuple[AlertKind, Reason]:
     """The ending one rank's death alone would be, and how to say it."""
     final = death.final
     if final is not None:
-        if final.state == "finished":
-            return AlertKind.FINISHED, Reason("rank_finished")
-        if final.state == "aborted":
-            return AlertKind.ABORTED, Reason("rank_interrupted")
-        if final.state == "terminated":
-            return AlertKind.TERMINATED, Reason("rank_terminated", {"signal": final.signal or "SIGTERM"})
+        kind = AlertKind(ending_kind(recorded=final.state))
+        if kind is AlertKind.FINISHED:
+            return kind, Reason("rank_finished")
+        if kind is AlertKind.ABORTED:
+            return kind, Reason("rank_interrupted")
+        if kind is AlertKind.TERMINATED:
+            return kind, Reason("rank_terminated", {"signal": final.signal or "SIGTERM"})
+        if kind is AlertKind.KILLED:
+            return kind, Reason("rank_killed", {"signal": final.signal or "SIGKILL"})
         last = _last_line(final.error)
         if last:
             return AlertKind.CRASHED, Reason("rank_crashed", {"line": last})
@@ -167,15 +170,19 @@ def outcome(death: Death) -> tuple[AlertKind, Reason]:
     if death.message:
         return AlertKind.CRASHED, Reason("rank_raised", {"message": death.message})
     status = death.status
-    if status is None:
+    said = ending_kind(status.signal, status.exit_code) if status is not None else None
+    if status is None or said is None:
         return AlertKind.KILLED, Reason("rank_unseen")
+    kind = AlertKind(said)
     if status.signal is not None:
-        if status.signal == "SIGTERM":
-            return AlertKind.TERMINATED, Reason("rank_terminated", {"signal": "SIGTERM"})
-        return AlertKind.KILLED, Reason("rank_killed", {"signal": status.signal})
-    if status.exit_code == 0:
-        return AlertKind.FINISHED, Reason("rank_exited_clean")
-    return AlertKind.CRASHED, Reason("rank_exit_code", {"code": status.exit_code})
+        if kind is AlertKind.ABORTED:
+            return kind, Reason("rank_interrupted")
+        if kind is AlertKind.TERMINATED:
+            return kind, Reason("rank_terminated", {"signal": status.signal})
+        return kind, Reason("rank_killed", {"signal": status.signal})  # SIGKILL, or a native crash
+    if kind is AlertKind.FINISHED:
+        return kind, Reason("rank_exited_clean")
+    return kind, Reason("rank_exit_code", {"code": status.exit_code})
 
 
 def is_unknown(death: Death) -> bool:

@@ -298,7 +298,7 @@ class Daemon:
     def write_daemon_file(self) -> None:
         """``daemon.json``: who watches, how often it is rewritten, which runs it cannot see."""
         unwatchable = [r.run_id for r in self.tracker.runs.values() if r.unwatchable and r.state.is_live]
-        daemon_file.write(self.spool, self.config.rescan_interval, unwatchable)
+        daemon_file.write(self.spool, self.config.rescan_interval, unwatchable, list(self.config.channels))
 
     def start_rescan(self, now: float) -> None:
         """Begin a rescan; ``continue_rescan`` lists and visits the runs a slice at a time."""

@@ -347,12 +347,17 @@ class Tracker:
         if overrides:
             alert = dataclasses.replace(alert, **overrides)
         alert_on = self.config.alert_on if run.record.alert_on is None else run.record.alert_on
-        channels = [] if event.is_quiet else routing.recipients(
+        routed = [] if event.is_quiet else routing.recipients(
             kind.value, run.channels, alert_on, delivered_inline=final is not None and final.delivered_inline)
         channels = self.mute_book.channels_for(kind.value, run.run_id, run.record.name,
-                                               run.record.labels.get("project"), run.owner_uid, channels, now)
-        if channels and not self.budgets.send_state_alert(run.owner_uid, now):
+                                               run.record.labels.get("project"), run.owner_uid, routed, now)
+        over_budget = bool(channels) and not self.budgets.send_state_alert(run.owner_uid, now)
+        if over_budget:
             channels = []  # over the user's budget: journaled (history shows it), sent to no one
+        if not channels:
+            alert = dataclasses.replace(alert, silenced="over its user's budget of state alerts per minute"
+                                        if over_budget else silenced_because(
+                event.is_quiet, kind.value in alert_on, bool(routed), bool(run.channels)))
         # If this raises (disk full), the state stays put and the next rescan decides again.
         self.outbox.enqueue(alert, channels, sync=False)
         old_state = run.state
@@ -509,3 +514,14 @@ def with_notes(reason: Optional[Reason], notes: list[Reason]) -> Optional[Reason
             return None
         reason, notes = notes[0], notes[1:]
     return reason.with_notes(notes)
+
+
+def silenced_because(quiet: bool, wanted: bool, routed: bool, has_channels: bool) -> str:
+    """Why an alert goes to no channel, in the words ``sentinel history`` shows."""
+    if quiet:
+        return "part of its job's alert"
+    if not wanted:
+        return "not in alert_on"
+    if routed:
+        return "muted"
+    return "sent by the process itself" if has_channels else "no channels"

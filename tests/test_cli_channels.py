@@ -33,7 +33,8 @@ def daemon(tmp_path: Path, bark: FakeBark) -> Iterator[DaemonProcess]:
 def test_the_daemon_publishes_channel_names_never_options(daemon: DaemonProcess, bark: FakeBark) -> None:
     text = (daemon.spool / "daemon.json").read_text()
     assert json.loads(text)["channels"] == ["phone"]
-    assert set(json.loads(text)) == {"v", "pid", "start_ticks", "boot_id", "version", "channels"}
+    assert set(json.loads(text)) == {"v", "pid", "start_ticks", "boot_id", "version", "channels", "pidns",
+                                     "refresh", "unwatchable"}
     assert bark.key_url.rstrip("/") not in text and "bark" not in text  # options stay in the config
     assert daemon_file.published_channels(daemon.spool) == ["phone"]
 

@@ -106,6 +106,9 @@ class Alert:
     trend: list[float] = field(default_factory=list)  # its last values, oldest first
     # A job event: "id", "launcher", "ranks" (local ranks watched), "cause_rank" (the first failure)
     job: dict[str, str] = field(default_factory=dict)
+    # The container the run's process is in, as the daemon read it from its cgroup
+    # (sentinel.containers.ContainerIdentity.as_dict); ``hostname`` is then the node's.
+    container: dict[str, str] = field(default_factory=dict)
 
     @property
     def why(self) -> Optional[Reason]:

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from sentinel import spool
+from sentinel import containers, spool
 from sentinel.daemon.decide import RunState, replay
 from sentinel.daemon_file import live_daemon
 from sentinel.procid import ProcessIdentity
@@ -55,6 +55,9 @@ class RunStatus:
     scalars: dict[str, float] = field(default_factory=dict)  # the last metrics
     error: Optional[str] = None  # the error tail of the final record
     path: str = ""  # the run directory
+    # The container its live process is in (sentinel.containers.ContainerIdentity.as_dict), read
+    # from /proc/<pid>/cgroup now; empty on the host, or once the process is gone.
+    container: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -197,7 +200,13 @@ def _run_status(record: spool.RunRecord, paths: spool.RunPaths, journal: Any, no
                      (progress.scalars if progress else {})),
         error=final.error if final else None,
         path=str(paths.dir),
+        container=_container(record) if alive else {},
     )
+
+
+def _container(record: spool.RunRecord) -> dict[str, str]:
+    found = containers.identify(record.pid, record.start_ticks)
+    return found.as_dict() if found is not None else {}
 
 
 def _optional(reader: Any, path: Path) -> Any:
@@ -365,6 +374,7 @@ def render_detail(run: RunStatus, alerts: list[Any], now: Optional[float] = None
         ("State", printable(_state_text(run))),
         ("PID", f"{run.pid} on {printable(run.user)}@{printable(run.hostname)}"
                 f"{'' if run.alive else ' (gone)'}"),
+        *([("Container", printable(containers.label_of(run.container)))] if run.container else []),
         ("Started", time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.started))),
         ("Uptime" if run.ended is None else "Ended", _uptime(run, now)),
         ("Step", "-" if run.step is None else f"{run.step:,}"),

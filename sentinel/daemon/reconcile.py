@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Optional
 
+from sentinel import containers
 from sentinel.daemon.decide import Event, EventKind, RunState, replay, stall_deadline
 from sentinel.daemon.liveness import Status
 from sentinel.daemon.oom import cgroup_counter
@@ -57,6 +58,9 @@ def admit(tracker: Tracker, run_id: str, now: float, at_startup: bool) -> Option
     if status is Status.ALIVE:
         run.watched = True
         run.cgroup = cgroup_counter(record.pid)  # now, while /proc/<pid>/cgroup exists
+        run.container = containers.identify(record.pid, record.start_ticks)  # the cgroup goes with it
+        if run.container is not None:
+            log.info("run %s is in %s (%s)", run_id, run.container.label(), run.container.runtime)
         tracker.jobs.admit(run, now)  # jobs: its job's other ranks on this host are watched too
         if run.state is RunState.STALLED:
             tracker.watcher.want_beats(run_id, True)

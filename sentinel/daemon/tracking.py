@@ -21,6 +21,7 @@ from sentinel import mutes, spool
 from sentinel.alerts import Alert, AlertKind, from_run, with_kernel_ending
 from sentinel.channels import routing
 from sentinel.config import Config
+from sentinel.containers import ContainerIdentity
 from sentinel.daemon import archive, nccl
 from sentinel.daemon.channel_access import ChannelAccess
 from sentinel.daemon.decide import (
@@ -281,6 +282,8 @@ class Tracker:
                          final=final, now=now, reason=reason, user=run.user,
                          trend_metric=self.config.trend_metric, trend_points=self.config.trend_points)
         alert = with_kernel_ending(alert, kernel_status)
+        if run.container is not None:
+            alert = in_container(alert, run.container, self.config.host)
         if overrides:
             alert = dataclasses.replace(alert, **overrides)
         alert_on = self.config.alert_on if run.record.alert_on is None else run.record.alert_on
@@ -435,3 +438,10 @@ def with_notes(reason: Optional[Reason], notes: list[Reason]) -> Optional[Reason
             return None
         reason, notes = notes[0], notes[1:]
     return reason.with_notes(notes)
+
+
+def in_container(alert: Alert, container: ContainerIdentity, host: str) -> Alert:
+    """``alert`` of a run in ``container``: the host it names is the node (the
+    pod's NODE_NAME, else this daemon's host), the container's beside it; the
+    record's hostname is only the container's own."""
+    return dataclasses.replace(alert, container=container.as_dict(), hostname=container.node or host)

@@ -280,6 +280,12 @@ def summary(alert: Alert, lang: str = "en") -> str:
     return ""
 
 
+def where(alert: Alert) -> str:
+    """'gpu-node-3 · container 3f2a9c1b7d4e': the host, and the container the run was in."""
+    container = label_of(alert.container)
+    return " · ".join(p for p in (alert.hostname, container) if p)
+
+
 def last_error_line(alert: Alert) -> Optional[str]:
     """'RuntimeError: CUDA out of memory' — the line a traceback ends with."""
     for line in reversed((alert.error or "").splitlines()):

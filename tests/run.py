@@ -16,7 +16,8 @@ The last three only run victim scripts (with the repository on PYTHONPATH);
 tests find their interpreters through SENTINEL_TEST_PY_SWANLAB_0720,
 SENTINEL_TEST_PY_SWANLAB_0611 and SENTINEL_TEST_PY_TORCH. Prometheus and Alertmanager (Debian packages,
 for the fleet tests) are installed with apt-get when missing and this runs as
-root; their services are never started. An environment is reused when its marker
+root; their services are never started. So is Docker (Debian docker.io): the container
+tests start a dockerd of their own. An environment is reused when its marker
 file says it was built from the same requirements (and, for .venv, the same
 pyproject.toml); otherwise it is (re)installed.
 
@@ -112,18 +113,21 @@ def ensure(venv: Env) -> bool:
 
 # Debian packages the fleet tests run for real (never as services: the tests start the binaries).
 DEBIAN_PACKAGES = {"prometheus": "prometheus", "prometheus-alertmanager": "prometheus-alertmanager",
-                   "promtool": "prometheus"}
+                   "promtool": "prometheus",
+                   # the container tests start their own dockerd (tests/docker_harness.py)
+                   "dockerd": "docker.io"}
 
 
 def ensure_debian_packages() -> None:
-    """Install Prometheus and Alertmanager when missing and this machine can (root, apt-get).
+    """Install Prometheus, Alertmanager and Docker when missing and this machine can (root, apt-get).
     Where it cannot, the tests that need them say so and skip (they fail under CI=true)."""
     missing = sorted({pkg for binary, pkg in DEBIAN_PACKAGES.items()
-                      if not shutil.which(binary) and not os.path.exists(f"/usr/bin/{binary}")})
+                      if not shutil.which(binary) and not os.path.exists(f"/usr/bin/{binary}")
+                      and not os.path.exists(f"/usr/sbin/{binary}")})
     if not missing:
         return
     if os.geteuid() != 0 or not shutil.which("apt-get"):
-        say(f"missing {', '.join(missing)} (apt-get install -y {' '.join(missing)}); fleet tests will skip")
+        say(f"missing {', '.join(missing)} (apt-get install -y {' '.join(missing)}); their tests will skip")
         return
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     # policy-rc.d 101: the packages' services are not started on install.
@@ -134,7 +138,7 @@ def ensure_debian_packages() -> None:
         policy.chmod(0o755)
     try:
         if run(["apt-get", "update"], env) != 0 or run(["apt-get", "install", "-y", *missing], env) != 0:
-            say(f"installing {', '.join(missing)} failed; fleet tests will skip")
+            say(f"installing {', '.join(missing)} failed; their tests will skip")
     finally:
         if made_policy:
             policy.unlink()

@@ -7,6 +7,7 @@ Docker v1 layout is also read live in tests/test_docker_e2e.py.
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -89,8 +90,8 @@ def test_an_alert_names_the_node_with_the_container_beside_it() -> None:
     assert round_trip.container == alert.container
 
 
-def test_a_host_process_has_no_container_and_a_reused_pid_lends_none(child: object) -> None:
-    pid = getattr(child, "pid")
+def test_a_host_process_has_no_container_and_a_reused_pid_lends_none(child: subprocess.Popen[bytes]) -> None:
+    pid = child.pid
     here = Path(f"/proc/{pid}/cgroup").read_text()
     expected = parse_cgroup_file(here)
     found = identify(pid)

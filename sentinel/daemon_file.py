@@ -13,6 +13,14 @@ only if the process it names is that very process (pid, start time, boot
 id), runs as the file's owner and calls itself ``sentinel-daemon`` (the
 name the daemon gives its process). A forged file, naming pid 1 or any
 live process, therefore never switches a user's fallback off.
+
+Across PID namespaces (a training process in a container, the daemon on the
+host) the pid names nothing the reader can check. The file records the
+daemon's PID namespace and how often it is rewritten (``refresh``, the
+rescan interval); a reader in another namespace counts the daemon alive
+while a root- (or self-) owned file is no older than twice that, plus
+``FRESH_SLACK``. A daemon that was SIGKILLed therefore looks alive for up to
+that long to a containerised reader.
 """
 
 from __future__ import annotations
@@ -20,21 +28,26 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
-from sentinel import __version__, spool
+from sentinel import __version__, pidns, spool
 from sentinel.procid import ProcessIdentity, process_uid
 from sentinel.spool import DAEMON_FILE, DaemonLiveness, SpoolFormatError
 
 log = logging.getLogger("sentinel.daemon_file")
 
 PROCESS_NAME = "sentinel-daemon"  # the daemon's /proc/<pid>/comm
+FRESH_SLACK = 5.0  # seconds a rewrite may be late (a busy loop, a slow disk) before the daemon counts as gone
 
 
-def write(spool_path: Path) -> bool:
+def write(spool_path: Path, refresh: Optional[float] = None, unwatchable: Sequence[str] = ()) -> bool:
+    """``refresh``: seconds to the next rewrite; ``unwatchable``: runs whose process it cannot see."""
     me = ProcessIdentity.current()
-    record = DaemonLiveness(pid=me.pid, start_ticks=me.start_ticks, boot_id=me.boot_id, version=__version__)
+    record = DaemonLiveness(pid=me.pid, start_ticks=me.start_ticks, boot_id=me.boot_id, version=__version__,
+                            pidns=pidns.namespace_of(), refresh=refresh,
+                            unwatchable=list(unwatchable)[:spool.MAX_UNWATCHABLE])
     try:
         spool.write_json(Path(spool_path) / DAEMON_FILE, record.to_dict(), mode=0o644)
     except OSError as exc:
@@ -56,7 +69,7 @@ def remove(spool_path: Path) -> None:
         os.unlink(Path(spool_path) / DAEMON_FILE)
 
 
-def live_daemon(spool_path: Path) -> Optional[DaemonLiveness]:
+def live_daemon(spool_path: Path, now: Optional[float] = None) -> Optional[DaemonLiveness]:
     """The record of the daemon watching ``spool_path`` now, or None (see the module docstring)."""
     try:
         record, st = spool.read_daemon_liveness(spool_path)
@@ -64,11 +77,22 @@ def live_daemon(spool_path: Path) -> Optional[DaemonLiveness]:
         return None
     if st.st_uid not in (0, os.getuid()):
         return None  # written by another user: forged, whatever it says
+    if record.pidns and record.pidns != pidns.namespace_of():
+        return record if _fresh(record, st, now) else None
     if not ProcessIdentity(record.pid, record.start_ticks, record.boot_id).is_running():
         return None
     if process_uid(record.pid) != st.st_uid or process_name(record.pid) != PROCESS_NAME:
         return None
     return record
+
+
+def _fresh(record: DaemonLiveness, st: os.stat_result, now: Optional[float]) -> bool:
+    """A daemon of another PID namespace, whose pid means nothing here: alive
+    if it rewrote the file lately (it does at every rescan, ``refresh``)."""
+    if record.refresh is None:
+        return False
+    age = (time.time() if now is None else now) - st.st_mtime
+    return -FRESH_SLACK <= age <= 2 * record.refresh + FRESH_SLACK
 
 
 def daemon_alive(spool_path: Path) -> bool:

@@ -160,6 +160,12 @@ REASONS: Mapping[str, Mapping[str, str]] = {
               "{last_beat}",
         "zh": "运行期间主机重启（记录来自上一次开机）；{last_beat}",
     },
+    "unwatchable_silent": {
+        "en": "no heartbeat for {silent:.0f}s (stall timeout {timeout:.0f}s), and the daemon cannot see "
+              "the run's process (another PID namespace), so it cannot tell a frozen process from a dead one",
+        "zh": "已 {silent:.0f} 秒没有心跳（卡住超时 {timeout:.0f} 秒）；"
+              "守护进程看不到该运行的进程（不同的 PID 命名空间），无法区分进程是冻结还是已退出",
+    },
     "frozen": {
         "en": "no heartbeat for {silent:.0f}s (stall timeout {timeout:.0f}s): "
               "the process is frozen (stopped, swapping or stuck in the kernel)",

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import sentinel
-from sentinel import jobs, spool
+from sentinel import jobs, pidns, spool
 from sentinel.procid import ProcessIdentity, thread_start_ticks
 from sentinel.rules import parse_duration, positive_duration
 from sentinel.safetext import escape_undecodable
@@ -180,6 +180,7 @@ class Recorder:
             version=getattr(sentinel, "__version__", ""),
             job=jobs.from_environ(os.environ, os.getppid()),  # a rank of a launched job, if it is one
             alert_on=list(alert_on) if alert_on is not None else None,
+            pidns=pidns.namespace_of(),  # a daemon outside this process's namespace finds it by this
         )
         self.handle_sigterm = handle_sigterm
         self._owner_pid = ident.pid

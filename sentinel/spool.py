@@ -15,6 +15,12 @@ Layout, format version 1::
         final.json               FinalRecord: written once, when the run ends
         msg/<seq:08d>.json       Message: queued user messages, in order
 
+``run.json`` may carry ``pidns``: the PID namespace its ``pid`` and
+``watch_threads`` are numbered in (``"<st_dev>:<st_ino>"`` of
+``/proc/self/ns/pid``, see ``sentinel.pidns``); a daemon in another namespace
+(the run in a container) finds the process by it. Absent or empty: the
+daemon's own namespace, as before the field existed.
+
 ``run.json`` may carry ``job`` (a ``JobRecord``): the process is one rank of
 a job started by a launcher (torchrun, DeepSpeed, Accelerate, Slurm). It
 names the job, the rank and the launcher's agent process, from the
@@ -83,6 +89,7 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar, Mapping, Optional, Union
 
 from sentinel import endings
+from sentinel.pidns import is_pidns
 from sentinel.rules import MAX_DURATION, MAX_LABELS, MAX_RUN_CHANNELS
 from sentinel.safetext import escape_undecodable
 
@@ -335,6 +342,7 @@ def _parse(cls: type, data: Mapping[str, Any], rules: Mapping[str, _Rule],
 
 
 MAX_WATCH_THREADS = 4
+MAX_UNWATCHABLE = 1000  # run ids daemon.json lists as unwatchable
 
 
 def _valid_watch_threads(value: Any) -> bool:
@@ -403,6 +411,10 @@ class RunRecord:
     # teardown ends. Optional; a malformed list is read as empty.
     watch_threads: list[list[int]] = field(default_factory=list)
     job: Optional[JobRecord] = None  # a rank of a launched job; None: a lone process
+    # The PID namespace ``pid`` and the thread ids are numbered in, as
+    # "<st_dev>:<st_ino>" of /proc/self/ns/pid (``sentinel.pidns``). Empty: not
+    # recorded (an older recorder), read as the daemon's own namespace.
+    pidns: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -444,6 +456,9 @@ class RunRecord:
                                f"must be at most {MAX_WATCH_THREADS} [thread id, start ticks] pairs",
                                clean=_keep),
         # A bad job record makes the run a lone process: still watched, alerted on its own.
+        # Part of the identity: read wrongly, the daemon would watch another process.
+        "pidns": _Rule(lambda v: v == "" or (isinstance(v, str) and is_pidns(v)),
+                       'must be "<device>:<inode>" of a PID namespace', essential=True),
         "job": _Rule(lambda v: v is None or _job_problem(v) is None, "must be a job object or null",
                      clean=lambda v: None if v is None else JobRecord.from_dict(v),
                      explain=lambda v: f"is not a job record ({_job_problem(v)})"),
@@ -676,6 +691,14 @@ class DaemonLiveness:
     start_ticks: int
     boot_id: str
     version: str = ""
+    # The PID namespace ``pid`` is numbered in ("<st_dev>:<st_ino>"; "": unknown).
+    # A reader in another namespace (a training process in a container) cannot
+    # check the pid; it trusts a file rewritten within ``refresh`` seconds instead.
+    pidns: str = ""
+    refresh: Optional[float] = None  # seconds between rewrites (the rescan interval); None: unknown
+    # Runs whose process this daemon cannot see (another PID namespace, not
+    # visible from its own): watched by heartbeat and final record only.
+    unwatchable: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {"v": FORMAT_VERSION, **asdict(self)}
@@ -685,6 +708,12 @@ class DaemonLiveness:
         "start_ticks": _Rule(lambda v: _is_int(v) and 0 <= v < 2**63, "must be an integer", essential=True),
         "boot_id": _Rule(_is_str, "must be a string", essential=True),
         "version": _Rule(_is_str, "must be a string", essential=True),
+        "pidns": _Rule(lambda v: v == "" or (isinstance(v, str) and is_pidns(v)),
+                       'must be "<device>:<inode>" of a PID namespace'),
+        "refresh": _Rule(_optional(_is_interval), "must be a positive number of seconds or null"),
+        "unwatchable": _Rule(lambda v: isinstance(v, list) and len(v) <= MAX_UNWATCHABLE
+                             and all(isinstance(r, str) and is_run_id(r) for r in v),
+                             f"must be a list of at most {MAX_UNWATCHABLE} run ids", clean=_keep),
     }
 
     @classmethod

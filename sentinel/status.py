@@ -17,10 +17,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from sentinel import containers, spool
+from sentinel import containers, pidns, spool
 from sentinel.daemon.decide import RunState, replay
+from sentinel.daemon.ns_watch import UNWATCHABLE_FIX
 from sentinel.daemon_file import live_daemon
-from sentinel.procid import ProcessIdentity
+from sentinel.procid import ProcessIdentity, boot_id
 from sentinel.safetext import printable, printable_lines
 from sentinel.state_dir import StateDir
 
@@ -58,6 +59,10 @@ class RunStatus:
     # The container its live process is in (sentinel.containers.ContainerIdentity.as_dict), read
     # from /proc/<pid>/cgroup now; empty on the host, or once the process is gone.
     container: dict[str, str] = field(default_factory=dict)
+    # The daemon cannot see the run's process (another PID namespace than it can see into):
+    # only its heartbeat and final record are watched. ``fix`` says how to make it watchable.
+    unwatchable: bool = False
+    fix: Optional[str] = None
 
 
 @dataclass
@@ -96,8 +101,12 @@ def collect(
     journal = _journal_reader(state_path)
     runs: list[RunStatus] = []
     skipped: list[str] = []
+    live = live_daemon(spool_path, now)
+    unwatchable = set(live.unwatchable) if live is not None else set()
     for run_id in spool.list_run_ids(spool_path):
         _read_into(runs, skipped, spool.RunPaths(spool_path, run_id), journal, now, archived=False)
+        if runs and runs[-1].run_id == run_id and run_id in unwatchable:
+            runs[-1].unwatchable, runs[-1].fix = True, UNWATCHABLE_FIX
     archive = _archive_dirs(state_path)
     for directory in archive or []:
         # Ended a moment ago: still shown, so a killed run does not vanish right after its alert.
@@ -109,7 +118,7 @@ def collect(
                     runs[-1].ended is None or now - runs[-1].ended >= RECENT_SECONDS):
                 runs.pop()
     runs.sort(key=lambda r: (r.started, r.run_id))
-    daemon_pid, daemon_alive = _daemon(spool_path)
+    daemon_pid, daemon_alive = (live.pid, True) if live is not None else (None, False)
     return SpoolStatus(str(spool_path), daemon_pid, daemon_alive, runs, skipped,
                        archived=len(archive) if archive is not None else None,
                        dead_letters=_dead_letters(state_path), mutes=_mutes(spool_path, now))
@@ -163,7 +172,8 @@ def _run_status(record: spool.RunRecord, paths: spool.RunPaths, journal: Any, no
     live = _optional(lambda run_dir: spool.read_live(run_dir)[0], paths.dir)
     progress = spool.with_live(_optional(spool.read_progress, paths.beat), live)
     final = _optional(spool.read_final, paths.final)
-    alive = ProcessIdentity(record.pid, record.start_ticks, record.boot_id).is_running()
+    alive_pid = _alive_pid(record)
+    alive = alive_pid is not None
     verdict: Optional[RunState] = journal(record.run_id) if journal else None
     if final is not None:
         state = RunState(final.state).value
@@ -200,12 +210,23 @@ def _run_status(record: spool.RunRecord, paths: spool.RunPaths, journal: Any, no
                      (progress.scalars if progress else {})),
         error=final.error if final else None,
         path=str(paths.dir),
-        container=_container(record) if alive else {},
+        container=_container(alive_pid, record),
     )
 
 
-def _container(record: spool.RunRecord) -> dict[str, str]:
-    found = containers.identify(record.pid, record.start_ticks)
+def _alive_pid(record: spool.RunRecord) -> Optional[int]:
+    """The run's very process if it exists now, as this process's PID namespace numbers it."""
+    if record.pidns and record.pidns != pidns.namespace_of() and record.boot_id == boot_id():
+        found = pidns.resolve(record.pidns, record.pid, record.start_ticks)  # a run in a container
+        if found is not None and found.pidfd is not None:
+            os.close(found.pidfd)
+        return found.pid if found is not None else None
+    alive = ProcessIdentity(record.pid, record.start_ticks, record.boot_id).is_running()
+    return record.pid if alive else None
+
+
+def _container(pid: Optional[int], record: spool.RunRecord) -> dict[str, str]:
+    found = containers.identify(pid, record.start_ticks) if pid is not None else None
     return found.as_dict() if found is not None else {}
 
 
@@ -214,11 +235,6 @@ def _optional(reader: Any, path: Path) -> Any:
         return reader(path)
     except (FileNotFoundError, spool.SpoolFormatError, OSError):
         return None
-
-
-def _daemon(spool_path: Path) -> tuple[Optional[int], bool]:
-    live = live_daemon(spool_path)
-    return (live.pid, True) if live is not None else (None, False)
 
 
 def _journal_reader(state_path: Optional[Path]) -> Any:
@@ -293,6 +309,8 @@ def _state_text(run: RunStatus) -> str:
         state += f" (exit {run.exit_code})"
     if run.archived:
         state += ", archived"
+    if run.unwatchable:
+        state += ", unwatchable"
     return state
 
 
@@ -386,6 +404,10 @@ def render_detail(run: RunStatus, alerts: list[Any], now: Optional[float] = None
     ]
     width = max(len(label) for label, _ in facts)
     lines = [f"{label.ljust(width)}  {value}" for label, value in facts]
+    if run.unwatchable:
+        lines.append("Unwatchable: the daemon cannot see this run's process (another PID namespace); "
+                     "only its heartbeat and final record are watched (a silent run is reported lost). "
+                     f"To watch it: {run.fix}")
     if run.error:
         lines.append("Error:")
         lines.extend("  " + line for line in printable_lines(run.error.strip())[-15:])

@@ -51,6 +51,8 @@ LIVE_TABLE = {
     **{(s, Event(EventKind.EXITED_OOM)): (S.KILLED, K.KILLED) for s in LIVE},
     **{(s, Event(EventKind.FOUND_DEAD)): (S.KILLED, K.KILLED) for s in LIVE},
     **{(s, Event(EventKind.OTHER_BOOT)): (S.LOST, K.LOST) for s in LIVE},
+    # A run whose process cannot be seen (another PID namespace) went silent: lost, never killed.
+    **{(s, Event(EventKind.HEARTBEAT_LOST)): (S.LOST, K.LOST) for s in LIVE},
     (S.RUNNING, Event(EventKind.PROGRESS_STALE)): (S.STALLED, K.STALLED),
     (S.STALLED, Event(EventKind.PROGRESS_STALE)): (S.STALLED, None),
     (S.RUNNING, Event(EventKind.PROGRESS_FRESH)): (S.RUNNING, None),

@@ -22,6 +22,7 @@ LAYERS = {
     "sentinel.__main__": CLI,
     "sentinel.procid": FORMAT,
     "sentinel.containers": FORMAT,  # a process's container, from its cgroup and environment
+    "sentinel.pidns": FORMAT,  # PID namespaces: a run's process found from another namespace
     "sentinel.spool": FORMAT,
     "sentinel.systemd": FORMAT,
     "sentinel.redact": FORMAT,

@@ -54,6 +54,8 @@ class EventKind(str, enum.Enum):
     EXITED_OOM = "exited_oom"  # ... and the kernel says the OOM killer did it
     FOUND_DEAD = "found_dead"  # at start-up: gone, no final record, same boot
     OTHER_BOOT = "other_boot"  # the record names a process of an earlier boot
+    # The run's process cannot be seen (another PID namespace) and its heartbeat stopped.
+    HEARTBEAT_LOST = "heartbeat_lost"
     PROGRESS_STALE = "progress_stale"  # alive, but no beat/progress for the stall timeout
     PROGRESS_FRESH = "progress_fresh"  # beats/progress are within the stall timeout again
     # Jobs: the ranks of one job on this host end as one event (daemon/job_watch.py).
@@ -133,6 +135,10 @@ def transition(state: RunState, event: Event) -> Transition:
         # goodbye, so it was killed (SIGKILL, OOM killer, interpreter crash).
         # The three events differ only in the detail the loop puts on the alert.
         return Transition(RunState.KILLED, AlertKind.KILLED)
+
+    if kind is EventKind.HEARTBEAT_LOST:
+        # Nothing says the process died, only that it went silent: "lost", never "killed".
+        return Transition(RunState.LOST, AlertKind.LOST)
 
     if kind is EventKind.OTHER_BOOT:
         # The machine rebooted under a running run: its process cannot exist

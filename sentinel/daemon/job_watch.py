@@ -354,7 +354,7 @@ class JobWatch:
         job = self.jobs.get(key)
         if job is None:
             job = self.jobs[key] = Job(key, run.owner_uid, record, run.record.hostname)
-        member = job.members.get(run.record.pid)
+        member = job.members.get(run.identity.pid)
         if member is None or member.ident != run.identity:
             member = Member(run.identity, record.rank, record.local_rank, record.error_file)
             if not self._watch(job, member):

@@ -104,7 +104,10 @@ class Daemon:
         else:
             log.info("watching process pidfds only (no PIDFD_THREAD + PIDFD_GET_INFO, or %s=0)",
                      ENV_DISABLE)
-        daemon_file.write(self.spool)
+        self.write_daemon_file()
+        if self.tracker.resolver.own and not self.tracker.resolver.sees_all:
+            log.info("this daemon is not in the host's PID namespace: runs of other namespaces it "
+                     "cannot see are shown as unwatchable and judged by their heartbeats")
         try:
             mutes.ensure_dir(self.spool)  # made by the daemon, so a user cannot plant their own
         except OSError as exc:
@@ -184,6 +187,11 @@ class Daemon:
         self._guard("GPU faults", self.tracker.attach_gpu_faults, now)  # jobs: Xid lines just read
         if self.wakeup.fd in fds:
             self.wakeup.clear()
+        # Runs of other PID namespaces found (or not) by the resolver's thread.
+        for found in self.tracker.resolver.take():
+            self._guard(found.run_id, reconcile.on_resolved, self.tracker, found, now)
+        if self.tracker.take_unwatchable_changed():
+            self.write_daemon_file()
         # Spool changes (a final record among them) before exits: the process
         # that wrote final.json and exited is then judged by its own word.
         for event in self.watcher.drain():
@@ -269,9 +277,14 @@ class Daemon:
         while self.sweep is not None:
             self.continue_rescan(now, limit=sys.maxsize)
 
+    def write_daemon_file(self) -> None:
+        """``daemon.json``: who watches, how often it is rewritten, which runs it cannot see."""
+        unwatchable = [r.run_id for r in self.tracker.runs.values() if r.unwatchable and r.state.is_live]
+        daemon_file.write(self.spool, self.config.rescan_interval, unwatchable)
+
     def start_rescan(self, now: float) -> None:
         """Begin a rescan; ``continue_rescan`` lists and visits the runs a slice at a time."""
-        daemon_file.write(self.spool)
+        self.write_daemon_file()
         self.resends.look_again()
         if self.sweep is not None:
             self.sweep.close()
@@ -305,7 +318,7 @@ class Daemon:
         if self.jobs.holds(run.run_id):
             return  # jobs: ended, its end held for the job's one alert
         self.jobs.revisit(run)  # jobs: ranks that started after the record
-        if run.state.is_live and not run.watched:
+        if run.state.is_live and not run.watched and not run.resolving and not run.unwatchable:
             # A failed enqueue left the run live with no exit watch: judge again.
             tracker.forget(run.run_id)
             reconcile.admit(tracker, run.run_id, now, at_startup=False)

@@ -9,12 +9,14 @@ now, a run of an earlier boot is "lost", a live one is watched again.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Optional
 
 from sentinel import containers
 from sentinel.daemon.decide import Event, EventKind, RunState, replay, stall_deadline
 from sentinel.daemon.liveness import Status
+from sentinel.daemon.ns_watch import UNWATCHABLE_FIX, Found
 from sentinel.daemon.oom import cgroup_counter
 from sentinel.daemon.run_reader import TrackedRun
 from sentinel.daemon.tracking import Tracker
@@ -54,11 +56,24 @@ def admit(tracker: Tracker, run_id: str, now: float, at_startup: bool) -> Option
             tracker.apply(run, Event.final(final.state), now, final=final,
                          reason=ENDED_DOWN if at_startup else None)
 
-    status = tracker.liveness.watch(run_id, run.identity, record.watch_threads)
+    if tracker.resolver.foreign(record):
+        # Its pids are another namespace's (a container): found off the loop, settled in on_resolved.
+        run.resolving = tracker.resolver.request(record, run.owner_uid, at_startup)
+        return run  # not found yet, nor asked (queue full): live and unwatched, the rescan asks again
+    settle(tracker, run, tracker.liveness.watch(run_id, run.identity, record.watch_threads), now,
+           at_startup)
+    return run
+
+
+def settle(tracker: Tracker, run: TrackedRun, status: Status, now: float, at_startup: bool) -> None:
+    """What the process watch said at admission: watched, or ended while unseen."""
+    run_id, record = run.run_id, run.record
     if status is Status.ALIVE:
         run.watched = True
-        run.cgroup = cgroup_counter(record.pid)  # now, while /proc/<pid>/cgroup exists
-        run.container = containers.identify(record.pid, record.start_ticks)  # the cgroup goes with it
+        run.cgroup = cgroup_counter(run.identity.pid)  # now, while /proc/<pid>/cgroup exists
+        # The container from the cgroup of the process as this daemon numbers it (the host pid
+        # of a namespaced run): read now, the cgroup goes with the container.
+        run.container = containers.identify(run.identity.pid, record.start_ticks)
         if run.container is not None:
             log.info("run %s is in %s (%s)", run_id, run.container.label(), run.container.runtime)
         tracker.jobs.admit(run, now)  # jobs: its job's other ranks on this host are watched too
@@ -68,7 +83,7 @@ def admit(tracker: Tracker, run_id: str, now: float, at_startup: bool) -> Option
         elif run.state is RunState.RUNNING:
             tracker.schedule_stall_check(run, stall_deadline(run.progress, record.started,
                                                             tracker.stall_timeout(run)))
-        return run
+        return
 
     if run.state.is_live:
         if status is Status.OTHER_BOOT:
@@ -79,10 +94,61 @@ def admit(tracker: Tracker, run_id: str, now: float, at_startup: bool) -> Option
                          reason=Reason("died_while_down", {"last_beat": last_beat(run)}))
         else:
             # Died between writing its record and our look; a zombie still tells how.
-            tracker.judge_exit(run, now, zombie_exit_status(record.pid, record.start_ticks))
+            ident = run.identity
+            known = run.host_pid is not None or not tracker.resolver.foreign(record)
+            tracker.judge_exit(run, now, zombie_exit_status(ident.pid, ident.start_ticks) if known else None)
     if run.state.is_terminal:
         tracker.retire(run, now)
-    return run
+
+
+def on_resolved(tracker: Tracker, found: Found, now: float) -> None:
+    """The resolver's answer for a run of another PID namespace."""
+    run = tracker.runs.get(found.run_id)
+    if run is None or not run.resolving:
+        return  # forgotten meanwhile: a re-admission asks again
+    run.resolving = False
+    record = run.record
+    if found.host_pid is not None:
+        run.host_pid = found.host_pid
+        job = record.job
+        if job is not None and job.agent_pid is not None:
+            # jobs: siblings are found as the agent's children, numbered here (their environment
+            # names the job; parent_pid gives the host agent pid, so the job key must use it too).
+            agent_ticks = job.agent_start_ticks if found.agent_pid is not None else None
+            run.record = dataclasses.replace(record, job=dataclasses.replace(
+                job, agent_pid=found.agent_pid, agent_start_ticks=agent_ticks))
+        status = tracker.liveness.watch(run.run_id, run.identity, found.threads)
+        threads = tracker.liveness.watched_threads(run.run_id)
+        log.info("run %s: pid %d of PID namespace %s is pid %d here; watching its process pidfd%s",
+                 run.run_id, record.pid, record.pidns, found.host_pid,
+                 f" and {threads} thread pidfd(s) (the thread-pidfd path, for a containerised run)"
+                 if threads else "")
+        settle(tracker, run, status, now, found.at_startup)
+    elif found.gone and tracker.reader.run_dir_present(run):
+        # Seen from the host namespace every process is visible: not found is gone.
+        settle(tracker, run, Status.DEAD, now, found.at_startup)
+    elif found.gone:
+        tracker.forget(run.run_id)  # archived or removed meanwhile
+    else:
+        make_unwatchable(tracker, run, now)
+
+
+def make_unwatchable(tracker: Tracker, run: TrackedRun, now: float) -> None:
+    """The run's process cannot be seen from here: only its heartbeat and final record count."""
+    run.unwatchable = True
+    log.warning("run %s: pid %d of PID namespace %s is not visible to this daemon (PID namespace %s); "
+                "unwatchable: its end is judged by its final record or its heartbeat stopping "
+                "(reported as lost). To watch it: %s", run.run_id, run.record.pid, run.record.pidns,
+                tracker.resolver.own, UNWATCHABLE_FIX)
+    tracker.unwatchable_changed()
+    if run.state is RunState.STALLED:
+        tracker.watcher.want_beats(run.run_id, True)
+        tracker.check_recovery(run, now)
+    elif run.state is RunState.RUNNING:
+        tracker.schedule_stall_check(run, stall_deadline(run.progress, run.record.started,
+                                                        tracker.stall_timeout(run)))
+    elif run.state.is_terminal:
+        tracker.retire(run, now)
 
 
 def reconcile_all(tracker: Tracker, now: float) -> int:

@@ -31,7 +31,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterator, NamedTuple, Optional, TypeVar
 
-from sentinel import spool
+from sentinel import pidns, spool
 from sentinel.accounts import verified_user
 from sentinel.containers import ContainerIdentity
 from sentinel.daemon.decide import RunState
@@ -50,6 +50,7 @@ from sentinel.spool import (
 )
 
 log = logging.getLogger("sentinel.daemon.run_reader")
+_OWN_PIDNS = pidns.namespace_of()
 
 _MAX_REMEMBERED = 10_000
 
@@ -112,6 +113,11 @@ class TrackedRun:
     stall_check_at: Optional[float] = None  # when to re-read beat.json
     frozen: bool = False  # stalled with the heartbeat stopped too, not only progress
     channels: list[str] = field(default_factory=list)
+    # A run of another PID namespace (``sentinel.daemon.ns_watch``): its pid as
+    # the daemon sees it once found; being looked for; or not findable from here.
+    host_pid: Optional[int] = None
+    resolving: bool = False
+    unwatchable: bool = False
 
     @property
     def run_id(self) -> str:
@@ -125,7 +131,9 @@ class TrackedRun:
 
     @property
     def identity(self) -> ProcessIdentity:
-        return ProcessIdentity(self.record.pid, self.record.start_ticks, self.record.boot_id)
+        """The process as the daemon's namespace numbers it (the recorded pid until found)."""
+        pid = self.host_pid if self.host_pid is not None else self.record.pid
+        return ProcessIdentity(pid, self.record.start_ticks, self.record.boot_id)
 
 
 class LoadedRun(NamedTuple):
@@ -275,7 +283,10 @@ class RunReader:
             return (f"shared spool: owned by uid {file_uid} (directory {dir_uid}) "
                     f"but claims uid {record.uid}")
         # The process owner is only meaningful while the pid still names the
-        # run's process; a dead run is judged on its files alone.
+        # run's process; a dead run is judged on its files alone. A pid of
+        # another namespace names no process here: ns_watch checks its owner.
+        if record.pidns and record.pidns != _OWN_PIDNS:
+            return None
         if start_ticks(record.pid) == record.start_ticks:
             proc_uid = process_uid(record.pid)
             if proc_uid is not None and proc_uid != file_uid:

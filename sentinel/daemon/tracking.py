@@ -38,6 +38,7 @@ from sentinel.daemon.decide import (
 from sentinel.daemon.job_watch import JobWatch
 from sentinel.daemon.liveness import Liveness
 from sentinel.daemon.message_limits import MessageGate
+from sentinel.daemon.ns_watch import Resolver
 from sentinel.daemon.oom import OomDetector
 from sentinel.daemon.run_reader import RunReader, TrackedRun
 from sentinel.daemon.spool_watcher import SpoolWatcher
@@ -45,7 +46,6 @@ from sentinel.daemon.xid import GpuFaults, XidHit
 from sentinel.endings import Reason
 from sentinel.observer import FleetObserver
 from sentinel.outbox import SyncThread
-from sentinel.procid import ProcessIdentity
 from sentinel.safetext import printable
 from sentinel.spool import FinalRecord
 
@@ -117,6 +117,9 @@ class Tracker:
         oom.listeners.append(self.gpu.feed)
         # jobs: sibling ranks (their own pidfds), held endings, one alert per job event
         self.jobs = JobWatch(self, job_liveness, wake_loop)
+        # Runs of other PID namespaces (containers) are found on a worker thread.
+        self.resolver = Resolver(wake_loop)
+        self._unwatchable_changed = False  # daemon.json's list of unwatchable runs is to be rewritten
         # Ended runs to archive on the loop's next pass (``retire_soon``), in order.
         self.retiring: dict[str, None] = {}
 
@@ -133,8 +136,16 @@ class Tracker:
         self.messages.limits = config.message_limits
 
     def close(self) -> None:
+        self.resolver.close()
         self.jobs.close()
         self.syncer.stop()
+
+    def unwatchable_changed(self) -> None:
+        self._unwatchable_changed = True
+
+    def take_unwatchable_changed(self) -> bool:
+        changed, self._unwatchable_changed = self._unwatchable_changed, False
+        return changed
 
     def forget(self, run_id: str) -> None:
         """Drop in-memory state; the next rescan re-admits the run from disk + journal."""
@@ -198,7 +209,7 @@ class Tracker:
     def check_stall(self, run: TrackedRun, now: float) -> None:
         """At a run's deadline: re-read its beat; stalled, or the next deadline."""
         self.schedule_stall_check(run, None)
-        if run.state is not RunState.RUNNING or not run.watched:
+        if run.state is not RunState.RUNNING or not (run.watched or run.unwatchable):
             return
         peers = self.jobs.stall_peers(run)  # jobs: a job's recorded ranks stall as one
         if peers is not None:
@@ -210,6 +221,12 @@ class Tracker:
         if is_stale(run.progress, run.record.started, timeout, now):
             reason = self.stall_reason(run, timeout, now)
             run.frozen = reason.code == "frozen"
+            if run.frozen and run.unwatchable:
+                # ns_watch: no pidfd can tell dead from frozen; silence is all there is.
+                self.apply(run, Event(EventKind.HEARTBEAT_LOST), now,
+                           reason=Reason("unwatchable_silent", dict(reason.args)))
+                self.retire_soon(run)
+                return
             self.apply(run, Event(EventKind.PROGRESS_STALE), now, reason=reason)
             if run.state is RunState.STALLED:
                 self.watcher.want_beats(run.run_id, True)
@@ -247,7 +264,9 @@ class Tracker:
         if loaded is None:
             return
         record = loaded.record
-        same_process = ProcessIdentity(record.pid, record.start_ticks, record.boot_id) == run.identity
+        admitted = run.record
+        same_process = ((record.pid, record.start_ticks, record.boot_id, record.pidns)
+                        == (admitted.pid, admitted.start_ticks, admitted.boot_id, admitted.pidns))
         if loaded.owner_uid != run.owner_uid or loaded.dir_id != run.dir_id or not same_process:
             self.reader.problems.report(run.paths.run, "rewritten to name another process, owner or "
                                                        "directory; ignored")
@@ -301,7 +320,7 @@ class Tracker:
         said = alert.detail
         if said is None and kernel_status is not None:
             said = alert.signal or f"exit code {alert.exit_code}"
-        log.info("run %s (pid %d): %s -> %s%s", run.run_id, run.record.pid, old_state.value,
+        log.info("run %s (pid %d): %s -> %s%s", run.run_id, run.identity.pid, old_state.value,
                  new_state.value, f" ({printable(said)})" if said else "")
 
     def deliver_messages(self, run: TrackedRun, now: float) -> None:
@@ -406,7 +425,7 @@ class Tracker:
                 self.apply(run, Event(EventKind.GPU_FAULT), now, reason=reason, overrides=overrides)
 
     def _gpu_fault_run(self, hit: XidHit) -> Optional[tuple[TrackedRun, Reason, dict[str, Any]]]:
-        run = next((r for r in self.runs.values() if r.record.pid == hit.pid and r.state.is_live), None)
+        run = next((r for r in self.runs.values() if r.identity.pid == hit.pid and r.state.is_live), None)
         if run is None or not hit.names(run.identity):
             return None
         return run, hit.fault_reason(), {"pid": hit.pid}

@@ -1,0 +1,156 @@
+"""Runs of other PID namespaces (containers): found off the loop, then watched as any.
+
+A run whose record names a PID namespace other than the daemon's
+(``RunRecord.pidns``; a training process in a container, a daemon on the
+host) carries pids the daemon cannot use: pid 5 in the container is some
+other process, or none, on the host. Such a run is handed to the
+``Resolver``, a worker thread that walks ``/proc`` for the process with that
+namespace, innermost ``NSpid`` and start time (``sentinel.pidns.resolve``),
+checks that it runs as the run directory's owner, and maps the recorded
+thread ids the same way (``/proc/<host pid>/task/*/status`` ``NSpid``), so
+the thread pidfds work for containerised runs too. The loop takes the
+results (``take``) after a wake-up and watches the host pid like any run.
+
+Never on the loop: a walk of ``/proc`` costs a few ms per thousand
+processes, and one user's ten thousand runs must not delay another user's
+exit. A run in the daemon's own namespace (no ``pidns``, or the same one)
+takes the old path without the worker.
+
+What is not found is judged by what the daemon can see. From the initial
+(host) PID namespace every process is visible, so a run that is not found
+is gone. From a narrower namespace (the daemon in a container without
+``hostPID``), not found means *unwatchable*: nothing is said about its
+process, only its heartbeat and its final record are watched.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections import OrderedDict
+from typing import Callable, NamedTuple, Optional
+
+from sentinel import pidns
+from sentinel.procid import process_uid
+from sentinel.spool import RunRecord
+
+log = logging.getLogger("sentinel.daemon.ns_watch")
+
+# Runs waiting for a walk; more are refused until the worker catches up (a
+# rescan brings them back), so one user's flood cannot grow the queue forever.
+MAX_PENDING = 10_000
+
+UNWATCHABLE_FIX = ("give the daemon the host's PID namespace (Kubernetes: hostPID: true; "
+                   "Docker: docker run --pid=host) or run it as a sidecar sharing the pod's "
+                   "PID namespace")
+
+
+class Found(NamedTuple):
+    run_id: str
+    host_pid: Optional[int]  # None: not found (see ``gone``)
+    threads: list[list[int]]  # [host tid, start ticks] of the recorded threads found
+    gone: bool  # not found, and this daemon sees every namespace: the process is gone
+    at_startup: bool  # asked for by the start-up reconcile (a death found is "died while down")
+    agent_pid: Optional[int] = None  # the job's launcher agent (same namespace), as numbered here
+
+
+class Resolver:
+    """A worker thread finding runs' processes of other PID namespaces."""
+
+    def __init__(self, wake: Callable[[], None]) -> None:
+        self.own = pidns.namespace_of()
+        self.sees_all = pidns.sees_every_namespace()
+        self._wake = wake
+        self._lock = threading.Lock()
+        self._work = threading.Condition(self._lock)
+        self._pending: OrderedDict[str, tuple[RunRecord, int, bool]] = OrderedDict()
+        self._done: list[Found] = []
+        self._stopping = False
+        self._thread: Optional[threading.Thread] = None
+
+    def foreign(self, record: RunRecord) -> bool:
+        """True if the record's pids are numbered in a namespace other than the daemon's."""
+        return bool(record.pidns) and bool(self.own) and record.pidns != self.own
+
+    def request(self, record: RunRecord, owner_uid: int, at_startup: bool = False) -> bool:
+        """Find ``record``'s process (owned by ``owner_uid``); False if the queue is full."""
+        with self._lock:
+            if self._stopping:
+                return False
+            if record.run_id not in self._pending and len(self._pending) >= MAX_PENDING:
+                return False
+            self._pending[record.run_id] = (record, owner_uid, at_startup)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._serve, name="sentinel-pidns", daemon=True)
+                self._thread.start()
+            self._work.notify()
+        return True
+
+    def take(self) -> list[Found]:
+        with self._lock:
+            done, self._done = self._done, []
+        return done
+
+    def close(self) -> None:
+        with self._lock:
+            self._stopping = True
+            self._pending.clear()
+            self._work.notify()
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout=5)
+
+    def _serve(self) -> None:
+        while True:
+            with self._lock:
+                while not self._pending and not self._stopping:
+                    self._work.wait()
+                if self._stopping:
+                    return
+                _, (record, owner_uid, at_startup) = self._pending.popitem(last=False)
+            try:
+                found = self.find(record, owner_uid, at_startup)
+            except Exception:  # one odd /proc entry must not stop the worker
+                log.exception("finding the process of run %s failed", record.run_id)
+                found = Found(record.run_id, None, [], False, at_startup)
+            with self._lock:
+                self._done.append(found)
+            self._wake()
+
+    @staticmethod
+    def _agent(record: RunRecord) -> Optional[int]:
+        """The host pid of the run's launcher agent (torchrun in the same container), if found."""
+        job = record.job
+        if job is None or job.agent_pid is None or job.agent_start_ticks is None:
+            return None
+        agent = pidns.resolve(record.pidns, job.agent_pid, job.agent_start_ticks)
+        if agent is None:
+            return None
+        if agent.pidfd is not None:
+            os.close(agent.pidfd)
+        return agent.pid
+
+    def find(self, record: RunRecord, owner_uid: int, at_startup: bool = False) -> Found:
+        """Where ``record``'s process is in the daemon's namespace (this thread or any)."""
+        resolved = pidns.resolve(record.pidns, record.pid, record.start_ticks)
+        if resolved is None:
+            return Found(record.run_id, None, [], self.sees_all, at_startup)
+        try:
+            # A record may name any process of any namespace: it is the run's only
+            # if it runs as the run directory's owner.
+            uid = process_uid(resolved.pid)
+            if uid != owner_uid:
+                log.warning("run %s names pid %d of PID namespace %s, which runs as uid %s, "
+                            "not the run's owner uid %d; not watched", record.run_id, record.pid,
+                            record.pidns, uid, owner_uid)
+                return Found(record.run_id, None, [], False, at_startup)
+            threads = []
+            for tid, ticks in record.watch_threads:
+                host_tid = pidns.map_thread(resolved.pid, tid, ticks)
+                if host_tid is not None:
+                    threads.append([host_tid, ticks])
+            return Found(record.run_id, resolved.pid, threads, False, at_startup, self._agent(record))
+        finally:
+            if resolved.pidfd is not None:
+                os.close(resolved.pidfd)  # the watch opens its own and checks the start time again

@@ -1,0 +1,129 @@
+"""PID namespaces: naming a process across them, and finding it from outside.
+
+A process in a container sees itself under its own PID namespace's numbers
+(often pid 1); a daemon on the host sees it under another. The recorder
+writes the namespace it lives in (``RunRecord.pidns``: ``"<st_dev>:<st_ino>"``
+of ``/proc/self/ns/pid``) beside its in-namespace pid and start ticks. Only
+the triple (namespace, innermost ``NSpid``, start ticks) on this boot names
+the process: the kernel reuses a namespace's inode once it dies, and pids
+inside it, but never the whole triple at once (start ticks differ).
+
+``resolve`` finds that process in the reader's own namespace by walking
+``/proc`` (each entry: one ``stat`` of ``ns/pid``; only the namespace's
+members are read further), opens a pidfd for it and checks the identity
+again *after* the pidfd pins the pid, so a pid reused between the walk and
+the open is never taken for the run. A reader sees only its own namespace
+and those below it: a daemon in a container without the host's PID
+namespace cannot find a process of the host or of another container
+(``sees_every_namespace`` is then False). Stdlib only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from typing import NamedTuple, Optional
+
+from sentinel.procid import start_ticks, thread_start_ticks
+
+# The initial PID namespace's inode is a kernel constant (PROC_PID_INIT_INO).
+INIT_PIDNS_INO = 0xEFFFFFFC
+_PIDNS_RE = re.compile(r"^[0-9]{1,20}:[0-9]{1,20}$")
+
+
+def is_pidns(value: str) -> bool:
+    """True for a ``"<dev>:<inode>"`` namespace name (as ``RunRecord.pidns`` holds)."""
+    return bool(_PIDNS_RE.match(value))
+
+
+def namespace_of(pid: Optional[int] = None) -> str:
+    """``"<dev>:<inode>"`` of the PID namespace of ``pid`` (default: this process); "" if unknown."""
+    path = "/proc/self/ns/pid" if pid is None else f"/proc/{pid}/ns/pid"
+    try:
+        st = os.stat(path)
+    except OSError:
+        return ""
+    return f"{st.st_dev}:{st.st_ino}"
+
+
+def sees_every_namespace() -> bool:
+    """True if this process lives in the initial PID namespace (the host's):
+    from there every process of every namespace is visible."""
+    try:
+        return os.stat("/proc/self/ns/pid").st_ino == INIT_PIDNS_INO
+    except OSError:
+        return False
+
+
+def ns_pids(pid: int, tid: Optional[int] = None) -> Optional[list[int]]:
+    """``NSpid`` of ``pid`` (or of its thread ``tid``): its pid in each namespace
+    from the reader's down to its own; None if gone or unreadable."""
+    path = f"/proc/{pid}/status" if tid is None else f"/proc/{pid}/task/{tid}/status"
+    try:
+        with open(path, encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("NSpid:"):
+                    return [int(x) for x in line.split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+class Resolved(NamedTuple):
+    pid: int  # the process as the reader's namespace numbers it
+    pidfd: Optional[int]  # a pidfd pinning it (None where pidfd_open is unavailable)
+
+
+def _matches(pid: int, pidns: str, inner_pid: int, ticks: int) -> bool:
+    if namespace_of(pid) != pidns or start_ticks(pid) != ticks:
+        return False
+    nspids = ns_pids(pid)
+    return bool(nspids) and nspids[-1] == inner_pid  # type: ignore[index]
+
+
+def resolve(pidns: str, inner_pid: int, ticks: int) -> Optional[Resolved]:
+    """The process of namespace ``pidns`` whose own pid is ``inner_pid`` and
+    whose start time is ``ticks``, as this process's namespace sees it; None
+    if no visible process is that one (gone, or in a namespace not visible here).
+
+    The caller owns the returned pidfd.
+    """
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return None
+    for name in entries:
+        if not name.isdigit():
+            continue
+        pid = int(name)
+        if namespace_of(pid) != pidns:  # one stat: the cheap filter
+            continue
+        if not _matches(pid, pidns, inner_pid, ticks):
+            continue
+        fd: Optional[int] = None
+        if hasattr(os, "pidfd_open"):
+            try:
+                fd = os.pidfd_open(pid)
+            except OSError:
+                continue  # gone meanwhile
+        # Pinned now: if it still matches, it is the run's process, not a reuse of the pid.
+        if _matches(pid, pidns, inner_pid, ticks):
+            return Resolved(pid, fd)
+        if fd is not None:
+            os.close(fd)
+    return None
+
+
+def map_thread(host_pid: int, inner_tid: int, ticks: int) -> Optional[int]:
+    """The reader's id of thread ``inner_tid`` (as its own namespace numbers it)
+    of process ``host_pid``, with start time ``ticks``; None if not found."""
+    with contextlib.suppress(OSError):
+        for name in os.listdir(f"/proc/{host_pid}/task"):
+            if not name.isdigit():
+                continue
+            tid = int(name)
+            nspids = ns_pids(host_pid, tid)
+            if nspids and nspids[-1] == inner_tid and thread_start_ticks(host_pid, tid) == ticks:
+                return tid
+    return None

@@ -156,10 +156,12 @@ class DockerDaemon:
 
     def run_argv(self, command: Sequence[str], *, name: str, workdir: Path,
                  env: Optional[dict[str, str]] = None, pid_host: bool = False, memory: Optional[str] = None,
-                 detach: bool = False) -> list[str]:
+                 detach: bool = False, tmpfs_tmp: bool = True) -> list[str]:
         """The ``docker run`` command line of a container (attached unless ``detach``)."""
-        argv = [self.docker, "-H", f"unix://{self.socket}", "run", "--name", name, "--network", "none",
-                "--tmpfs", "/tmp", "--workdir", str(workdir), "--label", "sentinel-test=1"]
+        argv = [self.docker, "-H", f"unix://{self.socket}", "run", "--name", name,
+                "--workdir", str(workdir), "--label", "sentinel-test=1"]
+        if tmpfs_tmp:
+            argv += ["--network", "none", "--tmpfs", "/tmp"]
         if detach:
             argv.append("--detach")
         if pid_host:

@@ -1,9 +1,12 @@
 """Runs in real Docker containers, watched by a real daemon on the host.
 
-Our own dockerd (tests/docker_harness.py); the containers share the host's
-PID namespace (``--pid=host``, a supported deployment: the recorder's pid is
-the daemon's) and bind-mount the daemon's spool read-write. Each test checks
-what the phone gets: exactly one alert per ending, naming the container.
+Our own dockerd (tests/docker_harness.py); the containers bind-mount the
+daemon's spool read-write and run either in their own PID namespace (Docker's
+default: the recorder is pid 1 there and the daemon resolves it to its host
+pid) or in the host's (``--pid=host``, also a supported deployment). Each test
+checks what the phone gets: exactly one alert per ending, naming the container.
+The reverse direction (the daemon in a container without ``--pid=host``)
+must say "unwatchable", then "lost", and never "killed".
 """
 
 from __future__ import annotations
@@ -18,9 +21,10 @@ from sentinel import spool
 from sentinel.alerts import Alert, AlertKind
 from sentinel.containers import identify
 from tests.daemon_harness import DaemonProcess, wait_for_push
-from tests.docker_harness import Container, Containers
+from tests.docker_harness import IMAGE, Container, Containers
 from tests.fakes import FakeBark
 from tests.victims.harness import SWANLAB_VICTIM, Victim, victim_env
+from tests.waiting import wait_for
 
 K = AlertKind
 HEARTBEAT = "0.2"
@@ -36,22 +40,30 @@ def bark() -> Iterator[FakeBark]:
 
 
 @pytest.fixture
+def daemon_unstarted(tmp_path: Path, bark: FakeBark) -> DaemonProcess:
+    return DaemonProcess(tmp_path, {"phone": {"type": "bark", "url": bark.key_url}})
+
+
+@pytest.fixture
 def daemon(tmp_path: Path, bark: FakeBark) -> Iterator[DaemonProcess]:
     with DaemonProcess(tmp_path, {"phone": {"type": "bark", "url": bark.key_url}}) as proc:
         yield proc
 
 
+PID_MODES = [pytest.param(False, id="own-pidns"), pytest.param(True, id="pid-host")]
+
+
 def in_container(containers: Containers, daemon: DaemonProcess, script: Path, *args: str,
-                 memory: Optional[str] = None) -> tuple[Victim, Container]:
+                 memory: Optional[str] = None, pid_host: bool = False) -> tuple[Victim, Container]:
     """A victim script run by the venv's python inside a container (attached: its
-    stdout is the docker client's), sharing the host's PID namespace."""
+    stdout is the docker client's), in its own PID namespace unless ``pid_host``."""
     python = str(Path(__file__).resolve().parent.parent / ".venv" / "bin" / "python")
     victim = Victim(python, script, args, daemon.tmp, spool_dir=daemon.spool)
     env = victim_env(daemon.tmp, daemon.spool)
     name = containers.name(script.stem)
     container = containers.adopt(name)
     victim.argv = containers.docker.run_argv(
-        [python, str(script), *args], name=name, workdir=daemon.tmp, pid_host=True, memory=memory,
+        [python, str(script), *args], name=name, workdir=daemon.tmp, pid_host=pid_host, memory=memory,
         env={key: env[key] for key in PASSED_ENV})
     (daemon.tmp / "home").mkdir(parents=True, exist_ok=True)
     return victim.start(), container
@@ -74,7 +86,7 @@ def admitted_in(daemon: DaemonProcess, run_id: str, container: Container) -> str
 def test_a_container_from_the_empty_image_is_identified_by_its_cgroup(
         containers: Containers, daemon: DaemonProcess) -> None:
     victim, container = in_container(containers, daemon, SWANLAB_VICTIM, "sleep-forever", "--name", "probe",
-                                     "--heartbeat", HEARTBEAT)
+                                     "--heartbeat", HEARTBEAT, pid_host=True)
     try:
         victim.ready()
         pid = containers.wait_running(container)
@@ -86,10 +98,11 @@ def test_a_container_from_the_empty_image_is_identified_by_its_cgroup(
         victim.kill()
 
 
+@pytest.mark.parametrize("pid_host", PID_MODES)
 def test_swanlab_run_in_a_container_killed_by_docker_kill(
-        containers: Containers, daemon: DaemonProcess, bark: FakeBark) -> None:
+        containers: Containers, daemon: DaemonProcess, bark: FakeBark, pid_host: bool) -> None:
     victim, container = in_container(containers, daemon, SWANLAB_VICTIM, "sleep-forever", "--name", "boxed",
-                                     "--heartbeat", HEARTBEAT)
+                                     "--heartbeat", HEARTBEAT, pid_host=pid_host)
     try:
         run_id = victim.ready()
         victim.expect("RUNNING")
@@ -97,6 +110,7 @@ def test_swanlab_run_in_a_container_killed_by_docker_kill(
         assert bark.pushes == []  # alive: nothing said, and no false "killed" at start
         record = spool.read_run(spool.RunPaths(daemon.spool, run_id).run)[0]
         assert record.hostname == cid[:12]  # what the recorder sees: the container's own name
+        assert record.pid == (containers.wait_running(container) if pid_host else 1)
         container.kill()
         assert container.wait() == 137
         push = wait_for_push(bark, K.KILLED, "boxed", signal="SIGKILL")
@@ -109,12 +123,13 @@ def test_swanlab_run_in_a_container_killed_by_docker_kill(
     assert alert.hostname == socket.gethostname()  # the host's name, not the record's
 
 
+@pytest.mark.parametrize("pid_host", PID_MODES)
 @pytest.mark.parametrize(("mode", "kind"), [("finish", K.FINISHED), ("exception", K.CRASHED)])
-def test_swanlab_run_in_a_container_ends_with_exactly_one_alert(
-        containers: Containers, daemon: DaemonProcess, bark: FakeBark, mode: str, kind: AlertKind) -> None:
+def test_swanlab_run_in_a_container_ends_with_exactly_one_alert(containers: Containers, daemon: DaemonProcess,
+        bark: FakeBark, mode: str, kind: AlertKind, pid_host: bool) -> None:
     name = f"boxed-{mode}"
     victim, container = in_container(containers, daemon, SWANLAB_VICTIM, mode, "--name", name,
-                                     "--heartbeat", HEARTBEAT)
+                                     "--heartbeat", HEARTBEAT, pid_host=pid_host)
     try:
         run_id = victim.ready()
         victim.wait()
@@ -127,15 +142,18 @@ def test_swanlab_run_in_a_container_ends_with_exactly_one_alert(
         assert "RuntimeError" in (alert.error or "")
 
 
+@pytest.mark.parametrize("pid_host", PID_MODES)
 def test_docker_stop_of_a_recorded_run_is_one_terminated_alert(
-        containers: Containers, daemon: DaemonProcess, bark: FakeBark) -> None:
+        containers: Containers, daemon: DaemonProcess, bark: FakeBark, pid_host: bool) -> None:
     victim, container = in_container(containers, daemon, SWANLAB_VICTIM, "sleep-forever", "--name", "stopped",
-                                     "--heartbeat", HEARTBEAT)
+                                     "--heartbeat", HEARTBEAT, pid_host=pid_host)
     try:
         run_id = victim.ready()
         victim.expect("RUNNING")
         cid = admitted_in(daemon, run_id, container)
-        container.stop(grace=30)  # SIGTERM: the recorder records it and the process ends by it
+        container.stop(grace=30)  # SIGTERM: the recorder records it, the process ends at once
+        # (as pid 1 of its namespace SIGTERM cannot kill it: the recorder exits with 143 itself)
+        assert container.wait() == 143
         wait_for_push(bark, K.TERMINATED, "stopped")
     finally:
         victim.kill()
@@ -143,10 +161,12 @@ def test_docker_stop_of_a_recorded_run_is_one_terminated_alert(
     assert alert.kind is K.TERMINATED and alert.signal == "SIGTERM" and alert.container["id"] == cid
 
 
+@pytest.mark.parametrize("pid_host", PID_MODES)
 def test_a_container_past_its_memory_limit_is_one_oom_alert_naming_the_container(
-        containers: Containers, daemon: DaemonProcess, bark: FakeBark) -> None:
+        containers: Containers, daemon: DaemonProcess, bark: FakeBark, pid_host: bool) -> None:
     go = daemon.tmp / "go"
-    victim, container = in_container(containers, daemon, OOM_VICTIM, "boxed-hog", str(go), memory="64m")
+    victim, container = in_container(containers, daemon, OOM_VICTIM, "boxed-hog", str(go), memory="64m",
+                                     pid_host=pid_host)
     try:
         run_id = victim.ready()
         cid = admitted_in(daemon, run_id, container)
@@ -159,3 +179,58 @@ def test_a_container_past_its_memory_limit_is_one_oom_alert_naming_the_container
     assert f"container {cid[:12]}" in push["subtitle"]
     alert = only_alert(daemon, run_id)
     assert "OOM killer" in (alert.detail or "") and alert.container["id"] == cid
+
+
+# ------------------------------------------------------------ the daemon in a container
+
+
+def daemon_in_container(containers: Containers, daemon: DaemonProcess, pid_host: bool) -> Container:
+    """Make ``daemon`` start inside a container (host network: its Bark is on 127.0.0.1;
+    host /tmp: its notify socket and directories are there)."""
+    name = containers.name("daemon")
+    argv = containers.docker.run_argv([], name=name, workdir=daemon.tmp, pid_host=pid_host,
+                                      env=None, tmpfs_tmp=False)
+    image = argv.index(IMAGE)
+    extra = ["--network", "host", "--volume", "/tmp:/tmp:rw"]
+    for key in ("NOTIFY_SOCKET", "PYTHONPATH", "PYTHONUNBUFFERED"):
+        extra += ["--env", key]  # the value the client was given (DaemonProcess sets them)
+    daemon.wrapper = [*argv[:image], *extra, IMAGE]
+    return containers.adopt(name)
+
+
+def test_a_daemon_in_a_container_without_pid_host_says_unwatchable_then_lost_never_killed(
+        containers: Containers, daemon_unstarted: DaemonProcess, bark: FakeBark) -> None:
+    daemon = daemon_unstarted
+    box = daemon_in_container(containers, daemon, pid_host=False)
+    with daemon:
+        v = Victim.watch(daemon.tmp, "sleep-forever", "--name", "host-run", "--heartbeat", HEARTBEAT,
+                         "--stall-timeout", "1", spool_dir=daemon.spool).start()
+        with v:
+            run_id = v.ready()
+            daemon.wait_log(f"run {run_id}: pid {v.pid} of PID namespace")
+            daemon.wait_log("unwatchable")
+            assert bark.pushes == []  # no false "killed" at admission
+            v.kill()
+            wait_for_push(bark, K.LOST, "host-run")
+        daemon.stop()
+    assert box.wait() == 0 and box.inspect()["HostConfig"]["PidMode"] == ""  # it was the container
+    assert [a.kind for a in daemon.journal(run_id)] == [K.LOST]
+    assert not any("Killed" in p.get("title", "") for p in bark.pushes)
+
+
+def test_a_daemon_in_a_container_with_pid_host_watches_host_runs(
+        containers: Containers, daemon_unstarted: DaemonProcess, bark: FakeBark) -> None:
+    daemon = daemon_unstarted
+    box = daemon_in_container(containers, daemon, pid_host=True)
+    with daemon:
+        v = Victim.watch(daemon.tmp, "sleep-forever", "--name", "host-run", "--heartbeat", HEARTBEAT,
+                         spool_dir=daemon.spool).start()
+        with v:
+            run_id = v.ready()
+            v.expect("RUNNING")
+            v.kill()
+            wait_for(lambda: bark.pushes, 30, what="the kill alert")
+        daemon.stop()
+    assert box.wait() == 0 and box.inspect()["HostConfig"]["PidMode"] == "host"
+    assert [a.kind for a in daemon.journal(run_id)] == [K.KILLED]
+    assert "unwatchable" not in daemon.log()

@@ -31,6 +31,7 @@ HEARTBEAT = "0.2"
 PASSED_ENV = ("SENTINEL_SPOOL", "HOME", "SWANLAB_ROOT", "SWANLAB_LOG_DIR", "PYTHONPATH", "PYTHONUNBUFFERED",
               "PYTHONDONTWRITEBYTECODE")
 OOM_VICTIM = Path(__file__).parent / "daemon_victims" / "oom_victim.py"
+STUBBORN_RUN = Path(__file__).parent / "daemon_victims" / "stubborn_run.py"
 
 
 @pytest.fixture
@@ -159,6 +160,50 @@ def test_docker_stop_of_a_recorded_run_is_one_terminated_alert(
         victim.kill()
     alert = only_alert(daemon, run_id)
     assert alert.kind is K.TERMINATED and alert.signal == "SIGTERM" and alert.container["id"] == cid
+
+
+@pytest.mark.parametrize("pid_host", PID_MODES)
+def test_docker_stop_past_the_grace_period_is_named_as_such(
+        containers: Containers, tmp_path: Path, bark: FakeBark, pid_host: bool) -> None:
+    daemon = DaemonProcess(tmp_path, {"phone": {"type": "bark", "url": bark.key_url}},
+                           daemon_env={"DOCKER_HOST": f"unix://{containers.docker.socket}"})
+    with daemon:
+        daemon.wait_log("following docker events")
+        victim, container = in_container(containers, daemon, STUBBORN_RUN, "stubborn", pid_host=pid_host)
+        try:
+            run_id = victim.ready()
+            cid = admitted_in(daemon, run_id, container)
+            container.stop(grace=1)  # SIGTERM (its handler shrugs), SIGKILL a second later
+            assert container.wait() == 137
+            victim.expect("SIGTERM ignored")
+            wait_for(lambda: bark.pushes, 30, what="the alert")
+        finally:
+            victim.kill()
+        daemon.stop()
+    [alert] = daemon.journal(run_id)
+    assert alert.kind is K.KILLED and alert.signal == "SIGKILL" and alert.container["id"] == cid
+    assert alert.reason == "container_stopped"
+    assert (alert.detail or "").startswith("stopped (SIGTERM, then SIGKILL after the grace period")
+    assert alert.reason_args["after"] >= 1.0  # the grace period given to docker stop
+    assert "stopped (SIGTERM, then SIGKILL" in bark.pushes[0]["title"] + bark.pushes[0]["body"]
+
+
+def test_docker_kill_is_not_called_a_stop(containers: Containers, tmp_path: Path, bark: FakeBark) -> None:
+    daemon = DaemonProcess(tmp_path, {"phone": {"type": "bark", "url": bark.key_url}},
+                           daemon_env={"DOCKER_HOST": f"unix://{containers.docker.socket}"})
+    with daemon:
+        daemon.wait_log("following docker events")
+        victim, container = in_container(containers, daemon, STUBBORN_RUN, "killed-box")
+        try:
+            run_id = victim.ready()
+            admitted_in(daemon, run_id, container)
+            container.kill()
+            wait_for(lambda: bark.pushes, 30, what="the alert")
+        finally:
+            victim.kill()
+        daemon.stop()
+    [alert] = daemon.journal(run_id)
+    assert alert.kind is K.KILLED and alert.signal == "SIGKILL" and alert.reason != "container_stopped"
 
 
 @pytest.mark.parametrize("pid_host", PID_MODES)

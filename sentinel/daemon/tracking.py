@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import logging
+import os
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Protocol
 
@@ -35,6 +36,7 @@ from sentinel.daemon.decide import (
     stall_deadline,
     transition,
 )
+from sentinel.daemon.docker_events import DockerEvents
 from sentinel.daemon.job_watch import JobWatch
 from sentinel.daemon.liveness import Liveness
 from sentinel.daemon.message_limits import MessageGate
@@ -119,6 +121,8 @@ class Tracker:
         self.jobs = JobWatch(self, job_liveness, wake_loop)
         # Runs of other PID namespaces (containers) are found on a worker thread.
         self.resolver = Resolver(wake_loop)
+        # Docker's events (when its socket is here): names `docker stop` among SIGKILLs.
+        self.docker = DockerEvents()
         self._unwatchable_changed = False  # daemon.json's list of unwatchable runs is to be rewritten
         # Ended runs to archive on the loop's next pass (``retire_soon``), in order.
         self.retiring: dict[str, None] = {}
@@ -136,6 +140,7 @@ class Tracker:
         self.messages.limits = config.message_limits
 
     def close(self) -> None:
+        self.docker.close()
         self.resolver.close()
         self.jobs.close()
         self.syncer.stop()
@@ -182,6 +187,10 @@ class Tracker:
             return
         final = self.reader.read_final(run)
         cause = None if final is not None else self.oom.evidence(run.identity, run.cgroup)
+        if cause is None and final is None and run.container is not None and status is not None:
+            # docker stop: the kernel says SIGKILL, Docker's events say a SIGTERM came first.
+            cause = self.docker.stop_reason(run.container.container_id, run.record.started,
+                                            os.WTERMSIG(status) if os.WIFSIGNALED(status) else None, now)
         if self.jobs.holds_exit(run, final, cause, status, now):
             return  # jobs: a rank's end waits for its job's one alert
         if final is not None:

@@ -143,6 +143,28 @@ def test_swanlab_run_in_a_container_ends_with_exactly_one_alert(containers: Cont
         assert "RuntimeError" in (alert.error or "")
 
 
+def test_a_container_killed_while_the_daemon_is_down_is_reported_once_at_restart(
+        containers: Containers, daemon: DaemonProcess, bark: FakeBark) -> None:
+    victim, container = in_container(containers, daemon, SWANLAB_VICTIM, "sleep-forever",
+                                     "--name", "box-down", "--heartbeat", HEARTBEAT)
+    try:
+        run_id = victim.ready()
+        admitted_in(daemon, run_id, container)
+        daemon.stop()
+        container.kill()
+        assert container.wait() == 137
+        daemon.start()
+        wait_for_push(bark, K.KILLED, "box-down")
+    finally:
+        victim.kill()
+    daemon.stop()
+    daemon.start()  # a second restart says nothing more
+    daemon.wait_log("start-up:")
+    daemon.stop()
+    assert [a.kind for a in daemon.journal(run_id)] == [K.KILLED]
+    assert sum(1 for p in bark.pushes if "box-down" in p.get("title", "")) == 1
+
+
 @pytest.mark.parametrize("pid_host", PID_MODES)
 def test_docker_stop_of_a_recorded_run_is_one_terminated_alert(
         containers: Containers, daemon: DaemonProcess, bark: FakeBark, pid_host: bool) -> None:

@@ -1,6 +1,6 @@
 """Kill-to-alert latency: SIGKILL a watched run, time until the alert reaches the phone.
 
-    python3 benchmarks/kill_to_alert.py [--tiny]
+    python3 benchmarks/kill_to_alert.py [--tiny] [--namespaced]
 
 A real daemon process (the tests' launcher, ``tests/daemon_harness.py``)
 delivers to a fake Bark server on 127.0.0.1 (and, in separate runs, to fake
@@ -15,6 +15,10 @@ Victims holding 1 GiB of touched memory show the kernel's teardown floor:
 for them the time from ``kill()`` until a pidfd turns readable is measured
 directly too. A clean finish and an uncaught exception are timed from a
 stamp the victim prints just before it finishes.
+
+``--namespaced`` measures only runs in a PID namespace of their own (as in a
+container: ``unshare --pid --fork --mount-proc``, root only), killed from the
+host by their host pid, and writes its own section of RESULTS.md.
 """
 
 from __future__ import annotations
@@ -510,8 +514,108 @@ def report(samples: list[Samples]) -> tuple[str, list[Verdict]]:
     return body, verdicts
 
 
+# ---------------------------------------------------------------- runs in a PID namespace
+
+UNSHARE = ["unshare", "--pid", "--fork", "--mount-proc"]
+NS_FULL = dict(watch_kills=60, swanlab_kills=20, batch=10, swanlab_batch=5)
+NS_TINY = dict(watch_kills=2, swanlab_kills=1, batch=2, swanlab_batch=1)
+
+
+def start_namespaced(tmp: Path, spool: Path, name: str, api: str) -> Warm:
+    if api == "swanlab":
+        v = Victim.swanlab(sys.executable, tmp, "sleep-forever", "--name", name, "--period", "0.5",
+                           spool_dir=spool)
+    else:
+        v = Victim.watch(tmp, "sleep-forever", "--name", name, "--period", "0.5", spool_dir=spool)
+    v.argv = [*UNSHARE, *v.argv]
+    v.start()
+    return Warm(name, v.pid, v.kill, v)
+
+
+def unshare_child(pid: int) -> int:
+    def child() -> Optional[int]:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            return int(Path(f"/proc/{pid}/task/{pid}/children").read_text().split()[0])
+        return None
+    return _common.wait_until(child, 10.0, 0.002, "unshare's child")
+
+
+def kill_namespaced(fake: FakeService, daemon: DaemonProcess, warm: Warm, samples: Samples) -> None:
+    """Kill the namespaced process by its host pid, once the daemon has found it."""
+    warm.pid = unshare_child(warm.pid)
+    _common.wait_until(lambda: f"is pid {warm.pid} here" in daemon.log(), 30.0, 0.005, "the daemon's lookup")
+    kill_one(fake, daemon.spool, warm, samples, with_pidfd=True)
+
+
+def namespaced_scenarios(tmp: Path, size: dict[str, int], out: list[Samples]) -> int:
+    """Returns how many of the runs the daemon watched through thread pidfds."""
+    with FakeBark() as bark:
+        daemon = with_daemon(tmp, "bark-ns", {"phone": {"type": "bark", "url": bark.key_url}})
+        spool, vtmp = daemon.spool, daemon.tmp
+        try:
+            warm_up(bark, daemon, None, "Bark")
+            for api, label, count, batch in (
+                    ("watch", "kill, sentinel.watch victim (small)", "watch_kills", "batch"),
+                    ("swanlab", "kill, SwanLab offline + SentinelCallback", "swanlab_kills",
+                     "swanlab_batch")):
+                label += " in a PID namespace"
+                s = Samples(label, "Bark")
+                in_batches(size[count], size[batch],
+                           lambda i, api=api: start_namespaced(vtmp, spool, f"n{api[0]}{i:04d}", api),
+                           lambda w, s=s: kill_namespaced(bark, daemon, w, s))
+                out.append(s)
+                print(f"  {s.label}: {len(s.alert_ns)} kills", flush=True)
+            return daemon.log().count("the thread-pidfd path, for a containerised run")
+        finally:
+            daemon.stop()
+
+
+NS_TARGETS = {"watch": (5.0, 20.0), "swanlab": (3.0, 10.0)}  # the host runs' targets (section 1)
+
+
+def namespaced_report(samples: list[Samples], thread_path: int) -> tuple[str, list[Verdict]]:
+    rows, verdicts = [], []
+    for s in samples:
+        st = summary([ms(x) for x in s.alert_ns])
+        pid = summary([ms(x) for x in s.pidfd_ns])
+        before = sum(1 for a, p in zip(s.alert_ns, s.pidfd_ns) if a <= p)
+        rows.append((s.label, st["n"], fmt(st["p50"]), fmt(st["p90"]), fmt(st["p99"]), fmt(st["max"]),
+                     fmt(pid["p50"]), f"{before}/{st['n']}"))
+        p50, p99 = NS_TARGETS["swanlab" if "SwanLab" in s.label else "watch"]
+        verdicts += latency_verdicts(s, st, p50, p99)
+    runs = sum(len(s.alert_ns) for s in samples)  # the warm-up run is a host run
+    missed = [v for v in verdicts if v.met is False]
+    why = [] if not missed else [
+        "### Why a latency target is missed here", "",
+        "The kernel alone took the `kill→pidfd` times in the table above (from `kill()` until a pidfd "
+        "of the victim turned readable, on the same kills), already at or above the targets; the load "
+        f"average was {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores when the kills ended (the "
+        "machine line gives it at the start). Once a namespaced run is found, the daemon watches it "
+        "with the very code and pidfds of a host run (section 1), so the difference is put down to "
+        "the machine's load (an inference: host runs were not measured beside them under the same "
+        "load). Fix: rerun on an idle machine to compare with section 1.", ""]
+    body = "\n".join([
+        "### Latency", "",
+        table(["what (kill of the host pid → the HTTP request at the fake)", "n", "p50 ms", "p90 ms",
+               "p99 ms", "max ms", "kill→pidfd p50 ms", "alert before pidfd"], rows), "",
+        f"The daemon (on the host) watched {thread_path} of {runs} namespaced runs through thread pidfds "
+        "(its log says \"the thread-pidfd path, for a containerised run\"), after finding each run's "
+        "process by (PID namespace, innermost NSpid, start ticks) on its lookup thread.", "",
+        "How: each victim runs under `unshare --pid --fork --mount-proc` and records pid 1 and its "
+        "namespace; it is killed (SIGKILL to its host pid) only once the daemon has logged the lookup, "
+        "so the numbers are the watch itself, not the lookup. Targets are those of the host runs in "
+        "section 1.", "", *why,
+    ])
+    return body, verdicts
+
+
 def main() -> int:
-    args = _common.parser(__doc__.splitlines()[0]).parse_args()
+    parser = _common.parser(__doc__.splitlines()[0])
+    parser.add_argument("--namespaced", action="store_true",
+                        help="only runs in a PID namespace of their own (needs root and unshare)")
+    args = parser.parse_args()
+    if args.namespaced:
+        return main_namespaced(args)
     started = time.monotonic()
     info = _common.machine()
     size = TINY if args.tiny else FULL
@@ -526,6 +630,22 @@ def main() -> int:
         shutil.rmtree(tmp, ignore_errors=True)
     body, verdicts = report(samples)
     _common.publish(args, "kill_to_alert", "1. Kill-to-alert latency", body, verdicts, started, info)
+    return 0
+
+
+def main_namespaced(args: Any) -> int:
+    started = time.monotonic()
+    info = _common.machine()
+    tmp = Path(tempfile.mkdtemp(prefix="sentinel-bench-k2a-ns-"))
+    samples: list[Samples] = []
+    try:
+        print("kill_to_alert: runs in a PID namespace (Bark)", flush=True)
+        thread_path = namespaced_scenarios(tmp, NS_TINY if args.tiny else NS_FULL, samples)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    body, verdicts = namespaced_report(samples, thread_path)
+    _common.publish(args, "kill_to_alert_pidns", "1b. Kill-to-alert latency, runs in a PID namespace",
+                    body, verdicts, started, info)
     return 0
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import Mapping, Optional
 
+from sentinel.pidns import sees_every_namespace
 from sentinel.procid import start_ticks
 from sentinel.spool import SLURM_FIELDS, JobRecord
 
@@ -58,7 +59,10 @@ def from_environ(env: Mapping[str, str], parent_pid: Optional[int]) -> Optional[
     if launcher == "slurm":  # srun without a torch launcher: Slurm's task ids are the ranks
         rank = _int(env, "SLURM_PROCID")
         local_rank = _int(env, "SLURM_LOCALID")
-    agent_ticks = start_ticks(parent_pid) if parent_pid and parent_pid > 1 else None
+    # Parent pid 1 is init adopting an orphan, except in a container's PID namespace,
+    # where the launcher is often the entrypoint: pid 1 itself.
+    agent_ticks = (start_ticks(parent_pid) if parent_pid and (parent_pid > 1 or not sees_every_namespace())
+                   else None)
     return JobRecord(
         launcher=launcher,
         job_id=job_id,

@@ -9,9 +9,10 @@ the process: the kernel reuses a namespace's inode once it dies, and pids
 inside it, but never the whole triple at once (start ticks differ).
 
 ``resolve`` finds that process in the reader's own namespace by walking
-``/proc`` (each entry: one ``stat`` of ``ns/pid``; only the namespace's
-members are read further), opens a pidfd for it and checks the identity
-again *after* the pidfd pins the pid, so a pid reused between the walk and
+``/proc`` (``index``: each entry one ``stat`` of ``ns/pid``; only the wanted
+namespaces' members are read further; one walk serves any number of runs),
+opens a pidfd for it and checks the identity again *after* the pidfd pins
+the pid (``verify``), so a pid reused between the walk and
 the open is never taken for the run. A reader sees only its own namespace
 and those below it: a daemon in a container without the host's PID
 namespace cannot find a process of the host or of another container
@@ -23,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-from typing import NamedTuple, Optional
+from typing import Collection, NamedTuple, Optional
 
 from sentinel.procid import start_ticks, thread_start_ticks
 
@@ -75,44 +76,67 @@ class Resolved(NamedTuple):
     pidfd: Optional[int]  # a pidfd pinning it (None where pidfd_open is unavailable)
 
 
-def _matches(pid: int, pidns: str, inner_pid: int, ticks: int) -> bool:
-    if namespace_of(pid) != pidns or start_ticks(pid) != ticks:
-        return False
+Key = tuple[str, int, int]  # (namespace, innermost pid, start ticks): one process on this boot
+
+
+def _key_of(pid: int, namespace: str) -> Optional[Key]:
+    ticks = start_ticks(pid)
     nspids = ns_pids(pid)
-    return bool(nspids) and nspids[-1] == inner_pid  # type: ignore[index]
+    if ticks is None or not nspids:
+        return None
+    return (namespace, nspids[-1], ticks)
 
 
-def resolve(pidns: str, inner_pid: int, ticks: int) -> Optional[Resolved]:
-    """The process of namespace ``pidns`` whose own pid is ``inner_pid`` and
-    whose start time is ``ticks``, as this process's namespace sees it; None
-    if no visible process is that one (gone, or in a namespace not visible here).
-
-    The caller owns the returned pidfd.
-    """
+def index(namespaces: Collection[str]) -> dict[Key, int]:
+    """One walk of ``/proc``: every visible process of ``namespaces``, by its
+    key, to its pid here. Each entry costs one ``stat`` of ``ns/pid``; only
+    members of the wanted namespaces are read further."""
+    found: dict[Key, int] = {}
+    if not namespaces:
+        return found
     try:
         entries = os.listdir("/proc")
     except OSError:
-        return None
+        return found
     for name in entries:
         if not name.isdigit():
             continue
         pid = int(name)
-        if namespace_of(pid) != pidns:  # one stat: the cheap filter
+        namespace = namespace_of(pid)
+        if namespace not in namespaces:
             continue
-        if not _matches(pid, pidns, inner_pid, ticks):
-            continue
-        fd: Optional[int] = None
-        if hasattr(os, "pidfd_open"):
-            try:
-                fd = os.pidfd_open(pid)
-            except OSError:
-                continue  # gone meanwhile
-        # Pinned now: if it still matches, it is the run's process, not a reuse of the pid.
-        if _matches(pid, pidns, inner_pid, ticks):
-            return Resolved(pid, fd)
-        if fd is not None:
-            os.close(fd)
+        key = _key_of(pid, namespace)
+        if key is not None:
+            found[key] = pid
+    return found
+
+
+def verify(pid: int, key: Key) -> Optional[Resolved]:
+    """``pid`` pinned by a pidfd, if it is (still) the process ``key`` names; the caller owns the pidfd."""
+    fd: Optional[int] = None
+    if hasattr(os, "pidfd_open"):
+        try:
+            fd = os.pidfd_open(pid)
+        except OSError:
+            return None  # gone meanwhile
+    # Pinned now: if it still matches, it is the run's process, not a reuse of the pid.
+    if namespace_of(pid) == key[0] and _key_of(pid, key[0]) == key:
+        return Resolved(pid, fd)
+    if fd is not None:
+        os.close(fd)
     return None
+
+
+def resolve(namespace: str, inner_pid: int, ticks: int) -> Optional[Resolved]:
+    """The process of ``namespace`` whose own pid is ``inner_pid`` and whose
+    start time is ``ticks``, as this process's namespace sees it; None if no
+    visible process is that one (gone, or in a namespace not visible here).
+
+    The caller owns the returned pidfd.
+    """
+    key = (namespace, inner_pid, ticks)
+    pid = index({namespace}).get(key)
+    return None if pid is None else verify(pid, key)
 
 
 def map_thread(host_pid: int, inner_tid: int, ticks: int) -> Optional[int]:

@@ -98,13 +98,15 @@ def collect(
     state directory: its alert journal is consulted and, with
     ``include_archive``, the ended runs it archived are listed too."""
     now = time.time() if now is None else now
+    namespaces = _Namespaces()
     journal = _journal_reader(state_path)
     runs: list[RunStatus] = []
     skipped: list[str] = []
     live = live_daemon(spool_path, now)
     unwatchable = set(live.unwatchable) if live is not None else set()
     for run_id in spool.list_run_ids(spool_path):
-        _read_into(runs, skipped, spool.RunPaths(spool_path, run_id), journal, now, archived=False)
+        _read_into(runs, skipped, spool.RunPaths(spool_path, run_id), journal, now, namespaces,
+                   archived=False)
         if runs and runs[-1].run_id == run_id and run_id in unwatchable:
             runs[-1].unwatchable, runs[-1].fix = True, UNWATCHABLE_FIX
     archive = _archive_dirs(state_path)
@@ -113,7 +115,7 @@ def collect(
         # (The directory changes with every beat, so an older one holds no recent end.)
         if include_archive or _archived_since(directory, now) < RECENT_SECONDS:
             paths = spool.RunPaths(directory.parent, directory.name)
-            _read_into(runs, skipped, paths, journal, now, archived=True)
+            _read_into(runs, skipped, paths, journal, now, namespaces, archived=True)
             if not include_archive and runs and runs[-1].archived and (
                     runs[-1].ended is None or now - runs[-1].ended >= RECENT_SECONDS):
                 runs.pop()
@@ -132,7 +134,7 @@ def _mutes(spool_path: Path, now: float) -> list[dict[str, Any]]:
 
 
 def _read_into(runs: list[RunStatus], skipped: list[str], paths: spool.RunPaths, journal: Any,
-               now: float, archived: bool) -> None:
+               now: float, namespaces: _Namespaces, archived: bool) -> None:
     try:
         record, _ = spool.read_run(paths.run)
     except FileNotFoundError:
@@ -140,7 +142,7 @@ def _read_into(runs: list[RunStatus], skipped: list[str], paths: spool.RunPaths,
     except (spool.SpoolFormatError, OSError) as exc:
         skipped.append(f"{paths.run_id}: {exc}")
         return
-    status = _run_status(record, paths, journal, now)
+    status = _run_status(record, paths, journal, now, namespaces)
     status.archived = archived
     runs.append(status)
 
@@ -168,11 +170,12 @@ def _archive_dirs(state_path: Optional[Path]) -> Optional[list[Path]]:
     return sorted(root / n for n in names if spool.is_run_id(n.split(".", 1)[0]))
 
 
-def _run_status(record: spool.RunRecord, paths: spool.RunPaths, journal: Any, now: float) -> RunStatus:
+def _run_status(record: spool.RunRecord, paths: spool.RunPaths, journal: Any, now: float,
+                namespaces: _Namespaces) -> RunStatus:
     live = _optional(lambda run_dir: spool.read_live(run_dir)[0], paths.dir)
     progress = spool.with_live(_optional(spool.read_progress, paths.beat), live)
     final = _optional(spool.read_final, paths.final)
-    alive_pid = _alive_pid(record)
+    alive_pid = _alive_pid(record, namespaces)
     alive = alive_pid is not None
     verdict: Optional[RunState] = journal(record.run_id) if journal else None
     if final is not None:
@@ -214,13 +217,32 @@ def _run_status(record: spool.RunRecord, paths: spool.RunPaths, journal: Any, no
     )
 
 
-def _alive_pid(record: spool.RunRecord) -> Optional[int]:
+class _Namespaces:
+    """Processes of other PID namespaces, looked up with one walk of /proc per namespace."""
+
+    def __init__(self) -> None:
+        self.own = pidns.namespace_of()
+        self._seen: dict[str, dict[pidns.Key, int]] = {}
+
+    def foreign(self, record: spool.RunRecord) -> bool:
+        return bool(record.pidns) and record.pidns != self.own
+
+    def alive(self, record: spool.RunRecord) -> bool:
+        return self.pid_here(record) is not None
+
+    def pid_here(self, record: spool.RunRecord) -> Optional[int]:
+        """The run's process as this process's namespace numbers it, if it lives."""
+        if record.boot_id != boot_id():
+            return None
+        if record.pidns not in self._seen:
+            self._seen[record.pidns] = pidns.index({record.pidns})
+        return self._seen[record.pidns].get((record.pidns, record.pid, record.start_ticks))
+
+
+def _alive_pid(record: spool.RunRecord, namespaces: _Namespaces) -> Optional[int]:
     """The run's very process if it exists now, as this process's PID namespace numbers it."""
-    if record.pidns and record.pidns != pidns.namespace_of() and record.boot_id == boot_id():
-        found = pidns.resolve(record.pidns, record.pid, record.start_ticks)  # a run in a container
-        if found is not None and found.pidfd is not None:
-            os.close(found.pidfd)
-        return found.pid if found is not None else None
+    if namespaces.foreign(record):
+        return namespaces.pid_here(record)  # a run in a container
     alive = ProcessIdentity(record.pid, record.start_ticks, record.boot_id).is_running()
     return record.pid if alive else None
 

@@ -17,7 +17,7 @@ from typing import Iterator, Optional
 
 import pytest
 
-from sentinel import pidns, spool
+from sentinel import pidns, spool, status
 from sentinel.alerts import AlertKind
 from sentinel.daemon_file import live_daemon
 from sentinel.procid import start_ticks, thread_start_ticks
@@ -139,6 +139,8 @@ def test_namespaced_swanlab_run_lives_quietly_then_its_kill_is_one_alert(
         daemon.wait_log("thread pidfd(s) (the thread-pidfd path, for a containerised run)")
         v.expect("RUNNING")
         assert bark.pushes == []  # alive: nothing said (the false "Killed" at admission is gone)
+        [shown] = [r for r in status.collect(daemon.spool).runs if r.run_id == run_id]
+        assert shown.alive and shown.state == "running" and not shown.unwatchable  # found from the host
         os.kill(host, 9)
         wait_for_push(bark, K.KILLED, "ns-kill", signal=KILL)
         v.wait()
@@ -203,6 +205,47 @@ def test_a_record_naming_another_users_namespaced_process_is_never_watched_as_th
     assert kinds(daemon, forged.run_id) == []  # not killed, not anything: its owner has no such process
 
 
+def test_a_thousand_forged_namespaced_records_do_not_keep_another_run_from_its_alert(
+        daemon: DaemonProcess, bark: FakeBark) -> None:
+    stranger = 54321
+    with swanlab_in_namespace(daemon, "sleep-forever", "ns-fair") as v:
+        run_id = v.ready()
+        host = inner_process(v.pid)
+        record = record_of(v)
+        for i in range(1000):  # a stranger's flood, all naming root's process in its namespace
+            forged = spool.RunRecord(**{**record.__dict__, "run_id": spool.new_run_id(1 + i), "uid": stranger,
+                                        "name": f"flood{i}", "watch_threads": []})
+            paths = spool.RunPaths(daemon.spool, forged.run_id)
+            spool.make_private_dir(paths.dir)
+            spool.write_json(paths.run, forged.to_dict())
+            for path in (paths.dir, paths.run):
+                os.chown(path, stranger, stranger)
+        daemon.wait_log(f"is pid {host} here")
+        wait_for(lambda: daemon.log().count("not the run's owner uid") >= 1000, 60,
+                 what="every forged record refused")
+        os.kill(host, 9)
+        wait_for_push(bark, K.KILLED, "ns-fair", signal=KILL)
+        v.wait()
+    daemon.stop()
+    assert kinds(daemon, run_id) == [K.KILLED]
+    assert len(bark.pushes) == 1
+
+
+def test_a_namespaced_record_of_an_earlier_boot_is_lost_not_killed(
+        daemon: DaemonProcess, bark: FakeBark) -> None:
+    run_id = spool.new_run_id(1)
+    paths = spool.RunPaths(daemon.spool, run_id)
+    spool.make_private_dir(paths.dir)
+    record = spool.RunRecord(run_id=run_id, pid=1, start_ticks=1234,
+                             boot_id="00000000-0000-4000-8000-000000000000", hostname="here", uid=0,
+                             user="root", cmdline=["train.py"], cwd="/",
+                             started=1.0, heartbeat_interval=10.0, name="old-boot", pidns="4:4026532999")
+    spool.write_json(paths.run, record.to_dict())
+    wait_for_push(bark, K.LOST, "old-boot")
+    daemon.stop()
+    assert kinds(daemon, run_id) == [K.LOST]
+
+
 def test_a_namespaced_recorder_sees_the_host_daemon_watching(daemon: DaemonProcess) -> None:
     probe = ("import sys; from pathlib import Path; from sentinel.daemon_file import daemon_alive; "
              "print(daemon_alive(Path(sys.argv[1])))")
@@ -246,6 +289,22 @@ def test_a_daemon_that_cannot_see_the_run_calls_it_unwatchable_then_lost_never_k
     assert not any("Killed" in p.get("title", "") for p in bark.pushes)
 
 
+def test_an_unwatchable_run_that_stalled_and_then_died_is_lost(tmp_path: Path, bark: FakeBark) -> None:
+    daemon = DaemonProcess(tmp_path, {"phone": {"type": "bark", "url": bark.key_url}})
+    daemon.wrapper = list(UNSHARE)
+    with daemon:
+        v = Victim.watch(tmp_path, "stall", "--name", "hung", "--heartbeat", HEARTBEAT,
+                         "--stall-timeout", "1", spool_dir=daemon.spool).start()
+        with v:
+            run_id = v.ready()
+            v.expect("STALLED")
+            wait_for_push(bark, K.STALLED, "hung")  # heartbeats go on: stalled, not lost
+            v.kill()
+            wait_for_push(bark, K.LOST, "hung")
+        daemon.kill()
+    assert kinds(daemon, run_id) == [K.STALLED, K.LOST]
+
+
 def _unwatchable(spool_dir: Path, run_id: str) -> Optional[spool.DaemonLiveness]:
     try:
         record, _ = spool.read_daemon_liveness(spool_dir)
@@ -274,3 +333,40 @@ def test_sidecar_daemon_and_run_in_one_namespace_work_as_on_a_host(tmp_path: Pat
         assert "of PID namespace" not in daemon.log()  # the old path: no lookup needed
         daemon.kill()
     assert kinds(daemon, run_id) == [K.KILLED]
+
+
+# ------------------------------------------------------------ a torchrun job in one container
+
+
+def host_pid_in(namespace: str, inner: int) -> Optional[int]:
+    """The host pid of pid ``inner`` of PID namespace ``namespace``."""
+    for name in os.listdir("/proc"):
+        if name.isdigit() and pidns.namespace_of(int(name)) == namespace:
+            nspids = pidns.ns_pids(int(name))
+            if nspids and nspids[-1] == inner:
+                return int(name)
+    return None
+
+
+def test_torchrun_ranks_in_one_namespace_are_found_and_their_kill_is_one_alert(
+        daemon: DaemonProcess, bark: FakeBark) -> None:
+    from tests import torch_jobs
+
+    python = torch_jobs.torch_python_path()
+    if python is None:
+        pytest.skip("no python with torch (tests/run.py builds .venv-torch)")
+    job = torch_jobs.TorchJob(daemon, "sleep", "--name", "ns-job", python=python)
+    job.victim.argv = [*UNSHARE, *job.victim.argv]
+    with job:
+        job.victim.expect("RUNNING")
+        torch_jobs.watching_siblings(daemon, 3)
+        record, _ = spool.read_run(spool.RunPaths(daemon.spool, job.run_id).run)
+        rank3 = host_pid_in(record.pidns, job.ranks[3])
+        assert rank3 is not None and rank3 != job.ranks[3]
+        os.kill(rank3, 9)
+        job.victim.wait(120)
+        wait_for_push(bark, K.KILLED, "ns-job", signal=KILL)
+    daemon.stop()
+    [alert] = daemon.journal(job.run_id)
+    assert alert.kind is K.KILLED and alert.signal == KILL
+    assert "rank 3 " in (alert.detail or "")

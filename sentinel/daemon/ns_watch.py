@@ -37,9 +37,10 @@ from sentinel.spool import RunRecord
 
 log = logging.getLogger("sentinel.daemon.ns_watch")
 
-# Runs waiting for a walk; more are refused until the worker catches up (a
-# rescan brings them back), so one user's flood cannot grow the queue forever.
+# Runs of one user waiting for a walk; more are refused until the worker
+# catches up (a rescan brings them back), so a flood cannot grow the queue forever.
 MAX_PENDING = 10_000
+BATCH = 1000  # runs resolved by one walk of /proc
 
 UNWATCHABLE_FIX = ("give the daemon the host's PID namespace (Kubernetes: hostPID: true; "
                    "Docker: docker run --pid=host) or run it as a sidecar sharing the pod's "
@@ -55,8 +56,19 @@ class Found(NamedTuple):
     agent_pid: Optional[int] = None  # the job's launcher agent (same namespace), as numbered here
 
 
+class Request(NamedTuple):
+    record: RunRecord
+    owner_uid: int
+    at_startup: bool
+
+
 class Resolver:
-    """A worker thread finding runs' processes of other PID namespaces."""
+    """A worker thread finding runs' processes of other PID namespaces.
+
+    Fair between users: requests wait per owner uid and each batch takes
+    them in turn, so one user's ten thousand records delay another user's
+    run by one batch at most; one walk of ``/proc`` serves a whole batch.
+    """
 
     def __init__(self, wake: Callable[[], None]) -> None:
         self.own = pidns.namespace_of()
@@ -64,7 +76,7 @@ class Resolver:
         self._wake = wake
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)
-        self._pending: OrderedDict[str, tuple[RunRecord, int, bool]] = OrderedDict()
+        self._pending: dict[int, OrderedDict[str, Request]] = {}  # owner uid -> run id -> request
         self._done: list[Found] = []
         self._stopping = False
         self._thread: Optional[threading.Thread] = None
@@ -74,13 +86,14 @@ class Resolver:
         return bool(record.pidns) and bool(self.own) and record.pidns != self.own
 
     def request(self, record: RunRecord, owner_uid: int, at_startup: bool = False) -> bool:
-        """Find ``record``'s process (owned by ``owner_uid``); False if the queue is full."""
+        """Find ``record``'s process (owned by ``owner_uid``); False if that user's queue is full."""
         with self._lock:
             if self._stopping:
                 return False
-            if record.run_id not in self._pending and len(self._pending) >= MAX_PENDING:
+            queue = self._pending.setdefault(owner_uid, OrderedDict())
+            if record.run_id not in queue and len(queue) >= MAX_PENDING:
                 return False
-            self._pending[record.run_id] = (record, owner_uid, at_startup)
+            queue[record.run_id] = Request(record, owner_uid, at_startup)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._serve, name="sentinel-pidns", daemon=True)
                 self._thread.start()
@@ -101,6 +114,19 @@ class Resolver:
         if thread is not None:
             thread.join(timeout=5)
 
+    def _next_batch(self) -> list[Request]:
+        """Up to ``BATCH`` requests, one per user in turn (called with the lock held)."""
+        batch: list[Request] = []
+        while self._pending and len(batch) < BATCH:
+            for uid in list(self._pending):
+                queue = self._pending[uid]
+                batch.append(queue.popitem(last=False)[1])
+                if not queue:
+                    del self._pending[uid]
+                if len(batch) >= BATCH:
+                    break
+        return batch
+
     def _serve(self) -> None:
         while True:
             with self._lock:
@@ -108,32 +134,29 @@ class Resolver:
                     self._work.wait()
                 if self._stopping:
                     return
-                _, (record, owner_uid, at_startup) = self._pending.popitem(last=False)
+                batch = self._next_batch()
             try:
-                found = self.find(record, owner_uid, at_startup)
+                found = self.find_all(batch)
             except Exception:  # one odd /proc entry must not stop the worker
-                log.exception("finding the process of run %s failed", record.run_id)
-                found = Found(record.run_id, None, [], False, at_startup)
+                log.exception("finding the processes of %d run(s) failed", len(batch))
+                found = [Found(r.record.run_id, None, [], False, r.at_startup) for r in batch]
             with self._lock:
-                self._done.append(found)
+                self._done.extend(found)
             self._wake()
 
-    @staticmethod
-    def _agent(record: RunRecord) -> Optional[int]:
-        """The host pid of the run's launcher agent (torchrun in the same container), if found."""
-        job = record.job
-        if job is None or job.agent_pid is None or job.agent_start_ticks is None:
-            return None
-        agent = pidns.resolve(record.pidns, job.agent_pid, job.agent_start_ticks)
-        if agent is None:
-            return None
-        if agent.pidfd is not None:
-            os.close(agent.pidfd)
-        return agent.pid
+    def find_all(self, batch: list[Request]) -> list[Found]:
+        """Where each request's process is in the daemon's namespace: one walk of /proc."""
+        processes = pidns.index({r.record.pidns for r in batch})
+        return [self.find(r.record, r.owner_uid, r.at_startup, processes) for r in batch]
 
-    def find(self, record: RunRecord, owner_uid: int, at_startup: bool = False) -> Found:
+    def find(self, record: RunRecord, owner_uid: int, at_startup: bool = False,
+             processes: Optional[dict[pidns.Key, int]] = None) -> Found:
         """Where ``record``'s process is in the daemon's namespace (this thread or any)."""
-        resolved = pidns.resolve(record.pidns, record.pid, record.start_ticks)
+        if processes is None:
+            processes = pidns.index({record.pidns})
+        key = (record.pidns, record.pid, record.start_ticks)
+        host = processes.get(key)
+        resolved = pidns.verify(host, key) if host is not None else None
         if resolved is None:
             return Found(record.run_id, None, [], self.sees_all, at_startup)
         try:
@@ -150,7 +173,16 @@ class Resolver:
                 host_tid = pidns.map_thread(resolved.pid, tid, ticks)
                 if host_tid is not None:
                     threads.append([host_tid, ticks])
-            return Found(record.run_id, resolved.pid, threads, False, at_startup, self._agent(record))
+            return Found(record.run_id, resolved.pid, threads, False, at_startup,
+                         self._agent(record, processes))
         finally:
             if resolved.pidfd is not None:
                 os.close(resolved.pidfd)  # the watch opens its own and checks the start time again
+
+    @staticmethod
+    def _agent(record: RunRecord, processes: dict[pidns.Key, int]) -> Optional[int]:
+        """The pid here of the run's launcher agent (torchrun in the same container), if found."""
+        job = record.job
+        if job is None or job.agent_pid is None or job.agent_start_ticks is None:
+            return None
+        return processes.get((record.pidns, job.agent_pid, job.agent_start_ticks))

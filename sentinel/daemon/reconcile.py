@@ -21,7 +21,7 @@ from sentinel.daemon.oom import cgroup_counter
 from sentinel.daemon.run_reader import TrackedRun
 from sentinel.daemon.tracking import Tracker
 from sentinel.endings import Reason
-from sentinel.procid import zombie_exit_status
+from sentinel.procid import boot_id, zombie_exit_status
 
 log = logging.getLogger("sentinel.daemon.reconcile")
 
@@ -57,6 +57,9 @@ def admit(tracker: Tracker, run_id: str, now: float, at_startup: bool) -> Option
                          reason=ENDED_DOWN if at_startup else None)
 
     if tracker.resolver.foreign(record):
+        if record.boot_id and record.boot_id != boot_id():
+            settle(tracker, run, Status.OTHER_BOOT, now, at_startup)  # no lookup finds a process of then
+            return run
         # Its pids are another namespace's (a container): found off the loop, settled in on_resolved.
         run.resolving = tracker.resolver.request(record, run.owner_uid, at_startup)
         return run  # not found yet, nor asked (queue full): live and unwatched, the rescan asks again
@@ -144,6 +147,8 @@ def make_unwatchable(tracker: Tracker, run: TrackedRun, now: float) -> None:
     if run.state is RunState.STALLED:
         tracker.watcher.want_beats(run.run_id, True)
         tracker.check_recovery(run, now)
+        if run.state is RunState.STALLED:
+            tracker.check_silence(run, now)
     elif run.state is RunState.RUNNING:
         tracker.schedule_stall_check(run, stall_deadline(run.progress, run.record.started,
                                                         tracker.stall_timeout(run)))

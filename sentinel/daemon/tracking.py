@@ -218,6 +218,9 @@ class Tracker:
     def check_stall(self, run: TrackedRun, now: float) -> None:
         """At a run's deadline: re-read its beat; stalled, or the next deadline."""
         self.schedule_stall_check(run, None)
+        if run.unwatchable and run.state is RunState.STALLED:
+            self.check_silence(run, now)
+            return
         if run.state is not RunState.RUNNING or not (run.watched or run.unwatchable):
             return
         peers = self.jobs.stall_peers(run)  # jobs: a job's recorded ranks stall as one
@@ -240,9 +243,24 @@ class Tracker:
             if run.state is RunState.STALLED:
                 self.watcher.want_beats(run.run_id, True)
                 self.check_recovery(run, now)  # a beat may have landed meanwhile
+                if run.unwatchable and run.state is RunState.STALLED:
+                    self.check_silence(run, now)  # its heartbeat is all that can say it died
         else:
             deadline = stall_deadline(run.progress, run.record.started, timeout)
             self.schedule_stall_check(run, max(deadline, now + MIN_STEP))
+
+    def check_silence(self, run: TrackedRun, now: float) -> None:
+        """A stalled run whose process cannot be seen (ns_watch): lost once its
+        heartbeat, too, has been silent for the stall timeout; else look again then."""
+        run.progress = self.reader.read_progress(run)
+        beat = run.progress.beat if run.progress is not None else run.record.started
+        limit = max(self.stall_timeout(run), 3 * run.record.heartbeat_interval)
+        if now - beat < limit:
+            self.schedule_stall_check(run, max(beat + limit, now + MIN_STEP))
+            return
+        self.apply(run, Event(EventKind.HEARTBEAT_LOST), now,
+                   reason=Reason("unwatchable_silent", {"silent": now - beat, "timeout": limit}))
+        self.retire_soon(run)
 
     def check_recovery(self, run: TrackedRun, now: float) -> None:
         """A stalled run's beat changed: fresh again means recovered."""

@@ -180,6 +180,19 @@ def test_namespaced_run_killed_while_the_daemon_is_down_is_reported_once_at_rest
     assert sum(1 for p in bark.pushes if "ns-down" in p.get("title", "")) == 1
 
 
+def plant(daemon: DaemonProcess, record: spool.RunRecord, uid: int) -> None:
+    """``record`` as user ``uid`` would leave it: made beside the spool, owned by them, then moved in
+    (the daemon must never see it owned by root for a moment)."""
+    staging = daemon.tmp / "staging"
+    staging.mkdir(exist_ok=True)
+    paths = spool.RunPaths(staging, record.run_id)
+    spool.make_private_dir(paths.dir)
+    spool.write_json(paths.run, record.to_dict())
+    for path in (paths.dir, paths.run):
+        os.chown(path, uid, uid)
+    os.rename(paths.dir, daemon.spool / record.run_id)
+
+
 def test_a_record_naming_another_users_namespaced_process_is_never_watched_as_theirs(
         daemon: DaemonProcess, bark: FakeBark) -> None:
     stranger = 54321
@@ -191,11 +204,7 @@ def test_a_record_naming_another_users_namespaced_process_is_never_watched_as_th
         # A stranger's run naming root's containerised process (namespace, pid 1, start time).
         forged = spool.RunRecord(**{**record.__dict__, "run_id": spool.new_run_id(1), "uid": stranger,
                                     "name": "forged", "watch_threads": []})
-        paths = spool.RunPaths(daemon.spool, forged.run_id)
-        spool.make_private_dir(paths.dir)
-        spool.write_json(paths.run, forged.to_dict())
-        for path in (paths.dir, paths.run):
-            os.chown(path, stranger, stranger)
+        plant(daemon, forged, stranger)
         daemon.wait_log(f"run {forged.run_id} names pid 1 of PID namespace")
         os.kill(host, 9)
         wait_for_push(bark, K.KILLED, "ns-victim", signal=KILL)
@@ -215,11 +224,7 @@ def test_a_thousand_forged_namespaced_records_do_not_keep_another_run_from_its_a
         for i in range(1000):  # a stranger's flood, all naming root's process in its namespace
             forged = spool.RunRecord(**{**record.__dict__, "run_id": spool.new_run_id(1 + i), "uid": stranger,
                                         "name": f"flood{i}", "watch_threads": []})
-            paths = spool.RunPaths(daemon.spool, forged.run_id)
-            spool.make_private_dir(paths.dir)
-            spool.write_json(paths.run, forged.to_dict())
-            for path in (paths.dir, paths.run):
-                os.chown(path, stranger, stranger)
+            plant(daemon, forged, stranger)
         daemon.wait_log(f"is pid {host} here")
         wait_for(lambda: daemon.log().count("not the run's owner uid") >= 1000, 60,
                  what="every forged record refused")

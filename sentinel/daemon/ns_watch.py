@@ -54,6 +54,7 @@ class Found(NamedTuple):
     gone: bool  # not found, and this daemon sees every namespace: the process is gone
     at_startup: bool  # asked for by the start-up reconcile (a death found is "died while down")
     agent_pid: Optional[int] = None  # the job's launcher agent (same namespace), as numbered here
+    refused: bool = False  # found, but running as another user than the run's owner: a forged record
 
 
 class Request(NamedTuple):
@@ -167,7 +168,7 @@ class Resolver:
                 log.warning("run %s names pid %d of PID namespace %s, which runs as uid %s, "
                             "not the run's owner uid %d; not watched", record.run_id, record.pid,
                             record.pidns, uid, owner_uid)
-                return Found(record.run_id, None, [], False, at_startup)
+                return Found(record.run_id, None, [], False, at_startup, refused=True)
             threads = []
             for tid, ticks in record.watch_threads:
                 host_tid = pidns.map_thread(resolved.pid, tid, ticks)

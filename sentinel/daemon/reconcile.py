@@ -127,6 +127,10 @@ def on_resolved(tracker: Tracker, found: Found, now: float) -> None:
                  f" and {threads} thread pidfd(s) (the thread-pidfd path, for a containerised run)"
                  if threads else "")
         settle(tracker, run, status, now, found.at_startup)
+    elif found.refused:
+        # Names another user's process: ignored from now on, like an untrusted record.
+        tracker.forget(run.run_id)
+        tracker.retired.add(run.run_id)
     elif found.gone and tracker.reader.run_dir_present(run):
         # Seen from the host namespace every process is visible: not found is gone.
         settle(tracker, run, Status.DEAD, now, found.at_startup)

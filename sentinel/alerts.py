@@ -120,6 +120,9 @@ class Alert:
     # Why no channel was to get it (``sentinel history`` says so): muted, not in
     # alert_on, part of its job's alert; None: it had channels.
     silenced: Optional[str] = None
+    # The container the run's process is in, as the daemon read it from its cgroup
+    # (sentinel.containers.ContainerIdentity.as_dict); ``hostname`` is then the node's.
+    container: dict[str, str] = field(default_factory=dict)
 
     @property
     def why(self) -> Optional[Reason]:

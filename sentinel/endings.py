@@ -306,6 +306,11 @@ REASONS: Mapping[str, Mapping[str, str]] = {
         "en": "OOM killer (its memory cgroup counted an OOM kill: {path})",
         "zh": "被 OOM killer 杀死（内存 cgroup 记录了一次 OOM：{path}）",
     },
+    "container_stopped": {
+        "en": "stopped (SIGTERM, then SIGKILL after the grace period; docker stop, killed {after} s "
+              "after its SIGTERM)",
+        "zh": "被停止（先 SIGTERM，宽限期后 SIGKILL；docker stop，SIGTERM 后 {after} 秒被杀死）",
+    },
     "died_while_down": {
         "en": "died while the daemon was down; {last_beat}",
         "zh": "守护进程停止期间进程已退出；{last_beat}",

@@ -16,6 +16,7 @@ from typing import Optional
 
 from sentinel import endings, exit_status, sparkline
 from sentinel.alerts import Alert, AlertKind
+from sentinel.containers import label_of
 
 # Every message names the product: a DingTalk robot guarded by a custom
 # keyword accepts our messages once "sentinel" is its keyword.
@@ -216,6 +217,12 @@ def summary(alert: Alert, lang: str = "en") -> str:
     return ""
 
 
+def where(alert: Alert) -> str:
+    """'gpu-node-3 · container 3f2a9c1b7d4e': the host, and the container the run was in."""
+    container = label_of(alert.container)
+    return " · ".join(p for p in (alert.hostname, container) if p)
+
+
 def last_error_line(alert: Alert) -> Optional[str]:
     """'RuntimeError: CUDA out of memory' — the line a traceback ends with."""
     for line in reversed((alert.error or "").splitlines()):
@@ -253,6 +260,9 @@ def facts(alert: Alert, lang: str = "en") -> list[tuple[str, str]]:
     host = alert.hostname or "?"
     if alert.user:
         host = f"{alert.user}@{host}"
+    container = label_of(alert.container)
+    if container:
+        host = f"{host} · {container}"  # the node's name, the container's beside it
     out.append((say(lang, "host"), host))
     if alert.pid is not None:
         out.append((say(lang, "pid"), str(alert.pid)))

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from sentinel import pidns, spool
+from sentinel import containers, pidns, spool
 from sentinel.daemon.decide import RunState, replay
 from sentinel.daemon.ns_watch import UNWATCHABLE_FIX
 from sentinel.daemon_file import live_daemon
@@ -56,6 +56,9 @@ class RunStatus:
     scalars: dict[str, float] = field(default_factory=dict)  # the last metrics
     error: Optional[str] = None  # the error tail of the final record
     path: str = ""  # the run directory
+    # The container its live process is in (sentinel.containers.ContainerIdentity.as_dict), read
+    # from /proc/<pid>/cgroup now; empty on the host, or once the process is gone.
+    container: dict[str, str] = field(default_factory=dict)
     # The daemon cannot see the run's process (another PID namespace than it can see into):
     # only its heartbeat and final record are watched. ``fix`` says how to make it watchable.
     unwatchable: bool = False
@@ -193,7 +196,8 @@ def _run_status(record: spool.RunRecord, paths: spool.RunPaths, journal: Any, no
     live = _optional(lambda run_dir: spool.read_live(run_dir, dir_fd=dir_fd)[0], paths.dir)
     progress = spool.with_live(_optional(spool.read_progress, paths.beat), live)
     final = _optional(spool.read_final, paths.final)
-    alive = _alive(record, namespaces)
+    alive_pid = _alive_pid(record, namespaces)
+    alive = alive_pid is not None
     verdict: Optional[RunState] = journal(record.run_id) if journal else None
     if final is not None:
         state = RunState(final.state).value
@@ -230,6 +234,7 @@ def _run_status(record: spool.RunRecord, paths: spool.RunPaths, journal: Any, no
                      (progress.scalars if progress else {})),
         error=final.error if final else None,
         path=str(paths.dir),
+        container=_container(alive_pid, record),
     )
 
 
@@ -244,18 +249,28 @@ class _Namespaces:
         return bool(record.pidns) and record.pidns != self.own
 
     def alive(self, record: spool.RunRecord) -> bool:
+        return self.pid_here(record) is not None
+
+    def pid_here(self, record: spool.RunRecord) -> Optional[int]:
+        """The run's process as this process's namespace numbers it, if it lives."""
         if record.boot_id != boot_id():
-            return False
+            return None
         if record.pidns not in self._seen:
             self._seen[record.pidns] = pidns.index({record.pidns})
-        return (record.pidns, record.pid, record.start_ticks) in self._seen[record.pidns]
+        return self._seen[record.pidns].get((record.pidns, record.pid, record.start_ticks))
 
 
-def _alive(record: spool.RunRecord, namespaces: _Namespaces) -> bool:
-    """The run's very process exists now, seen from this process's PID namespace."""
+def _alive_pid(record: spool.RunRecord, namespaces: _Namespaces) -> Optional[int]:
+    """The run's very process if it exists now, as this process's PID namespace numbers it."""
     if namespaces.foreign(record):
-        return namespaces.alive(record)  # a run in a container
-    return ProcessIdentity(record.pid, record.start_ticks, record.boot_id).is_running()
+        return namespaces.pid_here(record)  # a run in a container
+    alive = ProcessIdentity(record.pid, record.start_ticks, record.boot_id).is_running()
+    return record.pid if alive else None
+
+
+def _container(pid: Optional[int], record: spool.RunRecord) -> dict[str, str]:
+    found = containers.identify(pid, record.start_ticks) if pid is not None else None
+    return found.as_dict() if found is not None else {}
 
 
 def _optional(reader: Any, path: Path) -> Any:
@@ -420,6 +435,7 @@ def render_detail(run: RunStatus, alerts: list[Any], now: Optional[float] = None
         ("State", printable(_state_text(run))),
         ("PID", f"{run.pid} on {printable(run.user)}@{printable(run.hostname)}"
                 f"{'' if run.alive else ' (gone)'}"),
+        *([("Container", printable(containers.label_of(run.container)))] if run.container else []),
         ("Started", time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.started))),
         ("Uptime" if run.ended is None else "Ended", _uptime(run, now)),
         ("Step", "-" if run.step is None else f"{run.step:,}"),

@@ -19,6 +19,7 @@ from typing import Iterator
 import pytest
 
 from tests import processes
+from tests.docker_harness import containers, docker  # noqa: F401  (fixtures: our own dockerd, its containers)
 from tests.users import other_uid, shared  # noqa: F401  (fixtures: a throw-away user, a shared directory)
 from tests.victims.harness import wait_for
 

@@ -16,11 +16,12 @@ The last three only run victim scripts (with the repository on PYTHONPATH);
 tests find their interpreters through SENTINEL_TEST_PY_SWANLAB_0720,
 SENTINEL_TEST_PY_SWANLAB_0611 and SENTINEL_TEST_PY_TORCH. The Debian packages
 the tests run for real (Prometheus and Alertmanager for the fleet tests, Slurm
-and munge for the scheduler tests) are installed with apt-get when missing and
-this runs as root; their services are never started (the tests start the
-binaries themselves). An environment is reused when its marker
-file says it was built from the same requirements (and, for .venv, the same
-pyproject.toml); otherwise it is (re)installed.
+and munge for the scheduler tests, Docker for the container tests) are
+installed with apt-get when missing and this runs as root; their services are
+never started (the tests start the binaries, a dockerd of their own included).
+An environment is reused when its marker file says it was built from the same
+requirements (and, for .venv, the same pyproject.toml); otherwise it is
+(re)installed.
 
 Every step runs even if an earlier one failed: ruff on the repository,
 mypy on sentinel/ (configured in pyproject.toml), then pytest.
@@ -116,7 +117,9 @@ def ensure(venv: Env) -> bool:
 # start the binaries): Prometheus and Alertmanager (fleets), Slurm and munge (schedulers).
 DEBIAN_PACKAGES = {"prometheus": "prometheus", "prometheus-alertmanager": "prometheus-alertmanager",
                    "promtool": "prometheus", "slurmctld": "slurm-wlm", "slurmd": "slurm-wlm",
-                   "scontrol": "slurm-wlm", "munged": "munge"}
+                   "scontrol": "slurm-wlm", "munged": "munge",
+                   # the container tests start their own dockerd (tests/docker_harness.py)
+                   "dockerd": "docker.io"}
 # Where they land, also when the PATH of whoever runs this lacks sbin.
 SYSTEM_BIN_DIRS = ("/usr/bin", "/usr/sbin")
 

@@ -30,12 +30,13 @@ REASON_ARGS.update({
     "meaning": {"en": "GPU has fallen off the bus", "zh": "GPU 已从总线上掉线"},
     "gpu": Reason("gpu_xid", {"bus": "0000:c6:00", "code": 79,
                               "meaning": {"en": "gone", "zh": "掉线"}}).as_arg(),
+    "after": 10.0,  # containers: seconds from docker stop's SIGTERM to the death
 })
 REASON_ARGS.update({"count": 3, "pids": "11, 12, 13", "rss": "48.0 MiB"})  # survivors
 ASCII_WORD = re.compile(r"[A-Za-z]{2,}")
 # Names that stay as they are in Chinese text.
 NAMES = {"OOM", "killer", "cgroup", "SIGKILL", "SIGTERM", "SIGINT", "rank", "PID", "GPU", "PCI", "Xid",
-         "Slurm", "scancel", "NCCL"}
+         "Slurm", "scancel", "NCCL", "docker", "stop"}
 
 
 @pytest.mark.parametrize("kind", list(AlertKind))

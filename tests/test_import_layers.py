@@ -21,6 +21,7 @@ LAYERS = {
     "sentinel": SIDES,  # the package's front door: the in-process API
     "sentinel.__main__": CLI,
     "sentinel.procid": FORMAT,
+    "sentinel.containers": FORMAT,  # a process's container, from its cgroup and environment
     "sentinel.pidns": FORMAT,  # PID namespaces: a run's process found from another namespace
     "sentinel.spool": FORMAT,
     "sentinel.systemd": FORMAT,

@@ -37,6 +37,7 @@ from sentinel.render import (
     trend_line,
 )
 from sentinel.render import title as alert_title
+from sentinel.render import where as alert_where
 
 DEFAULT_SERVER = "https://api.day.app"
 LEVELS = ("critical", "timeSensitive", "active", "passive")
@@ -194,7 +195,7 @@ def render_bark(alert: Alert, lang: str = "en") -> BarkText:
     """A phone notification: title = what happened + run; subtitle = where
     and how long; body = why, the last error line, progress."""
     title = alert_title(alert, lang)
-    where = [alert.labels.get("project") or "", alert.hostname or ""]
+    where = [alert.labels.get("project") or "", alert_where(alert)]
     if alert.kind.is_state and alert.duration is not None:
         where.append(format_duration(alert.duration, lang))
     subtitle = " · ".join(part for part in where if part)

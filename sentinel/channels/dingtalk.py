@@ -30,6 +30,7 @@ from sentinel.redact import redact
 from sentinel.render import PRODUCT, cap, error_tail, facts, headline, say, summary
 from sentinel.render import emoji as kind_emoji
 from sentinel.render import title as alert_title
+from sentinel.render import where as alert_where
 
 MAX_BYTES = 20000
 _BUDGET = 18000  # headroom below the service limit for the envelope
@@ -224,7 +225,7 @@ def _digest_item(alert: Alert, lang: str) -> str:
     said = summary(alert, lang)
     if said:
         item.append(f"  {_md_escape(cap(said.splitlines()[0], 200))}")
-    where = " · ".join(p for p in (alert.labels.get("project"), alert.hostname) if p)
+    where = " · ".join(p for p in (alert.labels.get("project"), alert_where(alert)) if p)
     if where:
         item.append(f"  {_md_escape(cap(where, 120))}")
     tail = error_tail(alert, max_lines=1, max_chars=200)

@@ -17,6 +17,7 @@ from sentinel.alerts import Alert, AlertKind
 from sentinel.channels.fit import Measure, cut, fit_message, how_many_fit
 from sentinel.render import PRODUCT, cap, error_tail, evidence_tail, facts, headline, say, summary
 from sentinel.render import emoji as kind_emoji
+from sentinel.render import where as alert_where
 from sentinel.safetext import printable, printable_lines
 
 SUMMARY_MAX = 600  # characters; a user's message may be longer (then the tail rule applies to it)
@@ -64,7 +65,7 @@ def digest_item(alert: Alert, lang: str) -> str:
     said = summary(alert, lang)
     if said:
         lines.append("  " + cap(printable(said.splitlines()[0]), 200))
-    where = " · ".join(p for p in (alert.labels.get("project"), alert.hostname) if p)
+    where = " · ".join(p for p in (alert.labels.get("project"), alert_where(alert)) if p)
     if where:
         lines.append("  " + cap(printable(where), 120))
     if alert.url and len(alert.url) <= 400:

@@ -21,6 +21,7 @@ from sentinel.channels.options import check_language, check_url, unknown_keys
 from sentinel.redact import redact
 from sentinel.render import PRODUCT, cap, error_tail, facts, say, summary
 from sentinel.render import title as alert_title
+from sentinel.render import where as alert_where
 
 SECTION_MAX = 3000
 HEADER_MAX = 150
@@ -162,7 +163,7 @@ def render_slack_digest(alerts: Sequence[Alert], lang: str = "en") -> dict:
     for alert in alerts[:DIGEST_MAX]:
         head = alert_title(alert, lang)
         said = summary(alert, lang)
-        where = " · ".join(p for p in (alert.labels.get("project"), alert.hostname) if p)
+        where = " · ".join(p for p in (alert.labels.get("project"), alert_where(alert)) if p)
         item = f"*{_slack_escape(cap(head, 150))}*"
         if said:
             item += "\n" + _slack_escape(cap(said.splitlines()[0], 300))

@@ -13,6 +13,7 @@ import dataclasses
 import logging
 from typing import Optional
 
+from sentinel import containers
 from sentinel.daemon.decide import Event, EventKind, RunState, replay, stall_deadline
 from sentinel.daemon.liveness import Status
 from sentinel.daemon.ns_watch import UNWATCHABLE_FIX, Found
@@ -81,6 +82,11 @@ def settle(tracker: Tracker, run: TrackedRun, status: Status, now: float, at_sta
         tracker.budgets.tracked(run_id, run.owner_uid, watching + tracker.liveness.watched_threads(run_id))
         run.cgroup = cgroup_counter(run.identity.pid)  # now, while /proc/<pid>/cgroup exists
         tracker.note_descendants(run)  # and again at each rescan
+        # The container from the cgroup of the process as this daemon numbers it (the host pid
+        # of a namespaced run): read now, the cgroup goes with the container.
+        run.container = containers.identify(run.identity.pid, record.start_ticks)
+        if run.container is not None:
+            log.info("run %s is in %s (%s)", run_id, run.container.label(), run.container.runtime)
         tracker.jobs.admit(run, now)  # jobs: its job's other ranks on this host are watched too
         if run.state is RunState.STALLED:
             tracker.watcher.want_beats(run_id, True)

@@ -34,6 +34,7 @@ from typing import Any, Iterator, NamedTuple, Optional, TypeVar
 
 from sentinel import pidns, spool
 from sentinel.accounts import verified_user
+from sentinel.containers import ContainerIdentity
 from sentinel.daemon.budgets import RefusedRuns
 from sentinel.daemon.decide import RunState
 from sentinel.daemon.failures import BoundedSet
@@ -109,6 +110,7 @@ class TrackedRun:
     transitions: int = 0  # alerts raised so far (journal replay on restart)
     watched: bool = False  # an exit notice (pidfd or polling) is pending
     cgroup: Optional[CgroupCounter] = None
+    container: Optional[ContainerIdentity] = None  # read from its cgroup while it lived
     progress: Optional[Progress] = None
     stall_check_at: Optional[float] = None  # when to re-read beat.json
     frozen: bool = False  # stalled with the heartbeat stopped too, not only progress

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import logging
+import os
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Protocol
 
@@ -21,6 +22,7 @@ from sentinel import mutes, spool
 from sentinel.alerts import Alert, AlertKind, from_run, with_kernel_ending
 from sentinel.channels import routing
 from sentinel.config import Config
+from sentinel.containers import ContainerIdentity
 from sentinel.daemon import archive, nccl, survivors
 from sentinel.daemon.budgets import UserBudgets
 from sentinel.daemon.channel_access import ChannelAccess
@@ -35,6 +37,7 @@ from sentinel.daemon.decide import (
     stall_deadline,
     transition,
 )
+from sentinel.daemon.docker_events import DockerEvents
 from sentinel.daemon.job_watch import JobWatch
 from sentinel.daemon.liveness import Liveness
 from sentinel.daemon.message_limits import MessageGate
@@ -125,6 +128,8 @@ class Tracker:
         self.jobs = JobWatch(self, job_liveness, wake_loop)
         # Runs of other PID namespaces (containers) are found on a worker thread.
         self.resolver = Resolver(wake_loop)
+        # Docker's events (when its socket is here): names `docker stop` among SIGKILLs.
+        self.docker = DockerEvents()
         self._unwatchable_changed = False  # daemon.json's list of unwatchable runs is to be rewritten
         self.stacks = StackDesk(reader)  # evidence: stacks asked of stalled runs
         # Ended runs to archive on the loop's next pass (``retire_soon``), in order.
@@ -144,6 +149,7 @@ class Tracker:
         self.budgets.limits = config.budgets
 
     def close(self) -> None:
+        self.docker.close()
         self.resolver.close()
         self.jobs.close()
         self.syncer.stop()
@@ -196,6 +202,10 @@ class Tracker:
             return
         final = self.reader.read_final(run)
         cause = None if final is not None else self.oom.evidence(run.identity, run.cgroup)
+        if cause is None and final is None and run.container is not None and status is not None:
+            # docker stop: the kernel says SIGKILL, Docker's events say a SIGTERM came first.
+            cause = self.docker.stop_reason(run.container.container_id, run.record.started,
+                                            os.WTERMSIG(status) if os.WIFSIGNALED(status) else None, now)
         if self.jobs.holds_exit(run, final, cause, status, now):
             return  # jobs: a rank's end waits for its job's one alert
         if final is not None:
@@ -344,6 +354,8 @@ class Tracker:
             crash = self.stacks.crash_facts(run, alert.signal)  # evidence: the frame that faulted
             if crash:
                 alert = dataclasses.replace(alert, **crash)
+        if run.container is not None:
+            alert = in_container(alert, run.container, self.config.host)
         if overrides:
             alert = dataclasses.replace(alert, **overrides)
         alert_on = self.config.alert_on if run.record.alert_on is None else run.record.alert_on
@@ -525,3 +537,10 @@ def silenced_because(quiet: bool, wanted: bool, routed: bool, has_channels: bool
     if routed:
         return "muted"
     return "sent by the process itself" if has_channels else "no channels"
+
+
+def in_container(alert: Alert, container: ContainerIdentity, host: str) -> Alert:
+    """``alert`` of a run in ``container``: the host it names is the node (the
+    pod's NODE_NAME, else this daemon's host), the container's beside it; the
+    record's hostname is only the container's own."""
+    return dataclasses.replace(alert, container=container.as_dict(), hostname=container.node or host)

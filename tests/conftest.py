@@ -20,7 +20,7 @@ import pytest
 
 from tests import processes
 from tests.docker_harness import containers, docker  # noqa: F401  (fixtures: our own dockerd, its containers)
-from tests.users import other_uid, shared  # noqa: F401  (fixtures: a throw-away user, a shared directory)
+from tests.users import alice, mallory, other_uid, shared  # noqa: F401  (fixtures: throw-away users, a shared dir)
 from tests.victims.harness import wait_for
 
 

@@ -28,7 +28,7 @@ from sentinel.outbox import Outbox
 from tests.daemon_harness import DaemonProcess, bark_title, wait_for_push
 from tests.fakes import FakeBark
 from tests.fleet_harness import free_port
-from tests.users import become, home_for, make_shared_spool, shared_dir, throwaway_user
+from tests.users import become, home_for, make_shared_spool, shared_dir
 from tests.victims.harness import VICTIMS, WATCH_VICTIM, Victim
 from tests.waiting import wait_for
 
@@ -48,16 +48,6 @@ def shared() -> Iterator[Path]:
         yield path
 
 
-@pytest.fixture
-def mallory() -> Iterator[int]:
-    with throwaway_user() as uid:
-        yield uid
-
-
-@pytest.fixture
-def alice() -> Iterator[int]:
-    with throwaway_user() as uid:
-        yield uid
 
 
 def user_run(shared: Path, spool: Path, uid: int, *args: str) -> Victim:

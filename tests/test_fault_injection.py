@@ -120,7 +120,7 @@ from sentinel.procid import ProcessIdentity
 from tests.cli_helpers import run_sentinel, sentinel_env
 from tests.daemon_harness import DaemonProcess, bark_title, titles, wait_for_push
 from tests.fakes import FakeBark
-from tests.users import become, home_for, make_shared_spool, shared_dir, throwaway_user, user_python
+from tests.users import become, home_for, make_shared_spool, shared_dir, user_python
 from tests.victims.harness import VICTIMS, Victim
 from tests.waiting import wait_for
 
@@ -161,16 +161,6 @@ def shared() -> Iterator[Path]:
         yield path
 
 
-@pytest.fixture
-def mallory() -> Iterator[int]:
-    with throwaway_user() as uid:
-        yield uid
-
-
-@pytest.fixture
-def alice() -> Iterator[int]:
-    with throwaway_user() as uid:
-        yield uid
 
 
 @pytest.fixture

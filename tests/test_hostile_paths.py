@@ -25,7 +25,7 @@ import pytest
 from sentinel.alerts import AlertKind
 from tests.daemon_harness import DaemonProcess, wait_for_push
 from tests.fakes import FakeBark
-from tests.users import become, home_for, make_shared_spool, shared_dir, throwaway_user, user_python
+from tests.users import become, home_for, make_shared_spool, shared_dir, user_python
 from tests.victims.harness import ROOT, WATCH_VICTIM, Victim
 from tests.waiting import wait_for
 
@@ -45,16 +45,6 @@ def shared() -> Iterator[Path]:
         yield path
 
 
-@pytest.fixture
-def mallory() -> Iterator[int]:
-    with throwaway_user() as uid:
-        yield uid
-
-
-@pytest.fixture
-def alice() -> Iterator[int]:
-    with throwaway_user() as uid:
-        yield uid
 
 
 def tty_nr(pid: int) -> int:

@@ -19,7 +19,7 @@ import pytest
 from sentinel import daemon_file, spool
 from sentinel.spool_lock import LOCK_FILE
 from tests.daemon_harness import DaemonProcess
-from tests.users import as_user, make_shared_spool, shared_dir, throwaway_user
+from tests.users import as_user, make_shared_spool, shared_dir
 
 
 @pytest.fixture
@@ -27,11 +27,6 @@ def shared() -> Iterator[Path]:
     with shared_dir() as path:
         yield path
 
-
-@pytest.fixture
-def mallory() -> Iterator[int]:
-    with throwaway_user() as uid:
-        yield uid
 
 
 def test_a_second_daemon_on_the_same_spool_refuses_clearly(tmp_path: Path, shared: Path) -> None:

@@ -18,7 +18,7 @@ from sentinel.alerts import AlertKind
 from sentinel.delivery import MAX_WORKERS
 from tests.daemon_harness import DaemonProcess, bark_title, wait_for_push
 from tests.fakes import FakeBark, FakeSlack
-from tests.users import become, home_for, make_shared_spool, shared_dir, throwaway_user, user_name
+from tests.users import become, home_for, make_shared_spool, shared_dir, user_name
 from tests.victims.harness import VICTIMS, WATCH_VICTIM, Victim
 from tests.waiting import wait_for
 
@@ -37,16 +37,6 @@ def shared() -> Iterator[Path]:
         yield path
 
 
-@pytest.fixture
-def mallory() -> Iterator[int]:
-    with throwaway_user() as uid:
-        yield uid
-
-
-@pytest.fixture
-def alice() -> Iterator[int]:
-    with throwaway_user() as uid:
-        yield uid
 
 
 def user_run(shared: Path, spool: Path, uid: int, *args: str) -> Victim:

@@ -52,6 +52,11 @@ def other_uid() -> Iterator[int]:
         yield uid
 
 
+# Two more, for tests of one user's attack on another's alerts.
+mallory = other_uid
+alice = other_uid
+
+
 def user_name(uid: int) -> str:
     return pwd.getpwuid(uid).pw_name
 

@@ -124,7 +124,7 @@ def main() -> int:
         _common.Verdict("container_kill", "alerts per killed container", f"{pushes}/{rounds}", "1 each",
                         named and pushes == rounds),
     ]
-    _common.publish(args, "container_kill", "9. Kill-to-alert in Docker containers", body, verdicts, started)
+    _common.publish(args, "container_kill", "13. Kill-to-alert in Docker containers", body, verdicts, started)
     return 0 if named and pushes == rounds else 1
 
 

@@ -188,7 +188,7 @@ def main() -> int:
         _common.Verdict("evidence", "added per swanlab.log by the step hook", f"{added_us:.3f} µs",
                         "<= 1 µs", added_us <= 1.0),
     ]
-    _common.publish(args, "evidence", "9. Evidence (stacks, step hook)", body, verdicts, started)
+    _common.publish(args, "evidence", "11. Evidence (stacks, step hook)", body, verdicts, started)
     return 0
 
 

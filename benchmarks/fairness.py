@@ -219,7 +219,7 @@ def main() -> int:
                 f"{added:.0f} ms", "≤ 1000 ms", added <= 1000.0),
         Verdict("fairness", "daemon out of descriptors", str(emfile), "False", not emfile),
     ]
-    _common.publish(args, "fairness", "9. Fairness: another user's alerts beside a hostile user", body,
+    _common.publish(args, "fairness", "10. Fairness: another user's alerts beside a hostile user", body,
                     verdicts, started)
     return 0 if all(v.met for v in verdicts) else 1
 

@@ -190,3 +190,39 @@ def test_a_daemon_restart_mid_job_keeps_one_alert_naming_the_killed_rank(
     alert = the_one_alert(daemon, bark, job.run_id, K.KILLED)
     assert alert.pid == job.ranks[3] and alert.job["cause_rank"] == "3"
     assert "rank 3 (local rank 3" in (alert.detail or "")
+
+
+def _straggler_stall(daemon: DaemonProcess, bark: FakeBark) -> Alert:
+    """A job whose rank 2 sleeps in ``straggle()`` while ranks 0, 1, 3 block in
+    all_reduce: rank 0 (the recorded one) stalls; its one alert, the daemon stopped."""
+    with torch_job(daemon, "straggle", "--rank", "2", "--stall-timeout", "2", "--name", "lag") as job:
+        job.victim.expect("RUNNING")
+        watching_siblings(daemon, 3)
+        stalled = wait_for_push(bark, K.STALLED, "lag", timeout=60)
+        assert daemon.stop() == 0  # before the job is killed: its teardown would alert too
+    journal = daemon.journal(job.run_id)
+    assert [a.kind for a in journal] == [K.STALLED], journal
+    assert len(bark.pushes) == 1, titles(bark)
+    assert (journal[0].where or "") in stalled["body"]
+    return journal[0]
+
+
+def test_a_straggling_rank_is_named_as_the_odd_one_out(daemon: DaemonProcess, bark: FakeBark) -> None:
+    alert = _straggler_stall(daemon, bark)
+    # rank 0 answers the recorder's signal; ranks 1, 2, 3 (no recorder) are dumped by py-spy
+    assert re.fullmatch(r"ranks 0, 1, 3 wait in all_reduce \(distributed_c10d\.py:\d+\); "
+                        r"rank 2 is in straggle\(\) \(torch_worker\.py:\d+\)", alert.where or ""), alert.where
+    assert alert.evidence_missing is None
+    assert "rank 2, main thread" in (alert.stacks or "") and "in straggle" in (alert.stacks or "")
+
+
+def test_without_py_spy_the_stall_says_why_the_other_ranks_stacks_are_missing(
+    tmp_path: Path, bark: FakeBark
+) -> None:
+    absent = tmp_path / "not-installed" / "py-spy"
+    with DaemonProcess(tmp_path, {"phone": {"type": "bark", "url": bark.key_url}},
+                       daemon_env={"SENTINEL_PY_SPY": str(absent)}) as daemon:
+        alert = _straggler_stall(daemon, bark)
+    assert alert.evidence_missing == "ranks 1, 2, 3: py-spy is not installed"
+    assert re.fullmatch(r"rank 0 waits in all_reduce \(distributed_c10d\.py:\d+\); "
+                        r"stacks not available for ranks 1, 2, 3: py-spy is not installed", alert.where or "")

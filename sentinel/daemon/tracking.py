@@ -236,7 +236,11 @@ class Tracker:
         run.progress = self.reader.read_progress(run)
         timeout = self.stall_timeout(run)
         if is_stale(run.progress, run.record.started, timeout, now):
-            if self.stacks.request(run, now):  # evidence: the stacks come with the alert
+            # evidence: a job's ranks' stacks, grouped; else the run's own
+            gathered = self.jobs.job_stacks(run, now)
+            if gathered is None:
+                return  # asked the job's ranks: the check comes back for the answers
+            if not gathered and self.stacks.request(run, now):  # the stacks come with the alert
                 self.schedule_stall_check(run, now + STACK_WAIT)
                 return
             reason = self.stall_reason(run, timeout, now)
@@ -248,7 +252,7 @@ class Tracker:
                 self.retire_soon(run)
                 return
             self.apply(run, Event(EventKind.PROGRESS_STALE), now, reason=reason,
-                       overrides=self.stacks.collect(run))
+                       overrides=gathered or self.stacks.collect(run))
             if run.state is RunState.STALLED:
                 self.watcher.want_beats(run.run_id, True)
                 self.check_recovery(run, now)  # a beat may have landed meanwhile
@@ -256,6 +260,7 @@ class Tracker:
                     self.check_silence(run, now)  # its heartbeat is all that can say it died
         else:
             self.stacks.forget(run.run_id)  # progress came back while its stacks were asked for
+            self.jobs.forget_stacks(run)
             deadline = stall_deadline(run.progress, run.record.started, timeout)
             self.schedule_stall_check(run, max(deadline, now + MIN_STEP))
 

@@ -22,7 +22,6 @@ from tests import torch_jobs
 from tests.daemon_harness import DaemonProcess, titles, wait_for_push
 from tests.fakes import FakeBark
 from tests.torch_jobs import ENV_TORCH, torch_python_path, watching_siblings
-from tests.unit_caps import unavailable, unit_privileges
 from tests.victims.harness import missing
 
 K = AlertKind
@@ -228,14 +227,3 @@ def test_without_py_spy_the_stall_says_why_the_other_ranks_stacks_are_missing(
     assert re.fullmatch(r"rank 0 waits in all_reduce \(distributed_c10d\.py:\d+\); "
                         r"stacks not available for ranks 1, 2, 3: py-spy is not installed", alert.where or "")
 
-
-def test_without_the_ptrace_right_the_stall_says_so(tmp_path: Path, bark: FakeBark) -> None:
-    why = unavailable()
-    if why:
-        missing(why)
-    daemon = DaemonProcess(tmp_path, {"phone": {"type": "bark", "url": bark.key_url}})
-    daemon.wrapper = unit_privileges().without("CAP_SYS_PTRACE").command()
-    with daemon:
-        alert = _straggler_stall(daemon, bark)
-    assert alert.evidence_missing == "ranks 1, 2, 3: no ptrace right (the daemon needs CAP_SYS_PTRACE)"
-    assert (alert.where or "").startswith("rank 0 waits in all_reduce (distributed_c10d.py:")

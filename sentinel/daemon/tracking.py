@@ -38,11 +38,12 @@ from sentinel.daemon.decide import (
 from sentinel.daemon.job_watch import JobWatch
 from sentinel.daemon.liveness import Liveness
 from sentinel.daemon.message_limits import MessageGate
+from sentinel.daemon.native_faults import NativeFaults, with_library
 from sentinel.daemon.ns_watch import Resolver
 from sentinel.daemon.oom import OomDetector
 from sentinel.daemon.run_reader import RunReader, TrackedRun
 from sentinel.daemon.spool_watcher import SpoolWatcher
-from sentinel.daemon.stacks import STACK_WAIT, StackDesk
+from sentinel.daemon.stacks import FATAL_SIGNALS, STACK_WAIT, StackDesk
 from sentinel.daemon.xid import GpuFaults, XidHit
 from sentinel.endings import Reason
 from sentinel.observer import FleetObserver
@@ -121,6 +122,8 @@ class Tracker:
         self.stall_heap: list[tuple[float, str]] = []
         self.gpu = GpuFaults()  # jobs: Xid lines ride on the OOM detector's kernel log reader
         oom.listeners.append(self.gpu.feed)
+        self.native = NativeFaults()  # evidence: the library a fatal signal hit, from the kernel log
+        oom.listeners.append(self.native.feed)
         # jobs: sibling ranks (their own pidfds), held endings, one alert per job event
         self.jobs = JobWatch(self, job_liveness, wake_loop)
         # Runs of other PID namespaces (containers) are found on a worker thread.
@@ -347,6 +350,11 @@ class Tracker:
         alert = with_kernel_ending(alert, kernel_status)
         if new_state.is_terminal:
             crash = self.stacks.crash_facts(run, alert.signal)  # evidence: the frame that faulted
+            if alert.signal in FATAL_SIGNALS:
+                self.oom.drain()  # the kernel logged its fault line before the process exited
+                library = self.native.library_of(run.identity)
+                if library:
+                    crash = {**crash, "where": with_library(crash.get("where"), library)}
             if crash:
                 alert = dataclasses.replace(alert, **crash)
         if overrides:

@@ -40,9 +40,12 @@ import io
 import os
 import pickle
 import stat
+import time
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from sentinel.daemon.oom import started_since_boot
+from sentinel.procid import ProcessIdentity
 from sentinel.redact import redact
 from sentinel.safetext import printable
 
@@ -77,8 +80,9 @@ def dump_path(env: dict[str, str], rank: int) -> str:
     return f"{env.get(ENV_TEMP_FILE) or DEFAULT_TEMP_FILE}{rank}"
 
 
-def read_dump(path: str, owner_uid: int) -> tuple[Optional[dict[str, Any]], str]:
-    """One rank's dump: (the dict, "") or (None, why not)."""
+def read_dump(path: str, owner_uid: int, not_before: float = 0.0) -> tuple[Optional[dict[str, Any]], str]:
+    """One rank's dump: (the dict, "") or (None, why not). A dump last written
+    before ``not_before`` (wall clock: the rank's start) is an earlier job's."""
     directory, _, name = path.rpartition("/")
     if not name or name in (".", ".."):
         return None, f"{printable(path)[:200]}: not a file name"
@@ -104,6 +108,8 @@ def read_dump(path: str, owner_uid: int) -> tuple[Optional[dict[str, Any]], str]
             return None, f"{printable(name)[:200]}: not the run's user's file"
         if info.st_size > MAX_DUMP_BYTES:
             return None, f"{printable(name)[:200]}: over {MAX_DUMP_BYTES // (1024 * 1024)} MiB"
+        if info.st_mtime < not_before:
+            return None, f"{printable(name)[:200]}: written before the rank started"
         with os.fdopen(fd, "rb", closefd=False) as f:
             raw = f.read(MAX_DUMP_BYTES + 1)
     finally:
@@ -117,6 +123,31 @@ def read_dump(path: str, owner_uid: int) -> tuple[Optional[dict[str, Any]], str]
     if not isinstance(data, dict) or not isinstance(data.get("entries"), list):
         return None, f"{printable(name)[:200]}: not a Flight Recorder dump"
     return data, ""
+
+
+def started_wall(ident: ProcessIdentity) -> float:
+    """When ``ident`` started, on the wall clock (file times are on it)."""
+    try:
+        with open("/proc/uptime", encoding="ascii") as f:
+            uptime = float(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return time.time() - uptime + started_since_boot(ident)
+
+
+def job_summary(ranks: list[tuple[int, ProcessIdentity, dict[str, str]]], owner_uid: int) -> str:
+    """The summary of the dumps the job's ranks (rank, process, environment)
+    left since they started, where the job enabled the Flight Recorder; ""
+    if fewer than two ranks left one (nothing to compare). Reads up to
+    ``MAX_DUMP_BYTES`` per rank: call it off the daemon's loop."""
+    dumps: dict[int, dict[str, Any]] = {}
+    for rank, ident, env in ranks:
+        if not enabled(env):
+            continue
+        data, _ = read_dump(dump_path(env, rank), owner_uid, not_before=started_wall(ident) - 1.0)
+        if data is not None:
+            dumps[rank] = data
+    return summarise(dumps) if len(dumps) >= 2 else ""
 
 
 @dataclass(frozen=True)

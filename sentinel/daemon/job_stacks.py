@@ -24,15 +24,18 @@ biggest group is where the job waits; every other group is an odd rank out:
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from sentinel import evidence
 from sentinel.daemon import pyspy
 from sentinel.daemon.run_reader import RunReader, TrackedRun
 from sentinel.daemon.stacks import STACK_WAIT, send_stack_request
 from sentinel.procid import ProcessIdentity
+
+log = logging.getLogger("sentinel.daemon")
 
 MAX_GROUPS_NAMED = 4  # an alert's first line names at most this many groups
 
@@ -63,6 +66,7 @@ class _Gather:
     started: float
     asked: list[_Asked] = field(default_factory=list)
     threads: list[threading.Thread] = field(default_factory=list)
+    extra: list[str] = field(default_factory=list)  # what ``also`` said (a Flight Recorder summary)
 
 
 class JobStacks:
@@ -72,12 +76,20 @@ class JobStacks:
         self.reader = reader
         self.pending: dict[str, _Gather] = {}
 
-    def poll(self, key: str, ranks: list[Rank], now: float) -> Optional[dict[str, Any]]:
+    def poll(self, key: str, ranks: list[Rank], now: float,
+             also: Optional[Callable[[], str]] = None) -> Optional[dict[str, Any]]:
         """The alert's fields once every rank answered (or could not); None
-        while answers are on their way: call again after ``STACK_WAIT``."""
+        while answers are on their way: call again after ``STACK_WAIT``.
+        ``also`` runs on a worker thread beside the dumps; what it says is
+        appended to ``where`` (it must end by itself within ``pyspy.TIMEOUT``)."""
         gather = self.pending.get(key)
         if gather is None:
             gather = self.pending[key] = self._start(ranks, now)
+            if also is not None:
+                thread = threading.Thread(target=_run_also, args=(also, gather.extra), daemon=True,
+                                          name="sentinel-job-evidence")
+                thread.start()
+                gather.threads.append(thread)
             if self._waiting(gather, now):
                 return None
         elif self._waiting(gather, now):
@@ -86,7 +98,13 @@ class JobStacks:
         for asked in gather.asked:
             if asked.result is None:  # a cooperative rank: its dump is due by now
                 asked.result = self._read(asked)
-        return summarise([(a.rank, *(a.result or (None, "no answer"))) for a in gather.asked])
+        facts = summarise([(a.rank, *(a.result or (None, "no answer"))) for a in gather.asked])
+        said = [text for text in list(gather.extra) if text]
+        if said:
+            where = "; ".join([facts["where"], *said]) if facts.get("where") else "; ".join(said)
+            facts["where"] = where[:evidence.MAX_FRAME_CHARS * 4]
+            facts["stacks"] = _cap("\n\n".join([*said, facts.get("stacks", "")]).strip())
+        return facts
 
     def forget(self, key: str) -> None:
         """Progress came back: drop the gather (its py-spy threads end by their timeout)."""
@@ -126,6 +144,13 @@ class JobStacks:
         if not raw:
             return None, why or f"no stacks within {STACK_WAIT:g} s of the request"
         return evidence.parse(raw), ""
+
+
+def _run_also(also: Callable[[], str], into: list[str]) -> None:
+    try:
+        into.append(also())
+    except Exception:  # evidence is best effort: the stall alert goes out without it
+        log.exception("job evidence failed")
 
 
 def _dump_by_pyspy(asked: _Asked) -> None:

@@ -40,6 +40,7 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Protocol, Union
 
 from sentinel import jobs
 from sentinel.alerts import AlertKind
+from sentinel.daemon import flight_recorder
 from sentinel.daemon.decide import Event, EventKind, RunState, is_stale, stall_deadline
 from sentinel.daemon.job_stacks import JobStacks, Rank
 from sentinel.daemon.liveness import Liveness, Status
@@ -692,10 +693,20 @@ class JobWatch:
         runs = self.book.runs
         ranks = [Rank(m.rank, m.ident, runs.get(m.run_id) if m.run_id is not None else None)
                  for m in job.members.values() if not m.gone]
-        facts = self.stacks.poll(run.run_id, ranks, now)
+        facts = self.stacks.poll(run.run_id, ranks, now, also=lambda: self._flight_recorder(job))
         if facts is None:
             self.book.schedule_stall_check(run, now + STACK_WAIT)
         return facts
+
+    @staticmethod
+    def _flight_recorder(job: Job) -> str:
+        """The Flight Recorder dumps' summary, where the job enabled it (on a worker thread)."""
+        ranks = []
+        for member in list(job.members.values()):
+            env = read_environ(member.ident.pid) if member.rank is not None else None
+            if env is not None and member.rank is not None:
+                ranks.append((member.rank, member.ident, env))
+        return flight_recorder.job_summary(ranks, job.uid)
 
     def forget_stacks(self, run: TrackedRun) -> None:
         self.stacks.forget(run.run_id)

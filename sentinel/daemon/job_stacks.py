@@ -48,10 +48,6 @@ class Rank:
     ident: ProcessIdentity
     run: Optional[TrackedRun] = None
 
-    @property
-    def name(self) -> str:
-        return str(self.rank) if self.rank is not None else f"pid {self.ident.pid}"
-
 
 @dataclass
 class _Asked:
@@ -180,7 +176,7 @@ def summarise(answers: list[tuple[Rank, Optional[evidence.Dump], str]]) -> dict[
         groups.setdefault(signature(main), []).append((rank, main))
     if not groups:
         reasons = sorted({why for _, why in missing})
-        return {"evidence_missing": "; ".join(reasons)}
+        return {"evidence_missing": "; ".join(reasons) or "no live rank to ask"}
     ordered = sorted(groups.values(), key=lambda members: (-len(members), _order(members[0][0])))
     phrases, blocks = [], []
     for index, members in enumerate(ordered):
@@ -213,8 +209,12 @@ def summarise(answers: list[tuple[Rank, Optional[evidence.Dump], str]]) -> dict[
 
 
 def _label(ranks: list[Rank]) -> str:
-    """'rank 2', 'ranks 0, 1, 3'."""
-    return f"rank{'s' if len(ranks) > 1 else ''} {', '.join(rank.name for rank in ranks)}"
+    """'rank 2', 'ranks 0, 1, 3', 'pid 4242' (a process whose rank is unknown)."""
+    numbered = [str(r.rank) for r in ranks if r.rank is not None]
+    unnumbered = [str(r.ident.pid) for r in ranks if r.rank is None]
+    parts = [f"{word}{'s' if len(names) > 1 else ''} {', '.join(names)}"
+             for word, names in (("rank", numbered), ("pid", unnumbered)) if names]
+    return ", ".join(parts)
 
 
 def _order(rank: Rank) -> tuple[bool, int]:

@@ -7,7 +7,8 @@ Standard library only, so it works on a machine with nothing but Python 3.
 It creates (or reuses) four virtual environments in the repository root:
 
     .venv                  this project, editable, with the test, swanlab,
-                           prometheus, apprise and docs extras (the latest SwanLab release)
+                           prometheus, apprise, docs and stacks extras (the latest SwanLab
+                           release; py-spy for the daemon's stacks of processes without the recorder)
     .venv-swanlab-0.7.20   swanlab 0.7.20 + psutil (the vendored-callback era)
     .venv-swanlab-0.6.11   swanlab 0.6.11 + swankit (the swankit-callback era)
     .venv-torch            torch 2.13.0 (the CPU wheel) + psutil: real torchrun jobs
@@ -69,7 +70,7 @@ class Env:
 
 
 ENVS = [
-    Env(".venv", [".[test,swanlab,prometheus,apprise,docs]"], editable=True),
+    Env(".venv", [".[test,swanlab,prometheus,apprise,docs,stacks]"], editable=True),
     Env(".venv-swanlab-0.7.20", ["swanlab==0.7.20", "psutil"], env_var="SENTINEL_TEST_PY_SWANLAB_0720"),
     Env(".venv-swanlab-0.6.11", ["swanlab==0.6.11", "swankit"], env_var="SENTINEL_TEST_PY_SWANLAB_0611"),
     Env(".venv-torch", ["torch==2.13.0", "psutil"], env_var="SENTINEL_TEST_PY_TORCH"),

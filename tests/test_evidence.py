@@ -11,6 +11,7 @@ a real faulthandler wrote.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -23,7 +24,9 @@ import pytest
 from sentinel import evidence, spool, stack_dumps
 from sentinel.alerts import Alert, AlertKind
 from sentinel.channels.plain import plain_text
+from sentinel.daemon.native_faults import NativeFaults, parse_line
 from sentinel.daemon.run_reader import ProblemLog, RunReader, TrackedRun
+from sentinel.procid import ProcessIdentity
 from tests.daemon_harness import DaemonProcess, wait_for_push
 from tests.fakes import FakeBark
 from tests.victims.harness import Victim, swanlab_params, swanlab_python
@@ -178,6 +181,44 @@ def test_segfault_alert_names_the_crashing_function(daemon: DaemonProcess, bark:
     alert = _journal(daemon, run_id)[-1]
     assert alert.where is not None and alert.where.startswith("crash_in_native_code (")
     assert alert.stacks is not None and alert.stacks.startswith("Fatal Python error: Segmentation fault")
+
+
+def test_segfault_alert_names_the_native_library_from_the_kernel_log(daemon: DaemonProcess,
+                                                                     bark: FakeBark) -> None:
+    """The kernel logs its own ``segfault at ... in libc.so.6[...]`` line for this
+    crash, rate-limited; the test writes the same real line too, naming the victim's
+    pid, so the library is there whatever the rate limit dropped."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to write a kernel log line")
+    with _victim(daemon, "watch", "segfault-in-function", "segv-lib") as v:
+        run_id = v.ready()
+        v.expect("RUNNING")
+        _watched(daemon, v.pid)
+        with open("/dev/kmsg", "w") as kmsg:
+            kmsg.write(f"python[{v.pid}]: segfault at 0 ip 00007f354d574219 sp 00007ffde21fc8b8 error 4 in "
+                       "libc.so.6[156219,7f354d444000+156000] likely on CPU 0 (core 0, socket 0)\n")
+        (daemon.tmp / "go-segv-lib").touch()
+        assert v.wait() == -signal.SIGSEGV
+        crashed = wait_for_push(bark, K.KILLED, "segv-lib", signal="SIGSEGV")
+    assert re.search(r"Where: crash_in_native_code \(_common\.py:\d+\) in libc\.so\.6", crashed["body"])
+    alert = _journal(daemon, run_id)[-1]
+    assert re.fullmatch(r"crash_in_native_code \(_common\.py:\d+\) in libc\.so\.6", alert.where or "")
+
+
+def test_a_fault_line_counts_only_for_its_pid_since_it_started() -> None:
+    assert parse_line("python[20598]: segfault at 0 ip 00007f354d574219 sp 00007ffde21fc8b8 error 4 in "
+                      "libc.so.6[156219,7f354d444000+156000] likely on CPU 0") == (20598, "libc.so.6")
+    assert parse_line("traps: python[123] general protection fault ip:7f0 sp:7ff error:0 in "
+                      "/opt/x/libnccl.so.2[7f0000+2000]") == (123, "libnccl.so.2")
+    assert parse_line("python[9]: segfault at 0 ip 0 sp 0 error 4") is None  # no mapping named
+    faults = NativeFaults()
+    me = ProcessIdentity.current()
+    started = me.start_ticks / os.sysconf("SC_CLK_TCK")
+    line = f"python[{me.pid}]: segfault at 0 ip 1 sp 2 error 4 in libbad.so[1+2]"
+    faults.feed(f"3,1,{int((started - 5) * 1e6)},-;{line}".encode())  # logged before it started
+    assert faults.library_of(me) is None
+    faults.feed(f"3,2,{int((started + 5) * 1e6)},-;{line}".encode())
+    assert faults.library_of(me) == "libbad.so"
 
 
 # ------------------------------------------------------------ the parser, on real dumps

@@ -9,11 +9,12 @@ the rank that failed first and why. torch lives in its own environment
 from __future__ import annotations
 
 import os
+import pickle
 import re
 import signal
 import sys
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import pytest
 
@@ -21,6 +22,8 @@ from sentinel.alerts import Alert, AlertKind
 from tests import torch_jobs
 from tests.daemon_harness import DaemonProcess, titles, wait_for_push
 from tests.fakes import FakeBark
+from tests.test_flight_recorder import dump as fr_dump
+from tests.test_flight_recorder import entry as fr_entry
 from tests.torch_jobs import ENV_TORCH, torch_python_path, watching_siblings
 from tests.victims.harness import missing
 
@@ -190,3 +193,66 @@ def test_a_daemon_restart_mid_job_keeps_one_alert_naming_the_killed_rank(
     alert = the_one_alert(daemon, bark, job.run_id, K.KILLED)
     assert alert.pid == job.ranks[3] and alert.job["cause_rank"] == "3"
     assert "rank 3 (local rank 3" in (alert.detail or "")
+
+
+def _straggler_stall(daemon: DaemonProcess, bark: FakeBark, env: Optional[dict[str, str]] = None,
+                     while_running: Callable[[], None] = lambda: None) -> Alert:
+    """A job whose rank 2 sleeps in ``straggle()`` while ranks 0, 1, 3 block in
+    all_reduce: rank 0 (the recorded one) stalls; its one alert, the daemon stopped."""
+    job = torch_jobs.TorchJob(daemon, "straggle", "--rank", "2", "--stall-timeout", "2", "--name", "lag",
+                              python=torch_python(), env=env)
+    with job:
+        job.victim.expect("RUNNING")
+        watching_siblings(daemon, 3)
+        while_running()
+        stalled = wait_for_push(bark, K.STALLED, "lag", timeout=60)
+        assert daemon.stop() == 0  # before the job is killed: its teardown would alert too
+    journal = daemon.journal(job.run_id)
+    assert [a.kind for a in journal] == [K.STALLED], journal
+    assert len(bark.pushes) == 1, titles(bark)
+    assert (journal[0].where or "") in stalled["body"]
+    return journal[0]
+
+
+def test_a_straggling_rank_is_named_as_the_odd_one_out(daemon: DaemonProcess, bark: FakeBark) -> None:
+    alert = _straggler_stall(daemon, bark)
+    # rank 0 answers the recorder's signal; ranks 1, 2, 3 (no recorder) are dumped by py-spy
+    assert re.fullmatch(r"ranks 0, 1, 3 wait in all_reduce \(distributed_c10d\.py:\d+\); "
+                        r"rank 2 is in straggle\(\) \(torch_worker\.py:\d+\)", alert.where or ""), alert.where
+    assert alert.evidence_missing is None
+    assert "rank 2, main thread" in (alert.stacks or "") and "in straggle" in (alert.stacks or "")
+
+
+def test_without_py_spy_the_stall_says_why_the_other_ranks_stacks_are_missing(
+    tmp_path: Path, bark: FakeBark
+) -> None:
+    absent = tmp_path / "not-installed" / "py-spy"
+    with DaemonProcess(tmp_path, {"phone": {"type": "bark", "url": bark.key_url}},
+                       daemon_env={"SENTINEL_PY_SPY": str(absent)}) as daemon:
+        alert = _straggler_stall(daemon, bark)
+    assert alert.evidence_missing == "ranks 1, 2, 3: py-spy is not installed"
+    assert re.fullmatch(r"rank 0 waits in all_reduce \(distributed_c10d\.py:\d+\); "
+                        r"stacks not available for ranks 1, 2, 3: py-spy is not installed", alert.where or "")
+
+
+
+def test_a_flight_recorder_dump_names_the_rank_missing_from_the_collective(
+    daemon: DaemonProcess, bark: FakeBark
+) -> None:
+    """gloo writes no Flight Recorder dump: the test writes each rank's, in PyTorch's
+    layout, into the path the job's environment names, once the ranks run."""
+    prefix = daemon.tmp / "fr" / "nccl_trace_rank_"
+    prefix.parent.mkdir()
+    env = {"TORCH_NCCL_TRACE_BUFFER_SIZE": "2000", "TORCH_NCCL_DEBUG_INFO_TEMP_FILE": str(prefix)}
+
+    def write_dumps() -> None:
+        for rank in range(4):
+            last = 11 if rank == 2 else 12
+            entries = [fr_entry(seq, "completed") for seq in range(1, last)] + [fr_entry(last, "started")]
+            Path(f"{prefix}{rank}").write_bytes(pickle.dumps(fr_dump(entries)))
+
+    alert = _straggler_stall(daemon, bark, env=env, while_running=write_dumps)
+    assert re.fullmatch(r"ranks 0, 1, 3 wait in all_reduce \(distributed_c10d\.py:\d+\); "
+                        r"rank 2 is in straggle\(\) \(torch_worker\.py:\d+\); "
+                        r"collective #12 \(nccl:all_reduce, process group 0\): rank 2 missing",
+                        alert.where or ""), alert.where

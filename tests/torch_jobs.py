@@ -42,10 +42,11 @@ class TorchJob:
     """``torchrun --standalone --nproc-per-node N torch_worker.py ...`` in its own session."""
 
     def __init__(self, daemon: DaemonProcess, mode: str, *args: str, python: str, nproc: int = 4,
-                 uid: Optional[int] = None, home: Optional[Path] = None) -> None:
+                 uid: Optional[int] = None, home: Optional[Path] = None,
+                 env: Optional[dict[str, str]] = None) -> None:
         self.nproc = nproc
         tmp = home if home is not None else daemon.tmp
-        self.victim = Victim(python, WORKER, [], tmp, spool_dir=daemon.spool)  # its own session
+        self.victim = Victim(python, WORKER, [], tmp, spool_dir=daemon.spool, env=env)  # its own session
         self.victim.argv = [python, "-m", "torch.distributed.run", "--standalone",
                             f"--nproc-per-node={nproc}", "--monitor-interval=0.1", str(WORKER), mode, *args]
         if uid is not None:

@@ -40,13 +40,16 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Protocol, Union
 
 from sentinel import jobs
 from sentinel.alerts import AlertKind
+from sentinel.daemon import flight_recorder
 from sentinel.daemon.decide import Event, EventKind, RunState, is_stale, stall_deadline
+from sentinel.daemon.job_stacks import JobStacks, Rank
 from sentinel.daemon.liveness import Liveness, Status
 from sentinel.daemon.nccl import explain as nccl_explain
 from sentinel.daemon.oom import CgroupCounter, OomDetector, cgroup_counter
 from sentinel.daemon.run_reader import RunReader, TrackedRun
 from sentinel.daemon.slurm import SlurmEnding, SlurmOracle, by_end_time, classify, env_time
 from sentinel.daemon.spool_watcher import SpoolWatcher
+from sentinel.daemon.stacks import STACK_WAIT
 from sentinel.daemon.xid import GpuFaults, XidHit
 from sentinel.endings import Reason
 from sentinel.exit_status import Ending, ending_kind, ending_of
@@ -349,6 +352,7 @@ class JobWatch:
         self.slurm = SlurmOracle(wake)
         self.jobs: dict[str, Job] = {}
         self.by_run: dict[str, str] = {}  # recorded run id -> job key
+        self.stacks = JobStacks(book.reader)  # evidence: every rank's stacks on a job stall
 
     # ------------------------------------------------------------ membership
 
@@ -643,9 +647,13 @@ class JobWatch:
                 stale.append((rank, peer))
             deadlines.append(stall_deadline(peer.progress, peer.record.started, timeout))
         if not stale:
+            self.stacks.forget(run.run_id)  # progress came back while the stacks were asked for
             book.schedule_stall_check(run, max(min(deadlines), now + 0.005))
             return
         job = self._member(run)[0]  # type: ignore[index]
+        evidence = self.job_stacks(run, now)
+        if evidence is None:
+            return  # asked every rank: the check comes back for the answers
         names = ", ".join(str(rank) if rank is not None else f"pid {peer.record.pid}" for rank, peer in stale)
         first_rank, first = stale[0]
         stall = book.stall_reason(first, book.stall_timeout(first), now)
@@ -655,7 +663,7 @@ class JobWatch:
         book.apply(run, Event(EventKind.PROGRESS_STALE), now, reason=reason, overrides={
             "job": job_facts(job, first_rank), "pid": first.record.pid,
             "last_beat": progress.beat if progress else None,
-            "last_progress": progress.last_progress if progress else None})
+            "last_progress": progress.last_progress if progress else None, **evidence})
         if run.state is RunState.STALLED:
             for _, peer in peers:
                 book.watcher.want_beats(peer.run_id, True)
@@ -673,6 +681,35 @@ class JobWatch:
             for _, peer in peers:
                 book.watcher.want_beats(peer.run_id, False)
             self.check_stall(run, peers, now)  # schedules the next check
+
+    def job_stacks(self, run: TrackedRun, now: float) -> Optional[dict[str, Any]]:
+        """The stacks of every local rank of ``run``'s job, grouped (``job_stacks``):
+        the alert's fields, {} if ``run`` is in no job, or None while they are
+        being gathered (the stall check is scheduled to come back for them)."""
+        found = self._member(run)
+        if found is None:
+            return {}
+        job = found[0]
+        runs = self.book.runs
+        ranks = [Rank(m.rank, m.ident, runs.get(m.run_id) if m.run_id is not None else None)
+                 for m in job.members.values() if not m.gone]
+        facts = self.stacks.poll(run.run_id, ranks, now, also=lambda: self._flight_recorder(job))
+        if facts is None:
+            self.book.schedule_stall_check(run, now + STACK_WAIT)
+        return facts
+
+    @staticmethod
+    def _flight_recorder(job: Job) -> str:
+        """The Flight Recorder dumps' summary, where the job enabled it (on a worker thread)."""
+        ranks = []
+        for member in list(job.members.values()):
+            env = read_environ(member.ident.pid) if member.rank is not None else None
+            if env is not None and member.rank is not None:
+                ranks.append((member.rank, member.ident, env))
+        return flight_recorder.job_summary(ranks, job.uid)
+
+    def forget_stacks(self, run: TrackedRun) -> None:
+        self.stacks.forget(run.run_id)
 
     def stall_speaker(self, run: TrackedRun) -> TrackedRun:
         """The run whose stall state stands for ``run``'s job (``run`` itself if none)."""

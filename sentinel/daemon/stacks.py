@@ -62,7 +62,7 @@ class StackDesk:
         if run.record.stack_signal != evidence.STACK_SIGNAL_NAME:
             return False
         offset, why = self.reader.dump_size(run, evidence.STACKS_FILE, evidence.MAX_STACKS_FILE_BYTES)
-        self.pending[run.run_id] = _Request(offset=offset, sent=now, missing=why or _send(run))
+        self.pending[run.run_id] = _Request(offset=offset, sent=now, missing=why or send_stack_request(run))
         return not self.pending[run.run_id].missing
 
     def collect(self, run: TrackedRun) -> dict[str, Any]:
@@ -106,7 +106,7 @@ def _facts(dump: evidence.Dump, empty: str, *, crashed: bool = False) -> dict[st
     return {"where": frame.short, "stacks": dump.text()}
 
 
-def _send(run: TrackedRun) -> str:
+def send_stack_request(run: TrackedRun) -> str:
     """Signal the run's very process; "" if sent, else why not."""
     if run.unwatchable or run.resolving:
         # Its recorded pid is another namespace's number: here it may be anyone.

@@ -41,11 +41,12 @@ from sentinel.daemon.docker_events import DockerEvents
 from sentinel.daemon.job_watch import JobWatch
 from sentinel.daemon.liveness import Liveness
 from sentinel.daemon.message_limits import MessageGate
+from sentinel.daemon.native_faults import NativeFaults, with_library
 from sentinel.daemon.ns_watch import Resolver
 from sentinel.daemon.oom import OomDetector
 from sentinel.daemon.run_reader import RunReader, TrackedRun
 from sentinel.daemon.spool_watcher import SpoolWatcher
-from sentinel.daemon.stacks import STACK_WAIT, StackDesk
+from sentinel.daemon.stacks import FATAL_SIGNALS, STACK_WAIT, StackDesk
 from sentinel.daemon.xid import GpuFaults, XidHit
 from sentinel.endings import Reason
 from sentinel.observer import FleetObserver
@@ -124,6 +125,8 @@ class Tracker:
         self.stall_heap: list[tuple[float, str]] = []
         self.gpu = GpuFaults()  # jobs: Xid lines ride on the OOM detector's kernel log reader
         oom.listeners.append(self.gpu.feed)
+        self.native = NativeFaults()  # evidence: the library a fatal signal hit, from the kernel log
+        oom.listeners.append(self.native.feed)
         # jobs: sibling ranks (their own pidfds), held endings, one alert per job event
         self.jobs = JobWatch(self, job_liveness, wake_loop)
         # Runs of other PID namespaces (containers) are found on a worker thread.
@@ -246,7 +249,11 @@ class Tracker:
         run.progress = self.reader.read_progress(run)
         timeout = self.stall_timeout(run)
         if is_stale(run.progress, run.record.started, timeout, now):
-            if self.stacks.request(run, now):  # evidence: the stacks come with the alert
+            # evidence: a job's ranks' stacks, grouped; else the run's own
+            gathered = self.jobs.job_stacks(run, now)
+            if gathered is None:
+                return  # asked the job's ranks: the check comes back for the answers
+            if not gathered and self.stacks.request(run, now):  # the stacks come with the alert
                 self.schedule_stall_check(run, now + STACK_WAIT)
                 return
             reason = self.stall_reason(run, timeout, now)
@@ -258,7 +265,7 @@ class Tracker:
                 self.retire_soon(run)
                 return
             self.apply(run, Event(EventKind.PROGRESS_STALE), now, reason=reason,
-                       overrides=self.stacks.collect(run))
+                       overrides=gathered or self.stacks.collect(run))
             if run.state is RunState.STALLED:
                 self.watcher.want_beats(run.run_id, True)
                 self.check_recovery(run, now)  # a beat may have landed meanwhile
@@ -266,6 +273,7 @@ class Tracker:
                     self.check_silence(run, now)  # its heartbeat is all that can say it died
         else:
             self.stacks.forget(run.run_id)  # progress came back while its stacks were asked for
+            self.jobs.forget_stacks(run)
             deadline = stall_deadline(run.progress, run.record.started, timeout)
             self.schedule_stall_check(run, max(deadline, now + MIN_STEP))
 
@@ -352,6 +360,11 @@ class Tracker:
         alert = with_kernel_ending(alert, kernel_status)
         if new_state.is_terminal:
             crash = self.stacks.crash_facts(run, alert.signal)  # evidence: the frame that faulted
+            if alert.signal in FATAL_SIGNALS:
+                self.oom.drain()  # the kernel logged its fault line before the process exited
+                library = self.native.library_of(run.identity)
+                if library:
+                    crash = {**crash, "where": with_library(crash.get("where"), library)}
             if crash:
                 alert = dataclasses.replace(alert, **crash)
         if run.container is not None:

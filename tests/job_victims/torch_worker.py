@@ -14,6 +14,9 @@ once all ranks are in the training loop. MODE:
              allocates until that cgroup's OOM killer kills it
     stall    rank ``--rank`` stops reporting progress (its heartbeat goes on)
              until ``--resume-file`` exists
+    straggle every rank joins an all_reduce each step; from step 3, rank
+             ``--rank`` sleeps in ``straggle()`` instead (until killed), so
+             the others block in ``all_reduce``
 
 The repository is on PYTHONPATH; torch comes from the interpreter's environment.
 """
@@ -25,6 +28,7 @@ import os
 import sys
 import time
 
+import torch
 import torch.distributed as dist
 from torch.distributed.elastic.multiprocessing.errors import record
 
@@ -38,7 +42,7 @@ def say(text: str) -> None:
 
 def parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=["finish", "sleep", "raise", "oom", "stall"])
+    parser.add_argument("mode", choices=["finish", "sleep", "raise", "oom", "stall", "straggle"])
     parser.add_argument("--rank", type=int, default=3, help="the rank that fails")
     parser.add_argument("--name", default="job")
     parser.add_argument("--record-all", action="store_true")
@@ -55,6 +59,10 @@ def hog(cage: str) -> None:
     chunks = []
     while True:  # until the cage's OOM killer ends this process
         chunks.append(bytearray(8 * 1024 * 1024))
+
+
+def straggle() -> None:
+    time.sleep(600)  # the test kills the job long before
 
 
 @record
@@ -84,6 +92,10 @@ def main() -> None:
             raise RuntimeError(f"boom from rank {rank}")
         if failing and args.mode == "oom" and step >= 3:
             hog(args.cage)
+        if args.mode == "straggle":
+            if failing and step >= 3:
+                straggle()
+            dist.all_reduce(torch.ones(1))
         time.sleep(0.1)
     if run is not None:
         run.finish()

@@ -151,7 +151,8 @@ def main() -> None:
         Verdict("deps_cost", "requests import", import_rows[0][1] + " ms", "-", None, "not a dependency"),
         Verdict("deps_cost", "urllib3 POST median", post_rows[0][1] + " µs", "-", None),
     ]
-    _common.publish(args, "deps_cost", "12. Dependencies: what they would cost", body, verdicts, started, info)
+    _common.publish(args, "deps_cost", "12. Dependencies: what they would cost", body, verdicts, started,
+                    info)
 
 
 if __name__ == "__main__":

@@ -84,6 +84,9 @@ def test_only_the_same_users_ranks_of_the_same_job_are_watched(daemon: Daemon) -
         run = reconcile.admit(daemon.tracker, run_id, time.time(), at_startup=False)
         assert run is not None and run.watched
         [job] = daemon.jobs.jobs.values()
+        # The siblings are found on the rank finder's thread, all in one answer.
+        wait_for(lambda: (daemon.poll_once(time.time, 0.2), pids[1] in job.members)[1], 10,
+                 what="the sibling found")
         assert set(job.members) == {pids[0], pids[1]}
 
         os.kill(pids[1], signal.SIGKILL)  # the sibling dies first ...

@@ -111,7 +111,8 @@ class RankFinder:
     def find_all(batch: list[Ask]) -> list[Found]:
         """Every job's ranks: one listing of /proc and one environment read per candidate."""
         by_uid: Optional[dict[int, list[int]]] = None
-        environs: dict[int, Optional[tuple[Optional[JobRecord], Optional[int]]]] = {}
+        uids: dict[int, Optional[int]] = {}
+        environs: dict[int, Optional[JobRecord]] = {}
         out = []
         for ask in batch:
             if ask.agent_pid is not None:
@@ -123,7 +124,7 @@ class RankFinder:
                 if by_uid is None:
                     by_uid = {}
                     for pid in all_pids():
-                        uid = process_uid(pid)
+                        uids[pid] = uid = process_uid(pid)
                         if uid is not None:
                             by_uid.setdefault(uid, []).append(pid)
                 candidates = by_uid.get(ask.uid, [])
@@ -131,13 +132,14 @@ class RankFinder:
             for pid in candidates:
                 if len(ranks) >= MAX_FOUND:
                     break
+                if pid not in uids:
+                    uids[pid] = process_uid(pid)
+                if uids[pid] != ask.uid:
+                    continue  # another user's process: its environment is not read
                 if pid not in environs:
                     environs[pid] = _job_of(pid)
-                seen = environs[pid]
-                if seen is None:
-                    continue
-                record, uid = seen
-                if record is None or uid != ask.uid or jobs.group_key(record, ask.uid) != ask.key:
+                record = environs[pid]
+                if record is None or jobs.group_key(record, ask.uid) != ask.key:
                     continue  # not a rank of this job (the agent's other children, a helper process)
                 ident = ProcessIdentity.of(pid)
                 if ident is not None:
@@ -146,10 +148,7 @@ class RankFinder:
         return out
 
 
-def _job_of(pid: int) -> Optional[tuple[Optional[JobRecord], Optional[int]]]:
-    """(the job the process's environment names, its uid), None if unreadable."""
-    uid = process_uid(pid)
+def _job_of(pid: int) -> Optional[JobRecord]:
+    """The job the process's environment names, None if none or unreadable."""
     env = read_environ(pid)
-    if env is None:
-        return None
-    return jobs.from_environ(env, parent_pid(pid)), uid
+    return jobs.from_environ(env, parent_pid(pid)) if env is not None else None

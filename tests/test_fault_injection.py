@@ -43,9 +43,6 @@ regression test elsewhere, this index names it instead of repeating it
 - 150 job records beside 1,500 idle processes (a /proc scan per job on the
   loop) → test_loop_offload.py::
   test_job_rank_scans_run_off_the_loop_while_another_users_kill_is_alerted
-- an archived run of 100,000 files pruned (deleting it on the loop) →
-  test_loop_offload.py::
-  test_an_archive_of_100k_files_is_pruned_off_the_loop_while_another_users_kill_is_alerted
 - NaN and infinite numbers, deep JSON, bad fields, escape sequences →
   test_inproc_arguments.py, test_state_security.py::
   test_deeply_nested_json_is_a_format_error_everywhere

@@ -40,6 +40,9 @@ regression test elsewhere, this index names it instead of repeating it
   test_fairness.py::test_a_flood_of_new_records_does_not_hold_back_another_users_admission
 - refused records remembered without bound, one user's budget refusing
   another → test_fairness.py (bookkeeping tests)
+- 150 job records beside 1,500 idle processes (a /proc scan per job on the
+  loop) → test_loop_offload.py::
+  test_job_rank_scans_run_off_the_loop_while_another_users_kill_is_alerted
 - NaN and infinite numbers, deep JSON, bad fields, escape sequences →
   test_inproc_arguments.py, test_state_security.py::
   test_deeply_nested_json_is_a_format_error_everywhere

@@ -21,7 +21,7 @@ import pytest
 
 from sentinel import jobs, spool
 from sentinel.alerts import AlertKind
-from sentinel.config import Config
+from sentinel.config import Budgets, Config
 from sentinel.daemon import reconcile
 from sentinel.daemon.loop import Daemon
 from sentinel.outbox import Outbox
@@ -84,6 +84,9 @@ def test_only_the_same_users_ranks_of_the_same_job_are_watched(daemon: Daemon) -
         run = reconcile.admit(daemon.tracker, run_id, time.time(), at_startup=False)
         assert run is not None and run.watched
         [job] = daemon.jobs.jobs.values()
+        # The siblings are found on the rank finder's thread, all in one answer.
+        wait_for(lambda: (daemon.poll_once(time.time, 0.2), pids[1] in job.members)[1], 10,
+                 what="the sibling found")
         assert set(job.members) == {pids[0], pids[1]}
 
         os.kill(pids[1], signal.SIGKILL)  # the sibling dies first ...
@@ -99,3 +102,41 @@ def test_only_the_same_users_ranks_of_the_same_job_are_watched(daemon: Daemon) -
     [alert] = daemon.outbox.journal(run_id)  # type: ignore[attr-defined]
     assert alert.kind is AlertKind.KILLED and alert.pid == pids[1] and alert.signal == "SIGKILL"
     assert "rank 1 (local rank 1" in (alert.detail or "") and "stopped the other rank" in (alert.detail or "")
+
+
+def test_a_jobs_ranks_count_against_the_users_pidfd_budget(tmp_path: Path,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    """In a shared spool with ``pidfds_per_user: 3``: the recorded rank's run watch
+    (1) and its job pidfd (1) leave room for one sibling of five; the others are
+    not watched (logged), and every job pidfd is given back once the job is done."""
+    config = Config(spool=tmp_path / "spool", state_dir=tmp_path / "state", default_channels=[],
+                    budgets=Budgets(pidfds_per_user=3))
+    spool.make_private_dir(config.spool_path())
+    config.spool_path().chmod(0o1777)  # shared: per-user budgets apply
+    spool.make_private_dir(config.state_path())
+    daemon = Daemon(config, Outbox(config.state_path() / "outbox"), kmsg_path=str(tmp_path / "no-kmsg"))
+    siblings = [{"env": {**JOB, "RANK": str(n), "LOCAL_RANK": str(n)}} for n in range(1, 6)]
+    agent, pids = start_agent([{"env": JOB}, *siblings])
+    budgets = daemon.tracker.budgets
+    try:
+        run_id = record_rank(daemon, pids[0], agent.pid)
+        with caplog.at_level("WARNING", logger="sentinel.daemon.budgets"):
+            run = reconcile.admit(daemon.tracker, run_id, time.time(), at_startup=False)
+            assert run is not None and run.watched
+            [job] = daemon.jobs.jobs.values()
+            wait_for(lambda: (daemon.poll_once(time.time, 0.2), len(job.members) >= 2)[1], 10,
+                     what="a sibling found")
+            daemon.poll_once(time.time, 0.2)
+        assert len(job.members) == 2, job.members  # the recorded rank and one sibling
+        assert budgets.pidfds == 3
+        assert "job ranks not watched" in caplog.text
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: (daemon.poll_once(time.time, 0.2), daemon.jobs.jobs == {})[1], 20,
+                 what="the job's verdict")
+        assert budgets.pidfds == 0  # the run's watch and both job pidfds given back
+    finally:
+        assert agent.stdin is not None
+        agent.stdin.close()
+        agent.wait(30)
+        daemon.close()

@@ -11,7 +11,8 @@ therefore has its own budget (config ``budgets``, see ``sentinel.config.Budgets`
   tracked, remembered (bounded), and admitted by a later rescan once some of
   the user's runs ended. The daemon's own share of open files (``fd_room``)
   caps every user together, so pidfds never take the descriptors delivery,
-  the spool and the state need;
+  the spool and the state need. A job's sibling ranks, watched by their own
+  pidfds, count against the same budget (``take_pidfd``), one each;
 - state alerts sent per minute (``state_alerts_per_user_per_minute``); past
   it, an alert is still decided and journaled (``sentinel history`` shows
   it) but sent to no channel, so one user's thousand fake deaths do not
@@ -121,6 +122,29 @@ class UserBudgets:
         held = user.runs.pop(run_id, 0)
         user.pidfds -= held
         self.pidfds -= held
+
+    def take_pidfd(self, uid: int, now: float) -> bool:
+        """One more pidfd for ``uid`` outside its runs' own watches (a job's sibling
+        rank); False (refusal logged) if over the user's budget or the daemon's room."""
+        user = self._user(uid)
+        reason = None
+        if self.per_user and user.pidfds + 1 > self.limits.pidfds_per_user:
+            reason = f"the user's runs hold {user.pidfds} pidfds (budgets.pidfds_per_user)"
+        elif self.fd_room is not None and self.pidfds + 1 > self.fd_room:
+            reason = (f"all runs together hold {self.pidfds} pidfds, all the open files the daemon "
+                      "can spare (budgets.open_files)")
+        if reason is not None:
+            self._refused(uid, user, "job ranks not watched", reason, now)
+            return False
+        user.pidfds += 1
+        self.pidfds += 1
+        return True
+
+    def give_pidfd(self, uid: int) -> None:
+        """A pidfd ``take_pidfd`` counted is closed."""
+        user = self._user(uid)
+        user.pidfds -= 1
+        self.pidfds -= 1
 
     def is_deferred(self, run_id: str) -> bool:
         return run_id in self.deferred

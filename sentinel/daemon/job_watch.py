@@ -11,6 +11,9 @@ When one rank of a torchrun job dies, the launcher stops the others
   it belongs to the run's user, its ``/proc/<pid>/environ`` (readable by
   root or that user) names the same job (``jobs.group_key``), and its start
   time still matches once its pidfd is open — the identity rule for runs.
+  The reading of ``/proc`` runs on a worker thread (``rank_finder``), users
+  served in turn; the loop opens the pidfds of what it found, each counted
+  against the user's pidfd budget (``budgets.UserBudgets.take_pidfd``).
 * **Holding the endings.** Ranks that end — recorded runs (their final
   record, or none) and siblings (their exit status through the pidfd, see
   ``sentinel.daemon.pidfd``; the OOM killer; the traceback torchrun's ``@record``
@@ -36,16 +39,18 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Optional, Protocol, Union
+from typing import Any, Callable, Mapping, Optional, Protocol, Union
 
 from sentinel import jobs
 from sentinel.alerts import AlertKind
 from sentinel.daemon import flight_recorder
+from sentinel.daemon.budgets import UserBudgets
 from sentinel.daemon.decide import Event, EventKind, RunState, is_stale, stall_deadline
 from sentinel.daemon.job_stacks import JobStacks, Rank
 from sentinel.daemon.liveness import Liveness, Status
 from sentinel.daemon.nccl import explain as nccl_explain
 from sentinel.daemon.oom import CgroupCounter, OomDetector, cgroup_counter
+from sentinel.daemon.rank_finder import MAX_FOUND, Ask, Found, RankFinder, read_environ
 from sentinel.daemon.run_reader import RunReader, TrackedRun
 from sentinel.daemon.slurm import SlurmEnding, SlurmOracle, by_end_time, classify, env_time
 from sentinel.daemon.spool_watcher import SpoolWatcher
@@ -53,7 +58,7 @@ from sentinel.daemon.stacks import STACK_WAIT
 from sentinel.daemon.xid import GpuFaults, XidHit
 from sentinel.endings import Reason
 from sentinel.exit_status import Ending, ending_kind, ending_of
-from sentinel.procid import ProcessIdentity, parent_pid, process_uid, start_ticks
+from sentinel.procid import ProcessIdentity
 from sentinel.safetext import printable
 from sentinel.spool import FinalRecord, JobRecord, SpoolFormatError, read_json
 
@@ -68,6 +73,7 @@ class RunBook(Protocol):
     oom: OomDetector
     gpu: GpuFaults
     watcher: SpoolWatcher
+    budgets: UserBudgets
 
     def apply(self, run: TrackedRun, event: Event, now: float, *, final: Optional[FinalRecord] = None,
               reason: Optional[Reason] = None, kernel_status: Optional[int] = None,
@@ -82,8 +88,7 @@ Peers = list  # [(rank, TrackedRun)]: a job's live recorded ranks, the speaker f
 
 SETTLE = 2.0  # after the first failure: how long the teardown's deaths are awaited
 TEARDOWN_WINDOW = 60.0  # torchrun and Slurm SIGKILL 30 s after their SIGTERM; margin on top
-_ENVIRON_MAX = 256 * 1024
-_MAX_MEMBERS = 1024  # ranks of one job on one host
+_MAX_MEMBERS = MAX_FOUND  # ranks of one job on one host
 
 
 # ---------------------------------------------------------------- facts
@@ -113,6 +118,7 @@ class Member:
     status: Optional[Ending] = None  # read when its pidfd fired
     death: Optional[Death] = None
     gone: bool = False  # the process has exited
+    holds_pidfd: bool = False  # its pidfd is open, counted against its user's budget
 
     def label(self, host: str) -> Reason:
         """'rank 3 (local rank 3, host h, pid 123)'."""
@@ -277,43 +283,6 @@ def _last_line(text: Optional[str]) -> Optional[str]:
 # ---------------------------------------------------------------- the host
 
 
-def read_environ(pid: int) -> Optional[dict[str, str]]:
-    """A process's environment (root, or its own user), or None."""
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as f:
-            raw = f.read(_ENVIRON_MAX)
-    except OSError:
-        return None
-    return jobs.parse_environ(raw)
-
-
-def children(pid: int) -> list[int]:
-    """Child pids of ``pid``: ``/proc/<pid>/task/*/children`` (or a /proc scan)."""
-    found: list[int] = []
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return []
-    readable = False
-    for task in tasks:
-        try:
-            with open(f"/proc/{pid}/task/{task}/children", encoding="ascii") as f:
-                found.extend(int(word) for word in f.read().split())
-            readable = True
-        except (OSError, ValueError):
-            continue
-    if not readable:  # a kernel without CONFIG_PROC_CHILDREN
-        found = [p for p in _all_pids() if parent_pid(p) == pid]
-    return found
-
-
-def _all_pids() -> Iterable[int]:
-    try:
-        return [int(name) for name in os.listdir("/proc") if name.isdigit()]
-    except OSError:
-        return []
-
-
 def read_error_file(path: str, uid: int) -> Optional[tuple[str, str]]:
     """(message, traceback) from torchrun's error file, if it is the rank's user's own file.
 
@@ -350,6 +319,7 @@ class JobWatch:
         self.book = book
         self.liveness = liveness  # the ranks' own pidfds, in the daemon's epoll
         self.slurm = SlurmOracle(wake)
+        self.finder = RankFinder(wake)  # sibling ranks, found on a worker thread
         self.jobs: dict[str, Job] = {}
         self.by_run: dict[str, str] = {}  # recorded run id -> job key
         self.stacks = JobStacks(book.reader)  # evidence: every rank's stacks on a job stall
@@ -368,35 +338,38 @@ class JobWatch:
         member = job.members.get(run.identity.pid)
         if member is None or member.ident != run.identity:
             member = Member(run.identity, record.rank, record.local_rank, record.error_file)
-            if not self._watch(job, member):
+            if not self._watch(job, member, now):
                 return
         member.run_id = run.run_id
         member.cgroup = member.cgroup or run.cgroup
         self.by_run[run.run_id] = key
         self.discover(job)
 
-    def discover(self, job: Job) -> int:
-        """Watch the job's sibling ranks on this host; returns how many were added."""
+    def discover(self, job: Job) -> bool:
+        """Ask the rank finder's thread for the job's sibling ranks (``found`` takes
+        the answer); False if the user's queue is full (a rescan asks again)."""
         if job.alerted_at is not None:
-            return 0
-        agent = job.record.agent_pid
-        if agent is not None:
-            if start_ticks(agent) != job.record.agent_start_ticks:
-                return 0  # the agent is gone (or its pid is someone else's now)
-            candidates = children(agent)
-        else:
-            candidates = [p for p in _all_pids() if process_uid(p) == job.uid]
+            return False
+        record = job.record
+        return self.finder.ask(Ask(job.key, job.uid, record.agent_pid, record.agent_start_ticks))
+
+    def found(self, now: float) -> int:
+        """Watch the sibling ranks the finder's thread found; returns how many were added."""
         added = 0
-        for pid in candidates:
-            if pid in job.members or len(job.members) >= _MAX_MEMBERS or process_uid(pid) != job.uid:
+        for found in self.finder.take():
+            added += self._add_ranks(found, now)
+        return added
+
+    def _add_ranks(self, found: Found, now: float) -> int:
+        job = self.jobs.get(found.key)
+        if job is None or job.alerted_at is not None:
+            return 0
+        added = 0
+        for rank in found.ranks:
+            member = job.members.get(rank.ident.pid)
+            if (member is not None and member.ident == rank.ident) or len(job.members) >= _MAX_MEMBERS:
                 continue
-            env = read_environ(pid)
-            record = jobs.from_environ(env, parent_pid(pid)) if env is not None else None
-            if record is None or jobs.group_key(record, job.uid) != job.key:
-                continue  # not a rank of this job (the agent's other children, a helper process)
-            ident = ProcessIdentity.of(pid)
-            if ident is not None and self._watch(job, Member(ident, record.rank, record.local_rank,
-                                                             record.error_file)):
+            if self._watch(job, Member(rank.ident, rank.rank, rank.local_rank, rank.error_file), now):
                 added += 1
         if added:
             log.info("job %s: watching %d more rank(s) on this host (%d in all)",
@@ -409,13 +382,24 @@ class JobWatch:
         if found is not None and found[1].death is None:
             self.discover(found[0])
 
-    def _watch(self, job: Job, member: Member) -> bool:
+    def _watch(self, job: Job, member: Member, now: float) -> bool:
+        budgets = self.book.budgets
+        if not budgets.take_pidfd(job.uid, now):
+            return False  # over the user's pidfd budget: the rank is not watched
         status = self.liveness.watch(self._key(job, member.ident.pid), member.ident)
         if status is not Status.ALIVE:
+            budgets.give_pidfd(job.uid)
             return False
+        member.holds_pidfd = True
         member.cgroup = cgroup_counter(member.ident.pid)  # now, while /proc/<pid>/cgroup exists
         job.members[member.ident.pid] = member
         return True
+
+    def _closed(self, job: Job, member: Member) -> None:
+        """The member's pidfd is closed: give it back to its user's budget."""
+        if member.holds_pidfd:
+            member.holds_pidfd = False
+            self.book.budgets.give_pidfd(job.uid)
 
     @staticmethod
     def _key(job: Job, pid: int) -> str:
@@ -438,6 +422,7 @@ class JobWatch:
         found = self._locate(ended.key) if ended is not None else None
         if ended is None or found is None:
             return
+        self._closed(*found)
         if ended.status is not None:
             found[1].status = ending_of(ended.status)
         self._rank_exited(*found, now)
@@ -447,6 +432,7 @@ class JobWatch:
         for key in self.liveness.poll():
             found = self._locate(key)
             if found is not None:
+                self._closed(*found)
                 self._rank_exited(*found, now)
 
     def _rank_exited(self, job: Job, member: Member, now: float) -> None:
@@ -606,6 +592,7 @@ class JobWatch:
             return
         for member in job.members.values():
             self.liveness.unwatch(self._key(job, member.ident.pid))
+            self._closed(job, member)
             if member.run_id is not None:
                 self.by_run.pop(member.run_id, None)
         self.jobs.pop(job.key, None)
@@ -749,5 +736,6 @@ class JobWatch:
         return None
 
     def close(self) -> None:
+        self.finder.close()
         self.liveness.close()
         self.slurm.close()

@@ -198,6 +198,8 @@ class Daemon:
         # Runs of other PID namespaces found (or not) by the resolver's thread.
         for found in self.tracker.resolver.take():
             self._guard(found.run_id, reconcile.on_resolved, self.tracker, found, now)
+        # jobs: sibling ranks found by the rank finder's thread
+        self._guard("job ranks", self.jobs.found, now)
         if self.tracker.take_unwatchable_changed():
             self.write_daemon_file()
         # Spool changes (a final record among them) before exits: the process

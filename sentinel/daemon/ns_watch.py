@@ -27,11 +27,10 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
-from collections import OrderedDict
 from typing import Callable, NamedTuple, Optional
 
 from sentinel import pidns
+from sentinel.daemon.fair_worker import FairWorker
 from sentinel.procid import process_uid
 from sentinel.spool import RunRecord
 
@@ -66,21 +65,19 @@ class Request(NamedTuple):
 class Resolver:
     """A worker thread finding runs' processes of other PID namespaces.
 
-    Fair between users: requests wait per owner uid and each batch takes
-    them in turn, so one user's ten thousand records delay another user's
-    run by one batch at most; one walk of ``/proc`` serves a whole batch.
+    Fair between users (``fair_worker.FairWorker``): requests wait per owner
+    uid and each batch takes them in turn, so one user's ten thousand records
+    delay another user's run by one batch at most; one walk of ``/proc``
+    serves a whole batch.
     """
 
     def __init__(self, wake: Callable[[], None]) -> None:
         self.own = pidns.namespace_of()
         self.sees_all = pidns.sees_every_namespace()
-        self._wake = wake
-        self._lock = threading.Lock()
-        self._work = threading.Condition(self._lock)
-        self._pending: dict[int, OrderedDict[str, Request]] = {}  # owner uid -> run id -> request
-        self._done: list[Found] = []
-        self._stopping = False
-        self._thread: Optional[threading.Thread] = None
+        self._worker: FairWorker[Request, Found] = FairWorker(
+            "sentinel-pidns", wake, self.find_all,
+            lambda batch: [Found(r.record.run_id, None, [], False, r.at_startup) for r in batch],
+            batch=BATCH, max_pending=MAX_PENDING)
 
     def foreign(self, record: RunRecord) -> bool:
         """True if the record's pids are numbered in a namespace other than the daemon's."""
@@ -88,62 +85,13 @@ class Resolver:
 
     def request(self, record: RunRecord, owner_uid: int, at_startup: bool = False) -> bool:
         """Find ``record``'s process (owned by ``owner_uid``); False if that user's queue is full."""
-        with self._lock:
-            if self._stopping:
-                return False
-            queue = self._pending.setdefault(owner_uid, OrderedDict())
-            if record.run_id not in queue and len(queue) >= MAX_PENDING:
-                return False
-            queue[record.run_id] = Request(record, owner_uid, at_startup)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._serve, name="sentinel-pidns", daemon=True)
-                self._thread.start()
-            self._work.notify()
-        return True
+        return self._worker.request(owner_uid, record.run_id, Request(record, owner_uid, at_startup))
 
     def take(self) -> list[Found]:
-        with self._lock:
-            done, self._done = self._done, []
-        return done
+        return self._worker.take()
 
     def close(self) -> None:
-        with self._lock:
-            self._stopping = True
-            self._pending.clear()
-            self._work.notify()
-            thread = self._thread
-        if thread is not None:
-            thread.join(timeout=5)
-
-    def _next_batch(self) -> list[Request]:
-        """Up to ``BATCH`` requests, one per user in turn (called with the lock held)."""
-        batch: list[Request] = []
-        while self._pending and len(batch) < BATCH:
-            for uid in list(self._pending):
-                queue = self._pending[uid]
-                batch.append(queue.popitem(last=False)[1])
-                if not queue:
-                    del self._pending[uid]
-                if len(batch) >= BATCH:
-                    break
-        return batch
-
-    def _serve(self) -> None:
-        while True:
-            with self._lock:
-                while not self._pending and not self._stopping:
-                    self._work.wait()
-                if self._stopping:
-                    return
-                batch = self._next_batch()
-            try:
-                found = self.find_all(batch)
-            except Exception:  # one odd /proc entry must not stop the worker
-                log.exception("finding the processes of %d run(s) failed", len(batch))
-                found = [Found(r.record.run_id, None, [], False, r.at_startup) for r in batch]
-            with self._lock:
-                self._done.extend(found)
-            self._wake()
+        self._worker.close()
 
     def find_all(self, batch: list[Request]) -> list[Found]:
         """Where each request's process is in the daemon's namespace: one walk of /proc."""

@@ -1,0 +1,126 @@
+"""No unbounded work on the daemon's main loop: /proc scans for jobs' ranks run on a worker thread.
+
+A real root daemon on a sticky 1777 spool, throw-away users, their real
+processes. Mallory writes 150 job records beside 1,500 idle processes of
+hers: finding each job's other ranks reads the environment of every one of
+her processes. Alice's run is SIGKILLed meanwhile. ``strace`` follows the
+daemon's threads and shows which thread read what: no
+``/proc/<pid>/environ`` is read by the main loop's thread, the rank
+finder's thread reads them, once per process and batch of jobs (not
+150 x 1,500 times), and Alice's kill is alerted (orders and counts, not
+durations).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from sentinel.alerts import AlertKind
+from tests.daemon_harness import DaemonProcess, wait_for_push
+from tests.fakes import FakeBark
+from tests.users import become, home_for, make_shared_spool, shared_dir, throwaway_user
+from tests.victims.harness import WATCH_VICTIM, Victim
+from tests.waiting import wait_for
+
+USER_PYTHON = "/usr/bin/python3"
+JOB_FLOOD = Path(__file__).parent / "daemon_victims" / "job_flood.py"
+JOBS, IDLE = 150, 1500
+ENVIRON_OPEN = re.compile(r"^(\d+)\s+openat\([^\"]*\"/proc/\d+/environ\"")
+
+
+@pytest.fixture
+def shared() -> Iterator[Path]:
+    if not os.access(USER_PYTHON, os.X_OK):
+        pytest.skip(f"{USER_PYTHON} is needed to run as another user")
+    if shutil.which("strace") is None:
+        pytest.skip("strace is needed to see which thread reads /proc")
+    with shared_dir() as path:
+        yield path
+
+
+@pytest.fixture
+def mallory() -> Iterator[int]:
+    with throwaway_user() as uid:
+        yield uid
+
+
+@pytest.fixture
+def alice() -> Iterator[int]:
+    with throwaway_user() as uid:
+        yield uid
+
+
+def traced(pid: int) -> bool:
+    """Every thread of ``pid`` has a tracer attached."""
+    tasks = os.listdir(f"/proc/{pid}/task")
+    for task in tasks:
+        status = Path(f"/proc/{pid}/task/{task}/status").read_text()
+        if re.search(r"^TracerPid:\s+0$", status, re.M):
+            return False
+    return True
+
+
+def environ_reads(trace: Path) -> dict[int, int]:
+    """tid -> how many /proc/<pid>/environ it opened."""
+    counts: dict[int, int] = {}
+    for line in trace.read_text(errors="replace").splitlines():
+        found = ENVIRON_OPEN.match(line)
+        if found:
+            tid = int(found.group(1))
+            counts[tid] = counts.get(tid, 0) + 1
+    return counts
+
+
+def test_job_rank_scans_run_off_the_loop_while_another_users_kill_is_alerted(
+        tmp_path: Path, shared: Path, mallory: int, alice: int) -> None:
+    spool = make_shared_spool(shared)
+    trace = tmp_path / "strace.out"
+    phone = FakeBark()
+    with phone, DaemonProcess(tmp_path / "d", {"phone": {"type": "bark", "url": phone.key_url}},
+                              spool=spool) as daemon:
+        assert daemon.proc is not None
+        main_tid = daemon.proc.pid
+        assert b"python" in Path(f"/proc/{main_tid}/cmdline").read_bytes()
+        tracer = subprocess.Popen(["strace", "-f", "-qq", "-e", "trace=openat", "-e", "signal=none",
+                                   "-o", str(trace), "-p", str(main_tid)],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_for(lambda: traced(main_tid), 30, what="strace attached to every daemon thread")
+            with Victim(USER_PYTHON, WATCH_VICTIM, ["--heartbeat", "0.2", "sleep-forever", "--name",
+                                                    "victim"], home_for(shared, alice), spool_dir=spool,
+                        preexec_fn=become(alice)).start() as victim:
+                victim.ready()
+                victim.expect("RUNNING")
+                with Victim(USER_PYTHON, JOB_FLOOD, [str(spool), str(JOBS), str(IDLE)],
+                            home_for(shared, mallory), spool_dir=spool,
+                            preexec_fn=become(mallory)).start() as flood:
+                    flood.ready(timeout=120)
+                    victim.kill()
+                    wait_for_push(phone, AlertKind.KILLED, "victim", signal="SIGKILL")
+                    # Mallory's jobs were all looked into: at least one environ read per idle process.
+                    wait_for(lambda: sum(n for tid, n in environ_reads(trace).items()
+                                         if tid != main_tid) >= IDLE, 120,
+                             what="the rank finder's scans of Mallory's processes")
+        finally:
+            tracer.send_signal(signal.SIGINT)  # detaches; the daemon goes on
+            tracer.wait(30)
+        daemon.stop()
+    reads = environ_reads(trace)
+    assert reads.get(main_tid, 0) == 0, reads  # never on the loop
+    off_loop = sum(n for tid, n in reads.items() if tid != main_tid)
+    # Shared per batch of jobs: a few reads per process, not one per process and job.
+    assert IDLE <= off_loop < JOBS * IDLE // 10, off_loop
+    assert "Traceback" not in daemon.log()
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q"]))

@@ -392,6 +392,7 @@ class SleepRuns:
         import getpass
         import socket
 
+        from sentinel import safe_json
         from sentinel import spool as spool_format
         from sentinel.procid import boot_id, start_ticks
 
@@ -399,7 +400,7 @@ class SleepRuns:
         self.pids: list[int] = []
         self.names: list[str] = []
         self.run_ids: list[str] = []
-        spool_format.make_private_dir(self.spool)
+        safe_json.make_private_dir(self.spool)
         sleep = "/bin/sleep" if Path("/bin/sleep").exists() else "/usr/bin/sleep"
         env = {"PATH": "/usr/bin:/bin"}
         try:
@@ -420,8 +421,8 @@ class SleepRuns:
                     cmdline=["sleep", str(seconds)], cwd=cwd, started=now, heartbeat_interval=10.0,
                     stall_timeout=86400.0, name=name, source="run")
                 paths = spool_format.RunPaths(self.spool, run_id)
-                spool_format.make_private_dir(paths.dir)
-                spool_format.write_json(paths.run, record.to_dict())
+                safe_json.make_private_dir(paths.dir)
+                safe_json.write_json(paths.run, record.to_dict())
                 self.names.append(name)
                 self.run_ids.append(run_id)
         except BaseException:

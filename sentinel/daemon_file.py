@@ -33,9 +33,10 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-from sentinel import __version__, pidns, spool
+from sentinel import __version__, pidns, safe_json, spool
 from sentinel.procid import ProcessIdentity, process_uid
-from sentinel.spool import DAEMON_FILE, DaemonLiveness, SpoolFormatError
+from sentinel.safe_json import SpoolFormatError
+from sentinel.spool import DAEMON_FILE, DaemonLiveness
 from sentinel.spool_lock import clear_squatter
 
 log = logging.getLogger("sentinel.daemon_file")
@@ -55,11 +56,11 @@ def write(spool_path: Path, refresh: Optional[float] = None, unwatchable: Sequen
                             channels=None if channels is None else list(channels))
     try:
         try:
-            spool.write_json(Path(spool_path) / DAEMON_FILE, record.to_dict(), mode=0o644)
+            safe_json.write_json(Path(spool_path) / DAEMON_FILE, record.to_dict(), mode=0o644)
         except OSError:
             if not _clear_planted(Path(spool_path)):
                 raise
-            spool.write_json(Path(spool_path) / DAEMON_FILE, record.to_dict(), mode=0o644)
+            safe_json.write_json(Path(spool_path) / DAEMON_FILE, record.to_dict(), mode=0o644)
     except OSError as exc:
         log.error("cannot write %s: %s (training processes will think no daemon runs)",
                   Path(spool_path) / DAEMON_FILE, exc.strerror)

@@ -38,7 +38,7 @@ from sentinel.channels.routing import INLINE_PREFIX, is_inline, string_values
 from sentinel.observer import DEAD, DELIVERED, RETRY, FleetObserver
 from sentinel.outbox import Outbox, PendingDelivery
 from sentinel.redact import redact
-from sentinel.spool import SpoolFormatError, make_private_dir, read_json, write_json
+from sentinel.safe_json import SpoolFormatError, make_private_dir, read_json, write_json
 
 log = logging.getLogger("sentinel.delivery")
 

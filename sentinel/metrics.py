@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 import sentinel
-from sentinel import endings, jobs, spool
+from sentinel import endings, jobs, safe_json, spool
 from sentinel.alerts import Alert, AlertKind
 from sentinel.bounded_http import BoundedHTTPServer, BoundedHTTPServerV6
 from sentinel.config import Budgets
@@ -283,11 +283,11 @@ class _Collector:
 def _read_beat(view: RunView) -> Optional[spool.Progress]:
     """The run's beat file as the daemon would accept it (no symlinks, the run's own in a shared spool)."""
     try:
-        data, st = spool.read_json(view.beat_path)
+        data, st = safe_json.read_json(view.beat_path)
         if view.owner_uid is not None and st.st_uid != view.owner_uid:
             return None
         return spool.Progress.from_dict(data)
-    except (OSError, spool.SpoolFormatError, ValueError, TypeError):
+    except (OSError, safe_json.SpoolFormatError, ValueError, TypeError):
         return None
 
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-from sentinel import spool
+from sentinel import drop_dirs, safe_json
 
 FORMAT_VERSION = 1
 MUTES_DIR = ".mutes"
@@ -60,16 +60,16 @@ class Mute:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], uid: int) -> Mute:
         if data.get("v") != FORMAT_VERSION:
-            raise spool.SpoolFormatError(f"unknown mute format version {data.get('v')!r}")
+            raise safe_json.SpoolFormatError(f"unknown mute format version {data.get('v')!r}")
         scope, target, what = data.get("scope"), data.get("target"), data.get("what")
         created, until = data.get("created"), data.get("until")
         if scope not in SCOPES or what not in WHAT:
-            raise spool.SpoolFormatError("scope or what is not one of the known values")
+            raise safe_json.SpoolFormatError("scope or what is not one of the known values")
         if not isinstance(target, str) or not target or len(target) > TARGET_MAX_CHARS:
-            raise spool.SpoolFormatError("target must be a non-empty string")
+            raise safe_json.SpoolFormatError("target must be a non-empty string")
         if not isinstance(created, (int, float)) or not _finite(created) or not (
                 until is None or (isinstance(until, (int, float)) and _finite(until))):
-            raise spool.SpoolFormatError("created and until must be numbers")
+            raise safe_json.SpoolFormatError("created and until must be numbers")
         return cls(scope, target, what, float(created), None if until is None else float(until), uid)
 
 
@@ -88,12 +88,12 @@ def file_name(uid: int, scope: str, target: str) -> str:
 
 def ensure_dir(spool_path: Path) -> Path:
     """``.mutes/``: sticky and world-writable in a shared spool (like /tmp), else 0700."""
-    return spool.ensure_drop_dir(spool_path, MUTES_DIR)
+    return drop_dirs.ensure_drop_dir(spool_path, MUTES_DIR)
 
 
 def write_mute(spool_path: Path, mute: Mute) -> Path:
     path = ensure_dir(spool_path) / file_name(os.geteuid(), mute.scope, mute.target)
-    spool.write_json(path, mute.to_dict(), durable=True, mode=0o644)
+    safe_json.write_json(path, mute.to_dict(), durable=True, mode=0o644)
     return path
 
 
@@ -112,15 +112,15 @@ def read_mutes(spool_path: Path) -> list[tuple[Path, Mute]]:
     """Every well-formed mute file, expired or not; others are skipped."""
     root = mutes_dir(spool_path)
     out = []
-    for name, named_uid in spool.drop_files(root, per_user=MAX_MUTES_PER_USER, total=MAX_MUTES):
+    for name, named_uid in drop_dirs.drop_files(root, per_user=MAX_MUTES_PER_USER, total=MAX_MUTES):
         try:
-            data, st = spool.read_json(root / name, max_bytes=8192)
+            data, st = safe_json.read_json(root / name, max_bytes=8192)
             if st.st_nlink != 1:
                 continue  # a hard link to someone else's file says nothing about its owner's wish
             if st.st_uid != named_uid:
                 continue  # named for another user: planted to take their turn
             out.append((root / name, Mute.from_dict(data, st.st_uid)))
-        except (OSError, spool.SpoolFormatError):
+        except (OSError, safe_json.SpoolFormatError):
             continue
     return out
 

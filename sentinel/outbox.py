@@ -68,16 +68,8 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from sentinel.alerts import Alert, AlertKind
-from sentinel.spool import (
-    SpoolFormatError,
-    _expect,
-    _is_int,
-    _is_number,
-    fsync_dir,
-    make_private_dir,
-    read_json,
-    write_json,
-)
+from sentinel.record_rules import expect, is_int, is_number
+from sentinel.safe_json import SpoolFormatError, fsync_dir, make_private_dir, read_json, write_json
 
 log = logging.getLogger("sentinel.outbox")
 
@@ -173,14 +165,14 @@ class ChannelState:
         if missing:
             raise SpoolFormatError(f"channel state misses {', '.join(missing)}")
         state = cls(**{f.name: data[f.name] for f in fields(cls)})
-        _expect(state.state in (PENDING, DELIVERED, DEAD), f"unknown delivery state {state.state!r}")
-        _expect(_is_int(state.attempts) and state.attempts >= 0, "attempts must be a count")
-        _expect(_is_number(state.next_attempt), "next_attempt must be a number")
+        expect(state.state in (PENDING, DELIVERED, DEAD), f"unknown delivery state {state.state!r}")
+        expect(is_int(state.attempts) and state.attempts >= 0, "attempts must be a count")
+        expect(is_number(state.next_attempt), "next_attempt must be a number")
         for name in ("first_attempt", "done_at"):
-            _expect(getattr(state, name) is None or _is_number(getattr(state, name)),
+            expect(getattr(state, name) is None or is_number(getattr(state, name)),
                     f"{name} must be a number or null")
         for name in ("last_error", "answer"):
-            _expect(getattr(state, name) is None or isinstance(getattr(state, name), str),
+            expect(getattr(state, name) is None or isinstance(getattr(state, name), str),
                     f"{name} must be a string or null")
         return state
 
@@ -206,11 +198,11 @@ class OutboxRecord:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> OutboxRecord:
-        _expect(data.get("v") == FORMAT_VERSION, f"unknown outbox format version {data.get('v')!r}")
+        expect(data.get("v") == FORMAT_VERSION, f"unknown outbox format version {data.get('v')!r}")
         for key in ("seq", "alert", "channels"):
-            _expect(key in data, f"missing field {key!r}")
-        _expect(_is_int(data["seq"]) and data["seq"] > 0, "seq must be a positive integer")
-        _expect(isinstance(data["channels"], dict), "channels must be an object")
+            expect(key in data, f"missing field {key!r}")
+        expect(is_int(data["seq"]) and data["seq"] > 0, "seq must be a positive integer")
+        expect(isinstance(data["channels"], dict), "channels must be an object")
         channels = {str(name): ChannelState.from_dict(state) for name, state in data["channels"].items()}
         return cls(seq=data["seq"], alert=_alert(data["alert"]), channels=channels)
 
@@ -233,12 +225,12 @@ class DeadLetterRecord:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DeadLetterRecord:
-        _expect(data.get("v") == FORMAT_VERSION, f"unknown outbox format version {data.get('v')!r}")
+        expect(data.get("v") == FORMAT_VERSION, f"unknown outbox format version {data.get('v')!r}")
         for key in ("alert", "channel", "reason", "dead_at"):
-            _expect(key in data, f"missing field {key!r}")
-        _expect(_is_number(data["dead_at"]), "dead_at must be a number")
+            expect(key in data, f"missing field {key!r}")
+        expect(is_number(data["dead_at"]), "dead_at must be a number")
         attempts = data.get("attempts", 0)
-        _expect(_is_int(attempts), "attempts must be an integer")
+        expect(is_int(attempts), "attempts must be an integer")
         return cls(alert=_alert(data["alert"]), channel=str(data["channel"]), reason=str(data["reason"]),
                    attempts=attempts, first_attempt=data.get("first_attempt"), dead_at=data["dead_at"])
 
@@ -250,7 +242,7 @@ def _alert(data: Any) -> Alert:
         alert = Alert.from_dict(data)
     except (KeyError, TypeError, ValueError) as exc:
         raise SpoolFormatError(f"alert unreadable: {exc!r}") from None
-    _expect(isinstance(alert.alert_id, str) and bool(_SAFE_NAME.match(alert.alert_id)), "bad alert id")
+    expect(isinstance(alert.alert_id, str) and bool(_SAFE_NAME.match(alert.alert_id)), "bad alert id")
     return alert
 
 

@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import sentinel
-from sentinel import jobs, output_tail, pidns, spool, stack_dumps
+from sentinel import jobs, output_tail, pidns, record_rules, safe_json, spool, stack_dumps
 from sentinel.exit_status import ending_kind
 from sentinel.procid import ProcessIdentity, thread_start_ticks
 from sentinel.rules import parse_duration, positive_duration
@@ -297,7 +297,8 @@ class Recorder:
     def expect_pause(self, seconds: float) -> None:
         """No stall should be reported for ``seconds`` from now."""
         try:
-            self._pause_until = time.time() + min(max(0.0, parse_duration(seconds)), spool.MAX_INTERVAL)
+            self._pause_until = time.time() + min(max(0.0, parse_duration(seconds)),
+                                                  record_rules.MAX_INTERVAL)
         except (TypeError, ValueError) as exc:
             report_once("expect-pause", f"expect_pause({seconds!r}) is ignored: {exc}")
             return
@@ -479,7 +480,7 @@ class Recorder:
 
     def _ensure_dir(self, path: Path) -> bool:
         try:
-            spool.make_private_dir(path)
+            safe_json.make_private_dir(path)
             return True
         except OSError as exc:
             self._report_io(exc)
@@ -489,7 +490,7 @@ class Recorder:
         if not self.is_owner:
             return False
         try:
-            spool.write_json(path, data, durable=durable)
+            safe_json.write_json(path, data, durable=durable)
             return True
         except OSError as exc:
             self._report_io(exc)

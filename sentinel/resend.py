@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Callable, Optional, Protocol
 
-from sentinel import spool
+from sentinel import drop_dirs, safe_json
 from sentinel.outbox import ResendRefused
 
 log = logging.getLogger("sentinel.resend")
@@ -42,7 +42,7 @@ def resend_dir(spool_path: Path) -> Path:
 
 
 def ensure_dir(spool_path: Path) -> Path:
-    return spool.ensure_drop_dir(spool_path, RESEND_DIR)
+    return drop_dirs.ensure_drop_dir(spool_path, RESEND_DIR)
 
 
 def request(spool_path: Path, alert_id: str, now: Optional[float] = None) -> Path:
@@ -53,18 +53,18 @@ def request(spool_path: Path, alert_id: str, now: Optional[float] = None) -> Pat
         raise NotADirectoryError(f"{root} is not a directory (or is a symlink)")
     # A name nobody can guess: another user cannot plant something under it first.
     path = root / f"{os.geteuid()}-{alert_id}-{secrets.token_hex(8)}.json"
-    spool.write_json(path, {"v": FORMAT_VERSION, "alert_id": alert_id,
+    safe_json.write_json(path, {"v": FORMAT_VERSION, "alert_id": alert_id,
                             "created": time.time() if now is None else now}, durable=True, mode=0o644)
     return path
 
 
 def _read(path: Path) -> tuple[str, int]:
     """(alert id, the file's owner uid); OSError or SpoolFormatError if it is no request."""
-    data, st = spool.read_json(path, max_bytes=MAX_REQUEST_BYTES)
+    data, st = safe_json.read_json(path, max_bytes=MAX_REQUEST_BYTES)
     if st.st_nlink != 1:
-        raise spool.SpoolFormatError("a hard link says nothing about its owner's wish")
+        raise safe_json.SpoolFormatError("a hard link says nothing about its owner's wish")
     if data.get("v") != FORMAT_VERSION or not isinstance(data.get("alert_id"), str):
-        raise spool.SpoolFormatError("not a version 1 resend request")
+        raise safe_json.SpoolFormatError("not a version 1 resend request")
     return data["alert_id"], st.st_uid
 
 
@@ -105,7 +105,7 @@ class ResendDesk:
             return 0
         self._stamp = stamp
         junk: list[str] = []
-        taken = spool.drop_files(root, per_user=MAX_REQUESTS_PER_USER, total=MAX_REQUESTS, junk=junk)
+        taken = drop_dirs.drop_files(root, per_user=MAX_REQUESTS_PER_USER, total=MAX_REQUESTS, junk=junk)
         self._sweep(root, junk)
         if taken:
             self._stamp = None  # consumed: look again next pass, until none is left
@@ -137,8 +137,8 @@ class ResendDesk:
         try:
             alert_id, uid = _read(path)
             if uid != named_uid:
-                raise spool.SpoolFormatError(f"named for uid {named_uid}, owned by uid {uid}")
-        except (OSError, spool.SpoolFormatError) as exc:
+                raise safe_json.SpoolFormatError(f"named for uid {named_uid}, owned by uid {uid}")
+        except (OSError, safe_json.SpoolFormatError) as exc:
             log.warning("resend request %r ignored and removed: %s", path.name, exc)
             alert_id = None
         finally:
@@ -152,7 +152,7 @@ class ResendDesk:
                 if run_id is None or self.run_owner(run_id) != uid:
                     raise ResendRefused(f"uid {uid} does not own the run of alert {alert_id!r}")
             channels = self.outbox.resend(alert_id)
-        except (ResendRefused, OSError, spool.SpoolFormatError) as exc:
+        except (ResendRefused, OSError, safe_json.SpoolFormatError) as exc:
             log.warning("resend of alert %r (requested by uid %d) refused: %s", alert_id, uid, exc)
             return False
         log.info("resending alert %s to %s, as uid %d asked", alert_id, ", ".join(channels), uid)

@@ -1,7 +1,9 @@
 """The spool: the on-disk contract between a training process and the daemon.
 
-This module owns the format; the in-process writer and the daemon both import
-it, and nothing else reads or writes spool files directly. Stdlib only.
+This module owns the run directories' format; the in-process writer and the
+daemon both import it, and nothing else reads or writes run files directly.
+Drop directories (``.mutes/``, ``.resend/``) are ``sentinel.drop_dirs``'s.
+Stdlib only.
 
 Layout, format version 1::
 
@@ -38,17 +40,16 @@ are never runs. Every file is one JSON object with ``"v": 1`` and is written
 atomically (a hidden temporary file in the same directory, then ``rename``),
 mode 0600, so a reader sees the old file or the new one, never half of one.
 
-Readers are hostile-input safe: they never follow symlinks (the daemon reads
-relative to directory fds, ``open_dir`` + ``read_json(name, dir_fd=)``, so
-not even a swapped directory leads it elsewhere), refuse anything
-that is not a regular file, cap the size they read (``MAX_FILE_BYTES``), and
-raise ``SpoolFormatError`` for a malformed, truncated or unknown-version file.
-Every number must be finite and within bounds (no ``NaN``/``Infinity``, which
-Python's json would otherwise accept), nesting is at most ``MAX_JSON_DEPTH``
-(``load_json_bounded``, for every reader of files others may write). A bad
-field of ``run.json`` or ``final.json`` other than the run's identity is
-replaced by its default and named in the reader's ``problems``, so one bad
-value never hides a run. Writers never write a non-finite number.
+Files are read and written through ``sentinel.safe_json``: atomic writes;
+reads that never follow a symlink (the daemon reads relative to directory
+fds, ``open_dir`` + ``read_json(name, dir_fd=)``), refuse anything but a
+regular file, cap the size, refuse ``NaN``/``Infinity`` and deep nesting, and
+raise ``SpoolFormatError`` for a malformed, truncated or oversized file. Each
+record is checked field by field (``sentinel.record_rules``): every number
+finite and within bounds, an unknown version refused. A bad field of
+``run.json`` or ``final.json`` other than the run's identity is replaced by
+its default and named in the reader's ``problems``, so one bad value never
+hides a run. Writers never write a non-finite number.
 
 Times are wall-clock seconds since the epoch (float). A new field may be added
 without a version bump (readers ignore unknown fields); removing or changing
@@ -81,7 +82,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
-import json
 import math
 import mmap
 import numbers
@@ -91,13 +91,31 @@ import stat
 import struct
 import time
 from array import array
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Mapping, Optional, Union
+from typing import Any, ClassVar, Mapping, Optional, Union
 
 from sentinel import endings
 from sentinel.pidns import is_pidns
-from sentinel.rules import MAX_DURATION, MAX_LABELS, MAX_RUN_CHANNELS
+from sentinel.record_rules import (
+    STRING,
+    Rule,
+    clean_strings,
+    clean_text,
+    expect,
+    is_int,
+    is_interval,
+    is_seq,
+    is_step,
+    is_str,
+    is_strings,
+    is_time,
+    keep,
+    optional,
+    parse_record,
+)
+from sentinel.rules import MAX_LABELS, MAX_RUN_CHANNELS
+from sentinel.safe_json import SpoolFormatError, open_untrusted, read_json
 from sentinel.safetext import escape_undecodable
 
 FORMAT_VERSION = 1
@@ -113,7 +131,6 @@ MESSAGE_DIR = "msg"
 DAEMON_FILE = "daemon.json"
 DAEMON_STATE_DIR = ".daemon"
 
-MAX_FILE_BYTES = 256 * 1024
 ERROR_TAIL_BYTES = 8 * 1024
 MESSAGE_MAX_CHARS = 8 * 1024
 MAX_SCALARS = 16
@@ -121,9 +138,6 @@ HISTORY_POINTS = 48  # samples of each scalar kept in beat.json, one per heartbe
 CMDLINE_MAX_CHARS = 4096
 LABEL_MAX_CHARS = 1024
 DEFAULT_HEARTBEAT_INTERVAL = 10.0
-# Deeper JSON than this is no record of ours; refusing it keeps every later
-# recursive walk (dataclasses.asdict, json.dumps) far from the recursion limit.
-MAX_JSON_DEPTH = 32
 
 # States a process records itself: the rows of the endings table it can know.
 FINAL_STATES = endings.FINAL_STATES
@@ -132,10 +146,6 @@ _RUN_ID_RE = re.compile(r"^[0-9]{8}T[0-9]{6}-[0-9]{1,10}-[0-9a-f]{6}$")
 _MESSAGE_RE = re.compile(r"^[0-9]{8}\.json$")
 
 Channel = Union[str, dict]  # a configured channel's name, or an inline channel
-
-
-class SpoolFormatError(ValueError):
-    """A spool file is unreadable, malformed, oversized or of another version."""
 
 
 # ---------------------------------------------------------------- locations
@@ -254,114 +264,17 @@ def cap_history(history: Mapping[str, Any]) -> dict[str, list[float]]:
     return out
 
 
-# ---------------------------------------------------------------- field rules
-#
-# Every number read from a spool file must be finite and in range: a NaN
-# heartbeat compares false with everything, so one hostile file would switch
-# stall detection off. Bounds are generous: far beyond any real value, far
-# inside what every consumer (timers, formatting, int conversion) handles.
-
-MAX_TIME = 2.0**35  # seconds since the epoch: the year 3058
-MAX_INTERVAL = MAX_DURATION  # the longest duration the rules accept
-MAX_STEP = 2**63 - 1
-MAX_SEQ = 2**53
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _is_time(value: Any) -> bool:
-    return _is_number(value) and 0 <= value <= MAX_TIME
-
-
-def _is_interval(value: Any) -> bool:
-    return _is_number(value) and 0 < value <= MAX_INTERVAL
-
-
-def _is_step(value: Any) -> bool:
-    return _is_int(value) and -MAX_STEP <= value <= MAX_STEP
-
-
-def _is_seq(value: Any) -> bool:
-    return _is_int(value) and 0 <= value <= MAX_SEQ
-
-
-def _optional(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
-    return lambda value: value is None or check(value)
-
-
-def _is_str(value: Any) -> bool:
-    return isinstance(value, str)
-
-
-def _text(value: Any) -> Any:
-    return escape_undecodable(value) if isinstance(value, str) else value
-
-
-@dataclass(frozen=True)
-class _Rule:
-    """How one field is checked on read. A bad ``essential`` field rejects the
-    file; any other bad field is replaced by its default and named in the
-    caller's ``problems``, so one bad value never hides a whole run."""
-
-    check: Callable[[Any], bool]
-    reason: str
-    essential: bool = False
-    clean: Callable[[Any], Any] = _text
-    explain: Optional[Callable[[Any], str]] = None  # the reason for this very value, if it can say more
-
-
-def _parse(cls: type, data: Mapping[str, Any], rules: Mapping[str, _Rule],
-           problems: Optional[list[str]] = None, defaults: Optional[Mapping[str, Any]] = None) -> Any:
-    """Make ``cls`` from a decoded object: version checked, unknown keys
-    ignored, every field by its rule (``problems`` collects the replaced ones)."""
-    if not isinstance(data, Mapping):
-        raise SpoolFormatError("not a JSON object")
-    version = data.get("v")
-    if version != FORMAT_VERSION:
-        raise SpoolFormatError(f"unknown format version {version!r} (this reader knows {FORMAT_VERSION})")
-    values: dict[str, Any] = {}
-    for f in fields(cls):
-        rule = rules[f.name]
-        present = f.name in data
-        required = f.default is MISSING and f.default_factory is MISSING
-        if present and rule.check(data[f.name]):
-            values[f.name] = rule.clean(data[f.name])
-            continue
-        if not present and not required:
-            values[f.name] = f.default_factory() if f.default_factory is not MISSING else f.default
-            continue
-        if rule.essential or (required and (defaults is None or f.name not in defaults)):
-            raise SpoolFormatError(f"{f.name} {rule.reason}" if present else f"missing field: {f.name}")
-        if defaults is not None and f.name in defaults:
-            values[f.name] = defaults[f.name]
-        else:
-            values[f.name] = f.default_factory() if f.default_factory is not MISSING else f.default
-        if problems is not None:
-            why = (rule.explain(data[f.name]) if rule.explain else rule.reason) if present else "is missing"
-            problems.append(f"{f.name} {why}; using the default")
-    return cls(**values)
-
-
 MAX_WATCH_THREADS = 4
 MAX_UNWATCHABLE = 1000  # run ids daemon.json lists as unwatchable
 
 
 def _valid_watch_threads(value: Any) -> bool:
     return isinstance(value, list) and len(value) <= MAX_WATCH_THREADS and all(
-        isinstance(pair, list) and len(pair) == 2 and _is_int(pair[0]) and pair[0] > 0
-        and _is_int(pair[1]) and pair[1] >= 0
+        isinstance(pair, list) and len(pair) == 2 and is_int(pair[0]) and pair[0] > 0
+        and is_int(pair[1]) and pair[1] >= 0
         for pair in value
     )
 
-
-def _strings(value: Any) -> bool:
-    return isinstance(value, list) and all(isinstance(a, str) for a in value)
 
 
 def _labels(value: Any) -> bool:
@@ -374,19 +287,10 @@ def _channels(value: Any) -> bool:
             and all(isinstance(c, (str, dict)) for c in value))
 
 
-def _clean_strings(value: list[str]) -> list[str]:
-    return [escape_undecodable(a) for a in value]
-
 
 def _clean_labels(value: dict[str, str]) -> dict[str, str]:
     return {escape_undecodable(str(k)): escape_undecodable(v) for k, v in value.items()}
 
-
-def _keep(value: Any) -> Any:
-    return value
-
-
-_STRING = _Rule(_is_str, "must be a string")
 
 
 @dataclass
@@ -436,41 +340,41 @@ class RunRecord:
 
     # Identity and ownership are essential: without them the run's process
     # cannot be recognised. Everything else falls back to a default.
-    RULES: ClassVar[Mapping[str, _Rule]] = {
-        "run_id": _Rule(lambda v: isinstance(v, str) and is_run_id(v), "is not a run id", essential=True),
-        "pid": _Rule(lambda v: _is_int(v) and 0 < v < 2**31, "must be a positive integer", essential=True),
-        "start_ticks": _Rule(lambda v: _is_int(v) and 0 <= v < 2**63, "must be an integer", essential=True),
-        "boot_id": _Rule(_is_str, "must be a string", essential=True),
-        "uid": _Rule(lambda v: _is_int(v) and 0 <= v < 2**32, "must be an integer", essential=True),
-        "hostname": _STRING,
-        "user": _STRING,
-        "cmdline": _Rule(_strings, "must be a list of strings", clean=_clean_strings),
-        "cwd": _STRING,
-        "started": _Rule(_is_time, "must be a time (seconds since the epoch)"),
-        "heartbeat_interval": _Rule(_is_interval, "must be a positive number of seconds"),
-        "stall_timeout": _Rule(_optional(_is_interval), "must be a positive number of seconds or null"),
-        "name": _STRING,
-        "labels": _Rule(_labels, f"must map at most {MAX_LABELS} names to strings", clean=_clean_labels),
-        "channels": _Rule(_channels, f"must be a list of at most {MAX_RUN_CHANNELS} names or objects",
-                          clean=_keep),
-        "language": _Rule(_optional(_is_str), "must be a string or null"),
-        "source": _STRING,
-        "version": _STRING,
-        "alert_on": _Rule(_optional(lambda v: isinstance(v, list) and len(v) <= 16
+    RULES: ClassVar[Mapping[str, Rule]] = {
+        "run_id": Rule(lambda v: isinstance(v, str) and is_run_id(v), "is not a run id", essential=True),
+        "pid": Rule(lambda v: is_int(v) and 0 < v < 2**31, "must be a positive integer", essential=True),
+        "start_ticks": Rule(lambda v: is_int(v) and 0 <= v < 2**63, "must be an integer", essential=True),
+        "boot_id": Rule(is_str, "must be a string", essential=True),
+        "uid": Rule(lambda v: is_int(v) and 0 <= v < 2**32, "must be an integer", essential=True),
+        "hostname": STRING,
+        "user": STRING,
+        "cmdline": Rule(is_strings, "must be a list of strings", clean=clean_strings),
+        "cwd": STRING,
+        "started": Rule(is_time, "must be a time (seconds since the epoch)"),
+        "heartbeat_interval": Rule(is_interval, "must be a positive number of seconds"),
+        "stall_timeout": Rule(optional(is_interval), "must be a positive number of seconds or null"),
+        "name": STRING,
+        "labels": Rule(_labels, f"must map at most {MAX_LABELS} names to strings", clean=_clean_labels),
+        "channels": Rule(_channels, f"must be a list of at most {MAX_RUN_CHANNELS} names or objects",
+                          clean=keep),
+        "language": Rule(optional(is_str), "must be a string or null"),
+        "source": STRING,
+        "version": STRING,
+        "alert_on": Rule(optional(lambda v: isinstance(v, list) and len(v) <= 16
                                     and all(isinstance(x, str) for x in v)),
                           "must be a list of state names or null"),
         # Only a speed-up: with a bad value the run is still watched by its pid.
-        "watch_threads": _Rule(_valid_watch_threads,
+        "watch_threads": Rule(_valid_watch_threads,
                                f"must be at most {MAX_WATCH_THREADS} [thread id, start ticks] pairs",
-                               clean=_keep),
+                               clean=keep),
         # A bad job record makes the run a lone process: still watched, alerted on its own.
         # Part of the identity: read wrongly, the daemon would watch another process.
-        "pidns": _Rule(lambda v: v == "" or (isinstance(v, str) and is_pidns(v)),
+        "pidns": Rule(lambda v: v == "" or (isinstance(v, str) and is_pidns(v)),
                        'must be "<device>:<inode>" of a PID namespace', essential=True),
-        "job": _Rule(lambda v: v is None or _job_problem(v) is None, "must be a job object or null",
+        "job": Rule(lambda v: v is None or _job_problem(v) is None, "must be a job object or null",
                      clean=lambda v: None if v is None else JobRecord.from_dict(v),
                      explain=lambda v: f"is not a job record ({_job_problem(v)})"),
-        "stack_signal": _Rule(_optional(lambda v: isinstance(v, str) and len(v) <= 32),
+        "stack_signal": Rule(optional(lambda v: isinstance(v, str) and len(v) <= 32),
                               "must be a signal name or null"),
     }
 
@@ -483,7 +387,7 @@ class RunRecord:
         defaults = {"hostname": "", "user": "", "cmdline": [], "cwd": "",
                     "started": time.time() if fallback_time is None else fallback_time,
                     "heartbeat_interval": DEFAULT_HEARTBEAT_INTERVAL}
-        return _parse(cls, data, cls.RULES, problems, defaults)
+        return parse_record(cls, data, cls.RULES, FORMAT_VERSION, problems, defaults)
 
 
 # Slurm variables a job record keeps (``SLURM_`` prefix dropped, lower case).
@@ -531,7 +435,7 @@ class JobRecord:
     @classmethod
     def from_dict(cls, data: Any) -> JobRecord:
         """The job record in ``data``; SpoolFormatError names the first bad field."""
-        _expect(isinstance(data, Mapping), "job must be an object")
+        expect(isinstance(data, Mapping), "job must be an object")
         known = {f.name for f in fields(cls)}
         try:
             rec = cls(**{k: v for k, v in data.items() if k in known})
@@ -539,11 +443,11 @@ class JobRecord:
             raise SpoolFormatError(f"job: missing field: {exc}") from None
         for name in _JOB_INTS:
             value = getattr(rec, name)
-            _expect(value is None or (_is_int(value) and 0 <= value < 2**31),
+            expect(value is None or (is_int(value) and 0 <= value < 2**31),
                     f"job.{name} must be a non-negative integer or null")
         for name in (*_JOB_TEXTS, "error_file"):
-            _expect(isinstance(getattr(rec, name), str), f"job.{name} must be a string")
-        _expect(isinstance(rec.slurm, dict) and all(isinstance(v, str) for v in rec.slurm.values()),
+            expect(isinstance(getattr(rec, name), str), f"job.{name} must be a string")
+        expect(isinstance(rec.slurm, dict) and all(isinstance(v, str) for v in rec.slurm.values()),
                 "job.slurm must map names to strings")
         rec.slurm = {k: escape_undecodable(v[:_JOB_TEXT_MAX]) for k, v in rec.slurm.items()
                      if k in SLURM_FIELDS}
@@ -585,7 +489,7 @@ def _scalars(value: Any) -> bool:
     return isinstance(value, dict)
 
 
-_SCALARS = _Rule(_scalars, "must be an object", clean=cap_scalars)
+_SCALARS = Rule(_scalars, "must be an object", clean=cap_scalars)
 
 
 @dataclass
@@ -620,22 +524,22 @@ class Progress:
 
     # A heartbeat is small and rewritten every few seconds: a bad one is
     # refused whole and the last good one stays in use.
-    RULES: ClassVar[Mapping[str, _Rule]] = {
-        "beat": _Rule(_is_time, "must be a number (a time)", essential=True),
-        "seq": _Rule(_is_seq, "must be an integer", essential=True),
-        "last_progress": _Rule(_optional(_is_time), "must be a number (a time)", essential=True),
-        "step": _Rule(_optional(_is_step), "must be an integer", essential=True),
-        "scalars": _Rule(_scalars, "must be an object", essential=True, clean=cap_scalars),
-        "pause_until": _Rule(_optional(_is_time), "must be a number (a time)", essential=True),
-        "history": _Rule(_scalars, "must be an object", clean=cap_history),
-        "output": _Rule(lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
-                        "must be a list of strings", clean=lambda v: _cap_output(_clean_strings(v))),
+    RULES: ClassVar[Mapping[str, Rule]] = {
+        "beat": Rule(is_time, "must be a number (a time)", essential=True),
+        "seq": Rule(is_seq, "must be an integer", essential=True),
+        "last_progress": Rule(optional(is_time), "must be a number (a time)", essential=True),
+        "step": Rule(optional(is_step), "must be an integer", essential=True),
+        "scalars": Rule(_scalars, "must be an object", essential=True, clean=cap_scalars),
+        "pause_until": Rule(optional(is_time), "must be a number (a time)", essential=True),
+        "history": Rule(_scalars, "must be an object", clean=cap_history),
+        "output": Rule(lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+                        "must be a list of strings", clean=lambda v: _cap_output(clean_strings(v))),
     }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], problems: Optional[list[str]] = None,
                   fallback_time: Optional[float] = None) -> Progress:
-        return _parse(cls, data, cls.RULES, problems)
+        return parse_record(cls, data, cls.RULES, FORMAT_VERSION, problems)
 
 
 @dataclass
@@ -662,24 +566,24 @@ class FinalRecord:
     # The state is what the record says; any other bad field gets its
     # default (a bad ``delivered_inline`` means "not delivered": a repeat
     # beats a loss).
-    RULES: ClassVar[Mapping[str, _Rule]] = {
-        "state": _Rule(lambda v: v in FINAL_STATES, f"must be one of {', '.join(FINAL_STATES)}",
+    RULES: ClassVar[Mapping[str, Rule]] = {
+        "state": Rule(lambda v: v in FINAL_STATES, f"must be one of {', '.join(FINAL_STATES)}",
                        essential=True),
-        "ended": _Rule(_is_time, "must be a number (a time)"),
-        "exit_code": _Rule(_optional(lambda v: _is_int(v) and -(2**31) <= v < 2**31), "must be an integer"),
-        "signal": _Rule(_optional(_is_str), "must be a string"),
-        "error": _Rule(_optional(_is_str), "must be a string",
-                       clean=lambda v: _cap_tail(_text(v), ERROR_TAIL_BYTES)),
-        "step": _Rule(_optional(_is_step), "must be an integer"),
+        "ended": Rule(is_time, "must be a number (a time)"),
+        "exit_code": Rule(optional(lambda v: is_int(v) and -(2**31) <= v < 2**31), "must be an integer"),
+        "signal": Rule(optional(is_str), "must be a string"),
+        "error": Rule(optional(is_str), "must be a string",
+                       clean=lambda v: _cap_tail(clean_text(v), ERROR_TAIL_BYTES)),
+        "step": Rule(optional(is_step), "must be an integer"),
         "scalars": _SCALARS,
-        "delivered_inline": _Rule(lambda v: isinstance(v, bool), "must be true or false"),
+        "delivered_inline": Rule(lambda v: isinstance(v, bool), "must be true or false"),
     }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], problems: Optional[list[str]] = None,
                   fallback_time: Optional[float] = None) -> FinalRecord:
         defaults = {"ended": time.time() if fallback_time is None else fallback_time}
-        return _parse(cls, data, cls.RULES, problems, defaults)
+        return parse_record(cls, data, cls.RULES, FORMAT_VERSION, problems, defaults)
 
 
 @dataclass
@@ -694,17 +598,17 @@ class Message:
         return {"v": FORMAT_VERSION, "seq": self.seq, "time": self.time,
                 "text": _cap(self.text, MESSAGE_MAX_CHARS)}
 
-    RULES: ClassVar[Mapping[str, _Rule]] = {
-        "seq": _Rule(_is_seq, "must be a non-negative integer", essential=True),
-        "time": _Rule(_is_time, "must be a number", essential=True),
-        "text": _Rule(_is_str, "must be a string", essential=True,
-                      clean=lambda v: _cap(_text(v), MESSAGE_MAX_CHARS) or ""),
+    RULES: ClassVar[Mapping[str, Rule]] = {
+        "seq": Rule(is_seq, "must be a non-negative integer", essential=True),
+        "time": Rule(is_time, "must be a number", essential=True),
+        "text": Rule(is_str, "must be a string", essential=True,
+                      clean=lambda v: _cap(clean_text(v), MESSAGE_MAX_CHARS) or ""),
     }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], problems: Optional[list[str]] = None,
                   fallback_time: Optional[float] = None) -> Message:
-        return _parse(cls, data, cls.RULES, problems)
+        return parse_record(cls, data, cls.RULES, FORMAT_VERSION, problems)
 
 
 MAX_PUBLISHED_CHANNELS = 1000
@@ -743,18 +647,18 @@ class DaemonLiveness:
     def to_dict(self) -> dict[str, Any]:
         return {"v": FORMAT_VERSION, **asdict(self)}
 
-    RULES: ClassVar[Mapping[str, _Rule]] = {
-        "pid": _Rule(lambda v: _is_int(v) and 0 < v < 2**31, "must be a positive integer", essential=True),
-        "start_ticks": _Rule(lambda v: _is_int(v) and 0 <= v < 2**63, "must be an integer", essential=True),
-        "boot_id": _Rule(_is_str, "must be a string", essential=True),
-        "version": _Rule(_is_str, "must be a string", essential=True),
-        "pidns": _Rule(lambda v: v == "" or (isinstance(v, str) and is_pidns(v)),
+    RULES: ClassVar[Mapping[str, Rule]] = {
+        "pid": Rule(lambda v: is_int(v) and 0 < v < 2**31, "must be a positive integer", essential=True),
+        "start_ticks": Rule(lambda v: is_int(v) and 0 <= v < 2**63, "must be an integer", essential=True),
+        "boot_id": Rule(is_str, "must be a string", essential=True),
+        "version": Rule(is_str, "must be a string", essential=True),
+        "pidns": Rule(lambda v: v == "" or (isinstance(v, str) and is_pidns(v)),
                        'must be "<device>:<inode>" of a PID namespace'),
-        "refresh": _Rule(_optional(_is_interval), "must be a positive number of seconds or null"),
-        "unwatchable": _Rule(lambda v: isinstance(v, list) and len(v) <= MAX_UNWATCHABLE
+        "refresh": Rule(optional(is_interval), "must be a positive number of seconds or null"),
+        "unwatchable": Rule(lambda v: isinstance(v, list) and len(v) <= MAX_UNWATCHABLE
                              and all(isinstance(r, str) and is_run_id(r) for r in v),
-                             f"must be a list of at most {MAX_UNWATCHABLE} run ids", clean=_keep),
-        "channels": _Rule(lambda v: v is None or (isinstance(v, list) and len(v) <= MAX_PUBLISHED_CHANNELS
+                             f"must be a list of at most {MAX_UNWATCHABLE} run ids", clean=keep),
+        "channels": Rule(lambda v: v is None or (isinstance(v, list) and len(v) <= MAX_PUBLISHED_CHANNELS
                                                   and all(_is_channel_name(n) for n in v)),
                           "must be a list of channel names", clean=lambda v: None if v is None else list(v)),
     }
@@ -762,205 +666,10 @@ class DaemonLiveness:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], problems: Optional[list[str]] = None,
                   fallback_time: Optional[float] = None) -> DaemonLiveness:
-        return _parse(cls, data, cls.RULES, problems)
+        return parse_record(cls, data, cls.RULES, FORMAT_VERSION, problems)
 
 
-def _expect(condition: bool, reason: str) -> None:
-    if not condition:
-        raise SpoolFormatError(reason)
-
-
-# ---------------------------------------------------------------- I/O
-
-
-def make_private_dir(path: Path) -> None:
-    """Create ``path`` (and parents) as 0700; an existing one must be a real
-    directory, not a symlink."""
-    with contextlib.suppress(FileExistsError):
-        os.makedirs(path, mode=0o700, exist_ok=True)
-    st = os.lstat(path)
-    if not stat.S_ISDIR(st.st_mode):
-        raise NotADirectoryError(errno.ENOTDIR, "not a directory (or a symlink)", str(path))
-
-
-def write_json(path: Path, data: Mapping[str, Any], *, durable: bool = False, mode: int = 0o600) -> None:
-    """Atomically replace ``path`` with ``data``: temporary file + rename.
-
-    ``durable`` also fsyncs file and directory, for records that must survive
-    a power cut (the final record, the daemon's outbox). ``mode`` is for the
-    few files others must read (the daemon's liveness file in a shared spool).
-    """
-    path = Path(path)
-    payload = encode_json(data)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{_random_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        try:
-            if mode != 0o600:
-                os.fchmod(fd, mode)  # exact, whatever the umask
-            view = memoryview(payload)
-            while view:
-                view = view[os.write(fd, view) :]
-            if durable:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    if durable:
-        fsync_dir(path.parent)
-
-
-def encode_json(data: Mapping[str, Any]) -> bytes:
-    """``data`` as compact UTF-8 JSON. Never a NaN or infinity (not JSON;
-    ValueError). A string no UTF-8 can hold (a lone surrogate from an
-    undecodable file name) is written as a ``\\u`` escape rather than refused."""
-    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    try:
-        return text.encode("utf-8")
-    except UnicodeEncodeError:
-        return json.dumps(data, separators=(",", ":"), allow_nan=False).encode("ascii")
-
-
-def load_json_bounded(raw: Union[bytes, str], max_depth: int = MAX_JSON_DEPTH) -> Any:
-    """Decode untrusted JSON: UTF-8 only, no NaN or infinities (Python's json
-    takes them by default, and one NaN time disables every comparison made
-    with it), nesting at most ``max_depth`` deep. SpoolFormatError otherwise."""
-    try:
-        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
-        data = json.loads(text, parse_constant=_refuse_constant)
-    except RecursionError:
-        raise SpoolFormatError(f"not valid JSON (nested deeper than {max_depth})") from None
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise SpoolFormatError(f"not valid JSON ({exc.__class__.__name__}: {exc})") from None
-    if text.count("[") + text.count("{") > max_depth and _depth(data) > max_depth:
-        raise SpoolFormatError(f"not valid JSON (nested deeper than {max_depth})")
-    return data
-
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a number JSON allows")
-
-
-def _depth(data: Any) -> int:
-    """Nesting depth of decoded JSON, without recursion."""
-    deepest = 0
-    stack = [(data, 1)]
-    while stack:
-        value, depth = stack.pop()
-        if isinstance(value, dict):
-            value = list(value.values())
-        if isinstance(value, list):
-            deepest = max(deepest, depth)
-            stack.extend((item, depth + 1) for item in value if isinstance(item, (dict, list)))
-    return deepest
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def open_untrusted(path: Union[str, Path], dir_fd: Optional[int] = None) -> int:
-    """A read-only descriptor of a regular file someone else may have planted.
-
-    Never through a symlink, never blocking, and never an open of anything
-    but a regular file: the name is first opened ``O_PATH`` (no driver's
-    ``open`` runs, so a terminal cannot become the caller's controlling tty, a
-    watchdog cannot be armed, a FIFO cannot block), its type is checked on
-    that descriptor, and only then is the very inode opened for reading,
-    through ``/proc/self/fd`` (``O_NOCTTY|O_NONBLOCK`` all the same).
-    FileNotFoundError if absent, SpoolFormatError for anything else.
-    """
-    try:
-        handle = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
-    except OSError as exc:
-        if exc.errno == errno.ENOENT:
-            raise
-        raise SpoolFormatError(f"cannot open: {exc.strerror}") from None
-    try:
-        st = os.fstat(handle)
-        if stat.S_ISLNK(st.st_mode):
-            raise SpoolFormatError("is a symlink")
-        if not stat.S_ISREG(st.st_mode):
-            raise SpoolFormatError("not a regular file")
-        flags = os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC
-        try:
-            return os.open(f"/proc/self/fd/{handle}", flags)
-        except FileNotFoundError:  # no /proc: open the name again, and make sure it is the same file
-            fd = os.open(path, flags | os.O_NOFOLLOW, dir_fd=dir_fd)
-            again = os.fstat(fd)
-            if (again.st_dev, again.st_ino) != (st.st_dev, st.st_ino):
-                os.close(fd)
-                raise SpoolFormatError("replaced while being opened") from None
-            return fd
-    except OSError as exc:
-        if exc.errno == errno.ENOENT:
-            raise
-        raise SpoolFormatError(f"cannot open: {exc.strerror}") from None
-    finally:
-        os.close(handle)
-
-
-def read_json(path: Union[Path, str], max_bytes: int = MAX_FILE_BYTES, *,
-              dir_fd: Optional[int] = None) -> tuple[dict[str, Any], os.stat_result]:
-    """Read one spool file safely; return the object and the file's stat.
-
-    Never follows a symlink, never blocks on a FIFO, never reads more than
-    ``max_bytes``. With ``dir_fd``, ``path`` is a name in that directory (how
-    the daemon reads: see ``open_dir``). Raises FileNotFoundError if absent,
-    SpoolFormatError for anything else that is wrong with it.
-    """
-    fd = open_untrusted(path, dir_fd)
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise SpoolFormatError("not a regular file")
-        if st.st_size > max_bytes:
-            raise SpoolFormatError(f"too large ({st.st_size} bytes, limit {max_bytes})")
-        chunks, remaining = [], max_bytes + 1
-        while remaining > 0:
-            chunk = os.read(fd, min(remaining, 65536))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            remaining -= len(chunk)
-        raw = b"".join(chunks)
-    finally:
-        os.close(fd)
-    if len(raw) > max_bytes:
-        raise SpoolFormatError(f"too large (over {max_bytes} bytes)")
-    data = load_json_bounded(raw)
-    if not isinstance(data, dict):
-        raise SpoolFormatError("not a JSON object")
-    return data, st
-
-
-DirId = tuple[int, int]  # (st_dev, st_ino): which directory, whatever its path names now
-
-
-def dir_id(st: os.stat_result) -> DirId:
-    return (st.st_dev, st.st_ino)
-
-
-def open_dir(name: Union[Path, str], dir_fd: Optional[int] = None) -> int:
-    """An fd of the directory ``name`` (in ``dir_fd`` if given), never through a
-    symlink as its last component. A reader that then works only relative to
-    this fd (``read_json(..., dir_fd=)``, ``os.unlink(..., dir_fd=)``) stays in
-    that very directory however its path is swapped meanwhile. Raises
-    FileNotFoundError if absent, NotADirectoryError for a symlink or a file."""
-    try:
-        return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise NotADirectoryError(errno.ENOTDIR, "a symlink (never followed)", str(name)) from None
-        raise
+# ---------------------------------------------------------------- reading
 
 
 def message_names(msg_fd: int) -> list[tuple[int, str]]:
@@ -1248,95 +957,3 @@ def _decode_live(record: bytes, names: bytes) -> LiveProgress:
         scalars=scalars,
         cleared=frozenset(cleared - set(scalars)),
     )
-
-
-def ensure_drop_dir(spool_path: Path, name: str) -> Path:
-    """``<spool>/<name>/``, where users leave requests for the daemon, who judges
-    each by its file's owner: sticky and world-writable in a shared spool
-    (like /tmp), else 0700."""
-    path = Path(spool_path) / name
-    try:
-        st = os.stat(spool_path)
-        shared = bool(st.st_mode & (stat.S_ISVTX | stat.S_IWOTH))
-    except OSError:
-        shared = False
-    for _ in range(2):
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(path, 0o700)
-            if shared:
-                os.chmod(path, 0o1777)
-        st = os.lstat(path)
-        if stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid():
-            return path
-        if not _own_dir(spool_path) or not _move_planted(Path(spool_path), name, st):
-            break  # not ours to clear: the caller's own check below says what is wrong
-    if not stat.S_ISDIR(st.st_mode):
-        raise NotADirectoryError(f"{path} is not a directory (or is a symlink)")
-    return path
-
-
-def _own_dir(path: Path) -> bool:
-    try:
-        return os.stat(path).st_uid == os.geteuid()
-    except OSError:
-        return False
-
-
-def _move_planted(spool_path: Path, name: str, st: os.stat_result) -> bool:
-    """Another user's thing at a name the spool's owner keeps for itself: moved aside."""
-    from sentinel.spool_lock import clear_squatter
-
-    try:
-        dir_fd = open_dir(spool_path)
-    except OSError:
-        return False
-    try:
-        return clear_squatter(dir_fd, name, st, spool_path)
-    finally:
-        os.close(dir_fd)
-
-
-_DROP_NAME = re.compile(r"([0-9]{1,10})-[^/]*\.json")
-
-
-def drop_files(root: Path, per_user: int, total: int, max_scan: int = 10_000,
-               junk: Optional[list[str]] = None) -> list[tuple[str, int]]:
-    """Files users left in a drop directory (``.mutes/``, ``.resend/``) to read now:
-    (name, the uid its name claims), at most ``per_user`` per uid and ``total``
-    in all, taken in turn from each user (their names in order).
-
-    Bounded and fair: at most ``max_scan`` entries are looked at (``scandir``
-    and one ``lstat`` each), only regular files named ``<uid>-....json`` and
-    owned by that uid count (a directory, symlink or FIFO named to sort
-    first is passed over, and so is a file named for another user: neither
-    can fill a quota), and one user's thousand files leave every other user
-    their turn. The reader checks the owner again on the file it opens.
-    ``junk`` (if given) gets the names passed over, for the daemon to sweep.
-    """
-    by_uid: dict[int, list[str]] = {}
-    try:
-        with os.scandir(root) as entries:
-            for seen, entry in enumerate(entries):
-                if seen >= max_scan:
-                    break
-                match = _DROP_NAME.fullmatch(entry.name)
-                try:
-                    if match is None or not entry.is_file(follow_symlinks=False):
-                        raise ValueError("not a request")
-                    owner = entry.stat(follow_symlinks=False).st_uid
-                    if owner != int(match.group(1)):  # named for another user: planted to take their turn
-                        raise ValueError("planted")
-                except (OSError, ValueError):
-                    if junk is not None and not entry.name.startswith("."):
-                        junk.append(entry.name)
-                    continue
-                by_uid.setdefault(owner, []).append(entry.name)
-    except OSError:
-        return []
-    queues = [sorted(names)[:per_user] for _, names in sorted(by_uid.items())]
-    out: list[tuple[str, int]] = []
-    for turn in range(per_user):
-        for queue in queues:
-            if turn < len(queue) and len(out) < total:
-                out.append((queue[turn], int(queue[turn].split("-", 1)[0])))
-    return out

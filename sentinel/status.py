@@ -17,11 +17,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from sentinel import containers, pidns, spool
-from sentinel.daemon.decide import RunState, replay
+from sentinel import containers, pidns, safe_json, spool
 from sentinel.daemon.ns_watch import UNWATCHABLE_FIX
 from sentinel.daemon_file import live_daemon
 from sentinel.procid import ProcessIdentity, boot_id
+from sentinel.run_states import RunState, replay
 from sentinel.safetext import printable, printable_lines
 from sentinel.state_dir import StateDir
 
@@ -141,9 +141,9 @@ def _read_into(runs: list[RunStatus], skipped: list[str], paths: spool.RunPaths,
     # fd (``/proc/self/fd/N/<file>``: the directory opened, whatever its name
     # becomes meanwhile).
     try:
-        parent_fd = spool.open_dir(paths.dir.parent)
+        parent_fd = safe_json.open_dir(paths.dir.parent)
         try:
-            dir_fd = spool.open_dir(paths.run_id, dir_fd=parent_fd)
+            dir_fd = safe_json.open_dir(paths.run_id, dir_fd=parent_fd)
         finally:
             os.close(parent_fd)
     except FileNotFoundError:
@@ -157,7 +157,7 @@ def _read_into(runs: list[RunStatus], skipped: list[str], paths: spool.RunPaths,
             record, _ = spool.read_run(held.run)
         except FileNotFoundError:
             return
-        except (spool.SpoolFormatError, OSError) as exc:
+        except (safe_json.SpoolFormatError, OSError) as exc:
             skipped.append(f"{paths.run_id}: {exc}")
             return
         status = _run_status(record, held, journal, now, namespaces, dir_fd)
@@ -276,7 +276,7 @@ def _container(pid: Optional[int], record: spool.RunRecord) -> dict[str, str]:
 def _optional(reader: Any, path: Path) -> Any:
     try:
         return reader(path)
-    except (FileNotFoundError, spool.SpoolFormatError, OSError):
+    except (FileNotFoundError, safe_json.SpoolFormatError, OSError):
         return None
 
 

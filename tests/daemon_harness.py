@@ -30,7 +30,7 @@ from typing import Any, Optional
 
 import yaml
 
-from sentinel import spool
+from sentinel import safe_json, spool
 from sentinel.alerts import Alert, AlertKind
 from sentinel.channels.bark import render_bark
 from sentinel.outbox import Outbox
@@ -180,7 +180,7 @@ def hand_written_record(spool_dir: Path, pid: int, name: str, **fields: Any) -> 
     ident = wait_for(lambda: ProcessIdentity.of(pid), 10, what=f"process {pid} in /proc")
     run_id = spool.new_run_id(pid)
     paths = spool.RunPaths(spool_dir, run_id)
-    spool.make_private_dir(paths.dir)
+    safe_json.make_private_dir(paths.dir)
     record = spool.RunRecord(
         run_id=run_id, pid=pid, start_ticks=ident.start_ticks, boot_id=ident.boot_id,
         hostname="here", uid=os.getuid(), user="tester", cmdline=["train.py"], cwd="/",
@@ -233,7 +233,7 @@ class PretendDaemon:
         self.proc: Optional[subprocess.Popen[str]] = None
 
     def __enter__(self) -> PretendDaemon:
-        from sentinel import spool
+        from sentinel import safe_json, spool
         from sentinel.procid import ProcessIdentity
 
         self.proc = subprocess.Popen([sys.executable, "-c", PRETENDER], stdin=subprocess.PIPE,
@@ -241,8 +241,8 @@ class PretendDaemon:
         assert self.proc.stdout is not None and self.proc.stdout.readline() == "named\n"
         me = ProcessIdentity.of(self.proc.pid)
         assert me is not None
-        spool.make_private_dir(self.spool)
-        spool.write_json(self.spool / spool.DAEMON_FILE,
+        safe_json.make_private_dir(self.spool)
+        safe_json.write_json(self.spool / spool.DAEMON_FILE,
                          spool.DaemonLiveness(me.pid, me.start_ticks, me.boot_id).to_dict())
         return self
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from sentinel import spool
+from sentinel import safe_json, spool
 from sentinel.alerts import AlertKind, from_run
 from sentinel.procid import ProcessIdentity
 from tests.cli_helpers import run_sentinel, sentinel_env, wait_for
@@ -23,17 +23,17 @@ def make_run(
 ) -> spool.RunRecord:
     run_id = spool.new_run_id(ident.pid, now=started)
     paths = spool.RunPaths(spool_path, run_id)
-    spool.make_private_dir(paths.dir)
+    safe_json.make_private_dir(paths.dir)
     record = spool.RunRecord(
         run_id=run_id, pid=ident.pid, start_ticks=ident.start_ticks, boot_id=ident.boot_id,
         hostname="host", uid=os.getuid(), user="tester", cmdline=["train.py"], cwd="/",
         started=started, heartbeat_interval=10.0, name=name, source="watch",
     )
-    spool.write_json(paths.run, record.to_dict())
+    safe_json.write_json(paths.run, record.to_dict())
     if progress is not None:
-        spool.write_json(paths.beat, progress.to_dict())
+        safe_json.write_json(paths.beat, progress.to_dict())
     if final is not None:
-        spool.write_json(paths.final, final.to_dict())
+        safe_json.write_json(paths.final, final.to_dict())
     return record
 
 
@@ -49,7 +49,7 @@ def gone_process() -> ProcessIdentity:
 @pytest.fixture
 def populated(tmp_path: Path) -> dict:
     spool_path = tmp_path / "spool"
-    spool.make_private_dir(spool_path)
+    safe_json.make_private_dir(spool_path)
     now = time.time()
     me = ProcessIdentity.current()
     finished = make_run(spool_path, "finished-run", gone_process(), now - 300,
@@ -62,7 +62,7 @@ def populated(tmp_path: Path) -> dict:
     elsewhere = ProcessIdentity(me.pid, me.start_ticks, "another-boot")
     other_boot = make_run(spool_path, "other-boot-run", elsewhere, now - 30)
     bad = spool.RunPaths(spool_path, spool.new_run_id(99999, now=now))
-    spool.make_private_dir(bad.dir)
+    safe_json.make_private_dir(bad.dir)
     bad.run.write_text("{not json")
     return {"spool": spool_path, "finished": finished, "running": running, "dead": dead,
             "other_boot": other_boot, "bad": bad.run_id}

@@ -17,7 +17,7 @@ from typing import Any, Iterator, Optional
 
 import pytest
 
-from sentinel import spool
+from sentinel import safe_json, spool
 from sentinel.alerts import AlertKind
 from sentinel.procid import ProcessIdentity
 from tests.daemon_harness import DaemonProcess, bark_title, hand_written_record, titles, wait_for_push
@@ -201,13 +201,13 @@ def test_hung_training_with_live_heartbeat_stalls_then_resumes(
 def _fake_record(daemon: DaemonProcess, pid: int, start_ticks: int, boot_id: str) -> str:
     run_id = spool.new_run_id(pid)
     paths = spool.RunPaths(daemon.spool, run_id)
-    spool.make_private_dir(paths.dir)
+    safe_json.make_private_dir(paths.dir)
     record = spool.RunRecord(
         run_id=run_id, pid=pid, start_ticks=start_ticks, boot_id=boot_id, hostname="here",
         uid=os.getuid(), user="tester", cmdline=["train.py"], cwd="/", started=1.0, heartbeat_interval=10.0,
         name=f"fake-{run_id}",
     )
-    spool.write_json(paths.run, record.to_dict())
+    safe_json.write_json(paths.run, record.to_dict())
     return run_id
 
 
@@ -363,7 +363,7 @@ def test_hostile_spool_files_are_skipped_once_and_the_daemon_lives(
     bad["malformed"] = bad_dir("1") / "run.json"
     put(bad["malformed"], b'{"v": 1, "run_id": ')
     bad["huge"] = bad_dir("2") / "run.json"
-    put(bad["huge"], b'{"v": 1, "pad": "' + b"x" * (spool.MAX_FILE_BYTES + 10) + b'"}')
+    put(bad["huge"], b'{"v": 1, "pad": "' + b"x" * (safe_json.MAX_FILE_BYTES + 10) + b'"}')
     bad["symlink"] = bad_dir("3") / "run.json"
     bad["symlink"].symlink_to(elsewhere / "run.json")
     bad["version"] = bad_dir("4") / "run.json"
@@ -416,7 +416,7 @@ def test_shared_spool_accepts_runs_only_from_their_owners(
     not_their_process = _fake_record(daemon, bystander.pid, ident.start_ticks, ident.boot_id)
     record, _ = spool.read_run(daemon.spool / not_their_process / "run.json")
     record.uid = stranger
-    spool.write_json(daemon.spool / not_their_process / "run.json", record.to_dict())
+    safe_json.write_json(daemon.spool / not_their_process / "run.json", record.to_dict())
     for path in (daemon.spool / not_their_process, daemon.spool / not_their_process / "run.json"):
         os.chown(path, stranger, stranger)
     with daemon:
@@ -534,14 +534,14 @@ def test_a_rewritten_record_adds_channels_but_never_another_process(
     ) as daemon:
         paths, record = hand_written_record(daemon.spool, child.pid, "joined-run",
                                             channels=[{"type": "bark", "url": first.key_url}])
-        spool.write_json(paths.run, record)
+        safe_json.write_json(paths.run, record)
         run_id = paths.run_id
         daemon.wait_log(f"tracking {run_id}")
         other = dict(record, pid=os.getpid(), channels=[{"type": "bark", "url": forged.key_url}])
-        spool.write_json(paths.run, other)
+        safe_json.write_json(paths.run, other)
         daemon.wait_log("rewritten to name another process, owner or directory; ignored")
         both = [{"type": "bark", "url": first.key_url}, {"type": "bark", "url": joined.key_url}]
-        spool.write_json(paths.run, dict(record, channels=both))
+        safe_json.write_json(paths.run, dict(record, channels=both))
         daemon.wait_log(f"run {run_id}: record rewritten, 2 channel(s) now")
         child.kill()
         child.wait()

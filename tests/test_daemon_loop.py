@@ -14,15 +14,15 @@ from typing import Iterator
 
 import pytest
 
-from sentinel import spool
+from sentinel import safe_json, spool
 from sentinel.alerts import Alert, AlertKind
 from sentinel.config import Config
-from sentinel.daemon.decide import RunState
 from sentinel.daemon.loop import RESCAN_SLICE, Daemon
 from sentinel.daemon.rescan import RescanSweep
 from sentinel.daemon.run_reader import TrackedRun
 from sentinel.outbox import Outbox
 from sentinel.procid import ProcessIdentity
+from sentinel.run_states import RunState
 from tests.victims.harness import identity_of
 from tests.waiting import wait_for
 
@@ -36,8 +36,8 @@ def _config(tmp_path: Path) -> Config:
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[Daemon]:
     config = _config(tmp_path)
-    spool.make_private_dir(config.spool_path())
-    spool.make_private_dir(config.state_path())
+    safe_json.make_private_dir(config.spool_path())
+    safe_json.make_private_dir(config.state_path())
     d = Daemon(config, Outbox(config.state_path() / "outbox"), kmsg_path=str(tmp_path / "no-kmsg"))
     yield d
     d.close()
@@ -50,8 +50,8 @@ def _write_run(spool_path: Path, ident: ProcessIdentity, index: int) -> str:
         hostname=socket.gethostname(), uid=os.getuid(), user="tester", cmdline=["python"], cwd="/",
         started=NOW, heartbeat_interval=10.0, stall_timeout=86400.0, name=f"run-{index}", source="run")
     paths = spool.RunPaths(spool_path, run_id)
-    spool.make_private_dir(paths.dir)
-    spool.write_json(paths.run, record.to_dict())
+    safe_json.make_private_dir(paths.dir)
+    safe_json.write_json(paths.run, record.to_dict())
     return run_id
 
 
@@ -178,10 +178,10 @@ def test_a_run_added_during_a_rescan_is_admitted_by_the_next_one_at_the_latest(
 def test_start_freezes_long_lived_state_and_close_unfreezes(tmp_path: Path,
                                                              child: subprocess.Popen[bytes]) -> None:
     config = _config(tmp_path)
-    spool.make_private_dir(config.spool_path())
+    safe_json.make_private_dir(config.spool_path())
     ident = identity_of(child)
     run_id = _write_run(config.spool_path(), ident, 0)
-    spool.make_private_dir(config.state_path())
+    safe_json.make_private_dir(config.state_path())
     d = Daemon(config, Outbox(config.state_path() / "outbox"), kmsg_path=str(tmp_path / "no-kmsg"))
     try:
         d.start(NOW)
@@ -221,8 +221,8 @@ class RecordingOutbox(Outbox):
 def test_message_files_are_deleted_only_after_their_alerts_are_synced(
         tmp_path: Path, child: subprocess.Popen[bytes]) -> None:
     config = _config(tmp_path)
-    spool.make_private_dir(config.spool_path())
-    spool.make_private_dir(config.state_path())
+    safe_json.make_private_dir(config.spool_path())
+    safe_json.make_private_dir(config.state_path())
     outbox = RecordingOutbox(config.state_path() / "outbox")
     wakes: list[int] = []
     d = Daemon(config, outbox, wake_delivery=lambda: wakes.append(len(outbox.at_sync)),
@@ -230,10 +230,10 @@ def test_message_files_are_deleted_only_after_their_alerts_are_synced(
     try:
         run_id = _write_run(config.spool_path(), identity_of(child), 0)
         paths = spool.RunPaths(config.spool_path(), run_id)
-        spool.make_private_dir(paths.messages)
+        safe_json.make_private_dir(paths.messages)
         for seq in (1, 2, 3):
             message = spool.Message(seq=seq, time=NOW + seq, text=f"m{seq}")
-            spool.write_json(paths.message(seq), message.to_dict())
+            safe_json.write_json(paths.message(seq), message.to_dict())
         outbox.watched = [paths.message(seq) for seq in (1, 2, 3)]
         d.rescan(NOW)
         assert [a.text for a in outbox.journal(run_id)] == ["m1", "m2", "m3"]
@@ -247,8 +247,8 @@ def test_message_files_are_deleted_only_after_their_alerts_are_synced(
 def test_transition_alert_is_in_place_before_delivery_is_woken(tmp_path: Path,
                                                                child: subprocess.Popen[bytes]) -> None:
     config = _config(tmp_path)
-    spool.make_private_dir(config.spool_path())
-    spool.make_private_dir(config.state_path())
+    safe_json.make_private_dir(config.spool_path())
+    safe_json.make_private_dir(config.state_path())
     outbox = Outbox(config.state_path() / "outbox")
     seen_at_wake: list[list[Alert]] = []
 
@@ -279,7 +279,7 @@ def test_a_run_that_fails_every_rescan_is_logged_once_and_others_go_on(
     child.wait()  # the runs' process is gone: each is judged at once, from its final record
     good, bad, worse = (_write_run(daemon.spool, ident, i) for i in range(3))
     for run_id in (good, bad, worse):
-        spool.write_json(spool.RunPaths(daemon.spool, run_id).final,
+        safe_json.write_json(spool.RunPaths(daemon.spool, run_id).final,
                          spool.FinalRecord(state="finished", ended=NOW).to_dict())
     for run_id in (bad, worse):
         # A damaged alert journal: storing any alert about the run raises, at every attempt.

@@ -12,7 +12,7 @@ from typing import Iterator
 
 import pytest
 
-from sentinel import spool
+from sentinel import safe_json, spool
 from sentinel.daemon.liveness import Liveness, Status, pidfd_supported
 from sentinel.daemon.oom import OomDetector, parse_dmesg, parse_kmsg_record, parse_oom_line
 from sentinel.daemon.run_reader import ProblemLog, RunReader, is_shared_spool
@@ -178,9 +178,9 @@ def test_shared_spool_detection(tmp_path: Path) -> None:
 
 def test_reader_refuses_a_record_naming_another_directory(tmp_path: Path) -> None:
     paths = spool.RunPaths(tmp_path, RUN_ID)
-    spool.make_private_dir(paths.dir)
+    safe_json.make_private_dir(paths.dir)
     other = "20250101T000000-43-abcdef"
     record = spool.RunRecord(run_id=other, pid=43, start_ticks=1, boot_id="b", hostname="h", uid=os.getuid(),
                              user="u", cmdline=[], cwd="/", started=1.0, heartbeat_interval=1.0)
-    spool.write_json(paths.run, record.to_dict())
+    safe_json.write_json(paths.run, record.to_dict())
     assert RunReader(tmp_path, False, ProblemLog()).read_run(RUN_ID) is None

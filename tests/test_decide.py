@@ -7,7 +7,7 @@ import itertools
 import pytest
 
 from sentinel.alerts import AlertKind
-from sentinel.daemon.decide import (
+from sentinel.run_states import (
     ENDING_KINDS,
     Event,
     EventKind,

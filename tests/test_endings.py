@@ -6,11 +6,10 @@ import re
 
 import pytest
 
-from sentinel import endings, render, spool
+from sentinel import endings, render, run_states, spool
 from sentinel.alerts import ALERT_STATES, Alert, AlertKind
 from sentinel.channels.bark import DEFAULT_LEVELS, LEVELS, URGENCY_LEVELS, render_bark
 from sentinel.channels.dingtalk import render_markdown
-from sentinel.daemon import decide
 from sentinel.endings import LANGUAGES, REASONS, Reason, Urgency
 from tests.fakes.samples import sample_alert
 
@@ -57,14 +56,14 @@ def test_the_table_and_the_kinds_agree():
     assert set(URGENCY_LEVELS) == set(Urgency)
     assert tuple(e.kind for e in endings.ENDINGS if e.recorded) == spool.FINAL_STATES
     assert tuple(k.value for k in AlertKind if k.is_state) == ALERT_STATES
-    states = {s.value for s in decide.RunState}
+    states = {s.value for s in run_states.RunState}
     for row in endings.ENDINGS:
         assert row.run_state is None or row.run_state in states
         assert not row.recorded or row.run_state is not None  # a recorded ending is a transition
     # Every recorded state is a transition the state machine makes, with the row's alert.
     for state in spool.FINAL_STATES:
-        result = decide.transition(decide.RunState.RUNNING, decide.Event.final(state))
-        assert result == (decide.RunState(state), AlertKind(state))
+        result = run_states.transition(run_states.RunState.RUNNING, run_states.Event.final(state))
+        assert result == (run_states.RunState(state), AlertKind(state))
 
 
 def test_every_language_has_every_shared_word():
@@ -154,8 +153,8 @@ def test_the_names_typed_code_uses_are_the_rows() -> None:
     from sentinel import alerts
 
     assert _typed_names(alerts, "AlertKind") == {k.name: k.value for k in AlertKind}
-    assert _typed_names(decide, "RunState") == {s.name: s.value for s in decide.RunState}
-    assert [s.value for s in decide.RunState] == list(endings.RUN_STATES)
+    assert _typed_names(run_states, "RunState") == {s.name: s.value for s in run_states.RunState}
+    assert [s.value for s in run_states.RunState] == list(endings.RUN_STATES)
 
 
 @pytest.mark.parametrize("kind", list(AlertKind))

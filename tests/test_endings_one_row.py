@@ -38,17 +38,17 @@ from sentinel.channels import build_channel
 from sentinel.channels.apprise_bridge import _notify_type
 from sentinel.channels.bark import DEFAULT_LEVELS
 from sentinel.channels.console import render_text
-from sentinel.daemon import decide
+from sentinel import run_states
 from sentinel import healthchecks, metrics
 from tests.fakes.samples import sample_alert
 
 kind = AlertKind("evicted")
 out = {"package": sentinel.__file__, "is_state": kind.is_state, "alert_on": "evicted" in ALERT_STATES}
-state = decide.RunState("evicted")
+state = run_states.RunState("evicted")
 out["terminal"] = state.is_terminal
-moved = decide.transition(decide.RunState.RUNNING, decide.Event.job_ended(kind))
+moved = run_states.transition(run_states.RunState.RUNNING, run_states.Event.job_ended(kind))
 out["transition"] = [v.value for v in moved]
-out["replay"] = decide.replay([AlertKind.STALLED, kind])[0].value
+out["replay"] = run_states.replay([AlertKind.STALLED, kind])[0].value
 alert = sample_alert(kind)
 out["title"] = {lang: render.title(alert, lang) for lang in endings.LANGUAGES}
 out["bark_level"] = DEFAULT_LEVELS["evicted"]

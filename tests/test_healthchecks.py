@@ -12,9 +12,9 @@ from typing import Iterator
 import pytest
 
 from sentinel.alerts import Alert, AlertKind
-from sentinel.daemon.decide import RunState
 from sentinel.fleet_config import HealthchecksConfig
 from sentinel.healthchecks import Healthchecks, run_rid
+from sentinel.run_states import RunState
 from tests.fakes.healthchecks import FakeHealthchecks
 
 KEY = "hc-test-key-0123456789"

@@ -23,7 +23,10 @@ LAYERS = {
     "sentinel.procid": FORMAT,
     "sentinel.containers": FORMAT,  # a process's container, from its cgroup and environment
     "sentinel.pidns": FORMAT,  # PID namespaces: a run's process found from another namespace
-    "sentinel.spool": FORMAT,
+    "sentinel.spool": FORMAT,  # the run directories and their records
+    "sentinel.safe_json": FORMAT,  # atomic writes, hostile-input-safe reads of every JSON file
+    "sentinel.record_rules": FORMAT,  # field rules: how a record read from disk is checked
+    "sentinel.drop_dirs": FORMAT,  # where users leave requests for the daemon (.mutes/, .resend/)
     "sentinel.systemd": FORMAT,
     "sentinel.redact": FORMAT,
     "sentinel.state_dir": FORMAT,
@@ -44,6 +47,7 @@ LAYERS = {
     "sentinel.accounts": FORMAT,  # uid -> account and groups, for verified identity
     "sentinel.run_options": SIDES,  # checks a run's inline channels with the channels' rules
     "sentinel.alerts": MODEL,
+    "sentinel.run_states": MODEL,  # the pure state machine: (state, event) -> state, alert
     "sentinel.config": OUTBOX,  # validates channel options with the channels' own rules
     "sentinel.render": CHANNELS,
     "sentinel.endings": FORMAT,  # the table of endings; the run record format names them

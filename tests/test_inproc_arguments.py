@@ -15,7 +15,7 @@ from typing import Any, Iterator
 import pytest
 
 import sentinel
-from sentinel import spool
+from sentinel import safe_json, spool
 from sentinel.alerts import AlertKind
 from sentinel.config import ConfigError, parse_config
 from sentinel.rules import InvalidArgument
@@ -136,18 +136,18 @@ def test_undecodable_argv_and_cwd_are_recorded_escaped(tmp_path: Path) -> None:
 def test_non_finite_numbers_are_refused_on_read(tmp_path: Path, constant: str) -> None:
     path = tmp_path / "beat.json"
     path.write_text(f'{{"v": 1, "beat": {constant}, "seq": 1}}')
-    with pytest.raises(spool.SpoolFormatError):
+    with pytest.raises(safe_json.SpoolFormatError):
         spool.read_progress(path)
 
 
 def test_deep_json_is_refused_without_recursion(tmp_path: Path) -> None:
     path = tmp_path / "run.json"
     path.write_text("[" * 100_000 + "]" * 100_000)
-    with pytest.raises(spool.SpoolFormatError, match="nested"):
-        spool.read_json(path)
+    with pytest.raises(safe_json.SpoolFormatError, match="nested"):
+        safe_json.read_json(path)
     path.write_text('{"v": 1, "x": ' + "[" * 40 + "]" * 40 + "}")
-    with pytest.raises(spool.SpoolFormatError, match="nested deeper"):
-        spool.read_json(path)
+    with pytest.raises(safe_json.SpoolFormatError, match="nested deeper"):
+        safe_json.read_json(path)
 
 
 def test_a_nan_loss_is_never_written_and_hides_the_older_value(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from typing import Iterator
 
 import pytest
 
-from sentinel import jobs, spool
+from sentinel import jobs, safe_json, spool
 from sentinel.alerts import AlertKind
 from sentinel.config import Budgets, Config
 from sentinel.daemon import reconcile
@@ -37,8 +37,8 @@ JOB = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "4", "LOCAL_WORLD_SIZE": "4
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[Daemon]:
     config = Config(spool=tmp_path / "spool", state_dir=tmp_path / "state", default_channels=[])
-    spool.make_private_dir(config.spool_path())
-    spool.make_private_dir(config.state_path())
+    safe_json.make_private_dir(config.spool_path())
+    safe_json.make_private_dir(config.state_path())
     d = Daemon(config, Outbox(config.state_path() / "outbox"), kmsg_path=str(tmp_path / "no-kmsg"))
     yield d
     d.close()
@@ -63,8 +63,8 @@ def record_rank(daemon: Daemon, pid: int, agent_pid: int) -> str:
         hostname=socket.gethostname(), uid=os.getuid(), user="tester", cmdline=["train.py"], cwd="/",
         started=time.time(), heartbeat_interval=10.0, name="jobby", job=jobs.from_environ(JOB, agent_pid))
     paths = spool.RunPaths(daemon.spool, run_id)
-    spool.make_private_dir(paths.dir)
-    spool.write_json(paths.run, record.to_dict())
+    safe_json.make_private_dir(paths.dir)
+    safe_json.write_json(paths.run, record.to_dict())
     return run_id
 
 
@@ -111,9 +111,9 @@ def test_a_jobs_ranks_count_against_the_users_pidfd_budget(tmp_path: Path,
     not watched (logged), and every job pidfd is given back once the job is done."""
     config = Config(spool=tmp_path / "spool", state_dir=tmp_path / "state", default_channels=[],
                     budgets=Budgets(pidfds_per_user=3))
-    spool.make_private_dir(config.spool_path())
+    safe_json.make_private_dir(config.spool_path())
     config.spool_path().chmod(0o1777)  # shared: per-user budgets apply
-    spool.make_private_dir(config.state_path())
+    safe_json.make_private_dir(config.state_path())
     daemon = Daemon(config, Outbox(config.state_path() / "outbox"), kmsg_path=str(tmp_path / "no-kmsg"))
     siblings = [{"env": {**JOB, "RANK": str(n), "LOCAL_RANK": str(n)}} for n in range(1, 6)]
     agent, pids = start_agent([{"env": JOB}, *siblings])

@@ -24,7 +24,8 @@ from sentinel.endings import LANGUAGES, Reason
 from sentinel.exit_status import Ending, ending_of
 from sentinel.procid import ProcessIdentity
 from sentinel.render import facts, headline, summary
-from sentinel.spool import FinalRecord, JobRecord, SpoolFormatError
+from sentinel.safe_json import SpoolFormatError
+from sentinel.spool import FinalRecord, JobRecord
 from tests.victims.harness import identity_of
 
 K = AlertKind

@@ -17,7 +17,7 @@ from typing import Iterator, Optional
 
 import pytest
 
-from sentinel import pidns, spool, status
+from sentinel import pidns, safe_json, spool, status
 from sentinel.alerts import AlertKind
 from sentinel.daemon_file import live_daemon
 from sentinel.procid import start_ticks, thread_start_ticks
@@ -120,7 +120,7 @@ def test_a_bad_namespace_in_a_record_rejects_it() -> None:
                              pidns="4:4026532176")
     assert spool.RunRecord.from_dict(record.to_dict()).pidns == "4:4026532176"
     for bad in ("pid:[4026532176]", 7, "1:2:3"):
-        with pytest.raises(spool.SpoolFormatError, match="pidns"):
+        with pytest.raises(safe_json.SpoolFormatError, match="pidns"):
             spool.RunRecord.from_dict({**record.to_dict(), "pidns": bad})
 
 
@@ -186,8 +186,8 @@ def plant(daemon: DaemonProcess, record: spool.RunRecord, uid: int) -> None:
     staging = daemon.tmp / "staging"
     staging.mkdir(exist_ok=True)
     paths = spool.RunPaths(staging, record.run_id)
-    spool.make_private_dir(paths.dir)
-    spool.write_json(paths.run, record.to_dict())
+    safe_json.make_private_dir(paths.dir)
+    safe_json.write_json(paths.run, record.to_dict())
     for path in (paths.dir, paths.run):
         os.chown(path, uid, uid)
     os.rename(paths.dir, daemon.spool / record.run_id)
@@ -240,12 +240,12 @@ def test_a_namespaced_record_of_an_earlier_boot_is_lost_not_killed(
         daemon: DaemonProcess, bark: FakeBark) -> None:
     run_id = spool.new_run_id(1)
     paths = spool.RunPaths(daemon.spool, run_id)
-    spool.make_private_dir(paths.dir)
+    safe_json.make_private_dir(paths.dir)
     record = spool.RunRecord(run_id=run_id, pid=1, start_ticks=1234,
                              boot_id="00000000-0000-4000-8000-000000000000", hostname="here", uid=0,
                              user="root", cmdline=["train.py"], cwd="/",
                              started=1.0, heartbeat_interval=10.0, name="old-boot", pidns="4:4026532999")
-    spool.write_json(paths.run, record.to_dict())
+    safe_json.write_json(paths.run, record.to_dict())
     wait_for_push(bark, K.LOST, "old-boot")
     daemon.stop()
     assert kinds(daemon, run_id) == [K.LOST]
@@ -313,7 +313,7 @@ def test_an_unwatchable_run_that_stalled_and_then_died_is_lost(tmp_path: Path, b
 def _unwatchable(spool_dir: Path, run_id: str) -> Optional[spool.DaemonLiveness]:
     try:
         record, _ = spool.read_daemon_liveness(spool_dir)
-    except (OSError, spool.SpoolFormatError):
+    except (OSError, safe_json.SpoolFormatError):
         return None
     return record if run_id in record.unwatchable else None
 

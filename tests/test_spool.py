@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from sentinel import spool
+from sentinel import safe_json, spool
 from sentinel.procid import ProcessIdentity, boot_id, start_ticks
 from tests.victims.harness import identity_of
 from tests.waiting import wait_for
@@ -32,7 +32,7 @@ def _run_record(run_id: str, **overrides) -> spool.RunRecord:
 def test_run_record_round_trips(tmp_path: Path) -> None:
     run_id = spool.new_run_id()
     record = _run_record(run_id, channels=["phone", {"type": "bark", "key": "k"}])
-    spool.write_json(tmp_path / "run.json", record.to_dict())
+    safe_json.write_json(tmp_path / "run.json", record.to_dict())
     loaded, st = spool.read_run(tmp_path / "run.json")
     assert loaded == record
     assert stat.S_IMODE(st.st_mode) == 0o600
@@ -40,14 +40,14 @@ def test_run_record_round_trips(tmp_path: Path) -> None:
 
 def test_write_leaves_no_temporary_files(tmp_path: Path) -> None:
     for seq in range(3):
-        spool.write_json(tmp_path / "beat.json", spool.Progress(beat=time.time(), seq=seq).to_dict())
+        safe_json.write_json(tmp_path / "beat.json", spool.Progress(beat=time.time(), seq=seq).to_dict())
     assert os.listdir(tmp_path) == ["beat.json"]
     assert spool.read_progress(tmp_path / "beat.json").seq == 2
 
 
 def test_durable_write_round_trips(tmp_path: Path) -> None:
     final = spool.FinalRecord(state="crashed", ended=1.0, exit_code=1, error="boom")
-    spool.write_json(tmp_path / "final.json", final.to_dict(), durable=True)
+    safe_json.write_json(tmp_path / "final.json", final.to_dict(), durable=True)
     assert spool.read_final(tmp_path / "final.json") == final
 
 
@@ -81,31 +81,31 @@ def test_scalars_are_capped_and_finite() -> None:
 def test_malformed_progress_is_rejected_with_a_reason(tmp_path: Path, content: bytes, reason: str) -> None:
     path = tmp_path / "beat.json"
     path.write_bytes(content)
-    with pytest.raises(spool.SpoolFormatError, match=reason):
+    with pytest.raises(safe_json.SpoolFormatError, match=reason):
         spool.read_progress(path)
 
 
 def test_oversized_file_is_rejected_without_reading_it_whole(tmp_path: Path) -> None:
     path = tmp_path / "run.json"
-    path.write_bytes(b" " * (spool.MAX_FILE_BYTES + 1))
-    with pytest.raises(spool.SpoolFormatError, match="too large"):
-        spool.read_json(path)
+    path.write_bytes(b" " * (safe_json.MAX_FILE_BYTES + 1))
+    with pytest.raises(safe_json.SpoolFormatError, match="too large"):
+        safe_json.read_json(path)
 
 
 def test_symlink_is_never_followed(tmp_path: Path) -> None:
     target = tmp_path / "elsewhere.json"
-    spool.write_json(target, spool.Progress(beat=1.0, seq=1).to_dict())
+    safe_json.write_json(target, spool.Progress(beat=1.0, seq=1).to_dict())
     link = tmp_path / "beat.json"
     link.symlink_to(target)
-    with pytest.raises(spool.SpoolFormatError, match="symlink"):
+    with pytest.raises(safe_json.SpoolFormatError, match="symlink"):
         spool.read_progress(link)
 
 
 def test_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
     fifo = tmp_path / "run.json"
     os.mkfifo(fifo)
-    with pytest.raises(spool.SpoolFormatError, match="not a regular file"):
-        spool.read_json(fifo)
+    with pytest.raises(safe_json.SpoolFormatError, match="not a regular file"):
+        safe_json.read_json(fifo)
 
 
 def test_missing_file_raises_file_not_found(tmp_path: Path) -> None:
@@ -116,16 +116,16 @@ def test_missing_file_raises_file_not_found(tmp_path: Path) -> None:
 def test_run_record_validation_names_the_field() -> None:
     data = _run_record(spool.new_run_id()).to_dict()
     data["pid"] = "1234"
-    with pytest.raises(spool.SpoolFormatError, match="pid"):
+    with pytest.raises(safe_json.SpoolFormatError, match="pid"):
         spool.RunRecord.from_dict(data)
     data = _run_record(spool.new_run_id()).to_dict()
     data["run_id"] = "../../etc"
-    with pytest.raises(spool.SpoolFormatError, match="run_id"):
+    with pytest.raises(safe_json.SpoolFormatError, match="run_id"):
         spool.RunRecord.from_dict(data)
 
 
 def test_final_state_must_be_known() -> None:
-    with pytest.raises(spool.SpoolFormatError, match="state must be one of"):
+    with pytest.raises(safe_json.SpoolFormatError, match="state must be one of"):
         spool.FinalRecord.from_dict({"v": 1, "state": "exploded", "ended": 1.0})
 
 
@@ -144,9 +144,9 @@ def test_run_ids_are_recognised() -> None:
 
 def test_messages_are_listed_in_order(tmp_path: Path) -> None:
     paths = spool.RunPaths(tmp_path, spool.new_run_id())
-    spool.make_private_dir(paths.messages)
+    safe_json.make_private_dir(paths.messages)
     for seq in (10, 2, 7):
-        spool.write_json(paths.message(seq), spool.Message(seq=seq, time=1.0, text=f"m{seq}").to_dict())
+        safe_json.write_json(paths.message(seq), spool.Message(seq=seq, time=1.0, text=f"m{seq}").to_dict())
     (paths.messages / ".00000001.json.tmp").write_text("partial")
     (paths.messages / "notes.txt").write_text("ignored")
     listed = spool.list_messages(paths)
@@ -158,8 +158,8 @@ def test_make_private_dir_refuses_a_symlink(tmp_path: Path) -> None:
     (tmp_path / "real").mkdir()
     (tmp_path / "link").symlink_to(tmp_path / "real")
     with pytest.raises(NotADirectoryError):
-        spool.make_private_dir(tmp_path / "link")
-    spool.make_private_dir(tmp_path / "new" / "run")
+        safe_json.make_private_dir(tmp_path / "link")
+    safe_json.make_private_dir(tmp_path / "new" / "run")
     assert stat.S_IMODE(os.lstat(tmp_path / "new" / "run").st_mode) == 0o700
 
 

@@ -15,7 +15,7 @@ from typing import Any, Iterator, Optional
 
 import pytest
 
-from sentinel import spool
+from sentinel import safe_json, spool
 from sentinel.alerts import AlertKind
 from tests.daemon_harness import DaemonProcess, titles
 from tests.fakes import FakeBark
@@ -123,20 +123,20 @@ def test_messages_swapped_for_a_symlink_never_make_root_delete_outside_the_spool
 
 STAGE_TRAPS = """
 import os, sys
-from sentinel import spool
+from sentinel import safe_json, spool
 planted, swapped, elsewhere = sys.argv[1:]
 # msg/ planted as a symlink to a directory of (the user's own, valid) messages outside the spool.
 outside = os.path.join(elsewhere, "msgs")
 os.mkdir(outside)
 for seq in (1, 2):
-    spool.write_json(os.path.join(outside, f"{seq:08d}.json"),
+    safe_json.write_json(os.path.join(outside, f"{seq:08d}.json"),
                      spool.Message(seq=seq, time=1.0, text="forged message").to_dict())
 os.symlink(outside, os.path.join(planted, "msg"))
 # The whole run directory swapped for a symlink to a copy holding a forged final record and messages.
 forged = os.path.join(elsewhere, "forged-run")
 os.mkdir(forged)
 os.symlink(outside, os.path.join(forged, "msg"))
-spool.write_json(os.path.join(forged, "final.json"),
+safe_json.write_json(os.path.join(forged, "final.json"),
                  spool.FinalRecord(state="finished", ended=1.0, error="forged final").to_dict())
 os.rename(swapped, swapped + ".away")
 os.symlink(forged, swapped)
@@ -267,7 +267,7 @@ def test_with_the_inotify_limit_used_up_finals_and_messages_still_arrive(tmp_pat
     if os.geteuid() != 0 or subprocess.run([*limited_watches(2), "true"]).returncode != 0:
         pytest.skip("needs root and user namespaces")
     spool_path = tmp_path / "spool"
-    spool.make_private_dir(spool_path)
+    safe_json.make_private_dir(spool_path)
     # Two watches: the spool and the first run's directory; the second run gets none.
     daemon = bark_daemon(tmp_path, bark, spool_path, log_level="debug")
     daemon.wrapper = limited_watches(2)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sentinel import spool
+from sentinel import safe_json, spool
 
 RECORDS = spool.LIVE_SIZE - 2 * spool.LIVE_RECORD_BYTES
 
@@ -110,7 +110,7 @@ def test_a_malformed_file_is_refused(tmp_path: Path, damage: str) -> None:
         _rewrite(path, 0, b"NOTLIVE!")
     else:
         _rewrite(path, 8, struct.pack("<I", spool.LIVE_VERSION + 1))
-    with pytest.raises(spool.SpoolFormatError):
+    with pytest.raises(safe_json.SpoolFormatError):
         spool.read_live(tmp_path)
 
 
@@ -121,15 +121,15 @@ def test_symlink_fifo_and_symlinked_run_dir_are_refused(tmp_path: Path) -> None:
     run = tmp_path / "run"
     run.mkdir()
     os.symlink(target / spool.LIVE_FILE, run / spool.LIVE_FILE)
-    with pytest.raises(spool.SpoolFormatError, match="symlink"):
+    with pytest.raises(safe_json.SpoolFormatError, match="symlink"):
         spool.read_live(run)
     os.unlink(run / spool.LIVE_FILE)
     os.mkfifo(run / spool.LIVE_FILE)  # opened without blocking, then refused
-    with pytest.raises(spool.SpoolFormatError, match="regular"):
+    with pytest.raises(safe_json.SpoolFormatError, match="regular"):
         spool.read_live(run)
     linked = tmp_path / "linked-run"
     os.symlink(target, linked)
-    with pytest.raises(spool.SpoolFormatError):
+    with pytest.raises(safe_json.SpoolFormatError):
         spool.read_live(linked)
     with pytest.raises(FileNotFoundError):
         spool.read_live(tmp_path / "absent")

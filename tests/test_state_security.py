@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from sentinel import spool, status
+from sentinel import safe_json, spool, status
 from sentinel.alerts import AlertKind
 from sentinel.daemon_file import daemon_alive
 from sentinel.outbox import QUARANTINE_DIR, RUNS_DIR, Outbox
@@ -141,7 +141,7 @@ def test_a_daemon_json_written_by_another_user_naming_a_daemon_is_not_trusted(
 
 def test_deeply_nested_json_is_a_format_error_everywhere(tmp_path: Path, caplog) -> None:
     spool_path = tmp_path / "spool"
-    spool.make_private_dir(spool_path)
+    safe_json.make_private_dir(spool_path)
     (spool_path / spool.DAEMON_FILE).write_bytes(DEEP)
     assert not daemon_alive(spool_path)
     run_dir = spool_path / RUN_ID

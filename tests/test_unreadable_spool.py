@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from sentinel import spool
+from sentinel import safe_json, spool
 from tests.cli_helpers import sentinel_env
 from tests.users import become, shared_dir, throwaway_user, user_python
 
@@ -19,7 +19,7 @@ def test_a_spool_the_user_cannot_read_is_an_error(command: str) -> None:
     python = user_python()
     with shared_dir() as shared, throwaway_user() as uid:
         private = shared / "spool"
-        spool.make_private_dir(private)  # root's, 0700: a run of root's lives here
+        safe_json.make_private_dir(private)  # root's, 0700: a run of root's lives here
         (private / spool.new_run_id()).mkdir()
         env = sentinel_env(private)
         env["XDG_CONFIG_HOME"] = str(shared / "no-config")

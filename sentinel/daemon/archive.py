@@ -28,7 +28,8 @@ import stat
 from pathlib import Path
 from typing import Callable, Optional
 
-from sentinel.spool import DirId, dir_id, is_run_id, make_private_dir, open_dir
+from sentinel.safe_json import DirId, dir_id, make_private_dir, open_dir
+from sentinel.spool import is_run_id
 
 log = logging.getLogger("sentinel.daemon.archive")
 

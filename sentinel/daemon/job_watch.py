@@ -45,7 +45,6 @@ from sentinel import jobs
 from sentinel.alerts import AlertKind
 from sentinel.daemon import flight_recorder
 from sentinel.daemon.budgets import UserBudgets
-from sentinel.daemon.decide import Event, EventKind, RunState, is_stale, stall_deadline
 from sentinel.daemon.job_stacks import JobStacks, Rank
 from sentinel.daemon.liveness import Liveness, Status
 from sentinel.daemon.nccl import explain as nccl_explain
@@ -59,8 +58,10 @@ from sentinel.daemon.xid import GpuFaults, XidHit
 from sentinel.endings import Reason
 from sentinel.exit_status import Ending, ending_kind, ending_of
 from sentinel.procid import ProcessIdentity
+from sentinel.run_states import Event, EventKind, RunState, is_stale, stall_deadline
+from sentinel.safe_json import SpoolFormatError, read_json
 from sentinel.safetext import printable
-from sentinel.spool import FinalRecord, JobRecord, SpoolFormatError, read_json
+from sentinel.spool import FinalRecord, JobRecord
 
 log = logging.getLogger("sentinel.daemon.jobs")
 
@@ -288,7 +289,7 @@ def read_error_file(path: str, uid: int) -> Optional[tuple[str, str]]:
 
     The path comes from a run record or a rank's environment, so it is
     hostile: never a symlink, a regular file only, owned by the rank's user,
-    size-capped (``spool.read_json``).
+    size-capped (``safe_json.read_json``).
     """
     if not path or not os.path.isabs(path):
         return None

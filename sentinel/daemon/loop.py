@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
-from sentinel import daemon_file, mutes, resend, spool, systemd
+from sentinel import daemon_file, mutes, resend, safe_json, systemd
 from sentinel.config import Config
 from sentinel.daemon import archive, reconcile
 from sentinel.daemon.admission import AdmissionQueue
@@ -394,4 +394,4 @@ def serve(daemon: Daemon, stop: threading.Event, clock: Callable[[], float] = ti
 def prepare_spool(spool_path: Path) -> None:
     """A missing spool is made private (a shared one is made by its installer)."""
     if not spool_path.exists():
-        spool.make_private_dir(spool_path)
+        safe_json.make_private_dir(spool_path)

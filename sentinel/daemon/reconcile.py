@@ -14,7 +14,6 @@ import logging
 from typing import Optional
 
 from sentinel import containers
-from sentinel.daemon.decide import Event, EventKind, RunState, replay, stall_deadline
 from sentinel.daemon.liveness import Status
 from sentinel.daemon.ns_watch import UNWATCHABLE_FIX, Found
 from sentinel.daemon.oom import cgroup_counter
@@ -22,6 +21,7 @@ from sentinel.daemon.run_reader import TrackedRun
 from sentinel.daemon.tracking import Tracker
 from sentinel.endings import Reason
 from sentinel.procid import boot_id, zombie_exit_status
+from sentinel.run_states import Event, EventKind, RunState, replay, stall_deadline
 
 log = logging.getLogger("sentinel.daemon.reconcile")
 

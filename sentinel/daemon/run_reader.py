@@ -1,6 +1,6 @@
 """Reading a run's records the way a daemon must: hostile input in mind.
 
-Every read goes through ``spool.read_json`` (no symlinks, size cap, format
+Every read goes through ``safe_json.read_json`` (no symlinks, size cap, format
 and version checks), relative to directory fds: the run directory is opened
 by name in the spool (never through a symlink) and must be the very
 directory the run was admitted with (device and inode); its files and
@@ -32,24 +32,17 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterator, NamedTuple, Optional, TypeVar
 
-from sentinel import pidns, spool
+from sentinel import pidns, safe_json, spool
 from sentinel.accounts import verified_user
 from sentinel.containers import ContainerIdentity
 from sentinel.daemon.budgets import RefusedRuns
-from sentinel.daemon.decide import RunState
 from sentinel.daemon.failures import BoundedSet
 from sentinel.daemon.oom import CgroupCounter
 from sentinel.procid import ProcessIdentity, process_uid, start_ticks
+from sentinel.run_states import RunState
+from sentinel.safe_json import DirId, SpoolFormatError
 from sentinel.safetext import printable
-from sentinel.spool import (
-    DirId,
-    FinalRecord,
-    Message,
-    Progress,
-    RunPaths,
-    RunRecord,
-    SpoolFormatError,
-)
+from sentinel.spool import FinalRecord, Message, Progress, RunPaths, RunRecord
 
 log = logging.getLogger("sentinel.daemon.run_reader")
 _OWN_PIDNS = pidns.namespace_of()
@@ -204,7 +197,7 @@ class RunReader:
         spool's own path is the administrator's, so it may be a symlink)."""
         spool_fd = os.open(self.spool, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            fd = spool.open_dir(run_id, spool_fd)
+            fd = safe_json.open_dir(run_id, spool_fd)
         finally:
             os.close(spool_fd)
         try:
@@ -226,9 +219,9 @@ class RunReader:
             yield None
             return
         try:
-            if run.dir_id is not None and spool.dir_id(st) != run.dir_id:
+            if run.dir_id is not None and safe_json.dir_id(st) != run.dir_id:
                 self.problems.report(run.paths.dir, "replaced by another directory since the run "
-                                                    "started; not reading it", spool.dir_id(st))
+                                                    "started; not reading it", safe_json.dir_id(st))
                 yield None
             else:
                 yield fd
@@ -281,7 +274,7 @@ class RunReader:
                 self.untrusted.add(run_id, st.st_uid)
                 self.problems.report(paths.run, reason, version)
                 return None
-        return LoadedRun(record, st.st_uid, spool.dir_id(dir_st))
+        return LoadedRun(record, st.st_uid, safe_json.dir_id(dir_st))
     @staticmethod
     def _untrusted(record: RunRecord, file_uid: int, dir_uid: int) -> Optional[str]:
         if file_uid != record.uid or dir_uid != record.uid:
@@ -312,7 +305,7 @@ class RunReader:
         FileNotFoundError if it is absent."""
         field_problems: list[str] = []
         try:
-            data, st = spool.read_json(name, dir_fd=dir_fd)
+            data, st = safe_json.read_json(name, dir_fd=dir_fd)
             record = kind.from_dict(data, field_problems, fallback_time=st.st_mtime)
         except SpoolFormatError as exc:
             self.problems.report(path, str(exc), _version(dir_fd, name))
@@ -415,7 +408,7 @@ class RunReader:
             if dir_fd is None:
                 return PendingMessages()
             try:
-                msg_fd = spool.open_dir(spool.MESSAGE_DIR, dir_fd)
+                msg_fd = safe_json.open_dir(spool.MESSAGE_DIR, dir_fd)
             except FileNotFoundError:
                 return PendingMessages()
             except OSError as exc:

@@ -34,7 +34,8 @@ from collections import Counter
 from pathlib import Path
 from typing import NamedTuple, Optional
 
-from sentinel.spool import BEAT_FILE, FINAL_FILE, MESSAGE_DIR, RUN_FILE, is_run_id, open_dir
+from sentinel.safe_json import open_dir
+from sentinel.spool import BEAT_FILE, FINAL_FILE, MESSAGE_DIR, RUN_FILE, is_run_id
 
 log = logging.getLogger("sentinel.daemon.spool_watcher")
 

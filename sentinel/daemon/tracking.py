@@ -26,17 +26,6 @@ from sentinel.containers import ContainerIdentity
 from sentinel.daemon import archive, nccl, survivors
 from sentinel.daemon.budgets import UserBudgets
 from sentinel.daemon.channel_access import ChannelAccess
-from sentinel.daemon.decide import (
-    Event,
-    EventKind,
-    RunState,
-    alert_id,
-    exit_event,
-    is_stale,
-    message_alert_id,
-    stall_deadline,
-    transition,
-)
 from sentinel.daemon.docker_events import DockerEvents
 from sentinel.daemon.job_watch import JobWatch
 from sentinel.daemon.liveness import Liveness
@@ -51,6 +40,17 @@ from sentinel.daemon.xid import GpuFaults, XidHit
 from sentinel.endings import Reason
 from sentinel.observer import FleetObserver
 from sentinel.outbox import SyncThread
+from sentinel.run_states import (
+    Event,
+    EventKind,
+    RunState,
+    alert_id,
+    exit_event,
+    is_stale,
+    message_alert_id,
+    stall_deadline,
+    transition,
+)
 from sentinel.safetext import printable
 from sentinel.spool import FinalRecord
 

@@ -19,7 +19,7 @@ import os
 import sys
 import time
 
-from sentinel import spool, watch
+from sentinel import safe_json, spool, watch
 
 SWAPS = 20
 
@@ -27,10 +27,10 @@ SWAPS = 20
 def swap_msg(run_dir: str, victim: str, count: int) -> None:
     msg = os.path.join(run_dir, spool.MESSAGE_DIR)
     real = msg + ".real"
-    spool.make_private_dir(msg)
+    safe_json.make_private_dir(msg)
     for seq in range(1, count + 1):
         message = spool.Message(seq=seq, time=time.time(), text=f"m{seq}")
-        spool.write_json(os.path.join(msg, f"{seq:08d}.json"), message.to_dict())
+        safe_json.write_json(os.path.join(msg, f"{seq:08d}.json"), message.to_dict())
         for _ in range(SWAPS):
             os.rename(msg, real)
             os.symlink(victim, msg)

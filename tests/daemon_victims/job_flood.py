@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from sentinel import jobs, spool
+from sentinel import jobs, safe_json, spool
 from sentinel.procid import ProcessIdentity
 
 FOREVER_LIMIT = 3600.0
@@ -49,13 +49,13 @@ def main() -> None:
                "TORCHELASTIC_RUN_ID": f"flood-{n}", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}
         run_id = spool.new_run_id()
         paths = spool.RunPaths(spool_dir, run_id)
-        spool.make_private_dir(paths.dir)
+        safe_json.make_private_dir(paths.dir)
         record = spool.RunRecord(
             run_id=run_id, pid=me.pid, start_ticks=me.start_ticks, boot_id=me.boot_id,
             hostname=socket.gethostname(), uid=os.getuid(), user=pwd.getpwuid(os.getuid()).pw_name,
             cmdline=sys.argv, cwd=os.getcwd(), started=time.time(), heartbeat_interval=3600.0,
             name=f"flood-{n}", job=jobs.from_environ(env, None))
-        spool.write_json(paths.run, record.to_dict())
+        safe_json.write_json(paths.run, record.to_dict())
     print(f"READY {count}", flush=True)
     deadline = time.monotonic() + FOREVER_LIMIT
     while time.monotonic() < deadline:

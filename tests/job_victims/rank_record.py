@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from sentinel import jobs, spool
+from sentinel import jobs, safe_json, spool
 from sentinel.procid import ProcessIdentity
 
 
@@ -26,13 +26,13 @@ def main() -> None:
     assert ident is not None, f"no process {pid}"
     run_id = spool.new_run_id(pid)
     paths = spool.RunPaths(spool_dir, run_id)
-    spool.make_private_dir(paths.dir)
+    safe_json.make_private_dir(paths.dir)
     record = spool.RunRecord(
         run_id=run_id, pid=pid, start_ticks=ident.start_ticks, boot_id=ident.boot_id,
         hostname=socket.gethostname(), uid=os.getuid(), user=pwd.getpwuid(os.getuid()).pw_name,
         cmdline=["train.py"], cwd="/", started=time.time(), heartbeat_interval=3600.0, name="jobby",
         job=jobs.from_environ(env, agent_pid))
-    spool.write_json(paths.run, record.to_dict())
+    safe_json.write_json(paths.run, record.to_dict())
     print(f"READY {run_id}", flush=True)
 
 

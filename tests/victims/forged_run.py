@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from sentinel import spool
+from sentinel import safe_json, spool
 from sentinel.procid import ProcessIdentity
 
 FOREVER_LIMIT = 3600.0  # nobody kills it: it still ends by itself
@@ -29,7 +29,7 @@ def main() -> None:
     me = ProcessIdentity.current()
     run_id = spool.new_run_id()
     paths = spool.RunPaths(spool_dir, run_id)
-    spool.make_private_dir(paths.dir)
+    safe_json.make_private_dir(paths.dir)
     record = spool.RunRecord(
         run_id=run_id, pid=me.pid, start_ticks=me.start_ticks, boot_id=me.boot_id,
         hostname=socket.gethostname(), uid=os.getuid(), user=pwd.getpwuid(os.getuid()).pw_name,
@@ -37,7 +37,7 @@ def main() -> None:
         name="forged",
     )
     data = {**record.to_dict(), **overrides}
-    spool.write_json(paths.run, data)
+    safe_json.write_json(paths.run, data)
     print(f"READY {run_id}", flush=True)
     deadline = time.monotonic() + FOREVER_LIMIT
     while time.monotonic() < deadline:

@@ -21,7 +21,7 @@ import threading
 import time
 from pathlib import Path
 
-from sentinel import spool
+from sentinel import safe_json, spool
 from sentinel.procid import ProcessIdentity, thread_start_ticks
 
 FOREVER_LIMIT = 3600.0
@@ -30,14 +30,14 @@ FOREVER_LIMIT = 3600.0
 def write_record(spool_dir: Path, name: str, ident: ProcessIdentity, threads: list[list[int]]) -> None:
     run_id = spool.new_run_id()
     paths = spool.RunPaths(spool_dir, run_id)
-    spool.make_private_dir(paths.dir)
+    safe_json.make_private_dir(paths.dir)
     record = spool.RunRecord(
         run_id=run_id, pid=ident.pid, start_ticks=ident.start_ticks, boot_id=ident.boot_id,
         hostname=socket.gethostname(), uid=os.getuid(), user=pwd.getpwuid(os.getuid()).pw_name,
         cmdline=sys.argv, cwd=os.getcwd(), started=time.time(), heartbeat_interval=3600.0,
         name=name, watch_threads=threads,
     )
-    spool.write_json(paths.run, record.to_dict())
+    safe_json.write_json(paths.run, record.to_dict())
 
 
 def main() -> None:

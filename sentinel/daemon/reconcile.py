@@ -14,6 +14,7 @@ import logging
 from typing import Optional
 
 from sentinel import containers
+from sentinel.daemon import run_snapshot
 from sentinel.daemon.decide import Event, EventKind, RunState, replay, stall_deadline
 from sentinel.daemon.liveness import Status
 from sentinel.daemon.ns_watch import UNWATCHABLE_FIX, Found
@@ -47,19 +48,19 @@ def admit(tracker: Tracker, run_id: str, now: float, at_startup: bool) -> Option
                      dir_id=loaded.dir_id)
     run.state, run.transitions = replay(a.kind for a in tracker.outbox.journal(run_id))
     run.channels = tracker.resolve_channels(run)
-    run.progress = tracker.reader.read_progress(run)
-    tracker.runs[run_id] = run
-    tracker.budgets.tracked(run_id, run.owner_uid, 0)
-    tracker.observer.run_tracked(run, tracker.reader.shared)  # fleet hook
-    log.debug("tracking %s (pid %d, %s, %d alert(s) so far)", run_id, record.pid, run.state.value,
-              run.transitions)
+    with run_snapshot.take(tracker.reader, run) as snapshot:  # its other files, in one read
+        run.progress = snapshot.progress
+        tracker.runs[run_id] = run
+        tracker.budgets.tracked(run_id, run.owner_uid, 0)
+        tracker.observer.run_tracked(run, tracker.reader.shared)  # fleet hook
+        log.debug("tracking %s (pid %d, %s, %d alert(s) so far)", run_id, record.pid, run.state.value,
+                  run.transitions)
 
-    tracker.deliver_messages(run, now)
-    if run.state.is_live:
-        final = tracker.reader.read_final(run)
-        if final is not None:
+        tracker.deliver_messages(run, now, snapshot)
+        final = snapshot.final
+        if run.state.is_live and final is not None:
             tracker.apply(run, Event.final(final.state), now, final=final,
-                         reason=ENDED_DOWN if at_startup else None)
+                          reason=ENDED_DOWN if at_startup else None, snapshot=snapshot)
 
     if tracker.resolver.foreign(record):
         if record.boot_id and record.boot_id != boot_id():

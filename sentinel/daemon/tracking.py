@@ -23,7 +23,7 @@ from sentinel.alerts import Alert, AlertKind, from_run, with_kernel_ending
 from sentinel.channels import routing
 from sentinel.config import Config
 from sentinel.containers import ContainerIdentity
-from sentinel.daemon import archive, nccl, survivors
+from sentinel.daemon import archive, nccl, run_snapshot, survivors
 from sentinel.daemon.budgets import UserBudgets
 from sentinel.daemon.channel_access import ChannelAccess
 from sentinel.daemon.decide import (
@@ -45,6 +45,7 @@ from sentinel.daemon.native_faults import NativeFaults, with_library
 from sentinel.daemon.ns_watch import Resolver
 from sentinel.daemon.oom import OomDetector
 from sentinel.daemon.run_reader import RunReader, TrackedRun
+from sentinel.daemon.run_snapshot import RunSnapshot
 from sentinel.daemon.spool_watcher import SpoolWatcher
 from sentinel.daemon.stacks import FATAL_SIGNALS, STACK_WAIT, StackDesk
 from sentinel.daemon.xid import GpuFaults, XidHit
@@ -199,11 +200,17 @@ class Tracker:
         """The process is gone: its final record if any, else killed (OOM if the
         kernel says), named by the kernel's ``status`` where it is known.
         ``seen_alive`` False: the daemon never saw the process (its record came
-        after it, or named no live process), so a kill is not claimed."""
-        self.deliver_messages(run, now)
+        after it, or named no live process), so a kill is not claimed.
+        The run's files are read once (``run_snapshot``) for all of it."""
+        with run_snapshot.take(self.reader, run) as snapshot:
+            self._judge_exit(run, snapshot, now, status, seen_alive)
+
+    def _judge_exit(self, run: TrackedRun, snapshot: RunSnapshot, now: float, status: Optional[int],
+                    seen_alive: bool) -> None:
+        self.deliver_messages(run, now, snapshot)
         if run.state.is_terminal:
             return
-        final = self.reader.read_final(run)
+        final = snapshot.final
         cause = None if final is not None else self.oom.evidence(run.identity, run.cgroup)
         if cause is None and final is None and run.container is not None and status is not None:
             # docker stop: the kernel says SIGKILL, Docker's events say a SIGTERM came first.
@@ -212,26 +219,28 @@ class Tracker:
         if self.jobs.holds_exit(run, final, cause, status, now):
             return  # jobs: a rank's end waits for its job's one alert
         if final is not None:
-            self.apply(run, exit_event(final, oom=False, at_startup=False), now, final=final)
+            self.apply(run, exit_event(final, oom=False, at_startup=False), now, final=final,
+                       snapshot=snapshot)
             return
-        if cause is None and not self.reader.run_dir_present(run):
+        if cause is None and not snapshot.present:
             cause = RECORD_DELETED if status is None else RECORD_DELETED_EXIT_KNOWN
         event = exit_event(None, oom=cause is not None and cause.is_oom, at_startup=False)
         # The kernel's status names the ending itself; without it, the generic kill reason.
         reason = cause or (None if status is not None else KILLED if seen_alive else NEVER_SEEN)
-        self.apply(run, event, now, reason=reason, kernel_status=status)
+        self.apply(run, event, now, reason=reason, kernel_status=status, snapshot=snapshot)
 
     def check_final(self, run: TrackedRun, now: float) -> None:
-        self.deliver_messages(run, now)
-        if run.state.is_terminal:
-            return
-        final = self.reader.read_final(run)
-        if final is not None:
-            if self.jobs.holds_final(run, final, now):
-                return  # jobs: a rank's end waits for its job's one alert
-            self.apply(run, Event.final(final.state), now, final=final)
-            if not run.watched:
-                self.retire_soon(run)
+        with run_snapshot.take(self.reader, run) as snapshot:
+            self.deliver_messages(run, now, snapshot)
+            if run.state.is_terminal:
+                return
+            final = snapshot.final
+            if final is not None:
+                if self.jobs.holds_final(run, final, now):
+                    return  # jobs: a rank's end waits for its job's one alert
+                self.apply(run, Event.final(final.state), now, final=final, snapshot=snapshot)
+                if not run.watched:
+                    self.retire_soon(run)
 
     def check_stall(self, run: TrackedRun, now: float) -> None:
         """At a run's deadline: re-read its beat; stalled, or the next deadline."""
@@ -335,10 +344,12 @@ class Tracker:
 
     def apply(self, run: TrackedRun, event: Event, now: float, *, final: Optional[FinalRecord] = None,
               reason: Optional[Reason] = None, kernel_status: Optional[int] = None,
-              overrides: Optional[Mapping[str, Any]] = None) -> None:
+              overrides: Optional[Mapping[str, Any]] = None,
+              snapshot: Optional[RunSnapshot] = None) -> None:
         """Make the transition and enqueue its one alert (durably) before the state moves.
 
-        ``overrides``: alert fields a job's verdict sets (the failing rank's pid, error, ...).
+        ``overrides``: alert fields a job's verdict sets (the failing rank's pid, error, ...);
+        ``snapshot``: the run's files as this event already read them (else progress is read).
         """
         new_state, kind = transition(run.state, event)
         if kind is None:
@@ -346,7 +357,7 @@ class Tracker:
             self.observer.run_changed(run, None)  # fleet hook
             return
         number = run.transitions + 1
-        progress = self.reader.read_progress(run)
+        progress = snapshot.progress if snapshot is not None else self.reader.read_progress(run)
         run.progress = progress
         if new_state.is_terminal and event.kind is not EventKind.JOB_ENDED:
             # jobs: what the GPU and NCCL said about this process belongs to its ending.
@@ -396,10 +407,11 @@ class Tracker:
         log.info("run %s (pid %d): %s -> %s%s", run.run_id, run.identity.pid, old_state.value,
                  new_state.value, f" ({printable(said)})" if said else "")
 
-    def deliver_messages(self, run: TrackedRun, now: float) -> None:
-        """Queue the run's messages in order; each file goes once its alert is on disk."""
+    def deliver_messages(self, run: TrackedRun, now: float, snapshot: Optional[RunSnapshot] = None) -> None:
+        """Queue the run's messages in order (read now, or those ``snapshot`` read);
+        each file goes once its alert is on disk."""
         queued: list[str] = []
-        with self.reader.pending_messages(run) as pending:
+        with snapshot.messages if snapshot is not None else self.reader.pending_messages(run) as pending:
             try:
                 for seq, name, message in pending.messages:
                     if message is None:

@@ -35,10 +35,11 @@ from sentinel.daemon.decide import (
     is_stale,
     message_alert_id,
     stall_deadline,
+    stall_reason,
     transition,
 )
 from sentinel.daemon.docker_events import DockerEvents
-from sentinel.daemon.job_watch import JobWatch
+from sentinel.daemon.job_watch import CheckStallAt, Decision, JobWatch, Peers, RetireIfEnded, Say
 from sentinel.daemon.liveness import Liveness
 from sentinel.daemon.message_limits import MessageGate
 from sentinel.daemon.native_faults import NativeFaults, with_library
@@ -50,6 +51,7 @@ from sentinel.daemon.spool_watcher import SpoolWatcher
 from sentinel.daemon.stacks import FATAL_SIGNALS, STACK_WAIT, StackDesk
 from sentinel.daemon.xid import GpuFaults, XidHit
 from sentinel.endings import Reason
+from sentinel.latency_trace import TRACE
 from sentinel.observer import FleetObserver
 from sentinel.outbox import SyncThread
 from sentinel.safetext import printable
@@ -129,7 +131,9 @@ class Tracker:
         self.native = NativeFaults()  # evidence: the library a fatal signal hit, from the kernel log
         oom.listeners.append(self.native.feed)
         # jobs: sibling ranks (their own pidfds), held endings, one alert per job event
-        self.jobs = JobWatch(self, job_liveness, wake_loop)
+        # (told of run events; what it decides comes back as ``Decision``s: ``act``)
+        self.jobs = JobWatch(self.runs, reader, self.budgets, oom, self.gpu, job_liveness, wake_loop,
+                             config.stall_timeout)
         # Runs of other PID namespaces (containers) are found on a worker thread.
         self.resolver = Resolver(wake_loop)
         # Docker's events (when its socket is here): names `docker stop` among SIGKILLs.
@@ -151,6 +155,7 @@ class Tracker:
         self.access = ChannelAccess(config, self.reader.shared, self._register_inline)
         self.messages.limits = config.message_limits
         self.budgets.limits = config.budgets
+        self.jobs.stall_timeout = config.stall_timeout
 
     def close(self) -> None:
         self.docker.close()
@@ -216,8 +221,10 @@ class Tracker:
             # docker stop: the kernel says SIGKILL, Docker's events say a SIGTERM came first.
             cause = self.docker.stop_reason(run.container.container_id, run.record.started,
                                             os.WTERMSIG(status) if os.WIFSIGNALED(status) else None, now)
-        if self.jobs.holds_exit(run, final, cause, status, now):
-            return  # jobs: a rank's end waits for its job's one alert
+        held = self.jobs.holds_exit(run, final, cause, status, now)
+        if held is not None:
+            self.act(held, now)  # jobs: a rank's end waits for its job's one alert
+            return
         if final is not None:
             self.apply(run, exit_event(final, oom=False, at_startup=False), now, final=final,
                        snapshot=snapshot)
@@ -236,8 +243,10 @@ class Tracker:
                 return
             final = snapshot.final
             if final is not None:
-                if self.jobs.holds_final(run, final, now):
-                    return  # jobs: a rank's end waits for its job's one alert
+                held = self.jobs.holds_final(run, final, now)
+                if held is not None:
+                    self.act(held, now)  # jobs: a rank's end waits for its job's one alert
+                    return
                 self.apply(run, Event.final(final.state), now, final=final, snapshot=snapshot)
                 if not run.watched:
                     self.retire_soon(run)
@@ -253,7 +262,9 @@ class Tracker:
         peers = self.jobs.stall_peers(run)  # jobs: a job's recorded ranks stall as one
         if peers is not None:
             if peers:
-                self.jobs.check_stall(run, peers, now)
+                self.act(self.jobs.check_stall(run, peers, now), now)
+                if run.state is RunState.STALLED:
+                    self.job_stalled(run, peers, now)
             return
         run.progress = self.reader.read_progress(run)
         timeout = self.stall_timeout(run)
@@ -261,7 +272,8 @@ class Tracker:
             # evidence: a job's ranks' stacks, grouped; else the run's own
             gathered = self.jobs.job_stacks(run, now)
             if gathered is None:
-                return  # asked the job's ranks: the check comes back for the answers
+                self.schedule_stall_check(run, now + STACK_WAIT)  # asked the job's ranks: back for answers
+                return
             if not gathered and self.stacks.request(run, now):  # the stacks come with the alert
                 self.schedule_stall_check(run, now + STACK_WAIT)
                 return
@@ -306,7 +318,11 @@ class Tracker:
             return
         peers = self.jobs.stall_peers(run)
         if peers:
-            self.jobs.check_recovery(run, peers, now)
+            self.act(self.jobs.check_recovery(run, peers, now), now)
+            if run.state is RunState.RUNNING:
+                for _, peer in peers:
+                    self.watcher.want_beats(peer.run_id, False)
+                self.act(self.jobs.check_stall(run, peers, now), now)  # schedules the next check
             return
         run.progress = self.reader.read_progress(run)
         timeout = self.stall_timeout(run)
@@ -319,6 +335,30 @@ class Tracker:
             self.watcher.want_beats(run.run_id, False)
             deadline = stall_deadline(run.progress, run.record.started, timeout)
             self.schedule_stall_check(run, max(deadline, now + MIN_STEP))
+
+    def job_stalled(self, run: TrackedRun, peers: Peers, now: float) -> None:
+        """A job's stall was alerted on its speaker ``run``: every rank's beat can end it."""
+        for _, peer in peers:
+            self.watcher.want_beats(peer.run_id, True)
+        self.check_recovery(run, now)  # a beat may have landed meanwhile
+
+    # ------------------------------------------------------------ the job watch's decisions
+
+    def job_verdicts(self, now: float) -> None:
+        """The jobs' verdicts due now (the loop's tick)."""
+        self.act(self.jobs.tick(now), now)
+
+    def act(self, decisions: list[Decision], now: float) -> None:
+        """Carry out what the job watch decided, in order."""
+        for decision in decisions:
+            if isinstance(decision, Say):
+                self.apply(decision.run, decision.event, now, final=decision.final, reason=decision.reason,
+                           overrides=decision.overrides)
+            elif isinstance(decision, RetireIfEnded):
+                if decision.run.state.is_terminal:
+                    self.retire_soon(decision.run)
+            elif isinstance(decision, CheckStallAt):
+                self.schedule_stall_check(decision.run, decision.when)
 
     def refresh_record(self, run: TrackedRun) -> None:
         """The run's record was rewritten: another callback (a second drop-in)
@@ -357,6 +397,7 @@ class Tracker:
             self.observer.run_changed(run, None)  # fleet hook
             return
         number = run.transitions + 1
+        TRACE.begin(alert_id(run.run_id, number, kind))
         progress = snapshot.progress if snapshot is not None else self.reader.read_progress(run)
         run.progress = progress
         if new_state.is_terminal and event.kind is not EventKind.JOB_ENDED:
@@ -395,11 +436,14 @@ class Tracker:
                                         if over_budget else silenced_because(
                 event.is_quiet, kind.value in alert_on, bool(routed), bool(run.channels)))
         # If this raises (disk full), the state stays put and the next rescan decides again.
+        TRACE.stamp(alert.alert_id, "built")
         self.outbox.enqueue(alert, channels, sync=False)
+        TRACE.stamp(alert.alert_id, "enqueued")
         old_state = run.state
         run.state, run.transitions = new_state, number
         self.observer.run_changed(run, alert)  # fleet hook
         self.wake_delivery()
+        TRACE.stamp(alert.alert_id, "handed")
         self.syncer.request()  # to disk while the first delivery attempt is under way
         said = alert.detail
         if said is None and kernel_status is not None:
@@ -526,15 +570,7 @@ class Tracker:
 
     @staticmethod
     def stall_reason(run: TrackedRun, timeout: float, now: float) -> Reason:
-        progress = run.progress
-        beat = progress.beat if progress is not None else run.record.started
-        last = run.record.started
-        if progress is not None and progress.last_progress is not None:
-            last = progress.last_progress
-        # Missing several heartbeats means the whole process stopped, not just training.
-        if now - beat > 3 * run.record.heartbeat_interval:
-            return Reason("frozen", {"silent": now - beat, "timeout": timeout})
-        return Reason("stuck", {"silent": now - last, "timeout": timeout})
+        return stall_reason(run.progress, run.record.started, run.record.heartbeat_interval, timeout, now)
 
     # ------------------------------------------------------------ channels
 

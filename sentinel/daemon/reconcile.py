@@ -9,6 +9,7 @@ now, a run of an earlier boot is "lost", a live one is watched again.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 from typing import Optional
@@ -82,6 +83,8 @@ def settle(tracker: Tracker, run: TrackedRun, status: Status, now: float, at_sta
         watching = 1 if tracker.liveness.use_pidfd and tracker.liveness.watching(run_id) else 0
         tracker.budgets.tracked(run_id, run.owner_uid, watching + tracker.liveness.watched_threads(run_id))
         run.cgroup = cgroup_counter(run.identity.pid)  # now, while /proc/<pid>/cgroup exists
+        with contextlib.suppress(OSError):  # its ending's alert then pays no mkdir (else it does)
+            tracker.outbox.prepare_run(run_id)
         tracker.note_descendants(run)  # and again at each rescan
         # The container from the cgroup of the process as this daemon numbers it (the host pid
         # of a namespaced run): read now, the cgroup goes with the container.

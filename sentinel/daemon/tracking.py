@@ -70,6 +70,7 @@ MIN_STEP = 0.005  # never spin: a deadline "now" is re-checked a little later
 
 class OutboxLike(Protocol):
     def enqueue(self, alert: Alert, channels: list[str], *, sync: bool = True) -> bool: ...
+    def prepare_run(self, run_id: str) -> None: ...
     def known(self, alert_id: str) -> bool: ...
     def open_messages(self, user: str) -> int: ...
     def sync(self) -> None: ...
@@ -439,12 +440,13 @@ class Tracker:
         TRACE.stamp(alert.alert_id, "built")
         self.outbox.enqueue(alert, channels, sync=False)
         TRACE.stamp(alert.alert_id, "enqueued")
-        old_state = run.state
-        run.state, run.transitions = new_state, number
-        self.observer.run_changed(run, alert)  # fleet hook
+        # In place: delivery starts now; the bookkeeping below runs beside its first attempt.
         self.wake_delivery()
         TRACE.stamp(alert.alert_id, "handed")
+        old_state = run.state
+        run.state, run.transitions = new_state, number
         self.syncer.request()  # to disk while the first delivery attempt is under way
+        self.observer.run_changed(run, alert)  # fleet hook
         said = alert.detail
         if said is None and kernel_status is not None:
             said = alert.signal or f"exit code {alert.exit_code}"

@@ -133,6 +133,11 @@ class Daemon:
             self.next_watchdog = now
 
     def close(self) -> None:
+        # Runs that ended on the last pass are archived before stopping (delivery is
+        # woken before the loop's bookkeeping, so their alerts may already be out).
+        now = time.time()
+        for run_id in self.tracker.take_retiring():
+            self._guard(run_id, self.tracker.retire_if_ended, run_id, now)
         if self.sweep is not None:
             self.sweep.close()
         self.watcher.stop()

@@ -324,6 +324,8 @@ class Tracker:
                 for _, peer in peers:
                     self.watcher.want_beats(peer.run_id, False)
                 self.act(self.jobs.check_stall(run, peers, now), now)  # schedules the next check
+                if run.state is RunState.STALLED:
+                    self.job_stalled(run, peers, now)
             return
         run.progress = self.reader.read_progress(run)
         timeout = self.stall_timeout(run)

@@ -35,6 +35,7 @@ from typing import Any, Callable, Mapping, Optional
 from sentinel.channels import build_channel, http
 from sentinel.channels.base import Channel, DeliveryError
 from sentinel.channels.routing import INLINE_PREFIX, is_inline, string_values
+from sentinel.latency_trace import TRACE
 from sentinel.observer import DEAD, DELIVERED, RETRY, FleetObserver
 from sentinel.outbox import Outbox, PendingDelivery
 from sentinel.redact import redact
@@ -477,6 +478,8 @@ class Delivery:
         # page), only its HTTP status.
         inline = is_inline(name)
         http.forget_status()
+        for item in batch:
+            TRACE.stamp(item.alert.alert_id, "picked")
         try:
             if len(batch) > 1:
                 answer = channel.send_digest([item.alert for item in batch])
@@ -494,6 +497,8 @@ class Delivery:
                       redact(f"{exc.__class__.__name__}{detail}", secrets), exc_info=not inline)
             self._failed(name, batch, f"unexpected {exc.__class__.__name__}", False, None)
             return
+        for item in batch:
+            TRACE.finish(item.alert.alert_id)
         answer = _status_only(None) if inline else redact(answer, secrets)
         now = self.clock()
         for item in batch:

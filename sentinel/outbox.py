@@ -438,7 +438,7 @@ class Outbox:
             path = run_dir / f"{seq:012d}.{alert_id}.json"
             write_json(path, record.to_dict(), durable=sync)
             if sync:
-                if new_dir:
+                if new_dir or run_dir.parent in self._unsynced_dirs:
                     fsync_dir(run_dir.parent)  # the new directory's entry must survive too
             else:
                 self._unsynced_files.append(path)
@@ -450,6 +450,18 @@ class Outbox:
                 self._open[alert_id] = record
                 self._opened(record, list(record.channels))
             return True
+
+    def prepare_run(self, run_id: str) -> None:
+        """Make ``run_id``'s record directory ahead of its first alert (the
+        daemon does it at admission): the alert that races the phone, a run's
+        ending, then pays for no ``mkdir``. The new entry is fsynced by the
+        next ``sync()``, or by a durable ``enqueue`` into it."""
+        run_dir = self.root / RUNS_DIR / _run_key(run_id)
+        if run_dir.is_dir():
+            return
+        make_private_dir(run_dir)
+        with self._lock:
+            self._unsynced_dirs[run_dir.parent] = None
 
     def sync(self) -> None:
         """fsync every record written with ``sync=False`` and its directories.

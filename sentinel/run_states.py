@@ -210,6 +210,19 @@ def is_stale(progress: Optional[Progress], started: float, timeout: float, now: 
     return now > stall_deadline(progress, started, timeout)
 
 
+def stall_reason(progress: Optional[Progress], started: float, heartbeat_interval: float, timeout: float,
+                 now: float) -> endings.Reason:
+    """How a stale run is stuck: ``frozen`` when its heartbeat stopped too (missing
+    several beats means the whole process stopped), else ``stuck`` (training only)."""
+    beat = progress.beat if progress is not None else started
+    last = started
+    if progress is not None and progress.last_progress is not None:
+        last = progress.last_progress
+    if now - beat > 3 * heartbeat_interval:
+        return endings.Reason("frozen", {"silent": now - beat, "timeout": timeout})
+    return endings.Reason("stuck", {"silent": now - last, "timeout": timeout})
+
+
 def progress_event(progress: Optional[Progress], started: float, timeout: float, now: float) -> Event:
     stale = is_stale(progress, started, timeout, now)
     return Event(EventKind.PROGRESS_STALE if stale else EventKind.PROGRESS_FRESH)

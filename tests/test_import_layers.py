@@ -34,6 +34,7 @@ LAYERS = {
     "sentinel.spool_lock": FORMAT,  # one daemon per spool; planted names moved away (daemon_file too)
     "sentinel.logsetup": FORMAT,
     "sentinel.sparkline": FORMAT,
+    "sentinel.latency_trace": FORMAT,  # stamps along an alert's way, for the latency benchmark
     "sentinel.mutes": FORMAT,  # the mute files: written by the CLI, read by the daemon
     "sentinel.history": SIDES,  # reads the outbox journal, as status does
     "sentinel.exit_status": FORMAT,  # a kernel wait status in words
@@ -158,3 +159,17 @@ def test_no_import_circles() -> None:
         if module not in state:
             visit(module)
     assert circles == []
+
+
+# Pairs that talk one way only: the first tells the second what happened and
+# acts on what it returns; the second never reaches back (not even for types).
+ONE_WAY = {
+    ("sentinel.daemon.tracking", "sentinel.daemon.job_watch"),  # the tracker tells the job watch
+}
+
+
+def test_one_way_pairs_never_import_back() -> None:
+    edges = graph()
+    assert all(b in edges[a] for a, b in ONE_WAY), "a one-way pair no longer talks at all: update ONE_WAY"
+    back = [f"{b} imports {a}" for a, b in sorted(ONE_WAY) if a in edges[b]]
+    assert back == []

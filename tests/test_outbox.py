@@ -227,6 +227,32 @@ def test_unsynced_enqueue_is_in_place_at_once_and_reaches_disk_at_sync(outbox, t
     assert len(synced) == 4  # each record is synced once
 
 
+def test_a_prepared_run_directory_is_made_ahead_and_its_entry_synced_with_the_first_alert(
+        outbox, tmp_path, monkeypatch):
+    synced = _fsynced_paths(monkeypatch)
+    run_dir = tmp_path / "outbox" / "runs" / RUN_ID
+    outbox.prepare_run(RUN_ID)
+    assert run_dir.is_dir() and (run_dir.stat().st_mode & 0o777) == 0o700
+    assert outbox.journal(RUN_ID) == []  # an empty directory journals nothing
+    made = os.mkdir
+    monkeypatch.setattr(os, "mkdir", lambda *a, **k: pytest.fail("the alert made a directory"))
+    assert outbox.enqueue(sample_alert(n=1), ["slack"], sync=False)
+    monkeypatch.setattr(os, "mkdir", made)
+    assert synced == []
+    outbox.sync()
+    record = str(run_dir / f"{1:012d}.{sample_alert(n=1).alert_id}.json")
+    assert synced[0] == record
+    assert sorted(synced[1:]) == sorted([str(run_dir), str(run_dir.parent)])  # the prepared entry too
+
+
+def test_a_durable_enqueue_into_a_prepared_directory_syncs_its_entry(outbox, tmp_path, monkeypatch):
+    synced = _fsynced_paths(monkeypatch)
+    run_dir = tmp_path / "outbox" / "runs" / RUN_ID
+    outbox.prepare_run(RUN_ID)
+    outbox.enqueue(sample_alert(n=1), ["slack"])
+    assert synced[1:] == [str(run_dir), str(run_dir.parent)]
+
+
 def test_sync_skips_a_record_forgotten_meanwhile_and_survives_delivery_updates(outbox, tmp_path, monkeypatch):
     synced = _fsynced_paths(monkeypatch)
     outbox.enqueue(sample_alert(n=1), ["slack"], sync=False)

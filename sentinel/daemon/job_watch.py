@@ -32,6 +32,17 @@ When one rank of a torchrun job dies, the launcher stops the others
 
 What an alert says is a ``Reason`` (``sentinel.endings.REASONS``), worded
 in each channel's language when it is rendered.
+
+**One way.** The tracker (``sentinel.daemon.tracking``) tells the job watch
+what happened to a recorded run (admitted, its end written, its process
+gone, a stall or beat check due, a GPU fault); the job watch never calls
+the tracker back. What it wants done to runs it *returns* as decisions —
+``Say`` (raise this alert), ``RetireIfEnded``, ``CheckStallAt`` — which the
+tracker carries out in order. It reads the tracker's runs (a mapping it is
+given) and uses the daemon's shared services (run reader, budgets, kernel
+log readers), never the tracker itself; ``tests/test_import_layers.py``
+fails if it imports the tracker and ``tests/test_job_watch_one_way.py`` if
+it holds a reference to it.
 """
 
 from __future__ import annotations
@@ -39,7 +50,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Optional, Protocol, Union
+from typing import Any, Callable, Mapping, Optional, Union
 
 from sentinel import jobs
 from sentinel.alerts import AlertKind
@@ -52,13 +63,12 @@ from sentinel.daemon.oom import CgroupCounter, OomDetector, cgroup_counter
 from sentinel.daemon.rank_finder import MAX_FOUND, Ask, Found, RankFinder, read_environ
 from sentinel.daemon.run_reader import RunReader, TrackedRun
 from sentinel.daemon.slurm import SlurmEnding, SlurmOracle, by_end_time, classify, env_time
-from sentinel.daemon.spool_watcher import SpoolWatcher
 from sentinel.daemon.stacks import STACK_WAIT
 from sentinel.daemon.xid import GpuFaults, XidHit
 from sentinel.endings import Reason
 from sentinel.exit_status import Ending, ending_kind, ending_of
 from sentinel.procid import ProcessIdentity
-from sentinel.run_states import Event, EventKind, RunState, is_stale, stall_deadline
+from sentinel.run_states import Event, EventKind, is_stale, stall_deadline, stall_reason
 from sentinel.safe_json import SpoolFormatError, read_json
 from sentinel.safetext import printable
 from sentinel.spool import FinalRecord, JobRecord
@@ -66,24 +76,36 @@ from sentinel.spool import FinalRecord, JobRecord
 log = logging.getLogger("sentinel.daemon.jobs")
 
 
-class RunBook(Protocol):
-    """What the job watch needs of the daemon's book of runs (``tracking.Tracker``)."""
+# ---------------------------------------------------------------- decisions (what the tracker is to do)
 
-    runs: dict[str, TrackedRun]
-    reader: RunReader
-    oom: OomDetector
-    gpu: GpuFaults
-    watcher: SpoolWatcher
-    budgets: UserBudgets
 
-    def apply(self, run: TrackedRun, event: Event, now: float, *, final: Optional[FinalRecord] = None,
-              reason: Optional[Reason] = None, kernel_status: Optional[int] = None,
-              overrides: Optional[Mapping[str, Any]] = None) -> None: ...
-    def retire_soon(self, run: TrackedRun) -> None: ...
-    def stall_timeout(self, run: TrackedRun) -> float: ...
-    def stall_reason(self, run: TrackedRun, timeout: float, now: float) -> Reason: ...
-    def schedule_stall_check(self, run: TrackedRun, when: Optional[float]) -> None: ...
+@dataclass(frozen=True)
+class Say:
+    """Raise the alert of ``event`` on ``run`` (``Tracker.apply``)."""
 
+    run: TrackedRun
+    event: Event
+    reason: Optional[Reason] = None
+    final: Optional[FinalRecord] = None
+    overrides: Optional[Mapping[str, Any]] = None
+
+
+@dataclass(frozen=True)
+class RetireIfEnded:
+    """Archive ``run`` on the loop's next pass if the decisions before this one ended it."""
+
+    run: TrackedRun
+
+
+@dataclass(frozen=True)
+class CheckStallAt:
+    """Come back to ``run``'s stall check at ``when``."""
+
+    run: TrackedRun
+    when: float
+
+
+Decision = Union[Say, RetireIfEnded, CheckStallAt]
 
 Peers = list  # [(rank, TrackedRun)]: a job's live recorded ranks, the speaker first
 
@@ -316,14 +338,21 @@ def read_error_file(path: str, uid: int) -> Optional[tuple[str, str]]:
 class JobWatch:
     """The daemon's jobs: their ranks' pidfds, held endings and verdicts."""
 
-    def __init__(self, book: RunBook, liveness: Liveness, wake: Callable[[], None]) -> None:
-        self.book = book
+    def __init__(self, runs: Mapping[str, TrackedRun], reader: RunReader, budgets: UserBudgets,
+                 oom: OomDetector, gpu: GpuFaults, liveness: Liveness, wake: Callable[[], None],
+                 stall_timeout: float) -> None:
+        self.runs = runs  # the tracker's runs, read only
+        self.reader = reader
+        self.budgets = budgets  # pidfds count against their user's budget
+        self.oom = oom
+        self.gpu = gpu
+        self.stall_timeout = stall_timeout  # the configured default (the tracker updates it on reload)
         self.liveness = liveness  # the ranks' own pidfds, in the daemon's epoll
         self.slurm = SlurmOracle(wake)
         self.finder = RankFinder(wake)  # sibling ranks, found on a worker thread
         self.jobs: dict[str, Job] = {}
         self.by_run: dict[str, str] = {}  # recorded run id -> job key
-        self.stacks = JobStacks(book.reader)  # evidence: every rank's stacks on a job stall
+        self.stacks = JobStacks(reader)  # evidence: every rank's stacks on a job stall
 
     # ------------------------------------------------------------ membership
 
@@ -384,7 +413,7 @@ class JobWatch:
             self.discover(found[0])
 
     def _watch(self, job: Job, member: Member, now: float) -> bool:
-        budgets = self.book.budgets
+        budgets = self.budgets
         if not budgets.take_pidfd(job.uid, now):
             return False  # over the user's pidfd budget: the rank is not watched
         status = self.liveness.watch(self._key(job, member.ident.pid), member.ident)
@@ -400,7 +429,7 @@ class JobWatch:
         """The member's pidfd is closed: give it back to its user's budget."""
         if member.holds_pidfd:
             member.holds_pidfd = False
-            self.book.budgets.give_pidfd(job.uid)
+            self.budgets.give_pidfd(job.uid)
 
     @staticmethod
     def _key(job: Job, pid: int) -> str:
@@ -440,35 +469,37 @@ class JobWatch:
         member.gone = True
         if member.run_id is not None:
             return  # a recorded rank is judged by the daemon (its final record) in ``holds_exit``
-        death = Death(at=now, status=member.status, gpu=self.book.gpu.notes_for(member.ident))
+        death = Death(at=now, status=member.status, gpu=self.gpu.notes_for(member.ident))
         if member.status is None or member.status.exit_code != 0:
-            death.oom = self.book.oom.evidence(member.ident, member.cgroup)
+            death.oom = self.oom.evidence(member.ident, member.cgroup)
             found = read_error_file(member.error_file, job.uid)
             if found is not None:
                 death.message, death.traceback = found
         member.death = death
         self._changed(job, now)
 
-    def holds_final(self, run: TrackedRun, final: FinalRecord, now: float) -> bool:
-        """``check_final`` hook: a recorded rank wrote its end while still alive."""
+    def holds_final(self, run: TrackedRun, final: FinalRecord, now: float) -> Optional[list[Decision]]:
+        """A recorded rank wrote its end while still alive: held for its job
+        (what to do meanwhile, often nothing), or None: not a job's, the
+        tracker judges it alone."""
         found = self._member(run)
         if found is None:
-            return False
+            return None
         job, member = found
         if job.alerted_at is not None:
             return self._fold_late(job, run, final, Death(at=now, final=final), now)
         if member.death is None:
             member.death = Death(at=min(now, final.ended), final=final)
             self._changed(job, now)
-        return True
+        return []
 
     def holds_exit(self, run: TrackedRun, final: Optional[FinalRecord], oom: Optional[Reason],
-                   status: Optional[int], now: float) -> bool:
-        """``judge_exit`` hook: a recorded rank's process is gone (``status``: its
-        wait status, if the kernel told); hold its end for the job."""
+                   status: Optional[int], now: float) -> Optional[list[Decision]]:
+        """A recorded rank's process is gone (``status``: its wait status, if the
+        kernel told): held for its job, or None (as ``holds_final``)."""
         found = self._member(run)
         if found is None:
-            return False
+            return None
         job, member = found
         member.gone = True
         if member.status is None and status is not None:
@@ -476,12 +507,12 @@ class JobWatch:
         death = member.death or Death(at=now)
         death.final = death.final or final
         death.status, death.oom = member.status, death.oom or (None if final else oom)
-        death.gpu = self.book.gpu.notes_for(member.ident)
+        death.gpu = self.gpu.notes_for(member.ident)
         member.death = death
         if job.alerted_at is not None:
             return self._fold_late(job, run, final, death, now)
         self._changed(job, now)
-        return True
+        return []
 
     def holds(self, run_id: str) -> bool:
         """The run's end waits for its job's verdict: the rescan must leave it alone."""
@@ -499,13 +530,12 @@ class JobWatch:
         return (job, member) if job is not None and member is not None else None
 
     def _fold_late(self, job: Job, run: TrackedRun, final: Optional[FinalRecord], death: Death,
-                   now: float) -> bool:
+                   now: float) -> Optional[list[Decision]]:
         """After the job's alert: a rank ending in the teardown window is part of it."""
         if job.alerted_at is None or now - job.alerted_at > TEARDOWN_WINDOW:
-            return False
-        self.book.apply(run, Event.folded(outcome(death)[0]), now, final=final, reason=folded(job))
+            return None
         self._maybe_drop(job)
-        return True
+        return [Say(run, Event.folded(outcome(death)[0]), folded(job), final)]
 
     # ------------------------------------------------------------ verdicts
 
@@ -527,13 +557,17 @@ class JobWatch:
         due = [j.settle_at for j in self.jobs.values() if j.settle_at is not None and j.alerted_at is None]
         return min(due) if due else None
 
-    def tick(self, now: float) -> None:
+    def tick(self, now: float) -> list[Decision]:
+        """The verdicts due: each job's one alert and its ranks folded in."""
         self.expire(now)
+        decisions: list[Decision] = []
         for job in list(self.jobs.values()):
             if job.alerted_at is None and job.settle_at is not None and job.settle_at <= now:
                 scheduler = self._scheduler_ending(job)
                 if scheduler is not False:
-                    self.decide(job, now, scheduler if isinstance(scheduler, SlurmEnding) else None)
+                    ending = scheduler if isinstance(scheduler, SlurmEnding) else None
+                    decisions += self.decide(job, now, ending)
+        return decisions
 
     def _scheduler_ending(self, job: Job) -> Union[SlurmEnding, None, bool]:
         """The Slurm ending, None if there is none, False while Slurm is still being asked."""
@@ -552,17 +586,17 @@ class JobWatch:
             first.death.status.signal if first.death and first.death.status else None)
         return by_end_time(end_time, signal_name, job.first_failure)
 
-    def decide(self, job: Job, now: float, scheduler: Optional[SlurmEnding]) -> None:
+    def decide(self, job: Job, now: float, scheduler: Optional[SlurmEnding]) -> list[Decision]:
         """Say the job's one thing on the run that speaks for it; fold its other ranks."""
         recorded = [(m, r) for m, r in self._recorded(job) if r.state.is_live]
         job.alerted_at = now
         if not recorded:
             log.warning("job %s ended but none of its recorded runs is left to say so", printable(job.key))
             self._maybe_drop(job)
-            return
+            return []
         speaker_member, speaker = recorded[0]
         for _, run in recorded:
-            run.progress = self.book.reader.read_progress(run)  # the step the job got to
+            run.progress = self.reader.read_progress(run)  # the step the job got to
         steps = [r.progress.step for _, r in recorded if r.progress and r.progress.step is not None]
         found = verdict(job, max(steps) if steps else None, scheduler)
         cause = found.cause
@@ -574,16 +608,12 @@ class JobWatch:
                              signal=(cause.death.final.signal if cause.death.final else None)
                              or (status.signal if status is not None else None))
         own = speaker_member.death.final if speaker_member.death is not None else None
-        self.book.apply(speaker, Event.job_ended(found.kind), now, final=own, reason=found.reason,
-                        overrides=overrides)
-        for member, run in recorded:
-            if run is not speaker and member.death is not None:
-                self.book.apply(run, Event.folded(outcome(member.death)[0]), now, final=member.death.final,
-                                reason=folded(job))
-        for member, run in recorded:
-            if member.gone and run.state.is_terminal:
-                self.book.retire_soon(run)
+        decisions: list[Decision] = [Say(speaker, Event.job_ended(found.kind), found.reason, own, overrides)]
+        decisions += [Say(run, Event.folded(outcome(member.death)[0]), folded(job), member.death.final)
+                      for member, run in recorded if run is not speaker and member.death is not None]
+        decisions += [RetireIfEnded(run) for member, run in recorded if member.gone]
         self._maybe_drop(job)
+        return decisions
 
     def _maybe_drop(self, job: Job, force: bool = False) -> None:
         """Forget a job once every rank is gone and each recorded one was judged
@@ -609,7 +639,7 @@ class JobWatch:
     def _recorded(self, job: Job) -> list[tuple[Member, TrackedRun]]:
         """The job's recorded ranks the daemon tracks, lowest rank first: the
         first one speaks for the job."""
-        runs = self.book.runs
+        runs = self.runs
         found = [(m, runs[m.run_id]) for m in job.members.values() if m.run_id in runs]  # type: ignore[index]
         return sorted(found, key=lambda pair: (pair[0].rank is None, pair[0].rank or 0))
 
@@ -624,67 +654,60 @@ class JobWatch:
             return None
         return live if live[0][1] is run else []
 
-    def check_stall(self, run: TrackedRun, peers: Peers, now: float) -> None:
-        """The speaker's stall check, on every recorded rank's progress."""
-        book = self.book
+    def timeout(self, run: TrackedRun) -> float:
+        return run.record.stall_timeout or self.stall_timeout
+
+    def check_stall(self, run: TrackedRun, peers: Peers, now: float) -> list[Decision]:
+        """The speaker's stall check, on every recorded rank's progress: the
+        job's stall alert, or when to look again. (Once stalled, the tracker
+        watches the ``peers``' beats and asks ``check_recovery``.)"""
         stale, deadlines = [], []
         for rank, peer in peers:
-            peer.progress = book.reader.read_progress(peer)
-            timeout = book.stall_timeout(peer)
+            peer.progress = self.reader.read_progress(peer)
+            timeout = self.timeout(peer)
             if is_stale(peer.progress, peer.record.started, timeout, now):
                 stale.append((rank, peer))
             deadlines.append(stall_deadline(peer.progress, peer.record.started, timeout))
         if not stale:
             self.stacks.forget(run.run_id)  # progress came back while the stacks were asked for
-            book.schedule_stall_check(run, max(min(deadlines), now + 0.005))
-            return
+            return [CheckStallAt(run, max(min(deadlines), now + 0.005))]
         job = self._member(run)[0]  # type: ignore[index]
         evidence = self.job_stacks(run, now)
         if evidence is None:
-            return  # asked every rank: the check comes back for the answers
+            return [CheckStallAt(run, now + STACK_WAIT)]  # asked every rank: back for the answers
         names = ", ".join(str(rank) if rank is not None else f"pid {peer.record.pid}" for rank, peer in stale)
         first_rank, first = stale[0]
-        stall = book.stall_reason(first, book.stall_timeout(first), now)
+        progress = first.progress
+        stall = stall_reason(progress, first.record.started, first.record.heartbeat_interval,
+                             self.timeout(first), now)
         reason = Reason("job_stalled", {"job": jobs.display_id(job.record), "names": names,
                                         "s": _s(len(stale)), "ranks": len(peers), "stall": stall.as_arg()})
-        progress = first.progress
-        book.apply(run, Event(EventKind.PROGRESS_STALE), now, reason=reason, overrides={
+        return [Say(run, Event(EventKind.PROGRESS_STALE), reason, overrides={
             "job": job_facts(job, first_rank), "pid": first.record.pid,
             "last_beat": progress.beat if progress else None,
-            "last_progress": progress.last_progress if progress else None, **evidence})
-        if run.state is RunState.STALLED:
-            for _, peer in peers:
-                book.watcher.want_beats(peer.run_id, True)
-            self.check_recovery(run, peers, now)
+            "last_progress": progress.last_progress if progress else None, **evidence})]
 
-    def check_recovery(self, run: TrackedRun, peers: Peers, now: float) -> None:
-        """A stalled job recovers when every recorded rank progresses again."""
-        book = self.book
+    def check_recovery(self, run: TrackedRun, peers: Peers, now: float) -> list[Decision]:
+        """A stalled job recovers when every recorded rank progresses again. (Once
+        running, the tracker stops watching the beats and checks stalls again.)"""
         for _, peer in peers:
-            peer.progress = book.reader.read_progress(peer)
-            if is_stale(peer.progress, peer.record.started, book.stall_timeout(peer), now):
-                return
-        book.apply(run, Event(EventKind.PROGRESS_FRESH), now, reason=Reason("job_resumed"))
-        if run.state is RunState.RUNNING:
-            for _, peer in peers:
-                book.watcher.want_beats(peer.run_id, False)
-            self.check_stall(run, peers, now)  # schedules the next check
+            peer.progress = self.reader.read_progress(peer)
+            if is_stale(peer.progress, peer.record.started, self.timeout(peer), now):
+                return []
+        return [Say(run, Event(EventKind.PROGRESS_FRESH), Reason("job_resumed"))]
 
     def job_stacks(self, run: TrackedRun, now: float) -> Optional[dict[str, Any]]:
         """The stacks of every local rank of ``run``'s job, grouped (``job_stacks``):
         the alert's fields, {} if ``run`` is in no job, or None while they are
-        being gathered (the stall check is scheduled to come back for them)."""
+        being gathered (the stall check is to come back for them: ``STACK_WAIT``)."""
         found = self._member(run)
         if found is None:
             return {}
         job = found[0]
-        runs = self.book.runs
+        runs = self.runs
         ranks = [Rank(m.rank, m.ident, runs.get(m.run_id) if m.run_id is not None else None)
                  for m in job.members.values() if not m.gone]
-        facts = self.stacks.poll(run.run_id, ranks, now, also=lambda: self._flight_recorder(job))
-        if facts is None:
-            self.book.schedule_stall_check(run, now + STACK_WAIT)
-        return facts
+        return self.stacks.poll(run.run_id, ranks, now, also=lambda: self._flight_recorder(job))
 
     @staticmethod
     def _flight_recorder(job: Job) -> str:

@@ -37,6 +37,7 @@ from sentinel.daemon.rescan import RescanSweep
 from sentinel.daemon.run_reader import ProblemLog, RunReader, TrackedRun, is_shared_spool
 from sentinel.daemon.spool_watcher import Change, SpoolWatcher, Wakeup
 from sentinel.daemon.tracking import MIN_STEP, InlineChannels, OutboxLike, Tracker
+from sentinel.latency_trace import TRACE
 from sentinel.observer import FleetObserver
 from sentinel.state_dir import StateDir
 
@@ -132,6 +133,11 @@ class Daemon:
             self.next_watchdog = now
 
     def close(self) -> None:
+        # Runs that ended on the last pass are archived before stopping (delivery is
+        # woken before the loop's bookkeeping, so their alerts may already be out).
+        now = time.time()
+        for run_id in self.tracker.take_retiring():
+            self._guard(run_id, self.tracker.retire_if_ended, run_id, now)
         if self.sweep is not None:
             self.sweep.close()
         self.watcher.stop()
@@ -178,6 +184,7 @@ class Daemon:
             ready = self.epoll.poll(wait)
         except InterruptedError:
             ready = []
+        TRACE.woke()  # the benchmark's breakdown of an alert's way starts here
         now = clock()
         self.handle(ready, now)
         for run_id in retiring:
@@ -227,7 +234,7 @@ class Daemon:
             self.next_poll = now + POLL_INTERVAL
         # jobs: Xids read while judging an exit, then the job verdicts due
         self._guard("GPU faults", self.tracker.attach_gpu_faults, now)
-        self._guard("jobs", self.jobs.tick, now)
+        self._guard("jobs", self.tracker.job_verdicts, now)
         if self.sweep is None and now >= self.next_rescan:
             self.start_rescan(now)
             self.next_rescan = now + self.config.rescan_interval

@@ -9,11 +9,13 @@ now, a run of an earlier boot is "lost", a live one is watched again.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 from typing import Optional
 
 from sentinel import containers
+from sentinel.daemon import run_snapshot
 from sentinel.daemon.liveness import Status
 from sentinel.daemon.ns_watch import UNWATCHABLE_FIX, Found
 from sentinel.daemon.oom import cgroup_counter
@@ -47,19 +49,19 @@ def admit(tracker: Tracker, run_id: str, now: float, at_startup: bool) -> Option
                      dir_id=loaded.dir_id)
     run.state, run.transitions = replay(a.kind for a in tracker.outbox.journal(run_id))
     run.channels = tracker.resolve_channels(run)
-    run.progress = tracker.reader.read_progress(run)
-    tracker.runs[run_id] = run
-    tracker.budgets.tracked(run_id, run.owner_uid, 0)
-    tracker.observer.run_tracked(run, tracker.reader.shared)  # fleet hook
-    log.debug("tracking %s (pid %d, %s, %d alert(s) so far)", run_id, record.pid, run.state.value,
-              run.transitions)
+    with run_snapshot.take(tracker.reader, run) as snapshot:  # its other files, in one read
+        run.progress = snapshot.progress
+        tracker.runs[run_id] = run
+        tracker.budgets.tracked(run_id, run.owner_uid, 0)
+        tracker.observer.run_tracked(run, tracker.reader.shared)  # fleet hook
+        log.debug("tracking %s (pid %d, %s, %d alert(s) so far)", run_id, record.pid, run.state.value,
+                  run.transitions)
 
-    tracker.deliver_messages(run, now)
-    if run.state.is_live:
-        final = tracker.reader.read_final(run)
-        if final is not None:
+        tracker.deliver_messages(run, now, snapshot)
+        final = snapshot.final
+        if run.state.is_live and final is not None:
             tracker.apply(run, Event.final(final.state), now, final=final,
-                         reason=ENDED_DOWN if at_startup else None)
+                          reason=ENDED_DOWN if at_startup else None, snapshot=snapshot)
 
     if tracker.resolver.foreign(record):
         if record.boot_id and record.boot_id != boot_id():
@@ -81,6 +83,8 @@ def settle(tracker: Tracker, run: TrackedRun, status: Status, now: float, at_sta
         watching = 1 if tracker.liveness.use_pidfd and tracker.liveness.watching(run_id) else 0
         tracker.budgets.tracked(run_id, run.owner_uid, watching + tracker.liveness.watched_threads(run_id))
         run.cgroup = cgroup_counter(run.identity.pid)  # now, while /proc/<pid>/cgroup exists
+        with contextlib.suppress(OSError):  # its ending's alert then pays no mkdir (else it does)
+            tracker.outbox.prepare_run(run_id)
         tracker.note_descendants(run)  # and again at each rescan
         # The container from the cgroup of the process as this daemon numbers it (the host pid
         # of a namespaced run): read now, the cgroup goes with the container.

@@ -188,6 +188,7 @@ class RunReader:
         self.problems = problems
         # shared spool: runs refused for their ownership (per uid, bounded)
         self.untrusted = RefusedRuns(refused_limit)
+        self.dir_opens = 0  # admitted run directories opened so far (what one event costs)
 
     def paths(self, run_id: str) -> RunPaths:
         return RunPaths(self.spool, run_id)
@@ -207,8 +208,11 @@ class RunReader:
             raise
 
     @contextlib.contextmanager
-    def _run_dir(self, run: TrackedRun) -> Iterator[Optional[int]]:
-        """The admitted run directory's fd, or None if it is gone or was replaced."""
+    def admitted_dir(self, run: TrackedRun) -> Iterator[Optional[int]]:
+        """The admitted run directory's fd, or None if it is gone or was replaced.
+        Every read of a run's files goes through one of these (``run_snapshot``
+        takes one per event and reads everything in it)."""
+        self.dir_opens += 1
         try:
             fd, st = self._open_run_dir(run.run_id)
         except FileNotFoundError:
@@ -230,7 +234,7 @@ class RunReader:
 
     def run_dir_present(self, run: TrackedRun) -> bool:
         """The directory the run was admitted with is still in the spool."""
-        with self._run_dir(run) as fd:
+        with self.admitted_dir(run) as fd:
             return fd is not None
 
     def read_run(self, run_id: str) -> Optional[LoadedRun]:
@@ -317,36 +321,40 @@ class RunReader:
         return record
 
     def read_final(self, run: TrackedRun) -> Optional[FinalRecord]:
-        with self._run_dir(run) as dir_fd:
-            if dir_fd is None:
-                return None
-            try:
-                return self._read_owned(run, dir_fd, spool.FINAL_FILE, run.paths.final, FinalRecord)
-            except FileNotFoundError:
-                return None
+        with self.admitted_dir(run) as dir_fd:
+            return None if dir_fd is None else self.final_in(run, dir_fd)
+
+    def final_in(self, run: TrackedRun, dir_fd: int) -> Optional[FinalRecord]:
+        """The final record in the open run directory, or None (absent, bad, not its own)."""
+        try:
+            return self._read_owned(run, dir_fd, spool.FINAL_FILE, run.paths.final, FinalRecord)
+        except FileNotFoundError:
+            return None
 
     def read_progress(self, run: TrackedRun) -> Optional[Progress]:
         """The newest beat, or the last good one if beat.json is absent or bad,
         with the step and scalars of ``live.bin`` when the run reported since."""
-        with self._run_dir(run) as dir_fd:
-            if dir_fd is None:
-                return run.progress
-            try:
-                progress = self._read_owned(run, dir_fd, spool.BEAT_FILE, run.paths.beat, Progress)
-            except FileNotFoundError:
-                progress = None
+        with self.admitted_dir(run) as dir_fd:
+            return run.progress if dir_fd is None else self.progress_in(run, dir_fd)
+
+    def progress_in(self, run: TrackedRun, dir_fd: int) -> Optional[Progress]:
+        """``read_progress`` in the open run directory."""
+        try:
+            progress = self._read_owned(run, dir_fd, spool.BEAT_FILE, run.paths.beat, Progress)
+        except FileNotFoundError:
+            progress = None
         if progress is None:
             progress = run.progress
-        return spool.with_live(progress, self.read_live(run))
+        return spool.with_live(progress, self.live_in(run, dir_fd))
 
-    def read_live(self, run: TrackedRun) -> Optional[spool.LiveProgress]:
+    def live_in(self, run: TrackedRun, dir_fd: int) -> Optional[spool.LiveProgress]:
         """The run's last reported step and scalars, or None (absent, bad, not its own)."""
         try:
-            live, st = spool.read_live(run.paths.dir)
+            live, st = spool.read_live(run.paths.dir, dir_fd=dir_fd)
         except FileNotFoundError:
             return None
         except SpoolFormatError as exc:
-            self.problems.report(run.paths.live, str(exc))
+            self.problems.report(run.paths.live, str(exc), _version(dir_fd, spool.LIVE_FILE))
             return None
         return live if self._owned(run, run.paths.live, st) else None
 
@@ -357,7 +365,7 @@ class RunReader:
         never as a terminal; it must be a regular file of the run's owner,
         and what lies past ``offset`` must fit ``max_bytes``: a huge file
         yields nothing, not its first bytes."""
-        with self._run_dir(run) as dir_fd:
+        with self.admitted_dir(run) as dir_fd:
             if dir_fd is None:
                 return b"", "the run directory is gone"
             try:
@@ -384,7 +392,7 @@ class RunReader:
     def dump_size(self, run: TrackedRun, name: str, max_bytes: int) -> tuple[int, str]:
         """The size of the run's dump file now, 0 if absent: (size, "") or
         (0, why it will not be read) — not a regular file, or over ``max_bytes``."""
-        with self._run_dir(run) as dir_fd:
+        with self.admitted_dir(run) as dir_fd:
             if dir_fd is None:
                 return 0, "the run directory is gone"
             try:
@@ -404,16 +412,18 @@ class RunReader:
     def pending_messages(self, run: TrackedRun) -> PendingMessages:
         """Queued messages oldest first, in the open ``msg/``; a bad one has
         message None (logged once)."""
-        with self._run_dir(run) as dir_fd:
-            if dir_fd is None:
-                return PendingMessages()
-            try:
-                msg_fd = safe_json.open_dir(spool.MESSAGE_DIR, dir_fd)
-            except FileNotFoundError:
-                return PendingMessages()
-            except OSError as exc:
-                self.problems.report(run.paths.messages, _why(exc), _version(dir_fd, spool.MESSAGE_DIR))
-                return PendingMessages()
+        with self.admitted_dir(run) as dir_fd:
+            return PendingMessages() if dir_fd is None else self.messages_in(run, dir_fd)
+
+    def messages_in(self, run: TrackedRun, dir_fd: int) -> PendingMessages:
+        """``pending_messages`` in the open run directory (the ``msg/`` fd outlives ``dir_fd``)."""
+        try:
+            msg_fd = safe_json.open_dir(spool.MESSAGE_DIR, dir_fd)
+        except FileNotFoundError:
+            return PendingMessages()
+        except OSError as exc:
+            self.problems.report(run.paths.messages, _why(exc), _version(dir_fd, spool.MESSAGE_DIR))
+            return PendingMessages()
         pending = PendingMessages(msg_fd)
         try:
             st = os.fstat(msg_fd)

@@ -23,21 +23,23 @@ from sentinel.alerts import Alert, AlertKind, from_run, with_kernel_ending
 from sentinel.channels import routing
 from sentinel.config import Config
 from sentinel.containers import ContainerIdentity
-from sentinel.daemon import archive, nccl, survivors
+from sentinel.daemon import archive, nccl, run_snapshot, survivors
 from sentinel.daemon.budgets import UserBudgets
 from sentinel.daemon.channel_access import ChannelAccess
 from sentinel.daemon.docker_events import DockerEvents
-from sentinel.daemon.job_watch import JobWatch
+from sentinel.daemon.job_watch import CheckStallAt, Decision, JobWatch, Peers, RetireIfEnded, Say
 from sentinel.daemon.liveness import Liveness
 from sentinel.daemon.message_limits import MessageGate
 from sentinel.daemon.native_faults import NativeFaults, with_library
 from sentinel.daemon.ns_watch import Resolver
 from sentinel.daemon.oom import OomDetector
 from sentinel.daemon.run_reader import RunReader, TrackedRun
+from sentinel.daemon.run_snapshot import RunSnapshot
 from sentinel.daemon.spool_watcher import SpoolWatcher
 from sentinel.daemon.stacks import FATAL_SIGNALS, STACK_WAIT, StackDesk
 from sentinel.daemon.xid import GpuFaults, XidHit
 from sentinel.endings import Reason
+from sentinel.latency_trace import TRACE
 from sentinel.observer import FleetObserver
 from sentinel.outbox import SyncThread
 from sentinel.run_states import (
@@ -49,6 +51,7 @@ from sentinel.run_states import (
     is_stale,
     message_alert_id,
     stall_deadline,
+    stall_reason,
     transition,
 )
 from sentinel.safetext import printable
@@ -67,6 +70,7 @@ MIN_STEP = 0.005  # never spin: a deadline "now" is re-checked a little later
 
 class OutboxLike(Protocol):
     def enqueue(self, alert: Alert, channels: list[str], *, sync: bool = True) -> bool: ...
+    def prepare_run(self, run_id: str) -> None: ...
     def known(self, alert_id: str) -> bool: ...
     def open_messages(self, user: str) -> int: ...
     def sync(self) -> None: ...
@@ -128,7 +132,9 @@ class Tracker:
         self.native = NativeFaults()  # evidence: the library a fatal signal hit, from the kernel log
         oom.listeners.append(self.native.feed)
         # jobs: sibling ranks (their own pidfds), held endings, one alert per job event
-        self.jobs = JobWatch(self, job_liveness, wake_loop)
+        # (told of run events; what it decides comes back as ``Decision``s: ``act``)
+        self.jobs = JobWatch(self.runs, reader, self.budgets, oom, self.gpu, job_liveness, wake_loop,
+                             config.stall_timeout)
         # Runs of other PID namespaces (containers) are found on a worker thread.
         self.resolver = Resolver(wake_loop)
         # Docker's events (when its socket is here): names `docker stop` among SIGKILLs.
@@ -150,6 +156,7 @@ class Tracker:
         self.access = ChannelAccess(config, self.reader.shared, self._register_inline)
         self.messages.limits = config.message_limits
         self.budgets.limits = config.budgets
+        self.jobs.stall_timeout = config.stall_timeout
 
     def close(self) -> None:
         self.docker.close()
@@ -199,39 +206,51 @@ class Tracker:
         """The process is gone: its final record if any, else killed (OOM if the
         kernel says), named by the kernel's ``status`` where it is known.
         ``seen_alive`` False: the daemon never saw the process (its record came
-        after it, or named no live process), so a kill is not claimed."""
-        self.deliver_messages(run, now)
+        after it, or named no live process), so a kill is not claimed.
+        The run's files are read once (``run_snapshot``) for all of it."""
+        with run_snapshot.take(self.reader, run) as snapshot:
+            self._judge_exit(run, snapshot, now, status, seen_alive)
+
+    def _judge_exit(self, run: TrackedRun, snapshot: RunSnapshot, now: float, status: Optional[int],
+                    seen_alive: bool) -> None:
+        self.deliver_messages(run, now, snapshot)
         if run.state.is_terminal:
             return
-        final = self.reader.read_final(run)
+        final = snapshot.final
         cause = None if final is not None else self.oom.evidence(run.identity, run.cgroup)
         if cause is None and final is None and run.container is not None and status is not None:
             # docker stop: the kernel says SIGKILL, Docker's events say a SIGTERM came first.
             cause = self.docker.stop_reason(run.container.container_id, run.record.started,
                                             os.WTERMSIG(status) if os.WIFSIGNALED(status) else None, now)
-        if self.jobs.holds_exit(run, final, cause, status, now):
-            return  # jobs: a rank's end waits for its job's one alert
-        if final is not None:
-            self.apply(run, exit_event(final, oom=False, at_startup=False), now, final=final)
+        held = self.jobs.holds_exit(run, final, cause, status, now)
+        if held is not None:
+            self.act(held, now)  # jobs: a rank's end waits for its job's one alert
             return
-        if cause is None and not self.reader.run_dir_present(run):
+        if final is not None:
+            self.apply(run, exit_event(final, oom=False, at_startup=False), now, final=final,
+                       snapshot=snapshot)
+            return
+        if cause is None and not snapshot.present:
             cause = RECORD_DELETED if status is None else RECORD_DELETED_EXIT_KNOWN
         event = exit_event(None, oom=cause is not None and cause.is_oom, at_startup=False)
         # The kernel's status names the ending itself; without it, the generic kill reason.
         reason = cause or (None if status is not None else KILLED if seen_alive else NEVER_SEEN)
-        self.apply(run, event, now, reason=reason, kernel_status=status)
+        self.apply(run, event, now, reason=reason, kernel_status=status, snapshot=snapshot)
 
     def check_final(self, run: TrackedRun, now: float) -> None:
-        self.deliver_messages(run, now)
-        if run.state.is_terminal:
-            return
-        final = self.reader.read_final(run)
-        if final is not None:
-            if self.jobs.holds_final(run, final, now):
-                return  # jobs: a rank's end waits for its job's one alert
-            self.apply(run, Event.final(final.state), now, final=final)
-            if not run.watched:
-                self.retire_soon(run)
+        with run_snapshot.take(self.reader, run) as snapshot:
+            self.deliver_messages(run, now, snapshot)
+            if run.state.is_terminal:
+                return
+            final = snapshot.final
+            if final is not None:
+                held = self.jobs.holds_final(run, final, now)
+                if held is not None:
+                    self.act(held, now)  # jobs: a rank's end waits for its job's one alert
+                    return
+                self.apply(run, Event.final(final.state), now, final=final, snapshot=snapshot)
+                if not run.watched:
+                    self.retire_soon(run)
 
     def check_stall(self, run: TrackedRun, now: float) -> None:
         """At a run's deadline: re-read its beat; stalled, or the next deadline."""
@@ -244,7 +263,9 @@ class Tracker:
         peers = self.jobs.stall_peers(run)  # jobs: a job's recorded ranks stall as one
         if peers is not None:
             if peers:
-                self.jobs.check_stall(run, peers, now)
+                self.act(self.jobs.check_stall(run, peers, now), now)
+                if run.state is RunState.STALLED:
+                    self.job_stalled(run, peers, now)
             return
         run.progress = self.reader.read_progress(run)
         timeout = self.stall_timeout(run)
@@ -252,7 +273,8 @@ class Tracker:
             # evidence: a job's ranks' stacks, grouped; else the run's own
             gathered = self.jobs.job_stacks(run, now)
             if gathered is None:
-                return  # asked the job's ranks: the check comes back for the answers
+                self.schedule_stall_check(run, now + STACK_WAIT)  # asked the job's ranks: back for answers
+                return
             if not gathered and self.stacks.request(run, now):  # the stacks come with the alert
                 self.schedule_stall_check(run, now + STACK_WAIT)
                 return
@@ -297,7 +319,13 @@ class Tracker:
             return
         peers = self.jobs.stall_peers(run)
         if peers:
-            self.jobs.check_recovery(run, peers, now)
+            self.act(self.jobs.check_recovery(run, peers, now), now)
+            if run.state is RunState.RUNNING:
+                for _, peer in peers:
+                    self.watcher.want_beats(peer.run_id, False)
+                self.act(self.jobs.check_stall(run, peers, now), now)  # schedules the next check
+                if run.state is RunState.STALLED:
+                    self.job_stalled(run, peers, now)
             return
         run.progress = self.reader.read_progress(run)
         timeout = self.stall_timeout(run)
@@ -310,6 +338,30 @@ class Tracker:
             self.watcher.want_beats(run.run_id, False)
             deadline = stall_deadline(run.progress, run.record.started, timeout)
             self.schedule_stall_check(run, max(deadline, now + MIN_STEP))
+
+    def job_stalled(self, run: TrackedRun, peers: Peers, now: float) -> None:
+        """A job's stall was alerted on its speaker ``run``: every rank's beat can end it."""
+        for _, peer in peers:
+            self.watcher.want_beats(peer.run_id, True)
+        self.check_recovery(run, now)  # a beat may have landed meanwhile
+
+    # ------------------------------------------------------------ the job watch's decisions
+
+    def job_verdicts(self, now: float) -> None:
+        """The jobs' verdicts due now (the loop's tick)."""
+        self.act(self.jobs.tick(now), now)
+
+    def act(self, decisions: list[Decision], now: float) -> None:
+        """Carry out what the job watch decided, in order."""
+        for decision in decisions:
+            if isinstance(decision, Say):
+                self.apply(decision.run, decision.event, now, final=decision.final, reason=decision.reason,
+                           overrides=decision.overrides)
+            elif isinstance(decision, RetireIfEnded):
+                if decision.run.state.is_terminal:
+                    self.retire_soon(decision.run)
+            elif isinstance(decision, CheckStallAt):
+                self.schedule_stall_check(decision.run, decision.when)
 
     def refresh_record(self, run: TrackedRun) -> None:
         """The run's record was rewritten: another callback (a second drop-in)
@@ -335,10 +387,12 @@ class Tracker:
 
     def apply(self, run: TrackedRun, event: Event, now: float, *, final: Optional[FinalRecord] = None,
               reason: Optional[Reason] = None, kernel_status: Optional[int] = None,
-              overrides: Optional[Mapping[str, Any]] = None) -> None:
+              overrides: Optional[Mapping[str, Any]] = None,
+              snapshot: Optional[RunSnapshot] = None) -> None:
         """Make the transition and enqueue its one alert (durably) before the state moves.
 
-        ``overrides``: alert fields a job's verdict sets (the failing rank's pid, error, ...).
+        ``overrides``: alert fields a job's verdict sets (the failing rank's pid, error, ...);
+        ``snapshot``: the run's files as this event already read them (else progress is read).
         """
         new_state, kind = transition(run.state, event)
         if kind is None:
@@ -346,7 +400,8 @@ class Tracker:
             self.observer.run_changed(run, None)  # fleet hook
             return
         number = run.transitions + 1
-        progress = self.reader.read_progress(run)
+        TRACE.begin(alert_id(run.run_id, number, kind))
+        progress = snapshot.progress if snapshot is not None else self.reader.read_progress(run)
         run.progress = progress
         if new_state.is_terminal and event.kind is not EventKind.JOB_ENDED:
             # jobs: what the GPU and NCCL said about this process belongs to its ending.
@@ -384,22 +439,27 @@ class Tracker:
                                         if over_budget else silenced_because(
                 event.is_quiet, kind.value in alert_on, bool(routed), bool(run.channels)))
         # If this raises (disk full), the state stays put and the next rescan decides again.
+        TRACE.stamp(alert.alert_id, "built")
         self.outbox.enqueue(alert, channels, sync=False)
+        TRACE.stamp(alert.alert_id, "enqueued")
+        # In place: delivery starts now; the bookkeeping below runs beside its first attempt.
+        self.wake_delivery()
+        TRACE.stamp(alert.alert_id, "handed")
         old_state = run.state
         run.state, run.transitions = new_state, number
-        self.observer.run_changed(run, alert)  # fleet hook
-        self.wake_delivery()
         self.syncer.request()  # to disk while the first delivery attempt is under way
+        self.observer.run_changed(run, alert)  # fleet hook
         said = alert.detail
         if said is None and kernel_status is not None:
             said = alert.signal or f"exit code {alert.exit_code}"
         log.info("run %s (pid %d): %s -> %s%s", run.run_id, run.identity.pid, old_state.value,
                  new_state.value, f" ({printable(said)})" if said else "")
 
-    def deliver_messages(self, run: TrackedRun, now: float) -> None:
-        """Queue the run's messages in order; each file goes once its alert is on disk."""
+    def deliver_messages(self, run: TrackedRun, now: float, snapshot: Optional[RunSnapshot] = None) -> None:
+        """Queue the run's messages in order (read now, or those ``snapshot`` read);
+        each file goes once its alert is on disk."""
         queued: list[str] = []
-        with self.reader.pending_messages(run) as pending:
+        with snapshot.messages if snapshot is not None else self.reader.pending_messages(run) as pending:
             try:
                 for seq, name, message in pending.messages:
                     if message is None:
@@ -514,15 +574,7 @@ class Tracker:
 
     @staticmethod
     def stall_reason(run: TrackedRun, timeout: float, now: float) -> Reason:
-        progress = run.progress
-        beat = progress.beat if progress is not None else run.record.started
-        last = run.record.started
-        if progress is not None and progress.last_progress is not None:
-            last = progress.last_progress
-        # Missing several heartbeats means the whole process stopped, not just training.
-        if now - beat > 3 * run.record.heartbeat_interval:
-            return Reason("frozen", {"silent": now - beat, "timeout": timeout})
-        return Reason("stuck", {"silent": now - last, "timeout": timeout})
+        return stall_reason(run.progress, run.record.started, run.record.heartbeat_interval, timeout, now)
 
     # ------------------------------------------------------------ channels
 

@@ -21,7 +21,7 @@ from typing import Iterator, Optional
 
 import pytest
 
-from sentinel import evidence, spool, stack_dumps
+from sentinel import evidence, live_file, spool, stack_dumps
 from sentinel.alerts import Alert, AlertKind
 from sentinel.channels.plain import plain_text
 from sentinel.daemon.native_faults import NativeFaults, parse_line
@@ -352,6 +352,11 @@ def test_kill_after_quick_steps_names_the_last_step_and_draws_the_trend(
     with Victim.swanlab(python, daemon.tmp, *common, spool_dir=daemon.spool).start() as v:
         run_id = v.ready()
         v.expect("STALLED")
+        live, _ = live_file.read_live(v.paths.dir)
+        assert live is not None and live.step == 37  # stored by the 37th swanlab.log itself
+        # The values follow within VALUES_EVERY (the heartbeat thread copies the last ones).
+        wait_for(lambda: live_file.read_live(v.paths.dir)[0].scalars.get("loss") == 1 / 37,  # type: ignore[union-attr]
+                 what="the last logged values in live.bin")
         _watched(daemon, v.pid)
         v.kill()
         killed = wait_for_push(bark, K.KILLED, name, signal="SIGKILL")
@@ -370,18 +375,18 @@ def test_the_hook_is_undone_at_finish_and_keeps_swanlabs_behaviour(tmp_path: Pat
         from sentinel.swanlab_log_hook import LogHook
         original = swanlab.log
         swanlab.init(project="p", mode="offline", callbacks=[SentinelCallback(heartbeat_interval=0.1)])
-        print("WRAPPED", isinstance(swanlab.log, LogHook), flush=True)
+        print("WRAPPED", LogHook.of(swanlab.log) is not None, swanlab.log.__name__, flush=True)
         swanlab.log({"loss": 1.0})
         swanlab.log({"loss": 0.5}, step=10)
         swanlab.log({"loss": 0.25})
-        print("STEP", swanlab.log.global_step, flush=True)
+        print("STEP", LogHook.of(swanlab.log).global_step, flush=True)
         swanlab.finish()
         print("RESTORED", swanlab.log is original, flush=True)
     """)
     env = {**os.environ, "SENTINEL_SPOOL": str(tmp_path / "spool"), "SWANLAB_LOG_DIR": str(tmp_path / "sl")}
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
                          timeout=120, cwd=tmp_path)
-    assert "WRAPPED True" in out.stdout, out.stderr
+    assert "WRAPPED True log" in out.stdout, out.stderr
     assert "STEP 11" in out.stdout  # SwanLab's rule: an explicit step raises the global one
     assert "RESTORED True" in out.stdout, out.stderr
     (run_dir,) = (tmp_path / "spool").iterdir()

@@ -24,6 +24,7 @@ LAYERS = {
     "sentinel.containers": FORMAT,  # a process's container, from its cgroup and environment
     "sentinel.pidns": FORMAT,  # PID namespaces: a run's process found from another namespace
     "sentinel.spool": FORMAT,
+    "sentinel.live_file": FORMAT,  # live.bin: the mapped last step and scalars
     "sentinel.systemd": FORMAT,
     "sentinel.redact": FORMAT,
     "sentinel.state_dir": FORMAT,

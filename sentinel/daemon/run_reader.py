@@ -32,7 +32,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterator, NamedTuple, Optional, TypeVar
 
-from sentinel import pidns, spool
+from sentinel import live_file, pidns, spool
 from sentinel.accounts import verified_user
 from sentinel.containers import ContainerIdentity
 from sentinel.daemon.budgets import RefusedRuns
@@ -344,12 +344,12 @@ class RunReader:
                 progress = None
         if progress is None:
             progress = run.progress
-        return spool.with_live(progress, self.read_live(run))
+        return live_file.with_live(progress, self.read_live(run))
 
-    def read_live(self, run: TrackedRun) -> Optional[spool.LiveProgress]:
+    def read_live(self, run: TrackedRun) -> Optional[live_file.LiveProgress]:
         """The run's last reported step and scalars, or None (absent, bad, not its own)."""
         try:
-            live, st = spool.read_live(run.paths.dir)
+            live, st = live_file.read_live(run.paths.dir)
         except FileNotFoundError:
             return None
         except SpoolFormatError as exc:

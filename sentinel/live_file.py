@@ -144,19 +144,24 @@ class LiveWriter:
         words[_SLOT_SEQ] = seq
 
     def update(self, when: float, step: Any, scalars: Optional[Mapping[str, Any]]) -> None:
-        """A whole report: the step slot and a record with the values."""
+        """A whole report: the step slot and a record with the values (one
+        function, not two calls: this is ``run.beat``'s hot path)."""
+        words = self._words
+        doubles = self._doubles
         if type(step) is int and -_STEP_LIMIT < step < _STEP_LIMIT:
-            self.note_step(when, step)
-        else:  # no step named: the time moves, the last step stays
-            seq = self._steps = self._steps + 2
-            self._words[_SLOT_SEQ] = seq - 1
-            self._doubles[_SLOT_TIME] = when
-            self._doubles[_SLOT_STEP] = self._step
-            self._words[_SLOT_SEQ] = seq
-        self.write_values(when, scalars)
+            self._step = step
+        seq = self._steps = self._steps + 2
+        words[_SLOT_SEQ] = seq - 1
+        doubles[_SLOT_TIME] = when
+        doubles[_SLOT_STEP] = self._step  # no step named: the last one stays
+        words[_SLOT_SEQ] = seq
+        self._write_record(when, scalars)
 
     def write_values(self, when: float, scalars: Optional[Mapping[str, Any]]) -> None:
         """A record: the step of the last ``note_step``, ``when`` and ``scalars``."""
+        self._write_record(when, scalars)
+
+    def _write_record(self, when: float, scalars: Optional[Mapping[str, Any]]) -> None:
         fields = self._fields
         fields[0] = when
         fields[1] = self._step

@@ -204,13 +204,17 @@ class Recorder:
         self._beat_now = False
         self._live: Optional[live_file.LiveWriter] = None  # made with the run directory
         self._live_tried = False
-        # live.bin's records (the values) have one writer at a time: the training
-        # thread never waits for this lock, it skips a copy the other side is making.
+        # live.bin's records (the values) have one writer at a time: neither thread
+        # waits for this lock, each skips a copy the other one is making.
         self._values_lock = threading.Lock()
         self._values_due = 0.0  # the step hook copies the values into live.bin again from then
         self._values_unwritten = False  # reported values live.bin does not hold yet
+        # True once the step hook has left values to the heartbeat thread: from
+        # then on note_progress takes _values_lock too (before, no other writer).
+        self._values_deferred = False
         # faulthandler armed into the run directory (sentinel.stack_dumps); off: never tried
         self._stacks_tried = not stack_dumps
+        self._stack_dumps = stack_dumps
         # Owned by the heartbeat thread: a sample of each scalar per beat with progress.
         self._history: dict[str, deque[float]] = {}
         self._sampled_progress: Optional[float] = None
@@ -249,6 +253,9 @@ class Recorder:
             self.record.watch_threads = _watch_threads(self._thread)
             self._write_record()
             self._write_beat(time.time())
+        if self._stack_dumps:
+            # The stack signal's handler runs on the heartbeat thread, not on this one.
+            stack_dumps.keep_off_this_thread()
         self._announce_delivery_mode()
 
     @property
@@ -296,7 +303,9 @@ class Recorder:
         live = self._live
         if live is not None:
             try:
-                if self._values_lock.acquire(False):
+                if not self._values_deferred:  # the only writer of live.bin's records
+                    live.update(now, step, scalars)
+                elif self._values_lock.acquire(False):
                     try:
                         live.update(now, step, scalars)
                     finally:
@@ -331,6 +340,8 @@ class Recorder:
                 finally:
                     self._values_lock.release()
             elif not self._values_unwritten:  # once per VALUES_EVERY at most
+                # From now on the heartbeat thread writes records too: writers take turns.
+                self._values_deferred = True
                 self._values_unwritten = True
                 self._wake.set()  # the heartbeat thread copies them if no later log does
 
@@ -417,6 +428,8 @@ class Recorder:
     # ------------------------------------------------------ heartbeat thread
 
     def _run_heartbeat(self) -> None:
+        if self._stack_dumps:
+            stack_dumps.take_on_this_thread()  # the stack dumps' handler runs here (sentinel.stack_dumps)
         next_beat = time.monotonic() + self.interval
         while True:
             timeout = next_beat - time.monotonic()
@@ -447,18 +460,24 @@ class Recorder:
         has not copied them (the step hook copies at most every VALUES_EVERY):
         a run that stops logging has its last values there VALUES_EVERY later."""
         live = self._live
-        if live is None or not self._values_unwritten:
+        if not self._values_unwritten:
             return
-        with self._values_lock:
+        if live is None:  # no mapping (any more): nothing to copy, and no wake-up for it
+            self._values_unwritten = False
+            return
+        if not self._values_lock.acquire(False):  # the training thread is copying them now
+            self._values_due = time.time() + live_file.VALUES_EVERY  # look again then, not at once
+            return
+        try:
             self._values_unwritten = False
             when = self._last_progress
-            if when is None:
-                return
-            try:
+            if when is not None:
                 live.write_values(when, self._fresh)
-            except RuntimeError:  # the dict changed while it was read: copied again later
-                self._values_due = time.time() + live_file.VALUES_EVERY
-                self._values_unwritten = True
+        except RuntimeError:  # the dict changed while it was read: copied again later
+            self._values_due = time.time() + live_file.VALUES_EVERY
+            self._values_unwritten = True
+        finally:
+            self._values_lock.release()
 
     def _merge_scalars(self) -> None:
         fresh = self._fresh

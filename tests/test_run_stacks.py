@@ -87,6 +87,21 @@ def test_only_python_processes_of_the_tree_are_dumped(tmp_path: Path) -> None:
         found = python_processes(wrapper, os.geteuid())
         assert len(found) == 1 and runs_python(found[0].pid) and found[0].pid != shell.pid
         assert not runs_python(shell.pid)
+        assert python_processes(wrapper, os.geteuid() + 1) == []  # not the run owner's: never dumped
+        shell.stdin.close()
+        assert shell.wait(timeout=60) == 0
+    finally:
+        if shell.poll() is None:
+            shell.kill()
+            shell.wait()
+
+
+def test_a_tree_without_python_has_nothing_to_dump(tmp_path: Path) -> None:
+    shell = subprocess.Popen(["sh", "-c", "read line; true"], stdin=subprocess.PIPE)
+    try:
+        assert shell.stdin is not None
+        wrapper = ProcessIdentity.of(shell.pid)
+        assert python_processes(wrapper, os.geteuid()) == []
         shell.stdin.close()
         assert shell.wait(timeout=60) == 0
     finally:

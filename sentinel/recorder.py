@@ -47,13 +47,14 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import sentinel
-from sentinel import jobs, output_tail, pidns, record_rules, safe_json, spool, stack_dumps
+from sentinel import jobs, live_file, output_tail, pidns, record_rules, safe_json, spool, stack_dumps
 from sentinel.exit_status import ending_kind
 from sentinel.procid import ProcessIdentity, thread_start_ticks
 from sentinel.rules import parse_duration, positive_duration
 from sentinel.safetext import escape_undecodable
 
 DEFAULT_HEARTBEAT_INTERVAL = spool.DEFAULT_HEARTBEAT_INTERVAL
+_clock = time.time  # a module global: one lookup fewer on the step hook's path
 ENV_HEARTBEAT_INTERVAL = "SENTINEL_HEARTBEAT_INTERVAL"
 MIN_HEARTBEAT_INTERVAL = 0.05
 # How long process exit may wait for in-process (no daemon) deliveries.
@@ -201,10 +202,19 @@ class Recorder:
         self._scalars: dict[str, float] = {}
         self._pause_until: Optional[float] = None
         self._beat_now = False
-        self._live: Optional[spool.LiveWriter] = None  # made with the run directory
+        self._live: Optional[live_file.LiveWriter] = None  # made with the run directory
         self._live_tried = False
+        # live.bin's records (the values) have one writer at a time: neither thread
+        # waits for this lock, each skips a copy the other one is making.
+        self._values_lock = threading.Lock()
+        self._values_due = 0.0  # the step hook copies the values into live.bin again from then
+        self._values_unwritten = False  # reported values live.bin does not hold yet
+        # True once the step hook has left values to the heartbeat thread: from
+        # then on note_progress takes _values_lock too (before, no other writer).
+        self._values_deferred = False
         # faulthandler armed into the run directory (sentinel.stack_dumps); off: never tried
         self._stacks_tried = not stack_dumps
+        self._stack_dumps = stack_dumps
         # Owned by the heartbeat thread: a sample of each scalar per beat with progress.
         self._history: dict[str, deque[float]] = {}
         self._sampled_progress: Optional[float] = None
@@ -243,6 +253,9 @@ class Recorder:
             self.record.watch_threads = _watch_threads(self._thread)
             self._write_record()
             self._write_beat(time.time())
+        if self._stack_dumps:
+            # The stack signal's handler runs on the heartbeat thread, not on this one.
+            stack_dumps.keep_off_this_thread()
         self._announce_delivery_mode()
 
     @property
@@ -289,10 +302,48 @@ class Recorder:
             self._fresh = scalars
         live = self._live
         if live is not None:
-            try:  # noqa: SIM105 - contextlib.suppress costs more than the update itself
-                live.update(now, step, scalars)
+            try:
+                if not self._values_deferred:  # the only writer of live.bin's records
+                    live.update(now, step, scalars)
+                elif self._values_lock.acquire(False):
+                    try:
+                        live.update(now, step, scalars)
+                    finally:
+                        self._values_lock.release()
+                else:  # the heartbeat thread is copying values: it writes these next
+                    if type(step) is int:
+                        live.note_step(now, step)
+                    self._values_unwritten = True
+                    self._wake.set()
             except Exception:  # a value too large for a float: the next one will do
                 pass
+
+    def note_logged(self, step: int, scalars: Optional[Mapping[str, Any]]) -> None:
+        """``note_progress`` for the step hook (``sentinel.swanlab_log_hook``),
+        called on every ``swanlab.log``: ``step`` an int from 0. ``live.bin``
+        gets the step and time at once (four stores); the values are copied
+        into it at most every ``live_file.VALUES_EVERY`` seconds here, and
+        ``VALUES_EVERY`` after the last log by the heartbeat thread. Raises
+        what the mapping raises (a step no float holds); the hook catches it."""
+        now = self._last_progress = _clock()
+        self._step = step
+        if scalars:
+            self._fresh = scalars
+        live = self._live
+        if live is not None:
+            live.note_step(now, step)
+            if now >= self._values_due and self._values_lock.acquire(False):
+                try:
+                    self._values_due = now + live_file.VALUES_EVERY
+                    self._values_unwritten = False
+                    live.write_values(now, scalars)
+                finally:
+                    self._values_lock.release()
+            elif not self._values_unwritten:  # once per VALUES_EVERY at most
+                # From now on the heartbeat thread writes records too: writers take turns.
+                self._values_deferred = True
+                self._values_unwritten = True
+                self._wake.set()  # the heartbeat thread copies them if no later log does
 
     def expect_pause(self, seconds: float) -> None:
         """No stall should be reported for ``seconds`` from now."""
@@ -378,9 +429,13 @@ class Recorder:
     # ------------------------------------------------------ heartbeat thread
 
     def _run_heartbeat(self) -> None:
+        if self._stack_dumps:
+            stack_dumps.take_on_this_thread()  # the stack dumps' handler runs here (sentinel.stack_dumps)
         next_beat = time.monotonic() + self.interval
         while True:
             timeout = next_beat - time.monotonic()
+            if self._values_unwritten:  # the step hook's last values, once their copy is due
+                timeout = min(timeout, self._values_due - time.time())
             if timeout > 0 and self._wake.wait(timeout):
                 self._wake.clear()
             if self._stopping or not self.is_owner:
@@ -391,6 +446,8 @@ class Recorder:
                         return
                     self._write_record()  # retried until it lands (the spool may come back)
                     self._flush_messages()
+                    if time.time() >= self._values_due:
+                        self._write_unwritten_values()
                     now = time.monotonic()
                     if now >= next_beat or self._beat_now:
                         self._beat_now = False
@@ -398,6 +455,30 @@ class Recorder:
                         next_beat = max(next_beat + self.interval, now + self.interval / 2)
             except Exception as exc:  # a bug here must not kill the heartbeat
                 report_once("heartbeat", f"heartbeat error in run {self.run_id}: {exc!r}")
+
+    def _write_unwritten_values(self) -> None:
+        """The values of the last logs into live.bin, when the training thread
+        has not copied them (the step hook copies at most every VALUES_EVERY):
+        a run that stops logging has its last values there VALUES_EVERY later."""
+        live = self._live
+        if not self._values_unwritten:
+            return
+        if live is None:  # no mapping (any more): nothing to copy, and no wake-up for it
+            self._values_unwritten = False
+            return
+        if not self._values_lock.acquire(False):  # the training thread is copying them now
+            self._values_due = time.time() + live_file.VALUES_EVERY  # look again then, not at once
+            return
+        try:
+            self._values_unwritten = False
+            when = self._last_progress
+            if when is not None:
+                live.write_values(when, self._fresh)
+        except RuntimeError:  # the dict changed while it was read: copied again later
+            self._values_due = time.time() + live_file.VALUES_EVERY
+            self._values_unwritten = True
+        finally:
+            self._values_lock.release()
 
     def _merge_scalars(self) -> None:
         fresh = self._fresh
@@ -458,7 +539,7 @@ class Recorder:
             return
         self._live_tried = True
         try:
-            self._live = spool.LiveWriter.create(self.paths.dir)
+            self._live = live_file.LiveWriter.create(self.paths.dir)
         except (OSError, ValueError) as exc:  # ENOSPC, EROFS...: the run is still watched, from beat.json
             report_once("live", f"cannot map {self.paths.live} ({exc}); heartbeats only: a kill alert "
                                 "may show the step of the last heartbeat, not the last step")

@@ -13,7 +13,7 @@ Layout, format version 1::
       <run_id>/                  one directory per run, 0700, made by the run
         run.json                 RunRecord: who the run is and where to alert
         beat.json                Progress: rewritten every heartbeat interval
-        live.bin                 LiveProgress: the latest step and scalars, memory-mapped
+        live.bin                 the latest step and scalars, memory-mapped (sentinel.live_file)
         final.json               FinalRecord: written once, when the run ends
         msg/<seq:08d>.json       Message: queued user messages, in order
         stacks.txt               faulthandler dumps on request (``sentinel.evidence``)
@@ -55,42 +55,16 @@ Times are wall-clock seconds since the epoch (float). A new field may be added
 without a version bump (readers ignore unknown fields); removing or changing
 the meaning of one bumps ``FORMAT_VERSION``.
 
-``live.bin`` is the one binary file, so that the training thread can record
-each step with plain memory stores into a shared mapping (no syscall, and
-the page cache keeps the bytes when the process is SIGKILLed). Little-endian,
-exactly ``LIVE_SIZE`` bytes, its own version ``LIVE_VERSION``; every field is
-8-byte aligned::
-
-    0     8s    magic b"SNTLLIVE"
-    8     u32   LIVE_VERSION
-    12    u32   slots (MAX_SCALARS)     16  u32  name bytes per slot (LIVE_NAME_BYTES)
-    64    slots x LIVE_NAME_BYTES       scalar names, UTF-8, NUL-padded, append-only
-    then two records of LIVE_RECORD_BYTES each:
-          u64   seq            odd while the record is being written, even once complete
-          f64   last_progress  wall-clock time of the report
-          f64   step           an integer below 2**53; NaN: none
-          slots x f64          the latest value of each named scalar; NaN: none yet
-
-Write number k goes to record k % 2: seq = 2k+1, the body, then seq = 2k+2
-(a seqlock). A reader takes the complete record with the highest seq; a
-process killed in the middle of a write leaves the other record, one report
-older, intact. A name is in place before any record holds a value for it.
+``live.bin`` is the one binary file, mapped into the training process; its
+layout and reader are in ``sentinel.live_file``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import errno
 import math
-import mmap
-import numbers
 import os
 import re
-import stat
-import struct
 import time
-from array import array
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, Mapping, Optional, Union
@@ -115,7 +89,7 @@ from sentinel.record_rules import (
     parse_record,
 )
 from sentinel.rules import MAX_LABELS, MAX_RUN_CHANNELS
-from sentinel.safe_json import SpoolFormatError, open_untrusted, read_json
+from sentinel.safe_json import SpoolFormatError, read_json
 from sentinel.safetext import escape_undecodable
 
 FORMAT_VERSION = 1
@@ -725,235 +699,3 @@ def list_run_ids(spool: Path) -> list[str]:
     return sorted(n for n in names if is_run_id(n))
 
 
-# ---------------------------------------------------------------- live.bin
-
-LIVE_VERSION = 1
-LIVE_MAGIC = b"SNTLLIVE"
-LIVE_NAME_BYTES = 48
-_LIVE_HEADER = struct.Struct("<8sIII")
-_LIVE_NAMES_OFF = 64
-_LIVE_RECORDS_OFF = _LIVE_NAMES_OFF + MAX_SCALARS * LIVE_NAME_BYTES
-_LIVE_SEQ = struct.Struct("<Q")
-_LIVE_FIELDS = 2 + MAX_SCALARS  # last_progress, step, values: all f64
-LIVE_RECORD_BYTES = _LIVE_SEQ.size + 8 * _LIVE_FIELDS
-LIVE_SIZE = _LIVE_RECORDS_OFF + 2 * LIVE_RECORD_BYTES
-_LIVE_STEP_LIMIT = 2**53  # exact in a double; no run gets that far
-_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
-class LiveWriter:
-    """The training process's side of ``live.bin``: ``update`` is the hot path.
-
-    ``update`` is a handful of stores into a shared mapping: no syscall, no
-    allocation beyond the first time a scalar name is seen. It is meant for
-    one writing thread at a time (the training thread); callers catch its
-    exceptions (an absurd value may not fit a float).
-    """
-
-    __slots__ = ("_mm", "_words", "_doubles", "_fields", "_slots", "_names", "_writes")
-
-    def __init__(self, mm: mmap.mmap) -> None:
-        self._mm = mm
-        # Item and slice stores through cast memoryviews are the cheapest
-        # writes Python has into a mapping (struct.pack_into costs twice as much).
-        view = memoryview(mm)
-        self._words = view.cast("Q")
-        self._doubles = view.cast("d")
-        self._fields = array("d", [math.nan] * _LIVE_FIELDS)  # the next record, in memory
-        self._slots: dict[Any, int] = {}  # the caller's key -> slot (-1: refused)
-        self._names = 0
-        self._writes = 0
-
-    @classmethod
-    def create(cls, run_dir: Path) -> LiveWriter:
-        """Make ``run_dir``/live.bin (new, 0600, never through a symlink) and map it."""
-        dir_fd = os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        try:
-            fd = os.open(LIVE_FILE, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                         0o600, dir_fd=dir_fd)
-        finally:
-            os.close(dir_fd)
-        try:
-            os.ftruncate(fd, LIVE_SIZE)  # zeros: both records "never written" (seq 0)
-            # Blocks reserved now: a store into a mapping whose page the disk
-            # cannot hold is a SIGBUS that kills the training process.
-            os.posix_fallocate(fd, 0, LIVE_SIZE)
-            mm = mmap.mmap(fd, LIVE_SIZE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-        except BaseException:
-            with contextlib.suppress(OSError):  # no half-made file for the daemon to puzzle over
-                os.unlink(run_dir / LIVE_FILE)
-            raise
-        finally:
-            os.close(fd)
-        _LIVE_HEADER.pack_into(mm, 0, LIVE_MAGIC, LIVE_VERSION, MAX_SCALARS, LIVE_NAME_BYTES)
-        return cls(mm)
-
-    def update(self, when: float, step: Any, scalars: Optional[Mapping[str, Any]]) -> None:
-        fields = self._fields
-        fields[0] = when
-        if type(step) is int and -_LIVE_STEP_LIMIT < step < _LIVE_STEP_LIMIT:
-            fields[1] = step
-        if scalars:
-            slots = self._slots
-            for key, value in scalars.items():
-                kind = type(value)
-                # numpy scalars register as numbers.Real; tensors do not, and
-                # converting one could force a device sync.
-                if kind is not float and kind is not int and (
-                        kind is bool or not isinstance(value, numbers.Real)):
-                    continue
-                slot = slots.get(key)
-                if slot is None:
-                    slot = self._add_name(key)
-                if slot >= 0:
-                    try:  # noqa: SIM105 - contextlib.suppress costs more than the store
-                        fields[slot] = value
-                    except (OverflowError, TypeError, ValueError):  # no float holds it
-                        pass
-        writes = self._writes = self._writes + 1
-        word = (_LIVE_RECORDS_OFF + (writes & 1) * LIVE_RECORD_BYTES) // 8
-        self._words[word] = 2 * writes + 1
-        self._doubles[word + 1:word + 1 + _LIVE_FIELDS] = fields
-        self._words[word] = 2 * writes + 2
-
-    def _add_name(self, key: Any) -> int:
-        """The slot for a new scalar name, or -1 (no room, or a bool key...)."""
-        if self._names >= MAX_SCALARS or not isinstance(key, str):
-            self._slots[key] = -1
-            return -1
-        raw = key.encode("utf-8", "replace")[:LIVE_NAME_BYTES].decode("utf-8", "ignore").encode("utf-8")
-        offset = _LIVE_NAMES_OFF + self._names * LIVE_NAME_BYTES
-        self._mm[offset:offset + LIVE_NAME_BYTES] = raw.ljust(LIVE_NAME_BYTES, b"\0")
-        slot = 2 + self._names  # the index into the record's fields
-        self._names += 1
-        self._slots[key] = slot
-        return slot
-
-
-@dataclass(frozen=True)
-class LiveProgress:
-    """The newest complete record of ``live.bin``: what the run last reported."""
-
-    seq: int
-    last_progress: Optional[float]
-    step: Optional[int]
-    scalars: dict[str, float]
-    # Names whose latest value was NaN or infinite: gone from the metrics, as
-    # in beat.json, so an older finite value must not stand in for them.
-    cleared: frozenset[str] = frozenset()
-
-
-def with_live(progress: Optional[Progress], live: Optional[LiveProgress]) -> Optional[Progress]:
-    """``progress`` brought up to ``live``: a heartbeat is up to an interval
-    old, the mapped record is the very last report."""
-    if live is None or live.last_progress is None:
-        return progress
-    if progress is None:
-        # No heartbeat yet: the report itself shows the process ran.
-        return Progress(beat=live.last_progress, seq=0, last_progress=live.last_progress,
-                        step=live.step, scalars=dict(live.scalars))
-    if progress.last_progress is not None and live.last_progress <= progress.last_progress:
-        return progress
-    older = {k: v for k, v in progress.scalars.items() if k not in live.scalars and k not in live.cleared}
-    return dataclasses.replace(
-        progress,
-        last_progress=live.last_progress,
-        step=live.step if live.step is not None else progress.step,
-        scalars={**live.scalars, **older},
-    )
-
-
-def read_live(run_dir: Path, *,
-              dir_fd: Optional[int] = None) -> tuple[Optional[LiveProgress], os.stat_result]:
-    """The run's latest step and scalars from ``live.bin`` (None: none recorded yet).
-
-    The file is written by the run's owner and read by a possibly-root
-    daemon, so: opened relative to the run directory, never through a
-    symlink, never blocking (a FIFO), exactly ``LIVE_SIZE`` bytes of a
-    regular file, read with ``pread`` (a file truncated under a mapping would
-    SIGBUS the reader), and every number checked. Raises FileNotFoundError if
-    the run or file is absent, SpoolFormatError for anything else wrong.
-    """
-    try:
-        run_fd = (os.dup(dir_fd) if dir_fd is not None  # the run directory, opened already
-                  else os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC))
-    except OSError as exc:
-        if exc.errno == errno.ENOENT:
-            raise
-        raise SpoolFormatError(f"run directory: {exc.strerror}") from None
-    try:
-        fd = open_untrusted(LIVE_FILE, run_fd)
-    finally:
-        os.close(run_fd)
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise SpoolFormatError("not a regular file")
-        if st.st_size != LIVE_SIZE:
-            raise SpoolFormatError(f"{st.st_size} bytes, not {LIVE_SIZE}")
-        header = os.pread(fd, _LIVE_HEADER.size, 0)
-        if len(header) != _LIVE_HEADER.size:
-            raise SpoolFormatError("truncated")
-        magic, version, slots, name_bytes = _LIVE_HEADER.unpack(header)
-        if magic != LIVE_MAGIC:
-            raise SpoolFormatError("not a live progress file")
-        if (version, slots, name_bytes) != (LIVE_VERSION, MAX_SCALARS, LIVE_NAME_BYTES):
-            raise SpoolFormatError(f"unknown live format version {version} "
-                                   f"(this reader knows {LIVE_VERSION})")
-        record = _newest_live_record(fd)
-        # Names after the record: any name the record counts was in place before it.
-        names = os.pread(fd, _LIVE_RECORDS_OFF - _LIVE_NAMES_OFF, _LIVE_NAMES_OFF)
-    finally:
-        os.close(fd)
-    if record is None:
-        return None, st
-    return _decode_live(record, names), st
-
-
-def _newest_live_record(fd: int) -> Optional[bytes]:
-    """The complete record with the highest seq; a torn one is read again."""
-    best: Optional[bytes] = None
-    best_seq = 0
-    for _attempt in range(3):  # a live writer may tear both reads; a dead one never
-        torn = False
-        for index in (0, 1):
-            offset = _LIVE_RECORDS_OFF + index * LIVE_RECORD_BYTES
-            before = os.pread(fd, _LIVE_SEQ.size, offset)
-            body = os.pread(fd, LIVE_RECORD_BYTES, offset)
-            after = os.pread(fd, _LIVE_SEQ.size, offset)
-            if len(before) != _LIVE_SEQ.size or len(body) != LIVE_RECORD_BYTES or before != after \
-                    or body[:_LIVE_SEQ.size] != before:
-                torn = True
-                continue
-            seq = _LIVE_SEQ.unpack(before)[0]
-            if seq % 2:
-                torn = True  # being written now, or the writer died in the middle
-            elif seq > best_seq:
-                best, best_seq = body, seq
-        if best is not None or not torn:
-            break
-    return best
-
-
-def _decode_live(record: bytes, names: bytes) -> LiveProgress:
-    seq = _LIVE_SEQ.unpack_from(record, 0)[0]
-    last_progress, step, *values = struct.unpack_from(f"<{_LIVE_FIELDS}d", record, _LIVE_SEQ.size)
-    scalars: dict[str, float] = {}
-    cleared: set[str] = set()
-    for slot, value in enumerate(values):
-        raw = names[slot * LIVE_NAME_BYTES:(slot + 1) * LIVE_NAME_BYTES].split(b"\0", 1)[0]
-        name = _CONTROL_CHARS.sub("", raw.decode("utf-8", "replace"))
-        if not name:
-            continue
-        if math.isfinite(value):
-            scalars.setdefault(name, value)
-        else:
-            cleared.add(name)
-    return LiveProgress(
-        seq=seq,
-        last_progress=last_progress if math.isfinite(last_progress) and last_progress > 0 else None,
-        step=int(step) if math.isfinite(step) and step.is_integer() and abs(step) < _LIVE_STEP_LIMIT
-        else None,
-        scalars=scalars,
-        cleared=frozenset(cleared - set(scalars)),
-    )

@@ -6,7 +6,16 @@ its ``crash.txt`` the fatal signal's dump (formats: ``sentinel.evidence``).
 
 * The dump on request is ``faulthandler.register``: written by a C signal
   handler, without the GIL, so a training thread stuck in native code holding
-  the GIL is dumped too; the training pause is the time to write the stacks.
+  the GIL is dumped too. faulthandler writes each piece of each frame line
+  with its own unbuffered ``write()`` (about seven system calls a frame, as
+  async-signal safety demands), so a dump of 8 threads 50 frames deep takes
+  milliseconds whatever the file. The thread that opened the run (the
+  training thread) therefore keeps the signal blocked (``keep_off_this_thread``)
+  and the recorder's heartbeat thread takes it (``take_on_this_thread``): the
+  handler runs there, as ``faulthandler.dump_traceback_later``'s watchdog
+  thread does, and the training thread is not held while the stacks are
+  written. Threads the training thread starts later inherit the block; a
+  forked child unblocks it again.
   A handler already installed for the signal is chained to; with none, the
   signal's default (fatal) is never chained to.
 * The crash dump is ``faulthandler.enable`` unless the user enabled
@@ -38,6 +47,39 @@ _lock = threading.Lock()
 _owner: Optional[Path] = None  # the run directory faulthandler writes into
 _stacks_fd: Optional[int] = None
 _crash_fd: Optional[int] = None
+_kept_off: Optional[int] = None  # the thread that blocks the signal (threading.get_ident)
+
+
+def keep_off_this_thread() -> None:
+    """Block the stack signal in the calling (training) thread, so that the
+    handler runs on a thread that takes it (``take_on_this_thread``)."""
+    global _kept_off
+    if os.environ.get(ENV_SWITCH) == "0":
+        return
+    with contextlib.suppress(OSError, ValueError):
+        signal.pthread_sigmask(signal.SIG_BLOCK, {evidence.STACK_SIGNAL})
+        _kept_off = threading.get_ident()
+
+
+def take_on_this_thread() -> None:
+    """Unblock the stack signal in the calling thread (the recorder's heartbeat
+    thread, which may have inherited the block from the thread that started it)."""
+    with contextlib.suppress(OSError, ValueError):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {evidence.STACK_SIGNAL})
+
+
+def _give_back_to_this_thread() -> None:
+    """Unblock the signal where ``keep_off_this_thread`` blocked it, once a
+    request that found no other thread to run on is taken off (the handler is
+    gone now: the signal's default would end the process)."""
+    global _kept_off
+    if _kept_off != threading.get_ident():
+        return
+    _kept_off = None
+    with contextlib.suppress(OSError, ValueError):
+        while signal.sigtimedwait({evidence.STACK_SIGNAL}, 0) is not None:
+            pass
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {evidence.STACK_SIGNAL})
 
 
 def _open_dump(path: Path) -> int:
@@ -81,6 +123,7 @@ def disarm(run_dir: Path) -> None:
                  if fd is not None and _size(fd) == 0]
         _release()
         _owner = None
+        _give_back_to_this_thread()
         for name in empty:
             with contextlib.suppress(OSError):
                 os.unlink(run_dir / name)
@@ -95,10 +138,14 @@ def _size(fd: int) -> int:
 
 def forget_in_child() -> None:
     """After fork: the child is no run; its faults are not the parent's."""
-    global _owner
+    global _owner, _kept_off
     if _owner is not None:
         _release()
         _owner = None
+    if _kept_off is not None:  # the child is no run: its threads take the signal as before
+        _kept_off = None
+        with contextlib.suppress(OSError, ValueError):
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {evidence.STACK_SIGNAL})
 
 
 def _release() -> None:

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from sentinel import containers, pidns, safe_json, spool
+from sentinel import containers, live_file, pidns, safe_json, spool
 from sentinel.daemon.ns_watch import UNWATCHABLE_FIX
 from sentinel.daemon_file import live_daemon
 from sentinel.procid import ProcessIdentity, boot_id
@@ -193,8 +193,8 @@ def _archive_dirs(state_path: Optional[Path]) -> Optional[list[Path]]:
 
 def _run_status(record: spool.RunRecord, paths: spool.RunPaths, journal: Any, now: float,
                 namespaces: _Namespaces, dir_fd: Optional[int] = None) -> RunStatus:
-    live = _optional(lambda run_dir: spool.read_live(run_dir, dir_fd=dir_fd)[0], paths.dir)
-    progress = spool.with_live(_optional(spool.read_progress, paths.beat), live)
+    live = _optional(lambda run_dir: live_file.read_live(run_dir, dir_fd=dir_fd)[0], paths.dir)
+    progress = live_file.with_live(_optional(spool.read_progress, paths.beat), live)
     final = _optional(spool.read_final, paths.final)
     alive_pid = _alive_pid(record, namespaces)
     alive = alive_pid is not None

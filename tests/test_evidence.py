@@ -21,12 +21,14 @@ from typing import Iterator, Optional
 
 import pytest
 
-from sentinel import evidence, spool, stack_dumps
+from sentinel import evidence, live_file, spool, stack_dumps
 from sentinel.alerts import Alert, AlertKind
 from sentinel.channels.plain import plain_text
 from sentinel.daemon.native_faults import NativeFaults, parse_line
 from sentinel.daemon.run_reader import ProblemLog, RunReader, TrackedRun
 from sentinel.procid import ProcessIdentity
+from sentinel.recorder import Recorder
+from sentinel.swanlab_log_hook import LogHook
 from tests.daemon_harness import DaemonProcess, wait_for_push
 from tests.fakes import FakeBark
 from tests.victims.harness import Victim, swanlab_params, swanlab_python
@@ -320,13 +322,19 @@ def test_recorder_leaves_a_users_faulthandler_alone(tmp_path: Path) -> None:
 def test_stack_signal_chains_to_the_users_handler(tmp_path: Path) -> None:
     """A handler the user had on the signal still runs after the dump."""
     script = textwrap.dedent(f"""
-        import os, signal, sys, threading
+        import os, signal, sys, threading, time
         got = threading.Event()
         signal.signal({int(evidence.STACK_SIGNAL)}, lambda s, f: got.set())
         import sentinel
         run = sentinel.watch(name="chained", heartbeat_interval=0.1)
         os.kill(os.getpid(), {int(evidence.STACK_SIGNAL)})
-        print("HANDLER", got.wait(10), flush=True)
+        # The dump runs on the recorder's thread; a Python handler runs on the
+        # main thread once it runs Python code again (a bounded wait).
+        for _ in range(1000):
+            if got.is_set():
+                break
+            time.sleep(0.01)
+        print("HANDLER", got.is_set(), flush=True)
         run.finish()
     """)
     env = {**os.environ, "SENTINEL_SPOOL": str(tmp_path / "spool")}
@@ -335,6 +343,50 @@ def test_stack_signal_chains_to_the_users_handler(tmp_path: Path) -> None:
     (run_dir,) = (tmp_path / "spool").iterdir()
     dump = evidence.parse((run_dir / evidence.STACKS_FILE).read_bytes())
     assert dump.main is not None and dump.main.frames[-1].function == "<module>"
+
+
+def test_the_dump_runs_off_the_training_thread_and_a_forked_child_gets_the_signal_back(
+        tmp_path: Path) -> None:
+    """The thread that opened the run keeps the stack signal blocked: the
+    recorder's heartbeat thread runs faulthandler's handler, so the training
+    thread is not held while the stacks are written. A forked child, no run,
+    has the signal unblocked again."""
+    signo = int(evidence.STACK_SIGNAL)
+    script = textwrap.dedent(f"""
+        import os, sys, time
+        import sentinel
+
+        def blocked():
+            with open("/proc/thread-self/status") as status:
+                mask = next(int(l.split()[1], 16) for l in status if l.startswith("SigBlk:"))
+            return bool(mask & (1 << ({signo} - 1)))
+
+        run = sentinel.watch(name="off-thread", heartbeat_interval=0.1)
+        print("BLOCKED", blocked(), flush=True)
+        pid = os.fork()
+        if pid == 0:
+            print("CHILD", blocked(), flush=True)
+            os._exit(0)
+        os.waitpid(pid, 0)
+        os.kill(os.getpid(), {signo})
+        stacks = os.path.join(run._recorder.paths.dir, "stacks.txt")
+        for _ in range(1000):  # bounded: the dump is written on another thread
+            if os.path.getsize(stacks):
+                break
+            time.sleep(0.01)
+        run.finish()
+        print("UNBLOCKED AFTER FINISH", not blocked(), flush=True)
+    """)
+    env = {**os.environ, "SENTINEL_SPOOL": str(tmp_path / "spool")}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    assert "BLOCKED True" in out.stdout, out.stderr
+    assert "CHILD False" in out.stdout, out.stderr
+    assert "UNBLOCKED AFTER FINISH True" in out.stdout, out.stderr
+    (run_dir,) = (tmp_path / "spool").iterdir()
+    dump = evidence.parse((run_dir / evidence.STACKS_FILE).read_bytes())
+    assert dump.main is not None and not dump.main.current
+    (handler,) = [t for t in dump.threads if t.current]
+    assert any(f.function == "_run_heartbeat" for f in handler.frames)
 
 
 # ------------------------------------------------------------ the exact step under SwanLab
@@ -352,6 +404,11 @@ def test_kill_after_quick_steps_names_the_last_step_and_draws_the_trend(
     with Victim.swanlab(python, daemon.tmp, *common, spool_dir=daemon.spool).start() as v:
         run_id = v.ready()
         v.expect("STALLED")
+        live, _ = live_file.read_live(v.paths.dir)
+        assert live is not None and live.step == 37  # stored by the 37th swanlab.log itself
+        # The values follow within VALUES_EVERY (the heartbeat thread copies the last ones).
+        wait_for(lambda: live_file.read_live(v.paths.dir)[0].scalars.get("loss") == 1 / 37,  # type: ignore[union-attr]
+                 what="the last logged values in live.bin")
         _watched(daemon, v.pid)
         v.kill()
         killed = wait_for_push(bark, K.KILLED, name, signal="SIGKILL")
@@ -363,6 +420,32 @@ def test_kill_after_quick_steps_names_the_last_step_and_draws_the_trend(
     assert "loss " in killed["body"] and "→ 0.027" in killed["body"]
 
 
+def test_the_hook_stores_each_step_at_once_and_the_last_values_follow(tmp_path: Path) -> None:
+    """Per swanlab.log only the step and time are stored; the values are
+    copied at most every VALUES_EVERY, the last ones by the heartbeat thread,
+    however long the heartbeat interval."""
+    rec = Recorder.open(tmp_path / "spool", name="hooked", heartbeat_interval=3600.0)
+
+    class Module:
+        @staticmethod
+        def log(data: object, step: object = None) -> str:
+            return "swanlab's answer"
+
+    hook = LogHook.install(Module, rec)
+    assert hook is not None and LogHook.of(Module.log) is hook and LogHook.install(Module, rec) is None
+    try:
+        for i in range(1, 38):
+            assert Module.log({"loss": 1 / i}) == "swanlab's answer"
+        live, _ = live_file.read_live(rec.paths.dir)
+        assert live is not None and live.step == 37 and hook.global_step == 37 and hook.calls == 37
+        wait_for(lambda: live_file.read_live(rec.paths.dir)[0].scalars == {"loss": 1 / 37},  # type: ignore[union-attr]
+                 what="the last logged values in live.bin")
+    finally:
+        hook.uninstall()
+        rec.finish()
+    assert Module.log({"loss": 0.0}) == "swanlab's answer" and LogHook.of(Module.log) is None
+
+
 def test_the_hook_is_undone_at_finish_and_keeps_swanlabs_behaviour(tmp_path: Path) -> None:
     script = textwrap.dedent("""
         import swanlab
@@ -370,18 +453,18 @@ def test_the_hook_is_undone_at_finish_and_keeps_swanlabs_behaviour(tmp_path: Pat
         from sentinel.swanlab_log_hook import LogHook
         original = swanlab.log
         swanlab.init(project="p", mode="offline", callbacks=[SentinelCallback(heartbeat_interval=0.1)])
-        print("WRAPPED", isinstance(swanlab.log, LogHook), flush=True)
+        print("WRAPPED", LogHook.of(swanlab.log) is not None, swanlab.log.__name__, flush=True)
         swanlab.log({"loss": 1.0})
         swanlab.log({"loss": 0.5}, step=10)
         swanlab.log({"loss": 0.25})
-        print("STEP", swanlab.log.global_step, flush=True)
+        print("STEP", LogHook.of(swanlab.log).global_step, flush=True)
         swanlab.finish()
         print("RESTORED", swanlab.log is original, flush=True)
     """)
     env = {**os.environ, "SENTINEL_SPOOL": str(tmp_path / "spool"), "SWANLAB_LOG_DIR": str(tmp_path / "sl")}
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
                          timeout=120, cwd=tmp_path)
-    assert "WRAPPED True" in out.stdout, out.stderr
+    assert "WRAPPED True log" in out.stdout, out.stderr
     assert "STEP 11" in out.stdout  # SwanLab's rule: an explicit step raises the global one
     assert "RESTORED True" in out.stdout, out.stderr
     (run_dir,) = (tmp_path / "spool").iterdir()

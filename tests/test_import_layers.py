@@ -27,6 +27,7 @@ LAYERS = {
     "sentinel.safe_json": FORMAT,  # atomic writes, hostile-input-safe reads of every JSON file
     "sentinel.record_rules": FORMAT,  # field rules: how a record read from disk is checked
     "sentinel.drop_dirs": FORMAT,  # where users leave requests for the daemon (.mutes/, .resend/)
+    "sentinel.live_file": FORMAT,  # live.bin: the mapped last step and scalars
     "sentinel.systemd": FORMAT,
     "sentinel.redact": FORMAT,
     "sentinel.state_dir": FORMAT,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from sentinel import spool
+from sentinel import live_file
 from tests.victims.harness import ROOT, Victim, spool_files, swanlab_params, swanlab_python
 
 HEAVY = ("requests", "psutil", "yaml", "watchdog", "swanlab", "swankit", "urllib3")
@@ -70,7 +70,7 @@ def test_a_forked_child_never_writes_as_the_run(tmp_path: Path) -> None:
         assert victim.progress().step == 3
         assert victim.messages() == []
         assert b"from the child" not in b"".join(p.read_bytes() for p in spool_files(victim.spool))
-        live, _ = spool.read_live(victim.paths.dir)  # the mapping is shared with the child
+        live, _ = live_file.read_live(victim.paths.dir)  # the mapping is shared with the child
         assert live is not None and live.step == 3
 
 

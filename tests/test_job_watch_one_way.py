@@ -37,8 +37,8 @@ NOW = 1_750_000_000.0
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[Daemon]:
     config = Config(spool=tmp_path / "spool", state_dir=tmp_path / "state", default_channels=[])
-    spool.make_private_dir(config.spool_path())
-    spool.make_private_dir(config.state_path())
+    safe_json.make_private_dir(config.spool_path())
+    safe_json.make_private_dir(config.state_path())
     d = Daemon(config, Outbox(config.state_path() / "outbox"), kmsg_path=str(tmp_path / "no-kmsg"))
     yield d
     d.close()
@@ -87,7 +87,7 @@ def _job_run(spool_path: Path, child: subprocess.Popen[bytes], rank: int, key: s
         started=NOW, heartbeat_interval=10.0, stall_timeout=86400.0, name=f"rank{rank}", source="run",
         job=job)
     paths = spool.RunPaths(spool_path, run_id)
-    spool.make_private_dir(paths.dir)
+    safe_json.make_private_dir(paths.dir)
     safe_json.write_json(paths.run, record.to_dict())
     return run_id
 

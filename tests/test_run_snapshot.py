@@ -16,7 +16,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from sentinel import safe_json, spool
+from sentinel import live_file, safe_json, spool
 from sentinel.alerts import AlertKind
 from sentinel.config import Config
 from sentinel.daemon import run_snapshot
@@ -32,8 +32,8 @@ NOW = 1_750_000_000.0
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[Daemon]:
     config = Config(spool=tmp_path / "spool", state_dir=tmp_path / "state", default_channels=[])
-    spool.make_private_dir(config.spool_path())
-    spool.make_private_dir(config.state_path())
+    safe_json.make_private_dir(config.spool_path())
+    safe_json.make_private_dir(config.state_path())
     d = Daemon(config, Outbox(config.state_path() / "outbox"), kmsg_path=str(tmp_path / "no-kmsg"))
     yield d
     d.close()
@@ -46,7 +46,7 @@ def _write_run(spool_path: Path, ident: ProcessIdentity) -> spool.RunPaths:
         hostname=socket.gethostname(), uid=os.getuid(), user="tester", cmdline=["python"], cwd="/",
         started=NOW, heartbeat_interval=10.0, stall_timeout=86400.0, name="snap", source="run")
     paths = spool.RunPaths(spool_path, run_id)
-    spool.make_private_dir(paths.dir)
+    safe_json.make_private_dir(paths.dir)
     safe_json.write_json(paths.run, record.to_dict())
     return paths
 
@@ -93,11 +93,11 @@ def test_one_read_gives_messages_final_record_and_live_progress(
         daemon: Daemon, child: subprocess.Popen[bytes], monkeypatch: pytest.MonkeyPatch) -> None:
     paths = _write_run(daemon.spool, identity_of(child))
     daemon.rescan(NOW)
-    spool.make_private_dir(paths.messages)
+    safe_json.make_private_dir(paths.messages)
     safe_json.write_json(paths.message(1), spool.Message(seq=1, time=NOW + 1, text="nearly done").to_dict())
     safe_json.write_json(paths.beat, spool.Progress(beat=NOW + 2, seq=1, last_progress=NOW + 2, step=10,
                                                 scalars={"loss": 0.5}).to_dict())
-    writer = spool.LiveWriter.create(paths.dir)
+    writer = live_file.LiveWriter.create(paths.dir)
     writer.update(NOW + 3, 42, {"loss": 0.25})
     safe_json.write_json(paths.final, spool.FinalRecord(state="crashed", ended=NOW + 4, exit_code=1,
                                                     error="RuntimeError: boom").to_dict())
@@ -120,7 +120,7 @@ def test_a_directory_swapped_after_admission_is_not_read(daemon: Daemon, child: 
     run = daemon.tracker.runs[paths.run_id]
     # Another directory, with a final record of its own, takes the admitted one's name.
     os.rename(paths.dir, tmp_path / "moved")
-    spool.make_private_dir(paths.dir)
+    safe_json.make_private_dir(paths.dir)
     safe_json.write_json(paths.final, spool.FinalRecord(state="finished", ended=NOW + 1).to_dict())
     with run_snapshot.take(daemon.tracker.reader, run) as snapshot:
         assert not snapshot.present

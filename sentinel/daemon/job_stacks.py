@@ -49,6 +49,10 @@ class Rank:
     run: Optional[TrackedRun] = None
 
 
+# One process's answer: (whose, its dump, why there is none).
+Answer = tuple[Rank, Optional[evidence.Dump], str]
+
+
 @dataclass
 class _Asked:
     rank: Rank
@@ -68,8 +72,10 @@ class _Gather:
 class JobStacks:
     """Stack gathers in flight, one per job (keyed by the run that speaks for it)."""
 
-    def __init__(self, reader: RunReader) -> None:
+    def __init__(self, reader: RunReader, summary: Optional[Callable[[list[Answer]], dict[str, Any]]] = None,
+                 ) -> None:
         self.reader = reader
+        self.summary = summary or summarise  # the answers in the alert's words
         self.pending: dict[str, _Gather] = {}
 
     def poll(self, key: str, ranks: list[Rank], now: float,
@@ -94,7 +100,7 @@ class JobStacks:
         for asked in gather.asked:
             if asked.result is None:  # a cooperative rank: its dump is due by now
                 asked.result = self._read(asked)
-        facts = summarise([(a.rank, *(a.result or (None, "no answer"))) for a in gather.asked])
+        facts = self.summary([(a.rank, *(a.result or (None, "no answer"))) for a in gather.asked])
         said = [text for text in list(gather.extra) if text]
         if said:
             where = "; ".join([facts["where"], *said]) if facts.get("where") else "; ".join(said)
@@ -163,7 +169,7 @@ def signature(thread: evidence.ThreadStack) -> tuple[tuple[str, str, int], ...]:
                  for i, f in enumerate(thread.frames))
 
 
-def summarise(answers: list[tuple[Rank, Optional[evidence.Dump], str]]) -> dict[str, Any]:
+def summarise(answers: list[Answer]) -> dict[str, Any]:
     """The alert's ``where`` (the groups, the biggest first) and ``stacks``
     (each group's main thread once), or ``evidence_missing`` if no rank answered."""
     groups: dict[tuple[tuple[str, str, int], ...], list[tuple[Rank, evidence.ThreadStack]]] = {}

@@ -32,7 +32,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterator, NamedTuple, Optional, TypeVar
 
-from sentinel import pidns, safe_json, spool
+from sentinel import live_file, pidns, safe_json, spool
 from sentinel.accounts import verified_user
 from sentinel.containers import ContainerIdentity
 from sentinel.daemon.budgets import RefusedRuns
@@ -345,12 +345,12 @@ class RunReader:
             progress = None
         if progress is None:
             progress = run.progress
-        return spool.with_live(progress, self.live_in(run, dir_fd))
+        return live_file.with_live(progress, self.live_in(run, dir_fd))
 
-    def live_in(self, run: TrackedRun, dir_fd: int) -> Optional[spool.LiveProgress]:
+    def live_in(self, run: TrackedRun, dir_fd: int) -> Optional[live_file.LiveProgress]:
         """The run's last reported step and scalars, or None (absent, bad, not its own)."""
         try:
-            live, st = spool.read_live(run.paths.dir, dir_fd=dir_fd)
+            live, st = live_file.read_live(run.paths.dir, dir_fd=dir_fd)
         except FileNotFoundError:
             return None
         except SpoolFormatError as exc:

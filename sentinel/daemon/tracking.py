@@ -37,6 +37,7 @@ from sentinel.daemon.run_reader import RunReader, TrackedRun
 from sentinel.daemon.run_snapshot import RunSnapshot
 from sentinel.daemon.spool_watcher import SpoolWatcher
 from sentinel.daemon.stacks import FATAL_SIGNALS, STACK_WAIT, StackDesk
+from sentinel.daemon.tree_stacks import TreeStacks
 from sentinel.daemon.xid import GpuFaults, XidHit
 from sentinel.endings import Reason
 from sentinel.latency_trace import TRACE
@@ -141,6 +142,7 @@ class Tracker:
         self.docker = DockerEvents()
         self._unwatchable_changed = False  # daemon.json's list of unwatchable runs is to be rewritten
         self.stacks = StackDesk(reader)  # evidence: stacks asked of stalled runs
+        self.trees = TreeStacks(reader)  # evidence: a `sentinel run` command's, by py-spy
         # Ended runs to archive on the loop's next pass (``retire_soon``), in order.
         self.retiring: dict[str, None] = {}
 
@@ -176,6 +178,7 @@ class Tracker:
         self.runs.pop(run_id, None)
         self.budgets.release(run_id)
         self.stacks.forget(run_id)
+        self.trees.forget(run_id)
         self.liveness.unwatch(run_id)
         self.watcher.forget(run_id)
         self.observer.run_forgotten(run_id)  # fleet hook
@@ -275,6 +278,11 @@ class Tracker:
             if gathered is None:
                 self.schedule_stall_check(run, now + STACK_WAIT)  # asked the job's ranks: back for answers
                 return
+            if not gathered:
+                gathered = self.trees.poll(run, now)  # `sentinel run`: its command's processes
+                if gathered is None:
+                    self.schedule_stall_check(run, now + STACK_WAIT)
+                    return
             if not gathered and self.stacks.request(run, now):  # the stacks come with the alert
                 self.schedule_stall_check(run, now + STACK_WAIT)
                 return
@@ -295,6 +303,7 @@ class Tracker:
                     self.check_silence(run, now)  # its heartbeat is all that can say it died
         else:
             self.stacks.forget(run.run_id)  # progress came back while its stacks were asked for
+            self.trees.forget(run.run_id)
             self.jobs.forget_stacks(run)
             deadline = stall_deadline(run.progress, run.record.started, timeout)
             self.schedule_stall_check(run, max(deadline, now + MIN_STEP))

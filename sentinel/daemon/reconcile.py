@@ -57,7 +57,8 @@ def admit(tracker: Tracker, run_id: str, now: float, at_startup: bool) -> Option
     tracker.deliver_messages(run, now)
     if run.state.is_live:
         final = tracker.reader.read_final(run)
-        if final is not None:
+        # jobs: a rank of a job saved before a restart waits for its job's one alert
+        if final is not None and not tracker.jobs.holds_final(run, final, now):
             tracker.apply(run, Event.final(final.state), now, final=final,
                          reason=ENDED_DOWN if at_startup else None)
 
@@ -101,8 +102,9 @@ def settle(tracker: Tracker, run: TrackedRun, status: Status, now: float, at_sta
             tracker.apply(run, Event(EventKind.OTHER_BOOT), now,
                          reason=Reason("rebooted", {"last_beat": last_beat(run)}))
         elif at_startup:
-            tracker.apply(run, Event(EventKind.FOUND_DEAD), now,
-                         reason=Reason("died_while_down", {"last_beat": last_beat(run)}))
+            if not tracker.jobs.ended_while_down(run, now):  # jobs: held for its restored job
+                tracker.apply(run, Event(EventKind.FOUND_DEAD), now,
+                             reason=Reason("died_while_down", {"last_beat": last_beat(run)}))
         else:
             # Died between writing its record and our look; a zombie still tells how. Without
             # one, no process of this record was ever seen: an ending, not a claimed kill.

@@ -495,9 +495,7 @@ def restore(watch: JobWatch, saved: list[SavedJob], kinds: Kinds) -> int:
                 watch.by_run[member.run_id] = job.key
         watch.jobs[job.key] = restored_job
         restored += 1
-    if saved:
-        log.info("start-up: %d job(s) restored from %s", restored,
-                 watch.state.directory if watch.state is not None else "the state directory")
+    log.info("start-up: %d job(s) restored from the state directory", restored)
     return restored
 
 
@@ -544,6 +542,10 @@ def judge_restored(watch: JobWatch, now: float, kinds: Kinds) -> None:
             _ended_while_down(watch, job, member, now, kinds)
         if alive and job.alerted_at is None:
             watch.discover(job)  # ranks started while the daemon was down
+        down = sum(1 for m in job.members.values() if m.death is not None and m.death.down)
+        log.info("job %s restored: %d rank(s), %d ended while the daemon was down%s",
+                 jobs.display_id(job.record), len(job.members), down,
+                 "; alerted before the restart" if job.alerted_at is not None else "")
         watch._changed(job, now)
         if job.alerted_at is not None:
             watch._maybe_drop(job)

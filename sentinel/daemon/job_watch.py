@@ -621,6 +621,8 @@ class JobWatch:
                              exit_code=status.exit_code if status is not None else None,
                              signal=(cause.death.final.signal if cause.death.final else None)
                              or (status.signal if status is not None else None))
+        elif found.kind is not AlertKind.FINISHED:  # no one rank's ending: not the speaker's own either
+            overrides.update(exit_code=None, signal=None, error=None)
         own = speaker_member.death.final if speaker_member.death is not None else None
         self.book.apply(speaker, Event.job_ended(found.kind), now, final=own, reason=found.reason,
                         overrides=overrides)

@@ -134,6 +134,7 @@ def test_a_job_alerted_before_a_restart_is_not_alerted_again(daemon: DaemonProce
         os.kill(job.ranks[3], signal.SIGKILL)
         job.victim.wait(120)
         wait_for_push(bark, K.KILLED, "once", signal="SIGKILL")
+        daemon.wait_log(".killed to phone")  # marked delivered: a restart does not send it again
         # Saved as alerted, or already forgotten once every rank was judged.
         [left] = wait_for(lambda: alerted_or_gone(daemon), 30, what="the saved job marked alerted (or gone)")
         daemon.kill()
@@ -206,3 +207,31 @@ def test_hostile_saved_jobs_are_quarantined_and_the_rest_kept(daemon: DaemonProc
         wait_for_push(bark, K.KILLED, "after", signal="SIGKILL")
     finally:
         victim.kill()
+
+
+def test_a_job_stalled_before_a_restart_recovers_only_when_its_stalled_rank_does(
+    daemon: DaemonProcess, bark: FakeBark, tmp_path: Path
+) -> None:
+    """Rank 1 of four recorded ranks stops progressing; the job's stall is alerted, the
+    daemon SIGKILLed and restarted: the stall stands (rank 0 alone progressing is no
+    recovery), and ends once rank 1 progresses again."""
+    resume = tmp_path / "resume"
+    with torch_jobs.TorchJob(daemon, "stall", "--rank", "1", "--record-all", "--stall-timeout", "2",
+                             "--resume-file", str(resume), "--name", "stuck", python=torch_python()) as job:
+        job.victim.expect("RUNNING")
+        wait_for_push(bark, K.STALLED, "stuck", timeout=60)
+        daemon.wait_log(".stalled to phone")  # marked delivered: a restart does not send it again
+        saved_with(daemon, ranks=4, recorded=4)
+        daemon.kill()
+        daemon.start()
+        first_pass_done(daemon)
+        assert "restored: 4 rank(s), 0 ended while the daemon was down" in daemon.log()
+        assert [p["title"] for p in bark.pushes] == [bark.pushes[0]["title"]]  # no recovery, no second stall
+        resume.touch()
+        wait_for_push(bark, K.RECOVERED, "stuck", timeout=60)
+        os.kill(job.ranks[2], signal.SIGKILL)
+        job.victim.wait(120)
+        wait_for_push(bark, K.KILLED, "stuck", signal="SIGKILL")
+    assert daemon.stop() == 0
+    assert [a.kind for a in daemon.journal(job.run_id)] == [K.STALLED, K.RECOVERED, K.KILLED]
+    assert len(bark.pushes) == 3, [p["title"] for p in bark.pushes]

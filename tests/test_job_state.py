@@ -156,3 +156,20 @@ def test_an_ending_seen_before_the_restart_is_the_cause_over_those_unseen() -> N
                 Death(at=9.0, down=True), Death(at=4.0, status=ending_of(9)), Death(at=9.0, down=True))
     found = verdict(job, None, None)
     assert found.cause is job.members[1002] and "was killed by SIGKILL" in found.detail
+
+
+def test_a_job_changing_again_is_saved_again_at_most_once_a_second_until_its_alert(tmp_path: Path) -> None:
+    store = JobStateStore(tmp_path / "jobs")
+    assert store.load() == []  # makes the directory, as at the daemon's start
+    job = a_job(None, None)
+    users = Counter({0: 1})
+    assert store.save([job], [], users, 10.0) == set() and store.next_due() is None
+    assert store.save([job], [], users, 10.4) == {job.key}  # a rank's death 0.4 s later: deferred
+    assert store.next_due() == 11.0
+    assert store.save([job], [], users, 11.0) == set() and store.next_due() is None
+    job.alerted_at = 11.2
+    assert store.save([job], [], users, 11.2) == set()  # the alert is saved at once
+    assert store.save([job], [], users, 11.3, force=True) == set()  # a clean stop saves everything
+    store.close()
+    [saved] = JobStateStore(tmp_path / "jobs").load()
+    assert saved.alerted_at == 11.2

@@ -74,6 +74,7 @@ MAX_FILE_BYTES = 512 * 1024  # 1,024 ranks of ~250 bytes each fit twice over
 MAX_FILES = 4096  # read at start; more are left in place (and logged)
 MAX_JOBS_PER_USER = 256  # saved jobs of one uid; more are watched, not saved
 MAX_MEMBERS = 1024  # rank_finder.MAX_FOUND
+SAVE_EVERY = 1.0  # a job that changes again is saved again at most this often, until its alert
 QUARANTINE_DIR = "quarantine"
 QUARANTINE_KEEP = 32  # the newest refused files kept for a look; older ones removed
 _TEXT_MAX = 4096  # a key, a host, an error file path, a run id
@@ -290,6 +291,8 @@ class JobStateStore:
         self._stopping = False
         self._thread: Optional[threading.Thread] = None
         self._refused_users: set[int] = set()  # users told once that their jobs are over the cap
+        self._handed: dict[str, float] = {}  # job key -> when it was last handed to the thread
+        self._deferred: set[str] = set()  # changed again within SAVE_EVERY: saved at next_due()
 
     # ------------------------------------------------------------ start
 
@@ -383,10 +386,21 @@ class JobStateStore:
         self._thread = threading.Thread(target=self._run, name="sentinel-job-state", daemon=True)
         self._thread.start()
 
-    def save(self, jobs: list[Job], gone: list[str], users: Counter[int], now: float) -> None:
-        """Hand ``jobs`` (encoded here, written on the thread) and the keys of jobs ``gone`` over."""
+    def save(self, jobs: list[Job], gone: list[str], users: Counter[int], now: float,
+             force: bool = False) -> set[str]:
+        """Hand ``jobs`` (encoded here, written on the thread) and the keys of jobs ``gone`` over;
+        returns the keys of the jobs deferred (saved less than ``SAVE_EVERY`` ago: a teardown of
+        many ranks is encoded a few times, not once per rank)."""
         batch: dict[str, Optional[bytes]] = {file_name(key): None for key in gone}
+        for key in gone:
+            self._handed.pop(key, None)
+        self._deferred = set()
         for job in jobs:
+            last = self._handed.get(job.key)
+            if not force and job.alerted_at is None and last is not None and now - last < SAVE_EVERY:
+                self._deferred.add(job.key)
+                continue
+            self._handed[job.key] = now
             if users[job.uid] > MAX_JOBS_PER_USER:
                 if job.uid not in self._refused_users:
                     self._refused_users.add(job.uid)
@@ -398,11 +412,16 @@ class JobStateStore:
                 log.warning("job %s is too large to save (over %d bytes)", job.key[:80], MAX_FILE_BYTES)
                 continue
             batch[file_name(job.key)] = raw
-        if not batch:
-            return
-        with self._cond:
-            self._pending.update(batch)
-            self._cond.notify()
+        if batch:
+            with self._cond:
+                self._pending.update(batch)
+                self._cond.notify()
+        return set(self._deferred)
+
+    def next_due(self) -> Optional[float]:
+        """When the deferred jobs are to be saved (the loop wakes for it), None if none is."""
+        due = [self._handed[k] + SAVE_EVERY for k in self._deferred if k in self._handed]
+        return min(due) if due else None
 
     def _run(self) -> None:
         while True:

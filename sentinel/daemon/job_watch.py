@@ -355,14 +355,14 @@ class JobWatch:
     def touch(self, job: Job) -> None:
         self._dirty.add(job.key)
 
-    def save(self, now: float) -> None:
+    def save(self, now: float, force: bool = False) -> None:
         """Hand the jobs changed since the last save to the writer thread (after the pass's alerts)."""
         if self.state is None or not self._dirty:
             return
         keys, self._dirty = self._dirty, set()
         users = Counter(job.uid for job in self.jobs.values())
         kept = [self.jobs[k] for k in keys if k in self.jobs]
-        self.state.save(kept, [k for k in keys if k not in self.jobs], users, now)
+        self._dirty |= self.state.save(kept, [k for k in keys if k not in self.jobs], users, now, force)
 
     # ------------------------------------------------------------ membership
 
@@ -571,6 +571,8 @@ class JobWatch:
 
     def next_deadline(self) -> Optional[float]:
         due = [j.settle_at for j in self.jobs.values() if j.settle_at is not None and j.alerted_at is None]
+        saving = self.state.next_due() if self.state is not None else None  # a deferred save
+        due += [saving] if saving is not None else []
         return min(due) if due else None
 
     def tick(self, now: float) -> None:
@@ -792,5 +794,5 @@ class JobWatch:
         self.liveness.close()
         self.slurm.close()
         if self.state is not None:
-            self.save(time.time())
+            self.save(time.time(), force=True)
             self.state.close()

@@ -111,8 +111,9 @@ def main() -> int:
         f"Start-up: {size['saved']} saved 4-rank jobs read and checked in {load_ms:.0f} ms "
         f"({load_ms / size['saved']:.3f} ms each); at most {job_state.MAX_FILES} files are read.", "",
         "The loop pays the encoding only, after the pass's verdicts (their alerts are enqueued first); "
-        "a rank's death waits at least 2 s (or for every rank to end) before the job's alert, and the "
-        "disk is never waited for in between. Kill-to-alert with this in place: section 8 (job_alert).", "",
+        "a job's alert waits for its ranks' teardown (every rank ended, or 2 s after the first failure), "
+        "and the disk is never waited for in between. Kill-to-alert with this in place: section 8 "
+        "(job_alert).", "",
     ])
     verdicts = [
         _common.Verdict("job_state", "saving a 4-rank job, on the loop (p50)", f"{loop_p50[4]:.3f} ms",
@@ -123,7 +124,7 @@ def main() -> int:
                         f"{load_ms / size['saved']:.3f} ms per job", "reported", None,
                         f"{size['saved']} jobs"),
     ]
-    _common.publish(args, "job_state", "13. Jobs' state across a restart: what keeping it costs", body,
+    _common.publish(args, "job_state", "15. Jobs' state across a restart: what keeping it costs", body,
                     verdicts, started)
     return 0
 

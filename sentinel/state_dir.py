@@ -93,7 +93,8 @@ class StateDir:
         """StateDirError unless the directory and its outbox/inline trees are ours alone."""
         _check_private_dir(self.path)
         _check_private_dir(self.archive)
-        _check_private_dir(self.jobs)
+        if os.path.lexists(self.jobs):  # a state left by an earlier version has none yet
+            _check_private_dir(self.jobs)
         for tree in CHECKED_TREES:
             root = self.path / tree
             _check_private_dir(root)

@@ -173,3 +173,11 @@ def test_a_job_changing_again_is_saved_again_at_most_once_a_second_until_its_ale
     store.close()
     [saved] = JobStateStore(tmp_path / "jobs").load()
     assert saved.alerted_at == 11.2
+
+
+def test_ranks_that_finished_while_down_beside_a_finished_rank_are_a_finished_job() -> None:
+    job = a_job(Death(at=5.0, final=FinalRecord("finished", 5.0, exit_code=0)),
+                Death(at=9.0, down=True), Death(at=9.0, down=True), Death(at=9.0, down=True))
+    found = verdict(job, None, None)
+    assert found.kind is K.FINISHED and found.cause is None
+    assert found.detail == "Job 4242: all 4 local ranks finished (3 without an exit status seen)"

@@ -126,6 +126,20 @@ def test_ranks_ended_unseen_while_down_are_named_without_guessing_an_order(
     assert "terminated" not in (alert.detail or "").lower() and "cause_rank" not in alert.job
 
 
+def test_a_job_that_finished_while_the_daemon_was_down_is_one_finished(
+    daemon: DaemonProcess, bark: FakeBark
+) -> None:
+    with torch_jobs.TorchJob(daemon, "finish", "--record-all", "--steps", "200", "--name", "calm",
+                             python=torch_python()) as job:
+        saved_with(daemon, ranks=4, recorded=4)
+        daemon.kill()
+        assert job.victim.wait(120) == 0
+        daemon.start()
+        wait_for_push(bark, K.FINISHED, "calm")
+    alert = the_one_alert(daemon, bark, job.run_id, K.FINISHED)
+    assert "all 4 local ranks finished" in (alert.detail or "")
+
+
 def test_a_job_alerted_before_a_restart_is_not_alerted_again(daemon: DaemonProcess, bark: FakeBark) -> None:
     with torch_jobs.TorchJob(daemon, "sleep", "--record-all", "--name", "once",
                              python=torch_python()) as job:

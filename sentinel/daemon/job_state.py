@@ -61,6 +61,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, NamedTuple, Optional
 
 from sentinel import jobs
+from sentinel.daemon.decide import RunState
 from sentinel.daemon.run_reader import TrackedRun
 from sentinel.endings import Reason
 from sentinel.exit_status import Ending, ending_of
@@ -568,6 +569,23 @@ def judge_restored(watch: JobWatch, now: float, kinds: Kinds) -> None:
         watch._changed(job, now)
         if job.alerted_at is not None:
             watch._maybe_drop(job)
+        _resume_stall_checks(watch, job, now)
+
+
+def _resume_stall_checks(watch: JobWatch, job: Job, now: float) -> None:
+    """A job stalled before the restart: its recovery is judged on every rank's
+    progress now that all its recorded ranks are back (one at a time, the first
+    admitted would have looked recovered on its own progress)."""
+    book = watch.book
+    runs = [book.runs[m.run_id] for m in list(job.members.values()) if m.run_id in book.runs]
+    stalled = [r for r in runs if r.watched and r.state is RunState.STALLED]
+    if not stalled:
+        return
+    for run in runs:
+        if run.watched:
+            book.watcher.want_beats(run.run_id, True)  # any rank's progress may end the stall
+    for run in stalled:
+        book.check_recovery(run, now)
 
 
 def _ended_while_down(watch: JobWatch, job: Job, member: Member, now: float, kinds: Kinds) -> None:

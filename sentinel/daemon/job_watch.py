@@ -84,6 +84,7 @@ class RunBook(Protocol):
     def stall_timeout(self, run: TrackedRun) -> float: ...
     def stall_reason(self, run: TrackedRun, timeout: float, now: float) -> Reason: ...
     def schedule_stall_check(self, run: TrackedRun, when: Optional[float]) -> None: ...
+    def check_recovery(self, run: TrackedRun, now: float) -> None: ...
 
 
 Peers = list  # [(rank, TrackedRun)]: a job's live recorded ranks, the speaker first
@@ -351,6 +352,11 @@ class JobWatch:
     def ended_while_down(self, run: TrackedRun, now: float) -> bool:
         """Start-up hook: ``run``, a rank of a restored job, is gone; True if its job holds its end."""
         return job_state.run_ended_while_down(self, run, now)
+
+    def restoring(self, run: TrackedRun) -> bool:
+        """``run`` is a rank of a job restored at this start whose ranks are not all judged yet."""
+        found = self._member(run)
+        return found is not None and found[0].restored
 
     def touch(self, job: Job) -> None:
         self._dirty.add(job.key)

@@ -89,7 +89,9 @@ def settle(tracker: Tracker, run: TrackedRun, status: Status, now: float, at_sta
         if run.container is not None:
             log.info("run %s is in %s (%s)", run_id, run.container.label(), run.container.runtime)
         tracker.jobs.admit(run, now)  # jobs: its job's other ranks on this host are watched too
-        if run.state is RunState.STALLED:
+        if run.state is RunState.STALLED and tracker.jobs.restoring(run):
+            pass  # jobs: its job's other ranks are not all back yet; judge_restored checks the stall
+        elif run.state is RunState.STALLED:
             tracker.watcher.want_beats(run_id, True)
             tracker.check_recovery(run, now)
         elif run.state is RunState.RUNNING:

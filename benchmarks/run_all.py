@@ -25,7 +25,8 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 SCRIPTS = ("kill_to_alert", "inproc_cost", "scale", "storm", "storm_channels", "fleet_node_down", "soak",
-           "job_alert", "survivors_cost", "fairness", "evidence", "deps_cost", "container_kill", "job_stacks")
+           "job_alert", "survivors_cost", "fairness", "evidence", "deps_cost", "container_kill", "job_stacks",
+           "job_state_cost")
 TIMEOUT = {"full": 1800.0, "tiny": 240.0}  # per script: a hung benchmark must not hang CI
 
 

@@ -354,6 +354,12 @@ REASONS: Mapping[str, Mapping[str, str]] = {
         "en": "Job {job}: all {ranks} local rank{s} finished ({unseen} without an exit status seen)",
         "zh": "作业 {job}：本机全部 {ranks} 个 rank 已完成（其中 {unseen} 个未看到退出状态）",
     },
+    "job_ranks_ended_down": {
+        "en": "Job {job}: ranks {names} ended while the daemon was down; which one failed first is not "
+              "known ({ranks} local rank{s})",
+        "zh": "作业 {job}：rank {names} 在守护进程停止期间结束；无法得知哪一个最先失败"
+              "（本机共 {ranks} 个 rank）",
+    },
     "job_rank_ended": {
         "en": "Job {job}: {rank} {ending}{step}",
         "zh": "作业 {job}：{rank}{ending}{step}",
@@ -418,6 +424,7 @@ REASONS: Mapping[str, Mapping[str, str]] = {
     "rank_oom": {"en": "was killed by the OOM killer", "zh": "被 OOM killer 杀死"},
     "rank_raised": {"en": "raised {message}", "zh": "抛出异常 {message}"},
     "rank_unseen": {"en": "ended (its exit status was not seen)", "zh": "已结束（未看到退出状态）"},
+    "rank_ended_down": {"en": "ended while the daemon was down", "zh": "在守护进程停止期间结束"},
     "rank_killed": {"en": "was killed by {signal}", "zh": "被 {signal} 杀死"},
     "rank_exited_clean": {"en": "exited cleanly", "zh": "正常退出"},
     "rank_exit_code": {"en": "exited with code {code}", "zh": "以退出码 {code} 退出"},

@@ -6,6 +6,7 @@ Layout (every directory 0700, everything owned by the daemon's uid)::
     <state>/outbox/         the durable outbox and alert journal (sentinel.outbox)
     <state>/inline/         channels runs passed inline (sentinel.delivery.ChannelSet)
     <state>/archive/        ended run directories moved out of the spool (sentinel.daemon.archive)
+    <state>/jobs/           jobs' state, kept across restarts (sentinel.daemon.job_state)
 
 The daemon trusts what it finds here (alerts it will deliver, channels it
 will post to), so ``open`` refuses a state directory it cannot trust: one
@@ -40,6 +41,7 @@ LOCK_FILE = "daemon.lock"
 OUTBOX_DIR = "outbox"
 INLINE_DIR = "inline"
 ARCHIVE_DIR = "archive"
+JOBS_DIR = "jobs"  # its files are checked as they are read (job_state), so one bad file stops nothing
 CHECKED_TREES = (OUTBOX_DIR, INLINE_DIR)  # every entry below these is ours
 
 
@@ -66,6 +68,10 @@ class StateDir:
         return self.path / ARCHIVE_DIR
 
     @property
+    def jobs(self) -> Path:
+        return self.path / JOBS_DIR
+
+    @property
     def lock_path(self) -> Path:
         return self.path / LOCK_FILE
 
@@ -76,7 +82,7 @@ class StateDir:
         try:
             os.makedirs(self.path.parent, 0o700, exist_ok=True)
             self._create(self.path)
-            for name in (OUTBOX_DIR, INLINE_DIR, ARCHIVE_DIR):
+            for name in (OUTBOX_DIR, INLINE_DIR, ARCHIVE_DIR, JOBS_DIR):
                 self._create(self.path / name)
         except OSError as exc:
             raise StateDirError(f"cannot create state directory {self.path}: {_why(exc)}") from None
@@ -87,6 +93,8 @@ class StateDir:
         """StateDirError unless the directory and its outbox/inline trees are ours alone."""
         _check_private_dir(self.path)
         _check_private_dir(self.archive)
+        if os.path.lexists(self.jobs):  # a state left by an earlier version has none yet
+            _check_private_dir(self.jobs)
         for tree in CHECKED_TREES:
             root = self.path / tree
             _check_private_dir(root)

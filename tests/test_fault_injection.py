@@ -78,6 +78,11 @@ regression test elsewhere, this index names it instead of repeating it
   trainer under a SIGKILLed ``sentinel run`` → test_survivors.py
 - the daemon SIGKILLed and restarted mid-job, then a rank killed →
   test_jobs_torchrun.py::test_a_daemon_restart_mid_job_keeps_one_alert_naming_the_killed_rank
+- the daemon SIGKILLed mid-job and a rank killed while it is down; killed
+  after a job alert; killed while a job is stalled → test_jobs_restart.py
+- a saved job state file that is garbage, NaN, too large, a symlink, a
+  FIFO or named for another job → test_jobs_restart.py::
+  test_hostile_saved_jobs_are_quarantined_and_the_rest_kept
 - a rank's error file naming the user's pty, a FIFO, /dev/zero, a symlink
   or another user's 0600 file (the daemon must not gain a controlling
   terminal, a ^C must not stop it) → test_hostile_paths.py::

@@ -37,7 +37,7 @@ in each channel's language when it is rendered.
 what happened to a recorded run (admitted, its end written, its process
 gone, a stall or beat check due, a GPU fault); the job watch never calls
 the tracker back. What it wants done to runs it *returns* as decisions —
-``Say`` (raise this alert), ``RetireIfEnded``, ``CheckStallAt`` — which the
+``Say`` (raise this alert), ``RetireIfEnded``, ``CheckStallAt``, ``WatchStalledJob`` — which the
 tracker carries out in order. It reads the tracker's runs (a mapping it is
 given) and uses the daemon's shared services (run reader, budgets, kernel
 log readers), never the tracker itself; ``tests/test_import_layers.py``
@@ -49,12 +49,14 @@ from __future__ import annotations
 
 import logging
 import os
+import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional, Union
 
 from sentinel import jobs
 from sentinel.alerts import AlertKind
-from sentinel.daemon import flight_recorder
+from sentinel.daemon import flight_recorder, job_state
 from sentinel.daemon.budgets import UserBudgets
 from sentinel.daemon.job_stacks import JobStacks, Rank
 from sentinel.daemon.liveness import Liveness, Status
@@ -105,7 +107,15 @@ class CheckStallAt:
     when: float
 
 
-Decision = Union[Say, RetireIfEnded, CheckStallAt]
+@dataclass(frozen=True)
+class WatchStalledJob:
+    """``run`` speaks for a job whose stall was alerted (before a restart): every rank's
+    beat can end it, and one may have landed meanwhile (``Tracker.job_stalled``)."""
+
+    run: TrackedRun
+
+
+Decision = Union[Say, RetireIfEnded, CheckStallAt, WatchStalledJob]
 
 Peers = list  # [(rank, TrackedRun)]: a job's live recorded ranks, the speaker first
 
@@ -128,6 +138,7 @@ class Death:
     message: Optional[str] = None  # "RuntimeError: boom", from the rank's error file
     traceback: Optional[str] = None
     gpu: list[Reason] = field(default_factory=list)  # Xids naming the rank's process
+    down: bool = False  # found ended at a start-up: it ended while no daemon watched (job_state)
 
 
 @dataclass
@@ -163,6 +174,7 @@ class Job:
     first_failure: Optional[float] = None
     settle_at: Optional[float] = None
     alerted_at: Optional[float] = None
+    restored: bool = False  # brought back from the state directory; its ranks not judged yet (job_state)
 
     @property
     def slurm_id(self) -> str:
@@ -204,7 +216,7 @@ def outcome(death: Death) -> tuple[AlertKind, Reason]:
     status = death.status
     said = ending_kind(status.signal, status.exit_code) if status is not None else None
     if status is None or said is None:
-        return AlertKind.KILLED, Reason("rank_unseen")
+        return AlertKind.KILLED, Reason("rank_ended_down" if death.down else "rank_unseen")
     kind = AlertKind(said)
     if status.signal is not None:
         if kind is AlertKind.ABORTED:
@@ -254,6 +266,9 @@ def verdict(job: Job, step: Optional[int], scheduler: Optional[SlurmEnding]) -> 
         return Verdict(AlertKind.FINISHED, None, finished, None)
     # SIGTERMs are what the launcher sends the survivors: never the cause if anything else failed.
     primary = [m for m in failed if outcome(m.death)[0] is not AlertKind.TERMINATED]  # type: ignore[arg-type]
+    unordered = job_state.unknown_order(primary)
+    if unordered:  # several ranks ended unseen while the daemon was down: which was first is not known
+        return Verdict(AlertKind.KILLED, None, job_state.ended_down_reason(job, unordered), None)
     cause = (primary or failed)[0]
     death = cause.death
     assert death is not None
@@ -332,6 +347,9 @@ def read_error_file(path: str, uid: int) -> Optional[tuple[str, str]]:
     return message.strip()[:300], traceback if isinstance(traceback, str) else ""
 
 
+_KINDS = job_state.Kinds(Job, Member, Death, read_error_file)  # what a restored job is made of
+
+
 # ---------------------------------------------------------------- the watch
 
 
@@ -353,6 +371,43 @@ class JobWatch:
         self.jobs: dict[str, Job] = {}
         self.by_run: dict[str, str] = {}  # recorded run id -> job key
         self.stacks = JobStacks(reader)  # evidence: every rank's stacks on a job stall
+        self.state: Optional[job_state.JobStateStore] = None  # saved across restarts, if kept
+        self._dirty: set[str] = set()  # keys of jobs changed since the last save
+
+    # ------------------------------------------------------------ kept across restarts (job_state)
+
+    def keep_state(self, store: job_state.JobStateStore, now: float) -> None:
+        """Start-up, before the runs are reconciled: bring the saved jobs back, save from now on."""
+        self.state = store
+        job_state.restore(self, store.load(), _KINDS)
+        store.start()
+
+    def judge_restored(self, now: float) -> list[Decision]:
+        """Start-up, once the runs are reconciled: the restored jobs' ranks, alive or ended while
+        down; what the tracker is to do (a stalled job's recovery watched on every rank)."""
+        return [WatchStalledJob(run) for run in job_state.judge_restored(self, now, _KINDS)]
+
+    def ended_while_down(self, run: TrackedRun, now: float) -> Optional[list[Decision]]:
+        """Start-up hook: ``run``, a rank of a restored job, is gone: held for its job, or None
+        (not a restored job's: the run's own ending is alerted)."""
+        return job_state.run_ended_while_down(self, run, now)
+
+    def restoring(self, run: TrackedRun) -> bool:
+        """``run`` is a rank of a job restored at this start whose ranks are not all judged yet."""
+        found = self._member(run)
+        return found is not None and found[0].restored
+
+    def touch(self, job: Job) -> None:
+        self._dirty.add(job.key)
+
+    def save(self, now: float, force: bool = False) -> None:
+        """Hand the jobs changed since the last save to the writer thread (after the pass's alerts)."""
+        if self.state is None or not self._dirty:
+            return
+        keys, self._dirty = self._dirty, set()
+        users = Counter(job.uid for job in self.jobs.values())
+        kept = [self.jobs[k] for k in keys if k in self.jobs]
+        self._dirty |= self.state.save(kept, [k for k in keys if k not in self.jobs], users, now, force)
 
     # ------------------------------------------------------------ membership
 
@@ -370,9 +425,12 @@ class JobWatch:
             member = Member(run.identity, record.rank, record.local_rank, record.error_file)
             if not self._watch(job, member, now):
                 return
+        elif not member.holds_pidfd and not member.gone:  # restored from the state directory
+            self._watch(job, member, now)
         member.run_id = run.run_id
         member.cgroup = member.cgroup or run.cgroup
         self.by_run[run.run_id] = key
+        self.touch(job)
         self.discover(job)
 
     def discover(self, job: Job) -> bool:
@@ -423,6 +481,7 @@ class JobWatch:
         member.holds_pidfd = True
         member.cgroup = cgroup_counter(member.ident.pid)  # now, while /proc/<pid>/cgroup exists
         job.members[member.ident.pid] = member
+        self.touch(job)
         return True
 
     def _closed(self, job: Job, member: Member) -> None:
@@ -491,6 +550,8 @@ class JobWatch:
         if member.death is None:
             member.death = Death(at=min(now, final.ended), final=final)
             self._changed(job, now)
+        elif member.death.final is None:  # restored: its own word, read again from the spool
+            member.death.final = final
         return []
 
     def holds_exit(self, run: TrackedRun, final: Optional[FinalRecord], oom: Optional[Reason],
@@ -540,6 +601,7 @@ class JobWatch:
     # ------------------------------------------------------------ verdicts
 
     def _changed(self, job: Job, now: float) -> None:
+        self.touch(job)
         if job.alerted_at is not None:
             self._maybe_drop(job)
             return
@@ -555,6 +617,8 @@ class JobWatch:
 
     def next_deadline(self) -> Optional[float]:
         due = [j.settle_at for j in self.jobs.values() if j.settle_at is not None and j.alerted_at is None]
+        saving = self.state.next_due() if self.state is not None else None  # a deferred save
+        due += [saving] if saving is not None else []
         return min(due) if due else None
 
     def tick(self, now: float) -> list[Decision]:
@@ -590,6 +654,7 @@ class JobWatch:
         """Say the job's one thing on the run that speaks for it; fold its other ranks."""
         recorded = [(m, r) for m, r in self._recorded(job) if r.state.is_live]
         job.alerted_at = now
+        self.touch(job)
         if not recorded:
             log.warning("job %s ended but none of its recorded runs is left to say so", printable(job.key))
             self._maybe_drop(job)
@@ -607,6 +672,8 @@ class JobWatch:
                              exit_code=status.exit_code if status is not None else None,
                              signal=(cause.death.final.signal if cause.death.final else None)
                              or (status.signal if status is not None else None))
+        elif found.kind is not AlertKind.FINISHED:  # no one rank's ending: not the speaker's own either
+            overrides.update(exit_code=None, signal=None, error=None)
         own = speaker_member.death.final if speaker_member.death is not None else None
         decisions: list[Decision] = [Say(speaker, Event.job_ended(found.kind), found.reason, own, overrides)]
         decisions += [Say(run, Event.folded(outcome(member.death)[0]), folded(job), member.death.final)
@@ -627,6 +694,7 @@ class JobWatch:
             if member.run_id is not None:
                 self.by_run.pop(member.run_id, None)
         self.jobs.pop(job.key, None)
+        self.touch(job)  # its saved state is removed
 
     def expire(self, now: float) -> None:
         """Jobs alerted more than the teardown window ago: what still runs is no longer teardown."""
@@ -763,3 +831,6 @@ class JobWatch:
         self.finder.close()
         self.liveness.close()
         self.slurm.close()
+        if self.state is not None:
+            self.save(time.time(), force=True)
+            self.state.close()

@@ -30,6 +30,7 @@ from sentinel.config import Config
 from sentinel.daemon import archive, reconcile
 from sentinel.daemon.admission import AdmissionQueue
 from sentinel.daemon.failures import FailureLog
+from sentinel.daemon.job_state import JobStateStore
 from sentinel.daemon.liveness import POLL_INTERVAL, Liveness
 from sentinel.daemon.oom import OomDetector
 from sentinel.daemon.pidfd import ENV_DISABLE
@@ -126,7 +127,10 @@ class Daemon:
             log.warning("cannot make %s (%s): resend requests are ignored",
                         resend.resend_dir(self.spool), exc)
         self.watcher.start()
+        # jobs: the state saved before a restart first, so the runs reconciled find their jobs
+        self.jobs.keep_state(JobStateStore(self.state.jobs), now)
         reconcile.reconcile_all(self.tracker, now)
+        self.tracker.act(self.jobs.judge_restored(now), now)
         freeze_long_lived()
         self.next_rescan = now + self.config.rescan_interval
         if self.watchdog_period:

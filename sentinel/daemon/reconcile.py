@@ -60,8 +60,12 @@ def admit(tracker: Tracker, run_id: str, now: float, at_startup: bool) -> Option
         tracker.deliver_messages(run, now, snapshot)
         final = snapshot.final
         if run.state.is_live and final is not None:
-            tracker.apply(run, Event.final(final.state), now, final=final,
-                          reason=ENDED_DOWN if at_startup else None, snapshot=snapshot)
+            held = tracker.jobs.holds_final(run, final, now)  # jobs: a restored job's rank waits for it
+            if held is not None:
+                tracker.act(held, now)
+            else:
+                tracker.apply(run, Event.final(final.state), now, final=final,
+                              reason=ENDED_DOWN if at_startup else None, snapshot=snapshot)
 
     if tracker.resolver.foreign(record):
         if record.boot_id and record.boot_id != boot_id():
@@ -92,7 +96,9 @@ def settle(tracker: Tracker, run: TrackedRun, status: Status, now: float, at_sta
         if run.container is not None:
             log.info("run %s is in %s (%s)", run_id, run.container.label(), run.container.runtime)
         tracker.jobs.admit(run, now)  # jobs: its job's other ranks on this host are watched too
-        if run.state is RunState.STALLED:
+        if run.state is RunState.STALLED and tracker.jobs.restoring(run):
+            pass  # jobs: its job's other ranks are not all back yet; judge_restored checks the stall
+        elif run.state is RunState.STALLED:
             tracker.watcher.want_beats(run_id, True)
             tracker.check_recovery(run, now)
         elif run.state is RunState.RUNNING:
@@ -105,8 +111,12 @@ def settle(tracker: Tracker, run: TrackedRun, status: Status, now: float, at_sta
             tracker.apply(run, Event(EventKind.OTHER_BOOT), now,
                          reason=Reason("rebooted", {"last_beat": last_beat(run)}))
         elif at_startup:
-            tracker.apply(run, Event(EventKind.FOUND_DEAD), now,
-                         reason=Reason("died_while_down", {"last_beat": last_beat(run)}))
+            held = tracker.jobs.ended_while_down(run, now)  # jobs: held for its restored job
+            if held is not None:
+                tracker.act(held, now)
+            else:
+                tracker.apply(run, Event(EventKind.FOUND_DEAD), now,
+                              reason=Reason("died_while_down", {"last_beat": last_beat(run)}))
         else:
             # Died between writing its record and our look; a zombie still tells how. Without
             # one, no process of this record was ever seen: an ending, not a claimed kill.

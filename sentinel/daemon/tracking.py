@@ -27,7 +27,15 @@ from sentinel.daemon import archive, nccl, run_snapshot, survivors
 from sentinel.daemon.budgets import UserBudgets
 from sentinel.daemon.channel_access import ChannelAccess
 from sentinel.daemon.docker_events import DockerEvents
-from sentinel.daemon.job_watch import CheckStallAt, Decision, JobWatch, Peers, RetireIfEnded, Say
+from sentinel.daemon.job_watch import (
+    CheckStallAt,
+    Decision,
+    JobWatch,
+    Peers,
+    RetireIfEnded,
+    Say,
+    WatchStalledJob,
+)
 from sentinel.daemon.liveness import Liveness
 from sentinel.daemon.message_limits import MessageGate
 from sentinel.daemon.native_faults import NativeFaults, with_library
@@ -357,8 +365,10 @@ class Tracker:
     # ------------------------------------------------------------ the job watch's decisions
 
     def job_verdicts(self, now: float) -> None:
-        """The jobs' verdicts due now (the loop's tick)."""
+        """The jobs' verdicts due now (the loop's tick), then the jobs changed saved
+        (job_state: after the verdicts, so their alerts are enqueued first)."""
         self.act(self.jobs.tick(now), now)
+        self.jobs.save(now)
 
     def act(self, decisions: list[Decision], now: float) -> None:
         """Carry out what the job watch decided, in order."""
@@ -371,6 +381,10 @@ class Tracker:
                     self.retire_soon(decision.run)
             elif isinstance(decision, CheckStallAt):
                 self.schedule_stall_check(decision.run, decision.when)
+            elif isinstance(decision, WatchStalledJob):
+                peers = self.jobs.stall_peers(decision.run)
+                if peers:
+                    self.job_stalled(decision.run, peers, now)
 
     def refresh_record(self, run: TrackedRun) -> None:
         """The run's record was rewritten: another callback (a second drop-in)

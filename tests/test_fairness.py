@@ -264,6 +264,37 @@ def test_state_alerts_are_sent_by_user_in_turn(tmp_path: Path) -> None:
     assert [s for s in sent if s.startswith("mallory")] == [f"mallory-{n}" for n in range(6)]  # in order
 
 
+def test_one_users_alerts_and_messages_do_not_starve_another_users_messages(tmp_path: Path) -> None:
+    """Mallory has 50 state alerts and 100 messages queued (and more state
+    alerts keep coming); Alice's run sent two messages and was then killed:
+    her kill alert waits behind her own messages only, and users take turns
+    over messages too, so all three go out within Alice's first three turns
+    (before: behind every state alert and every earlier message of Mallory's)."""
+    outbox = Outbox(tmp_path / "outbox")
+
+    def alert(user: str, n: int, kind: AlertKind, run_id: str) -> None:
+        outbox.enqueue(Alert(alert_id=f"{user}-{n}", kind=kind, created=0.0, run_id=run_id,
+                             run_name=run_id, text=f"{user} {n}", user=user), ["phone"])
+
+    for n in range(100):
+        alert("mallory", n, K.MESSAGE, "mallory-chatty")
+    for n in range(100, 150):
+        alert("mallory", n, K.KILLED, f"mallory-fake-{n}")
+    alert("alice", 0, K.MESSAGE, "alice-run")
+    alert("alice", 1, K.MESSAGE, "alice-run")
+    alert("alice", 2, K.KILLED, "alice-run")
+    sent = []
+    while pending := outbox.pending("phone", limit=1):
+        sent.append(pending[0].alert.alert_id)
+        outbox.mark_delivered(pending[0].alert.alert_id, "phone", "ok", 0.0)
+        if len(sent) % 2 == 0 and len(sent) < 40:  # Mallory's stream of state alerts goes on
+            alert("mallory", 1000 + len(sent), K.KILLED, f"mallory-fake-{1000 + len(sent)}")
+    alices = [sent.index(f"alice-{n}") for n in range(3)]
+    assert alices == sorted(alices) and alices[-1] < 6, alices  # hers in order, within 3 turns
+    mallorys = [s for s in sent if s.startswith("mallory-") and int(s.split("-")[1]) < 100]
+    assert mallorys == [f"mallory-{n}" for n in range(100)]  # her messages still in order
+
+
 def test_a_trickling_http_client_is_cut_at_the_deadline_and_the_cap_holds() -> None:
     """A client that keeps sending a byte at a time is cut at the deadline
     however it trickles; a connection over the per-peer cap gets 503 at once."""

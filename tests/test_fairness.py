@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -218,6 +219,65 @@ def test_slow_http_clients_cannot_take_every_descriptor(tmp_path: Path, shared: 
         assert "Too many open files" not in log
         refusals = log.count("connection(s) refused: at most 16 at once, 16 per peer")
         assert 1 <= refusals <= 3, refusals  # counted and logged once a minute, not once each
+
+
+# Mallory's client: SHARE connections that never finish their request, then one more,
+# which must be refused; prints what the extra one was answered, holds the rest until stdin closes.
+HOLD_CONNECTIONS = """
+import socket, sys
+port, share = int(sys.argv[1]), int(sys.argv[2])
+held = []
+for _ in range(share):
+    client = socket.create_connection(("127.0.0.1", port), timeout=10)
+    client.sendall(b"GET /metrics HTTP/1.1\\r\\nX-Pad: ")
+    held.append(client)
+extra = socket.create_connection(("127.0.0.1", port), timeout=10)
+print("EXTRA", extra.recv(100).split(b"\\r\\n")[0].decode(), flush=True)
+sys.stdin.read()
+"""
+# Alice's client: one whole request, its status line printed.
+ONE_REQUEST = """
+import socket, sys
+client = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
+client.sendall(b"GET /metrics HTTP/1.0\\r\\n\\r\\n")
+print("STATUS", client.recv(100).split(b"\\r\\n")[0].decode(), flush=True)
+"""
+
+
+def test_one_users_idle_connections_do_not_deny_another_user_the_metrics_port(
+        tmp_path: Path, shared: Path, mallory: int, alice: int) -> None:
+    """All local users connect from 127.0.0.1: a per-address cap let one of
+    them take every slot. Mallory holds her share of idle connections (her
+    next one is refused, so they are counted); Alice, another local user, is
+    still answered: the share is per uid (the owner of the client socket)."""
+    pytest.importorskip("prometheus_client", reason="pip install 'run-sentinel[prometheus]'")
+    spool = make_shared_spool(shared)
+    port = free_port()
+    share = 4  # min(http_connections_per_peer, http_connections // 4)
+    phone = FakeBark()
+    with phone, DaemonProcess(tmp_path / "d", phone_channels(phone), spool=spool,
+                              metrics={"listen": f"127.0.0.1:{port}"},
+                              budgets={"http_connections": 16, "http_connections_per_peer": 4}) as daemon:
+        holder = subprocess.Popen([USER_PYTHON, "-c", HOLD_CONNECTIONS, str(port), str(share)],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                  cwd=home_for(shared, mallory), preexec_fn=become(mallory))
+        try:
+            assert holder.stdout is not None
+            assert holder.stdout.readline().strip() == "EXTRA HTTP/1.0 503 Service Unavailable"
+            answer = subprocess.run([USER_PYTHON, "-c", ONE_REQUEST, str(port)], capture_output=True,
+                                    text=True, timeout=60, cwd=home_for(shared, alice),
+                                    preexec_fn=become(alice))
+            assert answer.stdout.strip() == "STATUS HTTP/1.0 200 OK", answer
+            # Mallory's connections still held: hers were not cut to make room for Alice
+            assert holder.poll() is None
+        finally:
+            holder.kill()
+            holder.wait(30)
+            for stream in (holder.stdin, holder.stdout):
+                if stream is not None:
+                    stream.close()
+        daemon.stop()
+    assert "Traceback" not in daemon.log()
 
 
 # ---------------------------------------------------------------- bookkeeping

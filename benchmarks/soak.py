@@ -89,6 +89,7 @@ FAULTS = ("5xx", "down", "reset", "slow")
 MESSAGE_TITLE = "💬"  # how a message's Bark title starts (sentinel.render)
 DRAIN_LIMIT = 180.0  # the daemon must drain within this once the faults end
 STEP_LIMIT = 60.0  # a victim not exiting within this after its last command is a failure
+STARTUP_LIMIT = 300.0  # a restarted daemon not READY within this is a failure
 # Mean seconds between daemon SIGKILLs and between webhook incidents (each
 # drawn from the RNG, at least one of each per soak).
 FULL = dict(seconds=300.0, daemon_kill_every=45.0, webhook_fault_every=20.0)
@@ -140,6 +141,7 @@ class Soak:
         self.daemon_kills = 0
         self.faults: Counter[str] = Counter()
         self.incidents_ns: list[int] = []  # when each daemon SIGKILL or webhook fault began
+        self.startups: list[float] = []  # seconds from each restart to the daemon's READY=1
         self.events: Counter[str] = Counter()
         self.daemon_back_at: Optional[float] = None
         self.fault_ends_at: Optional[float] = None
@@ -190,6 +192,13 @@ class Soak:
         self.daemon_kills += 1
         self.daemon_back_at = time.monotonic() + self.rng.uniform(0.0, 3.0)
 
+    def restart_daemon(self) -> None:
+        """Start the daemon again and wait for READY=1 (sent after its start-up reconcile)."""
+        began = time.monotonic()
+        self.daemon.start(wait_ready=False)
+        self.daemon.ready(timeout=STARTUP_LIMIT)
+        self.startups.append(time.monotonic() - began)
+
     def webhook_fault(self) -> None:
         self.incidents_ns.append(time.monotonic_ns())
         mode = self.rng.choice(FAULTS)
@@ -210,7 +219,7 @@ class Soak:
             if self.fault_ends_at is None:
                 self.webhook_fault()
         if self.daemon_back_at is not None and now >= self.daemon_back_at:
-            self.daemon.start()
+            self.restart_daemon()
             self.daemon_back_at = None
         if self.fault_ends_at is not None and now >= self.fault_ends_at:
             self.bark.recover()
@@ -247,7 +256,7 @@ class Soak:
         self.bark.recover()
         self.fault_ends_at = None
         if self.daemon_back_at is not None:
-            self.daemon.start()
+            self.restart_daemon()
             self.daemon_back_at = None
 
     def close(self) -> None:
@@ -458,7 +467,8 @@ def main() -> int:
                 ("pushes accepted (the hostile user's)", ph.hostile_pushes),
                 ("alerts that should arrive", result.expected),
                 ("lost", len(result.lost)), ("duplicated", result.duplicated), ("forged", len(result.forged)),
-                ("drained after the last event", f"{fmt(ph.drain, 1)} s")]
+                ("drained after the last event", f"{fmt(ph.drain, 1)} s"),
+                ("daemon restart to READY, max", f"{fmt(max(soak.startups, default=0.0), 1)} s")]
 
     names = [ph.name for ph in phases]
     per_phase = [rows(ph) for ph in phases]

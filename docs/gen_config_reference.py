@@ -116,7 +116,9 @@ NESTED: Dict[str, Dict[str, Tuple[str, str]]] = {
         "refused_runs_remembered": ("", "Refused run ids remembered per user (the oldest are forgotten)."),
         "open_files": ("`0`", "The open-file limit (RLIMIT_NOFILE) asked for at start; 0: the hard limit."),
         "http_connections": ("", "Connections the metrics / status server serves at once."),
-        "http_connections_per_peer": ("", "Connections it serves at once from one peer address."),
+        "http_connections_per_peer": ("", "Connections it serves at once from one remote address, or "
+                                      "from one local user (over loopback, the owner of the client's "
+                                      "socket, at most a quarter of http_connections)."),
     },
     "metrics": {
         "listen": ("off", "`ADDRESS:PORT` of an HTTP server with `/metrics`, `/` and `/status.json` "

@@ -333,7 +333,7 @@ class Outbox:
         self._queues: dict[str, list[tuple[int, int, str]]] = {}
         self._open_messages: dict[str, int] = {}  # user -> their messages not yet delivered everywhere
         # channel -> user -> when (a count of attempts) that user's alert was last tried there:
-        # the user tried least recently goes first (``_by_user_in_turn``)
+        # the user tried least recently goes first (``_in_order``)
         self._served: dict[str, dict[str, int]] = {}
         self._attempts = 0
         self._record_locks = [threading.Lock() for _ in range(_RECORD_LOCKS)]
@@ -591,12 +591,34 @@ class Outbox:
             return out
 
     def _in_order(self, channel: str, queue: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
-        """A channel's queue in sending order: state alerts first, taken from
-        each user in turn (one user's thousand alerts do not queue in front
-        of another's), except that a run's state alert never overtakes that
-        same run's earlier messages (it goes right after them). Lock held."""
+        """A channel's queue in sending order: each user in turn (one user's
+        thousand alerts, state alerts or messages, do not queue in front of
+        another's, and a user's steady stream of state alerts cannot starve
+        another's messages), and within a user's turns ``_one_users_order``.
+        Lock held."""
+        by_user: dict[str, list[tuple[int, int, str]]] = {}
+        for entry in queue:
+            by_user.setdefault(self._open[entry[2]].alert.user, []).append(entry)
+        if len(by_user) < 2:
+            return self._one_users_order(queue)
+        served = self._served.get(channel, {})
+        # the user whose alert was tried on the channel least recently first (one never tried before
+        # any other); stable: users tried equally long ago keep the order of their oldest alert
+        turns = [deque(self._one_users_order(by_user[user]))
+                 for user in sorted(by_user, key=lambda user: served.get(user, -1))]
+        out: list[tuple[int, int, str]] = []
+        while turns:
+            for entries in turns:
+                out.append(entries.popleft())
+            turns = [entries for entries in turns if entries]
+        return out
+
+    def _one_users_order(self, queue: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
+        """One user's queue in sending order: state alerts first, oldest
+        first, except that a run's state alert never overtakes that same
+        run's earlier messages (it goes right after them). Lock held."""
         split = bisect.bisect_left(queue, (1, 0, ""))
-        states, messages = self._by_user_in_turn(channel, queue[:split]), queue[split:]
+        states, messages = queue[:split], queue[split:]
         if not states or not messages:
             return states + messages
         message_seqs: dict[str, list[int]] = {}
@@ -623,27 +645,6 @@ class Outbox:
                 following = seqs[index] if index < len(seqs) else None
                 while waiting and (following is None or waiting[0][1] < following):
                     out.append(waiting.popleft())
-        return out
-
-    def _by_user_in_turn(self, channel: str,
-                         states: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
-        """``states`` (oldest first) interleaved by user, round-robin: the
-        user whose alert was tried on ``channel`` least recently first (one
-        never tried before any other), then the next user; each user's own
-        alerts oldest first. Lock held."""
-        by_user: dict[str, deque[tuple[int, int, str]]] = {}
-        for entry in states:
-            by_user.setdefault(self._open[entry[2]].alert.user, deque()).append(entry)
-        if len(by_user) < 2:
-            return states
-        served = self._served.get(channel, {})
-        out: list[tuple[int, int, str]] = []
-        # stable: users tried equally long ago keep the order of their oldest alert
-        turns = [by_user[user] for user in sorted(by_user, key=lambda user: served.get(user, -1))]
-        while turns:
-            for entries in turns:
-                out.append(entries.popleft())
-            turns = [entries for entries in turns if entries]
         return out
 
     def blocked(self, channel: str) -> bool:

@@ -9,13 +9,18 @@ exclusively for the daemon's life. Nothing is written in it.
 In a shared (1777) spool every user can plant names. The file is opened
 ``O_PATH`` first and checked on that descriptor: only a regular file of the
 daemon's own user is ever opened for real (never a FIFO, a device, a
-symlink). A lock file of another user is another daemon's if that user can
-hold it: if it is held, this daemon refuses to start, naming the user; if it
-cannot be read (another user's 0600 file: a daemon of theirs watches, or
-watched, this spool) it refuses too. Anything else planted under the name
-(a directory, a symlink, a FIFO, a stale file nobody holds) is moved out of
-the way (``clear_squatter``), which the spool's owner may do in a sticky
-directory, and the lock is made afresh. The same helper keeps a planted
+symlink). The daemon of the spool's owner (root's, for the shared spool)
+always takes the spool: a lock file of any other user is a squatter there,
+held or not (a user who plants one and holds its ``flock`` must not keep
+the system daemon from starting). A daemon of another user (a user's
+``sentinel-user.service`` on the shared spool) yields to a lock file of
+another user that is held, or that it cannot read (another user's 0600
+file), and refuses to start, naming the user. Anything planted under the
+name that does not count (a directory, a symlink, a FIFO, a stale file) is
+moved out of the way (``clear_squatter``), which the spool's owner may do
+in a sticky directory, to a name with a random part (a name a user could
+predict, they could occupy first with a directory, and the move would
+fail), and the lock is made afresh. The same helper keeps a planted
 ``daemon.json`` from silencing the daemon (see ``sentinel.daemon_file``).
 """
 
@@ -27,6 +32,7 @@ import fcntl
 import logging
 import os
 import pwd
+import secrets
 import stat
 from pathlib import Path
 from typing import Optional
@@ -60,20 +66,20 @@ def clear_squatter(dir_fd: int, name: str, st: os.stat_result, where: Path) -> b
     """Move what another user planted at ``name`` out of the way; True if the name is free now.
 
     An empty directory is removed; anything else is renamed to a hidden name
-    (its inode number in it, so two never collide), left for its owner. The
-    name is never followed.
+    (its inode number and a random part in it: nobody can occupy it first),
+    left for its owner. The name is never followed.
     """
-    aside = f".planted-{name.lstrip('.')}-{st.st_ino}"
     try:
+        removed = False
         if stat.S_ISDIR(st.st_mode):
             try:
                 os.rmdir(name, dir_fd=dir_fd)
+                removed = True
             except OSError as exc:
                 if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
                     raise
-                os.rename(name, aside, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-        else:
-            os.rename(name, aside, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        if not removed:
+            _move_aside(dir_fd, name, st)
     except FileNotFoundError:
         return True
     except OSError as exc:
@@ -82,6 +88,17 @@ def clear_squatter(dir_fd: int, name: str, st: os.stat_result, where: Path) -> b
         return False
     log.warning("%s was %s of %s: moved out of the way", where / name, _kind(st.st_mode), _user(st.st_uid))
     return True
+
+
+def _move_aside(dir_fd: int, name: str, st: os.stat_result) -> None:
+    for attempt in range(3):  # a taken name is a 2^-64 chance: a few tries, then the error stands
+        aside = f".planted-{name.lstrip('.')}-{st.st_ino}-{secrets.token_hex(8)}"
+        try:
+            os.rename(name, aside, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.EISDIR, errno.ENOTDIR) or attempt == 2:
+                raise
 
 
 def _held(dir_fd: int, handle: int) -> bool:
@@ -148,7 +165,8 @@ def _existing(dir_fd: int, spool_path: Path, where: Path) -> Optional[int]:
                 return os.open(f"/proc/self/fd/{handle}", _OPEN)
             except OSError as exc:
                 raise SpoolLockError(f"cannot open {where}: {exc.strerror}") from None
-        if stat.S_ISREG(st.st_mode) and st.st_nlink == 1 and _held(dir_fd, handle):
+        spools_owner = os.fstat(dir_fd).st_uid == os.geteuid()  # whose daemon takes the spool
+        if not spools_owner and stat.S_ISREG(st.st_mode) and st.st_nlink == 1 and _held(dir_fd, handle):
             raise SpoolLockError(f"another daemon watches {spool_path}: {where} belongs to {_user(st.st_uid)}"
                                  " and is held (or not readable); one daemon per spool")
     finally:

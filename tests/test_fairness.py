@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -220,6 +221,65 @@ def test_slow_http_clients_cannot_take_every_descriptor(tmp_path: Path, shared: 
         assert 1 <= refusals <= 3, refusals  # counted and logged once a minute, not once each
 
 
+# Mallory's client: SHARE connections that never finish their request, then one more,
+# which must be refused; prints what the extra one was answered, holds the rest until stdin closes.
+HOLD_CONNECTIONS = """
+import socket, sys
+port, share = int(sys.argv[1]), int(sys.argv[2])
+held = []
+for _ in range(share):
+    client = socket.create_connection(("127.0.0.1", port), timeout=10)
+    client.sendall(b"GET /metrics HTTP/1.1\\r\\nX-Pad: ")
+    held.append(client)
+extra = socket.create_connection(("127.0.0.1", port), timeout=10)
+print("EXTRA", extra.recv(100).split(b"\\r\\n")[0].decode(), flush=True)
+sys.stdin.read()
+"""
+# Alice's client: one whole request, its status line printed.
+ONE_REQUEST = """
+import socket, sys
+client = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
+client.sendall(b"GET /metrics HTTP/1.0\\r\\n\\r\\n")
+print("STATUS", client.recv(100).split(b"\\r\\n")[0].decode(), flush=True)
+"""
+
+
+def test_one_users_idle_connections_do_not_deny_another_user_the_metrics_port(
+        tmp_path: Path, shared: Path, mallory: int, alice: int) -> None:
+    """All local users connect from 127.0.0.1: a per-address cap let one of
+    them take every slot. Mallory holds her share of idle connections (her
+    next one is refused, so they are counted); Alice, another local user, is
+    still answered: the share is per uid (the owner of the client socket)."""
+    pytest.importorskip("prometheus_client", reason="pip install 'run-sentinel[prometheus]'")
+    spool = make_shared_spool(shared)
+    port = free_port()
+    share = 4  # min(http_connections_per_peer, http_connections // 4)
+    phone = FakeBark()
+    with phone, DaemonProcess(tmp_path / "d", phone_channels(phone), spool=spool,
+                              metrics={"listen": f"127.0.0.1:{port}"},
+                              budgets={"http_connections": 16, "http_connections_per_peer": 4}) as daemon:
+        holder = subprocess.Popen([USER_PYTHON, "-c", HOLD_CONNECTIONS, str(port), str(share)],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                  cwd=home_for(shared, mallory), preexec_fn=become(mallory))
+        try:
+            assert holder.stdout is not None
+            assert holder.stdout.readline().strip() == "EXTRA HTTP/1.0 503 Service Unavailable"
+            answer = subprocess.run([USER_PYTHON, "-c", ONE_REQUEST, str(port)], capture_output=True,
+                                    text=True, timeout=60, cwd=home_for(shared, alice),
+                                    preexec_fn=become(alice))
+            assert answer.stdout.strip() == "STATUS HTTP/1.0 200 OK", answer
+            # Mallory's connections still held: hers were not cut to make room for Alice
+            assert holder.poll() is None
+        finally:
+            holder.kill()
+            holder.wait(30)
+            for stream in (holder.stdin, holder.stdout):
+                if stream is not None:
+                    stream.close()
+        daemon.stop()
+    assert "Traceback" not in daemon.log()
+
+
 # ---------------------------------------------------------------- bookkeeping
 
 
@@ -262,6 +322,37 @@ def test_state_alerts_are_sent_by_user_in_turn(tmp_path: Path) -> None:
     assert [s.split("-")[0] for s in sent] == ["mallory", "alice", "bob", "mallory", "alice",
                                                "mallory", "mallory", "mallory", "mallory"]
     assert [s for s in sent if s.startswith("mallory")] == [f"mallory-{n}" for n in range(6)]  # in order
+
+
+def test_one_users_alerts_and_messages_do_not_starve_another_users_messages(tmp_path: Path) -> None:
+    """Mallory has 50 state alerts and 100 messages queued (and more state
+    alerts keep coming); Alice's run sent two messages and was then killed:
+    her kill alert waits behind her own messages only, and users take turns
+    over messages too, so all three go out within Alice's first three turns
+    (before: behind every state alert and every earlier message of Mallory's)."""
+    outbox = Outbox(tmp_path / "outbox")
+
+    def alert(user: str, n: int, kind: AlertKind, run_id: str) -> None:
+        outbox.enqueue(Alert(alert_id=f"{user}-{n}", kind=kind, created=0.0, run_id=run_id,
+                             run_name=run_id, text=f"{user} {n}", user=user), ["phone"])
+
+    for n in range(100):
+        alert("mallory", n, K.MESSAGE, "mallory-chatty")
+    for n in range(100, 150):
+        alert("mallory", n, K.KILLED, f"mallory-fake-{n}")
+    alert("alice", 0, K.MESSAGE, "alice-run")
+    alert("alice", 1, K.MESSAGE, "alice-run")
+    alert("alice", 2, K.KILLED, "alice-run")
+    sent = []
+    while pending := outbox.pending("phone", limit=1):
+        sent.append(pending[0].alert.alert_id)
+        outbox.mark_delivered(pending[0].alert.alert_id, "phone", "ok", 0.0)
+        if len(sent) % 2 == 0 and len(sent) < 40:  # Mallory's stream of state alerts goes on
+            alert("mallory", 1000 + len(sent), K.KILLED, f"mallory-fake-{1000 + len(sent)}")
+    alices = [sent.index(f"alice-{n}") for n in range(3)]
+    assert alices == sorted(alices) and alices[-1] < 6, alices  # hers in order, within 3 turns
+    mallorys = [s for s in sent if s.startswith("mallory-") and int(s.split("-")[1]) < 100]
+    assert mallorys == [f"mallory-{n}" for n in range(100)]  # her messages still in order
 
 
 def test_a_trickling_http_client_is_cut_at_the_deadline_and_the_cap_holds() -> None:

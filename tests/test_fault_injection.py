@@ -35,7 +35,12 @@ regression test elsewhere, this index names it instead of repeating it
   under 1,024 open files) → test_fairness.py::
   test_records_naming_one_process_cannot_take_every_descriptor
 - slow clients holding the metrics port → test_fairness.py::
-  test_slow_http_clients_cannot_take_every_descriptor
+  test_slow_http_clients_cannot_take_every_descriptor; one local user's idle
+  connections taking every slot of 127.0.0.1 → test_fairness.py::
+  test_one_users_idle_connections_do_not_deny_another_user_the_metrics_port
+- one user's stream of state alerts and burst of messages starving another
+  user's messages (and the kill alert waiting behind them) →
+  test_fairness.py::test_one_users_alerts_and_messages_do_not_starve_another_users_messages
 - thousands of new records at once holding back another user's admission →
   test_fairness.py::test_a_flood_of_new_records_does_not_hold_back_another_users_admission
 - refused records remembered without bound, one user's budget refusing
@@ -43,6 +48,9 @@ regression test elsewhere, this index names it instead of repeating it
 - 150 job records beside 1,500 idle processes (a /proc scan per job on the
   loop) → test_loop_offload.py::
   test_job_rank_scans_run_off_the_loop_while_another_users_kill_is_alerted
+- an archived run of 100,000 files (pruning it held the loop) →
+  test_loop_offload.py::
+  test_an_archive_of_100k_files_is_pruned_off_the_loop_while_another_users_kill_is_alerted
 - NaN and infinite numbers, deep JSON, bad fields, escape sequences →
   test_inproc_arguments.py, test_state_security.py::
   test_deeply_nested_json_is_a_format_error_everywhere
@@ -62,7 +70,8 @@ regression test elsewhere, this index names it instead of repeating it
   test_process_killed_between_enqueue_and_sync_loses_nothing
 - the daemon SIGKILLed mid-delivery in an alert storm → here,
   ``test_sigkill_of_the_daemon_in_an_alert_storm``; for an hour of such
-  faults at random, see benchmarks/soak.py
+  faults at random, see benchmarks/soak.py (its second phase beside a
+  hostile user doing the attacks above at once)
 - a run's inline secret in logs, status or the journal → here,
   ``test_an_inline_secret_never_reaches_logs_status_or_journal``
 - the shipped unit's privileges: every daemon in the suite runs as root under
@@ -97,7 +106,8 @@ regression test elsewhere, this index names it instead of repeating it
 - .resend and .mutes starved by unremovable names that sort first, a
   planted .mutes → test_drop_dir_attacks.py
 - two daemons (system and user) on one spool, a planted lock file or
-  daemon.json directory → test_one_daemon_per_spool.py
+  daemon.json directory, a planted lock file held by its planter, the name
+  a squatter is moved to occupied first → test_one_daemon_per_spool.py
 - status / history by a user who cannot read the spool →
   test_unreadable_spool.py
 

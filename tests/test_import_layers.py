@@ -42,6 +42,7 @@ LAYERS = {
     "sentinel.rules": FORMAT,  # argument and config value rules, shared by both sides
     "sentinel.safetext": FORMAT,
     "sentinel.bounded_http": FORMAT,  # the metrics / status server's connection cap and deadline
+    "sentinel.peer_uid": FORMAT,  # the local user at the other end of a loopback TCP connection
     "sentinel.evidence": FORMAT,  # the stack dump files of a run directory (faulthandler's text)
     "sentinel.stack_dumps": SIDES,  # the recorder arms faulthandler into the run directory
     "sentinel.output_tail": FORMAT,  # sys.stdout/stderr teed into memory: the last printed lines

@@ -1,4 +1,5 @@
-"""No unbounded work on the daemon's main loop: /proc scans for jobs' ranks run on a worker thread.
+"""No unbounded work on the daemon's main loop: /proc scans for jobs' ranks
+and archive pruning run on worker threads.
 
 A real root daemon on a sticky 1777 spool, throw-away users, their real
 processes. Mallory writes 150 job records beside 1,500 idle processes of
@@ -9,6 +10,13 @@ daemon's threads and shows which thread read what: no
 finder's thread reads them, once per process and batch of jobs (not
 150 x 1,500 times), and Alice's kill is alerted (orders and counts, not
 durations).
+
+Pruning: an archived run of Mallory's holds 100,000 files, past its
+retention. ``strace`` holds every ``unlinkat`` of the daemon for a
+millisecond, so deleting them takes minutes: Alice's run is SIGKILLed once
+the prune has begun, and her alert is delivered while Mallory's files are
+still being deleted (an order: a prune on the loop delivers it only after
+the last file is gone); the main loop's thread unlinks none of them.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from typing import Iterator
 
 import pytest
 
+from sentinel import spool as spool_format
 from sentinel.alerts import AlertKind
 from tests.daemon_harness import DaemonProcess, wait_for_push
 from tests.fakes import FakeBark
@@ -35,6 +44,9 @@ USER_PYTHON = "/usr/bin/python3"
 JOB_FLOOD = Path(__file__).parent / "daemon_victims" / "job_flood.py"
 JOBS, IDLE = 150, 1500
 ENVIRON_OPEN = re.compile(r"^(\d+)\s+openat\([^\"]*\"/proc/\d+/environ\"")
+UNLINK = re.compile(r"^(\d+)\s+unlinkat\(")
+ARCHIVED_FILES = 100_000
+UNLINK_DELAY_US = 1000  # strace holds each unlinkat this long: the prune lasts > 100 s
 
 
 @pytest.fixture
@@ -69,11 +81,11 @@ def traced(pid: int) -> bool:
     return True
 
 
-def environ_reads(trace: Path) -> dict[int, int]:
-    """tid -> how many /proc/<pid>/environ it opened."""
+def environ_reads(trace: Path, pattern: re.Pattern[str] = ENVIRON_OPEN) -> dict[int, int]:
+    """tid -> how many /proc/<pid>/environ it opened (or other calls ``pattern`` matches)."""
     counts: dict[int, int] = {}
     for line in trace.read_text(errors="replace").splitlines():
-        found = ENVIRON_OPEN.match(line)
+        found = pattern.match(line)
         if found:
             tid = int(found.group(1))
             counts[tid] = counts.get(tid, 0) + 1
@@ -119,6 +131,62 @@ def test_job_rank_scans_run_off_the_loop_while_another_users_kill_is_alerted(
     off_loop = sum(n for tid, n in reads.items() if tid != main_tid)
     # Shared per batch of jobs: a few reads per process, not one per process and job.
     assert IDLE <= off_loop < JOBS * IDLE // 10, off_loop
+    assert "Traceback" not in daemon.log()
+
+
+def entries(path: Path) -> int:
+    try:
+        return len(os.listdir(path))
+    except FileNotFoundError:
+        return 0
+
+
+def test_an_archive_of_100k_files_is_pruned_off_the_loop_while_another_users_kill_is_alerted(
+        tmp_path: Path, shared: Path, mallory: int, alice: int) -> None:
+    spool = make_shared_spool(shared)
+    trace = tmp_path / "strace.out"
+    big = tmp_path / "big"  # one of Mallory's runs left 100k tiny files
+    big.mkdir()
+    for n in range(ARCHIVED_FILES):
+        fd = os.open(big / f"f{n}", os.O_CREAT | os.O_WRONLY, 0o600)
+        os.fchown(fd, mallory, mallory)
+        os.close(fd)
+    os.chown(big, mallory, mallory)
+    phone = FakeBark()
+    with phone, DaemonProcess(tmp_path / "d", {"phone": {"type": "bark", "url": phone.key_url}},
+                              spool=spool, retention="1h") as daemon:
+        assert daemon.proc is not None
+        main_tid = daemon.proc.pid
+        tracer = subprocess.Popen(["strace", "-f", "-qq", "-e", "trace=unlinkat", "-e", "signal=none",
+                                   "-e", f"inject=unlinkat:delay_enter={UNLINK_DELAY_US}",
+                                   "-o", str(trace), "-p", str(main_tid)],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_for(lambda: traced(main_tid), 30, what="strace attached to every daemon thread")
+            with Victim(USER_PYTHON, WATCH_VICTIM, ["--heartbeat", "0.2", "sleep-forever", "--name",
+                                                    "victim"], home_for(shared, alice), spool_dir=spool,
+                        preexec_fn=become(alice)).start() as victim:
+                victim.ready()
+                victim.expect("RUNNING")
+                archive = daemon.state / "archive"
+                archive.mkdir(mode=0o700, exist_ok=True)
+                archived = archive / spool_format.new_run_id()
+                big.rename(archived)
+                os.utime(archived, (1.0, 1.0))  # archived long ago: pruned when the next rescan ends
+                wait_for(lambda: entries(archived) < ARCHIVED_FILES, 60, what="the prune begun")
+                victim.kill()
+                wait_for_push(phone, AlertKind.KILLED, "victim", signal="SIGKILL")
+                left = entries(archived)
+                assert left > 0, "the prune ended before the alert: the test proves nothing"
+        finally:
+            tracer.send_signal(signal.SIGINT)  # detaches: the prune goes on at full speed
+            tracer.wait(30)
+        wait_for(lambda: not archived.exists(), 120, what="the old archive pruned")
+        daemon.stop()
+    assert left < ARCHIVED_FILES  # the alert came while the prune was under way
+    unlinks = environ_reads(trace, UNLINK)
+    assert unlinks.get(main_tid, 0) < 1000, unlinks  # the loop's own few (its outbox), not the tree
+    assert sum(n for tid, n in unlinks.items() if tid != main_tid) >= ARCHIVED_FILES - left, unlinks
     assert "Traceback" not in daemon.log()
 
 

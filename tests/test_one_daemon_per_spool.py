@@ -10,6 +10,7 @@ daemon ran. Things planted as the spool's lock file are moved out of the way.
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Iterator
@@ -19,7 +20,7 @@ import pytest
 from sentinel import daemon_file, spool
 from sentinel.spool_lock import LOCK_FILE
 from tests.daemon_harness import DaemonProcess
-from tests.users import as_user, make_shared_spool, shared_dir
+from tests.users import as_user, become, make_shared_spool, shared_dir
 
 
 @pytest.fixture
@@ -77,6 +78,64 @@ def test_a_planted_lock_or_daemon_json_does_not_stop_or_hide_the_daemon(
     assert precious.stat().st_mtime_ns == precious_before.st_mtime_ns
     left = sorted(os.listdir(spool_path))
     assert [n for n in left if n.startswith(".planted-")], left  # hers, kept for her, out of the way
+
+
+# Mallory's lock holder: her own file at the lock's name, flocked until stdin closes.
+HOLD_LOCK = """
+import fcntl, sys
+f = open(sys.argv[1], "w")
+fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+print("HELD", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_lock_a_user_plants_and_holds_does_not_keep_the_spools_daemon_from_starting(
+        tmp_path: Path, shared: Path, mallory: int) -> None:
+    """Mallory makes ``.daemon.lock`` a regular file of hers and holds its
+    ``flock`` (as a daemon of hers would): root's daemon, the spool's
+    owner's, still starts and takes the spool; her file is moved aside, her
+    lock on it untouched."""
+    spool_path = make_shared_spool(shared)
+    lock = spool_path / LOCK_FILE
+    holder = subprocess.Popen(["/usr/bin/python3", "-c", HOLD_LOCK, str(lock)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, cwd="/", preexec_fn=become(mallory))
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "HELD"
+        planted = os.lstat(lock)
+        assert planted.st_uid == mallory
+        with DaemonProcess(tmp_path / "d", {}, spool=spool_path) as daemon:
+            assert daemon_file.daemon_alive(spool_path)
+            st = os.lstat(lock)
+            assert st.st_uid == os.geteuid() and st.st_ino != planted.st_ino
+            daemon.stop()
+        assert holder.poll() is None  # her process was left alone
+    finally:
+        holder.kill()
+        holder.wait(30)
+        for stream in (holder.stdin, holder.stdout):
+            if stream is not None:
+                stream.close()
+    assert f"{lock} was a file of " in daemon.log() and "moved out of the way" in daemon.log()
+    assert any(name.startswith(".planted-daemon.lock-") for name in os.listdir(spool_path))
+
+
+def test_the_name_a_squatter_is_moved_to_cannot_be_occupied_first(
+        tmp_path: Path, shared: Path, mallory: int) -> None:
+    """Mallory plants ``.daemon.lock`` and, knowing its inode number, a
+    non-empty directory at every name it was ever moved to
+    (``.planted-daemon.lock-<inode>``): a rename onto it fails, and the
+    daemon used to refuse to start. The name aside has a random part now."""
+    spool_path = make_shared_spool(shared)
+    lock = spool_path / LOCK_FILE
+    as_user(mallory, "touch", str(lock))
+    aside = spool_path / f".planted-daemon.lock-{os.lstat(lock).st_ino}"
+    as_user(mallory, "sh", "-c", f"mkdir {aside} && touch {aside}/x")
+    with DaemonProcess(tmp_path / "d", {}, spool=spool_path) as daemon:
+        assert daemon_file.daemon_alive(spool_path)
+        assert os.lstat(lock).st_uid == os.geteuid()
+        daemon.stop()
+    assert (aside / "x").exists()  # hers, untouched
 
 
 if sys.platform != "linux":  # pragma: no cover

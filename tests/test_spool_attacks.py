@@ -190,7 +190,11 @@ def test_a_run_whose_directory_was_deleted_is_not_reported_killed(tmp_path: Path
             run_id = v.ready()
             v.expect("STALLED")
             daemon.wait_log(f"tracking {run_id}")
-            shutil.rmtree(daemon.spool / run_id)  # rm -rf while the process lives on
+            # rm -rf while the process lives on. Moved out of the spool first, in one rename:
+            # an rmtree in place races the heartbeat's temporary files (ENOTEMPTY, ENOENT).
+            erased = tmp_path / "erased"
+            os.rename(daemon.spool / run_id, erased)
+            shutil.rmtree(erased)
             resume.touch()
             assert v.wait() == 0  # it ended cleanly, but nothing in the spool can say so
         wait_for(lambda: titles(bark), 30, what="the alert for the erased run")

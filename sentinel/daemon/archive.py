@@ -15,6 +15,13 @@ fds (``rename`` moves the entry itself, a symlink included, and never
 follows it), and a tree is deleted by ``remove_tree``, which opens each
 directory with ``O_NOFOLLOW`` relative to its parent's fd and unlinks
 entries in that fd. A symlink is only ever unlinked, never followed.
+
+Pruning runs on a worker thread (``Pruner``), never on the daemon's loop:
+a user can leave hundreds of thousands of files in a run directory, and
+deleting them takes seconds. The worker deletes in bounded batches
+(``PRUNE_BATCH`` entries per ``remove_tree`` call, so closing the daemon
+stops it between two batches) and hands the pruned run ids back to the
+loop (``Pruner.take`` after a wake-up), which forgets their alert journals.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import itertools
 import logging
 import os
 import stat
+import threading
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -41,6 +49,7 @@ SCRATCH_PREFIX = ".prune."
 # writing into an archived directory cannot keep it busy for ever); the rest
 # goes at the next rescan.
 MAX_ENTRIES_PER_PRUNE = 1_000_000
+PRUNE_BATCH = 10_000  # entries one ``remove_tree`` call of the pruning thread removes
 
 _scratch_numbers = itertools.count()
 
@@ -84,6 +93,7 @@ def _move(spool_fd: int, run_id: str, archive_fd: int, now: float, expect: Optio
         return None
     if not stat.S_ISDIR(st.st_mode) or (expect is not None and dir_id(st) != expect):
         return None  # not the run's directory any more: nothing of ours to move
+    _touch(spool_fd, run_id, dir_id(st), now)
     target = run_id
     for attempt in range(1, 100):
         if not _exists(target, archive_fd):
@@ -105,6 +115,26 @@ def _move(spool_fd: int, run_id: str, archive_fd: int, now: float, expect: Optio
     with contextlib.suppress(OSError):  # retention counts from archiving
         os.utime(target, (now, now), dir_fd=archive_fd, follow_symlinks=False)
     return target
+
+
+def _touch(spool_fd: int, run_id: str, expect: DirId, now: float) -> None:
+    """Set the run directory's mtime to now before it enters the archive.
+
+    The pruning thread judges an archived run's age by its mtime and may
+    list the archive between the rename and the ``utime`` after it: a run
+    older than the retention period would be deleted the moment it is
+    archived. Done through a no-follow fd of the very directory stat'ed."""
+    try:
+        fd = open_dir(run_id, spool_fd)
+    except OSError:
+        return  # gone or swapped: the rename below moves whatever is there, unfollowed
+    try:
+        if dir_id(os.fstat(fd)) == expect:
+            os.utime(fd, (now, now))
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _exists(name: str, dir_fd: int) -> bool:
@@ -187,13 +217,16 @@ def prune_archive(root: Path, retention: float, now: float,
 
 
 def _prune(root: Path, root_fd: int, retention: float, now: float,
-           forget_run: Callable[[str], None]) -> list[str]:
+           forget_run: Callable[[str], None], batch: int = MAX_ENTRIES_PER_PRUNE,
+           stopping: Callable[[], bool] = lambda: False) -> list[str]:
     try:
         names = os.listdir(root_fd)
     except OSError:
         return []
     pruned = []
     for name in names:
+        if stopping():
+            break
         try:
             st = os.stat(name, dir_fd=root_fd, follow_symlinks=False)
         except OSError:
@@ -201,7 +234,7 @@ def _prune(root: Path, root_fd: int, retention: float, now: float,
         if st.st_mtime + retention > now and not name.startswith(SCRATCH_PREFIX):
             continue
         try:
-            if not remove_tree(root_fd, name):
+            if not _remove_in_batches(root_fd, name, batch, stopping):
                 log.info("pruning %s: more left than one prune removes; continuing at the next rescan",
                          root / name)
                 continue
@@ -218,3 +251,84 @@ def _prune(root: Path, root_fd: int, retention: float, now: float,
     if pruned:
         log.info("pruned %d archived run(s) older than the retention period", len(pruned))
     return pruned
+
+
+def _remove_in_batches(root_fd: int, name: str, batch: int, stopping: Callable[[], bool]) -> bool:
+    """``remove_tree`` in calls of ``batch`` entries, at most ``MAX_ENTRIES_PER_PRUNE`` in all."""
+    removed = 0
+    while True:
+        if remove_tree(root_fd, name, min(batch, MAX_ENTRIES_PER_PRUNE - removed)):
+            return True
+        removed += batch
+        if removed >= MAX_ENTRIES_PER_PRUNE or stopping():
+            return False
+
+
+class Pruner:
+    """Prunes the archive on a worker thread; the loop takes the run ids pruned.
+
+    ``request`` is cheap and coalesces: while a prune is under way, one more
+    waits (with the latest ``now``), so a rescan never queues work behind
+    work."""
+
+    def __init__(self, root: Path, wake: Callable[[], None]) -> None:
+        self.root = root
+        self._wake = wake
+        self._lock = threading.Lock()
+        self._work = threading.Condition(self._lock)
+        self._wanted: Optional[tuple[float, float]] = None  # (retention, now)
+        self._done: list[str] = []
+        self._stopping = False
+        self._thread: Optional[threading.Thread] = None
+
+    def request(self, retention: float, now: float) -> None:
+        with self._lock:
+            if self._stopping:
+                return
+            self._wanted = (retention, now)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._serve, name="sentinel-prune", daemon=True)
+                self._thread.start()
+            self._work.notify()
+
+    def take(self) -> list[str]:
+        """Run ids pruned since the last call (their alert journals are to be forgotten)."""
+        with self._lock:
+            done, self._done = self._done, []
+        return done
+
+    def close(self) -> None:
+        with self._lock:
+            self._stopping = True
+            self._work.notify()
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout=5)
+
+    def _is_stopping(self) -> bool:
+        return self._stopping
+
+    def _serve(self) -> None:
+        while True:
+            with self._lock:
+                while self._wanted is None and not self._stopping:
+                    self._work.wait()
+                if self._stopping:
+                    return
+                retention, now = self._wanted  # type: ignore[misc]
+                self._wanted = None
+            pruned: list[str] = []
+            try:
+                root_fd = _open(self.root)
+            except OSError:
+                continue
+            try:
+                _prune(self.root, root_fd, retention, now, pruned.append, PRUNE_BATCH, self._is_stopping)
+            except Exception:  # one odd entry must not stop the worker
+                log.exception("pruning %s failed", self.root)
+            finally:
+                os.close(root_fd)
+            if pruned:
+                with self._lock:
+                    self._done.extend(pruned)
+                self._wake()

@@ -92,6 +92,7 @@ class Daemon:
                                job_liveness=Liveness(self.epoll, self.liveness.use_pidfd, use_threads=False),
                                wake_loop=self.wakeup.wake, pidfd_room=pidfd_room)
         self.jobs = self.tracker.jobs
+        self.pruner = archive.Pruner(self.state.archive, self.wakeup.wake)  # old archives, off the loop
         self.admissions = AdmissionQueue(self.spool)  # new runs, admitted per user in turn
         self.resends = resend.ResendDesk(self.spool, outbox, self.run_owner, wake_delivery)
         self.sweep: Optional[RescanSweep] = None  # the rescan under way, if any
@@ -144,6 +145,7 @@ class Daemon:
             self._guard(run_id, self.tracker.retire_if_ended, run_id, now)
         if self.sweep is not None:
             self.sweep.close()
+        self.pruner.close()
         self.watcher.stop()
         daemon_file.remove(self.spool)
         self.liveness.close()
@@ -211,6 +213,9 @@ class Daemon:
             self._guard(found.run_id, reconcile.on_resolved, self.tracker, found, now)
         # jobs: sibling ranks found by the rank finder's thread
         self._guard("job ranks", self.jobs.found, now)
+        for run_id in self.pruner.take():  # archived runs the pruning thread deleted
+            if run_id not in self.tracker.runs:  # a run of that name back in the spool keeps its journal
+                self._guard(run_id, self.outbox.forget_run, run_id)
         if self.tracker.take_unwatchable_changed():
             self.write_daemon_file()
         # Spool changes (a final record among them) before exits: the process
@@ -338,7 +343,7 @@ class Daemon:
             return
         self.sweep = None
         tracker.keep_retired(sweep.listed)
-        archive.prune_archive(self.state.archive, self.config.retention, now, self.outbox.forget_run)
+        self.pruner.request(self.config.retention, now)  # on its own thread: the loop goes on
         if self.outbox.prune_dead_letters(now, self.config.dead_letter_retention):
             log.info("pruned dead letters older than the dead-letter retention period")
         freeze_long_lived()

@@ -93,8 +93,10 @@ def install_user_sigterm(args: argparse.Namespace) -> None:
 
 
 def act(args: argparse.Namespace, report: Callable[[int], None], send: Callable[[str], None],
-        finish: Callable[[], None], run_dir: Optional[str] = None) -> None:
-    """Act out ``args.mode``; ``report(step)`` is one unit of training progress."""
+        finish: Callable[[], None], run_dir: Optional[str] = None,
+        sent: Callable[[], None] = lambda: None) -> None:
+    """Act out ``args.mode``; ``report(step)`` is one unit of training progress;
+    ``sent()`` returns once the messages sent are in the spool."""
     step = 0
 
     def progress(n: int) -> None:
@@ -109,6 +111,8 @@ def act(args: argparse.Namespace, report: Callable[[int], None], send: Callable[
         print(line, flush=True)
     for text in args.send:
         send(text)
+    if args.send:
+        sent()  # "RUNNING" below then means every message is in the spool
     mode = args.mode
     if mode == "finish":
         finish()

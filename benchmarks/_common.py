@@ -381,7 +381,7 @@ class SleepRuns:
 
     A Python victim per run would cost tens of MB each; ``sleep`` costs a few
     hundred kB, so 10,000 fit on a small box. Each gets a ``run.json`` written
-    through ``sentinel.spool`` exactly as a training process writes it (pid,
+    through ``sentinel.formats.spool`` exactly as a training process writes it (pid,
     start ticks, boot id), so the daemon cannot tell them from real runs.
     Each is its own process group, as separately started jobs are (one
     group of 10,000 would make every exit walk the whole group in the
@@ -392,9 +392,9 @@ class SleepRuns:
         import getpass
         import socket
 
-        from sentinel import safe_json
-        from sentinel import spool as spool_format
-        from sentinel.procid import boot_id, start_ticks
+        from sentinel.formats import safe_json
+        from sentinel.formats import spool as spool_format
+        from sentinel.host.procid import boot_id, start_ticks
 
         self.spool = Path(spool)
         self.pids: list[int] = []

@@ -27,7 +27,7 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from sentinel.alerts import AlertKind  # noqa: E402
+from sentinel.model.alerts import AlertKind  # noqa: E402
 from tests.daemon_harness import DaemonProcess  # noqa: E402
 from tests.docker_harness import Containers, DockerDaemon  # noqa: E402
 from tests.fakes import FakeBark  # noqa: E402

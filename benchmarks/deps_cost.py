@@ -39,7 +39,7 @@ IMPORTS = {
     "requests": ("", "requests"),
     "urllib3": ("", "urllib3"),
     "watchdog (inotify observer)": ("", "watchdog.observers.inotify"),
-    "sentinel.daemon.spool_watcher (ctypes inotify)": ("sentinel.daemon, sentinel.spool",
+    "sentinel.daemon.spool_watcher (ctypes inotify)": ("sentinel.daemon, sentinel.formats.spool",
                                                        "sentinel.daemon.spool_watcher"),
     "psutil": ("", "psutil"),
     "yaml (PyYAML)": ("", "yaml"),

@@ -32,9 +32,9 @@ import threading  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from sentinel import evidence  # noqa: E402
-from sentinel.recorder import Recorder  # noqa: E402
-from sentinel.swanlab_log_hook import LogHook  # noqa: E402
+from sentinel.formats import evidence  # noqa: E402
+from sentinel.training.recorder import Recorder  # noqa: E402
+from sentinel.training.swanlab_log_hook import LogHook  # noqa: E402
 from tests.daemon_harness import DaemonProcess  # noqa: E402
 from tests.fakes import FakeBark  # noqa: E402
 from tests.victims.harness import Victim  # noqa: E402

@@ -41,7 +41,7 @@ from typing import Optional  # noqa: E402
 
 from _common import Verdict, fmt, table  # noqa: E402
 
-from sentinel.alerts import AlertKind  # noqa: E402
+from sentinel.model.alerts import AlertKind  # noqa: E402
 from tests.daemon_harness import DaemonProcess, bark_title  # noqa: E402
 from tests.fakes import FakeBark  # noqa: E402
 from tests.fleet_harness import free_port  # noqa: E402

@@ -94,7 +94,7 @@ def child_swanlab_toggle(pairs: int, logs: int) -> dict[str, Any]:
     callback._recorder = recorder
     swanlab.finish()
     return {"pairs": out, "swanlab": getattr(swanlab, "__version__", "?"),
-            "api": sys.modules["sentinel.swanlab_adapter"].CALLBACK_API}
+            "api": sys.modules["sentinel.training.swanlab_adapter"].CALLBACK_API}
 
 
 def child_swanlab_log(pairs: int, logs: int) -> dict[str, Any]:
@@ -126,7 +126,7 @@ def child_swanlab_log(pairs: int, logs: int) -> dict[str, Any]:
         out.append({"with_wall": result[True][0], "without_wall": result[False][0],
                     "with_cpu": result[True][1], "without_cpu": result[False][1]})
     return {"pairs": out, "swanlab": getattr(swanlab, "__version__", "?"),
-            "api": sys.modules["sentinel.swanlab_adapter"].CALLBACK_API,
+            "api": sys.modules["sentinel.training.swanlab_adapter"].CALLBACK_API,
             "hook_us_per_log": _hook_cost_per_log()}
 
 
@@ -135,7 +135,7 @@ def _hook_cost_per_log(keys_per_log: int = 2) -> Optional[float]:
     with the records SwanLab really passes (captured from a real run)."""
     import swanlab
 
-    from sentinel import swanlab_adapter as adapter
+    from sentinel.training import swanlab_adapter as adapter
 
     rec = adapter.Recorder.open(Path(os.environ["SENTINEL_SPOOL"]), name="hook-cost",
                                 heartbeat_interval=3600)

@@ -23,7 +23,7 @@ import time  # noqa: E402
 from typing import Any  # noqa: E402
 
 from sentinel.daemon.job_stacks import JobStacks, Rank  # noqa: E402
-from sentinel.procid import ProcessIdentity  # noqa: E402
+from sentinel.host.procid import ProcessIdentity  # noqa: E402
 
 RANKS = 8
 SIZES = {"full": {"rounds": 10}, "tiny": {"rounds": 2}}

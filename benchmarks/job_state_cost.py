@@ -27,9 +27,9 @@ from pathlib import Path  # noqa: E402
 
 from sentinel.daemon import job_state  # noqa: E402
 from sentinel.daemon.job_watch import Death, Job, Member  # noqa: E402
-from sentinel.exit_status import ending_of  # noqa: E402
-from sentinel.procid import ProcessIdentity  # noqa: E402
-from sentinel.spool import JobRecord  # noqa: E402
+from sentinel.formats.spool import JobRecord  # noqa: E402
+from sentinel.host.procid import ProcessIdentity  # noqa: E402
+from sentinel.model.exit_status import ending_of  # noqa: E402
 
 SIZES = {"full": dict(calls=500, writes=200, saved=1000), "tiny": dict(calls=20, writes=10, saved=20)}
 

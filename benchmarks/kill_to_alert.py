@@ -44,7 +44,7 @@ from typing import Any, Callable, Optional  # noqa: E402
 
 from _common import Verdict, fmt, ms, summary, table  # noqa: E402
 
-from sentinel import latency_trace  # noqa: E402
+from sentinel.common import latency_trace  # noqa: E402
 from sentinel.daemon.pidfd import thread_pidfds_supported  # noqa: E402
 from tests.daemon_harness import DaemonProcess  # noqa: E402
 from tests.fakes import FakeBark, FakeDingTalk, FakeService, FakeSlack  # noqa: E402
@@ -290,7 +290,7 @@ def trace_path(tmp: Path, name: str) -> Path:
 
 def with_daemon(tmp: Path, name: str, channels: dict[str, dict[str, Any]]) -> DaemonProcess:
     # Default rescan interval (30 s): as deployed, not the tests' 2 s. The daemon stamps each
-    # alert's stages (``sentinel.latency_trace``) into a file read once the kills are done.
+    # alert's stages (``sentinel.common.latency_trace``) into a file read once the kills are done.
     return DaemonProcess(tmp / name, channels, rescan_interval="30s",
                          daemon_env={latency_trace.ENV: str(trace_path(tmp, name))}).start()
 
@@ -465,7 +465,7 @@ def latency_verdicts(s: Samples, st: dict[str, float], p50: float, p99: float) -
 
 
 SWANLAB_TARGET = (2.5, 8.0)  # kill→alert p50, p99 ms for SwanLab victims (issue 21)
-# The daemon's stages (``sentinel.latency_trace``), from the kill to the request at the fake.
+# The daemon's stages (``sentinel.common.latency_trace``), from the kill to the request at the fake.
 STAGE_SPANS = (("kill", "woke", "kill → the daemon's epoll wakes (the kernel, then the loop's thread)"),
                ("woke", "decided", "woke → decided (the run's files read once, the ending known)"),
                ("decided", "built", "decided → alert built"),
@@ -567,7 +567,7 @@ def report(samples: list[Samples]) -> tuple[str, list[Verdict]]:
         "died. It grows with the address space; the daemon's own share is `pidfd→alert`.", "",
         floor, "",
         "### The daemon's share, stage by stage", "",
-        "Each alert's way through the daemon, from stamps it takes itself (`sentinel.latency_trace`, "
+        "Each alert's way through the daemon, from stamps it takes itself (`sentinel.common.latency_trace`, "
         "switched on by `SENTINEL_LATENCY_TRACE` in the benchmark's daemon; written after the answer, "
         "so not on the path). All stamps are CLOCK_MONOTONIC, the same clock as the benchmark's kill and "
         "the fake's arrival. `woke` is the end of the epoll wait in which the death was seen: a thread "

@@ -3,7 +3,7 @@
     python3 benchmarks/scale.py [--tiny]
 
 The watched runs are real processes (``/bin/sleep``) with run records
-written through ``sentinel.spool`` (see ``_common.SleepRuns``), all present
+written through ``sentinel.formats.spool`` (see ``_common.SleepRuns``), all present
 before the daemon starts, so start-up reconciles every one of them. For each
 size: time from spawning the daemon to its sd_notify ``READY=1`` (a real
 NOTIFY_SOCKET), its RSS, its CPU use while idle, and the kill-to-alert

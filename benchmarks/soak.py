@@ -67,9 +67,9 @@ from hostile_load import FULL as HOSTILE_FULL  # noqa: E402
 from hostile_load import TINY as HOSTILE_TINY  # noqa: E402
 from hostile_load import HostileSize, HostileUser, is_normal_push  # noqa: E402
 
-from sentinel.alerts import AlertKind  # noqa: E402
 from sentinel.channels.bark import render_bark  # noqa: E402
-from sentinel.outbox import Outbox  # noqa: E402
+from sentinel.delivery.outbox import Outbox  # noqa: E402
+from sentinel.model.alerts import AlertKind  # noqa: E402
 from tests.daemon_harness import DaemonProcess  # noqa: E402
 from tests.fakes import FakeBark  # noqa: E402
 from tests.fleet_harness import free_port  # noqa: E402
@@ -86,7 +86,7 @@ EVENTS = {"start": 3.0, "send": 20.0, "finish": 1.2, "crash": 0.8, "kill": 1.0}
 MEAN_PAUSE = 0.12
 MAX_LIVE = 6
 FAULTS = ("5xx", "down", "reset", "slow")
-MESSAGE_TITLE = "💬"  # how a message's Bark title starts (sentinel.render)
+MESSAGE_TITLE = "💬"  # how a message's Bark title starts (sentinel.model.render)
 DRAIN_LIMIT = 180.0  # the daemon must drain within this once the faults end
 STEP_LIMIT = 60.0  # a victim not exiting within this after its last command is a failure
 STARTUP_LIMIT = 300.0  # a restarted daemon not READY within this is a failure

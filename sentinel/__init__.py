@@ -24,18 +24,18 @@ __version__ = "0.1.0"
 
 # name -> module that defines it; imported on first access (PEP 562).
 _LAZY = {
-    "watch": "sentinel.watching",
-    "Run": "sentinel.watching",
-    "SentinelCallback": "sentinel.swanlab_adapter",
-    "BarkCallback": "sentinel.notify",
-    "DingTalkCallback": "sentinel.notify",
-    "SlackCallback": "sentinel.notify",
-    "LarkCallback": "sentinel.notify",
-    "WeComCallback": "sentinel.notify",
-    "WXWorkCallback": "sentinel.notify",
-    "DiscordCallback": "sentinel.notify",
-    "TelegramCallback": "sentinel.notify",
-    "EmailCallback": "sentinel.notify",
+    "watch": "sentinel.training.watching",
+    "Run": "sentinel.training.watching",
+    "SentinelCallback": "sentinel.training.swanlab_adapter",
+    "BarkCallback": "sentinel.training.notify",
+    "DingTalkCallback": "sentinel.training.notify",
+    "SlackCallback": "sentinel.training.notify",
+    "LarkCallback": "sentinel.training.notify",
+    "WeComCallback": "sentinel.training.notify",
+    "WXWorkCallback": "sentinel.training.notify",
+    "DiscordCallback": "sentinel.training.notify",
+    "TelegramCallback": "sentinel.training.notify",
+    "EmailCallback": "sentinel.training.notify",
 }
 
 __all__ = ["watch", "Run", "__version__", *_LAZY]

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import IO, Any, Mapping, Optional, Sequence
 
-from sentinel import spool
+from sentinel.formats import spool
 from tests.processes import kill_group  # noqa: F401  (re-exported)
 from tests.waiting import wait_for  # noqa: F401  (re-exported for tests that import it from here)
 

@@ -30,11 +30,11 @@ from typing import Any, Optional
 
 import yaml
 
-from sentinel import safe_json, spool
-from sentinel.alerts import Alert, AlertKind
 from sentinel.channels.bark import render_bark
-from sentinel.outbox import Outbox
-from sentinel.procid import ProcessIdentity
+from sentinel.delivery.outbox import Outbox
+from sentinel.formats import safe_json, spool
+from sentinel.host.procid import ProcessIdentity
+from sentinel.model.alerts import Alert, AlertKind
 from tests.processes import kill_group
 from tests.unit_caps import unavailable, unit_privileges
 from tests.victims.harness import ROOT
@@ -233,8 +233,8 @@ class PretendDaemon:
         self.proc: Optional[subprocess.Popen[str]] = None
 
     def __enter__(self) -> PretendDaemon:
-        from sentinel import safe_json, spool
-        from sentinel.procid import ProcessIdentity
+        from sentinel.formats import safe_json, spool
+        from sentinel.host.procid import ProcessIdentity
 
         self.proc = subprocess.Popen([sys.executable, "-c", PRETENDER], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, text=True)

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from sentinel.channels import build_channel
-from sentinel.config import ConfigError, load_config
-from sentinel.notify import BarkCallback
-from sentinel.rules import InvalidArgument
+from sentinel.common.rules import InvalidArgument
+from sentinel.daemon.config import ConfigError, load_config
+from sentinel.training.notify import BarkCallback
 from tests.fakes.samples import sample_alert
 
 KEY_URL = "https://api.day.app/abcdefghijklmnopqrstuv"

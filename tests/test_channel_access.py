@@ -10,12 +10,12 @@ import pwd
 
 import pytest
 
-from sentinel.alerts import AlertKind, http_link
 from sentinel.channels.bark import BarkChannel
-from sentinel.config import ConfigError, InlineChannelPolicy, MessageLimits, parse_config
 from sentinel.daemon.channel_access import ChannelAccess, host_allowed, inline_refusal
+from sentinel.daemon.config import ConfigError, InlineChannelPolicy, MessageLimits, parse_config
 from sentinel.daemon.message_limits import MessageGate
-from sentinel.outbox import Outbox
+from sentinel.delivery.outbox import Outbox
+from sentinel.model.alerts import AlertKind, http_link
 from tests.fakes.samples import sample_alert
 
 ME = pwd.getpwuid(os.getuid()).pw_name

@@ -6,9 +6,9 @@ from datetime import datetime
 
 import pytest
 
-from sentinel.alerts import Alert, AlertKind
 from sentinel.channels import build_channel
 from sentinel.channels.base import DeliveryError
+from sentinel.model.alerts import Alert, AlertKind
 from tests.fakes.alertmanager import FakeAlertmanager, validate_alert
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from sentinel.alerts import AlertKind
 from sentinel.channels import build_channel
 from sentinel.channels.apprise_bridge import AppriseChannel
 from sentinel.channels.base import DeliveryError
+from sentinel.model.alerts import AlertKind
 from tests.fakes.samples import sample_alert
 from tests.fakes.webhook import FakeAppriseJSON
 

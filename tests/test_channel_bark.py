@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from sentinel.alerts import AlertKind
 from sentinel.channels import build_channel, check_channel
 from sentinel.channels.bark import BarkChannel, endpoint, render_bark, split_key_url
 from sentinel.channels.base import DeliveryError
+from sentinel.model.alerts import AlertKind
 from tests.fakes import FakeBark
 from tests.fakes.samples import sample_alert
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from sentinel.alerts import AlertKind
 from sentinel.channels import REGISTRY, build_channel, check_channel
 from sentinel.channels.console import ConsoleChannel
-from sentinel.redact import redact
+from sentinel.common.redact import redact
+from sentinel.model.alerts import AlertKind
 from tests.fakes.samples import sample_alert
 
 

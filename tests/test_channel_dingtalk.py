@@ -10,7 +10,6 @@ from urllib.parse import quote_plus
 
 import pytest
 
-from sentinel.alerts import AlertKind
 from sentinel.channels import build_channel
 from sentinel.channels.base import DeliveryError
 from sentinel.channels.dingtalk import (
@@ -20,6 +19,7 @@ from sentinel.channels.dingtalk import (
     sign,
     signed_url,
 )
+from sentinel.model.alerts import AlertKind
 from tests.fakes import FakeDingTalk
 from tests.fakes.samples import FakeClock, sample_alert
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from sentinel.alerts import AlertKind
 from sentinel.channels import build_channel
 from sentinel.channels.base import DeliveryError
 from sentinel.channels.discord import DiscordChannel, embed_size
+from sentinel.model.alerts import AlertKind
 from tests.fakes.discord import MAX_CONTENT, MAX_EMBEDS_TOTAL, FakeDiscord
 from tests.fakes.samples import sample_alert
 

@@ -7,10 +7,10 @@ import logging
 
 import pytest
 
-from sentinel.alerts import AlertKind
 from sentinel.channels import build_channel
 from sentinel.channels.base import DeliveryError
 from sentinel.channels.mail import EmailChannel
+from sentinel.model.alerts import AlertKind
 from tests.fakes.samples import sample_alert
 from tests.fakes.smtp import FakeSMTP, TestCA
 

@@ -9,10 +9,10 @@ import hmac
 
 import pytest
 
-from sentinel.alerts import AlertKind
 from sentinel.channels import build_channel
 from sentinel.channels.base import DeliveryError
 from sentinel.channels.lark import LarkChannel, render_post, sign
+from sentinel.model.alerts import AlertKind
 from tests.fakes.lark import MAX_BODY_BYTES, FakeLark, message_text
 from tests.fakes.samples import FakeClock, sample_alert
 
@@ -154,7 +154,7 @@ def test_render_post_is_pure_and_small():
 
 
 def test_a_misspelt_option_in_the_config_is_named_with_its_key_path(tmp_path, monkeypatch):
-    from sentinel.config import ConfigError, load_config
+    from sentinel.daemon.config import ConfigError, load_config
 
     monkeypatch.setenv("LARK_HOOK", "https://open.feishu.cn/open-apis/bot/v2/hook/abc-123")
     path = tmp_path / "daemon.yaml"

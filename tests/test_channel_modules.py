@@ -15,12 +15,12 @@ from typing import Any, ClassVar, Mapping
 
 import pytest
 
-from sentinel.alerts import Alert
 from sentinel.channels import REGISTRY, http, register
 from sentinel.channels.base import Channel
 from sentinel.channels.options import check_language, check_url, unknown_keys
-from sentinel.config import ConfigError, parse_config
-from sentinel.render import summary, title
+from sentinel.daemon.config import ConfigError, parse_config
+from sentinel.model.alerts import Alert
+from sentinel.model.render import summary, title
 from tests.daemon_harness import DaemonProcess
 from tests.fakes.server import FakeService, RecordedRequest, Reply
 from tests.victims.harness import Victim, wait_for

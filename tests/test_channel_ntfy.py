@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from sentinel.alerts import AlertKind
 from sentinel.channels import build_channel
 from sentinel.channels.base import DeliveryError
 from sentinel.channels.ntfy import NtfyChannel, header_value
+from sentinel.model.alerts import AlertKind
 from tests.fakes.ntfy import MAX_MESSAGE_BYTES, FakeNtfy, decode_header
 from tests.fakes.samples import sample_alert
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from sentinel.alerts import AlertKind
 from sentinel.channels import build_channel
 from sentinel.channels.base import DeliveryError
 from sentinel.channels.slack import SlackChannel, render_slack
+from sentinel.model.alerts import AlertKind
 from tests.fakes import FakeSlack
 from tests.fakes.samples import sample_alert
 

@@ -7,10 +7,10 @@ import logging
 
 import pytest
 
-from sentinel.alerts import AlertKind
 from sentinel.channels import build_channel
 from sentinel.channels.base import DeliveryError
 from sentinel.channels.telegram import TelegramChannel
+from sentinel.model.alerts import AlertKind
 from tests.fakes.samples import sample_alert
 from tests.fakes.telegram import MAX_TEXT_UTF16, FakeTelegram, utf16_length
 

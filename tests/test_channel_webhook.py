@@ -9,10 +9,10 @@ import math
 
 import pytest
 
-from sentinel.alerts import AlertKind
 from sentinel.channels import build_channel
 from sentinel.channels.base import DeliveryError
 from sentinel.channels.webhook import SIGNATURE_HEADER, WebhookChannel
+from sentinel.model.alerts import AlertKind
 from tests.fakes.samples import RUN_ID, sample_alert
 from tests.fakes.webhook import FakeWebhook
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from sentinel.alerts import AlertKind
 from sentinel.channels import build_channel
 from sentinel.channels.base import DeliveryError
 from sentinel.channels.wecom import WeComChannel
+from sentinel.model.alerts import AlertKind
 from tests.fakes.samples import sample_alert
 from tests.fakes.wecom import MAX_MARKDOWN_BYTES, MAX_TEXT_BYTES, FakeWeCom
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from sentinel import cli
-from sentinel import config as config_module
-from sentinel.recorder import Recorder
+from sentinel.daemon import config as config_module
+from sentinel.training.recorder import Recorder
 from tests.cli_helpers import SENTINEL, run_sentinel, sentinel_env
 from tests.victims.harness import ROOT
 

@@ -10,9 +10,9 @@ from typing import Iterator
 import pytest
 import yaml
 
-from sentinel import daemon_file, mutes
-from sentinel.rules import InvalidArgument
-from sentinel.run_options import run_options
+from sentinel.common.rules import InvalidArgument
+from sentinel.formats import daemon_file, mutes
+from sentinel.training.run_options import run_options
 from tests.cli_helpers import run_sentinel, sentinel_env
 from tests.daemon_harness import DaemonProcess
 from tests.fakes import FakeBark

@@ -9,7 +9,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from sentinel.alerts import AlertKind as K
+from sentinel.model.alerts import AlertKind as K
 from tests.cli_helpers import run_sentinel, sentinel_env
 from tests.daemon_harness import DaemonProcess, wait_for_push
 from tests.fakes import FakeBark

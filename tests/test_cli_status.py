@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from sentinel import safe_json, spool
-from sentinel.alerts import AlertKind, from_run
-from sentinel.procid import ProcessIdentity
+from sentinel.formats import safe_json, spool
+from sentinel.host.procid import ProcessIdentity
+from sentinel.model.alerts import AlertKind, from_run
 from tests.cli_helpers import run_sentinel, sentinel_env, wait_for
 from tests.daemon_harness import PretendDaemon
 
@@ -134,7 +134,7 @@ def test_status_of_an_empty_spool(tmp_path: Path) -> None:
 def test_status_shows_the_daemon_verdict_and_the_archive(populated: dict) -> None:
     """What the daemon journalled outranks a bare process check: a dead run
     it alerted as killed shows as killed; archived runs show with --all."""
-    from sentinel.outbox import Outbox
+    from sentinel.delivery.outbox import Outbox
 
     state = populated["spool"] / spool.DAEMON_STATE_DIR
     outbox = Outbox(state / "outbox")
@@ -172,7 +172,7 @@ def test_status_sees_a_live_daemon(tmp_path: Path) -> None:
 
 def test_status_shows_dead_letters(populated: dict) -> None:
     """An alert the daemon gave up on is listed, in the table and the JSON."""
-    from sentinel.outbox import Outbox
+    from sentinel.delivery.outbox import Outbox
 
     outbox = Outbox(populated["spool"] / spool.DAEMON_STATE_DIR / "outbox")
     dead = populated["dead"]

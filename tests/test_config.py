@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from sentinel.alerts import ALERT_STATES
-from sentinel.config import (
+from sentinel.daemon.config import (
     ConfigError,
     default_config,
     load_config,
     parse_config,
     parse_duration,
 )
+from sentinel.model.alerts import ALERT_STATES
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from sentinel.alerts import Alert, AlertKind
-from sentinel.containers import ContainerIdentity, identify, label_of, parse_cgroup_file, parse_environ
-from sentinel.render import facts
-from sentinel.status import render_detail
+from sentinel.daemon.status import render_detail
+from sentinel.host.containers import ContainerIdentity, identify, label_of, parse_cgroup_file, parse_environ
+from sentinel.model.alerts import Alert, AlertKind
+from sentinel.model.render import facts
 
 CID = "8699c0aa86b91a6857cfb30f61b6ad4d895045235eeb5fab99665004b61dbc4b"
 UID = "5d9c2c1e-6b0a-4c33-9a51-0f3e5d1c9b7a"
@@ -116,7 +116,7 @@ def test_identify_reads_a_process_directory_fd_not_a_path_that_can_be_swapped(tm
 
 
 def test_status_detail_shows_the_container() -> None:
-    from sentinel.status import RunStatus
+    from sentinel.daemon.status import RunStatus
 
     run = RunStatus("rid", "r", 5, "ana", "8699c0aa86b9", "watch", 0.0, "running", True, None, None, None,
                     None, None, None, None, container=ContainerIdentity(CID, "docker").as_dict())

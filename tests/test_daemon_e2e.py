@@ -17,9 +17,9 @@ from typing import Any, Iterator, Optional
 
 import pytest
 
-from sentinel import safe_json, spool
-from sentinel.alerts import AlertKind
-from sentinel.procid import ProcessIdentity
+from sentinel.formats import safe_json, spool
+from sentinel.host.procid import ProcessIdentity
+from sentinel.model.alerts import AlertKind
 from tests.daemon_harness import DaemonProcess, bark_title, hand_written_record, titles, wait_for_push
 from tests.fakes import FakeBark
 from tests.victims.harness import Victim, identity_of, swanlab_params, swanlab_python

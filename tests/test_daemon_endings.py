@@ -17,9 +17,9 @@ from typing import Iterator, Optional
 
 import pytest
 
-from sentinel.alerts import AlertKind
 from sentinel.daemon.pidfd import ENV_DISABLE, thread_pidfds_supported
-from sentinel.procid import process_state
+from sentinel.host.procid import process_state
+from sentinel.model.alerts import AlertKind
 from tests.daemon_harness import ZOMBIE_PARENT, DaemonProcess, wait_for_push
 from tests.fakes import FakeBark
 from tests.victims.harness import Victim, wait_for

@@ -6,9 +6,9 @@ import re
 import signal
 from pathlib import Path
 
-from sentinel.alerts import Alert, AlertKind
 from sentinel.channels.bark import render_bark
 from sentinel.channels.dingtalk import render_markdown
+from sentinel.model.alerts import Alert, AlertKind
 from tests.daemon_harness import DaemonProcess
 from tests.fakes import FakeBark
 from tests.victims.harness import Victim, wait_for

@@ -14,15 +14,15 @@ from typing import Iterator
 
 import pytest
 
-from sentinel import safe_json, spool
-from sentinel.alerts import Alert, AlertKind
-from sentinel.config import Config
+from sentinel.daemon.config import Config
 from sentinel.daemon.loop import RESCAN_SLICE, Daemon
 from sentinel.daemon.rescan import RescanSweep
 from sentinel.daemon.run_reader import TrackedRun
-from sentinel.outbox import Outbox
-from sentinel.procid import ProcessIdentity
-from sentinel.run_states import RunState
+from sentinel.delivery.outbox import Outbox
+from sentinel.formats import safe_json, spool
+from sentinel.host.procid import ProcessIdentity
+from sentinel.model.alerts import Alert, AlertKind
+from sentinel.model.run_states import RunState
 from tests.victims.harness import identity_of
 from tests.waiting import wait_for
 

@@ -12,12 +12,12 @@ from typing import Iterator
 
 import pytest
 
-from sentinel import safe_json, spool
 from sentinel.daemon.liveness import Liveness, Status, pidfd_supported
 from sentinel.daemon.oom import OomDetector, parse_dmesg, parse_kmsg_record, parse_oom_line
 from sentinel.daemon.run_reader import ProblemLog, RunReader, is_shared_spool
 from sentinel.daemon.spool_watcher import Change, SpoolEvent, Wakeup, classify
-from sentinel.procid import ProcessIdentity, process_state
+from sentinel.formats import safe_json, spool
+from sentinel.host.procid import ProcessIdentity, process_state
 from tests.victims.harness import identity_of
 from tests.waiting import wait_for
 

@@ -6,8 +6,9 @@ import itertools
 
 import pytest
 
-from sentinel.alerts import AlertKind
-from sentinel.run_states import (
+from sentinel.formats.spool import FINAL_STATES, FinalRecord, Progress
+from sentinel.model.alerts import AlertKind
+from sentinel.model.run_states import (
     ENDING_KINDS,
     Event,
     EventKind,
@@ -21,7 +22,6 @@ from sentinel.run_states import (
     stall_deadline,
     transition,
 )
-from sentinel.spool import FINAL_STATES, FinalRecord, Progress
 
 S, K = RunState, AlertKind
 LIVE = (S.RUNNING, S.STALLED, S.FAULTED)

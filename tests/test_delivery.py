@@ -9,12 +9,12 @@ import threading
 
 import pytest
 
-from sentinel.alerts import AlertKind
 from sentinel.channels import build_channel
 from sentinel.channels.base import Channel
-from sentinel.config import ChannelConfig, Config
-from sentinel.delivery import ChannelSet, Delivery, RateLimiter
-from sentinel.outbox import Outbox, RetryPolicy
+from sentinel.daemon.config import ChannelConfig, Config
+from sentinel.delivery.outbox import Outbox, RetryPolicy
+from sentinel.delivery.workers import ChannelSet, Delivery, RateLimiter
+from sentinel.model.alerts import AlertKind
 from tests.fakes import FakeDingTalk, FakeSlack
 from tests.fakes.samples import NOW, FakeClock, sample_alert
 from tests.waiting import wait_for

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
-from sentinel import containers
-from sentinel.config import load_config
+from sentinel.daemon.config import load_config
+from sentinel.host import containers
 from tests.unit_caps import unit_privileges
 from tests.victims.harness import missing
 
@@ -80,7 +80,7 @@ def test_the_training_job_mounts_the_nodes_spool_and_names_its_pod() -> None:
     downward = {name: e["valueFrom"]["fieldRef"]["fieldPath"] for name, e in env.items() if "valueFrom" in e}
     assert downward == {"POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace",
                         "NODE_NAME": "spec.nodeName"}
-    # ... exactly the variables sentinel.containers reads from a pod's environment.
+    # ... exactly the variables sentinel.host.containers reads from a pod's environment.
     raw = b"\0".join(f"{name}=x1".encode() for name in downward)
     assert set(containers.parse_environ(raw)) == {"pod", "namespace", "node"}
     [volume] = pod["volumes"]

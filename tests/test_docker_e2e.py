@@ -17,9 +17,9 @@ from typing import Iterator, Optional
 
 import pytest
 
-from sentinel import spool
-from sentinel.alerts import Alert, AlertKind
-from sentinel.containers import identify
+from sentinel.formats import spool
+from sentinel.host.containers import identify
+from sentinel.model.alerts import Alert, AlertKind
 from tests.daemon_harness import DaemonProcess, wait_for_push
 from tests.docker_harness import IMAGE, Container, Containers
 from tests.fakes import FakeBark

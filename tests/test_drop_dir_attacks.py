@@ -12,7 +12,8 @@ from typing import Iterator
 
 import pytest
 
-from sentinel import mutes, resend
+from sentinel.delivery import resend
+from sentinel.formats import mutes
 from tests.daemon_harness import DaemonProcess
 from tests.fakes import FakeBark
 from tests.test_cli_resend import ask_as, deliveries
@@ -78,7 +79,7 @@ def test_mutes_cannot_be_crowded_out_and_a_planted_mutes_dir_is_moved_aside(shar
         assert [n for n in os.listdir(spool) if n.startswith(".planted-mutes-")]
         plant(mallory, root, 1100)
         env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HOME": "/nonexistent"}
-        write = ("import sys, time; from pathlib import Path; from sentinel import mutes; "
+        write = ("import sys, time; from pathlib import Path; from sentinel.formats import mutes; "
                  "mutes.write_mute(Path(sys.argv[1]), "
                  "mutes.Mute('run', 'alices-run', 'all', time.time(), None))")
         subprocess.run([user_python(), "-c", write, str(spool)], env=env, check=True,

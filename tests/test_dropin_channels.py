@@ -19,8 +19,8 @@ from typing import Any, Callable, Iterator, Optional
 
 import pytest
 
-from sentinel.alerts import Alert, AlertKind
-from sentinel.render import headline
+from sentinel.model.alerts import Alert, AlertKind
+from sentinel.model.render import headline
 from tests.daemon_harness import DaemonProcess
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.lark import FakeLark, message_text

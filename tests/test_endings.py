@@ -6,11 +6,12 @@ import re
 
 import pytest
 
-from sentinel import endings, render, run_states, spool
-from sentinel.alerts import ALERT_STATES, Alert, AlertKind
 from sentinel.channels.bark import DEFAULT_LEVELS, LEVELS, URGENCY_LEVELS, render_bark
 from sentinel.channels.dingtalk import render_markdown
-from sentinel.endings import LANGUAGES, REASONS, Reason, Urgency
+from sentinel.formats import spool
+from sentinel.model import endings, render, run_states
+from sentinel.model.alerts import ALERT_STATES, Alert, AlertKind
+from sentinel.model.endings import LANGUAGES, REASONS, Reason, Urgency
 from tests.fakes.samples import sample_alert
 
 # Sample parameters for every reason template (a new parameter needs a sample here).
@@ -150,7 +151,7 @@ def _typed_names(module: object, class_name: str) -> dict[str, str]:
 
 
 def test_the_names_typed_code_uses_are_the_rows() -> None:
-    from sentinel import alerts
+    from sentinel.model import alerts
 
     assert _typed_names(alerts, "AlertKind") == {k.name: k.value for k in AlertKind}
     assert _typed_names(run_states, "RunState") == {s.name: s.value for s in run_states.RunState}
@@ -160,7 +161,7 @@ def test_the_names_typed_code_uses_are_the_rows() -> None:
 @pytest.mark.parametrize("kind", list(AlertKind))
 def test_every_ending_pings_healthchecks_and_has_a_severity(kind: AlertKind) -> None:
     from sentinel.channels.alertmanager import AlertmanagerChannel
-    from sentinel.healthchecks import ending_suffix
+    from sentinel.fleet.healthchecks import ending_suffix
 
     row = kind.ending
     suffix = ending_suffix(sample_alert(kind, exit_code=None))
@@ -177,7 +178,7 @@ def test_every_ending_pings_healthchecks_and_has_a_severity(kind: AlertKind) -> 
 
 
 def test_scheduler_endings_fail_a_per_run_check_with_the_exit_code_when_known() -> None:
-    from sentinel.healthchecks import ending_suffix
+    from sentinel.fleet.healthchecks import ending_suffix
 
     for kind in (AlertKind.TIME_LIMIT, AlertKind.CANCELLED, AlertKind.PREEMPTED, AlertKind.NODE_FAILURE,
                  AlertKind.GPU_FAULT):
@@ -194,7 +195,7 @@ def test_alertmanager_pages_for_deaths_and_warns_for_stops_and_stalls() -> None:
 
 
 def test_one_word_table_says_every_death_in_every_language() -> None:
-    from sentinel import exit_status
+    from sentinel.model import exit_status
 
     assert render._WORDS is endings.PHRASES and exit_status._WORDS is endings.DEATH_WORDS
     for key, table in endings.DEATH_WORDS.items():

@@ -1,4 +1,4 @@
-"""Adding a kind of ending is one row in sentinel/endings.py plus the code that detects it.
+"""Adding a kind of ending is one row in sentinel/model/endings.py plus the code that detects it.
 
 The test copies the package, adds one throw-away row (``evicted``) to the
 copy's table and nothing else, and runs every consumer of the table in a
@@ -32,14 +32,14 @@ ANCHOR = '    Ending("message", '
 CONSUMERS = r'''
 import json, sys, types
 import sentinel
-from sentinel import endings, render
-from sentinel.alerts import ALERT_STATES, AlertKind
+from sentinel.model import endings, render
+from sentinel.model.alerts import ALERT_STATES, AlertKind
 from sentinel.channels import build_channel
 from sentinel.channels.apprise_bridge import _notify_type
 from sentinel.channels.bark import DEFAULT_LEVELS
 from sentinel.channels.console import render_text
-from sentinel import run_states
-from sentinel import healthchecks, metrics
+from sentinel.model import run_states
+from sentinel.fleet import healthchecks, metrics
 from tests.fakes.samples import sample_alert
 
 kind = AlertKind("evicted")
@@ -89,7 +89,7 @@ def _copy_with_row(tmp_path: Path) -> Path:
     root = tmp_path / "copy"
     shutil.copytree(Path(sentinel.__file__).parent, root / "sentinel",
                     ignore=shutil.ignore_patterns("__pycache__"))
-    table = root / "sentinel" / "endings.py"
+    table = root / "sentinel" / "model" / "endings.py"
     text = table.read_text(encoding="utf-8")
     assert text.count(ANCHOR) == 1
     table.write_text(text.replace(ANCHOR, ROW + ANCHOR), encoding="utf-8")

@@ -21,14 +21,15 @@ from typing import Iterator, Optional
 
 import pytest
 
-from sentinel import evidence, live_file, spool, stack_dumps
-from sentinel.alerts import Alert, AlertKind
 from sentinel.channels.plain import plain_text
 from sentinel.daemon.native_faults import NativeFaults, parse_line
 from sentinel.daemon.run_reader import ProblemLog, RunReader, TrackedRun
-from sentinel.procid import ProcessIdentity
-from sentinel.recorder import Recorder
-from sentinel.swanlab_log_hook import LogHook
+from sentinel.formats import evidence, live_file, spool
+from sentinel.host.procid import ProcessIdentity
+from sentinel.model.alerts import Alert, AlertKind
+from sentinel.training import stack_dumps
+from sentinel.training.recorder import Recorder
+from sentinel.training.swanlab_log_hook import LogHook
 from tests.daemon_harness import DaemonProcess, wait_for_push
 from tests.fakes import FakeBark
 from tests.victims.harness import Victim, swanlab_params, swanlab_python
@@ -450,7 +451,7 @@ def test_the_hook_is_undone_at_finish_and_keeps_swanlabs_behaviour(tmp_path: Pat
     script = textwrap.dedent("""
         import swanlab
         from sentinel import SentinelCallback
-        from sentinel.swanlab_log_hook import LogHook
+        from sentinel.training.swanlab_log_hook import LogHook
         original = swanlab.log
         swanlab.init(project="p", mode="offline", callbacks=[SentinelCallback(heartbeat_interval=0.1)])
         print("WRAPPED", LogHook.of(swanlab.log) is not None, swanlab.log.__name__, flush=True)

@@ -22,10 +22,10 @@ from typing import Iterator
 
 import pytest
 
-from sentinel.alerts import Alert, AlertKind
-from sentinel.config import Budgets, ConfigError, parse_config
 from sentinel.daemon.budgets import RefusedRuns, UserBudgets
-from sentinel.outbox import Outbox
+from sentinel.daemon.config import Budgets, ConfigError, parse_config
+from sentinel.delivery.outbox import Outbox
+from sentinel.model.alerts import Alert, AlertKind
 from tests.daemon_harness import DaemonProcess, bark_title, wait_for_push
 from tests.fakes import FakeBark
 from tests.fleet_harness import free_port
@@ -360,7 +360,7 @@ def test_a_trickling_http_client_is_cut_at_the_deadline_and_the_cap_holds() -> N
     however it trickles; a connection over the per-peer cap gets 503 at once."""
     from http.server import BaseHTTPRequestHandler
 
-    from sentinel.bounded_http import BoundedHTTPServer
+    from sentinel.fleet.bounded_http import BoundedHTTPServer
 
     class Handler(BaseHTTPRequestHandler):
         timeout = 30.0  # per read: never what cuts the trickler

@@ -130,11 +130,11 @@ from typing import Any, Iterator, Optional
 
 import pytest
 
-from sentinel import spool
-from sentinel.alerts import AlertKind
 from sentinel.channels.bark import render_bark
-from sentinel.outbox import RetryPolicy, backoff
-from sentinel.procid import ProcessIdentity
+from sentinel.delivery.outbox import RetryPolicy, backoff
+from sentinel.formats import spool
+from sentinel.host.procid import ProcessIdentity
+from sentinel.model.alerts import AlertKind
 from tests.cli_helpers import run_sentinel, sentinel_env
 from tests.daemon_harness import DaemonProcess, bark_title, titles, wait_for_push
 from tests.fakes import FakeBark

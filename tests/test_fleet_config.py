@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from sentinel.config import ConfigError, channel_secrets, parse_config
-from sentinel.fleet_config import DEFAULT_GRACE, DEFAULT_PERIOD, default_host
+from sentinel.daemon.config import ConfigError, channel_secrets, parse_config
+from sentinel.fleet.keys import DEFAULT_GRACE, DEFAULT_PERIOD, default_host
 
 
 def problems(text: str, env: dict[str, str] | None = None) -> list[str]:

@@ -11,10 +11,10 @@ from typing import Iterator
 
 import pytest
 
-from sentinel.alerts import Alert, AlertKind
-from sentinel.fleet_config import HealthchecksConfig
-from sentinel.healthchecks import Healthchecks, run_rid
-from sentinel.run_states import RunState
+from sentinel.fleet.healthchecks import Healthchecks, run_rid
+from sentinel.fleet.keys import HealthchecksConfig
+from sentinel.model.alerts import Alert, AlertKind
+from sentinel.model.run_states import RunState
 from tests.fakes.healthchecks import FakeHealthchecks
 
 KEY = "hc-test-key-0123456789"

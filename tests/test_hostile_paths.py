@@ -22,7 +22,7 @@ from typing import Iterator
 
 import pytest
 
-from sentinel.alerts import AlertKind
+from sentinel.model.alerts import AlertKind
 from tests.daemon_harness import DaemonProcess, wait_for_push
 from tests.fakes import FakeBark
 from tests.users import become, home_for, make_shared_spool, shared_dir, user_python

@@ -1,9 +1,11 @@
-"""The package's import graph: no circles, and no module imports a higher layer.
+"""The package's import graph: no circles, no import up a layer, folders import only what they may.
 
-Layers, lowest first (a module may import its own layer and those below):
-on-disk formats and process facts; the alert model; rendering and channels;
-the outbox and delivery; the daemon and the in-process side; the CLI.
-Every import counts, also one inside a function.
+Layers are read off folder names, lowest first (a module may import its own
+layer and those below): ``common/``; ``host/`` and ``formats/`` (the contract
+both sides share); ``model/``; ``channels/``; ``delivery/``; the sides that
+run (``training/``, ``daemon/``, ``fleet/``); ``cli/``. ``EXCEPTIONS`` lists
+the few modules whose layer is not their folder's. Every import counts, also
+one inside a function.
 """
 
 from __future__ import annotations
@@ -14,69 +16,47 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "sentinel"
 
-FORMAT, MODEL, CHANNELS, OUTBOX, SIDES, CLI = range(6)
-LAYER_NAMES = ["format", "model", "channels", "outbox/delivery", "daemon/in-process", "cli"]
+COMMON, SHARED, MODEL, CHANNELS, DELIVERY, SIDES, CLI = range(7)
+LAYER_NAMES = ["common", "host/formats", "model", "channels", "delivery", "training/daemon/fleet", "cli"]
 
-LAYERS = {
-    "sentinel": SIDES,  # the package's front door: the in-process API
-    "sentinel.__main__": CLI,
-    "sentinel.procid": FORMAT,
-    "sentinel.containers": FORMAT,  # a process's container, from its cgroup and environment
-    "sentinel.pidns": FORMAT,  # PID namespaces: a run's process found from another namespace
-    "sentinel.spool": FORMAT,  # the run directories and their records
-    "sentinel.safe_json": FORMAT,  # atomic writes, hostile-input-safe reads of every JSON file
-    "sentinel.record_rules": FORMAT,  # field rules: how a record read from disk is checked
-    "sentinel.drop_dirs": FORMAT,  # where users leave requests for the daemon (.mutes/, .resend/)
-    "sentinel.live_file": FORMAT,  # live.bin: the mapped last step and scalars
-    "sentinel.systemd": FORMAT,
-    "sentinel.redact": FORMAT,
-    "sentinel.state_dir": FORMAT,
-    "sentinel.daemon_file": FORMAT,
-    "sentinel.spool_lock": FORMAT,  # one daemon per spool; planted names moved away (daemon_file too)
-    "sentinel.logsetup": FORMAT,
-    "sentinel.sparkline": FORMAT,
-    "sentinel.latency_trace": FORMAT,  # stamps along an alert's way, for the latency benchmark
-    "sentinel.mutes": FORMAT,  # the mute files: written by the CLI, read by the daemon
-    "sentinel.history": SIDES,  # reads the outbox journal, as status does
-    "sentinel.exit_status": FORMAT,  # a kernel wait status in words
-    "sentinel.rules": FORMAT,  # argument and config value rules, shared by both sides
-    "sentinel.safetext": FORMAT,
-    "sentinel.bounded_http": FORMAT,  # the metrics / status server's connection cap and deadline
-    "sentinel.peer_uid": FORMAT,  # the local user at the other end of a loopback TCP connection
-    "sentinel.evidence": FORMAT,  # the stack dump files of a run directory (faulthandler's text)
-    "sentinel.stack_dumps": SIDES,  # the recorder arms faulthandler into the run directory
-    "sentinel.output_tail": FORMAT,  # sys.stdout/stderr teed into memory: the last printed lines
-    "sentinel.jobs": FORMAT,  # a rank's job from its launcher's environment (the run record's ``job``)
-    "sentinel.accounts": FORMAT,  # uid -> account and groups, for verified identity
-    "sentinel.run_options": SIDES,  # checks a run's inline channels with the channels' rules
-    "sentinel.alerts": MODEL,
-    "sentinel.run_states": MODEL,  # the pure state machine: (state, event) -> state, alert
-    "sentinel.config": OUTBOX,  # validates channel options with the channels' own rules
-    "sentinel.render": CHANNELS,
-    "sentinel.endings": FORMAT,  # the table of endings; the run record format names them
-    "sentinel.outbox": OUTBOX,
-    "sentinel.resend": OUTBOX,  # resend requests: a dead letter handed back to the outbox
-    "sentinel.delivery": OUTBOX,
-    "sentinel.fallback": OUTBOX,
-    "sentinel.recorder": SIDES,
-    "sentinel.watching": SIDES,
-    "sentinel.runner": SIDES,
-    "sentinel.notify": SIDES,
-    "sentinel.swanlab_adapter": SIDES,
-    "sentinel.swanlab_log_hook": SIDES,  # swanlab.log wrapped for a run's lifetime
-    "sentinel.status": SIDES,
-    "sentinel.selftest": SIDES,
-    "sentinel.fleet_config": FORMAT,  # the fleet keys' rules, used by the config validator
-    "sentinel.fleet_labels": FORMAT,
-    "sentinel.observer": MODEL,  # the hooks the daemon and delivery call
-    "sentinel.fleet": SIDES,  # the daemon's observers: metrics, healthchecks.io
-    "sentinel.metrics": SIDES,
-    "sentinel.healthchecks": SIDES,
-    "sentinel.status_page": SIDES,
+FOLDER_LAYERS = {
+    "sentinel.common": COMMON,
+    "sentinel.host": SHARED,
+    "sentinel.formats": SHARED,
+    "sentinel.model": MODEL,
+    "sentinel.channels": CHANNELS,
+    "sentinel.delivery": DELIVERY,
+    "sentinel.training": SIDES,
+    "sentinel.daemon": SIDES,
+    "sentinel.fleet": SIDES,
     "sentinel.cli": CLI,
-    "sentinel.cli_completion": CLI,
 }
-PREFIX_LAYERS = {"sentinel.channels": CHANNELS, "sentinel.daemon": SIDES}
+EXCEPTIONS = {
+    "sentinel": SIDES,  # the package's front door: the in-process API, loaded lazily
+    "sentinel.__main__": CLI,
+    "sentinel.model.endings": SHARED,  # the table of endings: the run record format names its rows
+}
+
+# What each folder may import besides itself. The training side never imports
+# the daemon, the fleet or the command line: it runs inside someone's training.
+ALLOWED = {
+    "sentinel.common": set(),
+    "sentinel.host": {"sentinel.common", "sentinel.formats"},
+    "sentinel.formats": {"sentinel.common", "sentinel.host", "sentinel.model.endings"},
+    "sentinel.model": {"sentinel.common", "sentinel.host", "sentinel.formats"},
+    "sentinel.channels": {"sentinel.common", "sentinel.host", "sentinel.formats", "sentinel.model"},
+    "sentinel.delivery": {"sentinel.common", "sentinel.host", "sentinel.formats", "sentinel.model",
+                          "sentinel.channels"},
+    "sentinel.training": {"sentinel.common", "sentinel.host", "sentinel.formats", "sentinel.model",
+                          "sentinel.channels", "sentinel.delivery"},
+    "sentinel.daemon": {"sentinel.common", "sentinel.host", "sentinel.formats", "sentinel.model",
+                        "sentinel.channels", "sentinel.delivery", "sentinel.fleet"},
+    "sentinel.fleet": {"sentinel.common", "sentinel.host", "sentinel.formats", "sentinel.model",
+                       "sentinel.channels", "sentinel.delivery", "sentinel.daemon"},
+    "sentinel.cli": {"sentinel.common", "sentinel.host", "sentinel.formats", "sentinel.model",
+                     "sentinel.channels", "sentinel.delivery", "sentinel.training", "sentinel.daemon",
+                     "sentinel.fleet"},
+}
 
 
 def module_name(path: Path) -> str:
@@ -86,13 +66,17 @@ def module_name(path: Path) -> str:
     return ".".join(parts)
 
 
-def layer(module: str) -> int:
-    if module in LAYERS:
-        return LAYERS[module]
-    for prefix, value in PREFIX_LAYERS.items():
+def folder(module: str) -> str:
+    for prefix in FOLDER_LAYERS:
         if module == prefix or module.startswith(prefix + "."):
-            return value
-    raise AssertionError(f"{module} has no layer: add it to LAYERS in {Path(__file__).name}")
+            return prefix
+    raise AssertionError(f"{module} is in no folder: move it into one (or add it to EXCEPTIONS)")
+
+
+def layer(module: str) -> int:
+    if module in EXCEPTIONS:
+        return EXCEPTIONS[module]
+    return FOLDER_LAYERS[folder(module)]
 
 
 def imports(path: Path, modules: set[str]) -> set[str]:
@@ -109,13 +93,14 @@ def imports(path: Path, modules: set[str]) -> set[str]:
                 anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join([*anchor, base] if base else anchor)
             # ``from sentinel.channels import http`` imports the submodule;
-            # ``from sentinel.spool import RunRecord`` the module itself.
+            # ``from sentinel.formats.spool import RunRecord`` the module itself.
             targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base
                        for alias in node.names]
         else:
             continue
         for target in targets:
-            # The deepest package module named (``from sentinel import spool`` is sentinel.spool).
+            # The deepest package module named (``from sentinel.formats import spool``
+            # is sentinel.formats.spool).
             while target and target not in modules:
                 target = target.rpartition(".")[0]
             if target and target != name:
@@ -126,7 +111,10 @@ def imports(path: Path, modules: set[str]) -> set[str]:
 def graph() -> dict[str, set[str]]:
     paths = sorted(PACKAGE.rglob("*.py"))
     modules = {module_name(p) for p in paths}
-    return {module_name(p): imports(p, modules) - {"sentinel"} for p in paths}
+    # A folder's __init__ holds only its docstring: importing a module in it
+    # names the folder too, which is no import of anything.
+    folders = set(FOLDER_LAYERS) - {"sentinel.channels", "sentinel.daemon", "sentinel.cli"}
+    return {module_name(p): imports(p, modules) - {"sentinel"} - folders for p in paths}
 
 
 def test_every_module_has_a_layer() -> None:
@@ -134,10 +122,34 @@ def test_every_module_has_a_layer() -> None:
         layer(module)
 
 
+def test_flat_modules_are_only_the_front_door() -> None:
+    flat = sorted(p.stem for p in PACKAGE.glob("*.py"))
+    assert flat == ["__init__", "__main__"]
+
+
+def test_folder_inits_import_nothing() -> None:
+    for name in set(FOLDER_LAYERS) - {"sentinel.channels", "sentinel.daemon", "sentinel.cli"}:
+        init = PACKAGE / name.split(".", 1)[1] / "__init__.py"
+        tree = ast.parse(init.read_text())
+        assert not [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))], init
+
+
 def test_no_import_goes_up_a_layer() -> None:
     upward = [f"{a} ({LAYER_NAMES[layer(a)]}) imports {b} ({LAYER_NAMES[layer(b)]})"
               for a, targets in graph().items() for b in sorted(targets) if layer(b) > layer(a)]
     assert upward == []
+
+
+def test_each_folder_imports_only_the_folders_it_may() -> None:
+    def allowed(source: str, target: str) -> bool:
+        if source in EXCEPTIONS and source.count(".") == 0 or source == "sentinel.__main__":
+            return True  # the front door and ``python -m sentinel`` may name anything
+        home = folder(source)
+        return folder(target) == home or any(
+            target == ok or target.startswith(ok + ".") for ok in ALLOWED[home])
+    wrong = [f"{a} imports {b}" for a, targets in graph().items() for b in sorted(targets)
+             if not allowed(a, b)]
+    assert wrong == []
 
 
 def test_no_import_circles() -> None:
@@ -161,17 +173,3 @@ def test_no_import_circles() -> None:
         if module not in state:
             visit(module)
     assert circles == []
-
-
-# Pairs that talk one way only: the first tells the second what happened and
-# acts on what it returns; the second never reaches back (not even for types).
-ONE_WAY = {
-    ("sentinel.daemon.tracking", "sentinel.daemon.job_watch"),  # the tracker tells the job watch
-}
-
-
-def test_one_way_pairs_never_import_back() -> None:
-    edges = graph()
-    assert all(b in edges[a] for a, b in ONE_WAY), "a one-way pair no longer talks at all: update ONE_WAY"
-    back = [f"{b} imports {a}" for a, b in sorted(ONE_WAY) if a in edges[b]]
-    assert back == []

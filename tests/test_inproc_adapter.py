@@ -10,7 +10,8 @@ from typing import Iterator
 import pytest
 import swanlab
 
-from sentinel import recorder, spool
+from sentinel.formats import spool
+from sentinel.training import recorder
 from tests.waiting import wait_for
 
 
@@ -35,7 +36,7 @@ def _settings(mode: str) -> SimpleNamespace:
 
 def test_the_newest_base_is_chosen() -> None:
     from sentinel import SentinelCallback
-    from sentinel.swanlab_adapter import CALLBACK_API
+    from sentinel.training.swanlab_adapter import CALLBACK_API
 
     assert CALLBACK_API == "callback"
     assert issubclass(SentinelCallback, swanlab.Callback)
@@ -43,7 +44,7 @@ def test_the_newest_base_is_chosen() -> None:
 
 
 def test_labels_pick_named_fields_only() -> None:
-    from sentinel.swanlab_adapter import labels_from_settings
+    from sentinel.training.swanlab_adapter import labels_from_settings
 
     offline = labels_from_settings(_settings("offline"), "/proj/abcd1234")
     assert offline == {"project": "proj", "workspace": "team", "experiment": "exp", "description": "desc",

@@ -15,11 +15,11 @@ from typing import Any, Iterator
 import pytest
 
 import sentinel
-from sentinel import safe_json, spool
-from sentinel.alerts import AlertKind
-from sentinel.config import ConfigError, parse_config
-from sentinel.rules import InvalidArgument
-from sentinel.safetext import printable
+from sentinel.common.rules import InvalidArgument
+from sentinel.common.safetext import printable
+from sentinel.daemon.config import ConfigError, parse_config
+from sentinel.formats import safe_json, spool
+from sentinel.model.alerts import AlertKind
 from tests.cli_helpers import SENTINEL, only_run, read_line, sentinel_env
 from tests.daemon_harness import DaemonProcess, hand_written_record, wait_for_push
 from tests.fakes import FakeBark

@@ -11,8 +11,8 @@ from typing import Callable, Iterator
 
 import pytest
 
-from sentinel import spool
-from sentinel.rules import InvalidArgument
+from sentinel.common.rules import InvalidArgument
+from sentinel.formats import spool
 from tests.daemon_harness import PretendDaemon
 from tests.fakes import FakeBark, FakeDingTalk, FakeSlack
 from tests.victims.harness import Victim, swanlab_params, swanlab_python
@@ -81,7 +81,7 @@ def test_slack_takes_webhook_url_and_language() -> None:
 
 def test_dropins_are_callbacks_of_the_installed_swanlab() -> None:
     from sentinel import BarkCallback, SentinelCallback
-    from sentinel.swanlab_adapter import CallbackBase
+    from sentinel.training.swanlab_adapter import CallbackBase
 
     callback = BarkCallback(key=KEY)
     assert isinstance(callback, SentinelCallback) and isinstance(callback, CallbackBase)
@@ -178,7 +178,7 @@ def test_a_dropin_next_to_a_sentinel_callback_makes_one_run(tmp_path: Path,
 
 
 def test_an_ending_sent_from_the_process_is_not_sent_again_by_a_later_daemon(tmp_path: Path) -> None:
-    from sentinel.outbox import Outbox
+    from sentinel.delivery.outbox import Outbox
     from tests.daemon_harness import DaemonProcess
 
     with FakeBark(keys=[KEY]) as bark:
@@ -270,7 +270,7 @@ def test_the_new_dropins_name_every_bad_argument_at_once() -> None:
 
 def test_telegram_and_email_take_swanlab_s_arguments() -> None:
     from sentinel import EmailCallback, TelegramCallback
-    from sentinel.swanlab_adapter import CALLBACK_API
+    from sentinel.training.swanlab_adapter import CALLBACK_API
 
     telegram = TelegramCallback(BOT_TOKEN, 42, "en", True, api_url="https://tg.example.org")
     assert telegram.channel == {"type": "telegram", "bot_token": BOT_TOKEN, "chat_id": 42, "language": "en",

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from sentinel import live_file
+from sentinel.formats import live_file
 from tests.victims.harness import ROOT, Victim, spool_files, swanlab_params, swanlab_python
 
 HEAVY = ("requests", "psutil", "yaml", "watchdog", "swanlab", "swankit", "urllib3")
@@ -28,9 +28,9 @@ def _modules_after(code: str) -> list[str]:
 
 def test_import_sentinel_loads_only_the_standard_library() -> None:
     bare = _modules_after("import sentinel")
-    assert "sentinel.recorder" not in bare  # the recorder loads with the first run
+    assert "sentinel.training.recorder" not in bare  # the recorder loads with the first run
     modules = _modules_after("import sentinel\nsentinel.watch\nsentinel.Run")
-    assert "sentinel.watching" in modules and "sentinel.recorder" in modules
+    assert "sentinel.training.watching" in modules and "sentinel.training.recorder" in modules
     tops = {name.split(".")[0] for name in modules}
     assert not tops & set(HEAVY)
     if hasattr(sys, "stdlib_module_names"):  # 3.10+: everything else is stdlib
@@ -44,7 +44,7 @@ def test_swanlab_is_imported_only_when_the_adapter_is_touched(tmp_path: Path) ->
     before = _modules_after("import sentinel")
     after = _modules_after("import sentinel\nsentinel.SentinelCallback")
     assert "swanlab" not in before
-    assert "swanlab" in after and "sentinel.swanlab_adapter" in after
+    assert "swanlab" in after and "sentinel.training.swanlab_adapter" in after
     a_whole_run = f"import sentinel\nwith sentinel.watch(spool_dir={str(tmp_path)!r}) as run:\n run.send('x')"
     assert not {m.split(".")[0] for m in _modules_after(a_whole_run)} & set(HEAVY)
 

@@ -12,7 +12,7 @@ from typing import Callable
 
 import pytest
 
-from sentinel.procid import ProcessIdentity
+from sentinel.host.procid import ProcessIdentity
 from tests.victims.harness import Victim, swanlab_params, swanlab_python
 from tests.waiting import wait_for
 

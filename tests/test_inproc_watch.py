@@ -11,9 +11,10 @@ from typing import Iterator
 import pytest
 
 import sentinel
-from sentinel import recorder, spool
-from sentinel.procid import ProcessIdentity
-from sentinel.watching import Run
+from sentinel.formats import spool
+from sentinel.host.procid import ProcessIdentity
+from sentinel.training import recorder
+from sentinel.training.watching import Run
 from tests.waiting import wait_for
 
 FAST = 0.05
@@ -221,7 +222,7 @@ def test_a_run_started_off_the_main_thread_leaves_signals_alone(tmp_path: Path) 
 
 
 def test_watch_and_run_are_loaded_lazily_from_one_module() -> None:
-    from sentinel.watching import Run as RunClass
-    from sentinel.watching import watch
+    from sentinel.training.watching import Run as RunClass
+    from sentinel.training.watching import watch
 
     assert sentinel.watch is watch and sentinel.Run is RunClass

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Optional
 
 from sentinel.daemon.job_stacks import Rank, summarise
-from sentinel.evidence import Dump, Frame, ThreadStack
-from sentinel.procid import ProcessIdentity
+from sentinel.formats.evidence import Dump, Frame, ThreadStack
+from sentinel.host.procid import ProcessIdentity
 
 TORCH = "/venv/lib/python3.11/site-packages/torch/distributed/distributed_c10d.py"
 

@@ -12,14 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from sentinel.alerts import AlertKind
 from sentinel.daemon import job_state
 from sentinel.daemon.job_state import JobStateStore, decode, encode, file_name, payload
 from sentinel.daemon.job_watch import Death, Job, Member, verdict
-from sentinel.endings import Reason
-from sentinel.exit_status import ending_of
-from sentinel.procid import ProcessIdentity
-from sentinel.spool import FinalRecord, JobRecord, SpoolFormatError
+from sentinel.formats.safe_json import SpoolFormatError
+from sentinel.formats.spool import FinalRecord, JobRecord
+from sentinel.host.procid import ProcessIdentity
+from sentinel.model.alerts import AlertKind
+from sentinel.model.endings import Reason
+from sentinel.model.exit_status import ending_of
 
 K = AlertKind
 

@@ -19,15 +19,15 @@ from typing import Any, Iterator
 
 import pytest
 
-from sentinel import safe_json, spool
-from sentinel.alerts import AlertKind
-from sentinel.config import Config
 from sentinel.daemon import job_watch
+from sentinel.daemon.config import Config
 from sentinel.daemon.job_watch import Decision, RetireIfEnded, Say
 from sentinel.daemon.loop import Daemon
 from sentinel.daemon.tracking import Tracker
-from sentinel.outbox import Outbox
-from sentinel.run_states import EventKind
+from sentinel.delivery.outbox import Outbox
+from sentinel.formats import safe_json, spool
+from sentinel.model.alerts import AlertKind
+from sentinel.model.run_states import EventKind
 from tests.victims.harness import identity_of
 from tests.waiting import wait_for
 

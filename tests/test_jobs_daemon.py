@@ -19,13 +19,14 @@ from typing import Iterator
 
 import pytest
 
-from sentinel import jobs, safe_json, spool
-from sentinel.alerts import AlertKind
-from sentinel.config import Budgets, Config
 from sentinel.daemon import reconcile
+from sentinel.daemon.config import Budgets, Config
 from sentinel.daemon.loop import Daemon
-from sentinel.outbox import Outbox
-from sentinel.procid import ProcessIdentity
+from sentinel.delivery.outbox import Outbox
+from sentinel.formats import safe_json, spool
+from sentinel.host import jobs
+from sentinel.host.procid import ProcessIdentity
+from sentinel.model.alerts import AlertKind
 from tests.victims.harness import wait_for
 
 AGENT = Path(__file__).parent / "job_victims" / "agent.py"

@@ -21,10 +21,10 @@ from typing import Any, Iterator, Optional
 
 import pytest
 
-from sentinel.alerts import AlertKind
 from sentinel.daemon.job_state import QUARANTINE_DIR, file_name
-from sentinel.procid import ProcessIdentity
-from sentinel.spool import JobRecord
+from sentinel.formats.spool import JobRecord
+from sentinel.host.procid import ProcessIdentity
+from sentinel.model.alerts import AlertKind
 from tests import torch_jobs
 from tests.daemon_harness import DaemonProcess, wait_for_push
 from tests.fakes import FakeBark

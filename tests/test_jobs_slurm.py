@@ -17,8 +17,8 @@ from typing import Iterator
 
 import pytest
 
-from sentinel import spool
-from sentinel.alerts import AlertKind
+from sentinel.formats import spool
+from sentinel.model.alerts import AlertKind
 from tests.daemon_harness import DaemonProcess, titles, wait_for_push
 from tests.fakes import FakeBark
 from tests.slurm_cluster import SlurmCluster, unavailable

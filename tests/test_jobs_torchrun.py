@@ -18,7 +18,7 @@ from typing import Callable, Iterator, Optional
 
 import pytest
 
-from sentinel.alerts import Alert, AlertKind
+from sentinel.model.alerts import Alert, AlertKind
 from tests import torch_jobs
 from tests.daemon_harness import DaemonProcess, titles, wait_for_push
 from tests.fakes import FakeBark

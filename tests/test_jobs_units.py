@@ -14,18 +14,20 @@ from pathlib import Path
 
 import pytest
 
-from sentinel import fleet_labels, jobs, spool
-from sentinel.alerts import Alert, AlertKind
 from sentinel.channels.console import render_text
+from sentinel.common import fleet_labels
 from sentinel.daemon import nccl, slurm, xid
 from sentinel.daemon.job_watch import Death, Job, Member, outcome, read_error_file, verdict
 from sentinel.daemon.pidfd import process_exit_status
-from sentinel.endings import LANGUAGES, Reason
-from sentinel.exit_status import Ending, ending_of
-from sentinel.procid import ProcessIdentity
-from sentinel.render import facts, headline, summary
-from sentinel.safe_json import SpoolFormatError
-from sentinel.spool import FinalRecord, JobRecord
+from sentinel.formats import spool
+from sentinel.formats.safe_json import SpoolFormatError
+from sentinel.formats.spool import FinalRecord, JobRecord
+from sentinel.host import jobs
+from sentinel.host.procid import ProcessIdentity
+from sentinel.model.alerts import Alert, AlertKind
+from sentinel.model.endings import LANGUAGES, Reason
+from sentinel.model.exit_status import Ending, ending_of
+from sentinel.model.render import facts, headline, summary
 from tests.victims.harness import identity_of
 
 K = AlertKind
@@ -318,7 +320,7 @@ def test_a_scheduler_ending_names_sigterms_but_not_an_oom() -> None:
     (Death(0, final=FinalRecord("aborted", 0)), K.ABORTED),
     (Death(0, final=FinalRecord("crashed", 0, error="Traceback\nValueError: x")), K.CRASHED),
     (Death(0, status=ending_of(2 << 8)), K.CRASHED),
-    # One classifier (sentinel.exit_status.ending_kind) wherever a death is seen:
+    # One classifier (sentinel.model.exit_status.ending_kind) wherever a death is seen:
     (Death(0, status=ending_of(11)), K.CRASHED),  # SIGSEGV: its own native code
     (Death(0, status=ending_of(9)), K.KILLED),
     (Death(0, status=ending_of(2)), K.ABORTED),  # SIGINT

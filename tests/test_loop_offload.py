@@ -32,8 +32,8 @@ from typing import Iterator
 
 import pytest
 
-from sentinel import spool as spool_format
-from sentinel.alerts import AlertKind
+from sentinel.formats import spool as spool_format
+from sentinel.model.alerts import AlertKind
 from tests.daemon_harness import DaemonProcess, wait_for_push
 from tests.fakes import FakeBark
 from tests.users import become, home_for, make_shared_spool, shared_dir, throwaway_user

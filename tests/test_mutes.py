@@ -12,8 +12,8 @@ from typing import Iterator
 
 import pytest
 
-from sentinel import mutes
-from sentinel.alerts import AlertKind, check_alert_on
+from sentinel.formats import mutes
+from sentinel.model.alerts import AlertKind, check_alert_on
 from tests.cli_helpers import run_sentinel, sentinel_env
 from tests.daemon_harness import DaemonProcess, bark_title, titles, wait_for_push
 from tests.fakes import FakeBark
@@ -161,8 +161,8 @@ def test_history_says_delivered_muted_and_dead_lettered(daemon: DaemonProcess, b
 
 
 def test_history_says_which_reason_kept_an_alert_from_every_channel() -> None:
+    from sentinel.cli.history import Delivery, describe
     from sentinel.daemon.tracking import silenced_because
-    from sentinel.history import Delivery, describe
 
     assert silenced_because(False, False, False, True) == "not in alert_on"
     assert silenced_because(False, True, True, True) == "muted"

@@ -17,8 +17,8 @@ from typing import Iterator
 
 import pytest
 
-from sentinel import daemon_file, spool
-from sentinel.spool_lock import LOCK_FILE
+from sentinel.formats import daemon_file, spool
+from sentinel.formats.spool_lock import LOCK_FILE
 from tests.daemon_harness import DaemonProcess
 from tests.users import as_user, become, make_shared_spool, shared_dir
 

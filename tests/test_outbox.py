@@ -15,8 +15,8 @@ import threading
 
 import pytest
 
-from sentinel.alerts import AlertKind
-from sentinel.outbox import Outbox, RetryPolicy, SyncThread, backoff, next_attempt
+from sentinel.delivery.outbox import Outbox, RetryPolicy, SyncThread, backoff, next_attempt
+from sentinel.model.alerts import AlertKind
 from tests.fakes import FakeSlack
 from tests.fakes.samples import NOW, RUN_ID, sample_alert
 from tests.waiting import wait_for
@@ -315,10 +315,10 @@ def test_sync_thread_syncs_when_poked_and_once_more_when_stopped(outbox, tmp_pat
 
 SENDER = textwrap.dedent("""
     import sys, time
-    from sentinel.alerts import Alert, AlertKind
+    from sentinel.model.alerts import Alert, AlertKind
     from sentinel.channels import build_channel
-    from sentinel.delivery import ChannelSet, Delivery
-    from sentinel.outbox import Outbox
+    from sentinel.delivery.workers import ChannelSet, Delivery
+    from sentinel.delivery.outbox import Outbox
 
     root, url, count, enqueue = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "enqueue"
     outbox = Outbox(root)
@@ -377,8 +377,8 @@ def test_sigkilled_sender_then_fresh_process_delivers_everything(tmp_path, held_
 
 KILLED_BEFORE_SYNC = textwrap.dedent("""
     import os, signal, sys, time
-    from sentinel.alerts import Alert, AlertKind
-    from sentinel.outbox import Outbox
+    from sentinel.model.alerts import Alert, AlertKind
+    from sentinel.delivery.outbox import Outbox
 
     outbox = Outbox(sys.argv[1])
     for n in range(int(sys.argv[2])):

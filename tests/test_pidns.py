@@ -17,10 +17,12 @@ from typing import Iterator, Optional
 
 import pytest
 
-from sentinel import pidns, safe_json, spool, status
-from sentinel.alerts import AlertKind
-from sentinel.daemon_file import live_daemon
-from sentinel.procid import start_ticks, thread_start_ticks
+from sentinel.daemon import status
+from sentinel.formats import safe_json, spool
+from sentinel.formats.daemon_file import live_daemon
+from sentinel.host import pidns
+from sentinel.host.procid import start_ticks, thread_start_ticks
+from sentinel.model.alerts import AlertKind
 from tests.daemon_harness import DaemonProcess, wait_for_push
 from tests.fakes import FakeBark
 from tests.victims.harness import ROOT, Victim, swanlab_python
@@ -252,7 +254,7 @@ def test_a_namespaced_record_of_an_earlier_boot_is_lost_not_killed(
 
 
 def test_a_namespaced_recorder_sees_the_host_daemon_watching(daemon: DaemonProcess) -> None:
-    probe = ("import sys; from pathlib import Path; from sentinel.daemon_file import daemon_alive; "
+    probe = ("import sys; from pathlib import Path; from sentinel.formats.daemon_file import daemon_alive; "
              "print(daemon_alive(Path(sys.argv[1])))")
     env = dict(os.environ, PYTHONPATH=str(ROOT))
 

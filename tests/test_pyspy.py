@@ -15,7 +15,7 @@ from typing import Iterator, Optional
 import pytest
 
 from sentinel.daemon import pyspy
-from sentinel.procid import ProcessIdentity
+from sentinel.host.procid import ProcessIdentity
 from tests.unit_caps import UnitPrivileges, unavailable, unit_privileges
 from tests.users import become, other_uid, user_python  # noqa: F401 (fixture)
 from tests.victims.harness import ROOT, missing
@@ -23,7 +23,8 @@ from tests.waiting import wait_for
 
 VICTIM = "import sys\ndef straggle():\n    sys.stdin.read()\nprint('ready', flush=True)\nstraggle()\n"
 # The daemon's side, in a process of its own so that it runs with exactly the unit's privileges.
-PROBE = ("import json, sys\nfrom sentinel.daemon import pyspy\nfrom sentinel.procid import ProcessIdentity\n"
+PROBE = ("import json, sys\nfrom sentinel.daemon import pyspy\n"
+         "from sentinel.host.procid import ProcessIdentity\n"
          "dump, why = pyspy.dump(ProcessIdentity.of(int(sys.argv[1])))\n"
          "where = dump.main.where.short if dump and dump.main and dump.main.where else None\n"
          "print(json.dumps([where, why]))\n")

@@ -20,7 +20,7 @@ from typing import Iterator
 
 import pytest
 
-from sentinel.alerts import AlertKind
+from sentinel.model.alerts import AlertKind
 from tests.daemon_harness import DaemonProcess, wait_for_push
 from tests.fakes import FakeBark
 from tests.victims.harness import Victim

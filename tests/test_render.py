@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from sentinel.alerts import AlertKind
 from sentinel.channels.bark import render_bark
 from sentinel.channels.console import render_text
 from sentinel.channels.dingtalk import digest_fit, render_digest_markdown, render_markdown
-from sentinel.render import error_tail, facts, format_duration, headline, language_of, summary
+from sentinel.model.alerts import AlertKind
+from sentinel.model.render import error_tail, facts, format_duration, headline, language_of, summary
 from tests.fakes.samples import sample_alert
 
 HEADLINES = {
@@ -146,7 +146,7 @@ def test_test_alert_text_in_both_languages():
 
 
 def test_a_sentinel_run_child_killed_by_sigkill_reads_like_any_kill():
-    from sentinel.render import title
+    from sentinel.model.render import title
 
     alert = sample_alert(AlertKind.TERMINATED, signal="SIGKILL", exit_code=None)
     watched = sample_alert(AlertKind.KILLED, detail=None, signal="SIGKILL")

@@ -16,13 +16,13 @@ from typing import Any, Iterator
 
 import pytest
 
-from sentinel import live_file, safe_json, spool
-from sentinel.alerts import AlertKind
-from sentinel.config import Config
 from sentinel.daemon import run_snapshot
+from sentinel.daemon.config import Config
 from sentinel.daemon.loop import Daemon
-from sentinel.outbox import Outbox
-from sentinel.procid import ProcessIdentity
+from sentinel.delivery.outbox import Outbox
+from sentinel.formats import live_file, safe_json, spool
+from sentinel.host.procid import ProcessIdentity
+from sentinel.model.alerts import AlertKind
 from tests.victims.harness import identity_of
 from tests.waiting import wait_for
 

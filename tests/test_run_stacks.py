@@ -12,10 +12,10 @@ from typing import Iterator, Optional
 
 import pytest
 
-from sentinel import spool
-from sentinel.alerts import Alert, AlertKind
 from sentinel.daemon.tree_stacks import python_processes, runs_python
-from sentinel.procid import ProcessIdentity
+from sentinel.formats import spool
+from sentinel.host.procid import ProcessIdentity
+from sentinel.model.alerts import Alert, AlertKind
 from tests.cli_helpers import SENTINEL, read_line, sentinel_env
 from tests.daemon_harness import DaemonProcess, wait_for_push
 from tests.fakes import FakeBark

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from sentinel import spool
+from sentinel.formats import spool
 from tests.cli_helpers import (
     SENTINEL,
     final_of,

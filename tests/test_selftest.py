@@ -6,8 +6,8 @@ from __future__ import annotations
 import io
 
 from sentinel.channels import http
-from sentinel.config import ChannelConfig, Config
-from sentinel.selftest import run_test
+from sentinel.cli.selftest import run_test
+from sentinel.daemon.config import ChannelConfig, Config
 from tests.fakes import FakeBark, FakeDingTalk, FakeSlack
 
 

@@ -14,8 +14,8 @@ from typing import Any, Iterator
 
 import pytest
 
-from sentinel.alerts import AlertKind
-from sentinel.delivery import MAX_WORKERS
+from sentinel.delivery.workers import MAX_WORKERS
+from sentinel.model.alerts import AlertKind
 from tests.daemon_harness import DaemonProcess, bark_title, wait_for_push
 from tests.fakes import FakeBark, FakeSlack
 from tests.users import become, home_for, make_shared_spool, shared_dir, user_name

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from sentinel import safe_json, spool
-from sentinel.procid import ProcessIdentity, boot_id, start_ticks
+from sentinel.formats import safe_json, spool
+from sentinel.host.procid import ProcessIdentity, boot_id, start_ticks
 from tests.victims.harness import identity_of
 from tests.waiting import wait_for
 

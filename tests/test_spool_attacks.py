@@ -15,8 +15,8 @@ from typing import Any, Iterator, Optional
 
 import pytest
 
-from sentinel import safe_json, spool
-from sentinel.alerts import AlertKind
+from sentinel.formats import safe_json, spool
+from sentinel.model.alerts import AlertKind
 from tests.daemon_harness import DaemonProcess, titles
 from tests.fakes import FakeBark
 from tests.users import become, shared_spool, user_python
@@ -123,7 +123,7 @@ def test_messages_swapped_for_a_symlink_never_make_root_delete_outside_the_spool
 
 STAGE_TRAPS = """
 import os, sys
-from sentinel import safe_json, spool
+from sentinel.formats import safe_json, spool
 planted, swapped, elsewhere = sys.argv[1:]
 # msg/ planted as a symlink to a directory of (the user's own, valid) messages outside the spool.
 outside = os.path.join(elsewhere, "msgs")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sentinel import live_file, safe_json, spool
+from sentinel.formats import live_file, safe_json, spool
 
 RECORDS = live_file.LIVE_SIZE - 2 * live_file.LIVE_RECORD_BYTES
 STEP_SLOT = 32

@@ -17,8 +17,8 @@ from typing import Iterator
 
 import pytest
 
-from sentinel.alerts import AlertKind
-from sentinel.outbox import DELIVERED, RUNS_DIR, read_dead_letters, read_record
+from sentinel.delivery.outbox import DELIVERED, RUNS_DIR, read_dead_letters, read_record
+from sentinel.model.alerts import AlertKind
 from tests.daemon_harness import DaemonProcess
 from tests.fakes import FakeBark
 from tests.victims.harness import Victim, wait_for

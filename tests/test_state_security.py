@@ -12,12 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from sentinel import safe_json, spool, status
-from sentinel.alerts import AlertKind
-from sentinel.daemon_file import daemon_alive
-from sentinel.outbox import QUARANTINE_DIR, RUNS_DIR, Outbox
-from sentinel.procid import ProcessIdentity
-from sentinel.state_dir import StateDir, StateDirError
+from sentinel.daemon import status
+from sentinel.delivery.outbox import QUARANTINE_DIR, RUNS_DIR, Outbox
+from sentinel.formats import safe_json, spool
+from sentinel.formats.daemon_file import daemon_alive
+from sentinel.formats.state_dir import StateDir, StateDirError
+from sentinel.host.procid import ProcessIdentity
+from sentinel.model.alerts import AlertKind
 from tests.daemon_harness import DaemonProcess, PretendDaemon
 from tests.fakes import FakeBark
 from tests.fakes.samples import RUN_ID, sample_alert
@@ -181,7 +182,7 @@ def test_an_outbox_record_missing_a_field_is_quarantined_once(tmp_path: Path, ca
 
 def test_the_system_service_keeps_its_state_out_of_the_spool(tmp_path: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    from sentinel.config import Config
+    from sentinel.daemon.config import Config
 
     monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "lib"))  # as systemd sets it for StateDirectory=
     config = Config(spool=tmp_path / "spool")

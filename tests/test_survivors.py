@@ -22,9 +22,9 @@ from typing import Iterator
 
 import pytest
 
-from sentinel import spool
-from sentinel.alerts import AlertKind
 from sentinel.daemon import survivors
+from sentinel.formats import spool
+from sentinel.model.alerts import AlertKind
 from tests.cli_helpers import SENTINEL, read_line, sentinel_env
 from tests.daemon_harness import DaemonProcess, wait_for_push
 from tests.fakes import FakeBark

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sentinel import systemd
+from sentinel.daemon import systemd
 
 ROOT = Path(__file__).resolve().parent.parent
 UNITS = ROOT / "systemd"

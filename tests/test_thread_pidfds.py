@@ -11,13 +11,13 @@ from typing import Iterator, Optional
 
 import pytest
 
-from sentinel import spool
-from sentinel.alerts import Alert, AlertKind, with_kernel_ending
 from sentinel.daemon.liveness import Exit, Liveness, Status
 from sentinel.daemon.pidfd import thread_pidfds_supported
-from sentinel.exit_status import Ending, ending_of, words
-from sentinel.procid import ProcessIdentity, thread_start_ticks
-from sentinel.render import headline, summary
+from sentinel.formats import spool
+from sentinel.host.procid import ProcessIdentity, thread_start_ticks
+from sentinel.model.alerts import Alert, AlertKind, with_kernel_ending
+from sentinel.model.exit_status import Ending, ending_of, words
+from sentinel.model.render import headline, summary
 from tests.victims.harness import wait_for
 
 # ------------------------------------------------------------ the table

@@ -21,7 +21,7 @@ from typing import Iterator
 
 import pytest
 
-from sentinel.alerts import Alert, AlertKind
+from sentinel.model.alerts import Alert, AlertKind
 from tests.daemon_harness import DaemonProcess, titles
 from tests.fakes import FakeBark
 from tests.torch_jobs import TorchJob, torch_python_path, watching_siblings

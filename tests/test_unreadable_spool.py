@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from sentinel import safe_json, spool
+from sentinel.formats import safe_json, spool
 from tests.cli_helpers import sentinel_env
 from tests.users import become, shared_dir, throwaway_user, user_python
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from sentinel.channels.base import REGISTRY, Channel, DeliveryError, register
-from sentinel.redact import register as register_secrets
+from sentinel.common.redact import register as register_secrets
 
 # Every module of this package is imported, so each channel module registers
 # its class: adding a channel needs no line here.

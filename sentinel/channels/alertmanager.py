@@ -26,14 +26,14 @@ import time
 from datetime import datetime, timezone
 from typing import Any, ClassVar, Mapping, Optional
 
-from sentinel.alerts import Alert, AlertKind
 from sentinel.channels import http
 from sentinel.channels.base import Channel, DeliveryError, register
 from sentinel.channels.console import render_text
 from sentinel.channels.options import check_language, check_str, check_url, unknown_keys
-from sentinel.fleet_labels import clean_label, run_labels
-from sentinel.redact import redact
-from sentinel.render import headline
+from sentinel.common.fleet_labels import clean_label, run_labels
+from sentinel.common.redact import redact
+from sentinel.model.alerts import Alert, AlertKind
+from sentinel.model.render import headline
 
 log = logging.getLogger("sentinel.channels.alertmanager")
 
@@ -107,7 +107,7 @@ class AlertmanagerChannel(Channel):
         lang = self.language_for(alert)
         labels = {
             "alertname": alertname(alert.kind),
-            "severity": alert.kind.ending.severity,  # the row says (sentinel.endings)
+            "severity": alert.kind.ending.severity,  # the row says (sentinel.model.endings)
             "host": clean_label(self.options.get("host") or alert.hostname or "unknown"),
             "run": clean_label(alert.run_name or alert.run_id or "-"),
             "run_id": clean_label(alert.run_id or "-"),
@@ -174,7 +174,7 @@ def _text(text: str) -> str:
 def _seconds(value: Any, default: float) -> float:
     if value is None:
         return default
-    from sentinel.rules import parse_duration
+    from sentinel.common.rules import parse_duration
 
     seconds = parse_duration(value)
     if seconds < 60:

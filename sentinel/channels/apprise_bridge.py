@@ -22,14 +22,14 @@ import concurrent.futures.thread  # noqa: F401  (see _notify: Apprise's plugins 
 import logging
 from typing import Any, ClassVar, Mapping, Sequence
 
-from sentinel.alerts import Alert, AlertKind
 from sentinel.channels.base import Channel, DeliveryError, register
 from sentinel.channels.options import check_language, unknown_keys
 from sentinel.channels.plain import digest_title, plain_digest, plain_digest_fit, plain_text
-from sentinel.endings import Tone
-from sentinel.redact import redact
-from sentinel.render import title as alert_title
-from sentinel.safetext import printable
+from sentinel.common.redact import redact
+from sentinel.common.safetext import printable
+from sentinel.model.alerts import Alert, AlertKind
+from sentinel.model.endings import Tone
+from sentinel.model.render import title as alert_title
 
 MAX_TEXT = 4000  # characters: what most services Apprise talks to show in full
 INSTALL = "needs the apprise package: pip install 'run-sentinel[apprise]'"
@@ -41,7 +41,7 @@ def _apprise() -> Any:
     return apprise
 
 
-# Each ending's tone (sentinel.endings) as an Apprise notify type.
+# Each ending's tone (sentinel.model.endings) as an Apprise notify type.
 NOTIFY_TYPES = {Tone.GOOD: "SUCCESS", Tone.INFO: "INFO", Tone.WARNING: "WARNING", Tone.BAD: "FAILURE"}
 
 

@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping, Optional
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from sentinel.alerts import ALERT_STATES, Alert, AlertKind
 from sentinel.channels import http
 from sentinel.channels.base import Channel, DeliveryError, register
 from sentinel.channels.options import check_language, check_str, check_url, unknown_keys
-from sentinel.endings import Urgency
-from sentinel.redact import redact
-from sentinel.render import (
+from sentinel.common.redact import redact
+from sentinel.model.alerts import ALERT_STATES, Alert, AlertKind
+from sentinel.model.endings import Urgency
+from sentinel.model.render import (
     PRODUCT,
     age,
     cap,
@@ -36,8 +36,8 @@ from sentinel.render import (
     summary,
     trend_line,
 )
-from sentinel.render import title as alert_title
-from sentinel.render import where as alert_where
+from sentinel.model.render import title as alert_title
+from sentinel.model.render import where as alert_where
 
 DEFAULT_SERVER = "https://api.day.app"
 LEVELS = ("critical", "timeSensitive", "active", "passive")

@@ -13,8 +13,8 @@ from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Mapping, Optional, Sequence, Tuple, TypeVar
 from urllib.parse import urlsplit
 
-from sentinel.alerts import Alert
-from sentinel.render import language_of
+from sentinel.model.alerts import Alert
+from sentinel.model.render import language_of
 
 
 class DeliveryError(Exception):

@@ -9,12 +9,12 @@ import sys
 import unicodedata
 from typing import Any, ClassVar, Mapping, Optional
 
-from sentinel.alerts import Alert, AlertKind
 from sentinel.channels.base import Channel, register
 from sentinel.channels.options import check_language, unknown_keys
-from sentinel.render import error_tail, facts, say, summary
-from sentinel.render import title as alert_title
-from sentinel.safetext import printable, printable_lines
+from sentinel.common.safetext import printable, printable_lines
+from sentinel.model.alerts import Alert, AlertKind
+from sentinel.model.render import error_tail, facts, say, summary
+from sentinel.model.render import title as alert_title
 
 STREAMS = ("stdout", "stderr")
 

@@ -22,15 +22,15 @@ import time
 from typing import Any, Callable, ClassVar, Mapping, Optional, Sequence, Tuple
 from urllib.parse import parse_qs, quote_plus, urlsplit
 
-from sentinel.alerts import Alert, AlertKind
 from sentinel.channels import http
 from sentinel.channels.base import Channel, DeliveryError, register
 from sentinel.channels.options import check_bool, check_language, check_str, check_url, unknown_keys
-from sentinel.redact import redact
-from sentinel.render import PRODUCT, cap, error_tail, facts, headline, say, summary
-from sentinel.render import emoji as kind_emoji
-from sentinel.render import title as alert_title
-from sentinel.render import where as alert_where
+from sentinel.common.redact import redact
+from sentinel.model.alerts import Alert, AlertKind
+from sentinel.model.render import PRODUCT, cap, error_tail, facts, headline, say, summary
+from sentinel.model.render import emoji as kind_emoji
+from sentinel.model.render import title as alert_title
+from sentinel.model.render import where as alert_where
 
 MAX_BYTES = 20000
 _BUDGET = 18000  # headroom below the service limit for the envelope

@@ -24,23 +24,23 @@ import json
 from typing import Any, ClassVar, Mapping, Optional, Sequence, Tuple
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from sentinel.alerts import Alert
 from sentinel.channels import http
 from sentinel.channels.base import Channel, DeliveryError, register
 from sentinel.channels.fit import fit_message, how_many_fit
 from sentinel.channels.options import check_language, check_str, check_url, unknown_keys
-from sentinel.endings import Tone
-from sentinel.redact import redact
-from sentinel.render import PRODUCT, cap, error_tail, facts, headline, say, summary
-from sentinel.render import emoji as kind_emoji
-from sentinel.render import title as alert_title
+from sentinel.common.redact import redact
+from sentinel.model.alerts import Alert
+from sentinel.model.endings import Tone
+from sentinel.model.render import PRODUCT, cap, error_tail, facts, headline, say, summary
+from sentinel.model.render import emoji as kind_emoji
+from sentinel.model.render import title as alert_title
 
 MAX_CONTENT = 2000
 MAX_EMBED_TOTAL = 6000
 MAX_DESCRIPTION = 4096
 _EMBED_BUDGET = 5800
 HOSTS = ("discord.com", "discordapp.com", "canary.discord.com", "ptb.discord.com")
-# Each ending's tone (sentinel.endings) in Discord's palette.
+# Each ending's tone (sentinel.model.endings) in Discord's palette.
 COLORS = {Tone.GOOD: 0x2ECC71, Tone.INFO: 0x3498DB, Tone.WARNING: 0xF1C40F, Tone.BAD: 0xE74C3C}
 FAILURE_COLOR = COLORS[Tone.BAD]
 NO_MENTIONS: dict[str, list[str]] = {"parse": []}

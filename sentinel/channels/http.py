@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 
 import sentinel
 from sentinel.channels.base import DeliveryError
-from sentinel.redact import RedactingFilter, redact
+from sentinel.common.redact import RedactingFilter, redact
 
 log = logging.getLogger("sentinel.http")
 

@@ -25,15 +25,15 @@ import time
 from typing import Any, Callable, ClassVar, Mapping, Optional, Sequence, Tuple
 from urllib.parse import urlsplit
 
-from sentinel.alerts import Alert
 from sentinel.channels import http
 from sentinel.channels.base import Channel, DeliveryError, register
 from sentinel.channels.fit import fit_message, how_many_fit, utf8_len
 from sentinel.channels.options import check_language, check_str, check_url, unknown_keys
 from sentinel.channels.plain import digest_item, digest_title
-from sentinel.redact import redact
-from sentinel.render import PRODUCT, cap, error_tail, facts, say, summary
-from sentinel.render import title as alert_title
+from sentinel.common.redact import redact
+from sentinel.model.alerts import Alert
+from sentinel.model.render import PRODUCT, cap, error_tail, facts, say, summary
+from sentinel.model.render import title as alert_title
 
 HOSTS = ("open.feishu.cn", "open.larksuite.com", "open.larkoffice.com")
 HOOK_PATH = "/open-apis/bot/v2/hook/"

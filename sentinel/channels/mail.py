@@ -21,14 +21,14 @@ import html
 import time
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Optional, Sequence, Tuple
 
-from sentinel.alerts import Alert
 from sentinel.channels.base import Channel, DeliveryError, register
 from sentinel.channels.options import check_language, check_str, unknown_keys
 from sentinel.channels.plain import digest_title, plain_digest, plain_text
-from sentinel.redact import redact
-from sentinel.render import PRODUCT, cap
-from sentinel.render import title as alert_title
-from sentinel.safetext import printable
+from sentinel.common.redact import redact
+from sentinel.common.safetext import printable
+from sentinel.model.alerts import Alert
+from sentinel.model.render import PRODUCT, cap
+from sentinel.model.render import title as alert_title
 
 if TYPE_CHECKING:  # smtplib, ssl and email load on the first send, not with the channels
     import ssl

@@ -20,21 +20,21 @@ from __future__ import annotations
 import email.header
 from typing import Any, ClassVar, Mapping, Optional, Sequence, Tuple, Union
 
-from sentinel.alerts import ALERT_STATES, Alert, AlertKind
 from sentinel.channels import http
 from sentinel.channels.base import Channel, DeliveryError, register
 from sentinel.channels.fit import cut, utf8_len
 from sentinel.channels.options import check_language, check_str, check_url, unknown_keys
 from sentinel.channels.plain import digest_title, plain_digest, plain_digest_fit, plain_text
-from sentinel.endings import Urgency
-from sentinel.redact import redact
-from sentinel.render import title as alert_title
-from sentinel.safetext import printable
+from sentinel.common.redact import redact
+from sentinel.common.safetext import printable
+from sentinel.model.alerts import ALERT_STATES, Alert, AlertKind
+from sentinel.model.endings import Urgency
+from sentinel.model.render import title as alert_title
 
 MAX_MESSAGE_BYTES = 4096
 _BUDGET = 4000
 PRIORITY_NAMES = {"min": 1, "low": 2, "default": 3, "high": 4, "max": 5, "urgent": 5}
-# Each ending's urgency (sentinel.endings) as an ntfy priority: high, default, low.
+# Each ending's urgency (sentinel.model.endings) as an ntfy priority: high, default, low.
 URGENCY_PRIORITIES = {Urgency.HIGH: 4, Urgency.NORMAL: 3, Urgency.LOW: 2}
 _PRIORITY_KEYS = set(ALERT_STATES) | {"message", "test"}
 RATE_LIMIT = (12, 60.0)  # a bucket of 60 refilled 1 per 5 s never runs dry at this rate

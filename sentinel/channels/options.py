@@ -9,7 +9,7 @@ import difflib
 from typing import Any, Iterable, Mapping
 from urllib.parse import urlsplit
 
-from sentinel.rules import LANGUAGES
+from sentinel.common.rules import LANGUAGES
 
 
 def unknown_keys(options: Mapping[str, Any], known: Iterable[str]) -> list[tuple[str, str]]:

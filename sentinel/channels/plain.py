@@ -5,7 +5,7 @@ lines, the error tail, the link — the title goes where the service shows
 titles. ``plain_digest`` lists several alerts, one short block each. Both
 fit a size ``limit`` (``sentinel.channels.fit``): a traceback keeps its end.
 Shown as it is, possibly in a terminal (``ntfy subscribe``, a console mail
-reader), so run-supplied text goes through ``sentinel.safetext``: no escape
+reader), so run-supplied text goes through ``sentinel.common.safetext``: no escape
 sequence reaches the reader, and no line break a run name hid.
 """
 
@@ -13,12 +13,12 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-from sentinel.alerts import Alert, AlertKind
 from sentinel.channels.fit import Measure, cut, fit_message, how_many_fit
-from sentinel.render import PRODUCT, cap, error_tail, evidence_tail, facts, headline, say, summary
-from sentinel.render import emoji as kind_emoji
-from sentinel.render import where as alert_where
-from sentinel.safetext import printable, printable_lines
+from sentinel.common.safetext import printable, printable_lines
+from sentinel.model.alerts import Alert, AlertKind
+from sentinel.model.render import PRODUCT, cap, error_tail, evidence_tail, facts, headline, say, summary
+from sentinel.model.render import emoji as kind_emoji
+from sentinel.model.render import where as alert_where
 
 SUMMARY_MAX = 600  # characters; a user's message may be longer (then the tail rule applies to it)
 FACT_MAX = 160

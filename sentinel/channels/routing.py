@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Collection, Iterable, Mapping, Optional, Sequence
 
-from sentinel.redact import redact
+from sentinel.common.redact import redact
 
 INLINE_PREFIX = "inline-"
 

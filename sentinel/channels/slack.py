@@ -14,14 +14,14 @@ from __future__ import annotations
 from typing import Any, ClassVar, Mapping, Optional, Sequence
 from urllib.parse import urlsplit
 
-from sentinel.alerts import Alert, AlertKind
 from sentinel.channels import http
 from sentinel.channels.base import Channel, DeliveryError, register
 from sentinel.channels.options import check_language, check_url, unknown_keys
-from sentinel.redact import redact
-from sentinel.render import PRODUCT, cap, error_tail, facts, say, summary
-from sentinel.render import title as alert_title
-from sentinel.render import where as alert_where
+from sentinel.common.redact import redact
+from sentinel.model.alerts import Alert, AlertKind
+from sentinel.model.render import PRODUCT, cap, error_tail, facts, say, summary
+from sentinel.model.render import title as alert_title
+from sentinel.model.render import where as alert_where
 
 SECTION_MAX = 3000
 HEADER_MAX = 150

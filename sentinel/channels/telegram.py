@@ -24,15 +24,15 @@ import html
 import re
 from typing import Any, ClassVar, Mapping, Optional, Sequence, Tuple
 
-from sentinel.alerts import Alert
 from sentinel.channels import http
 from sentinel.channels.base import Channel, DeliveryError, register
 from sentinel.channels.fit import fit_message, how_many_fit, utf16_len
 from sentinel.channels.options import check_language, check_url, unknown_keys
-from sentinel.redact import redact
-from sentinel.render import PRODUCT, cap, error_tail, facts, headline, say, summary
-from sentinel.render import emoji as kind_emoji
-from sentinel.render import title as alert_title
+from sentinel.common.redact import redact
+from sentinel.model.alerts import Alert
+from sentinel.model.render import PRODUCT, cap, error_tail, facts, headline, say, summary
+from sentinel.model.render import emoji as kind_emoji
+from sentinel.model.render import title as alert_title
 
 DEFAULT_API_URL = "https://api.telegram.org"
 MAX_TEXT = 4096  # UTF-16 code units after entity parsing

@@ -45,14 +45,14 @@ import re
 import time
 from typing import Any, ClassVar, Mapping, Optional
 
-from sentinel.alerts import Alert
 from sentinel.channels import http
 from sentinel.channels.base import Channel, register
 from sentinel.channels.options import check_language, check_str, check_url, unknown_keys
 from sentinel.channels.plain import plain_text
-from sentinel.render import cap, summary
-from sentinel.render import title as alert_title
-from sentinel.safetext import printable
+from sentinel.common.safetext import printable
+from sentinel.model.alerts import Alert
+from sentinel.model.render import cap, summary
+from sentinel.model.render import title as alert_title
 
 SCHEMA = "run-sentinel.alert"
 VERSION = 1

@@ -15,17 +15,17 @@ from __future__ import annotations
 from typing import Any, ClassVar, Mapping, Optional, Sequence, Tuple
 from urllib.parse import parse_qs, urlsplit
 
-from sentinel.alerts import Alert
 from sentinel.channels import http
 from sentinel.channels.base import Channel, DeliveryError, register
 from sentinel.channels.fit import fit_message, how_many_fit, utf8_len
 from sentinel.channels.options import check_language, check_url, unknown_keys
 from sentinel.channels.plain import digest_title, plain_digest, plain_text
-from sentinel.endings import Tone
-from sentinel.redact import redact
-from sentinel.render import cap, error_tail, facts, headline, say, summary
-from sentinel.render import emoji as kind_emoji
-from sentinel.render import title as alert_title
+from sentinel.common.redact import redact
+from sentinel.model.alerts import Alert
+from sentinel.model.endings import Tone
+from sentinel.model.render import cap, error_tail, facts, headline, say, summary
+from sentinel.model.render import emoji as kind_emoji
+from sentinel.model.render import title as alert_title
 
 HOST = "qyapi.weixin.qq.com"
 MAX_MARKDOWN_BYTES = 4096
@@ -36,7 +36,7 @@ THROTTLED_FOR = 60.0
 ERR_THROTTLED = 45009
 ERR_BAD_URL = 93000
 ERR_BUSY = -1
-# Each ending's tone (sentinel.endings) as a WeCom font colour (green, grey, orange).
+# Each ending's tone (sentinel.model.endings) as a WeCom font colour (green, grey, orange).
 COLOR = {Tone.GOOD: "info", Tone.INFO: "comment", Tone.WARNING: "warning", Tone.BAD: "warning"}
 
 

@@ -14,9 +14,10 @@ import threading
 import time
 from typing import Any, Optional
 
-from sentinel import daemon_file, spool_lock, systemd
-from sentinel.config import Config
-from sentinel.state_dir import StateDir, StateDirError
+from sentinel.daemon import systemd
+from sentinel.daemon.config import Config
+from sentinel.formats import daemon_file, spool_lock
+from sentinel.formats.state_dir import StateDir, StateDirError
 
 log = logging.getLogger("sentinel.daemon")
 
@@ -28,8 +29,8 @@ __all__ = ["run"]
 
 def _open_delivery(config: Config, state: StateDir, retry_policy: Any = None) -> tuple[Any, Any, Any]:
     """The outbox, the channel set and the delivery workers for ``config``."""
-    from sentinel.delivery import ChannelSet, Delivery
-    from sentinel.outbox import Outbox, RetryPolicy
+    from sentinel.delivery.outbox import Outbox, RetryPolicy
+    from sentinel.delivery.workers import ChannelSet, Delivery
 
     policy = retry_policy if retry_policy is not None else RetryPolicy(retry_for=config.retry_for)
     outbox = Outbox(state.outbox, policy)
@@ -40,7 +41,7 @@ def _open_delivery(config: Config, state: StateDir, retry_policy: Any = None) ->
 
 def _start_fleet(config: Config, outbox: Any) -> Any:
     """Metrics and healthchecks.io as the config asks (None: they cannot start; logged)."""
-    from sentinel.fleet import start_fleet
+    from sentinel.fleet.observers import start_fleet
 
     try:
         return start_fleet(config, outbox)
@@ -75,7 +76,7 @@ def _install_signal_handlers(stop: threading.Event, reload: threading.Event,
 
 def reload_config(running: Config) -> Optional[Config]:
     """The config file read again, or None (refused: errors logged, ``running`` stays)."""
-    from sentinel.config import ConfigError, resolve_config
+    from sentinel.daemon.config import ConfigError, resolve_config
 
     systemd.notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
     try:
@@ -97,7 +98,7 @@ def run(config: Config, stop: Optional[threading.Event] = None, *, retry_policy:
         log_format: str = "text") -> int:
     """Run the daemon until SIGTERM/SIGINT or ``stop`` is set; the exit status.
 
-    ``retry_policy`` (a ``sentinel.outbox.RetryPolicy``) overrides the retry
+    ``retry_policy`` (a ``sentinel.delivery.outbox.RetryPolicy``) overrides the retry
     schedule derived from the config; tests and benchmarks shorten it.
     """
     from sentinel.daemon.budgets import pidfd_room, raise_open_files
@@ -149,8 +150,8 @@ def run(config: Config, stop: Optional[threading.Event] = None, *, retry_policy:
         wake.append(daemon.wakeup.wake)
 
         def on_reload() -> None:
-            from sentinel.delivery import ChannelSet
-            from sentinel.logsetup import setup_logging
+            from sentinel.common.logsetup import setup_logging
+            from sentinel.delivery.workers import ChannelSet
 
             assert daemon is not None
             new = reload_config(daemon.config)

@@ -1,7 +1,7 @@
 """Keep the spool small: archive ended runs, prune old archives.
 
 An ended run's directory is renamed into the archive (``<state>/archive/``,
-see ``sentinel.state_dir``) once its process is gone (a live process may
+see ``sentinel.formats.state_dir``) once its process is gone (a live process may
 still write into it), so every rescan only meets runs that can still change.
 Archives older than the retention period are deleted together with their
 alert journal.
@@ -36,8 +36,8 @@ import threading
 from pathlib import Path
 from typing import Callable, Optional
 
-from sentinel.safe_json import DirId, dir_id, make_private_dir, open_dir
-from sentinel.spool import is_run_id
+from sentinel.formats.safe_json import DirId, dir_id, make_private_dir, open_dir
+from sentinel.formats.spool import is_run_id
 
 log = logging.getLogger("sentinel.daemon.archive")
 

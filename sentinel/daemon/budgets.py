@@ -4,7 +4,7 @@ Every local user writes into a shared spool that a root daemon reads, so
 every resource the daemon spends on a run is spent on behalf of the run's
 owner (the verified uid, never the record's claim). Fairness is a rule:
 nothing one user does may deny another user's alert or delay it. Each uid
-therefore has its own budget (config ``budgets``, see ``sentinel.config.Budgets``):
+therefore has its own budget (config ``budgets``, see ``sentinel.daemon.config.Budgets``):
 
 - runs tracked at once (``runs_per_user``) and the pidfds their watches hold
   (``pidfds_per_user``); past either, the user's next run is *deferred*: not
@@ -33,7 +33,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Optional
 
-from sentinel.config import Budgets
+from sentinel.daemon.config import Budgets
 
 log = logging.getLogger("sentinel.daemon.budgets")
 

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping, Optional, Sequence
 
-from sentinel.accounts import account_name, group_names
 from sentinel.channels import channel_class, routing
-from sentinel.config import ANY_HOST, Config, InlineChannelPolicy
+from sentinel.daemon.config import ANY_HOST, Config, InlineChannelPolicy
+from sentinel.host.accounts import account_name, group_names
 
 
 def host_allowed(host: str, patterns: Sequence[str]) -> bool:

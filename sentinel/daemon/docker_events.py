@@ -27,7 +27,7 @@ from collections import OrderedDict, deque
 from typing import Optional
 from urllib.parse import quote
 
-from sentinel.endings import Reason
+from sentinel.model.endings import Reason
 
 log = logging.getLogger("sentinel.daemon.docker_events")
 

@@ -8,8 +8,8 @@ import os
 import sys
 from typing import Optional, Sequence
 
-from sentinel.config import ConfigError, resolve_config
-from sentinel.logsetup import setup_logging
+from sentinel.common.logsetup import setup_logging
+from sentinel.daemon.config import ConfigError, resolve_config
 
 log = logging.getLogger("sentinel")
 

@@ -15,7 +15,7 @@ import traceback
 from collections import OrderedDict
 from typing import Hashable
 
-from sentinel.safetext import printable
+from sentinel.common.safetext import printable
 
 MAX_REMEMBERED = 10_000
 

@@ -44,10 +44,10 @@ import time
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from sentinel.common.redact import redact
+from sentinel.common.safetext import printable
 from sentinel.daemon.oom import started_since_boot
-from sentinel.procid import ProcessIdentity
-from sentinel.redact import redact
-from sentinel.safetext import printable
+from sentinel.host.procid import ProcessIdentity
 
 ENV_BUFFER = "TORCH_NCCL_TRACE_BUFFER_SIZE"
 ENV_TEMP_FILE = "TORCH_NCCL_DEBUG_INFO_TEMP_FILE"

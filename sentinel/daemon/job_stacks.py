@@ -29,11 +29,11 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from sentinel import evidence
 from sentinel.daemon import pyspy
 from sentinel.daemon.run_reader import RunReader, TrackedRun
 from sentinel.daemon.stacks import STACK_WAIT, send_stack_request
-from sentinel.procid import ProcessIdentity
+from sentinel.formats import evidence
+from sentinel.host.procid import ProcessIdentity
 
 log = logging.getLogger("sentinel.daemon")
 

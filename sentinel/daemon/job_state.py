@@ -2,7 +2,7 @@
 
 The job watch (``sentinel.daemon.job_watch``) holds each job's ranks, how
 they ended and whether the job was alerted in memory. This module owns a
-copy of that in the daemon's state directory (``sentinel.state_dir``), and,
+copy of that in the daemon's state directory (``sentinel.formats.state_dir``), and,
 at start, brings it back and judges the ranks that ended while no daemon
 was watching.
 
@@ -60,14 +60,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, NamedTuple, Optional
 
-from sentinel import jobs
 from sentinel.daemon.run_reader import TrackedRun
-from sentinel.endings import Reason
-from sentinel.exit_status import Ending, ending_of
-from sentinel.procid import ProcessIdentity, boot_id, zombie_exit_status
-from sentinel.run_states import RunState
-from sentinel.safe_json import SpoolFormatError, encode_json, fsync_dir, open_dir, read_json
-from sentinel.spool import JobRecord
+from sentinel.formats.safe_json import SpoolFormatError, encode_json, fsync_dir, open_dir, read_json
+from sentinel.formats.spool import JobRecord
+from sentinel.host import jobs
+from sentinel.host.procid import ProcessIdentity, boot_id, zombie_exit_status
+from sentinel.model.endings import Reason
+from sentinel.model.exit_status import Ending, ending_of
+from sentinel.model.run_states import RunState
 
 log = logging.getLogger("sentinel.daemon.job_state")
 

@@ -30,7 +30,7 @@ When one rank of a torchrun job dies, the launcher stops the others
 * **Stalls.** With several recorded ranks, only the speaker is checked, on
   every rank's progress: one stall alert naming the ranks that stopped.
 
-What an alert says is a ``Reason`` (``sentinel.endings.REASONS``), worded
+What an alert says is a ``Reason`` (``sentinel.model.endings.REASONS``), worded
 in each channel's language when it is rendered.
 
 **One way.** The tracker (``sentinel.daemon.tracking``) tells the job watch
@@ -54,8 +54,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional, Union
 
-from sentinel import jobs
-from sentinel.alerts import AlertKind
+from sentinel.common.safetext import printable
 from sentinel.daemon import flight_recorder, job_state
 from sentinel.daemon.budgets import UserBudgets
 from sentinel.daemon.job_stacks import JobStacks, Rank
@@ -67,13 +66,14 @@ from sentinel.daemon.run_reader import RunReader, TrackedRun
 from sentinel.daemon.slurm import SlurmEnding, SlurmOracle, by_end_time, classify, env_time
 from sentinel.daemon.stacks import STACK_WAIT
 from sentinel.daemon.xid import GpuFaults, XidHit
-from sentinel.endings import Reason
-from sentinel.exit_status import Ending, ending_kind, ending_of
-from sentinel.procid import ProcessIdentity
-from sentinel.run_states import Event, EventKind, is_stale, stall_deadline, stall_reason
-from sentinel.safe_json import SpoolFormatError, read_json
-from sentinel.safetext import printable
-from sentinel.spool import FinalRecord, JobRecord
+from sentinel.formats.safe_json import SpoolFormatError, read_json
+from sentinel.formats.spool import FinalRecord, JobRecord
+from sentinel.host import jobs
+from sentinel.host.procid import ProcessIdentity
+from sentinel.model.alerts import AlertKind
+from sentinel.model.endings import Reason
+from sentinel.model.exit_status import Ending, ending_kind, ending_of
+from sentinel.model.run_states import Event, EventKind, is_stale, stall_deadline, stall_reason
 
 log = logging.getLogger("sentinel.daemon.jobs")
 

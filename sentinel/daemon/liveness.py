@@ -27,7 +27,7 @@ import select
 from typing import NamedTuple, Optional, Sequence
 
 from sentinel.daemon import pidfd
-from sentinel.procid import ProcessIdentity, boot_id, start_ticks
+from sentinel.host.procid import ProcessIdentity, boot_id, start_ticks
 
 log = logging.getLogger("sentinel.daemon.liveness")
 

@@ -25,10 +25,10 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
-from sentinel import daemon_file, mutes, resend, safe_json, systemd
-from sentinel.config import Config
-from sentinel.daemon import archive, reconcile
+from sentinel.common.latency_trace import TRACE
+from sentinel.daemon import archive, reconcile, systemd
 from sentinel.daemon.admission import AdmissionQueue
+from sentinel.daemon.config import Config
 from sentinel.daemon.failures import FailureLog
 from sentinel.daemon.job_state import JobStateStore
 from sentinel.daemon.liveness import POLL_INTERVAL, Liveness
@@ -38,9 +38,10 @@ from sentinel.daemon.rescan import RescanSweep
 from sentinel.daemon.run_reader import ProblemLog, RunReader, TrackedRun, is_shared_spool
 from sentinel.daemon.spool_watcher import Change, SpoolWatcher, Wakeup
 from sentinel.daemon.tracking import MIN_STEP, InlineChannels, OutboxLike, Tracker
-from sentinel.latency_trace import TRACE
-from sentinel.observer import FleetObserver
-from sentinel.state_dir import StateDir
+from sentinel.delivery import resend
+from sentinel.formats import daemon_file, mutes, safe_json
+from sentinel.formats.state_dir import StateDir
+from sentinel.model.observer import FleetObserver
 
 log = logging.getLogger("sentinel.daemon")
 

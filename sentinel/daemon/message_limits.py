@@ -17,7 +17,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from sentinel.config import MessageLimits
+from sentinel.daemon.config import MessageLimits
 
 log = logging.getLogger("sentinel.daemon.messages")
 

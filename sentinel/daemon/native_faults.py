@@ -21,9 +21,9 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Optional
 
+from sentinel.common.safetext import printable
 from sentinel.daemon.oom import split_kmsg_record, started_since_boot
-from sentinel.procid import ProcessIdentity
-from sentinel.safetext import printable
+from sentinel.host.procid import ProcessIdentity
 
 _FAULT_RE = re.compile(r"\[(?P<pid>\d{1,10})\]:? (?:segfault at |general protection|trap )"
                        r".*? in (?P<mapping>[^\s\[]{1,255})\[")

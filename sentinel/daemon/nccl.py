@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from typing import Any, Optional
 
-from sentinel.endings import Reason
+from sentinel.model.endings import Reason
 
 _WATCHDOG_RE = re.compile(
     r"Watchdog caught collective operation timeout: WorkNCCL\((?P<work>.*?)\) ran for "

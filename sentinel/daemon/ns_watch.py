@@ -5,7 +5,7 @@ A run whose record names a PID namespace other than the daemon's
 host) carries pids the daemon cannot use: pid 5 in the container is some
 other process, or none, on the host. Such a run is handed to the
 ``Resolver``, a worker thread that walks ``/proc`` for the process with that
-namespace, innermost ``NSpid`` and start time (``sentinel.pidns.resolve``),
+namespace, innermost ``NSpid`` and start time (``sentinel.host.pidns.resolve``),
 checks that it runs as the run directory's owner, and maps the recorded
 thread ids the same way (``/proc/<host pid>/task/*/status`` ``NSpid``), so
 the thread pidfds work for containerised runs too. The loop takes the
@@ -29,10 +29,10 @@ import logging
 import os
 from typing import Callable, NamedTuple, Optional
 
-from sentinel import pidns
 from sentinel.daemon.fair_worker import FairWorker
-from sentinel.procid import process_uid
-from sentinel.spool import RunRecord
+from sentinel.formats.spool import RunRecord
+from sentinel.host import pidns
+from sentinel.host.procid import process_uid
 
 log = logging.getLogger("sentinel.daemon.ns_watch")
 

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from sentinel.endings import Reason
-from sentinel.procid import ProcessIdentity
+from sentinel.host.procid import ProcessIdentity
+from sentinel.model.endings import Reason
 
 log = logging.getLogger("sentinel.daemon.oom")
 

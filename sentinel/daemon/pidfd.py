@@ -26,7 +26,7 @@ import struct
 import threading
 from typing import Optional
 
-from sentinel.procid import thread_start_ticks, zombie_exit_status
+from sentinel.host.procid import thread_start_ticks, zombie_exit_status
 
 PIDFD_THREAD = os.O_EXCL
 _INFO_SIZE = 64  # PIDFD_INFO_SIZE_VER0: up to and including exit_code

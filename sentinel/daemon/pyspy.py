@@ -36,10 +36,10 @@ import threading
 from pathlib import Path
 from typing import Optional
 
-from sentinel import evidence
-from sentinel.procid import ProcessIdentity, start_ticks
-from sentinel.redact import redact
-from sentinel.safetext import printable
+from sentinel.common.redact import redact
+from sentinel.common.safetext import printable
+from sentinel.formats import evidence
+from sentinel.host.procid import ProcessIdentity, start_ticks
 
 ENV_BINARY = "SENTINEL_PY_SPY"
 TIMEOUT = 5.0  # seconds one dump may take (a few hundred ms for a usual process)

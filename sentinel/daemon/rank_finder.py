@@ -18,10 +18,10 @@ import logging
 import os
 from typing import Callable, Iterable, NamedTuple, Optional
 
-from sentinel import jobs
 from sentinel.daemon.fair_worker import FairWorker
-from sentinel.procid import ProcessIdentity, parent_pid, process_uid, start_ticks
-from sentinel.spool import JobRecord
+from sentinel.formats.spool import JobRecord
+from sentinel.host import jobs
+from sentinel.host.procid import ProcessIdentity, parent_pid, process_uid, start_ticks
 
 log = logging.getLogger("sentinel.daemon.rank_finder")
 

@@ -14,16 +14,16 @@ import dataclasses
 import logging
 from typing import Optional
 
-from sentinel import containers
 from sentinel.daemon import run_snapshot
 from sentinel.daemon.liveness import Status
 from sentinel.daemon.ns_watch import UNWATCHABLE_FIX, Found
 from sentinel.daemon.oom import cgroup_counter
 from sentinel.daemon.run_reader import TrackedRun
 from sentinel.daemon.tracking import Tracker
-from sentinel.endings import Reason
-from sentinel.procid import boot_id, zombie_exit_status
-from sentinel.run_states import Event, EventKind, RunState, replay, stall_deadline
+from sentinel.host import containers
+from sentinel.host.procid import boot_id, zombie_exit_status
+from sentinel.model.endings import Reason
+from sentinel.model.run_states import Event, EventKind, RunState, replay, stall_deadline
 
 log = logging.getLogger("sentinel.daemon.reconcile")
 

@@ -16,7 +16,7 @@ from collections import deque
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Optional
 
-from sentinel.spool import is_run_id
+from sentinel.formats.spool import is_run_id
 
 
 class RescanSweep:

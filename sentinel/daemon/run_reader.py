@@ -32,17 +32,18 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterator, NamedTuple, Optional, TypeVar
 
-from sentinel import live_file, pidns, safe_json, spool
-from sentinel.accounts import verified_user
-from sentinel.containers import ContainerIdentity
+from sentinel.common.safetext import printable
 from sentinel.daemon.budgets import RefusedRuns
 from sentinel.daemon.failures import BoundedSet
 from sentinel.daemon.oom import CgroupCounter
-from sentinel.procid import ProcessIdentity, process_uid, start_ticks
-from sentinel.run_states import RunState
-from sentinel.safe_json import DirId, SpoolFormatError
-from sentinel.safetext import printable
-from sentinel.spool import FinalRecord, Message, Progress, RunPaths, RunRecord
+from sentinel.formats import live_file, safe_json, spool
+from sentinel.formats.safe_json import DirId, SpoolFormatError
+from sentinel.formats.spool import FinalRecord, Message, Progress, RunPaths, RunRecord
+from sentinel.host import pidns
+from sentinel.host.accounts import verified_user
+from sentinel.host.containers import ContainerIdentity
+from sentinel.host.procid import ProcessIdentity, process_uid, start_ticks
+from sentinel.model.run_states import RunState
 
 log = logging.getLogger("sentinel.daemon.run_reader")
 _OWN_PIDNS = pidns.namespace_of()
@@ -359,7 +360,7 @@ class RunReader:
         return live if self._owned(run, run.paths.live, st) else None
 
     def read_dump(self, run: TrackedRun, name: str, offset: int, max_bytes: int) -> tuple[bytes, str]:
-        """Up to ``max_bytes`` of the run's dump file ``name`` (``sentinel.evidence``)
+        """Up to ``max_bytes`` of the run's dump file ``name`` (``sentinel.formats.evidence``)
         from ``offset``: (bytes, "") or (b"", why not). Opened in the admitted
         run directory, never through a symlink, never blocking (a FIFO) and
         never as a terminal; it must be a regular file of the run's owner,

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from sentinel.daemon.run_reader import PendingMessages, RunReader, TrackedRun
-from sentinel.spool import FinalRecord, Progress
+from sentinel.formats.spool import FinalRecord, Progress
 
 
 @dataclass(frozen=True)

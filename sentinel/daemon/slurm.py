@@ -30,8 +30,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Mapping, Optional
 
-from sentinel.alerts import AlertKind
-from sentinel.endings import Reason
+from sentinel.model.alerts import AlertKind
+from sentinel.model.endings import Reason
 
 log = logging.getLogger("sentinel.daemon.slurm")
 

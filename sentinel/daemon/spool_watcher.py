@@ -34,8 +34,8 @@ from collections import Counter
 from pathlib import Path
 from typing import NamedTuple, Optional
 
-from sentinel.safe_json import open_dir
-from sentinel.spool import BEAT_FILE, FINAL_FILE, MESSAGE_DIR, RUN_FILE, is_run_id
+from sentinel.formats.safe_json import open_dir
+from sentinel.formats.spool import BEAT_FILE, FINAL_FILE, MESSAGE_DIR, RUN_FILE, is_run_id
 
 log = logging.getLogger("sentinel.daemon.spool_watcher")
 

@@ -27,9 +27,9 @@ import signal
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from sentinel import evidence
 from sentinel.daemon.run_reader import RunReader, TrackedRun
-from sentinel.procid import start_ticks
+from sentinel.formats import evidence
+from sentinel.host.procid import start_ticks
 
 log = logging.getLogger("sentinel.daemon")
 

@@ -22,8 +22,8 @@ from __future__ import annotations
 import os
 from typing import Optional
 
-from sentinel.endings import Reason
-from sentinel.procid import ProcessIdentity, boot_id, start_ticks
+from sentinel.host.procid import ProcessIdentity, boot_id, start_ticks
+from sentinel.model.endings import Reason
 
 MAX_NOTED = 64  # processes noted per run: a fork bomb costs the daemon no more than this
 MAX_READS = 512  # /proc files read per run and rescan: a run of many threaded processes costs no more

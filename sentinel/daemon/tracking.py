@@ -6,7 +6,7 @@ and ``now`` from the loop (``sentinel.daemon.loop``), which owns the waiting
 and hands events over. Decisions are made by ``decide.transition`` and
 turned into alerts here, one per transition, put in place in the outbox
 before the run's state moves (and fsynced while the first delivery attempt
-runs: see ``sentinel.outbox``).
+runs: see ``sentinel.delivery.outbox``).
 """
 
 from __future__ import annotations
@@ -18,14 +18,13 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Protocol
 
-from sentinel import mutes, spool
-from sentinel.alerts import Alert, AlertKind, from_run, with_kernel_ending
 from sentinel.channels import routing
-from sentinel.config import Config
-from sentinel.containers import ContainerIdentity
+from sentinel.common.latency_trace import TRACE
+from sentinel.common.safetext import printable
 from sentinel.daemon import archive, nccl, run_snapshot, survivors
 from sentinel.daemon.budgets import UserBudgets
 from sentinel.daemon.channel_access import ChannelAccess
+from sentinel.daemon.config import Config
 from sentinel.daemon.docker_events import DockerEvents
 from sentinel.daemon.job_watch import (
     CheckStallAt,
@@ -47,11 +46,14 @@ from sentinel.daemon.spool_watcher import SpoolWatcher
 from sentinel.daemon.stacks import FATAL_SIGNALS, STACK_WAIT, StackDesk
 from sentinel.daemon.tree_stacks import TreeStacks
 from sentinel.daemon.xid import GpuFaults, XidHit
-from sentinel.endings import Reason
-from sentinel.latency_trace import TRACE
-from sentinel.observer import FleetObserver
-from sentinel.outbox import SyncThread
-from sentinel.run_states import (
+from sentinel.delivery.outbox import SyncThread
+from sentinel.formats import mutes, spool
+from sentinel.formats.spool import FinalRecord
+from sentinel.host.containers import ContainerIdentity
+from sentinel.model.alerts import Alert, AlertKind, from_run, with_kernel_ending
+from sentinel.model.endings import Reason
+from sentinel.model.observer import FleetObserver
+from sentinel.model.run_states import (
     Event,
     EventKind,
     RunState,
@@ -63,8 +65,6 @@ from sentinel.run_states import (
     stall_reason,
     transition,
 )
-from sentinel.safetext import printable
-from sentinel.spool import FinalRecord
 
 log = logging.getLogger("sentinel.daemon")
 

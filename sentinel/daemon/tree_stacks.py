@@ -28,7 +28,7 @@ from typing import Any, Optional
 from sentinel.daemon import survivors
 from sentinel.daemon.job_stacks import Answer, JobStacks, Rank, summarise
 from sentinel.daemon.run_reader import RunReader, TrackedRun
-from sentinel.procid import ProcessIdentity
+from sentinel.host.procid import ProcessIdentity
 
 MAX_PROCESSES = 8  # py-spy dumps per stall of one command
 RUNNER_SOURCE = "run"  # RunRecord.source of a ``sentinel run`` wrapper

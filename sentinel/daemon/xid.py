@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from typing import Mapping, Optional
 
 from sentinel.daemon.oom import split_kmsg_record, started_since_boot
-from sentinel.endings import Reason
-from sentinel.procid import ProcessIdentity
+from sentinel.host.procid import ProcessIdentity
+from sentinel.model.endings import Reason
 
 _XID_RE = re.compile(
     r"NVRM: Xid \((?:PCI:)?(?P<bus>[0-9a-fA-F:.]{4,32})\): (?P<code>\d{1,5})"

@@ -19,7 +19,8 @@ import os
 import sys
 import time
 
-from sentinel import safe_json, spool, watch
+from sentinel import watch
+from sentinel.formats import safe_json, spool
 
 SWAPS = 20
 

@@ -22,8 +22,9 @@ import sys
 import time
 from pathlib import Path
 
-from sentinel import jobs, safe_json, spool
-from sentinel.procid import ProcessIdentity
+from sentinel.formats import safe_json, spool
+from sentinel.host import jobs
+from sentinel.host.procid import ProcessIdentity
 
 FOREVER_LIMIT = 3600.0
 

@@ -14,8 +14,8 @@ import logging
 import sys
 
 from sentinel import daemon
-from sentinel.config import load_config
-from sentinel.outbox import RetryPolicy
+from sentinel.daemon.config import load_config
+from sentinel.delivery.outbox import RetryPolicy
 
 
 def main() -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sentinel.alerts import Alert, AlertKind
+from sentinel.model.alerts import Alert, AlertKind
 
 NOW = 1_750_000_000.0
 RUN_ID = "20250615T143000-41233-abcdef"

@@ -15,8 +15,9 @@ import sys
 import time
 from pathlib import Path
 
-from sentinel import jobs, safe_json, spool
-from sentinel.procid import ProcessIdentity
+from sentinel.formats import safe_json, spool
+from sentinel.host import jobs
+from sentinel.host.procid import ProcessIdentity
 
 
 def main() -> None:

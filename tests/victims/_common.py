@@ -152,7 +152,7 @@ def act(args: argparse.Namespace, report: Callable[[int], None], send: Callable[
         say("FINISHED")
         wait_forever()
     elif mode == "heartbeat-ends-alone":  # one watched sub-thread exits, the process lives
-        from sentinel import recorder
+        from sentinel.training import recorder
 
         wait_for_resume(args)
 

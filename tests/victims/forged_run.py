@@ -18,8 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-from sentinel import safe_json, spool
-from sentinel.procid import ProcessIdentity
+from sentinel.formats import safe_json, spool
+from sentinel.host.procid import ProcessIdentity
 
 FOREVER_LIMIT = 3600.0  # nobody kills it: it still ends by itself
 

@@ -22,8 +22,8 @@ from typing import Any, Callable, NoReturn, Optional, Sequence
 
 import pytest
 
-from sentinel import spool
-from sentinel.procid import ProcessIdentity
+from sentinel.formats import spool
+from sentinel.host.procid import ProcessIdentity
 from tests.processes import kill_group
 from tests.waiting import wait_for  # also re-exported for the tests that import it from here
 

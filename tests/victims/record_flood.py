@@ -21,8 +21,8 @@ import threading
 import time
 from pathlib import Path
 
-from sentinel import safe_json, spool
-from sentinel.procid import ProcessIdentity, thread_start_ticks
+from sentinel.formats import safe_json, spool
+from sentinel.host.procid import ProcessIdentity, thread_start_ticks
 
 FOREVER_LIMIT = 3600.0
 

@@ -1,0 +1,1 @@
+"""Standard-library helpers every part uses: safe text, value rules, redaction, logging."""

@@ -225,14 +225,14 @@ def kill_one(fake: FakeService, spool: Path, warm: Warm, samples: Samples, with_
     settle(spool, run_id_of(warm))
 
 
-QUIET = 0.7  # > watchdog's 0.5 s hold on an unpaired IN_MOVED_FROM (the last run's archiving)
+QUIET = 0.7  # no other run was archived (its directory moved out of the spool) just before
 
 
 def finish_one(fake: FakeService, spool: Path, warm: Warm, samples: Samples, how: str) -> None:
     before = len(fake.received())
     victim: BenchVictim = warm.victim
     if how.endswith("-quiet"):
-        time.sleep(QUIET)  # no other run ended in the last 0.5 s
+        time.sleep(QUIET)  # no other run ended in the last 0.7 s
         how = how[: -len("-quiet")]
     victim.command(how)
     t0 = int(victim.expect("T ").split()[1])
@@ -305,7 +305,7 @@ def attach_trace(tmp: Path, name: str, samples: list[Samples]) -> None:
 
 def warm_up(fake: FakeService, daemon: DaemonProcess, out: Optional[list[Samples]], channel: str) -> None:
     """The first alert after start-up pays for importing the HTTP stack: measured apart."""
-    s = Samples("first alert after daemon start (cold: imports requests)", channel)
+    s = Samples("first alert after daemon start (cold: imports the HTTP stack)", channel)
     in_batches(1, 1, lambda i: start_tests_watch(daemon.tmp, daemon.spool, f"warm{channel}"),
                lambda w: kill_one(fake, daemon.spool, w, s, with_pidfd=False))
     if out is not None:
@@ -576,18 +576,18 @@ def report(samples: list[Samples]) -> tuple[str, list[Verdict]]:
         stage_breakdown(samples), "",
         "A clean finish reaches the daemon two ways, whichever comes first: the final record "
         "(`final.json`, through inotify) and the process's exit (pidfd). When the process lives on after "
-        "`finish()` only the spool path is left, and it goes through the `watchdog` library's inotify "
-        "observer, which holds an unpaired IN_MOVED_FROM event for 0.5 s (to pair it with an IN_MOVED_TO) "
-        "and hands events over in order: archiving an ended run moves its directory out of the spool, so "
-        "for 0.5 s after any run ends every other spool event (final records, messages) waits behind it. "
-        "The two `lives on` rows show that spool path in a quiet spool and right after another run ended.",
+        "`finish()` only the spool path is left: the daemon's own inotify reader "
+        "(`sentinel/daemon/spool_watcher.py`, no hold on unpaired moves) wakes the loop, which reads the "
+        "final record. The two `lives on` rows show that spool path in a quiet spool and right after "
+        "another run was archived (its directory moved out of the spool).",
         "",
         "How: each daemon's first alert is sent by a warm-up kill (the first delivery imports the HTTP "
         "stack; the Bark figure is shown above as `cold`, not counted in the other rows). Victims are "
         "started ahead of time and kept warm (each prints READY), then killed one at a "
         "time, each after the previous alert arrived, so spawn cost is not in the numbers. The daemon "
         "runs with its default rescan interval (30 s) and the retry schedule of the tests' launcher; "
-        "every alert is written to the durable outbox (fsync) before it is sent.", "",
+        "every alert is written to the durable outbox (renamed into place; its fsync follows off the loop) "
+        "before it is sent.", "",
         _common.ANCHORS,
     ])
     return body, verdicts

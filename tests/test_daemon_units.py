@@ -184,3 +184,42 @@ def test_reader_refuses_a_record_naming_another_directory(tmp_path: Path) -> Non
                              user="u", cmdline=[], cwd="/", started=1.0, heartbeat_interval=1.0)
     safe_json.write_json(paths.run, record.to_dict())
     assert RunReader(tmp_path, False, ProblemLog()).read_run(RUN_ID) is None
+
+
+def _fake_dmesg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, output: str, status: int) -> Path:
+    """A ``dmesg`` first on PATH that prints ``output``, exits ``status`` and counts its runs."""
+    calls = tmp_path / "dmesg-calls"
+    tool = tmp_path / "bin" / "dmesg"
+    tool.parent.mkdir()
+    tool.write_text(f"#!/bin/sh\necho run >> {calls}\ncat <<'EOF'\n{output}EOF\nexit {status}\n")
+    tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tool.parent}:{os.environ['PATH']}")
+    return calls
+
+
+def test_without_kmsg_one_dmesg_read_serves_a_loop_pass(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        child: subprocess.Popen[bytes]) -> None:
+    """A flood of deaths judged in one pass costs one dmesg process, not one per death."""
+    ident = identity_of(child)
+    since_boot = ident.start_ticks / os.sysconf("SC_CLK_TCK") + 5
+    calls = _fake_dmesg(tmp_path, monkeypatch, f"[{since_boot:.6f}] Out of memory: Killed process "
+                                                f"{ident.pid} (python)\n", 0)
+    detector = OomDetector(kmsg_path=str(tmp_path / "no-kmsg"))
+    for _ in range(50):
+        assert "OOM killer" in (detector.cause(ident, None) or "")
+    assert calls.read_text().count("run") == 1
+    detector.new_pass()  # deaths seen from now on may be newer than that read
+    assert "OOM killer" in (detector.cause(ident, None) or "")
+    assert calls.read_text().count("run") == 2
+
+
+def test_a_dmesg_that_cannot_read_the_log_is_not_asked_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             child: subprocess.Popen[bytes]) -> None:
+    refused = "dmesg: read kernel buffer failed: Operation not permitted\n"
+    calls = _fake_dmesg(tmp_path, monkeypatch, refused, 1)
+    detector = OomDetector(kmsg_path=str(tmp_path / "no-kmsg"))
+    ident = identity_of(child)
+    for _ in range(3):
+        assert detector.cause(ident, None) is None
+        detector.new_pass()
+    assert calls.read_text().count("run") == 1

@@ -51,6 +51,10 @@ regression test elsewhere, this index names it instead of repeating it
 - an archived run of 100,000 files (pruning it held the loop) →
   test_loop_offload.py::
   test_an_archive_of_100k_files_is_pruned_off_the_loop_while_another_users_kill_is_alerted
+- a flood of SIGKILLed runs on a host without /dev/kmsg (a dmesg process per
+  death on the loop) → test_daemon_units.py::
+  test_without_kmsg_one_dmesg_read_serves_a_loop_pass,
+  test_a_dmesg_that_cannot_read_the_log_is_not_asked_again
 - NaN and infinite numbers, deep JSON, bad fields, escape sequences →
   test_inproc_arguments.py, test_state_security.py::
   test_deeply_nested_json_is_a_format_error_everywhere

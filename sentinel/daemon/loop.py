@@ -203,6 +203,7 @@ class Daemon:
 
     def handle(self, ready: Iterable[tuple[int, int]], now: float) -> None:
         fds = [fd for fd, _ in ready]
+        self.oom.new_pass()
         # Kernel log first, so an OOM line is known before its victim's exit is judged.
         if self.oom.fd is not None and self.oom.fd in fds:
             self.oom.drain()

@@ -186,6 +186,10 @@ class OomDetector:
     def __init__(self, kmsg_path: str = "/dev/kmsg", use_dmesg: bool = True) -> None:
         self.fd: Optional[int] = None
         self._use_dmesg = use_dmesg
+        # Without /dev/kmsg: one dmesg read serves every death judged in one loop pass
+        # (all were seen before it began, and the kernel logs an OOM kill before the
+        # kill), so a flood of SIGKILLs costs a read per pass, not one per death.
+        self._dmesg_hits: Optional[dict[int, OomHit]] = None
         self._hits: OrderedDict[int, OomHit] = OrderedDict()
         # Other readers of the same records (GPU Xid lines): one fd, one pass.
         self.listeners: list[Callable[[bytes], None]] = []
@@ -251,14 +255,29 @@ class OomDetector:
                 return Reason("oom_cgroup", {"path": str(counter.path)})
         return None
 
-    @staticmethod
-    def _from_dmesg(pid: int) -> Optional[OomHit]:
+    def new_pass(self) -> None:
+        """The loop's next pass: deaths seen from now on may postdate the last dmesg read."""
+        self._dmesg_hits = None
+
+    def _from_dmesg(self, pid: int) -> Optional[OomHit]:
+        if self._dmesg_hits is None:
+            self._dmesg_hits = self._read_dmesg()
+        return self._dmesg_hits.get(pid)
+
+    def _read_dmesg(self) -> dict[int, OomHit]:
+        """The kernel log's OOM kills by pid (the last per pid); a dmesg that cannot read
+        it is not asked again (it would cost a process per pass for nothing)."""
         try:
             out = subprocess.run(["dmesg"], capture_output=True, text=True, timeout=5, check=False)
-        except (OSError, subprocess.SubprocessError):
-            return None
-        hits = [h for h in parse_dmesg(out.stdout) if h.pid == pid]
-        return hits[-1] if hits else None
+        except (OSError, subprocess.SubprocessError) as exc:
+            why = str(exc)
+        else:
+            if out.returncode == 0:
+                return {hit.pid: hit for hit in parse_dmesg(out.stdout)}
+            why = f"exit status {out.returncode}"
+        log.info("dmesg cannot read the kernel log either (%s): OOM causes from cgroups only", why)
+        self._use_dmesg = False
+        return {}
 
     def close(self) -> None:
         if self.fd is not None:

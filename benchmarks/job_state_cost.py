@@ -27,6 +27,7 @@ from pathlib import Path  # noqa: E402
 
 from sentinel.daemon import job_state  # noqa: E402
 from sentinel.daemon.job_watch import Death, Job, Member  # noqa: E402
+from sentinel.formats.safe_json import write_bytes  # noqa: E402
 from sentinel.formats.spool import JobRecord  # noqa: E402
 from sentinel.host.procid import ProcessIdentity  # noqa: E402
 from sentinel.model.exit_status import ending_of  # noqa: E402
@@ -65,7 +66,7 @@ def time_writes(directory: Path, job: Job, writes: int) -> tuple[list[float], in
     out = []
     for _ in range(writes):
         t0 = time.perf_counter_ns()
-        job_state.write_raw(path, raw)
+        write_bytes(path, raw, durable=True)
         out.append(_common.ms(time.perf_counter_ns() - t0))
     return out, len(raw)
 
@@ -104,7 +105,8 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
     body = "\n".join([
         f"`JobStateStore.save` (encode + hand-over, on the loop) {size['calls']} times per job, "
-        f"`write_raw` (tmp + fsync + rename + directory fsync, on the writer thread) {size['writes']} times, "
+        "`safe_json.write_bytes` (tmp + fsync + rename + directory fsync, on the writer thread) "
+        f"{size['writes']} times, "
         f"on the temp directory's file system. Rank 3 of each job has died (its exit status is saved).", "",
         _common.table(["ranks", "file bytes", "loop p50 ms", "loop max ms", "write p50 ms", "write p90 ms"],
                       rows), "",

@@ -19,7 +19,9 @@ from typing import Iterator
 import pytest
 
 from tests import processes
+from tests.daemon_harness import DaemonProcess
 from tests.docker_harness import containers, docker  # noqa: F401  (fixtures: our own dockerd, its containers)
+from tests.fakes import FakeBark
 from tests.users import alice, mallory, other_uid, shared  # noqa: F401  (fixtures: throw-away users, a shared dir)
 from tests.victims.harness import wait_for
 
@@ -88,3 +90,19 @@ def launch() -> Iterator[processes.Launcher]:
     launcher = processes.Launcher()
     yield launcher
     launcher.kill_all()
+
+
+@pytest.fixture
+def bark() -> Iterator[FakeBark]:
+    """A Bark server on 127.0.0.1 (``tests.fakes.bark``) that keeps every push it is sent."""
+    with FakeBark() as fake:
+        yield fake
+
+
+@pytest.fixture
+def daemon(tmp_path: Path, bark: FakeBark) -> Iterator[DaemonProcess]:
+    """A real daemon, ready, under the unit's privileges (``tests.daemon_harness``), spool and
+    state in ``tmp_path``, its one channel ``phone`` the ``bark`` fixture; stopped at the end.
+    A module whose daemon differs (other settings, an in-process object) defines its own."""
+    with DaemonProcess(tmp_path, {"phone": {"type": "bark", "url": bark.key_url}}) as proc:
+        yield proc

@@ -9,14 +9,7 @@ from sentinel.channels import build_channel, check_channel
 from sentinel.channels.bark import BarkChannel, endpoint, render_bark, split_key_url
 from sentinel.channels.base import DeliveryError
 from sentinel.model.alerts import AlertKind
-from tests.fakes import FakeBark
 from tests.fakes.samples import sample_alert
-
-
-@pytest.fixture
-def bark():
-    with FakeBark() as fake:
-        yield fake
 
 
 def test_push_payload_is_exactly_what_bark_expects(bark):

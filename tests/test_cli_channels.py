@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import yaml
@@ -16,18 +15,6 @@ from sentinel.training.run_options import run_options
 from tests.cli_helpers import run_sentinel, sentinel_env
 from tests.daemon_harness import DaemonProcess
 from tests.fakes import FakeBark
-
-
-@pytest.fixture
-def bark() -> Iterator[FakeBark]:
-    with FakeBark() as fake:
-        yield fake
-
-
-@pytest.fixture
-def daemon(tmp_path: Path, bark: FakeBark) -> Iterator[DaemonProcess]:
-    with DaemonProcess(tmp_path, {"phone": {"type": "bark", "url": bark.key_url}}) as proc:
-        yield proc
 
 
 def test_the_daemon_publishes_channel_names_never_options(daemon: DaemonProcess, bark: FakeBark) -> None:

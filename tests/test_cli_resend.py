@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -16,12 +16,6 @@ from tests.fakes import FakeBark
 from tests.users import USER_PYTHON, become, home_for, make_shared_spool, shared_dir, throwaway_user
 from tests.victims.harness import WATCH_VICTIM, Victim
 from tests.waiting import wait_for
-
-
-@pytest.fixture
-def bark() -> Iterator[FakeBark]:
-    with FakeBark() as fake:
-        yield fake
 
 
 def history(daemon: DaemonProcess, *args: str) -> Any:
@@ -106,6 +100,20 @@ def ask_as(spool: Path, uid: int, alert_id: str) -> Path:
     return path
 
 
+def dead_letter(daemon: DaemonProcess, bark: FakeBark, shared: Path, uid: int) -> dict[str, Any]:
+    """The delivery of a finished run of ``uid``'s that Bark refused (dead-lettered);
+    Bark takes pushes again afterwards."""
+    bark.fail("4xx")
+    with Victim(USER_PYTHON, WATCH_VICTIM, ["finish", "--name", "alices"], home_for(shared, uid),
+                spool_dir=daemon.spool, preexec_fn=become(uid)).start() as v:
+        v.ready()
+        v.wait()
+    wait_for(lambda: [d for d in deliveries(daemon) if d["state"] == "dead"], 30, what="a dead letter")
+    [dead] = deliveries(daemon)
+    bark.recover()
+    return dead
+
+
 def test_in_a_shared_spool_only_the_runs_owner_may_resend(tmp_path: Path, bark: FakeBark) -> None:
     """Mallory's request to resend Alice's alert is refused (and consumed); Alice's goes out once."""
     if not os.access(USER_PYTHON, os.X_OK):
@@ -114,14 +122,7 @@ def test_in_a_shared_spool_only_the_runs_owner_may_resend(tmp_path: Path, bark: 
             DaemonProcess(tmp_path, {"phone": {"type": "bark", "url": bark.key_url}},
                           spool=make_shared_spool(shared)) as daemon:
         spool = daemon.spool
-        bark.fail("4xx")
-        with Victim(USER_PYTHON, WATCH_VICTIM, ["finish", "--name", "alices"], home_for(shared, alice),
-                    spool_dir=spool, preexec_fn=become(alice)).start() as v:
-            v.ready()
-            v.wait()
-        wait_for(lambda: [d for d in deliveries(daemon) if d["state"] == "dead"], 30, what="a dead letter")
-        [dead] = deliveries(daemon)
-        bark.recover()
+        dead = dead_letter(daemon, bark, shared, alice)
 
         ask_as(spool, mallory, dead["alert_id"])
         daemon.wait_log(f"requested by uid {mallory}) refused: uid {mallory} does not own the run")

@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import pytest
 
@@ -28,18 +28,6 @@ from tests.waiting import wait_for
 HEARTBEAT = "0.1"
 K = AlertKind
 KILL = "SIGKILL"  # how the kernel names a kill -9
-
-
-@pytest.fixture
-def bark() -> Iterator[FakeBark]:
-    with FakeBark() as fake:
-        yield fake
-
-
-@pytest.fixture
-def daemon(tmp_path: Path, bark: FakeBark) -> Iterator[DaemonProcess]:
-    with DaemonProcess(tmp_path, {"phone": {"type": "bark", "url": bark.key_url}}) as proc:
-        yield proc
 
 
 def victim(daemon: DaemonProcess, mode: str, name: str, *args: str) -> Victim:

@@ -30,14 +30,9 @@ THREADS_LOG = "watching runs' sub-threads too"
 PROCESS_ONLY_LOG = "watching process pidfds only"
 
 
-@pytest.fixture
-def bark() -> Iterator[FakeBark]:
-    with FakeBark() as fake:
-        yield fake
-
-
 @pytest.fixture(params=["thread-pidfds", "process-pidfd-only"])
 def daemon(request: pytest.FixtureRequest, tmp_path: Path, bark: FakeBark) -> Iterator[DaemonProcess]:
+    """conftest's ``daemon``, once watching threads' pidfds and once the process's only."""
     threads = request.param == "thread-pidfds"
     if threads and not thread_pidfds_supported():
         pytest.skip("this kernel lacks PIDFD_THREAD or PIDFD_GET_INFO")

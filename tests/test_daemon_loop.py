@@ -7,14 +7,11 @@ from __future__ import annotations
 
 import gc
 import os
-import socket
 import subprocess
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
-from sentinel.daemon.config import Config
 from sentinel.daemon.loop import RESCAN_SLICE, Daemon
 from sentinel.daemon.rescan import RescanSweep
 from sentinel.daemon.run_reader import TrackedRun
@@ -23,36 +20,19 @@ from sentinel.formats import safe_json, spool
 from sentinel.host.procid import ProcessIdentity
 from sentinel.model.alerts import Alert, AlertKind
 from sentinel.model.run_states import RunState
+from tests.in_process_daemon import (
+    NOW,
+    in_process_daemon,  # noqa: F401  (the fixture "daemon")
+    open_daemon,
+    plain_config,
+    write_run,
+)
 from tests.victims.harness import identity_of
 from tests.waiting import wait_for
 
-NOW = 1_750_000_000.0
-
-
-def _config(tmp_path: Path) -> Config:
-    return Config(spool=tmp_path / "spool", state_dir=tmp_path / "state", default_channels=[])
-
-
-@pytest.fixture
-def daemon(tmp_path: Path) -> Iterator[Daemon]:
-    config = _config(tmp_path)
-    safe_json.make_private_dir(config.spool_path())
-    safe_json.make_private_dir(config.state_path())
-    d = Daemon(config, Outbox(config.state_path() / "outbox"), kmsg_path=str(tmp_path / "no-kmsg"))
-    yield d
-    d.close()
-
 
 def _write_run(spool_path: Path, ident: ProcessIdentity, index: int) -> str:
-    run_id = spool.new_run_id(ident.pid, NOW + index)
-    record = spool.RunRecord(
-        run_id=run_id, pid=ident.pid, start_ticks=ident.start_ticks, boot_id=ident.boot_id,
-        hostname=socket.gethostname(), uid=os.getuid(), user="tester", cmdline=["python"], cwd="/",
-        started=NOW, heartbeat_interval=10.0, stall_timeout=86400.0, name=f"run-{index}", source="run")
-    paths = spool.RunPaths(spool_path, run_id)
-    safe_json.make_private_dir(paths.dir)
-    safe_json.write_json(paths.run, record.to_dict())
-    return run_id
+    return write_run(spool_path, ident, f"run-{index}", at=NOW + index).run_id
 
 
 def _fake_run(run_id: str) -> TrackedRun:
@@ -177,12 +157,11 @@ def test_a_run_added_during_a_rescan_is_admitted_by_the_next_one_at_the_latest(
 
 def test_start_freezes_long_lived_state_and_close_unfreezes(tmp_path: Path,
                                                              child: subprocess.Popen[bytes]) -> None:
-    config = _config(tmp_path)
+    config = plain_config(tmp_path)
     safe_json.make_private_dir(config.spool_path())
     ident = identity_of(child)
     run_id = _write_run(config.spool_path(), ident, 0)
-    safe_json.make_private_dir(config.state_path())
-    d = Daemon(config, Outbox(config.state_path() / "outbox"), kmsg_path=str(tmp_path / "no-kmsg"))
+    d = open_daemon(config, tmp_path)
     try:
         d.start(NOW)
         assert gc.get_freeze_count() > 0
@@ -220,7 +199,7 @@ class RecordingOutbox(Outbox):
 
 def test_message_files_are_deleted_only_after_their_alerts_are_synced(
         tmp_path: Path, child: subprocess.Popen[bytes]) -> None:
-    config = _config(tmp_path)
+    config = plain_config(tmp_path)
     safe_json.make_private_dir(config.spool_path())
     safe_json.make_private_dir(config.state_path())
     outbox = RecordingOutbox(config.state_path() / "outbox")
@@ -246,7 +225,7 @@ def test_message_files_are_deleted_only_after_their_alerts_are_synced(
 
 def test_transition_alert_is_in_place_before_delivery_is_woken(tmp_path: Path,
                                                                child: subprocess.Popen[bytes]) -> None:
-    config = _config(tmp_path)
+    config = plain_config(tmp_path)
     safe_json.make_private_dir(config.spool_path())
     safe_json.make_private_dir(config.state_path())
     outbox = Outbox(config.state_path() / "outbox")

@@ -12,6 +12,7 @@ must say "unwatchable", then "lost", and never "killed".
 from __future__ import annotations
 
 import socket
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -35,20 +36,18 @@ STUBBORN_RUN = Path(__file__).parent / "daemon_victims" / "stubborn_run.py"
 
 
 @pytest.fixture
-def bark() -> Iterator[FakeBark]:
-    with FakeBark() as fake:
-        yield fake
-
-
-@pytest.fixture
 def daemon_unstarted(tmp_path: Path, bark: FakeBark) -> DaemonProcess:
+    """conftest's ``daemon``, not started yet."""
     return DaemonProcess(tmp_path, {"phone": {"type": "bark", "url": bark.key_url}})
 
 
 @pytest.fixture
-def daemon(tmp_path: Path, bark: FakeBark) -> Iterator[DaemonProcess]:
-    with DaemonProcess(tmp_path, {"phone": {"type": "bark", "url": bark.key_url}}) as proc:
-        yield proc
+def events_daemon(containers: Containers, tmp_path: Path, bark: FakeBark) -> Iterator[DaemonProcess]:
+    """conftest's ``daemon``, following our dockerd's events (it tells ``docker stop`` from a kill)."""
+    with DaemonProcess(tmp_path, {"phone": {"type": "bark", "url": bark.key_url}},
+                       daemon_env={"DOCKER_HOST": f"unix://{containers.docker.socket}"}) as daemon:
+        daemon.wait_log("following docker events")
+        yield daemon
 
 
 PID_MODES = [pytest.param(False, id="own-pidns"), pytest.param(True, id="pid-host")]
@@ -84,6 +83,21 @@ def admitted_in(daemon: DaemonProcess, run_id: str, container: Container) -> str
     return cid
 
 
+@contextmanager
+def sleeping_swanlab_run(containers: Containers, daemon: DaemonProcess, name: str,
+                         pid_host: bool) -> Iterator[tuple[Container, str, str]]:
+    """A SwanLab run sleeping in a container, running and admitted by ``daemon``: its
+    container, run id and container id; the victim is killed when the block ends."""
+    victim, container = in_container(containers, daemon, SWANLAB_VICTIM, "sleep-forever", "--name", name,
+                                     "--heartbeat", HEARTBEAT, pid_host=pid_host)
+    try:
+        run_id = victim.ready()
+        victim.expect("RUNNING")
+        yield container, run_id, admitted_in(daemon, run_id, container)
+    finally:
+        victim.kill()
+
+
 def test_a_container_from_the_empty_image_is_identified_by_its_cgroup(
         containers: Containers, daemon: DaemonProcess) -> None:
     victim, container = in_container(containers, daemon, SWANLAB_VICTIM, "sleep-forever", "--name", "probe",
@@ -102,12 +116,7 @@ def test_a_container_from_the_empty_image_is_identified_by_its_cgroup(
 @pytest.mark.parametrize("pid_host", PID_MODES)
 def test_swanlab_run_in_a_container_killed_by_docker_kill(
         containers: Containers, daemon: DaemonProcess, bark: FakeBark, pid_host: bool) -> None:
-    victim, container = in_container(containers, daemon, SWANLAB_VICTIM, "sleep-forever", "--name", "boxed",
-                                     "--heartbeat", HEARTBEAT, pid_host=pid_host)
-    try:
-        run_id = victim.ready()
-        victim.expect("RUNNING")
-        cid = admitted_in(daemon, run_id, container)
+    with sleeping_swanlab_run(containers, daemon, "boxed", pid_host) as (container, run_id, cid):
         assert bark.pushes == []  # alive: nothing said, and no false "killed" at start
         record = spool.read_run(spool.RunPaths(daemon.spool, run_id).run)[0]
         assert record.hostname == cid[:12]  # what the recorder sees: the container's own name
@@ -115,8 +124,6 @@ def test_swanlab_run_in_a_container_killed_by_docker_kill(
         container.kill()
         assert container.wait() == 137
         push = wait_for_push(bark, K.KILLED, "boxed", signal="SIGKILL")
-    finally:
-        victim.kill()
     assert f"container {cid[:12]}" in push["subtitle"]
     alert = only_alert(daemon, run_id)
     assert alert.kind is K.KILLED and alert.signal == "SIGKILL"
@@ -168,40 +175,30 @@ def test_a_container_killed_while_the_daemon_is_down_is_reported_once_at_restart
 @pytest.mark.parametrize("pid_host", PID_MODES)
 def test_docker_stop_of_a_recorded_run_is_one_terminated_alert(
         containers: Containers, daemon: DaemonProcess, bark: FakeBark, pid_host: bool) -> None:
-    victim, container = in_container(containers, daemon, SWANLAB_VICTIM, "sleep-forever", "--name", "stopped",
-                                     "--heartbeat", HEARTBEAT, pid_host=pid_host)
-    try:
-        run_id = victim.ready()
-        victim.expect("RUNNING")
-        cid = admitted_in(daemon, run_id, container)
+    with sleeping_swanlab_run(containers, daemon, "stopped", pid_host) as (container, run_id, cid):
         container.stop(grace=30)  # SIGTERM: the recorder records it, the process ends at once
         # (as pid 1 of its namespace SIGTERM cannot kill it: the recorder exits with 143 itself)
         assert container.wait() == 143
         wait_for_push(bark, K.TERMINATED, "stopped")
-    finally:
-        victim.kill()
     alert = only_alert(daemon, run_id)
     assert alert.kind is K.TERMINATED and alert.signal == "SIGTERM" and alert.container["id"] == cid
 
 
 @pytest.mark.parametrize("pid_host", PID_MODES)
 def test_docker_stop_past_the_grace_period_is_named_as_such(
-        containers: Containers, tmp_path: Path, bark: FakeBark, pid_host: bool) -> None:
-    daemon = DaemonProcess(tmp_path, {"phone": {"type": "bark", "url": bark.key_url}},
-                           daemon_env={"DOCKER_HOST": f"unix://{containers.docker.socket}"})
-    with daemon:
-        daemon.wait_log("following docker events")
-        victim, container = in_container(containers, daemon, STUBBORN_RUN, "stubborn", pid_host=pid_host)
-        try:
-            run_id = victim.ready()
-            cid = admitted_in(daemon, run_id, container)
-            container.stop(grace=1)  # SIGTERM (its handler shrugs), SIGKILL a second later
-            assert container.wait() == 137
-            victim.expect("SIGTERM ignored")
-            wait_for(lambda: bark.pushes, 30, what="the alert")
-        finally:
-            victim.kill()
-        daemon.stop()
+        containers: Containers, events_daemon: DaemonProcess, bark: FakeBark, pid_host: bool) -> None:
+    daemon = events_daemon
+    victim, container = in_container(containers, daemon, STUBBORN_RUN, "stubborn", pid_host=pid_host)
+    try:
+        run_id = victim.ready()
+        cid = admitted_in(daemon, run_id, container)
+        container.stop(grace=1)  # SIGTERM (its handler shrugs), SIGKILL a second later
+        assert container.wait() == 137
+        victim.expect("SIGTERM ignored")
+        wait_for(lambda: bark.pushes, 30, what="the alert")
+    finally:
+        victim.kill()
+    daemon.stop()
     [alert] = daemon.journal(run_id)
     assert alert.kind is K.KILLED and alert.signal == "SIGKILL" and alert.container["id"] == cid
     assert alert.reason == "container_stopped"
@@ -210,20 +207,18 @@ def test_docker_stop_past_the_grace_period_is_named_as_such(
     assert "stopped (SIGTERM, then SIGKILL" in bark.pushes[0]["title"] + bark.pushes[0]["body"]
 
 
-def test_docker_kill_is_not_called_a_stop(containers: Containers, tmp_path: Path, bark: FakeBark) -> None:
-    daemon = DaemonProcess(tmp_path, {"phone": {"type": "bark", "url": bark.key_url}},
-                           daemon_env={"DOCKER_HOST": f"unix://{containers.docker.socket}"})
-    with daemon:
-        daemon.wait_log("following docker events")
-        victim, container = in_container(containers, daemon, STUBBORN_RUN, "killed-box")
-        try:
-            run_id = victim.ready()
-            admitted_in(daemon, run_id, container)
-            container.kill()
-            wait_for(lambda: bark.pushes, 30, what="the alert")
-        finally:
-            victim.kill()
-        daemon.stop()
+def test_docker_kill_is_not_called_a_stop(
+        containers: Containers, events_daemon: DaemonProcess, bark: FakeBark) -> None:
+    daemon = events_daemon
+    victim, container = in_container(containers, daemon, STUBBORN_RUN, "killed-box")
+    try:
+        run_id = victim.ready()
+        admitted_in(daemon, run_id, container)
+        container.kill()
+        wait_for(lambda: bark.pushes, 30, what="the alert")
+    finally:
+        victim.kill()
+    daemon.stop()
     [alert] = daemon.journal(run_id)
     assert alert.kind is K.KILLED and alert.signal == "SIGKILL" and alert.reason != "container_stopped"
 

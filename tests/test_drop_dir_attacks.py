@@ -8,17 +8,21 @@ from __future__ import annotations
 import os
 import subprocess
 from pathlib import Path
-from typing import Iterator
-
-import pytest
 
 from sentinel.delivery import resend
 from sentinel.formats import mutes
 from tests.daemon_harness import DaemonProcess
 from tests.fakes import FakeBark
-from tests.test_cli_resend import ask_as, deliveries
-from tests.users import as_user, become, home_for, make_shared_spool, shared_dir, throwaway_user, user_python
-from tests.victims.harness import ROOT, WATCH_VICTIM, Victim
+from tests.test_cli_resend import ask_as, dead_letter, deliveries
+from tests.users import (
+    as_user,
+    become,
+    make_shared_spool,
+    shared_for_user_python,  # noqa: F401  (the fixture "shared")
+    throwaway_user,
+    user_python,
+)
+from tests.victims.harness import ROOT
 from tests.waiting import wait_for
 
 # Mallory's junk: non-empty directories (nobody but she can empty them) named
@@ -33,13 +37,6 @@ for n in range(count):
 """
 
 
-@pytest.fixture
-def shared() -> Iterator[Path]:
-    user_python()
-    with shared_dir() as path:
-        yield path
-
-
 def plant(uid: int, root: Path, count: int) -> None:
     as_user(uid, user_python(), "-c", PLANT, str(root), str(count))
 
@@ -49,14 +46,7 @@ def test_resend_requests_cannot_be_starved_by_unremovable_names(tmp_path: Path, 
             DaemonProcess(tmp_path, {"phone": {"type": "bark", "url": bark.key_url}},
                           spool=make_shared_spool(shared)) as daemon:
         spool = daemon.spool
-        bark.fail("4xx")
-        with Victim(user_python(), WATCH_VICTIM, ["finish", "--name", "alices"], home_for(shared, alice),
-                    spool_dir=spool, preexec_fn=become(alice)).start() as v:
-            v.ready()
-            v.wait()
-        wait_for(lambda: [d for d in deliveries(daemon) if d["state"] == "dead"], 30, what="a dead letter")
-        [dead] = deliveries(daemon)
-        bark.recover()
+        dead = dead_letter(daemon, bark, shared, alice)
         plant(mallory, spool / resend.RESEND_DIR, 150)  # more than a pass takes
         ask_as(spool, alice, dead["alert_id"])
         daemon.wait_log(f"resending alert {dead['alert_id']} to phone, as uid {alice} asked")

@@ -18,7 +18,6 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -29,8 +28,14 @@ from sentinel.model.alerts import Alert, AlertKind
 from tests.daemon_harness import DaemonProcess, bark_title, wait_for_push
 from tests.fakes import FakeBark
 from tests.fleet_harness import free_port
-from tests.users import become, home_for, make_shared_spool, shared_dir
-from tests.victims.harness import VICTIMS, WATCH_VICTIM, Victim
+from tests.user_victims import user_run
+from tests.users import (
+    become,
+    home_for,
+    make_shared_spool,
+    shared_for_user_python,  # noqa: F401  (the fixture "shared")
+)
+from tests.victims.harness import VICTIMS, Victim
 from tests.waiting import wait_for
 
 K = AlertKind
@@ -39,22 +44,6 @@ USER_PYTHON = "/usr/bin/python3"
 RECORD_FLOOD = VICTIMS / "record_flood.py"
 # What systemd gives a service unless told otherwise: the limit the attacks were run under.
 SERVICE_NOFILE = ["prlimit", "--nofile=1024:1024", "--"]
-
-
-@pytest.fixture
-def shared() -> Iterator[Path]:
-    if not os.access(USER_PYTHON, os.X_OK):
-        pytest.skip(f"{USER_PYTHON} is needed to run as another user")
-    with shared_dir() as path:
-        yield path
-
-
-
-
-def user_run(shared: Path, spool: Path, uid: int, *args: str) -> Victim:
-    """``watch_victim.py`` started by ``uid`` (a real process of that user)."""
-    return Victim(USER_PYTHON, WATCH_VICTIM, ["--heartbeat", "0.2", *args], home_for(shared, uid),
-                  spool_dir=spool, preexec_fn=become(uid)).start()
 
 
 def record_flood(shared: Path, spool: Path, uid: int, mode: str, count: int) -> Victim:

@@ -142,7 +142,14 @@ from sentinel.model.alerts import AlertKind
 from tests.cli_helpers import run_sentinel, sentinel_env
 from tests.daemon_harness import DaemonProcess, bark_title, titles, wait_for_push
 from tests.fakes import FakeBark
-from tests.users import become, home_for, make_shared_spool, shared_dir, user_python
+from tests.user_victims import forged_run
+from tests.users import (
+    become,
+    home_for,
+    make_shared_spool,
+    shared_for_user_python,  # noqa: F401  (the fixture "shared")
+    user_python,
+)
 from tests.victims.harness import VICTIMS, Victim
 from tests.waiting import wait_for
 
@@ -177,25 +184,9 @@ for path in paths:
 
 
 @pytest.fixture
-def shared() -> Iterator[Path]:
-    user_python()  # or skip
-    with shared_dir() as path:
-        yield path
-
-
-
-
-@pytest.fixture
 def phone() -> Iterator[FakeBark]:
     with FakeBark() as fake:
         yield fake
-
-
-def forged_run(home: Path, spool_dir: Path, uid: int, fields: dict[str, Any]) -> Victim:
-    """A run record ``uid`` wrote by hand for its own live process, with
-    ``fields`` over it (``home``: a directory of ``uid``'s, ``home_for``)."""
-    return Victim(user_python(), FORGED_RUN, [str(spool_dir), json.dumps(fields)], home,
-                  spool_dir=spool_dir, preexec_fn=become(uid)).start()
 
 
 def wait_rescans(daemon: DaemonProcess, count: int) -> None:

@@ -18,14 +18,19 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 from sentinel.model.alerts import AlertKind
 from tests.daemon_harness import DaemonProcess, wait_for_push
 from tests.fakes import FakeBark
-from tests.users import become, home_for, make_shared_spool, shared_dir, user_python
+from tests.users import (
+    become,
+    home_for,
+    make_shared_spool,
+    shared_for_user_python,  # noqa: F401  (the fixture "shared")
+    user_python,
+)
 from tests.victims.harness import ROOT, WATCH_VICTIM, Victim
 from tests.waiting import wait_for
 
@@ -36,15 +41,6 @@ JOB = {"LOCAL_WORLD_SIZE": "6", "WORLD_SIZE": "6",
        "TORCHELASTIC_RUN_ID": "5e1f0c2e-0000-4000-8000-0000000000aa", "TORCHELASTIC_RESTART_COUNT": "0",
        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29511"}
 SECRET = "ALICE-PRIVATE-TRACEBACK"
-
-
-@pytest.fixture
-def shared() -> Iterator[Path]:
-    user_python()
-    with shared_dir() as path:
-        yield path
-
-
 
 
 def tty_nr(pid: int) -> int:

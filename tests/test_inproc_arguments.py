@@ -10,7 +10,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -165,12 +165,6 @@ def test_a_nan_loss_is_never_written_and_hides_the_older_value(tmp_path: Path) -
 
 
 # ---------------------------------------------------------------- the daemon never skips a run
-
-
-@pytest.fixture
-def bark() -> Iterator[FakeBark]:
-    with FakeBark() as fake:
-        yield fake
 
 
 def test_bad_fields_in_a_run_record_still_alert_with_defaults(

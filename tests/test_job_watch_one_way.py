@@ -10,38 +10,27 @@ then a job's verdict is driven through it with real processes.
 from __future__ import annotations
 
 import ast
-import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
 from sentinel.daemon import job_watch
-from sentinel.daemon.config import Config
 from sentinel.daemon.job_watch import Decision, RetireIfEnded, Say
 from sentinel.daemon.loop import Daemon
 from sentinel.daemon.tracking import Tracker
-from sentinel.delivery.outbox import Outbox
-from sentinel.formats import safe_json, spool
+from sentinel.formats import spool
 from sentinel.model.alerts import AlertKind
 from sentinel.model.run_states import EventKind
+from tests.in_process_daemon import (
+    NOW,
+    in_process_daemon,  # noqa: F401  (the fixture "daemon")
+    write_run,
+)
 from tests.victims.harness import identity_of
 from tests.waiting import wait_for
-
-NOW = 1_750_000_000.0
-
-
-@pytest.fixture
-def daemon(tmp_path: Path) -> Iterator[Daemon]:
-    config = Config(spool=tmp_path / "spool", state_dir=tmp_path / "state", default_channels=[])
-    safe_json.make_private_dir(config.spool_path())
-    safe_json.make_private_dir(config.state_path())
-    d = Daemon(config, Outbox(config.state_path() / "outbox"), kmsg_path=str(tmp_path / "no-kmsg"))
-    yield d
-    d.close()
 
 
 def _reaches(value: Any, tracker: Tracker) -> bool:
@@ -78,18 +67,8 @@ def test_no_job_watch_code_names_the_trackers_actions() -> None:
 
 
 def _job_run(spool_path: Path, child: subprocess.Popen[bytes], rank: int, key: str) -> str:
-    ident = identity_of(child)
-    run_id = spool.new_run_id(ident.pid, NOW + rank)
     job = spool.JobRecord(launcher="torchrun", job_id=key, rank=rank, local_rank=rank, world_size=2)
-    record = spool.RunRecord(
-        run_id=run_id, pid=ident.pid, start_ticks=ident.start_ticks, boot_id=ident.boot_id,
-        hostname=socket.gethostname(), uid=os.getuid(), user="tester", cmdline=["python"], cwd="/",
-        started=NOW, heartbeat_interval=10.0, stall_timeout=86400.0, name=f"rank{rank}", source="run",
-        job=job)
-    paths = spool.RunPaths(spool_path, run_id)
-    safe_json.make_private_dir(paths.dir)
-    safe_json.write_json(paths.run, record.to_dict())
-    return run_id
+    return write_run(spool_path, identity_of(child), f"rank{rank}", at=NOW + rank, job=job).run_id
 
 
 def test_a_jobs_verdict_comes_back_as_decisions_the_tracker_carries_out(

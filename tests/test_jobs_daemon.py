@@ -15,34 +15,27 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 from sentinel.daemon import reconcile
-from sentinel.daemon.config import Budgets, Config
+from sentinel.daemon.config import Budgets
 from sentinel.daemon.loop import Daemon
-from sentinel.delivery.outbox import Outbox
 from sentinel.formats import safe_json, spool
 from sentinel.host import jobs
 from sentinel.host.procid import ProcessIdentity
 from sentinel.model.alerts import AlertKind
+from tests.in_process_daemon import (
+    in_process_daemon,  # noqa: F401  (the fixture "daemon")
+    open_daemon,
+    plain_config,
+)
 from tests.victims.harness import wait_for
 
 AGENT = Path(__file__).parent / "job_victims" / "agent.py"
 JOB = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "4", "LOCAL_WORLD_SIZE": "4",
        "TORCHELASTIC_RUN_ID": "4f0c1a2e-0000-4000-8000-00000000beef", "TORCHELASTIC_RESTART_COUNT": "0",
        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}
-
-
-@pytest.fixture
-def daemon(tmp_path: Path) -> Iterator[Daemon]:
-    config = Config(spool=tmp_path / "spool", state_dir=tmp_path / "state", default_channels=[])
-    safe_json.make_private_dir(config.spool_path())
-    safe_json.make_private_dir(config.state_path())
-    d = Daemon(config, Outbox(config.state_path() / "outbox"), kmsg_path=str(tmp_path / "no-kmsg"))
-    yield d
-    d.close()
 
 
 def start_agent(specs: list[dict]) -> tuple[subprocess.Popen[str], list[int]]:
@@ -110,12 +103,10 @@ def test_a_jobs_ranks_count_against_the_users_pidfd_budget(tmp_path: Path,
     """In a shared spool with ``pidfds_per_user: 3``: the recorded rank's run watch
     (1) and its job pidfd (1) leave room for one sibling of five; the others are
     not watched (logged), and every job pidfd is given back once the job is done."""
-    config = Config(spool=tmp_path / "spool", state_dir=tmp_path / "state", default_channels=[],
-                    budgets=Budgets(pidfds_per_user=3))
+    config = plain_config(tmp_path, budgets=Budgets(pidfds_per_user=3))
     safe_json.make_private_dir(config.spool_path())
     config.spool_path().chmod(0o1777)  # shared: per-user budgets apply
-    safe_json.make_private_dir(config.state_path())
-    daemon = Daemon(config, Outbox(config.state_path() / "outbox"), kmsg_path=str(tmp_path / "no-kmsg"))
+    daemon = open_daemon(config, tmp_path)
     siblings = [{"env": {**JOB, "RANK": str(n), "LOCAL_RANK": str(n)}} for n in range(1, 6)]
     agent, pids = start_agent([{"env": JOB}, *siblings])
     budgets = daemon.tracker.budgets

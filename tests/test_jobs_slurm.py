@@ -40,14 +40,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
 
 
 @pytest.fixture
-def bark() -> Iterator[FakeBark]:
-    with FakeBark() as fake:
-        yield fake
-
-
-@pytest.fixture
 def daemon(tmp_path: Path, bark: FakeBark, cluster: SlurmCluster,
            monkeypatch: pytest.MonkeyPatch) -> Iterator[DaemonProcess]:
+    """conftest's ``daemon``, started where the cluster's configuration is known."""
     monkeypatch.setenv("SLURM_CONF", str(cluster.conf))  # the daemon's scontrol finds the cluster
     with DaemonProcess(tmp_path, {"phone": {"type": "bark", "url": bark.key_url}}) as proc:
         yield proc

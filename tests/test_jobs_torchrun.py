@@ -14,7 +14,7 @@ import re
 import signal
 import sys
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Callable, Optional
 
 import pytest
 
@@ -39,18 +39,6 @@ def torch_python() -> str:
 
 def torch_job(daemon: DaemonProcess, mode: str, *args: str) -> torch_jobs.TorchJob:
     return torch_jobs.TorchJob(daemon, mode, *args, python=torch_python())
-
-
-@pytest.fixture
-def bark() -> Iterator[FakeBark]:
-    with FakeBark() as fake:
-        yield fake
-
-
-@pytest.fixture
-def daemon(tmp_path: Path, bark: FakeBark) -> Iterator[DaemonProcess]:
-    with DaemonProcess(tmp_path, {"phone": {"type": "bark", "url": bark.key_url}}) as proc:
-        yield proc
 
 
 def the_one_alert(daemon: DaemonProcess, bark: FakeBark, run_id: str, kind: AlertKind) -> Alert:

@@ -27,6 +27,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
@@ -36,8 +37,9 @@ from sentinel.formats import spool as spool_format
 from sentinel.model.alerts import AlertKind
 from tests.daemon_harness import DaemonProcess, wait_for_push
 from tests.fakes import FakeBark
-from tests.users import become, home_for, make_shared_spool, shared_dir, throwaway_user
-from tests.victims.harness import WATCH_VICTIM, Victim
+from tests.user_victims import user_run
+from tests.users import become, home_for, make_shared_spool, shared_dir
+from tests.victims.harness import Victim
 from tests.waiting import wait_for
 
 USER_PYTHON = "/usr/bin/python3"
@@ -59,18 +61,6 @@ def shared() -> Iterator[Path]:
         yield path
 
 
-@pytest.fixture
-def mallory() -> Iterator[int]:
-    with throwaway_user() as uid:
-        yield uid
-
-
-@pytest.fixture
-def alice() -> Iterator[int]:
-    with throwaway_user() as uid:
-        yield uid
-
-
 def traced(pid: int) -> bool:
     """Every thread of ``pid`` has a tracer attached."""
     tasks = os.listdir(f"/proc/{pid}/task")
@@ -79,6 +69,21 @@ def traced(pid: int) -> bool:
         if re.search(r"^TracerPid:\s+0$", status, re.M):
             return False
     return True
+
+
+@contextmanager
+def strace_attached(pid: int, trace: Path, *options: str) -> Iterator[None]:
+    """strace on every thread of ``pid`` (``options``: what it traces), writing ``trace``;
+    detached (SIGINT) when the block ends, the process going on."""
+    tracer = subprocess.Popen(["strace", "-f", "-qq", *options, "-e", "signal=none",
+                               "-o", str(trace), "-p", str(pid)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: traced(pid), 30, what="strace attached to every daemon thread")
+        yield
+    finally:
+        tracer.send_signal(signal.SIGINT)
+        tracer.wait(30)
 
 
 def environ_reads(trace: Path, pattern: re.Pattern[str] = ENVIRON_OPEN) -> dict[int, int]:
@@ -102,29 +107,20 @@ def test_job_rank_scans_run_off_the_loop_while_another_users_kill_is_alerted(
         assert daemon.proc is not None
         main_tid = daemon.proc.pid
         assert b"python" in Path(f"/proc/{main_tid}/cmdline").read_bytes()
-        tracer = subprocess.Popen(["strace", "-f", "-qq", "-e", "trace=openat", "-e", "signal=none",
-                                   "-o", str(trace), "-p", str(main_tid)],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            wait_for(lambda: traced(main_tid), 30, what="strace attached to every daemon thread")
-            with Victim(USER_PYTHON, WATCH_VICTIM, ["--heartbeat", "0.2", "sleep-forever", "--name",
-                                                    "victim"], home_for(shared, alice), spool_dir=spool,
-                        preexec_fn=become(alice)).start() as victim:
-                victim.ready()
-                victim.expect("RUNNING")
-                with Victim(USER_PYTHON, JOB_FLOOD, [str(spool), str(JOBS), str(IDLE)],
-                            home_for(shared, mallory), spool_dir=spool,
-                            preexec_fn=become(mallory)).start() as flood:
-                    flood.ready(timeout=120)
-                    victim.kill()
-                    wait_for_push(phone, AlertKind.KILLED, "victim", signal="SIGKILL")
-                    # Mallory's jobs were all looked into: at least one environ read per idle process.
-                    wait_for(lambda: sum(n for tid, n in environ_reads(trace).items()
-                                         if tid != main_tid) >= IDLE, 120,
-                             what="the rank finder's scans of Mallory's processes")
-        finally:
-            tracer.send_signal(signal.SIGINT)  # detaches; the daemon goes on
-            tracer.wait(30)
+        with strace_attached(main_tid, trace, "-e", "trace=openat"), \
+                user_run(shared, spool, alice, "sleep-forever", "--name", "victim") as victim:
+            victim.ready()
+            victim.expect("RUNNING")
+            with Victim(USER_PYTHON, JOB_FLOOD, [str(spool), str(JOBS), str(IDLE)],
+                        home_for(shared, mallory), spool_dir=spool,
+                        preexec_fn=become(mallory)).start() as flood:
+                flood.ready(timeout=120)
+                victim.kill()
+                wait_for_push(phone, AlertKind.KILLED, "victim", signal="SIGKILL")
+                # Mallory's jobs were all looked into: at least one environ read per idle process.
+                wait_for(lambda: sum(n for tid, n in environ_reads(trace).items()
+                                     if tid != main_tid) >= IDLE, 120,
+                         what="the rank finder's scans of Mallory's processes")
         daemon.stop()
     reads = environ_reads(trace)
     assert reads.get(main_tid, 0) == 0, reads  # never on the loop
@@ -157,30 +153,22 @@ def test_an_archive_of_100k_files_is_pruned_off_the_loop_while_another_users_kil
                               spool=spool, retention="1h") as daemon:
         assert daemon.proc is not None
         main_tid = daemon.proc.pid
-        tracer = subprocess.Popen(["strace", "-f", "-qq", "-e", "trace=unlinkat", "-e", "signal=none",
-                                   "-e", f"inject=unlinkat:delay_enter={UNLINK_DELAY_US}",
-                                   "-o", str(trace), "-p", str(main_tid)],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            wait_for(lambda: traced(main_tid), 30, what="strace attached to every daemon thread")
-            with Victim(USER_PYTHON, WATCH_VICTIM, ["--heartbeat", "0.2", "sleep-forever", "--name",
-                                                    "victim"], home_for(shared, alice), spool_dir=spool,
-                        preexec_fn=become(alice)).start() as victim:
-                victim.ready()
-                victim.expect("RUNNING")
-                archive = daemon.state / "archive"
-                archive.mkdir(mode=0o700, exist_ok=True)
-                archived = archive / spool_format.new_run_id()
-                big.rename(archived)
-                os.utime(archived, (1.0, 1.0))  # archived long ago: pruned when the next rescan ends
-                wait_for(lambda: entries(archived) < ARCHIVED_FILES, 60, what="the prune begun")
-                victim.kill()
-                wait_for_push(phone, AlertKind.KILLED, "victim", signal="SIGKILL")
-                left = entries(archived)
-                assert left > 0, "the prune ended before the alert: the test proves nothing"
-        finally:
-            tracer.send_signal(signal.SIGINT)  # detaches: the prune goes on at full speed
-            tracer.wait(30)
+        with strace_attached(main_tid, trace, "-e", "trace=unlinkat",
+                             "-e", f"inject=unlinkat:delay_enter={UNLINK_DELAY_US}"), \
+                user_run(shared, spool, alice, "sleep-forever", "--name", "victim") as victim:
+            victim.ready()
+            victim.expect("RUNNING")
+            archive = daemon.state / "archive"
+            archive.mkdir(mode=0o700, exist_ok=True)
+            archived = archive / spool_format.new_run_id()
+            big.rename(archived)
+            os.utime(archived, (1.0, 1.0))  # archived long ago: pruned when the next rescan ends
+            wait_for(lambda: entries(archived) < ARCHIVED_FILES, 60, what="the prune begun")
+            victim.kill()
+            wait_for_push(phone, AlertKind.KILLED, "victim", signal="SIGKILL")
+            left = entries(archived)
+            assert left > 0, "the prune ended before the alert: the test proves nothing"
+        # strace detached: the prune goes on at full speed
         wait_for(lambda: not archived.exists(), 120, what="the old archive pruned")
         daemon.stop()
     assert left < ARCHIVED_FILES  # the alert came while the prune was under way

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -21,18 +20,6 @@ from tests.victims.harness import Victim
 from tests.waiting import wait_for
 
 K = AlertKind
-
-
-@pytest.fixture
-def bark() -> Iterator[FakeBark]:
-    with FakeBark() as fake:
-        yield fake
-
-
-@pytest.fixture
-def daemon(tmp_path: Path, bark: FakeBark) -> Iterator[DaemonProcess]:
-    with DaemonProcess(tmp_path, {"phone": {"type": "bark", "url": bark.key_url}}) as proc:
-        yield proc
 
 
 def stalled_then_killed(daemon: DaemonProcess, name: str) -> str:

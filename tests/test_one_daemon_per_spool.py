@@ -13,21 +13,13 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 from sentinel.formats import daemon_file, spool
 from sentinel.formats.spool_lock import LOCK_FILE
 from tests.daemon_harness import DaemonProcess
-from tests.users import as_user, become, make_shared_spool, shared_dir
-
-
-@pytest.fixture
-def shared() -> Iterator[Path]:
-    with shared_dir() as path:
-        yield path
-
+from tests.users import as_user, become, make_shared_spool
 
 
 def test_a_second_daemon_on_the_same_spool_refuses_clearly(tmp_path: Path, shared: Path) -> None:

@@ -13,7 +13,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import pytest
 
@@ -35,18 +35,6 @@ UNSHARE = ["unshare", "--pid", "--fork", "--mount-proc"]
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
                                 reason="PID namespaces need root and unshare")
-
-
-@pytest.fixture
-def bark() -> Iterator[FakeBark]:
-    with FakeBark() as fake:
-        yield fake
-
-
-@pytest.fixture
-def daemon(tmp_path: Path, bark: FakeBark) -> Iterator[DaemonProcess]:
-    with DaemonProcess(tmp_path, {"phone": {"type": "bark", "url": bark.key_url}}) as proc:
-        yield proc
 
 
 def namespaced(v: Victim, wrapper: Optional[list[str]] = None) -> Victim:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import errno
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Iterator
@@ -23,6 +22,7 @@ import pytest
 from sentinel.model.alerts import AlertKind
 from tests.daemon_harness import DaemonProcess, wait_for_push
 from tests.fakes import FakeBark
+from tests.tmpfs import mounted_tmpfs
 from tests.victims.harness import Victim
 from tests.waiting import wait_for
 
@@ -32,18 +32,8 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 @pytest.fixture
 def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
     """A 256 KiB tmpfs, unmounted afterwards (root only)."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    where = tmp_path / "small"
-    where.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "sentinel-test",
-                              str(where)], capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.strip()}")
-    try:
+    with mounted_tmpfs(tmp_path / "small", "256k") as where:
         yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=False)
 
 
 def fill_leaving(where: Path, pages: int) -> Path:

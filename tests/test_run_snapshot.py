@@ -8,47 +8,24 @@ directory (by name in the spool, or by path) while the exit is handled.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
 from sentinel.daemon import run_snapshot
-from sentinel.daemon.config import Config
 from sentinel.daemon.loop import Daemon
-from sentinel.delivery.outbox import Outbox
 from sentinel.formats import live_file, safe_json, spool
-from sentinel.host.procid import ProcessIdentity
 from sentinel.model.alerts import AlertKind
+from tests.in_process_daemon import (
+    NOW,
+    in_process_daemon,  # noqa: F401  (the fixture "daemon")
+    write_run,
+)
 from tests.victims.harness import identity_of
 from tests.waiting import wait_for
-
-NOW = 1_750_000_000.0
-
-
-@pytest.fixture
-def daemon(tmp_path: Path) -> Iterator[Daemon]:
-    config = Config(spool=tmp_path / "spool", state_dir=tmp_path / "state", default_channels=[])
-    safe_json.make_private_dir(config.spool_path())
-    safe_json.make_private_dir(config.state_path())
-    d = Daemon(config, Outbox(config.state_path() / "outbox"), kmsg_path=str(tmp_path / "no-kmsg"))
-    yield d
-    d.close()
-
-
-def _write_run(spool_path: Path, ident: ProcessIdentity) -> spool.RunPaths:
-    run_id = spool.new_run_id(ident.pid, NOW)
-    record = spool.RunRecord(
-        run_id=run_id, pid=ident.pid, start_ticks=ident.start_ticks, boot_id=ident.boot_id,
-        hostname=socket.gethostname(), uid=os.getuid(), user="tester", cmdline=["python"], cwd="/",
-        started=NOW, heartbeat_interval=10.0, stall_timeout=86400.0, name="snap", source="run")
-    paths = spool.RunPaths(spool_path, run_id)
-    safe_json.make_private_dir(paths.dir)
-    safe_json.write_json(paths.run, record.to_dict())
-    return paths
 
 
 class OpenCounter:
@@ -76,7 +53,7 @@ def _judge_exit(daemon: Daemon, run_id: str) -> None:
 
 def test_a_kill_opens_the_run_directory_once(daemon: Daemon, child: subprocess.Popen[bytes],
                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    paths = _write_run(daemon.spool, identity_of(child))
+    paths = write_run(daemon.spool, identity_of(child), "snap")
     daemon.rescan(NOW)
     assert daemon.tracker.runs[paths.run_id].watched
     counter = OpenCounter(monkeypatch, paths)
@@ -91,7 +68,7 @@ def test_a_kill_opens_the_run_directory_once(daemon: Daemon, child: subprocess.P
 
 def test_one_read_gives_messages_final_record_and_live_progress(
         daemon: Daemon, child: subprocess.Popen[bytes], monkeypatch: pytest.MonkeyPatch) -> None:
-    paths = _write_run(daemon.spool, identity_of(child))
+    paths = write_run(daemon.spool, identity_of(child), "snap")
     daemon.rescan(NOW)
     safe_json.make_private_dir(paths.messages)
     safe_json.write_json(paths.message(1), spool.Message(seq=1, time=NOW + 1, text="nearly done").to_dict())
@@ -115,7 +92,7 @@ def test_one_read_gives_messages_final_record_and_live_progress(
 
 def test_a_directory_swapped_after_admission_is_not_read(daemon: Daemon, child: subprocess.Popen[bytes],
                                                          tmp_path: Path) -> None:
-    paths = _write_run(daemon.spool, identity_of(child))
+    paths = write_run(daemon.spool, identity_of(child), "snap")
     daemon.rescan(NOW)
     run = daemon.tracker.runs[paths.run_id]
     # Another directory, with a final record of its own, takes the admitted one's name.
@@ -130,7 +107,7 @@ def test_a_directory_swapped_after_admission_is_not_read(daemon: Daemon, child: 
 
 def test_a_symlinked_run_directory_is_not_followed(daemon: Daemon, child: subprocess.Popen[bytes],
                                                    tmp_path: Path) -> None:
-    paths = _write_run(daemon.spool, identity_of(child))
+    paths = write_run(daemon.spool, identity_of(child), "snap")
     daemon.rescan(NOW)
     run = daemon.tracker.runs[paths.run_id]
     os.rename(paths.dir, tmp_path / "real")
@@ -141,7 +118,7 @@ def test_a_symlinked_run_directory_is_not_followed(daemon: Daemon, child: subpro
 
 def test_a_fifo_as_final_record_is_refused_without_blocking(
         daemon: Daemon, child: subprocess.Popen[bytes]) -> None:
-    paths = _write_run(daemon.spool, identity_of(child))
+    paths = write_run(daemon.spool, identity_of(child), "snap")
     daemon.rescan(NOW)
     run = daemon.tracker.runs[paths.run_id]
     os.mkfifo(paths.final)

@@ -8,9 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Iterator, Optional
-
-import pytest
+from typing import Optional
 
 from sentinel.daemon.tree_stacks import python_processes, runs_python
 from sentinel.formats import spool
@@ -24,12 +22,6 @@ K = AlertKind
 # The training: `sh -c` starts it, so it is a grandchild of the wrapper, as in a launcher script.
 CHILD = ("import sys\ndef wait_for_peer():\n    print('ready', flush=True)\n    sys.stdin.read()\n"
          "wait_for_peer()\n")
-
-
-@pytest.fixture
-def bark() -> Iterator[FakeBark]:
-    with FakeBark() as fake:
-        yield fake
 
 
 def _stalled_run(tmp_path: Path, bark: FakeBark, name: str,

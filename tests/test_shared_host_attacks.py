@@ -10,7 +10,6 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Iterator
 
 import pytest
 
@@ -18,8 +17,14 @@ from sentinel.delivery.workers import MAX_WORKERS
 from sentinel.model.alerts import AlertKind
 from tests.daemon_harness import DaemonProcess, bark_title, wait_for_push
 from tests.fakes import FakeBark, FakeSlack
-from tests.users import become, home_for, make_shared_spool, shared_dir, user_name
-from tests.victims.harness import VICTIMS, WATCH_VICTIM, Victim
+from tests.user_victims import forged_run, user_run
+from tests.users import (
+    home_for,
+    make_shared_spool,
+    shared_for_user_python,  # noqa: F401  (the fixture "shared")
+    user_name,
+)
+from tests.victims.harness import VICTIMS
 from tests.waiting import wait_for
 
 K = AlertKind
@@ -29,26 +34,6 @@ USER_PYTHON = "/usr/bin/python3"
 FORGED_RUN = VICTIMS / "forged_run.py"
 
 
-@pytest.fixture
-def shared() -> Iterator[Path]:
-    if not os.access(USER_PYTHON, os.X_OK):
-        pytest.skip(f"{USER_PYTHON} is needed to run as another user")
-    with shared_dir() as path:
-        yield path
-
-
-
-
-def user_run(shared: Path, spool: Path, uid: int, *args: str) -> Victim:
-    """``watch_victim.py`` started by ``uid`` (a real process of that user)."""
-    return Victim(USER_PYTHON, WATCH_VICTIM, ["--heartbeat", "0.2", *args], home_for(shared, uid),
-                  spool_dir=spool, preexec_fn=become(uid)).start()
-
-
-def forged_run(shared: Path, spool: Path, uid: int, fields: dict[str, Any]) -> Victim:
-    """A run record ``uid`` wrote by hand, with ``fields`` as it likes them."""
-    return Victim(USER_PYTHON, FORGED_RUN, [str(spool), json.dumps(fields)], home_for(shared, uid),
-                  spool_dir=spool, preexec_fn=become(uid)).start()
 
 
 def thread_count(pid: int) -> int:
@@ -142,7 +127,7 @@ def test_forged_user_restricted_channel_and_script_link(tmp_path: Path, shared: 
         with DaemonProcess(tmp_path / "d", channels, spool=spool, default_channels=["team"]) as daemon:
             fields = {"user": "root", "channels": ["alice-only"], "name": "forged",
                       "labels": {"url": "javascript:alert(document.cookie)"}}
-            with forged_run(shared, spool, mallory, fields) as run:
+            with forged_run(home_for(shared, mallory), spool, mallory, fields) as run:
                 run_id = run.ready()
                 daemon.wait_log(f"{run_id}/run.json: channel 'alice-only' refused")  # admitted
                 run.kill()

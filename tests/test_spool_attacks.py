@@ -11,7 +11,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import pytest
 
@@ -25,12 +25,6 @@ from tests.waiting import wait_for
 
 HOSTILE = ROOT / "tests" / "daemon_victims" / "hostile_run.py"
 K = AlertKind
-
-
-@pytest.fixture
-def bark() -> Iterator[FakeBark]:
-    with FakeBark() as fake:
-        yield fake
 
 
 class Hostile:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import subprocess
 from pathlib import Path
 from typing import Iterator
 
@@ -21,6 +20,7 @@ from sentinel.delivery.outbox import DELIVERED, RUNS_DIR, read_dead_letters, rea
 from sentinel.model.alerts import AlertKind
 from tests.daemon_harness import DaemonProcess
 from tests.fakes import FakeBark
+from tests.tmpfs import mounted_tmpfs
 from tests.victims.harness import Victim, wait_for
 
 SAVE_FAILED = "cannot record the delivery state"
@@ -28,18 +28,9 @@ SAVE_FAILED = "cannot record the delivery state"
 
 @pytest.fixture
 def tiny_state(tmp_path: Path) -> Iterator[Path]:
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mount = tmp_path / "state-fs"
-    mount.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(mount)],
-                            capture_output=True, text=True)
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
-    try:
+    """A 2 MiB tmpfs for the daemon's state, unmounted afterwards (root only)."""
+    with mounted_tmpfs(tmp_path / "state-fs", "2m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def fill(directory: Path) -> Path:

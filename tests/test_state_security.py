@@ -22,6 +22,7 @@ from sentinel.model.alerts import AlertKind
 from tests.daemon_harness import DaemonProcess, PretendDaemon
 from tests.fakes import FakeBark
 from tests.fakes.samples import RUN_ID, sample_alert
+from tests.tmpfs import mounted_tmpfs
 from tests.users import as_user, shared_spool
 
 DEEP = b"[" * 100_000 + b"]" * 100_000
@@ -75,19 +76,11 @@ def test_a_state_directory_others_may_write_is_refused(tmp_path: Path) -> None:
 
 
 def test_a_read_only_state_directory_is_one_clear_line(tmp_path: Path) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("mounting needs root")
-    mount = tmp_path / "ro"
-    mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(mount)]).returncode:
-        pytest.skip("cannot mount a tmpfs here")
-    try:
+    with mounted_tmpfs(tmp_path / "ro", "1m") as mount:
         StateDir(mount / "state").open()
         subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
         daemon = DaemonProcess(tmp_path / "d", {"log": {"type": "console"}}, state=mount / "state")
         assert_refused(daemon, "is not writable: read-only file system")
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def test_legacy_state_is_migrated_only_when_it_is_ours(tmp_path: Path, other_uid: int) -> None:

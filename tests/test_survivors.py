@@ -18,7 +18,6 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -36,18 +35,6 @@ K = AlertKind
 LEAKY = ROOT / "tests" / "daemon_victims" / "leaky_workers.py"
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="Linux only")
-
-
-@pytest.fixture
-def bark() -> Iterator[FakeBark]:
-    with FakeBark() as fake:
-        yield fake
-
-
-@pytest.fixture
-def daemon(tmp_path: Path, bark: FakeBark) -> Iterator[DaemonProcess]:
-    with DaemonProcess(tmp_path, {"phone": {"type": "bark", "url": bark.key_url}}) as proc:
-        yield proc
 
 
 def kill_all(pids: list[int]) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from sentinel.daemon import systemd
+from tests.unit_caps import unit_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 UNITS = ROOT / "systemd"
@@ -78,19 +79,8 @@ def test_watchdog_period_is_half_of_watchdog_sec() -> None:
 
 
 def read_unit(name: str) -> dict[str, list[str]]:
-    """'Section.Key' -> values, from a unit file (comments dropped)."""
-    values: dict[str, list[str]] = {}
-    section = ""
-    for raw in (UNITS / name).read_text().splitlines():
-        line = raw.strip()
-        if not line or line.startswith(("#", ";")):
-            continue
-        if line.startswith("["):
-            section = line.strip("[]")
-            continue
-        key, _, value = line.partition("=")
-        values.setdefault(f"{section}.{key.strip()}", []).append(value.strip())
-    return values
+    """'Section.Key' -> values, from one of our unit files (comments dropped)."""
+    return unit_settings(UNITS / name)
 
 
 @pytest.mark.parametrize("name", ["sentinel.service", "sentinel-user.service"])

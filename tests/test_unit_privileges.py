@@ -17,7 +17,6 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -53,12 +52,6 @@ def _needs_setpriv() -> None:
     reason = unavailable()
     if reason:
         pytest.skip(reason)
-
-
-@pytest.fixture
-def bark() -> Iterator[FakeBark]:
-    with FakeBark() as fake:
-        yield fake
 
 
 def test_the_unit_grants_exactly_what_the_features_need() -> None:

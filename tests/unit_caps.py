@@ -27,8 +27,8 @@ UNIT = Path(__file__).resolve().parent.parent / "systemd" / "sentinel.service"
 _CAP_NAME = re.compile(r"^CAP_[A-Z_]+$")
 
 
-def service_settings(unit: Path = UNIT) -> dict[str, list[str]]:
-    """``[Service]`` key -> its assignments in order (an empty one resets a list, as systemd does)."""
+def unit_settings(unit: Path) -> dict[str, list[str]]:
+    """``Section.Key`` -> its assignments in order, from a unit file (comments dropped)."""
     values: dict[str, list[str]] = {}
     section = ""
     for raw in unit.read_text().splitlines():
@@ -38,11 +38,15 @@ def service_settings(unit: Path = UNIT) -> dict[str, list[str]]:
         if line.startswith("["):
             section = line.strip("[]")
             continue
-        if section != "Service":
-            continue
         key, _, value = line.partition("=")
-        values.setdefault(key.strip(), []).append(value.strip())
+        values.setdefault(f"{section}.{key.strip()}", []).append(value.strip())
     return values
+
+
+def service_settings(unit: Path = UNIT) -> dict[str, list[str]]:
+    """``[Service]`` key -> its assignments in order (an empty one resets a list, as systemd does)."""
+    return {key.removeprefix("Service."): assignments for key, assignments in unit_settings(unit).items()
+            if key.startswith("Service.")}
 
 
 def _capability_list(assignments: list[str]) -> frozenset[str]:

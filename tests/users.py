@@ -100,6 +100,14 @@ def shared() -> Iterator[Path]:
         yield path
 
 
+@pytest.fixture(name="shared")
+def shared_for_user_python() -> Iterator[Path]:
+    """``shared``, for tests that run ``USER_PYTHON`` as another user: skipped where there is none."""
+    user_python()
+    with shared_dir() as path:
+        yield path
+
+
 def make_shared_spool(parent: Path) -> Path:
     path = parent / "spool"
     path.mkdir()

@@ -21,7 +21,8 @@ a user can leave hundreds of thousands of files in a run directory, and
 deleting them takes seconds. The worker deletes in bounded batches
 (``PRUNE_BATCH`` entries per ``remove_tree`` call, so closing the daemon
 stops it between two batches) and hands the pruned run ids back to the
-loop (``Pruner.take`` after a wake-up), which forgets their alert journals.
+loop (``Pruner.take`` after a wake-up: ``worker_thread.OffLoopWorker``), which
+forgets their alert journals.
 """
 
 from __future__ import annotations
@@ -32,10 +33,10 @@ import itertools
 import logging
 import os
 import stat
-import threading
 from pathlib import Path
 from typing import Callable, Optional
 
+from sentinel.daemon.worker_thread import OffLoopWorker
 from sentinel.formats.safe_json import DirId, dir_id, make_private_dir, open_dir
 from sentinel.formats.spool import is_run_id
 
@@ -264,71 +265,45 @@ def _remove_in_batches(root_fd: int, name: str, batch: int, stopping: Callable[[
             return False
 
 
-class Pruner:
-    """Prunes the archive on a worker thread; the loop takes the run ids pruned.
+class Pruner(OffLoopWorker[tuple[float, float], str]):
+    """Prunes the archive on a worker thread; the loop takes the run ids pruned
+    (their alert journals are to be forgotten).
 
     ``request`` is cheap and coalesces: while a prune is under way, one more
     waits (with the latest ``now``), so a rescan never queues work behind
     work."""
 
     def __init__(self, root: Path, wake: Callable[[], None]) -> None:
+        super().__init__("sentinel-prune", wake)
         self.root = root
-        self._wake = wake
-        self._lock = threading.Lock()
-        self._work = threading.Condition(self._lock)
         self._wanted: Optional[tuple[float, float]] = None  # (retention, now)
-        self._done: list[str] = []
-        self._stopping = False
-        self._thread: Optional[threading.Thread] = None
 
     def request(self, retention: float, now: float) -> None:
         with self._lock:
             if self._stopping:
                 return
             self._wanted = (retention, now)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._serve, name="sentinel-prune", daemon=True)
-                self._thread.start()
-            self._work.notify()
+            self._notify()
 
-    def take(self) -> list[str]:
-        """Run ids pruned since the last call (their alert journals are to be forgotten)."""
-        with self._lock:
-            done, self._done = self._done, []
-        return done
+    def _has_work(self) -> bool:
+        return self._wanted is not None
 
-    def close(self) -> None:
-        with self._lock:
-            self._stopping = True
-            self._work.notify()
-            thread = self._thread
-        if thread is not None:
-            thread.join(timeout=5)
+    def _next_work(self) -> tuple[float, float]:
+        wanted, self._wanted = self._wanted, None
+        assert wanted is not None  # _has_work
+        return wanted
 
-    def _is_stopping(self) -> bool:
-        return self._stopping
-
-    def _serve(self) -> None:
-        while True:
-            with self._lock:
-                while self._wanted is None and not self._stopping:
-                    self._work.wait()
-                if self._stopping:
-                    return
-                retention, now = self._wanted  # type: ignore[misc]
-                self._wanted = None
-            pruned: list[str] = []
-            try:
-                root_fd = _open(self.root)
-            except OSError:
-                continue
-            try:
-                _prune(self.root, root_fd, retention, now, pruned.append, PRUNE_BATCH, self._is_stopping)
-            except Exception:  # one odd entry must not stop the worker
-                log.exception("pruning %s failed", self.root)
-            finally:
-                os.close(root_fd)
-            if pruned:
-                with self._lock:
-                    self._done.extend(pruned)
-                self._wake()
+    def _do(self, wanted: tuple[float, float]) -> list[str]:
+        retention, now = wanted
+        pruned: list[str] = []
+        try:
+            root_fd = _open(self.root)
+        except OSError:
+            return pruned
+        try:
+            _prune(self.root, root_fd, retention, now, pruned.append, PRUNE_BATCH, self._is_stopping)
+        except Exception:  # one odd entry must not stop the worker
+            log.exception("pruning %s failed", self.root)
+        finally:
+            os.close(root_fd)
+        return pruned

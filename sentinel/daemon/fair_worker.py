@@ -7,7 +7,8 @@ such work is queued here, per owner uid, and a worker thread takes the
 queues in turn, ``batch`` requests at a time, so that one user's ten
 thousand requests delay another user's by one batch at most and one walk
 of ``/proc`` can serve a whole batch. Results wait in ``take`` and the
-loop is woken (``wake``: the loop's wake-up fd) to collect them.
+loop is woken (``wake``: the loop's wake-up fd) to collect them
+(``worker_thread.OffLoopWorker``).
 
 A user's queue is bounded (``max_pending``): more is refused until the
 worker catches up, and the caller asks again later (at a rescan).
@@ -16,9 +17,10 @@ worker catches up, and the caller asks again later (at a rescan).
 from __future__ import annotations
 
 import logging
-import threading
 from collections import OrderedDict
-from typing import Callable, Generic, Hashable, Optional, TypeVar
+from typing import Callable, Hashable, TypeVar
+
+from sentinel.daemon.worker_thread import OffLoopWorker
 
 log = logging.getLogger("sentinel.daemon.fair_worker")
 
@@ -26,7 +28,7 @@ Req = TypeVar("Req")
 Res = TypeVar("Res")
 
 
-class FairWorker(Generic[Req, Res]):
+class FairWorker(OffLoopWorker[list[Req], Res]):
     """Requests per uid, served in turn by one thread running ``work(batch)``.
 
     ``work`` gets a batch and returns its results; ``failed`` is what a
@@ -35,18 +37,12 @@ class FairWorker(Generic[Req, Res]):
 
     def __init__(self, name: str, wake: Callable[[], None], work: Callable[[list[Req]], list[Res]],
                  failed: Callable[[list[Req]], list[Res]], *, batch: int, max_pending: int) -> None:
-        self.name = name
+        super().__init__(name, wake)
         self.batch = batch
         self.max_pending = max_pending
-        self._wake = wake
         self._work_fn = work
         self._failed = failed
-        self._lock = threading.Lock()
-        self._work = threading.Condition(self._lock)
         self._pending: dict[int, OrderedDict[Hashable, Req]] = {}  # uid -> key -> request
-        self._done: list[Res] = []
-        self._stopping = False
-        self._thread: Optional[threading.Thread] = None
 
     def request(self, uid: int, key: Hashable, req: Req) -> bool:
         """Queue ``req`` (replacing a queued one of the same key); False if ``uid``'s queue is full."""
@@ -57,10 +53,7 @@ class FairWorker(Generic[Req, Res]):
             if key not in queue and len(queue) >= self.max_pending:
                 return False
             queue[key] = req
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._serve, name=self.name, daemon=True)
-                self._thread.start()
-            self._work.notify()
+            self._notify()
         return True
 
     def pending(self, uid: int) -> int:
@@ -68,22 +61,14 @@ class FairWorker(Generic[Req, Res]):
             queue = self._pending.get(uid)
             return len(queue) if queue is not None else 0
 
-    def take(self) -> list[Res]:
-        with self._lock:
-            done, self._done = self._done, []
-        return done
+    def _has_work(self) -> bool:
+        return bool(self._pending)
 
-    def close(self) -> None:
-        with self._lock:
-            self._stopping = True
-            self._pending.clear()
-            self._work.notify()
-            thread = self._thread
-        if thread is not None:
-            thread.join(timeout=5)
+    def _drop_work(self) -> None:
+        self._pending.clear()
 
-    def _next_batch(self) -> list[Req]:
-        """Up to ``batch`` requests, one per user in turn (called with the lock held)."""
+    def _next_work(self) -> list[Req]:
+        """Up to ``batch`` requests, one per user in turn."""
         batch: list[Req] = []
         while self._pending and len(batch) < self.batch:
             for uid in list(self._pending):
@@ -95,19 +80,9 @@ class FairWorker(Generic[Req, Res]):
                     break
         return batch
 
-    def _serve(self) -> None:
-        while True:
-            with self._lock:
-                while not self._pending and not self._stopping:
-                    self._work.wait()
-                if self._stopping:
-                    return
-                batch = self._next_batch()
-            try:
-                found = self._work_fn(batch)
-            except Exception:
-                log.exception("%s: a batch of %d request(s) failed", self.name, len(batch))
-                found = self._failed(batch)
-            with self._lock:
-                self._done.extend(found)
-            self._wake()
+    def _do(self, batch: list[Req]) -> list[Res]:
+        try:
+            return self._work_fn(batch)
+        except Exception:
+            log.exception("%s: a batch of %d request(s) failed", self.name, len(batch))
+            return self._failed(batch)

@@ -30,7 +30,7 @@ Times are wall-clock seconds (the loop's ``now``). A recorded rank's final
 record is not copied: it stays in the spool and is read again at start.
 
 Writes are atomic and durable (temporary file, fsync, rename, fsync of the
-directory: ``safe_json.write_json``) and happen on a thread of their own, after
+directory: ``safe_json.write_bytes``) and happen on a thread of their own, after
 the loop's pass that changed the job, so neither the disk nor the encoding
 of a large job stands between a rank's death and its alert. Each write is
 bounded (``MAX_FILE_BYTES``; tracebacks are dropped first), each user keeps
@@ -61,7 +61,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, NamedTuple, Optional
 
 from sentinel.daemon.run_reader import TrackedRun
-from sentinel.formats.safe_json import SpoolFormatError, encode_json, fsync_dir, open_dir, read_json
+from sentinel.formats.safe_json import SpoolFormatError, encode_json, open_dir, read_json, write_bytes
 from sentinel.formats.spool import JobRecord
 from sentinel.host import jobs
 from sentinel.host.procid import ProcessIdentity, boot_id, zombie_exit_status
@@ -444,7 +444,7 @@ class JobStateStore:
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(path)
                 else:
-                    write_raw(path, raw)
+                    write_bytes(path, raw, durable=True)
             except OSError as exc:  # a full disk: the job is still watched, only not saved
                 log.warning("cannot save job state %s: %s", name, exc.strerror or exc)
 
@@ -458,27 +458,6 @@ class JobStateStore:
         with self._cond:
             batch, self._pending = self._pending, {}
         self._write(batch)
-
-
-def write_raw(path: Path, raw: bytes) -> None:
-    """Atomically and durably replace ``path`` with ``raw``: a temporary file in the same
-    directory, fsync, rename, fsync of the directory (as ``safe_json.write_json`` does)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        try:
-            view = memoryview(raw)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    fsync_dir(path.parent)
 
 
 def _age(name: str) -> int:

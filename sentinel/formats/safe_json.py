@@ -6,7 +6,7 @@ through this module; the formats themselves live with their owners
 (``sentinel.formats.spool``, ``sentinel.delivery.outbox``, ...). Stdlib only: the training
 process imports it.
 
-Writes are atomic (``write_json``): a hidden temporary file in the same
+Writes are atomic (``write_json``, ``write_bytes``): a hidden temporary file in the same
 directory, ``.<name>.<pid>.<8 hex>.tmp``, opened ``O_EXCL|O_NOFOLLOW`` at mode
 0600, then ``rename``; a reader sees the old file or the new one, never half
 of one. ``durable=True`` fsyncs the file and its directory too. A file is
@@ -60,8 +60,12 @@ def write_json(path: Path, data: Mapping[str, Any], *, durable: bool = False, mo
     a power cut (the final record, the daemon's outbox). ``mode`` is for the
     few files others must read (the daemon's liveness file in a shared spool).
     """
+    write_bytes(path, encode_json(data), durable=durable, mode=mode)
+
+
+def write_bytes(path: Path, payload: bytes, *, durable: bool = False, mode: int = 0o600) -> None:
+    """``write_json`` of bytes already encoded (a caller that sizes them first)."""
     path = Path(path)
-    payload = encode_json(data)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:

@@ -15,18 +15,14 @@ Stdlib and sentinel only (another user runs it).
 from __future__ import annotations
 
 import os
-import pwd
 import select
-import socket
 import sys
-import time
 from pathlib import Path
 
-from sentinel.formats import safe_json, spool
 from sentinel.host import jobs
 from sentinel.host.procid import ProcessIdentity
-
-FOREVER_LIMIT = 3600.0
+from tests.victims._common import FOREVER_LIMIT, wait_forever
+from tests.victims.hand_records import write_own_record
 
 
 def idle_children(count: int) -> int:
@@ -48,19 +44,9 @@ def main() -> None:
     for n in range(count):
         env = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2",
                "TORCHELASTIC_RUN_ID": f"flood-{n}", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}
-        run_id = spool.new_run_id()
-        paths = spool.RunPaths(spool_dir, run_id)
-        safe_json.make_private_dir(paths.dir)
-        record = spool.RunRecord(
-            run_id=run_id, pid=me.pid, start_ticks=me.start_ticks, boot_id=me.boot_id,
-            hostname=socket.gethostname(), uid=os.getuid(), user=pwd.getpwuid(os.getuid()).pw_name,
-            cmdline=sys.argv, cwd=os.getcwd(), started=time.time(), heartbeat_interval=3600.0,
-            name=f"flood-{n}", job=jobs.from_environ(env, None))
-        safe_json.write_json(paths.run, record.to_dict())
+        write_own_record(spool_dir, f"flood-{n}", me, job=jobs.from_environ(env, None))
     print(f"READY {count}", flush=True)
-    deadline = time.monotonic() + FOREVER_LIMIT
-    while time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_forever()
     os.close(keep)
 
 

@@ -11,37 +11,19 @@ sentinel only.
 from __future__ import annotations
 
 import json
-import os
-import pwd
-import socket
 import sys
-import time
 from pathlib import Path
 
-from sentinel.formats import safe_json, spool
 from sentinel.host.procid import ProcessIdentity
-
-FOREVER_LIMIT = 3600.0  # nobody kills it: it still ends by itself
+from tests.victims._common import wait_forever
+from tests.victims.hand_records import write_own_record
 
 
 def main() -> None:
     spool_dir, overrides = Path(sys.argv[1]), json.loads(sys.argv[2])
-    me = ProcessIdentity.current()
-    run_id = spool.new_run_id()
-    paths = spool.RunPaths(spool_dir, run_id)
-    safe_json.make_private_dir(paths.dir)
-    record = spool.RunRecord(
-        run_id=run_id, pid=me.pid, start_ticks=me.start_ticks, boot_id=me.boot_id,
-        hostname=socket.gethostname(), uid=os.getuid(), user=pwd.getpwuid(os.getuid()).pw_name,
-        cmdline=sys.argv, cwd=os.getcwd(), started=time.time(), heartbeat_interval=3600.0,
-        name="forged",
-    )
-    data = {**record.to_dict(), **overrides}
-    safe_json.write_json(paths.run, data)
+    run_id = write_own_record(spool_dir, "forged", ProcessIdentity.current(), overrides)
     print(f"READY {run_id}", flush=True)
-    deadline = time.monotonic() + FOREVER_LIMIT
-    while time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_forever()  # nobody kills it: it still ends by itself
 
 
 if __name__ == "__main__":

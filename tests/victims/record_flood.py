@@ -13,31 +13,14 @@ waits to be killed (and ends by itself after an hour). Stdlib and sentinel only.
 
 from __future__ import annotations
 
-import os
-import pwd
-import socket
 import sys
 import threading
 import time
 from pathlib import Path
 
-from sentinel.formats import safe_json, spool
 from sentinel.host.procid import ProcessIdentity, thread_start_ticks
-
-FOREVER_LIMIT = 3600.0
-
-
-def write_record(spool_dir: Path, name: str, ident: ProcessIdentity, threads: list[list[int]]) -> None:
-    run_id = spool.new_run_id()
-    paths = spool.RunPaths(spool_dir, run_id)
-    safe_json.make_private_dir(paths.dir)
-    record = spool.RunRecord(
-        run_id=run_id, pid=ident.pid, start_ticks=ident.start_ticks, boot_id=ident.boot_id,
-        hostname=socket.gethostname(), uid=os.getuid(), user=pwd.getpwuid(os.getuid()).pw_name,
-        cmdline=sys.argv, cwd=os.getcwd(), started=time.time(), heartbeat_interval=3600.0,
-        name=name, watch_threads=threads,
-    )
-    safe_json.write_json(paths.run, record.to_dict())
+from tests.victims._common import FOREVER_LIMIT, wait_forever
+from tests.victims.hand_records import write_own_record
 
 
 def main() -> None:
@@ -65,13 +48,12 @@ def main() -> None:
         if pace:
             time.sleep(max(0.0, began + n * pace - time.monotonic()))
         if mode == "fake":
-            write_record(spool_dir, f"fake-{n}", ProcessIdentity(pid_max + 1 + n, 12345, me.boot_id), [])
+            write_own_record(spool_dir, f"fake-{n}", ProcessIdentity(pid_max + 1 + n, 12345, me.boot_id),
+                             watch_threads=[])
         else:
-            write_record(spool_dir, f"hog-{n}", me, threads)
+            write_own_record(spool_dir, f"hog-{n}", me, watch_threads=threads)
     print(f"READY {count}", flush=True)
-    deadline = time.monotonic() + FOREVER_LIMIT
-    while time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_forever()
 
 
 if __name__ == "__main__":

@@ -208,13 +208,13 @@ def test_runs_only_a_rescan_finds_are_admitted_each_user_in_turn(
     watch was left: how the flood test above once saw Alice's run come 1,000th)
     are found by the rescan, which lists them in directory order. They join the
     admission queue, each user in turn: Alice's one run, listed after Mallory's
-    1,000 (tmpfs lists in creation order), is admitted within a pass of being
-    listed, not after every run of Mallory's listed before it."""
+    1,000 (written first: tmpfs lists the newest first), is admitted in the
+    pass that lists it, not after every run of Mallory's listed before it."""
     with tempfile.TemporaryDirectory(prefix="sn-shared-", dir="/dev/shm") as parent:
         spool_dir = make_shared_spool(Path(parent))
         pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())
-        mallorys = [_fake_record(spool_dir, mallory, pid_max + 1 + n, n) for n in range(1000)]
         alices = _fake_record(spool_dir, alice, pid_max + 2000, 2000)
+        mallorys = [_fake_record(spool_dir, mallory, pid_max + 1 + n, n) for n in range(1000)]
         listed = [entry.name for entry in os.scandir(spool_dir)]
         position = listed.index(alices)
         config = Config(spool=spool_dir, state_dir=tmp_path / "state", default_channels=[])

@@ -28,9 +28,16 @@ FOREVER_LIMIT = 3600.0
 
 
 def write_record(spool_dir: Path, name: str, ident: ProcessIdentity, threads: list[list[int]]) -> None:
-    run_id = spool.new_run_id()
-    paths = spool.RunPaths(spool_dir, run_id)
-    safe_json.make_private_dir(paths.dir)
+    for _ in range(100):  # one pid writing a thousand records a second draws the same id now and then
+        run_id = spool.new_run_id()
+        paths = spool.RunPaths(spool_dir, run_id)
+        try:
+            os.mkdir(paths.dir, 0o700)
+            break
+        except FileExistsError:
+            continue
+    else:
+        raise RuntimeError("no free run id in 100 draws")
     record = spool.RunRecord(
         run_id=run_id, pid=ident.pid, start_ticks=ident.start_ticks, boot_id=ident.boot_id,
         hostname=socket.gethostname(), uid=os.getuid(), user=pwd.getpwuid(os.getuid()).pw_name,

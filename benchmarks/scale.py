@@ -4,7 +4,8 @@
 
 The watched runs are real processes (``/bin/sleep``) with run records
 written through ``sentinel.formats.spool`` (see ``_common.SleepRuns``), all present
-before the daemon starts, so start-up reconciles every one of them. For each
+before the daemon starts, so start-up reconciles every one of them (a first
+slice before READY, the rest a slice per loop pass). For each
 size: time from spawning the daemon to its sd_notify ``READY=1`` (a real
 NOTIFY_SOCKET), its RSS, its CPU use while idle, and the kill-to-alert
 latency of runs killed one at a time (to a fake Bark on 127.0.0.1).

@@ -193,7 +193,7 @@ class Soak:
         self.daemon_back_at = time.monotonic() + self.rng.uniform(0.0, 3.0)
 
     def restart_daemon(self) -> None:
-        """Start the daemon again and wait for READY=1 (sent after its start-up reconcile)."""
+        """Start the daemon again and wait for READY=1 (after its start-up reconcile's first slice)."""
         began = time.monotonic()
         self.daemon.start(wait_ready=False)
         self.daemon.ready(timeout=STARTUP_LIMIT)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from sentinel.daemon.loop import RESCAN_SLICE, Daemon
+from sentinel.daemon.loop import ADMIT_PER_PASS, RESCAN_SLICE, STARTUP_FIRST_ADMISSIONS, Daemon
 from sentinel.daemon.rescan import RescanSweep
 from sentinel.daemon.run_reader import TrackedRun
 from sentinel.delivery.outbox import Outbox
@@ -91,13 +91,15 @@ def test_rescan_visits_every_run_a_slice_per_pass(daemon: Daemon, child: subproc
     assert daemon.sweep is not None
     assert daemon.timeout(NOW) == pytest.approx(0.005)  # the loop comes back soon for the next slice
     passes = 0
-    while daemon.sweep is not None:
+    while daemon.sweep is not None or len(daemon.admissions):
         before = len(daemon.tracker.runs)
-        daemon.continue_rescan(NOW)
+        daemon.continue_rescan(NOW)  # lists a slice: new runs join the admission queue
+        assert len(daemon.admissions) <= count
+        daemon.admit_queued(NOW)
         passes += 1
-        assert len(daemon.tracker.runs) - before <= RESCAN_SLICE  # no pass does more than one slice
+        assert len(daemon.tracker.runs) - before <= ADMIT_PER_PASS  # no pass admits more than its share
         assert passes <= count  # bounded: stops by itself
-    assert passes == 3
+    assert passes == -(-count // ADMIT_PER_PASS)
     assert set(daemon.tracker.runs) == run_ids
     assert all(run.watched and run.state is RunState.RUNNING for run in daemon.tracker.runs.values())
     assert spool.read_daemon_liveness(daemon.spool)[0].pid == os.getpid()  # refreshed by the rescan
@@ -142,14 +144,51 @@ def test_a_run_added_during_a_rescan_is_admitted_by_the_next_one_at_the_latest(
     daemon.start_rescan(NOW)
     daemon.continue_rescan(NOW)
     late = _write_run(daemon.spool, ident, 10_000)  # the listing may or may not still meet it
-    while daemon.sweep is not None:
+    while daemon.sweep is not None or len(daemon.admissions):
         daemon.continue_rescan(NOW)
+        daemon.admit_queued(NOW)
     assert set(first) <= set(daemon.tracker.runs)
     daemon.rescan(NOW)  # the all-at-once form, as the next periodic rescan would
     assert set(daemon.tracker.runs) == {*first, late}
     assert all(daemon.liveness.watching(run_id) for run_id in daemon.tracker.runs)
     assert all(daemon.outbox.journal(run_id) == []  # alive: nothing alerted
                for run_id in daemon.tracker.runs)
+
+
+def test_a_start_admits_a_first_slice_then_the_rest_a_pass_at_a_time_as_started(
+        daemon: Daemon, child: subprocess.Popen[bytes]) -> None:
+    """A restart does not read the whole spool before READY: a first slice, then
+    ADMIT_PER_PASS a pass; runs found at start-up, dead by their turn, are judged
+    as ended while the daemon was down (once), the live ones are watched."""
+    ident = identity_of(child)
+    count = STARTUP_FIRST_ADMISSIONS + 3 * ADMIT_PER_PASS + 5
+    alive = {_write_run(daemon.spool, ident, i) for i in range(count)}
+    gone = ProcessIdentity(int(Path("/proc/sys/kernel/pid_max").read_text()) + 1, 1, ident.boot_id)
+    dead = {_write_run(daemon.spool, gone, count + i) for i in range(5)}
+    def admitted() -> int:  # the dead are alerted and archived at once
+        return len(daemon.tracker.runs) + sum(1 for run_id in dead if daemon.outbox.journal(run_id))
+
+    daemon.start(NOW)
+    assert admitted() == STARTUP_FIRST_ADMISSIONS
+    assert daemon.backlog is not None and daemon.timeout(NOW) == pytest.approx(0.005)
+    passes = 0
+    while daemon.backlog is not None:
+        before = admitted()
+        daemon.handle([], NOW)
+        daemon.tick(NOW)
+        passes += 1
+        assert admitted() - before <= ADMIT_PER_PASS
+        assert passes <= count  # bounded: stops by itself
+    assert passes >= 3
+    assert alive <= set(daemon.tracker.runs)
+    assert all(daemon.tracker.runs[run_id].watched for run_id in alive)
+    for run_id in dead:
+        [alert] = daemon.outbox.journal(run_id)
+        assert alert.kind is AlertKind.KILLED
+        assert alert.reason == "died_while_down"
+    daemon.rescan(NOW)  # the next rescan finds nothing new to say
+    assert all(len(daemon.outbox.journal(run_id)) == 1 for run_id in dead)
+    assert all(daemon.outbox.journal(run_id) == [] for run_id in alive)
 
 
 # ---------------------------------------------------------------- the cyclic collector

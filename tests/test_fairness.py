@@ -13,17 +13,22 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
 import pytest
 
 from sentinel.daemon.budgets import RefusedRuns, UserBudgets
-from sentinel.daemon.config import Budgets, ConfigError, parse_config
+from sentinel.daemon.config import Budgets, Config, ConfigError, parse_config
+from sentinel.daemon.loop import ADMIT_PER_PASS, RESCAN_SLICE, Daemon
 from sentinel.delivery.outbox import Outbox
+from sentinel.formats import safe_json, spool
+from sentinel.host.procid import boot_id
 from sentinel.model.alerts import Alert, AlertKind
 from tests.daemon_harness import DaemonProcess, bark_title, wait_for_push
 from tests.fakes import FakeBark
@@ -107,23 +112,129 @@ def test_fake_deaths_neither_claim_a_kill_nor_queue_before_another_users_alert(
 def test_a_flood_of_new_records_does_not_hold_back_another_users_admission(
         tmp_path: Path, shared: Path, mallory: int, alice: int) -> None:
     """Mallory writes 2,000 records at once; Alice writes one after them. Alice's
-    is admitted (and its ending decided) before Mallory's flood is: new runs are
-    admitted a few per loop pass, each user in turn, not in arrival order."""
+    is admitted (and its ending decided) in the first pass, before Mallory's
+    flood: new runs are admitted a few per loop pass, each user in turn, not in
+    arrival order. The daemon is stopped (SIGSTOP: busy) while both write, so
+    that every record waits for it: else how many of Mallory's it decided while
+    her flood was still being written (a race of two processes on a loaded
+    machine, once over 1,000) would decide Alice's place, not the admission."""
     spool = make_shared_spool(shared)
     with FakeBark() as phone:
         with DaemonProcess(tmp_path / "d", phone_channels(phone), spool=spool) as daemon:
-            with record_flood(shared, spool, mallory, "fake", 2000) as flood:
-                flood.ready()
-                with record_flood(shared, spool, alice, "fake", 1) as hers:
-                    hers.ready()
-                    wait_for(lambda: daemon.log().count("running -> killed") >= 2001, 120,
-                             what="all 2,001 records decided")
+            assert daemon.proc is not None
+            os.killpg(daemon.proc.pid, signal.SIGSTOP)  # its own session: the whole daemon waits
+            try:
+                with record_flood(shared, spool, mallory, "fake", 2000) as flood:
+                    flood.ready()
+                    with record_flood(shared, spool, alice, "fake", 1) as hers:
+                        hers.ready()
+                        os.killpg(daemon.proc.pid, signal.SIGCONT)
+                        wait_for(lambda: daemon.log().count("running -> killed") >= 2001, 120,
+                                 what="all 2,001 records decided")
+            finally:
+                os.killpg(daemon.proc.pid, signal.SIGCONT)
             daemon.stop()
         owners = {entry.name: entry.stat().st_uid for entry in (daemon.state / "archive").iterdir()}
         [alices] = [run_id for run_id, uid in owners.items() if uid == alice]
         decided = [line for line in daemon.log().splitlines() if "running -> killed" in line]
         at = next(n for n, line in enumerate(decided) if alices in line)
-        assert at < 1000, at  # in arrival order it would be the 2,001st
+        assert at < ADMIT_PER_PASS, at  # in arrival order it would be the 2,001st
+
+
+def test_a_restart_reconciles_one_users_backlog_without_holding_back_another_users_alert(
+        tmp_path: Path, shared: Path, mallory: int, alice: int) -> None:
+    """Mallory leaves 1,500 records in the spool while the daemon is down; it
+    starts again and Alice's run is SIGKILLed as soon as it is READY. Alice's
+    alert is decided while Mallory's backlog is still being reconciled: a
+    restart admits the runs it finds a slice per loop pass, each user in turn,
+    and the loop handles exits meanwhile (it used to read every run before
+    READY). Each of Mallory's runs, dead while the daemon was down, still gets
+    its one alert; Alice's none twice."""
+    spool = make_shared_spool(shared)
+    count = 1500
+    with FakeBark() as phone:
+        daemon = DaemonProcess(tmp_path / "d", phone_channels(phone), spool=spool)
+        with daemon, user_run(shared, spool, alice, "sleep-forever", "--name", "victim") as victim:
+            victim.ready()
+            victim.expect("RUNNING")
+            daemon.stop()
+            with record_flood(shared, spool, mallory, "fake", count) as flood:
+                flood.ready(120)  # all written while no daemon watched
+                mallorys = [entry.name for entry in os.scandir(spool)
+                            if entry.is_dir() and entry.stat().st_uid == mallory]
+                assert len(mallorys) == count
+                daemon.start()
+                victim.kill()
+                seen = {bark_title(K.KILLED, "victim", signal=KILL), bark_title(K.KILLED, "victim")}
+                wait_for(lambda: any(p["title"] in seen for p in phone.pushes), 60, what="Alice's alert")
+                restart = daemon.logs[-1].read_text(errors="replace").splitlines()
+                decided = [line for line in restart if "running -> killed" in line]
+                at = next(n for n, line in enumerate(decided) if victim.run_id in line)
+                # Read all before READY, Mallory's 1,500 would all come first.
+                assert at < count // 2, at
+                wait_for(lambda: "every run in the spool reconciled" in daemon.logs[-1].read_text(), 120,
+                         what="the restart's backlog reconciled")
+            daemon.stop()
+        restart = daemon.logs[-1].read_text(errors="replace").splitlines()
+        done = next(n for n, line in enumerate(restart) if "every run in the spool reconciled" in line)
+        alices = next(n for n, line in enumerate(restart) if victim.run_id in line and "-> killed" in line)
+        assert alices < done
+        journals = Outbox(daemon.state / "outbox")  # read once the daemon stopped
+        assert all([a.kind for a in journals.journal(run_id)] == [K.KILLED] for run_id in mallorys)
+        assert victim.run_id is not None
+        assert [a.kind for a in journals.journal(victim.run_id)] == [K.KILLED]
+        assert sum(p["title"] in seen for p in phone.pushes) == 1
+
+
+def _fake_record(spool_dir: Path, uid: int, pid: int, index: int) -> str:
+    """A record of ``uid`` naming a pid no process has, written here and handed to ``uid``."""
+    run_id = spool.new_run_id(pid, 1_700_000_000.0 + index)
+    paths = spool.RunPaths(spool_dir, run_id)
+    safe_json.make_private_dir(paths.dir)
+    record = spool.RunRecord(
+        run_id=run_id, pid=pid, start_ticks=1, boot_id=boot_id(), hostname=socket.gethostname(),
+        uid=uid, user=f"u{uid}", cmdline=["python"], cwd="/", started=1_700_000_000.0,
+        heartbeat_interval=3600.0, name=f"fake-{index}")
+    safe_json.write_json(paths.run, record.to_dict())
+    os.chown(paths.run, uid, uid)
+    os.chown(paths.dir, uid, uid)
+    return run_id
+
+
+def test_runs_only_a_rescan_finds_are_admitted_each_user_in_turn(
+        tmp_path: Path, mallory: int, alice: int) -> None:
+    """Runs that inotify never reported (its queue overflowed under load, or no
+    watch was left: how the flood test above once saw Alice's run come 1,000th)
+    are found by the rescan, which lists them in directory order. They join the
+    admission queue, each user in turn: Alice's one run, listed after Mallory's
+    1,000 (written first: tmpfs lists the newest first), is admitted in the
+    pass that lists it, not after every run of Mallory's listed before it."""
+    with tempfile.TemporaryDirectory(prefix="sn-shared-", dir="/dev/shm") as parent:
+        spool_dir = make_shared_spool(Path(parent))
+        pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())
+        alices = _fake_record(spool_dir, alice, pid_max + 2000, 2000)
+        mallorys = [_fake_record(spool_dir, mallory, pid_max + 1 + n, n) for n in range(1000)]
+        listed = [entry.name for entry in os.scandir(spool_dir)]
+        position = listed.index(alices)
+        config = Config(spool=spool_dir, state_dir=tmp_path / "state", default_channels=[])
+        safe_json.make_private_dir(tmp_path / "state")
+        daemon = Daemon(config, Outbox(tmp_path / "state" / "outbox"), kmsg_path=str(tmp_path / "no-kmsg"))
+        try:
+            daemon.start_rescan(1_700_000_100.0)  # no inotify watch: as if its queue had overflowed
+            passes = 0
+            while not daemon.outbox.journal(alices) and passes <= len(listed):  # bounded
+                daemon.continue_rescan(1_700_000_100.0)
+                daemon.admit_queued(1_700_000_100.0)
+                passes += 1
+            before = sum(1 for run_id in mallorys if daemon.outbox.journal(run_id))
+        finally:
+            daemon.close()
+    [alert] = Outbox(tmp_path / "state" / "outbox").journal(alices)
+    assert alert.kind is K.KILLED and alert.reason == "never_seen_alive"
+    # Listed in pass position // RESCAN_SLICE + 1, admitted in that pass's turn.
+    assert passes <= position // RESCAN_SLICE + 1, (passes, position)
+    assert before <= ADMIT_PER_PASS * passes, (before, position)
+    assert position < RESCAN_SLICE or before < position, (before, position)
 
 
 # ---------------------------------------------------------------- pidfds and open files

@@ -43,6 +43,9 @@ regression test elsewhere, this index names it instead of repeating it
   test_fairness.py::test_one_users_alerts_and_messages_do_not_starve_another_users_messages
 - thousands of new records at once holding back another user's admission →
   test_fairness.py::test_a_flood_of_new_records_does_not_hold_back_another_users_admission
+- thousands of one user's records left in the spool across a daemon restart
+  (the start-up reconcile read them all before the loop ran) →
+  test_fairness.py::test_a_restart_reconciles_one_users_backlog_without_holding_back_another_users_alert
 - refused records remembered without bound, one user's budget refusing
   another → test_fairness.py (bookkeeping tests)
 - 150 job records beside 1,500 idle processes (a /proc scan per job on the

@@ -7,7 +7,10 @@ run wait behind all of them. New run directories seen by inotify are queued
 here per owner (the directory's uid, one ``lstat``), and the loop admits at
 most ``per_pass`` per pass, one user after another: another user's run is
 admitted within a pass or two of appearing however long the flood's queue.
-The periodic rescan, already done a slice per pass, admits directly.
+The periodic rescan, done a slice per pass, queues the runs it finds here
+too, so a run inotify missed (its queue overflowed, no watch was left) is
+still admitted in its user's turn, not in listing order behind a flood.
+A restart's start-up reconcile is such a rescan (``StartupBacklog``).
 """
 
 from __future__ import annotations
@@ -57,14 +60,35 @@ class AdmissionQueue:
                 del self._by_uid[uid]
         return out
 
-    def discard(self, run_id: str) -> None:
-        """``run_id`` was admitted another way (the rescan): it is not queued twice."""
-        if run_id not in self._queued:
-            return
-        self._queued.discard(run_id)
-        for uid, queue in list(self._by_uid.items()):
-            if run_id in queue:
-                queue.remove(run_id)
-                if not queue:
-                    del self._by_uid[uid]
-                return
+
+class StartupBacklog:
+    """The runs found in the spool at start-up and not admitted yet.
+
+    A restart does not read every run directory before the loop runs: the
+    start-up listing is the first rescan, a slice per pass, and the runs it
+    finds join the admission queue like new ones, each user in turn. A run
+    found this way is still judged as a start-up one when its turn comes
+    (an ending the daemon was down for is said to be one), whichever pass
+    admits it; ``done`` once the listing ended and every run found was taken.
+    """
+
+    def __init__(self) -> None:
+        self._pending: set[str] = set()
+        self.listed = False  # the start-up listing has ended
+        self.found = 0  # run directories the listing queued
+
+    def add(self, run_id: str) -> None:
+        if run_id not in self._pending:
+            self._pending.add(run_id)
+            self.found += 1
+
+    def claim(self, run_id: str) -> bool:
+        """True (once) if ``run_id`` was found at start-up: admit it as such."""
+        if run_id in self._pending:
+            self._pending.discard(run_id)
+            return True
+        return False
+
+    @property
+    def done(self) -> bool:
+        return self.listed and not self._pending

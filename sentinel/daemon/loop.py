@@ -9,7 +9,9 @@ rescan and pats the systemd watchdog.
 
 No pass does work proportional to the number of runs: stall deadlines sit
 in a heap, and the periodic full rescan is done a slice of runs per pass,
-so an exit is never queued behind thousands of other runs.
+so an exit is never queued behind thousands of other runs. A restart too:
+the start-up reconcile is such a rescan, its runs admitted each user in
+turn while the loop already handles events (``admission.StartupBacklog``).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import Any, Callable, Iterable, Optional
 
 from sentinel.common.latency_trace import TRACE
 from sentinel.daemon import archive, reconcile, systemd
-from sentinel.daemon.admission import AdmissionQueue
+from sentinel.daemon.admission import AdmissionQueue, StartupBacklog
 from sentinel.daemon.config import Config
 from sentinel.daemon.failures import FailureLog
 from sentinel.daemon.job_state import JobStateStore
@@ -52,6 +54,11 @@ RESCAN_SLICE = 200
 # New runs admitted per loop pass, taken from each user in turn (``admission``): a flood of
 # one user's records is admitted over many passes, another user's run within a pass or two.
 ADMIT_PER_PASS = 32
+# The start-up listing: run directories listed per pass (a name and an lstat each, a few µs;
+# admitting them is ADMIT_PER_PASS's job), so another user's run joins the queue within a few
+# passes however many one user left behind; and the admissions made before READY.
+STARTUP_LIST_SLICE = 2000
+STARTUP_FIRST_ADMISSIONS = 4 * ADMIT_PER_PASS
 
 
 class Daemon:
@@ -95,6 +102,7 @@ class Daemon:
         self.jobs = self.tracker.jobs
         self.pruner = archive.Pruner(self.state.archive, self.wakeup.wake)  # old archives, off the loop
         self.admissions = AdmissionQueue(self.spool)  # new runs, admitted per user in turn
+        self.backlog: Optional[StartupBacklog] = None  # the start-up reconcile, while under way
         self.resends = resend.ResendDesk(self.spool, outbox, self.run_owner, wake_delivery)
         self.sweep: Optional[RescanSweep] = None  # the rescan under way, if any
         self.next_rescan = 0.0
@@ -105,7 +113,11 @@ class Daemon:
     # ------------------------------------------------------------ lifecycle
 
     def start(self, now: float) -> None:
-        """Watch first, then reconcile: a run created meanwhile is seen twice, never zero times."""
+        """Watch first, then reconcile: a run created meanwhile is seen twice, never zero times.
+
+        Before READY only a bounded first slice: the restored jobs' recorded ranks (as many as
+        the daemon tracked before, within the users' budgets) and ``STARTUP_FIRST_ADMISSIONS``
+        runs of the first listed, users in turn; the rest of the spool on the next passes."""
         if self.tracker.reader.shared:
             log.info("%s is a shared spool: runs are accepted only from their owners", self.spool)
         if not self.liveness.use_pidfd:
@@ -131,9 +143,18 @@ class Daemon:
         self.watcher.start()
         # jobs: the state saved before a restart first, so the runs reconciled find their jobs
         self.jobs.keep_state(JobStateStore(self.state.jobs), now)
-        reconcile.reconcile_all(self.tracker, now)
+        # jobs: a restored job's recorded ranks first, so that judge_restored finds them admitted
+        for run_id in list(self.jobs.by_run):
+            if run_id not in self.tracker.runs:
+                self._guard(run_id, reconcile.admit, self.tracker, run_id, now, True)
         self.tracker.act(self.jobs.judge_restored(now), now)
-        freeze_long_lived()
+        self.backlog = StartupBacklog()
+        self.sweep = RescanSweep(self.spool)  # the start-up listing: the first rescan
+        self.continue_rescan(now, STARTUP_LIST_SLICE)
+        self.admit_queued(now, STARTUP_FIRST_ADMISSIONS)
+        self.check_backlog()
+        if self.sweep is not None:
+            freeze_long_lived()  # (a listing already ended froze at its end)
         self.next_rescan = now + self.config.rescan_interval
         if self.watchdog_period:
             self.next_watchdog = now
@@ -250,7 +271,8 @@ class Daemon:
             self.start_rescan(now)
             self.next_rescan = now + self.config.rescan_interval
         if self.sweep is not None:
-            self.continue_rescan(now)
+            self.continue_rescan(now, STARTUP_LIST_SLICE if self.backlog is not None else RESCAN_SLICE)
+        self.check_backlog()
         self.resends.poll()  # one lstat unless a request came
         if self.next_watchdog is not None and now >= self.next_watchdog and self.watchdog_period:
             systemd.notify("WATCHDOG=1")
@@ -305,15 +327,30 @@ class Daemon:
     def admit_queued(self, now: float, limit: int = ADMIT_PER_PASS) -> None:
         """Admit up to ``limit`` queued new runs, one user after another."""
         tracker = self.tracker
+        backlog = self.backlog
         for run_id in self.admissions.take(limit):
+            at_startup = backlog is not None and backlog.claim(run_id)
             if run_id not in tracker.runs and run_id not in tracker.retired:
-                self._guard(run_id, reconcile.admit, tracker, run_id, now, False)
+                self._guard(run_id, reconcile.admit, tracker, run_id, now, at_startup)
+
+    def check_backlog(self) -> None:
+        """Say once when the start-up reconcile has taken every run it found."""
+        backlog = self.backlog
+        if backlog is None or not backlog.done:
+            return
+        self.backlog = None
+        runs = self.tracker.runs.values()
+        log.info("start-up: every run in the spool reconciled (%d found); "
+                 "%d run(s) tracked, %d being watched", backlog.found, len(runs),
+                 sum(1 for r in runs if r.watched))
 
     def rescan(self, now: float) -> None:
         """The safety net under inotify, all at once: every run directory, every pending record."""
         self.start_rescan(now)
         while self.sweep is not None:
             self.continue_rescan(now, limit=sys.maxsize)
+        self.admit_queued(now, limit=sys.maxsize)
+        self.check_backlog()
 
     def write_daemon_file(self) -> None:
         """``daemon.json``: who watches, how often it is rewritten, which runs it cannot see."""
@@ -329,7 +366,8 @@ class Daemon:
         self.sweep = RescanSweep(self.spool)
 
     def continue_rescan(self, now: float, limit: int = RESCAN_SLICE) -> None:
-        """Visit the next ``limit`` runs of the rescan under way; finish it when none are left."""
+        """Visit the next ``limit`` runs of the rescan under way (tracked ones re-read, new ones
+        queued for admission); finish it when none are left."""
         sweep = self.sweep
         if sweep is None:
             return
@@ -339,11 +377,16 @@ class Daemon:
             if run is not None:
                 self._guard(run_id, self._rescan_run, run, now)
             elif run_id not in tracker.retired:  # new, or forgotten after trouble: (re-)admit
-                self.admissions.discard(run_id)
-                self._guard(run_id, reconcile.admit, tracker, run_id, now, False)
+                # in its user's turn: a run inotify missed is not admitted in listing order
+                # behind one user's thousands
+                if self.backlog is not None and not self.backlog.listed:
+                    self.backlog.add(run_id)
+                self.admissions.add(run_id)
         if not sweep.done:
             return
         self.sweep = None
+        if self.backlog is not None:
+            self.backlog.listed = True
         tracker.keep_retired(sweep.listed)
         self.pruner.request(self.config.retention, now)  # on its own thread: the loop goes on
         if self.outbox.prune_dead_letters(now, self.config.dead_letter_retention):

@@ -182,20 +182,3 @@ def make_unwatchable(tracker: Tracker, run: TrackedRun, now: float) -> None:
                                                         tracker.stall_timeout(run)))
     elif run.state.is_terminal:
         tracker.retire(run, now)
-
-
-def reconcile_all(tracker: Tracker, now: float) -> int:
-    """Start-up: every run in the spool; returns how many are tracked."""
-    count = 0
-    for run_id in tracker.list_run_ids():
-        if run_id in tracker.runs:
-            continue
-        try:
-            if admit(tracker, run_id, now, at_startup=True) is not None:
-                count += 1
-        except Exception:  # one bad run must not keep the others from being watched
-            log.exception("reconciling %s failed; will retry at the next rescan", run_id)
-            tracker.forget(run_id)
-    log.info("start-up: %d run(s) reconciled, %d being watched", count,
-             sum(1 for r in tracker.runs.values() if r.watched))
-    return count

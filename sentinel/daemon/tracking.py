@@ -47,7 +47,7 @@ from sentinel.daemon.stacks import FATAL_SIGNALS, STACK_WAIT, StackDesk
 from sentinel.daemon.tree_stacks import TreeStacks
 from sentinel.daemon.xid import GpuFaults, XidHit
 from sentinel.delivery.outbox import SyncThread
-from sentinel.formats import mutes, spool
+from sentinel.formats import mutes
 from sentinel.formats.spool import FinalRecord
 from sentinel.host.containers import ContainerIdentity
 from sentinel.model.alerts import Alert, AlertKind, from_run, with_kernel_ending
@@ -190,9 +190,6 @@ class Tracker:
         self.liveness.unwatch(run_id)
         self.watcher.forget(run_id)
         self.observer.run_forgotten(run_id)  # fleet hook
-
-    def list_run_ids(self) -> list[str]:
-        return spool.list_run_ids(self.reader.spool)
 
     def keep_retired(self, listed: set[str]) -> None:
         """Stop remembering retired runs whose directory is gone from the spool."""

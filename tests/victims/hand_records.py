@@ -26,9 +26,16 @@ from sentinel.host.procid import ProcessIdentity
 def write_own_record(spool_dir: Path, name: str, ident: ProcessIdentity,
                      overrides: Optional[dict[str, Any]] = None, **fields: Any) -> str:
     """A run record naming ``ident`` in a new run directory of ``spool_dir``; its run id."""
-    run_id = spool.new_run_id()
-    paths = spool.RunPaths(spool_dir, run_id)
-    safe_json.make_private_dir(paths.dir)
+    for _ in range(100):  # one pid writing a thousand records a second draws the same id now and then
+        run_id = spool.new_run_id()
+        paths = spool.RunPaths(spool_dir, run_id)
+        try:
+            os.mkdir(paths.dir, 0o700)
+            break
+        except FileExistsError:
+            continue
+    else:
+        raise RuntimeError("no free run id in 100 draws")
     record = spool.RunRecord(
         run_id=run_id, pid=ident.pid, start_ticks=ident.start_ticks, boot_id=ident.boot_id,
         hostname=socket.gethostname(), uid=os.getuid(), user=pwd.getpwuid(os.getuid()).pw_name,

@@ -33,6 +33,7 @@ from sentinel.model.alerts import Alert, AlertKind
 from tests.daemon_harness import DaemonProcess, bark_title, wait_for_push
 from tests.fakes import FakeBark
 from tests.fleet_harness import free_port
+from tests.processes import Launcher
 from tests.user_victims import user_run
 from tests.users import (
     become,
@@ -345,7 +346,7 @@ print("STATUS", client.recv(100).split(b"\\r\\n")[0].decode(), flush=True)
 
 
 def test_one_users_idle_connections_do_not_deny_another_user_the_metrics_port(
-        tmp_path: Path, shared: Path, mallory: int, alice: int) -> None:
+        tmp_path: Path, shared: Path, mallory: int, alice: int, launch: Launcher) -> None:
     """All local users connect from 127.0.0.1: a per-address cap let one of
     them take every slot. Mallory holds her share of idle connections (her
     next one is refused, so they are counted); Alice, another local user, is
@@ -358,9 +359,9 @@ def test_one_users_idle_connections_do_not_deny_another_user_the_metrics_port(
     with phone, DaemonProcess(tmp_path / "d", phone_channels(phone), spool=spool,
                               metrics={"listen": f"127.0.0.1:{port}"},
                               budgets={"http_connections": 16, "http_connections_per_peer": 4}) as daemon:
-        holder = subprocess.Popen([USER_PYTHON, "-c", HOLD_CONNECTIONS, str(port), str(share)],
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                  cwd=home_for(shared, mallory), preexec_fn=become(mallory))
+        holder = launch([USER_PYTHON, "-c", HOLD_CONNECTIONS, str(port), str(share)],
+                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                        cwd=home_for(shared, mallory), preexec_fn=become(mallory))
         try:
             assert holder.stdout is not None
             assert holder.stdout.readline().strip() == "EXTRA HTTP/1.0 503 Service Unavailable"
@@ -371,11 +372,7 @@ def test_one_users_idle_connections_do_not_deny_another_user_the_metrics_port(
             # Mallory's connections still held: hers were not cut to make room for Alice
             assert holder.poll() is None
         finally:
-            holder.kill()
-            holder.wait(30)
-            for stream in (holder.stdin, holder.stdout):
-                if stream is not None:
-                    stream.close()
+            launch.kill_all()  # her connections closed before the daemon stops
         daemon.stop()
     assert "Traceback" not in daemon.log()
 

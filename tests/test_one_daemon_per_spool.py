@@ -19,6 +19,7 @@ import pytest
 from sentinel.formats import daemon_file, spool
 from sentinel.formats.spool_lock import LOCK_FILE
 from tests.daemon_harness import DaemonProcess
+from tests.processes import Launcher
 from tests.users import as_user, become, make_shared_spool
 
 
@@ -83,15 +84,15 @@ sys.stdin.read()
 
 
 def test_a_lock_a_user_plants_and_holds_does_not_keep_the_spools_daemon_from_starting(
-        tmp_path: Path, shared: Path, mallory: int) -> None:
+        tmp_path: Path, shared: Path, mallory: int, launch: Launcher) -> None:
     """Mallory makes ``.daemon.lock`` a regular file of hers and holds its
     ``flock`` (as a daemon of hers would): root's daemon, the spool's
     owner's, still starts and takes the spool; her file is moved aside, her
     lock on it untouched."""
     spool_path = make_shared_spool(shared)
     lock = spool_path / LOCK_FILE
-    holder = subprocess.Popen(["/usr/bin/python3", "-c", HOLD_LOCK, str(lock)], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True, cwd="/", preexec_fn=become(mallory))
+    holder = launch(["/usr/bin/python3", "-c", HOLD_LOCK, str(lock)], stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE, text=True, cwd="/", preexec_fn=become(mallory))
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "HELD"
         planted = os.lstat(lock)
@@ -103,11 +104,7 @@ def test_a_lock_a_user_plants_and_holds_does_not_keep_the_spools_daemon_from_sta
             daemon.stop()
         assert holder.poll() is None  # her process was left alone
     finally:
-        holder.kill()
-        holder.wait(30)
-        for stream in (holder.stdin, holder.stdout):
-            if stream is not None:
-                stream.close()
+        launch.kill_all()
     assert f"{lock} was a file of " in daemon.log() and "moved out of the way" in daemon.log()
     assert any(name.startswith(".planted-daemon.lock-") for name in os.listdir(spool_path))
 

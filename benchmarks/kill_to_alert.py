@@ -10,6 +10,9 @@ SwanLab offline with ``SentinelCallback``), started ahead of time and kept
 warm, then killed one at a time; the next is killed only after the previous
 alert arrived. Latency = the fake's arrival stamp minus
 ``time.monotonic_ns()`` taken just before ``os.kill`` (one clock for both).
+The arrival stamp is the kernel's receive stamp of the request's first
+segment (``SO_TIMESTAMPNS``, ``tests/fakes/server.py``): when the alert
+reached the server's socket, whatever the fake's Python does after that.
 
 Victims holding 1 GiB of touched memory show the kernel's teardown floor:
 for them the time from ``kill()`` until a pidfd turns readable is measured
@@ -449,8 +452,8 @@ def miss_explanation(s: Samples, p50_target: float, p99_target: float) -> str:
         parts.append(f"The daemon's share is p50 {fmt(share['p50'])} / p99 {fmt(share['p99'])} ms; "
                      f"its largest stage at the median is `{worst50[0]}` ({fmt(worst50[1]['p50'])} ms) "
                      f"and in the tail `{worst99[0]}` ({fmt(worst99[1]['p99'])} ms). "
-                     "`picked → request` includes the fake's own header parsing in the benchmark's "
-                     "process (the arrival stamp is taken after it). "
+                     "`picked → request` is rendering, the connection and the request's way over "
+                     "loopback (the arrival is the kernel's receive stamp, not the fake's Python). "
                      "A tail spread over every stage, with a load average above the 2 cores, is CPU "
                      "contention: rerun on a quiet machine before reading it as the daemon's.")
     return " ".join(parts) + "\n"
@@ -570,7 +573,8 @@ def report(samples: list[Samples]) -> tuple[str, list[Verdict]]:
         "Each alert's way through the daemon, from stamps it takes itself (`sentinel.common.latency_trace`, "
         "switched on by `SENTINEL_LATENCY_TRACE` in the benchmark's daemon; written after the answer, "
         "so not on the path). All stamps are CLOCK_MONOTONIC, the same clock as the benchmark's kill and "
-        "the fake's arrival. `woke` is the end of the epoll wait in which the death was seen: a thread "
+        "the fake's arrival (the kernel's receive stamp of the request's first segment). `woke` is "
+        "the end of the epoll wait in which the death was seen: a thread "
         "pidfd of the victim's long-lived sub-thread (recorded in `run.json`), readable as soon as that "
         "thread is gone, or the process pidfd, whichever came first.", "",
         stage_breakdown(samples), "",

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
+import socket
+import struct
 import subprocess
 import sys
+import termios
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from tests import processes
+from tests.fakes.server import SO_TIMESTAMPNS, kernel_arrival_ns
 from tests.processes import Launcher
 from tests.victims.harness import ROOT, Victim
 from tests.waiting import wait_for
@@ -138,3 +144,31 @@ def test_children_get_default_signals_when_the_suite_ignores_them() -> None:
     assert result.returncode == 0, result.stderr
     # SIG_DFL (0) for SIGHUP, SIGQUIT, SIGTERM; Python's own SIGINT handler; nothing blocked.
     assert result.stdout.split("\n")[0] == "[0, 0, 0] default_int_handler []"
+
+
+# ---------------------------------------------------------------- the fakes' arrival stamp
+
+
+def test_a_fakes_arrival_stamp_is_the_kernels_receive_time() -> None:
+    """The latency benchmarks read a request's arrival off the fake: it is when
+    the request reached the socket (the kernel's stamp, on the monotonic
+    clock), not when the fake's Python got round to reading it. The request is
+    sent, and acknowledged by the receiving kernel (so received, and stamped,
+    before that); only after the clock is read again is the stamp asked for."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        server.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        before = time.monotonic_ns()
+        with socket.create_connection(server.getsockname()) as conn:
+            accepted, _ = server.accept()
+            with accepted:
+                conn.sendall(b"POST /push HTTP/1.0\r\nContent-Length: 0\r\n\r\n")
+                wait_for(lambda: unacknowledged_bytes(conn) == 0, 30, what="the request acknowledged")
+                acknowledged = time.monotonic_ns()
+                stamp = kernel_arrival_ns(accepted)
+                assert accepted.recv(100).startswith(b"POST /push")  # peeked: still there to read
+    assert before < stamp < acknowledged
+
+
+def unacknowledged_bytes(conn: socket.socket) -> int:
+    """Bytes sent on ``conn`` that its peer's kernel has not acknowledged yet (SIOCOUTQ)."""
+    return int(struct.unpack("i", fcntl.ioctl(conn.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0])

@@ -125,6 +125,10 @@ def post(
 
 _local = threading.local()
 
+# Set whenever a request has been written in full and its answer is awaited (the
+# first read of an answer), by whichever thread: ``Delivery.wake`` waits on it.
+REQUEST_WRITTEN = threading.Event()
+
 
 def _failure(exc: BaseException, what: str, timeout: Union[Tuple[float, float], float], deadline: float,
              secrets: list[Optional[str]]) -> DeliveryError:
@@ -351,10 +355,12 @@ class _DeadlineSocket:
         return self._sock.send(data, *args)
 
     def recv_into(self, buffer: Any, *args: Any) -> int:
+        REQUEST_WRITTEN.set()
         self._arm()
         return self._sock.recv_into(buffer, *args)
 
     def recv(self, size: int, *args: Any) -> bytes:
+        REQUEST_WRITTEN.set()
         self._arm()
         return self._sock.recv(size, *args)
 

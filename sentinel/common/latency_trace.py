@@ -11,7 +11,7 @@ stamp):
     decided   the transition is made (the run's files read, the ending known)
     built     the alert is built, before it goes to the outbox
     enqueued  the outbox record is in place (renamed; its fsync follows off the loop)
-    handed    the delivery workers were woken
+    handed    the delivery workers are being woken
     picked    a delivery worker took the alert and starts the request
     answered  the channel's answer came back
 

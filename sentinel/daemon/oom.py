@@ -23,6 +23,7 @@ import logging
 import os
 import re
 import subprocess
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,8 +132,25 @@ def _read_oom_kill(path: Path) -> Optional[int]:
     return None
 
 
+# The daemon's own mount table, read at most this often: each run's admission
+# asked, and on a host with a hundred container mounts reading it cost the loop
+# about a millisecond. A cgroup hierarchy mounted meanwhile is seen this much later.
+MOUNTS_MAX_AGE = 30.0
+_mounts_read: tuple[float, tuple[Optional[Path], Optional[Path]]] = (float("-inf"), (None, None))
+
+
 def _cgroup_mounts() -> tuple[Optional[Path], Optional[Path]]:
     """Mount points of the cgroup2 hierarchy and of the v1 memory controller."""
+    global _mounts_read
+    now = time.monotonic()
+    if now - _mounts_read[0] < MOUNTS_MAX_AGE:
+        return _mounts_read[1]
+    found = _read_cgroup_mounts()
+    _mounts_read = (now, found)
+    return found
+
+
+def _read_cgroup_mounts() -> tuple[Optional[Path], Optional[Path]]:
     v2 = v1_memory = None
     try:
         with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:

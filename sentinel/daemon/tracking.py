@@ -463,8 +463,8 @@ class Tracker:
         self.outbox.enqueue(alert, channels, sync=False)
         TRACE.stamp(alert.alert_id, "enqueued")
         # In place: delivery starts now; the bookkeeping below runs beside its first attempt.
-        self.wake_delivery()
         TRACE.stamp(alert.alert_id, "handed")
+        self.wake_delivery()
         old_state = run.state
         run.state, run.transitions = new_state, number
         self.syncer.request()  # to disk while the first delivery attempt is under way

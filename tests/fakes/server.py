@@ -42,7 +42,7 @@ class RecordedRequest:
     query: dict[str, str]
     headers: dict[str, str]
     body: bytes
-    arrival_ns: int  # time.monotonic_ns() when the request line arrived
+    arrival_ns: int  # time.monotonic_ns() when the request reached the fake's socket (``kernel_arrival_ns``)
     status: int = 0  # what the fake answered (0: no answer)
     answer: bytes = b""
 
@@ -69,6 +69,27 @@ class Reply:
 
 DROP = None  # a handler's answer meaning "close the connection, say nothing"
 
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux; Python names it from 3.12 on
+_STAMP = struct.Struct("qq")  # struct timespec, CLOCK_REALTIME
+
+
+def kernel_arrival_ns(conn: socket.socket) -> int:
+    """When the request waiting on ``conn`` reached it, as ``time.monotonic_ns()``
+    would have said then: the kernel's receive stamp (``SO_TIMESTAMPNS``; TCP
+    merges segments waiting unread and keeps the newest one's stamp), peeked, so
+    the request is still read as usual, and converted from the realtime clock.
+    Waits for the first byte as reading the request line would; 0 if the peer
+    closed first or the kernel gave no stamp (the caller stamps it itself)."""
+    try:
+        data, ancillary, _, _ = conn.recvmsg(1, socket.CMSG_SPACE(_STAMP.size), socket.MSG_PEEK)
+    except OSError:
+        return 0
+    for level, kind, raw in ancillary:
+        if data and level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(raw) >= _STAMP.size:
+            seconds, nanoseconds = _STAMP.unpack(raw[:_STAMP.size])
+            return seconds * 1_000_000_000 + nanoseconds - (time.time_ns() - time.monotonic_ns())
+    return 0
+
 
 class FakeService:
     """Subclasses implement ``handle(request) -> Reply`` and ``failure(mode)``."""
@@ -92,6 +113,12 @@ class FakeService:
         service = self
 
         class Handler(BaseHTTPRequestHandler):
+            arrival_ns = 0
+
+            def setup(self) -> None:
+                super().setup()
+                self.arrival_ns = kernel_arrival_ns(self.connection)
+
             def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
                 service._serve(self)
 
@@ -102,6 +129,12 @@ class FakeService:
                 pass  # quiet: tests read ``requests`` instead
 
         self._server = ThreadingHTTPServer((HOST, 0), Handler)
+        # The kernel stamps each segment it receives (inherited by accepted sockets):
+        # a request's arrival is then when it reached this socket, not when the
+        # fake's Python got round to it (a thread per connection, then
+        # header parsing: a millisecond on a busy machine that a service's real
+        # server would not add to the sender's latency).
+        self._server.socket.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         self._server.daemon_threads = True
         # A short poll interval: stop() (server.shutdown) waits up to one of them.
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
@@ -188,7 +221,7 @@ class FakeService:
         raise NotImplementedError
 
     def _serve(self, handler: BaseHTTPRequestHandler) -> None:
-        arrival = time.monotonic_ns()
+        arrival = getattr(handler, "arrival_ns", 0) or time.monotonic_ns()
         length = int(handler.headers.get("Content-Length") or 0)
         body = handler.rfile.read(length) if length else b""
         parts = urlsplit(handler.path)

@@ -90,3 +90,24 @@ def test_the_output_is_parsed_made_printable_and_redacted() -> None:
     assert [f.function for f in main.frames] == ["fetch\\x1b[2J", "<module>"]
     assert main.frames[0].path == "/srv/get?token=***" and main.frames[0].line == 12
     assert "s3cr3tvalue" not in dump.text()
+
+
+def test_dumps_beyond_the_hosts_cap_are_refused_with_the_reason(victim: subprocess.Popen[str]) -> None:
+    """Every slot is taken (as by that many dumps under way for other stalled
+    runs): the next dump waits its while, then says py-spy is busy; once a
+    slot is free, it dumps again."""
+    ident = ProcessIdentity.of(victim.pid)
+    assert ident is not None
+    taken = 0
+    try:
+        while pyspy.SLOTS.acquire(blocking=False):
+            taken += 1
+        assert taken == pyspy.MAX_RUNNING
+        assert pyspy.dump(ident) == (None, pyspy.BUSY)
+        pyspy.SLOTS.release()
+        taken -= 1
+        dump, why = pyspy.dump(ident)
+        assert why == "" and dump is not None and dump.main is not None
+    finally:
+        for _ in range(taken):
+            pyspy.SLOTS.release()

@@ -9,7 +9,9 @@ grants it). It is run as
 
 never with ``--locals`` (no variable of the training process is ever read),
 ``--nonblocking`` so the process is not paused, on the caller's worker
-thread, killed after ``TIMEOUT`` seconds, its output capped at
+thread, at most ``MAX_RUNNING`` at once on the whole host (a user with a
+hundred stalled commands must not start 800 tracers: a dump that finds no slot
+within ``SLOT_WAIT`` says so instead), killed after ``TIMEOUT`` seconds, its output capped at
 ``evidence.MAX_DUMP_BYTES`` and parsed into an ``evidence.Dump`` with every
 name made printable and secrets masked. Its format::
 
@@ -45,6 +47,10 @@ ENV_BINARY = "SENTINEL_PY_SPY"
 TIMEOUT = 5.0  # seconds one dump may take (a few hundred ms for a usual process)
 NOT_INSTALLED = "py-spy is not installed"
 NO_PTRACE = "no ptrace right (the daemon needs CAP_SYS_PTRACE)"
+MAX_RUNNING = 4  # py-spy processes at once, for every stalled run and job together
+SLOT_WAIT = 1.0  # seconds a dump waits for one of them (its gather gives up at TIMEOUT + 1)
+BUSY = f"py-spy is busy with other stalled runs ({MAX_RUNNING} dumps at once at most)"
+SLOTS = threading.BoundedSemaphore(MAX_RUNNING)
 
 _THREAD_RE = re.compile(r'^Thread (0x[0-9a-fA-F]+|\d+) \(([a-z-]+)\)(?:: "(.*)")?\s*$')
 _FRAME_RE = re.compile(r"^\s+(.+?) \((.*):(\d+)\)\s*$")
@@ -69,6 +75,15 @@ def dump(ident: ProcessIdentity) -> tuple[Optional[evidence.Dump], str]:
         return None, NOT_INSTALLED
     if start_ticks(ident.pid) != ident.start_ticks:
         return None, "the process is gone"
+    if not SLOTS.acquire(timeout=SLOT_WAIT):
+        return None, BUSY
+    try:
+        return _dump(program, ident)
+    finally:
+        SLOTS.release()
+
+
+def _dump(program: str, ident: ProcessIdentity) -> tuple[Optional[evidence.Dump], str]:
     argv = [program, "dump", "--pid", str(ident.pid), "--nonblocking", "--full-filenames"]
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,

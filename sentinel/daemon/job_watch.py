@@ -51,145 +51,47 @@ import logging
 import os
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional, Union
 
 from sentinel.common.safetext import printable
-from sentinel.daemon import flight_recorder, job_state
+from sentinel.daemon import flight_recorder, job_restore, job_state
 from sentinel.daemon.budgets import UserBudgets
+from sentinel.daemon.job_facts import (
+    CheckStallAt,
+    Death,
+    Decision,
+    Job,
+    Member,
+    RetireIfEnded,
+    Say,
+    WatchStalledJob,
+)
 from sentinel.daemon.job_stacks import JobStacks, Rank
 from sentinel.daemon.liveness import Liveness, Status
 from sentinel.daemon.nccl import explain as nccl_explain
-from sentinel.daemon.oom import CgroupCounter, OomDetector, cgroup_counter
+from sentinel.daemon.oom import OomDetector, cgroup_counter
 from sentinel.daemon.rank_finder import MAX_FOUND, Ask, Found, RankFinder, read_environ
 from sentinel.daemon.run_reader import RunReader, TrackedRun
 from sentinel.daemon.slurm import SlurmEnding, SlurmOracle, by_end_time, classify, env_time
 from sentinel.daemon.stacks import STACK_WAIT
 from sentinel.daemon.xid import GpuFaults, XidHit
 from sentinel.formats.safe_json import SpoolFormatError, read_json
-from sentinel.formats.spool import FinalRecord, JobRecord
+from sentinel.formats.spool import FinalRecord
 from sentinel.host import jobs
-from sentinel.host.procid import ProcessIdentity
 from sentinel.model.alerts import AlertKind
 from sentinel.model.endings import Reason
-from sentinel.model.exit_status import Ending, ending_kind, ending_of
+from sentinel.model.exit_status import ending_kind, ending_of
 from sentinel.model.run_states import Event, EventKind, is_stale, stall_deadline, stall_reason
 
 log = logging.getLogger("sentinel.daemon.jobs")
 
-
-# ---------------------------------------------------------------- decisions (what the tracker is to do)
-
-
-@dataclass(frozen=True)
-class Say:
-    """Raise the alert of ``event`` on ``run`` (``Tracker.apply``)."""
-
-    run: TrackedRun
-    event: Event
-    reason: Optional[Reason] = None
-    final: Optional[FinalRecord] = None
-    overrides: Optional[Mapping[str, Any]] = None
-
-
-@dataclass(frozen=True)
-class RetireIfEnded:
-    """Archive ``run`` on the loop's next pass if the decisions before this one ended it."""
-
-    run: TrackedRun
-
-
-@dataclass(frozen=True)
-class CheckStallAt:
-    """Come back to ``run``'s stall check at ``when``."""
-
-    run: TrackedRun
-    when: float
-
-
-@dataclass(frozen=True)
-class WatchStalledJob:
-    """``run`` speaks for a job whose stall was alerted (before a restart): every rank's
-    beat can end it, and one may have landed meanwhile (``Tracker.job_stalled``)."""
-
-    run: TrackedRun
-
-
-Decision = Union[Say, RetireIfEnded, CheckStallAt, WatchStalledJob]
 
 Peers = list  # [(rank, TrackedRun)]: a job's live recorded ranks, the speaker first
 
 SETTLE = 2.0  # after the first failure: how long the teardown's deaths are awaited
 TEARDOWN_WINDOW = 60.0  # torchrun and Slurm SIGKILL 30 s after their SIGTERM; margin on top
 _MAX_MEMBERS = MAX_FOUND  # ranks of one job on one host
-
-
-# ---------------------------------------------------------------- facts
-
-
-@dataclass
-class Death:
-    """How one rank ended, as far as this host can tell."""
-
-    at: float
-    final: Optional[FinalRecord] = None  # a recorded rank's own word
-    status: Optional[Ending] = None  # the kernel's wait status, in words
-    oom: Optional[Reason] = None
-    message: Optional[str] = None  # "RuntimeError: boom", from the rank's error file
-    traceback: Optional[str] = None
-    gpu: list[Reason] = field(default_factory=list)  # Xids naming the rank's process
-    down: bool = False  # found ended at a start-up: it ended while no daemon watched (job_state)
-
-
-@dataclass
-class Member:
-    ident: ProcessIdentity
-    rank: Optional[int]
-    local_rank: Optional[int]
-    error_file: str = ""
-    run_id: Optional[str] = None  # a recorded rank; None for a sibling found on the host
-    cgroup: Optional[CgroupCounter] = None
-    status: Optional[Ending] = None  # read when its pidfd fired
-    death: Optional[Death] = None
-    gone: bool = False  # the process has exited
-    holds_pidfd: bool = False  # its pidfd is open, counted against its user's budget
-
-    def label(self, host: str) -> Reason:
-        """'rank 3 (local rank 3, host h, pid 123)'."""
-        where = {"host": host, "pid": self.ident.pid}
-        if self.rank is None:
-            return Reason("rank_label_pid", where)
-        if self.local_rank is None:
-            return Reason("rank_label_global", {"rank": self.rank, **where})
-        return Reason("rank_label", {"rank": self.rank, "local_rank": self.local_rank, **where})
-
-
-@dataclass
-class Job:
-    key: str
-    uid: int
-    record: JobRecord
-    host: str
-    members: dict[int, Member] = field(default_factory=dict)  # by pid
-    first_failure: Optional[float] = None
-    settle_at: Optional[float] = None
-    alerted_at: Optional[float] = None
-    restored: bool = False  # brought back from the state directory; its ranks not judged yet (job_state)
-
-    @property
-    def slurm_id(self) -> str:
-        return self.record.slurm.get("job_id", "")
-
-    @property
-    def slurm_restarts(self) -> int:
-        raw = self.record.slurm.get("restart_count", "0")
-        return int(raw) if raw.isdigit() else 0
-
-    def all_gone(self) -> bool:
-        return all(m.gone and m.death is not None for m in self.members.values())
-
-    def member_of_run(self, run_id: str) -> Optional[Member]:
-        return next((m for m in self.members.values() if m.run_id == run_id), None)
 
 
 def outcome(death: Death) -> tuple[AlertKind, Reason]:
@@ -266,9 +168,9 @@ def verdict(job: Job, step: Optional[int], scheduler: Optional[SlurmEnding]) -> 
         return Verdict(AlertKind.FINISHED, None, finished, None)
     # SIGTERMs are what the launcher sends the survivors: never the cause if anything else failed.
     primary = [m for m in failed if outcome(m.death)[0] is not AlertKind.TERMINATED]  # type: ignore[arg-type]
-    unordered = job_state.unknown_order(primary)
+    unordered = job_restore.unknown_order(primary)
     if unordered:  # several ranks ended unseen while the daemon was down: which was first is not known
-        return Verdict(AlertKind.KILLED, None, job_state.ended_down_reason(job, unordered), None)
+        return Verdict(AlertKind.KILLED, None, job_restore.ended_down_reason(job, unordered), None)
     cause = (primary or failed)[0]
     death = cause.death
     assert death is not None
@@ -347,9 +249,6 @@ def read_error_file(path: str, uid: int) -> Optional[tuple[str, str]]:
     return message.strip()[:300], traceback if isinstance(traceback, str) else ""
 
 
-_KINDS = job_state.Kinds(Job, Member, Death, read_error_file)  # what a restored job is made of
-
-
 # ---------------------------------------------------------------- the watch
 
 
@@ -374,28 +273,32 @@ class JobWatch:
         self.state: Optional[job_state.JobStateStore] = None  # saved across restarts, if kept
         self._dirty: set[str] = set()  # keys of jobs changed since the last save
 
-    # ------------------------------------------------------------ kept across restarts (job_state)
+    # ---------------------------------------------------- kept across restarts (job_state, job_restore)
 
     def keep_state(self, store: job_state.JobStateStore, now: float) -> None:
         """Start-up, before the runs are reconciled: bring the saved jobs back, save from now on."""
         self.state = store
-        job_state.restore(self, store.load(), _KINDS)
+        job_restore.restore(self, store.load())
         store.start()
 
     def judge_restored(self, now: float) -> list[Decision]:
         """Start-up, once the runs are reconciled: the restored jobs' ranks, alive or ended while
         down; what the tracker is to do (a stalled job's recovery watched on every rank)."""
-        return [WatchStalledJob(run) for run in job_state.judge_restored(self, now, _KINDS)]
+        return [WatchStalledJob(run) for run in job_restore.judge_restored(self, now, read_error_file)]
 
     def ended_while_down(self, run: TrackedRun, now: float) -> Optional[list[Decision]]:
         """Start-up hook: ``run``, a rank of a restored job, is gone: held for its job, or None
         (not a restored job's: the run's own ending is alerted)."""
-        return job_state.run_ended_while_down(self, run, now)
+        return job_restore.run_ended_while_down(self, run, now)
 
     def restoring(self, run: TrackedRun) -> bool:
         """``run`` is a rank of a job restored at this start whose ranks are not all judged yet."""
-        found = self._member(run)
+        found = self.rank_of(run)
         return found is not None and found[0].restored
+
+    def forget_saved(self, key: str) -> None:
+        """The saved job ``key`` is not brought back: its file goes at the next save."""
+        self._dirty.add(key)
 
     def touch(self, job: Job) -> None:
         self._dirty.add(job.key)
@@ -423,10 +326,10 @@ class JobWatch:
         member = job.members.get(run.identity.pid)
         if member is None or member.ident != run.identity:
             member = Member(run.identity, record.rank, record.local_rank, record.error_file)
-            if not self._watch(job, member, now):
+            if not self.watch_rank(job, member, now):
                 return
         elif not member.holds_pidfd and not member.gone:  # restored from the state directory
-            self._watch(job, member, now)
+            self.watch_rank(job, member, now)
         member.run_id = run.run_id
         member.cgroup = member.cgroup or run.cgroup
         self.by_run[run.run_id] = key
@@ -457,7 +360,7 @@ class JobWatch:
             member = job.members.get(rank.ident.pid)
             if (member is not None and member.ident == rank.ident) or len(job.members) >= _MAX_MEMBERS:
                 continue
-            if self._watch(job, Member(rank.ident, rank.rank, rank.local_rank, rank.error_file), now):
+            if self.watch_rank(job, Member(rank.ident, rank.rank, rank.local_rank, rank.error_file), now):
                 added += 1
         if added:
             log.info("job %s: watching %d more rank(s) on this host (%d in all)",
@@ -466,11 +369,13 @@ class JobWatch:
 
     def revisit(self, run: TrackedRun) -> None:
         """At a rescan: ranks that started after the record was written."""
-        found = self._member(run)
+        found = self.rank_of(run)
         if found is not None and found[1].death is None:
             self.discover(found[0])
 
-    def _watch(self, job: Job, member: Member, now: float) -> bool:
+    def watch_rank(self, job: Job, member: Member, now: float) -> bool:
+        """Watch ``member``'s process on a pidfd of its own (counted against its user's
+        budget); False if it cannot be (over budget, or not the same process any more)."""
         budgets = self.budgets
         if not budgets.take_pidfd(job.uid, now):
             return False  # over the user's pidfd budget: the rank is not watched
@@ -535,13 +440,13 @@ class JobWatch:
             if found is not None:
                 death.message, death.traceback = found
         member.death = death
-        self._changed(job, now)
+        self.changed(job, now)
 
     def holds_final(self, run: TrackedRun, final: FinalRecord, now: float) -> Optional[list[Decision]]:
         """A recorded rank wrote its end while still alive: held for its job
         (what to do meanwhile, often nothing), or None: not a job's, the
         tracker judges it alone."""
-        found = self._member(run)
+        found = self.rank_of(run)
         if found is None:
             return None
         job, member = found
@@ -549,7 +454,7 @@ class JobWatch:
             return self._fold_late(job, run, final, Death(at=now, final=final), now)
         if member.death is None:
             member.death = Death(at=min(now, final.ended), final=final)
-            self._changed(job, now)
+            self.changed(job, now)
         elif member.death.final is None:  # restored: its own word, read again from the spool
             member.death.final = final
         return []
@@ -558,7 +463,7 @@ class JobWatch:
                    status: Optional[int], now: float) -> Optional[list[Decision]]:
         """A recorded rank's process is gone (``status``: its wait status, if the
         kernel told): held for its job, or None (as ``holds_final``)."""
-        found = self._member(run)
+        found = self.rank_of(run)
         if found is None:
             return None
         job, member = found
@@ -572,7 +477,7 @@ class JobWatch:
         member.death = death
         if job.alerted_at is not None:
             return self._fold_late(job, run, final, death, now)
-        self._changed(job, now)
+        self.changed(job, now)
         return []
 
     def holds(self, run_id: str) -> bool:
@@ -584,7 +489,8 @@ class JobWatch:
         member = job.member_of_run(run_id)
         return member is not None and member.death is not None
 
-    def _member(self, run: TrackedRun) -> Optional[tuple[Job, Member]]:
+    def rank_of(self, run: TrackedRun) -> Optional[tuple[Job, Member]]:
+        """The job ``run`` is a recorded rank of, and its member; None if it is no job's."""
         key = self.by_run.get(run.run_id)
         job = self.jobs.get(key) if key is not None else None
         member = job.member_of_run(run.run_id) if job is not None else None
@@ -595,15 +501,16 @@ class JobWatch:
         """After the job's alert: a rank ending in the teardown window is part of it."""
         if job.alerted_at is None or now - job.alerted_at > TEARDOWN_WINDOW:
             return None
-        self._maybe_drop(job)
+        self.drop_if_done(job)
         return [Say(run, Event.folded(outcome(death)[0]), folded(job), final)]
 
     # ------------------------------------------------------------ verdicts
 
-    def _changed(self, job: Job, now: float) -> None:
+    def changed(self, job: Job, now: float) -> None:
+        """A rank of ``job`` ended or came back: to be saved, and judged again."""
         self.touch(job)
         if job.alerted_at is not None:
-            self._maybe_drop(job)
+            self.drop_if_done(job)
             return
         failed = any(is_failure(m.death) and not is_unknown(m.death)  # type: ignore[arg-type]
                      for m in job.members.values())
@@ -657,7 +564,7 @@ class JobWatch:
         self.touch(job)
         if not recorded:
             log.warning("job %s ended but none of its recorded runs is left to say so", printable(job.key))
-            self._maybe_drop(job)
+            self.drop_if_done(job)
             return []
         speaker_member, speaker = recorded[0]
         for _, run in recorded:
@@ -679,10 +586,10 @@ class JobWatch:
         decisions += [Say(run, Event.folded(outcome(member.death)[0]), folded(job), member.death.final)
                       for member, run in recorded if run is not speaker and member.death is not None]
         decisions += [RetireIfEnded(run) for member, run in recorded if member.gone]
-        self._maybe_drop(job)
+        self.drop_if_done(job)
         return decisions
 
-    def _maybe_drop(self, job: Job, force: bool = False) -> None:
+    def drop_if_done(self, job: Job, force: bool = False) -> None:
         """Forget a job once every rank is gone and each recorded one was judged
         (its end folded in, not alerted again), or, ``force``, after the teardown window."""
         judged = all(m.gone and (m.run_id is None or m.death is not None) for m in job.members.values())
@@ -700,7 +607,7 @@ class JobWatch:
         """Jobs alerted more than the teardown window ago: what still runs is no longer teardown."""
         for job in list(self.jobs.values()):
             if job.alerted_at is not None and now - job.alerted_at > TEARDOWN_WINDOW:
-                self._maybe_drop(job, force=True)
+                self.drop_if_done(job, force=True)
 
     # ------------------------------------------------------------ stalls and GPU faults
 
@@ -714,7 +621,7 @@ class JobWatch:
     def stall_peers(self, run: TrackedRun) -> Optional[Peers]:
         """For a job with several recorded ranks: [(rank, run)] if ``run`` speaks for
         the job's stalls, [] if another rank does; None for anything else."""
-        found = self._member(run)
+        found = self.rank_of(run)
         if found is None:
             return None
         live = [(m.rank, r) for m, r in self._recorded(found[0]) if m.death is None]
@@ -739,7 +646,7 @@ class JobWatch:
         if not stale:
             self.stacks.forget(run.run_id)  # progress came back while the stacks were asked for
             return [CheckStallAt(run, max(min(deadlines), now + 0.005))]
-        job = self._member(run)[0]  # type: ignore[index]
+        job = self.rank_of(run)[0]  # type: ignore[index]
         evidence = self.job_stacks(run, now)
         if evidence is None:
             return [CheckStallAt(run, now + STACK_WAIT)]  # asked every rank: back for the answers
@@ -768,7 +675,7 @@ class JobWatch:
         """The stacks of every local rank of ``run``'s job, grouped (``job_stacks``):
         the alert's fields, {} if ``run`` is in no job, or None while they are
         being gathered (the stall check is to come back for them: ``STACK_WAIT``)."""
-        found = self._member(run)
+        found = self.rank_of(run)
         if found is None:
             return {}
         job = found[0]
@@ -792,7 +699,7 @@ class JobWatch:
 
     def stall_speaker(self, run: TrackedRun) -> TrackedRun:
         """The run whose stall state stands for ``run``'s job (``run`` itself if none)."""
-        found = self._member(run)
+        found = self.rank_of(run)
         live = [r for m, r in self._recorded(found[0]) if m.death is None] if found is not None else []
         return live[0] if live else run
 

@@ -129,3 +129,23 @@ def test_the_name_a_squatter_is_moved_to_cannot_be_occupied_first(
 
 if sys.platform != "linux":  # pragma: no cover
     pytest.skip("Linux only", allow_module_level=True)
+
+
+def test_a_daemon_whose_lock_is_taken_over_stops(tmp_path: Path, shared: Path) -> None:
+    """A daemon that took the spool first (a user's, on the shared spool) has
+    its lock moved aside and a new one made in its place, as the spool's
+    owner's daemon does when it starts: the first one sees it at its next pass
+    (the rename wakes it) and stops, exit status 1, saying why, rather than
+    alert beside the other."""
+    spool_path = make_shared_spool(shared)
+    lock = spool_path / LOCK_FILE
+    with DaemonProcess(tmp_path / "first", {}, spool=spool_path) as first:
+        assert first.proc is not None
+        os.rename(lock, spool_path / ".planted-daemon.lock-taken")
+        taker = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            assert first.proc.wait(60) == 1
+        finally:
+            os.close(taker)
+    assert f"another daemon took over {spool_path} (its lock {lock} is no longer this daemon's): stopping" \
+        in first.log(), first.log()

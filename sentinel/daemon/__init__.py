@@ -149,7 +149,7 @@ def run(config: Config, stop: Optional[threading.Event] = None, *, retry_policy:
         log.info("open file limit %d: up to %d pidfds for runs, the rest kept for delivery and the spool",
                  open_files, pidfd_room(open_files))
         daemon = Daemon(config, outbox, channels, delivery.wake, observer=fleet,
-                        pidfd_room=pidfd_room(open_files))
+                        pidfd_room=pidfd_room(open_files), spool_lock_fd=spool_lock_fd)
         delivery.start()  # alerts left pending by a previous daemon go out at once
         daemon.start(time.time())
         systemd.notify("READY=1")
@@ -172,6 +172,9 @@ def run(config: Config, stop: Optional[threading.Event] = None, *, retry_policy:
                      ", ".join(new.default_channels) or "none")
 
         serve(daemon, stop, reload=reload, on_reload=on_reload)
+        if daemon.lost_spool is not None:
+            log.error("%s: stopping", daemon.lost_spool)
+            return 1
         return 0
     finally:
         systemd.notify("STOPPING=1")

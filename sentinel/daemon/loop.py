@@ -41,7 +41,7 @@ from sentinel.daemon.run_reader import ProblemLog, RunReader, TrackedRun, is_sha
 from sentinel.daemon.spool_watcher import Change, SpoolWatcher, Wakeup
 from sentinel.daemon.tracking import MIN_STEP, InlineChannels, OutboxLike, Tracker
 from sentinel.delivery import resend
-from sentinel.formats import daemon_file, mutes, safe_json
+from sentinel.formats import daemon_file, mutes, safe_json, spool_lock
 from sentinel.formats.state_dir import StateDir
 from sentinel.model.observer import FleetObserver
 
@@ -75,8 +75,12 @@ class Daemon:
         kmsg_path: str = "/dev/kmsg",
         observer: Optional[FleetObserver] = None,
         pidfd_room: Optional[int] = None,
+        spool_lock_fd: Optional[int] = None,
     ) -> None:
         self.config = config
+        # The spool's lock (``spool_lock``), checked on every pass: None, not checked.
+        self.spool_lock_fd = spool_lock_fd
+        self.lost_spool: Optional[str] = None  # why this daemon stopped watching: another took the spool
         self._status_sent = ""  # the last STATUS= line sent to systemd
         # Fleet hook (metrics, healthchecks.io): told of tracked runs, transitions and loop passes.
         self.observer = observer if observer is not None else FleetObserver()
@@ -214,6 +218,11 @@ class Daemon:
             ready = []
         TRACE.woke()  # the benchmark's breakdown of an alert's way starts here
         now = clock()
+        if self.spool_lock_fd is not None and not spool_lock.still_held(self.spool, self.spool_lock_fd):
+            # Before anything of this pass is decided: the daemon that took the spool alerts it.
+            self.lost_spool = (f"another daemon took over {self.spool} (its lock "
+                               f"{self.spool / spool_lock.LOCK_FILE} is no longer this daemon's)")
+            return now
         self.handle(ready, now)
         for run_id in retiring:
             self._guard(run_id, self.tracker.retire_if_ended, run_id, now)
@@ -435,7 +444,8 @@ def freeze_long_lived() -> None:
 
 def serve(daemon: Daemon, stop: threading.Event, clock: Callable[[], float] = time.time, *,
           reload: Optional[threading.Event] = None, on_reload: Callable[[], None] = lambda: None) -> None:
-    """Run ``daemon`` until ``stop`` is set; ``on_reload`` whenever ``reload`` is."""
+    """Run ``daemon`` until ``stop`` is set (or another daemon takes its spool:
+    ``daemon.lost_spool``); ``on_reload`` whenever ``reload`` is."""
     # The stop event is set by a signal handler or another thread; this
     # waiter turns it into a wake-up of the epoll so shutdown is immediate.
     def wake_on_stop() -> None:
@@ -444,7 +454,7 @@ def serve(daemon: Daemon, stop: threading.Event, clock: Callable[[], float] = ti
 
     waiter = threading.Thread(target=wake_on_stop, name="sentinel-stop-waiter", daemon=True)
     waiter.start()
-    while not stop.is_set():
+    while not stop.is_set() and daemon.lost_spool is None:
         daemon.poll_once(clock)
         if reload is not None and reload.is_set():
             reload.clear()

@@ -22,6 +22,8 @@ in a sticky directory, to a name with a random part (a name a user could
 predict, they could occupy first with a directory, and the move would
 fail), and the lock is made afresh. The same helper keeps a planted
 ``daemon.json`` from silencing the daemon (see ``sentinel.formats.daemon_file``).
+A daemon whose lock was moved aside so (a user's daemon, started first) sees
+it at its next pass (``still_held``) and stops.
 """
 
 from __future__ import annotations
@@ -175,6 +177,21 @@ def _existing(dir_fd: int, spool_path: Path, where: Path) -> Optional[int]:
         raise SpoolLockError(f"{where} is {_kind(st.st_mode)} of {_user(st.st_uid)} that this daemon "
                              "cannot move: remove it")
     return None
+
+
+def still_held(spool_path: Path, fd: int) -> bool:
+    """Whether the lock ``fd`` is still the file at the spool's lock name: False
+    once the spool's owner's daemon moved it aside and made its own (or the
+    file is gone). The daemon asks on every pass and stops when it is not:
+    two daemons watching one spool would both alert."""
+    try:
+        named = os.lstat(spool_path / LOCK_FILE)
+        held = os.fstat(fd)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True  # cannot tell now (asked again at the next pass)
+    return (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino)
 
 
 def unlock(fd: int) -> None:

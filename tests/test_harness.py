@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests import processes
-from tests.fakes.server import SO_TIMESTAMPNS, kernel_arrival_ns
+from tests.fakes.server import SO_TIMESTAMPNS, kernel_arrival_ns, receive_stamps_on
 from tests.processes import Launcher
 from tests.victims.harness import ROOT, Victim
 from tests.waiting import wait_for
@@ -154,7 +154,10 @@ def test_a_fakes_arrival_stamp_is_the_kernels_receive_time() -> None:
     the request reached the socket (the kernel's stamp, on the monotonic
     clock), not when the fake's Python got round to reading it. The request is
     sent, and acknowledged by the receiving kernel (so received, and stamped,
-    before that); only after the clock is read again is the stamp asked for."""
+    before that); only after the clock is read again is the stamp asked for.
+    (The kernel turns stamping on a moment after it is first asked for: the
+    fakes wait for that once per process, ``receive_stamps_on``.)"""
+    assert receive_stamps_on()
     with socket.create_server(("127.0.0.1", 0)) as server:
         server.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         before = time.monotonic_ns()

@@ -132,3 +132,30 @@ def test_spool_modes_are_private(tmp_path: Path) -> None:
             assert path.stat().st_mode & 0o777 == 0o700, path
         for path in spool_files(victim.spool):
             assert path.stat().st_mode & 0o777 == 0o600, path
+
+
+# A log call wakes the heartbeat thread (``Event.set``, its lock held) when
+# SIGTERM lands: the handler runs right there, in the same thread, and its
+# finish wakes the heartbeat thread too.
+SIGTERM_INSIDE_A_WAKE_UP = """
+import json, signal, sys
+import sentinel
+run = sentinel.watch(spool_dir=sys.argv[1], heartbeat_interval=0.1, handle_sigterm=True)
+print(json.dumps(run.run_id), flush=True)
+with run._recorder._wake._cond:
+    signal.raise_signal(signal.SIGTERM)
+print("survived", flush=True)
+"""
+
+
+def test_sigterm_inside_the_heartbeats_wake_up_still_ends_the_run(tmp_path: Path) -> None:
+    """The process dies by SIGTERM with its run recorded "terminated"; it used
+    to wait for a lock its own thread held, for good (found by a real SwanLab
+    victim hanging on SIGTERM in CI)."""
+    proc = subprocess.run([sys.executable, "-c", SIGTERM_INSIDE_A_WAKE_UP, str(tmp_path / "spool")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == -15, proc.stderr
+    run_id = json.loads(proc.stdout.splitlines()[0])
+    assert "survived" not in proc.stdout
+    final = json.loads((tmp_path / "spool" / run_id / "final.json").read_text())
+    assert final["state"] == "terminated" and final["signal"] == "SIGTERM"

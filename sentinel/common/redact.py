@@ -30,7 +30,7 @@ _QUERY_SECRET = re.compile(
 _SLACK_HOOK = re.compile(r"(/services/)[A-Za-z0-9_\-]+/[A-Za-z0-9_\-]+/[A-Za-z0-9_\-]+")
 _JSON_SECRET = re.compile(r"(?i)(\"(?:secret|key|device_key|api_key|webhook_url|token)\"\s*:\s*\")[^\"]*(\")")
 
-_lock = threading.Lock()
+_lock = threading.RLock()  # a SIGTERM handler's finish may redact in the thread that holds it
 _registered: set[str] = set()
 
 

@@ -136,6 +136,19 @@ def _numeric_scalars(values: Mapping[str, Any], into: dict[str, float]) -> dict[
     return merged
 
 
+class _ReentrantEvent(threading.Event):
+    """``threading.Event`` whose lock its own thread may take again. The SIGTERM
+    handler runs in the training thread between two bytecodes, and its
+    ``finish`` wakes the heartbeat thread: if the signal landed while that
+    thread was inside ``set()`` of this same event (a log call waking the
+    heartbeat thread), ``Event``'s plain lock was held by the very thread
+    asking for it, and the process hung for good instead of ending."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._cond = threading.Condition(threading.RLock())
+
+
 class Recorder:
     """The in-memory state of one run and the thread that writes it down.
 
@@ -223,7 +236,7 @@ class Recorder:
         self._outgoing: deque[tuple[float, str]] = deque()
         # Owned by the heartbeat thread (and by finish, under the lock).
         self._lock = threading.RLock()
-        self._wake = threading.Event()
+        self._wake = _ReentrantEvent()
         self._stopping = False
         self._ended = False
         self._record_written = False

@@ -43,7 +43,7 @@ from sentinel.formats import evidence
 # signal, or faulthandler, for itself); alerts then say why stacks are missing.
 ENV_SWITCH = "SENTINEL_STACK_DUMPS"
 
-_lock = threading.Lock()
+_lock = threading.RLock()  # re-entered by the SIGTERM handler's finish in the thread that holds it
 _owner: Optional[Path] = None  # the run directory faulthandler writes into
 _stacks_fd: Optional[int] = None
 _crash_fd: Optional[int] = None

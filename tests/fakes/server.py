@@ -91,6 +91,34 @@ def kernel_arrival_ns(conn: socket.socket) -> int:
     return 0
 
 
+_stamping: Optional[socket.socket] = None
+
+
+def receive_stamps_on() -> bool:
+    """Turn the kernel's receive stamps on before the first request comes, and
+    keep them on: a listening socket asking for them stays open for the
+    process's life. The kernel turns stamping on for every socket a moment
+    after the first one asks (deferred work): a segment that arrives before
+    has none, so loopback probes show when it took effect. False if it did
+    not within a few seconds (the fakes then stamp arrival themselves)."""
+    global _stamping
+    if _stamping is not None:
+        return True
+    keeper = socket.create_server((HOST, 0))
+    keeper.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+    for _ in range(5000):  # bounded: about 5 s
+        with socket.create_connection(keeper.getsockname()) as probe:
+            accepted, _ = keeper.accept()
+            with accepted:
+                probe.sendall(b"?")
+                if kernel_arrival_ns(accepted):
+                    _stamping = keeper
+                    return True
+        time.sleep(0.001)  # the probe's own pacing: the kernel's deferred work runs meanwhile
+    keeper.close()
+    return False
+
+
 class FakeService:
     """Subclasses implement ``handle(request) -> Reply`` and ``failure(mode)``."""
 
@@ -128,6 +156,7 @@ class FakeService:
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
                 pass  # quiet: tests read ``requests`` instead
 
+        receive_stamps_on()
         self._server = ThreadingHTTPServer((HOST, 0), Handler)
         # The kernel stamps each segment it receives (inherited by accepted sockets):
         # a request's arrival is then when it reached this socket, not when the

@@ -7,7 +7,8 @@ written through ``sentinel.formats.spool`` (see ``_common.SleepRuns``), all pres
 before the daemon starts, so start-up reconciles every one of them (a first
 slice before READY, the rest a slice per loop pass). For each
 size: time from spawning the daemon to its sd_notify ``READY=1`` (a real
-NOTIFY_SOCKET), its RSS, its CPU use while idle, and the kill-to-alert
+NOTIFY_SOCKET) and until every run is reconciled, its RSS, its CPU use
+while idle (after that), and the kill-to-alert
 latency of runs killed one at a time (to a fake Bark on 127.0.0.1).
 """
 
@@ -43,6 +44,7 @@ ALERT_TIMEOUT = 30.0
 class Scale:
     watched: int
     ready_s: float = 0.0
+    reconciled_s: float = 0.0  # spawn → every run in the spool reconciled (the log line)
     rss_ready_mib: float = 0.0
     rss_idle_mib: float = 0.0
     hwm_mib: float = 0.0
@@ -93,6 +95,10 @@ def measure(size: int, kills: int, idle_seconds: float, tmp: Path) -> Scale:
             ready_at = time.monotonic()
             pid = daemon.proc.pid
             result.rss_ready_mib = _common.proc_status_kib(pid, "VmRSS") / 1024
+            # READY comes after a first slice; the rest of the runs are admitted a slice per pass
+            # after it. Idle is measured once every run is reconciled (the daemon logs it).
+            daemon.wait_log("start-up: every run in the spool reconciled", READY_TIMEOUT)
+            result.reconciled_s = time.monotonic() - t0
 
             time.sleep(1.0)  # let start-up work (first deliveries, the inotify walk) finish
             cpu0, wall0 = _common.proc_cpu_seconds(pid), time.monotonic()
@@ -163,7 +169,8 @@ def main() -> int:
     rows = []
     for r in results:
         st = summary([ms(x) for x in r.alert_ns])
-        rows.append((f"{r.watched:,}", fmt(r.spawn_s), fmt(r.ready_s), fmt(r.rss_ready_mib, 1),
+        rows.append((f"{r.watched:,}", fmt(r.spawn_s), fmt(r.ready_s), fmt(r.reconciled_s),
+                     fmt(r.rss_ready_mib, 1),
                      fmt(r.rss_idle_mib, 1), fmt(r.hwm_mib, 1),
                      f"{r.idle_cpu_pct:.3f} % ({r.idle_seconds:.0f} s)", fmt(ms(r.cold_ns)),
                      st["n"], fmt(st["p50"]), fmt(st["p90"]), fmt(st["p99"]), fmt(st["max"])))
@@ -184,7 +191,8 @@ def main() -> int:
                 f"{lat:.1f} ms at {t % RESCAN:.2f} s after a {RESCAN:.0f} s rescan tick" for lat, t in slow))
     body = "\n".join([
         "### Results", "",
-        table(["runs watched", "spawn + records s", "daemon spawn→READY s", "RSS at READY MiB",
+        table(["runs watched", "spawn + records s", "daemon spawn→READY s", "spawn→every run reconciled s",
+               "RSS at READY MiB",
                "RSS idle MiB", "peak RSS MiB", "idle CPU (of one core)", "first alert ms", "kills",
                "kill→alert p50 ms", "p90", "p99", "max"], rows),
         "",
@@ -200,9 +208,12 @@ def main() -> int:
         "after the previous alert arrived). The first kill after start-up is reported apart (`first alert`): "
         "the daemon imports its HTTP stack (requests) on the first delivery, a one-time cost. "
         "`spawn→READY` runs from starting the daemon process (interpreter start "
-        "and imports included) to its sd_notify `READY=1`, which it sends after reconciling every run in the "
-        "spool: reading each record, its alert journal, opening a pidfd and checking the process identity. "
-        "Idle CPU is the daemon's utime + stime over the idle window "
+        "and imports included) to its sd_notify `READY=1`, which it sends after reconciling a first slice of "
+        "the runs (users in turn); `spawn→every run reconciled` until the daemon logs that the rest, "
+        "admitted a slice per loop pass while it handles events, is reconciled too: each record read, "
+        "its alert journal, "
+        "a pidfd opened and the process identity checked. Idle CPU is the daemon's utime + stime over the "
+        "idle window, which starts once every run is reconciled "
         f"(rescan every {RESCAN:.0f} s, the default, "
         "so the window includes full rescans). Open-file limit inherited by the daemon: "
         f"{max(r.nofile for r in results):,}.", "",
@@ -220,8 +231,9 @@ def main() -> int:
                 big.rss_idle_mib * 1.048576 <= 150, f"peak {fmt(big.hwm_mib, 1)} MiB"),
         Verdict("scale", f"idle CPU at {label} runs", f"{big.idle_cpu_pct:.3f} % of a core", "<= 1 %",
                 big.idle_cpu_pct <= 1.0, f"over {big.idle_seconds:.0f} s incl. rescans every {RESCAN:.0f} s"),
-        Verdict("scale", f"start-up reconcile (spawn→READY) at {label} runs", f"{fmt(big.ready_s)} s",
-                "<= 5 s", big.ready_s <= 5.0, f"{fmt(small.ready_s)} s at {small.watched:,}"),
+        Verdict("scale", f"start-up reconcile (spawn→every run reconciled) at {label} runs",
+                f"{fmt(big.reconciled_s)} s", "<= 5 s", big.reconciled_s <= 5.0,
+                f"READY after {fmt(big.ready_s)} s; {fmt(small.reconciled_s)} s at {small.watched:,}"),
         Verdict("scale", f"kill→alert p99 at {label} vs at {small.watched}",
                 f"{fmt(big_st['p99'])} ms vs {fmt(small_st['p99'])} ms ({ratio:.2f}x)", "<= 2x",
                 ratio <= 2.0, f"p50 {fmt(big_st['p50'])} vs {fmt(small_st['p50'])} ms; the daemon's share "

@@ -111,6 +111,17 @@ class RateLimiter:
                 return
 
 
+def _send_batch(channel: Channel, batch: list[PendingDelivery]) -> str:
+    """One request for ``batch`` (a digest if several); its answer, or the channel's error."""
+    try:
+        if len(batch) > 1:
+            return channel.send_digest([item.alert for item in batch])
+        return channel.send(batch[0].alert)
+    finally:
+        # However it ended (answered, failed, a channel without HTTP): the loop waits no longer.
+        http.REQUEST_WRITTEN.set()
+
+
 def _status_only(permanent: Optional[bool]) -> str:
     """What is said about an inline channel's answer: its HTTP status, nothing it wrote."""
     status = http.last_status()
@@ -501,17 +512,12 @@ class Delivery:
         for item in batch:
             TRACE.stamp(item.alert.alert_id, "picked")
         try:
-            if len(batch) > 1:
-                answer = channel.send_digest([item.alert for item in batch])
-            else:
-                answer = channel.send(batch[0].alert)
+            answer = _send_batch(channel, batch)
         except DeliveryError as exc:
-            http.REQUEST_WRITTEN.set()  # a channel without HTTP, or no request: the loop waits no longer
             reason = _status_only(exc.permanent) if inline else redact(exc, secrets)
             self._failed(name, batch, reason, exc.permanent, exc.retry_after)
             return
         except Exception as exc:
-            http.REQUEST_WRITTEN.set()
             # A bug, not the network: keep the alert and retry on schedule
             # (a fixed daemon delivers it); the traceback is logged redacted.
             detail = "" if inline else f": {exc}"
@@ -519,7 +525,6 @@ class Delivery:
                       redact(f"{exc.__class__.__name__}{detail}", secrets), exc_info=not inline)
             self._failed(name, batch, f"unexpected {exc.__class__.__name__}", False, None)
             return
-        http.REQUEST_WRITTEN.set()
         for item in batch:
             TRACE.finish(item.alert.alert_id)
         answer = _status_only(None) if inline else redact(answer, secrets)

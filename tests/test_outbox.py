@@ -197,6 +197,64 @@ def _fsynced_paths(monkeypatch):
     return synced
 
 
+def test_an_admitted_alert_is_deliverable_before_its_record_is_written(outbox, tmp_path, monkeypatch):
+    synced = _fsynced_paths(monkeypatch)
+    alert = sample_alert(AlertKind.KILLED)
+    outbox.prepare_run(RUN_ID)
+    assert outbox.admit(alert, ["slack"]) is True
+    assert outbox.admit(alert, ["slack"]) is False and outbox.enqueue(alert, ["slack"]) is False
+    assert [p.alert.alert_id for p in outbox.pending("slack")] == [alert.alert_id]
+    run_dir = tmp_path / "outbox" / "runs" / RUN_ID
+    assert list(run_dir.iterdir()) == []  # nothing on disk yet: the request goes first
+    assert outbox.unwritten(RUN_ID) and not outbox.unwritten("another-run")
+    assert outbox.journal(RUN_ID) == [alert] and outbox.run_of(alert.alert_id) == RUN_ID
+    assert outbox.write_admitted() is True
+    assert not outbox.unwritten(RUN_ID)
+    record = run_dir / f"000000000001.{alert.alert_id}.json"
+    assert json.loads(record.read_text())["alert"] == alert.to_dict()
+    assert synced == []
+    outbox.sync()
+    assert str(record) in synced
+    assert [p.alert.alert_id for p in Outbox(tmp_path / "outbox").pending("slack")] == [alert.alert_id]
+
+
+def test_an_outcome_written_before_the_admitted_record_is_not_undone(outbox, tmp_path):
+    alert = sample_alert(AlertKind.KILLED)
+    outbox.admit(alert, ["slack"])
+    outbox.mark_delivered(alert.alert_id, "slack", "Slack: 200 ok", NOW)  # the answer came first
+    assert not outbox.unwritten(RUN_ID)  # the outcome wrote the whole record
+    assert outbox.write_admitted() is True
+    reopened = Outbox(tmp_path / "outbox")
+    assert reopened.pending("slack") == [] and reopened.journal(RUN_ID) == [alert]
+
+
+def test_an_admitted_record_that_cannot_be_written_is_kept_and_written_later(outbox, tmp_path, monkeypatch,
+                                                                              caplog):
+    import errno
+
+    from sentinel.delivery import outbox as outbox_module
+
+    alert = sample_alert(AlertKind.KILLED)
+    outbox.prepare_run(RUN_ID)
+    outbox.admit(alert, ["slack"])
+    real_write = outbox_module.write_json
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(outbox_module, "write_json", disk_full)
+    with caplog.at_level(logging.ERROR, logger="sentinel.outbox"):
+        assert outbox.write_admitted() is False
+        assert outbox.write_admitted() is False
+    assert [r.getMessage() for r in caplog.records].count(
+        f"cannot write the record of alert {alert.alert_id} (No space left on device): its delivery goes on, "
+        "and the record is written as soon as it can be") == 1  # once, not per try
+    assert outbox.unwritten(RUN_ID) and [p.alert for p in outbox.pending("slack")] == [alert]
+    monkeypatch.setattr(outbox_module, "write_json", real_write)
+    assert outbox.write_admitted() is True and not outbox.unwritten(RUN_ID)
+    assert Outbox(tmp_path / "outbox").journal(RUN_ID) == [alert]
+
+
 def test_default_enqueue_fsyncs_file_and_directories_before_returning(outbox, tmp_path, monkeypatch):
     synced = _fsynced_paths(monkeypatch)
     outbox.enqueue(sample_alert(n=1), ["slack"])

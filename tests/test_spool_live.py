@@ -202,3 +202,48 @@ def test_a_version_1_file_is_still_read(tmp_path: Path) -> None:
     _rewrite(path, STEP_SLOT, struct.pack("<Qdd", 4, 999.0, 99.0))  # ignored in version 1
     got, _ = live_file.read_live(tmp_path)
     assert got is not None and (got.last_progress, got.step, got.scalars) == (100.0, 4, {"loss": 0.25})
+
+
+WRITER = """
+import sys
+from pathlib import Path
+from sentinel.formats import live_file
+live = live_file.LiveWriter.create(Path(sys.argv[1]))
+live.update(1.0, 1, {"a": 1.0, "b": -1.0})
+print("READY", flush=True)
+sys.stdin.readline()
+for k in range(2, 400_000):
+    live.update(float(k), k, {"a": float(k), "b": -float(k)})
+"""
+
+
+def test_reads_beside_a_live_writer_are_each_one_whole_report(tmp_path: Path) -> None:
+    """A writer process hammers the file while it is read: every read is one
+    report, never two half ones (both values agree; the step slot, written
+    before its record, is as new or newer and agrees with its own time), and
+    the reads move forward. (A read that finds every record torn three times
+    says None, as it may while a writer hammers; a dead writer tears none.)"""
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path)], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stdin is not None
+        assert child.stdout.readline().strip() == "READY"
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        seen, during = 0.0, 0
+        while child.poll() is None:  # ends with the writer's bounded loop
+            got, _ = live_file.read_live(tmp_path)
+            if got is None:
+                continue
+            k = got.scalars["a"]
+            assert got.scalars["b"] == -k
+            assert got.step is not None and got.last_progress == float(got.step) >= k >= seen
+            seen, during = k, during + 1
+        assert child.wait() == 0
+        assert during > 10  # read whole while it wrote, not only after
+    finally:
+        child.kill()
+        child.wait()

@@ -100,3 +100,44 @@ def test_full_state_disk_sends_an_alert_once(tmp_path: Path, tiny_state: Path, o
             assert [(d.alert_id, d.channel) for d in letters] == [(record.alert.alert_id, "phone")]
         assert daemon.stop() == 0
     assert len(bark.received()) == 1  # never resent, also not at shutdown
+
+
+def test_a_full_state_disk_does_not_hold_back_a_kill_alert(tmp_path: Path, tiny_state: Path) -> None:
+    """The alert is sent first and its record written after: with no byte
+    left for the record, the phone still hears of the kill at once. The run
+    stays in the spool (a restarted daemon would decide it again) until the
+    record is written, once there is space; nothing is sent twice."""
+    with FakeBark() as bark, DaemonProcess(tmp_path, {"phone": {"type": "bark", "url": bark.key_url}},
+                                           state=tiny_state / "state") as daemon:
+        victim = Victim.watch(daemon.tmp, "sleep-forever", "--name", "no-room", "--heartbeat", "0.1",
+                              spool_dir=daemon.spool).start()
+        with victim:
+            run_id = victim.ready()
+            victim.expect("RUNNING")
+            # Admitted: the run's record directory is made then (a kill pays for no mkdir).
+            wait_for(lambda: (daemon.state / "outbox" / RUNS_DIR / run_id).is_dir(), 30, what="admission")
+            filler = fill(tiny_state)
+            victim.kill()
+            bark.wait_for_requests(1, timeout=30)
+        assert "no-room" in bark.received()[0].body.decode()
+        daemon.wait_log(f"cannot write the record of alert {run_id}.")
+        # Its outcome cannot be written either; retried with backoff: the channel went round.
+        wait_for(lambda: daemon.log().count(SAVE_FAILED) >= 2, 30, what="a write retry")
+        assert outbox_records(daemon.state) == []
+        # Not archived without its record. (Here the archive, on the tmpfs, cannot take the run
+        # from the spool's file system: the daemon's attempt shows as that warning.)
+        archiving = f"cannot archive {daemon.spool / run_id}"
+        assert archiving not in daemon.log() and (daemon.spool / run_id).is_dir()
+        filler.unlink()
+
+        def settled() -> bool:
+            records = outbox_records(daemon.state)
+            return len(records) == 1 and not records[0].open
+
+        wait_for(settled, 30, what="the record written once space is free")
+        [record] = outbox_records(daemon.state)
+        assert record.alert.kind is AlertKind.KILLED and record.alert.run_id == run_id
+        assert record.channels["phone"].state == DELIVERED and record.channels["phone"].attempts == 1
+        daemon.wait_log(archiving)  # retired once its record is written
+        assert daemon.stop() == 0
+    assert len(bark.received()) == 1

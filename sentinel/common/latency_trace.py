@@ -10,9 +10,10 @@ stamp):
     woke      the loop's epoll returned with the event (a pidfd readable, ...)
     decided   the transition is made (the run's files read, the ending known)
     built     the alert is built, before it goes to the outbox
-    enqueued  the outbox record is in place (renamed; its fsync follows off the loop)
-    handed    the delivery workers are being woken
+    handed    it is in the outbox's memory and the delivery workers are being woken
     picked    a delivery worker took the alert and starts the request
+    enqueued  its outbox record is in place (renamed; after the first request is
+              written, its fsync off the loop)
     answered  the channel's answer came back
 
 Nothing is written on the way: an alert's line (one JSON object,
@@ -32,7 +33,7 @@ from typing import Optional
 
 ENV = "SENTINEL_LATENCY_TRACE"
 MAX_OPEN = 1000
-STAGES = ("woke", "decided", "built", "enqueued", "handed", "picked", "answered")
+STAGES = ("woke", "decided", "built", "handed", "picked", "enqueued", "answered")
 
 
 class LatencyTrace:

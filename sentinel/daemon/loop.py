@@ -282,6 +282,7 @@ class Daemon:
         if self.sweep is not None:
             self.continue_rescan(now, STARTUP_LIST_SLICE if self.backlog is not None else RESCAN_SLICE)
         self.check_backlog()
+        self.outbox.write_admitted()  # records a full disk held back (none: one lock taken)
         self.resends.poll()  # one lstat unless a request came
         if self.next_watchdog is not None and now >= self.next_watchdog and self.watchdog_period:
             systemd.notify("WATCHDOG=1")

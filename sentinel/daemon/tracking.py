@@ -79,6 +79,9 @@ MIN_STEP = 0.005  # never spin: a deadline "now" is re-checked a little later
 
 class OutboxLike(Protocol):
     def enqueue(self, alert: Alert, channels: list[str], *, sync: bool = True) -> bool: ...
+    def admit(self, alert: Alert, channels: list[str]) -> bool: ...
+    def write_admitted(self) -> bool: ...
+    def unwritten(self, run_id: str) -> bool: ...
     def prepare_run(self, run_id: str) -> None: ...
     def known(self, alert_id: str) -> bool: ...
     def open_messages(self, user: str) -> int: ...
@@ -458,13 +461,15 @@ class Tracker:
             alert = dataclasses.replace(alert, silenced="over its user's budget of state alerts per minute"
                                         if over_budget else silenced_because(
                 event.is_quiet, kind.value in alert_on, bool(routed), bool(run.channels)))
-        # If this raises (disk full), the state stays put and the next rescan decides again.
         TRACE.stamp(alert.alert_id, "built")
-        self.outbox.enqueue(alert, channels, sync=False)
-        TRACE.stamp(alert.alert_id, "enqueued")
-        # In place: delivery starts now; the bookkeeping below runs beside its first attempt.
+        # Sent first, written while its answer is on the way (``Outbox.admit``: the run is not
+        # archived before its record is written). If this raises (the run's record directory
+        # cannot be made), the state stays put and the next rescan decides again.
+        self.outbox.admit(alert, channels)
         TRACE.stamp(alert.alert_id, "handed")
-        self.wake_delivery()
+        self.wake_delivery()  # returns once an idle worker wrote its request (2 ms at most)
+        self.outbox.write_admitted()  # a full disk: logged, written by a later pass
+        TRACE.stamp(alert.alert_id, "enqueued")
         old_state = run.state
         run.state, run.transitions = new_state, number
         self.syncer.request()  # to disk while the first delivery attempt is under way
@@ -520,7 +525,14 @@ class Tracker:
             self.retire(run, now)
 
     def retire(self, run: TrackedRun, now: float) -> None:
-        """An ended run whose process is gone: archive it and stop tracking."""
+        """An ended run whose process is gone: archive it and stop tracking
+        (once its alerts' records are written: until then a restarted daemon
+        must find the run in the spool, to decide and send its ending again)."""
+        if self.outbox.unwritten(run.run_id):
+            self.outbox.write_admitted()
+            if self.outbox.unwritten(run.run_id):  # a full disk: look again next pass
+                self.retire_soon(run)
+                return
         self.deliver_messages(run, now)
         self.forget(run.run_id)
         self.messages.forget(run.run_id)

@@ -1,4 +1,4 @@
-"""The durable outbox: every alert is on disk before anyone tries to send it.
+"""The durable outbox: an alert, once decided, survives the daemon being killed.
 
 This module owns the outbox's on-disk format; nothing else reads or writes
 these files. Layout (under ``<state>/outbox``, 0700)::
@@ -15,7 +15,8 @@ delivery state (pending / delivered / dead, attempts, next attempt). It is
 replaced atomically (temporary file + rename) on every change, so a process
 killed at any instant leaves either the old or the new record: an alert
 once enqueued is never lost, and the only duplicate possible is a delivery
-whose answer arrived just before the kill, before "delivered" was written.
+whose answer arrived just before the kill, before "delivered" was written
+(or, for an ``admit``-ted alert, before its record was).
 
 What is guaranteed when:
 
@@ -35,6 +36,16 @@ What is guaranteed when:
   the end of the fsync, normally a few ms) can lose the alert; the daemon
   never deletes the source of an alert (a run's message file) before a
   ``sync()`` of its own returned.
+- ``admit(alert, channels)``, then ``write_admitted()`` (the daemon's state
+  alerts: killed, crashed, finished, ...): the alert is deliverable from
+  ``admit`` on, and the daemon writes its record as soon as the first
+  request is on its way, so the write (about half a millisecond of the one
+  core a dying process leaves) is not on the way to the phone. A process
+  killed in between has lost the record, not the alert: the daemon archives
+  no run whose record is unwritten (``unwritten``), so its restart finds the
+  run's ending in the spool and sends it (again, if the first request had
+  gone out). A record that cannot be written (a full disk) stays in memory,
+  its delivery goes on, and every later ``write_admitted()`` tries again.
 - Every later change of a record (delivered, failed, dead-lettered,
   resent) is fsynced before the call returns. ``resend(alert_id)`` (asked
   for by ``sentinel history --resend``) puts an alert's dead-lettered
@@ -338,9 +349,11 @@ class Outbox:
         self._attempts = 0
         self._record_locks = [threading.Lock() for _ in range(_RECORD_LOCKS)]
         self._unsaved: dict[str, list[_Outcome]] = {}  # channel -> outcomes whose write failed, in order
+        self._unwritten: dict[str, OutboxRecord] = {}  # admitted, record not yet written (``admit``)
+        self._unwritable: set[str] = set()  # of those, the ones whose write failed (logged once)
         self._next_seq = 1
-        # Written with sync=False and not yet fsynced: files, then directories
-        # (a new run directory before its parent, whose entry names it).
+        # Written with sync=False and not yet fsynced: files, then the directories
+        # whose entries must survive too (a record's run directory, a new one's parent).
         self._unsynced_files: list[Path] = []
         self._unsynced_dirs: dict[Path, None] = {}
         self._sync_lock = threading.Lock()  # one sync at a time: a return means all earlier ones are done
@@ -427,29 +440,105 @@ class Outbox:
         with self._lock:
             if alert_id in self._paths:
                 return False
-            seq = self._next_seq
-            self._next_seq += 1
-            record = OutboxRecord(seq=seq, alert=alert,
-                                  channels={name: ChannelState() for name in dict.fromkeys(channels)})
-            run_dir = self.root / RUNS_DIR / _run_key(alert.run_id)
-            new_dir = not run_dir.is_dir()
-            if new_dir:
-                make_private_dir(run_dir)
-            path = run_dir / f"{seq:012d}.{alert_id}.json"
+            record, path, new_dir = self._new_record(alert, channels)
             write_json(path, record.to_dict(), durable=sync)
             if sync:
-                if new_dir or run_dir.parent in self._unsynced_dirs:
-                    fsync_dir(run_dir.parent)  # the new directory's entry must survive too
+                if new_dir or path.parent.parent in self._unsynced_dirs:
+                    fsync_dir(path.parent.parent)  # the new directory's entry must survive too
             else:
-                self._unsynced_files.append(path)
-                self._unsynced_dirs[run_dir] = None
-                if new_dir:
-                    self._unsynced_dirs[run_dir.parent] = None
-            self._paths[alert_id] = path
-            if record.channels:
-                self._open[alert_id] = record
-                self._opened(record, list(record.channels))
+                self._written_unsynced(path, new_dir)
+            self._index(record, path)
             return True
+
+    def admit(self, alert: Alert, channels: list[str]) -> bool:
+        """``enqueue`` in memory only: deliverable at once, its record written
+        by ``write_admitted``. False if its id is known. Raises OSError
+        (nothing changed) only if the run's record directory cannot be made.
+
+        For the daemon's state alerts, whose first request goes out before the
+        record is written (the write then runs while the answer is on its
+        way). Until it is written, ``unwritten(run_id)`` is true, and the
+        daemon does not archive the run: a daemon killed in between has sent
+        the alert, or not, but left the run in the spool, so its restart
+        decides the run again and sends the alert (again: the one duplicate
+        a kill can cause)."""
+        alert_id = alert.alert_id
+        if not _SAFE_NAME.match(alert_id or ""):
+            raise ValueError(f"alert id {alert_id!r} is not a safe file name")
+        with self._lock:
+            if alert_id in self._paths:
+                return False
+            record, path, new_dir = self._new_record(alert, channels)
+            if new_dir:
+                self._unsynced_dirs[path.parent.parent] = None  # its entry, fsynced by the next sync()
+            self._unwritten[alert_id] = record
+            self._index(record, path)
+            return True
+
+    def write_admitted(self) -> bool:
+        """Write the records ``admit`` kept in memory (renamed into place,
+        fsynced by the next ``sync()``); True once none is left. One that
+        cannot be written (a full disk) is logged once and tried again by the
+        next call; its delivery goes on meanwhile."""
+        with self._lock:
+            waiting = list(self._unwritten)
+        for alert_id in waiting:
+            # The record's lock: a delivery outcome written meanwhile wrote the whole record.
+            with self._record_locks[_stripe(alert_id)]:
+                with self._lock:
+                    admitted = self._unwritten.get(alert_id)
+                    path = self._paths.get(alert_id)
+                    if admitted is None or path is None:
+                        continue
+                    record = self._open.get(alert_id, admitted)
+                try:
+                    write_json(path, record.to_dict())
+                except OSError as exc:
+                    if alert_id not in self._unwritable:
+                        self._unwritable.add(alert_id)
+                        log.error("cannot write the record of alert %s (%s): its delivery goes on, "
+                                  "and the record is written as soon as it can be", alert_id, exc.strerror)
+                    continue
+                with self._lock:
+                    self._unwritten.pop(alert_id, None)
+                    self._unwritable.discard(alert_id)
+                    self._written_unsynced(path, False)
+        with self._lock:
+            return not self._unwritten
+
+    def unwritten(self, run_id: str) -> bool:
+        """True while a record of ``run_id`` is admitted but not yet written."""
+        with self._lock:
+            return any(record.alert.run_id == run_id for record in self._unwritten.values())
+
+    def _new_record(self, alert: Alert, channels: list[str]) -> tuple[OutboxRecord, Path, bool]:
+        """The next record for ``alert`` and its path; the run's directory made
+        if missing (whether it was new). Lock held."""
+        seq = self._next_seq
+        self._next_seq += 1
+        record = OutboxRecord(seq=seq, alert=alert,
+                              channels={name: ChannelState() for name in dict.fromkeys(channels)})
+        run_dir = self.root / RUNS_DIR / _run_key(alert.run_id)
+        new_dir = not run_dir.is_dir()
+        if new_dir:
+            make_private_dir(run_dir)
+        return record, run_dir / f"{seq:012d}.{alert.alert_id}.json", new_dir
+
+    def _written_unsynced(self, path: Path, new_dir: bool) -> None:
+        """``path`` was renamed into place without an fsync (in a new run
+        directory: ``new_dir``): ``sync()`` fsyncs it. Lock held."""
+        self._unsynced_files.append(path)
+        self._unsynced_dirs[path.parent] = None
+        if new_dir:
+            self._unsynced_dirs[path.parent.parent] = None
+
+    def _index(self, record: OutboxRecord, path: Path) -> None:
+        """Know ``record`` (at ``path``), and queue it if it has channels. Lock held."""
+        alert_id = record.alert.alert_id
+        self._paths[alert_id] = path
+        if record.channels:
+            self._open[alert_id] = record
+            self._opened(record, list(record.channels))
 
     def prepare_run(self, run_id: str) -> None:
         """Make ``run_id``'s record directory ahead of its first alert (the
@@ -487,9 +576,14 @@ class Outbox:
             return alert_id in self._paths
 
     def journal(self, run_id: str) -> list[Alert]:
-        """Every alert ever enqueued for ``run_id``, in enqueue order."""
+        """Every alert ever enqueued for ``run_id``, in enqueue order (also those
+        admitted and not yet written)."""
         with self._lock:
-            return read_journal(self.root, run_id)
+            records = read_records(self.root, run_id)
+            written = {record.alert.alert_id for record in records}
+            records += [record for alert_id, record in self._unwritten.items()
+                        if record.alert.run_id == run_id and alert_id not in written]
+            return [record.alert for record in sorted(records, key=lambda record: record.seq)]
 
     def forget_run(self, run_id: str) -> None:
         """Drop everything about ``run_id`` (its archived run was pruned)."""
@@ -505,6 +599,8 @@ class Outbox:
             with self._lock:
                 for alert_id in gone:
                     del self._paths[alert_id]
+                    self._unwritten.pop(alert_id, None)
+                    self._unwritable.discard(alert_id)
                     record = self._open.pop(alert_id, None)
                     if record is not None:
                         self._closed(record)
@@ -539,7 +635,11 @@ class Outbox:
 
     def run_of(self, alert_id: str) -> Optional[str]:
         """The run id ``alert_id`` is about (None: no such alert)."""
-        path = self._paths.get(alert_id)
+        with self._lock:
+            path = self._paths.get(alert_id)
+            admitted = self._unwritten.get(alert_id)
+        if admitted is not None:
+            return admitted.alert.run_id
         return None if path is None else read_record(path).alert.run_id
 
     def resend(self, alert_id: str) -> list[str]:
@@ -549,12 +649,13 @@ class Outbox:
         if path is None:
             raise ResendRefused(f"no alert {alert_id!r} in the outbox (see sentinel history)")
         with self._record_locks[_stripe(alert_id)], self._lock:  # the record's lock: no outcome in flight
-            record = self._open.get(alert_id) or read_record(path)
+            record = self._open.get(alert_id) or self._unwritten.get(alert_id) or read_record(path)
             dead = _dead_channels(record)  # memory follows the disk: an unwritten outcome is not dead yet
             updated = record
             for name in dead:
                 updated = updated.with_channel(name, ChannelState())
             write_json(path, updated.to_dict(), durable=True)
+            self._unwritten.pop(alert_id, None)
             was_open = alert_id in self._open
             self._open[alert_id] = updated
             if was_open:
@@ -781,6 +882,8 @@ class Outbox:
                 log.error("alert %s for channel %s was NOT delivered and is dead-lettered (%s): %s",
                           alert_id, outcome.channel, letter_path, letter.reason)
             with self._lock:
+                self._unwritten.pop(alert_id, None)  # an admitted record: written whole just now
+                self._unwritable.discard(alert_id)
                 if alert_id not in self._open:
                     return True  # forgotten while we wrote
                 if not outcome.state.pending:

@@ -55,10 +55,12 @@ DIGEST_AFTER = 10.0
 # write after this long, doubling up to the cap; it sends nothing meanwhile.
 SAVE_RETRY = 1.0
 SAVE_RETRY_CAP = 60.0
-# ``wake`` lets a worker it woke write its request first: waiting this long at
-# most, and at most once in this long, so a storm costs the loop under 5 %.
+# ``wake`` lets a worker it woke write its request first: waiting this long at most.
 HAND_OVER_MAX = 0.002
-HAND_OVER_EVERY = 0.05
+# The loop spends at most this share of its time waiting for hand-overs (a storm
+# costs it little), with up to HAND_OVER_BURST of it saved up by a quiet spell.
+HAND_OVER_SHARE = 0.04
+HAND_OVER_BURST = 0.02
 
 
 # ---------------------------------------------------------------- pacing
@@ -318,7 +320,8 @@ class Delivery:
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._idle = 0  # workers waiting for work
-        self._handed_over = -HAND_OVER_EVERY  # when ``wake`` last waited for a request to go out
+        self._hand_over_budget = HAND_OVER_BURST  # seconds ``wake`` may still wait for requests
+        self._budget_at = time.monotonic()
         self._stopping = threading.Event()
         self._started = False
 
@@ -336,10 +339,11 @@ class Delivery:
 
         If a worker was idle to take it, the caller (the daemon's loop) then
         waits while that worker writes its request: up to ``HAND_OVER_MAX``,
-        at most once per ``HAND_OVER_EVERY``. The threads share CPython's one
-        interpreter lock, and the loop's own work right after an alert (its
-        bookkeeping, the rest of the pass) held the worker back by about a
-        millisecond, every time; waiting costs the loop no more than that.
+        and no more than ``HAND_OVER_SHARE`` of its time in all. The threads
+        share CPython's one interpreter lock, and the loop's own work right
+        after an alert (writing its record, its bookkeeping, the rest of the
+        pass) held the worker back by about a millisecond, every time;
+        waiting costs the loop no more than that.
         """
         pending = self.outbox.channels_pending()
         with self._lock:
@@ -348,14 +352,17 @@ class Delivery:
             for name in pending:
                 self._schedule.make_ready(name)
             now = time.monotonic()
-            hand_over = bool(pending) and self._idle > 0 and now - self._handed_over >= HAND_OVER_EVERY
+            budget = min(HAND_OVER_BURST, self._hand_over_budget + (now - self._budget_at) * HAND_OVER_SHARE)
+            self._hand_over_budget, self._budget_at = budget, now
+            hand_over = bool(pending) and self._idle > 0 and budget >= HAND_OVER_MAX
             if hand_over:
-                self._handed_over = now
                 http.REQUEST_WRITTEN.clear()
             self._spawn_as_needed()
             self._cond.notify_all()
         if hand_over:
             http.REQUEST_WRITTEN.wait(HAND_OVER_MAX)
+            with self._lock:
+                self._hand_over_budget -= time.monotonic() - now
 
     def worker_count(self) -> int:
         with self._lock:

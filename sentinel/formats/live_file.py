@@ -265,68 +265,75 @@ def read_live(run_dir: Path, *,
             raise SpoolFormatError("not a regular file")
         if st.st_size != LIVE_SIZE:
             raise SpoolFormatError(f"{st.st_size} bytes, not {LIVE_SIZE}")
-        header = os.pread(fd, _HEADER.size, 0)
-        if len(header) != _HEADER.size:
-            raise SpoolFormatError("truncated")
-        magic, version, slots, name_bytes = _HEADER.unpack(header)
-        if magic != LIVE_MAGIC:
-            raise SpoolFormatError("not a live progress file")
-        if version not in LIVE_VERSIONS_READ or (slots, name_bytes) != (MAX_SCALARS, LIVE_NAME_BYTES):
-            raise SpoolFormatError(f"unknown live format version {version} "
-                                   f"(this reader knows {', '.join(map(str, LIVE_VERSIONS_READ))})")
-        step_slot = _step_slot(fd) if version >= 2 else None
-        record = _newest_record(fd)
-        # Names after the record: any name the record counts was in place before it.
-        names = os.pread(fd, _RECORDS_OFF - _NAMES_OFF, _NAMES_OFF)
+        for _attempt in range(3):  # a live writer may tear a read; a dead one never
+            first, second = _images(fd)
+            version = _version(first)
+            step_slot, slot_torn = _step_slot(first, second) if version >= 2 else (None, False)
+            record, records_torn = _newest_record(first, second)
+            if not slot_torn and (record is not None or not records_torn):
+                break
     finally:
         os.close(fd)
-    live = _decode_live(record, names) if record is not None else None
+    # Names from the second image, read after the record: any name the record counts was in place.
+    live = _decode_live(record, second[_NAMES_OFF:_RECORDS_OFF]) if record is not None else None
     return _with_step_slot(live, step_slot), st
 
 
-def _seqlocked(fd: int, offset: int, size: int) -> tuple[Optional[bytes], bool]:
+def _images(fd: int) -> tuple[bytes, bytes]:
+    """The whole file twice, one ``pread`` each (two syscalls, where a read per
+    field and seq took eleven). A seqlocked region that is the same in both,
+    with an even seq, was complete: a write that began before the first copy
+    of it and ended before the second would have raised its seq."""
+    first = os.pread(fd, LIVE_SIZE, 0)
+    second = os.pread(fd, LIVE_SIZE, 0)
+    if len(first) != LIVE_SIZE or len(second) != LIVE_SIZE:
+        raise SpoolFormatError("truncated")
+    return first, second
+
+
+def _version(image: bytes) -> int:
+    magic, version, slots, name_bytes = _HEADER.unpack_from(image)
+    if magic != LIVE_MAGIC:
+        raise SpoolFormatError("not a live progress file")
+    if version not in LIVE_VERSIONS_READ or (slots, name_bytes) != (MAX_SCALARS, LIVE_NAME_BYTES):
+        raise SpoolFormatError(f"unknown live format version {version} "
+                               f"(this reader knows {', '.join(map(str, LIVE_VERSIONS_READ))})")
+    return int(version)
+
+
+def _seqlocked(first: bytes, second: bytes, offset: int, size: int) -> tuple[Optional[bytes], bool]:
     """(the body at ``offset`` if complete, whether it was torn)."""
-    before = os.pread(fd, _SEQ.size, offset)
-    body = os.pread(fd, size, offset)
-    after = os.pread(fd, _SEQ.size, offset)
-    if len(before) != _SEQ.size or len(body) != size or before != after or body[:_SEQ.size] != before:
-        return None, True
-    seq = _SEQ.unpack(before)[0]
-    if seq % 2:
+    body = first[offset:offset + size]
+    if body != second[offset:offset + size] or _SEQ.unpack_from(body)[0] % 2:
         return None, True  # being written now, or the writer died in the middle
     return body, False
 
 
-def _step_slot(fd: int) -> Optional[tuple[float, Optional[int]]]:
-    """(time, step) of the step slot, if complete and sane."""
-    for _attempt in range(3):  # a live writer may tear a read; a dead one never
-        body, torn = _seqlocked(fd, _STEP_SLOT_OFF, _STEP_SLOT.size)
-        if body is not None:
-            seq, when, step = _STEP_SLOT.unpack(body)
-            if seq == 0 or not (math.isfinite(when) and when > 0):
-                return None
-            return when, _step_or_none(step)
-        if not torn:
-            break
-    return None
+def _step_slot(first: bytes, second: bytes) -> tuple[Optional[tuple[float, Optional[int]]], bool]:
+    """((time, step) of the step slot if complete and sane, whether it was torn)."""
+    body, torn = _seqlocked(first, second, _STEP_SLOT_OFF, _STEP_SLOT.size)
+    if body is None:
+        return None, torn
+    seq, when, step = _STEP_SLOT.unpack(body)
+    if seq == 0 or not (math.isfinite(when) and when > 0):
+        return None, False
+    return (when, _step_or_none(step)), False
 
 
-def _newest_record(fd: int) -> Optional[bytes]:
-    """The complete record with the highest seq; a torn one is read again."""
+def _newest_record(first: bytes, second: bytes) -> tuple[Optional[bytes], bool]:
+    """(the complete record with the highest seq, whether one was torn)."""
     best: Optional[bytes] = None
     best_seq = 0
-    for _attempt in range(3):  # a live writer may tear both reads; a dead one never
-        torn = False
-        for index in (0, 1):
-            body, torn_now = _seqlocked(fd, _RECORDS_OFF + index * LIVE_RECORD_BYTES, LIVE_RECORD_BYTES)
-            torn = torn or torn_now
-            if body is not None:
-                seq = _SEQ.unpack_from(body)[0]
-                if seq > best_seq:
-                    best, best_seq = body, seq
-        if best is not None or not torn:
-            break
-    return best
+    torn = False
+    for index in (0, 1):
+        offset = _RECORDS_OFF + index * LIVE_RECORD_BYTES
+        body, torn_now = _seqlocked(first, second, offset, LIVE_RECORD_BYTES)
+        torn = torn or torn_now
+        if body is not None:
+            seq = _SEQ.unpack_from(body)[0]
+            if seq > best_seq:
+                best, best_seq = body, seq
+    return best, torn
 
 
 def _step_or_none(step: float) -> Optional[int]:

@@ -19,6 +19,7 @@ request that much later (a service having a bad moment), until ``recover()``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import struct
@@ -125,6 +126,8 @@ class FakeService:
     MODES: tuple[str, ...] = ("down", "reset", "5xx", "4xx")  # a service may add its own
 
     def __init__(self) -> None:
+        self.keep_alive = False  # HTTP/1.0: one request per connection (``keep_connections``)
+        self._connections: set[socket.socket] = set()
         self.requests: list[RecordedRequest] = []
         self._cond = threading.Condition()
         self._mode: Optional[str] = None
@@ -142,10 +145,25 @@ class FakeService:
 
         class Handler(BaseHTTPRequestHandler):
             arrival_ns = 0
+            protocol_version = "HTTP/1.1" if self.keep_alive else "HTTP/1.0"
 
             def setup(self) -> None:
                 super().setup()
+                # The answer's head and body go out as two writes: on a kept connection, Nagle's
+                # algorithm would hold the body for the client's delayed ACK (40 ms).
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                with service._cond:
+                    service._connections.add(self.connection)
+
+            def finish(self) -> None:
+                with service._cond:
+                    service._connections.discard(self.connection)
+                super().finish()
+
+            def handle_one_request(self) -> None:
+                # Each request's own stamp, also the second on a kept connection.
                 self.arrival_ns = kernel_arrival_ns(self.connection)
+                super().handle_one_request()
 
             def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
                 service._serve(self)
@@ -171,10 +189,22 @@ class FakeService:
         self._thread.start()
         return self
 
+    def keep_connections(self) -> FakeService:
+        """Answer HTTP/1.1 and keep each connection open for the next request,
+        as a service's real server does (persistent connections are HTTP/1.1's
+        default, RFC 9112 section 9.3). Before ``start``."""
+        self.keep_alive = True
+        return self
+
     def stop(self) -> None:
         self._released.set()
         if self._server is not None:
             self._server.shutdown()
+            with self._cond:
+                kept = list(self._connections)
+            for connection in kept:  # a kept connection's handler waits for the next request: end it
+                with contextlib.suppress(OSError):
+                    connection.shutdown(socket.SHUT_RDWR)
             self._server.server_close()
             self._server = None
 

@@ -417,12 +417,12 @@ def paced_scenarios(tmp: Path, size: dict[str, int], out: list[Samples]) -> None
 
 def stage_spans(s: Samples) -> dict[str, dict[str, float]]:
     """Each stage's summary (ms) for the kills of ``s`` the daemon's trace covers."""
-    spans: dict[str, list[float]] = {name: [] for _, _, name in (*STAGE_SPANS, AFTER_REQUEST)}
+    spans: dict[str, list[float]] = {name: [] for _, _, name in STAGE_SPANS}
     for kill, alert, stages in zip(s.kill_ns, s.alert_ns, s.stages):
         if stages is None:
             continue
         marks = {**stages, "kill": kill, "arrival": kill + alert}
-        for start, end, name in (*STAGE_SPANS, AFTER_REQUEST):
+        for start, end, name in STAGE_SPANS:
             if start in marks and end in marks:
                 spans[name].append(ms(marks[end] - marks[start]))
     return {name: summary(values) for name, values in spans.items() if values}
@@ -476,8 +476,6 @@ STAGE_SPANS = (("kill", "woke", "kill → the daemon's epoll wakes (the kernel, 
                ("handed", "picked", "handed → a worker picks it up"),
                ("picked", "arrival", "picked → request at the fake (render, HTTP, loopback)"),
                ("woke", "arrival", "the daemon's share: woke → request at the fake"))
-# Off the way to the phone: the alert's outbox record is written once its request is out.
-AFTER_REQUEST = ("arrival", "enqueued", "after: request at the fake → its outbox record written")
 
 
 def stage_breakdown(samples: list[Samples]) -> str:

@@ -262,27 +262,36 @@ def test_message_files_are_deleted_only_after_their_alerts_are_synced(
         d.close()
 
 
-def test_transition_alert_is_in_place_before_delivery_is_woken(tmp_path: Path,
-                                                               child: subprocess.Popen[bytes]) -> None:
+def test_transition_alert_goes_to_delivery_first_and_on_disk_right_after(
+        tmp_path: Path, child: subprocess.Popen[bytes]) -> None:
+    """Delivery is woken with the alert in the outbox's memory (its request
+    goes first); its record is on disk by the end of that pass, before the
+    run could be archived."""
     config = plain_config(tmp_path)
     safe_json.make_private_dir(config.spool_path())
     safe_json.make_private_dir(config.state_path())
     outbox = Outbox(config.state_path() / "outbox")
-    seen_at_wake: list[list[Alert]] = []
+    at_wake: list[tuple[list[str], list[Alert], bool]] = []
 
     def wake() -> None:
-        # What a fresh process (a restarted daemon) would find on disk at this instant.
-        seen_at_wake.append(Outbox(config.state_path() / "outbox").journal(run_id))
+        at_wake.append(([p.alert.alert_id for p in outbox.pending("phone")],
+                        # what a fresh process (a restarted daemon) would find on disk at this instant
+                        Outbox(config.state_path() / "outbox").journal(run_id),
+                        (config.spool_path() / run_id).is_dir()))
 
     d = Daemon(config, outbox, wake_delivery=wake, kmsg_path=str(tmp_path / "no-kmsg"))
     try:
         run_id = _write_run(config.spool_path(), identity_of(child), 0)
         d.rescan(NOW)
+        d.tracker.runs[run_id].channels = ["phone"]
         child.kill()
         child.wait()
-        wait_for(lambda: (d.poll_once(lambda: NOW, max_wait=0.05), bool(seen_at_wake))[1], 30,
+        wait_for(lambda: (d.poll_once(lambda: NOW, max_wait=0.05), bool(at_wake))[1], 30,
                  what="delivery woken")
-        assert [[a.kind for a in alerts] for alerts in seen_at_wake] == [[AlertKind.KILLED]]
+        [(pending, on_disk, in_spool)] = at_wake
+        assert len(pending) == 1 and on_disk == [] and in_spool
+        assert [a.kind for a in Outbox(config.state_path() / "outbox").journal(run_id)] == [AlertKind.KILLED]
+        assert [a.alert_id for a in outbox.journal(run_id)] == pending
     finally:
         d.close()
 

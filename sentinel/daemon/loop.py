@@ -38,7 +38,7 @@ from sentinel.daemon.oom import OomDetector
 from sentinel.daemon.pidfd import ENV_DISABLE
 from sentinel.daemon.rescan import RescanSweep
 from sentinel.daemon.run_reader import ProblemLog, RunReader, TrackedRun, is_shared_spool
-from sentinel.daemon.spool_watcher import Change, SpoolWatcher, Wakeup
+from sentinel.daemon.spool_watcher import Change, SpoolEvent, SpoolWatcher, Wakeup
 from sentinel.daemon.tracking import MIN_STEP, InlineChannels, OutboxLike, Tracker
 from sentinel.delivery import resend
 from sentinel.formats import daemon_file, mutes, safe_json, spool_lock
@@ -59,6 +59,9 @@ ADMIT_PER_PASS = 32
 # passes however many one user left behind; and the admissions made before READY.
 STARTUP_LIST_SLICE = 2000
 STARTUP_FIRST_ADMISSIONS = 4 * ADMIT_PER_PASS
+# Whether this daemon still holds the spool's lock is looked at when inotify saw
+# the lock file change, and at least this often besides (events can be lost).
+LOCK_LOOK_EVERY = 2.0
 
 
 class Daemon:
@@ -110,6 +113,7 @@ class Daemon:
         self.resends = resend.ResendDesk(self.spool, outbox, self.run_owner, wake_delivery)
         self.sweep: Optional[RescanSweep] = None  # the rescan under way, if any
         self.next_rescan = 0.0
+        self.next_lock_look = 0.0
         self.next_poll = 0.0
         self.next_watchdog: Optional[float] = None
         self.watchdog_period = systemd.watchdog_period()
@@ -218,12 +222,18 @@ class Daemon:
             ready = []
         TRACE.woke()  # the benchmark's breakdown of an alert's way starts here
         now = clock()
-        if self.spool_lock_fd is not None and not spool_lock.still_held(self.spool, self.spool_lock_fd):
+        spool_events = self.watcher.drain()
+        look = self.watcher.take_lock_touched() or now >= self.next_lock_look
+        if self.spool_lock_fd is not None and look:
             # Before anything of this pass is decided: the daemon that took the spool alerts it.
-            self.lost_spool = (f"another daemon took over {self.spool} (its lock "
-                               f"{self.spool / spool_lock.LOCK_FILE} is no longer this daemon's)")
-            return now
-        self.handle(ready, now)
+            # Looked at when inotify saw the lock file change (and every LOCK_LOOK_EVERY besides):
+            # two syscalls on every pass cost a kill alert 0.1-0.2 ms, first thing after a wait.
+            self.next_lock_look = now + LOCK_LOOK_EVERY
+            if not spool_lock.still_held(self.spool, self.spool_lock_fd):
+                self.lost_spool = (f"another daemon took over {self.spool} (its lock "
+                                   f"{self.spool / spool_lock.LOCK_FILE} is no longer this daemon's)")
+                return now
+        self.handle(ready, now, spool_events)
         for run_id in retiring:
             self._guard(run_id, self.tracker.retire_if_ended, run_id, now)
         self.tick(now)
@@ -231,7 +241,9 @@ class Daemon:
 
     # ------------------------------------------------------------ steps
 
-    def handle(self, ready: Iterable[tuple[int, int]], now: float) -> None:
+    def handle(self, ready: Iterable[tuple[int, int]], now: float,
+               spool_events: Optional[list[SpoolEvent]] = None) -> None:
+        """One pass's events; ``spool_events``: the spool watcher's, drained already."""
         fds = [fd for fd, _ in ready]
         self.oom.new_pass()
         # Kernel log first, so an OOM line is known before its victim's exit is judged.
@@ -252,7 +264,7 @@ class Daemon:
             self.write_daemon_file()
         # Spool changes (a final record among them) before exits: the process
         # that wrote final.json and exited is then judged by its own word.
-        for event in self.watcher.drain():
+        for event in self.watcher.drain() if spool_events is None else spool_events:
             self._guard(event.run_id, self.on_spool_change, event.run_id, event.change, now)
         self.admit_queued(now)
         for fd in fds:

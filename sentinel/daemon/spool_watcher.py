@@ -36,6 +36,7 @@ from typing import NamedTuple, Optional
 
 from sentinel.formats.safe_json import open_dir
 from sentinel.formats.spool import BEAT_FILE, FINAL_FILE, MESSAGE_DIR, RUN_FILE, is_run_id
+from sentinel.formats.spool_lock import LOCK_FILE
 
 log = logging.getLogger("sentinel.daemon.spool_watcher")
 
@@ -188,6 +189,7 @@ class SpoolWatcher:
         self._reported_limit = False
         self._reported_overflow = False
         self._reported_users: set[int] = set()
+        self._lock_touched = True  # until the first look: nothing was seen yet
 
     # ------------------------------------------------------------ lifecycle
 
@@ -327,6 +329,15 @@ class SpoolWatcher:
     def watched(self, run_id: str) -> bool:
         return run_id in self._run_wds
 
+    def take_lock_touched(self) -> bool:
+        """Whether the spool's lock file may have been renamed, removed or made
+        since the last call (events lost, or no inotify, count as yes): the
+        loop then looks whether its lock is still the spool's. One test of a
+        flag on a pass without such an event, where a look is two syscalls."""
+        touched = self._lock_touched or self.fd is None
+        self._lock_touched = False
+        return touched
+
     # ------------------------------------------------------------ events
 
     def drain(self) -> list[SpoolEvent]:
@@ -352,6 +363,7 @@ class SpoolWatcher:
 
     def _on_event(self, wd: int, mask: int, name: str) -> Optional[SpoolEvent]:
         if mask & IN_Q_OVERFLOW:
+            self._lock_touched = True  # its event may be among those dropped
             if not self._reported_overflow:
                 self._reported_overflow = True
                 log.warning("the inotify queue overflowed; changes it dropped are found by the periodic "
@@ -362,6 +374,7 @@ class SpoolWatcher:
             return None
         if mask & IN_IGNORED:  # the directory is gone or its watch was removed
             self._watches.pop(wd, None)
+            self._lock_touched = self._lock_touched or watch.run_id is None  # the spool itself
             if watch.run_id is not None:
                 wds = self._run_wds.get(watch.run_id)
                 if wds is not None and wd in wds:
@@ -369,6 +382,9 @@ class SpoolWatcher:
                         wds.remove(wd)
                     else:
                         self.forget(watch.run_id)
+            return None
+        if watch.run_id is None and name == LOCK_FILE:
+            self._lock_touched = True  # another daemon may have taken the spool
             return None
         if name.startswith("."):
             return None  # temporary files of atomic writes

@@ -365,6 +365,7 @@ class Daemon:
         log.info("start-up: every run in the spool reconciled (%d found); "
                  "%d run(s) tracked, %d being watched", backlog.found, len(runs),
                  sum(1 for r in runs if r.watched))
+        freeze_long_lived()  # the backlog's run state: long-lived, out of later collections
 
     def rescan(self, now: float) -> None:
         """The safety net under inotify, all at once: every run directory, every pending record."""
@@ -386,6 +387,7 @@ class Daemon:
         if self.sweep is not None:
             self.sweep.close()
         self.sweep = RescanSweep(self.spool)
+        self.sweep.events_missed = self.watcher.take_missed()
 
     def continue_rescan(self, now: float, limit: int = RESCAN_SLICE) -> None:
         """Visit the next ``limit`` runs of the rescan under way (tracked ones re-read, new ones
@@ -416,8 +418,10 @@ class Daemon:
         freeze_long_lived()
 
     def _rescan_run(self, run: TrackedRun, now: float) -> None:
-        if not self.watcher.watched(run.run_id):  # it could not be watched before (the inotify limit)
-            self.watcher.watch_run(run.run_id)
+        watcher = self.watcher
+        watched = watcher.watching_dir(run.run_id)
+        if not watched and watcher.room_for(run.owner_uid):  # not watched before (the inotify limit)
+            watcher.watch_run(run.run_id)
         tracker = self.tracker
         if self.jobs.holds(run.run_id):
             return  # jobs: ended, its end held for the job's one alert
@@ -427,7 +431,12 @@ class Daemon:
             tracker.forget(run.run_id)
             reconcile.admit(tracker, run.run_id, now, at_startup=False)
             return
-        tracker.check_final(run, now)
+        # A watched directory's final record and messages came as events, unless some were lost:
+        # read again only then, and the runs inotify could not watch (at most a stat-like look each).
+        again = run.run_id in tracker.read_again
+        tracker.read_again.discard(run.run_id)
+        if again or not watched or (self.sweep is not None and self.sweep.events_missed):
+            tracker.check_final(run, now, rescan=True)
         tracker.check_recovery(run, now)
         if run.state.is_live:
             tracker.note_descendants(run)

@@ -30,6 +30,9 @@ class RescanSweep:
         except OSError:
             self._entries = None
         self.listed: set[str] = set()  # run directories present in the spool
+        # Whether inotify may have lost events since the last sweep: every tracked run is then
+        # read again, not only those it cannot watch.
+        self.events_missed = True
         self._unlisted: Optional[deque[str]] = None  # tracked runs not listed, once listing ended
 
     @property

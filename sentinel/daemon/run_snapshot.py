@@ -48,15 +48,20 @@ class RunSnapshot:
         self.close()
 
 
-def take(reader: RunReader, run: TrackedRun) -> RunSnapshot:
-    """The run's messages, final record and progress, from one open of its directory."""
+def take(reader: RunReader, run: TrackedRun, *, progress_unless_final: bool = True) -> RunSnapshot:
+    """The run's messages, final record and progress, from one open of its directory.
+
+    ``progress_unless_final`` False (a rescan's look at a live run): progress
+    (``beat.json``, ``live.bin``) is read only if there is a final record, the
+    one case its alert needs it; otherwise ``progress`` stays None."""
     with reader.admitted_dir(run) as dir_fd:
         if dir_fd is None:
             return RunSnapshot(present=False, progress=run.progress)
         messages = reader.messages_in(run, dir_fd)
         try:
             final = reader.final_in(run, dir_fd)
-            progress = reader.progress_in(run, dir_fd)
+            wanted = progress_unless_final or final is not None
+            progress = reader.progress_in(run, dir_fd) if wanted else None
         except BaseException:
             messages.close()
             raise

@@ -190,6 +190,7 @@ class SpoolWatcher:
         self._reported_overflow = False
         self._reported_users: set[int] = set()
         self._lock_touched = True  # until the first look: nothing was seen yet
+        self._missed = True  # events lost since the last rescan (``take_missed``): before the start, all
 
     # ------------------------------------------------------------ lifecycle
 
@@ -329,6 +330,22 @@ class SpoolWatcher:
     def watched(self, run_id: str) -> bool:
         return run_id in self._run_wds
 
+    def watching_dir(self, run_id: str) -> bool:
+        """Whether ``run_id``'s directory is watched (its ``msg/``, made later, is
+        watched on the directory's event for it)."""
+        return run_id in self._run_wds
+
+    def room_for(self, uid: int) -> bool:
+        """Whether another run of ``uid`` may be watched (no log line)."""
+        return self.fd is not None and self._runs_of_uid[uid] < MAX_RUNS_WATCHED_PER_USER
+
+    def take_missed(self) -> bool:
+        """Whether events may have been lost since the last call (the queue
+        overflowed, or no inotify): a rescan then reads every run again."""
+        missed = self._missed or self.fd is None
+        self._missed = False
+        return missed
+
     def take_lock_touched(self) -> bool:
         """Whether the spool's lock file may have been renamed, removed or made
         since the last call (events lost, or no inotify, count as yes): the
@@ -364,6 +381,7 @@ class SpoolWatcher:
     def _on_event(self, wd: int, mask: int, name: str) -> Optional[SpoolEvent]:
         if mask & IN_Q_OVERFLOW:
             self._lock_touched = True  # its event may be among those dropped
+            self._missed = True
             if not self._reported_overflow:
                 self._reported_overflow = True
                 log.warning("the inotify queue overflowed; changes it dropped are found by the periodic "

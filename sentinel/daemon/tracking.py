@@ -156,6 +156,9 @@ class Tracker:
         self.trees = TreeStacks(reader)  # evidence: a `sentinel run` command's, by py-spy
         # Ended runs to archive on the loop's next pass (``retire_soon``), in order.
         self.retiring: dict[str, None] = {}
+        # Runs whose final record or messages a failure left half handled (a full disk): the
+        # next rescan reads them again, also where inotify watches them (otherwise it does not).
+        self.read_again: set[str] = set()
 
     @property
     def config(self) -> Config:
@@ -187,6 +190,7 @@ class Tracker:
     def forget(self, run_id: str) -> None:
         """Drop in-memory state; the next rescan re-admits the run from disk + journal."""
         self.runs.pop(run_id, None)
+        self.read_again.discard(run_id)
         self.budgets.release(run_id)
         self.stacks.forget(run_id)
         self.trees.forget(run_id)
@@ -248,8 +252,17 @@ class Tracker:
         reason = cause or (None if status is not None else KILLED if seen_alive else NEVER_SEEN)
         self.apply(run, event, now, reason=reason, kernel_status=status, snapshot=snapshot)
 
-    def check_final(self, run: TrackedRun, now: float) -> None:
-        with run_snapshot.take(self.reader, run) as snapshot:
+    def check_final(self, run: TrackedRun, now: float, *, rescan: bool = False) -> None:
+        """A final record or messages may have come (``rescan``: the periodic
+        look, which reads progress only if there is a final record)."""
+        try:
+            self._check_final(run, now, rescan)
+        except BaseException:
+            self.read_again.add(run.run_id)
+            raise
+
+    def _check_final(self, run: TrackedRun, now: float, rescan: bool) -> None:
+        with run_snapshot.take(self.reader, run, progress_unless_final=not rescan) as snapshot:
             self.deliver_messages(run, now, snapshot)
             if run.state.is_terminal:
                 return
@@ -483,6 +496,13 @@ class Tracker:
     def deliver_messages(self, run: TrackedRun, now: float, snapshot: Optional[RunSnapshot] = None) -> None:
         """Queue the run's messages in order (read now, or those ``snapshot`` read);
         each file goes once its alert is on disk."""
+        try:
+            self._deliver_messages(run, now, snapshot)
+        except BaseException:
+            self.read_again.add(run.run_id)
+            raise
+
+    def _deliver_messages(self, run: TrackedRun, now: float, snapshot: Optional[RunSnapshot]) -> None:
         queued: list[str] = []
         with snapshot.messages if snapshot is not None else self.reader.pending_messages(run) as pending:
             try:

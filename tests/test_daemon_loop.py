@@ -319,3 +319,50 @@ def test_a_run_that_fails_every_rescan_is_logged_once_and_others_go_on(
     assert all(r.exc_info for r in failures)  # with the traceback, the first time
     assert sum("again" in r.getMessage() for r in caplog.records) == 6  # later passes: debug only
     assert [a.kind for a in daemon.outbox.journal(good)] == [AlertKind.FINISHED]
+
+
+# ---------------------------------------------------------------- runs inotify cannot watch
+
+
+def test_a_rescan_reads_an_unwatched_run_only_when_it_changed(
+        tmp_path: Path, child: subprocess.Popen[bytes], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over the per-user watch cap, a run's messages and final record come at
+    rescans only; a rescan looks with a few stats and reads the run in full
+    (its progress too) only when a message or a final record is there."""
+    from sentinel.daemon import run_reader, spool_watcher
+
+    monkeypatch.setattr(spool_watcher, "MAX_RUNS_WATCHED_PER_USER", 0)
+    full_reads: list[str] = []  # (what was read, of which run)
+    for name in ("messages_in", "progress_in"):
+        real = getattr(run_reader.RunReader, name)
+
+        def counted(self: run_reader.RunReader, run: TrackedRun, dir_fd: int, real=real, name=name) -> object:
+            full_reads.append(f"{name} {run.run_id}")
+            return real(self, run, dir_fd)
+
+        monkeypatch.setattr(run_reader.RunReader, name, counted)
+    d = open_daemon(plain_config(tmp_path), tmp_path)
+    try:
+        d.start(NOW)
+        paths = write_run(d.spool, identity_of(child), "unwatched")
+        d.rescan(NOW)  # the first rescan reads every run (events before it could not be seen)
+        assert paths.run_id in d.tracker.runs and not d.watcher.watching_dir(paths.run_id)
+        full_reads.clear()
+        d.rescan(NOW)
+        assert full_reads == []  # nothing new: stats only
+
+        safe_json.make_private_dir(paths.messages)
+        safe_json.write_json(paths.message(1), spool.Message(seq=1, time=NOW, text="epoch 3 done").to_dict())
+        d.rescan(NOW)
+        texts = [a.text for a in d.outbox.journal(paths.run_id) if a.kind is AlertKind.MESSAGE]
+        assert texts == ["epoch 3 done"]
+        assert not paths.message(1).exists()
+
+        safe_json.write_json(paths.final, spool.FinalRecord(state="finished", ended=NOW).to_dict())
+        full_reads.clear()
+        d.rescan(NOW)
+        # a final record: read in full, progress for its alert
+        assert full_reads == [f"messages_in {paths.run_id}", f"progress_in {paths.run_id}"]
+        assert AlertKind.FINISHED in [a.kind for a in d.outbox.journal(paths.run_id)]
+    finally:
+        d.close()

@@ -59,6 +59,9 @@ ADMIT_PER_PASS = 32
 # passes however many one user left behind; and the admissions made before READY.
 STARTUP_LIST_SLICE = 2000
 STARTUP_FIRST_ADMISSIONS = 4 * ADMIT_PER_PASS
+# Runs whose descendants a rescan notes again (a few reads of /proc each, ~30 µs): with
+# more runs tracked, each run's are noted every few rescans, in turn.
+FAMILY_NOTES_PER_RESCAN = 2000
 # Whether this daemon still holds the spool's lock is looked at when inotify saw
 # the lock file change, and at least this often besides (events can be lost).
 LOCK_LOOK_EVERY = 2.0
@@ -435,11 +438,16 @@ class Daemon:
         # read again only then, and the runs inotify could not watch (at most a stat-like look each).
         again = run.run_id in tracker.read_again
         tracker.read_again.discard(run.run_id)
-        if again or not watched or (self.sweep is not None and self.sweep.events_missed):
+        if again or (self.sweep is not None and self.sweep.events_missed):
             tracker.check_final(run, now, rescan=True)
+        elif not watched:
+            tracker.look_unwatched(run, now)
         tracker.check_recovery(run, now)
-        if run.state.is_live:
+        if run.state.is_live and now >= run.family_due:
             tracker.note_descendants(run)
+            # Up to FAMILY_NOTES_PER_RESCAN runs a rescan; with more, each run every few rescans.
+            rounds = len(tracker.runs) // FAMILY_NOTES_PER_RESCAN
+            run.family_due = now + (rounds - 0.5) * self.config.rescan_interval
         if run.state.is_terminal and not run.watched:
             tracker.retire(run, now)
 

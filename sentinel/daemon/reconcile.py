@@ -89,7 +89,7 @@ def settle(tracker: Tracker, run: TrackedRun, status: Status, now: float, at_sta
         run.cgroup = cgroup_counter(run.identity.pid)  # now, while /proc/<pid>/cgroup exists
         with contextlib.suppress(OSError):  # its ending's alert then pays no mkdir (else it does)
             tracker.outbox.prepare_run(run_id)
-        tracker.note_descendants(run)  # and again at each rescan
+        tracker.note_descendants(run)  # and again at rescans (loop.FAMILY_NOTES_PER_RESCAN)
         # The container from the cgroup of the process as this daemon numbers it (the host pid
         # of a namespaced run): read now, the cgroup goes with the container.
         run.container = containers.identify(run.identity.pid, record.start_ticks)

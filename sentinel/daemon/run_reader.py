@@ -110,6 +110,9 @@ class TrackedRun:
     frozen: bool = False  # stalled with the heartbeat stopped too, not only progress
     channels: list[str] = field(default_factory=list)
     family: tuple[ProcessIdentity, ...] = ()  # its descendants, noted while it lives (survivors)
+    family_due: float = 0.0  # when a rescan notes its descendants again
+    # Its msg/ directory's (mtime, inode) at the last full read by a rescan (runs inotify cannot watch)
+    messages_stamp: Optional[tuple[int, int]] = None
     # A run of another PID namespace (``sentinel.daemon.ns_watch``): its pid as
     # the daemon sees it once found; being looked for; or not findable from here.
     host_pid: Optional[int] = None
@@ -232,6 +235,29 @@ class RunReader:
                 yield fd
         finally:
             os.close(fd)
+
+    def look(self, run: TrackedRun, now: float) -> tuple[bool, Optional[tuple[int, int]]]:
+        """A rescan's cheap look at a run inotify does not watch: (whether it
+        must be read in full: its directory gone or replaced, a final record
+        there, or its ``msg/`` changed within the last second, too recently for
+        the stamp to tell; the ``(mtime, inode)`` of its ``msg/``, None if it
+        has none), for the caller to compare with the last full read's. The
+        names are only stat'ed, never opened or followed."""
+        with self.admitted_dir(run) as dir_fd:
+            if dir_fd is None:
+                return True, None
+            try:
+                os.stat(spool.FINAL_FILE, dir_fd=dir_fd, follow_symlinks=False)
+                return True, None
+            except FileNotFoundError:
+                pass
+            except OSError:
+                return True, None  # the full read says what is wrong with it
+            try:
+                st = os.stat(spool.MESSAGE_DIR, dir_fd=dir_fd, follow_symlinks=False)
+            except OSError:
+                return False, None
+            return now - st.st_mtime < 1.0, (st.st_mtime_ns, st.st_ino)
 
     def run_dir_present(self, run: TrackedRun) -> bool:
         """The directory the run was admitted with is still in the spool."""

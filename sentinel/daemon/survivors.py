@@ -5,7 +5,9 @@ A killed main process's DataLoader workers, or the trainer under a
 only the wrapper's direct child), live on, holding memory, and are
 reparented to init (or a subreaper) the moment the run's process dies: after
 its death nothing links them to it any more. So the daemon notes a run's
-descendants while it lives, at admission and at every rescan, and when it
+descendants while it lives, at admission and at every rescan (with more
+than ``loop.FAMILY_NOTES_PER_RESCAN`` runs tracked, each run's every few
+rescans, in turn: the walk is a few reads of /proc per run), and when it
 judges the run's end it names those still alive (the same process: pid and
 start time, not a reused pid) with their resident memory.
 
@@ -14,7 +16,7 @@ found through ``/proc/PID/task/TID/children`` (no scan of ``/proc``; every
 thread of the run's process, the main thread of its descendants), with at
 most ``MAX_READS`` reads per run and rescan, at most ``MAX_NOTED`` processes
 of the run owner's uid are noted, and only those are looked at again. A
-worker started after the last rescan is not known yet.
+worker started after the run's last noting is not known yet.
 """
 
 from __future__ import annotations

@@ -261,6 +261,16 @@ class Tracker:
             self.read_again.add(run.run_id)
             raise
 
+    def look_unwatched(self, run: TrackedRun, now: float) -> None:
+        """A rescan's look at a run inotify does not watch: read in full
+        (``check_final``) only if a final record is there, its directory is
+        not the admitted one any more, or its messages changed since the last
+        full read. A few stats, where a full read opens and reads its files."""
+        must, stamp = self.reader.look(run, now)
+        if must or (stamp is not None and stamp != run.messages_stamp):
+            self.check_final(run, now, rescan=True)
+            run.messages_stamp = stamp
+
     def _check_final(self, run: TrackedRun, now: float, rescan: bool) -> None:
         with run_snapshot.take(self.reader, run, progress_unless_final=not rescan) as snapshot:
             self.deliver_messages(run, now, snapshot)

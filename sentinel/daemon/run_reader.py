@@ -241,23 +241,32 @@ class RunReader:
         must be read in full: its directory gone or replaced, a final record
         there, or its ``msg/`` changed within the last second, too recently for
         the stamp to tell; the ``(mtime, inode)`` of its ``msg/``, None if it
-        has none), for the caller to compare with the last full read's. The
-        names are only stat'ed, never opened or followed."""
-        with self.admitted_dir(run) as dir_fd:
-            if dir_fd is None:
-                return True, None
-            try:
-                os.stat(spool.FINAL_FILE, dir_fd=dir_fd, follow_symlinks=False)
-                return True, None
-            except FileNotFoundError:
-                pass
-            except OSError:
-                return True, None  # the full read says what is wrong with it
-            try:
-                st = os.stat(spool.MESSAGE_DIR, dir_fd=dir_fd, follow_symlinks=False)
-            except OSError:
-                return False, None
-            return now - st.st_mtime < 1.0, (st.st_mtime_ns, st.st_ino)
+        has none), for the caller to compare with the last full read's.
+
+        Three ``lstat`` calls by path and nothing opened: the directory is
+        checked to be the admitted one, never a symlink. Swapped for a symlink
+        between two of these calls, it could only make the look see another
+        directory's names, and so read in full (which refuses symlinks) or
+        not read the run's own news until its next change or its end."""
+        base = f"{self.spool}/{run.run_id}"
+        try:
+            st = os.lstat(base)
+        except OSError:
+            return True, None  # gone, or unreadable: the full read says which
+        if not stat.S_ISDIR(st.st_mode) or (run.dir_id is not None and safe_json.dir_id(st) != run.dir_id):
+            return True, None
+        try:
+            os.lstat(f"{base}/{spool.FINAL_FILE}")
+            return True, None
+        except FileNotFoundError:
+            pass
+        except OSError:
+            return True, None
+        try:
+            st = os.lstat(f"{base}/{spool.MESSAGE_DIR}")
+        except OSError:
+            return False, None
+        return now - st.st_mtime < 1.0, (st.st_mtime_ns, st.st_ino)
 
     def run_dir_present(self, run: TrackedRun) -> bool:
         """The directory the run was admitted with is still in the spool."""

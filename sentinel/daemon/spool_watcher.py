@@ -190,7 +190,9 @@ class SpoolWatcher:
         self._reported_overflow = False
         self._reported_users: set[int] = set()
         self._lock_touched = True  # until the first look: nothing was seen yet
-        self._missed = True  # events lost since the last rescan (``take_missed``): before the start, all
+        # Events lost since the last rescan (``take_missed``). From the start on none are: a run is
+        # watched before its admission reads it.
+        self._missed = False
 
     # ------------------------------------------------------------ lifecycle
 

@@ -546,9 +546,12 @@ class Outbox:
         ending, then pays for no ``mkdir``. The new entry is fsynced by the
         next ``sync()``, or by a durable ``enqueue`` into it."""
         run_dir = self.root / RUNS_DIR / _run_key(run_id)
-        if run_dir.is_dir():
+        try:
+            # One syscall (a start-up admits thousands of runs): the outbox is the daemon's own,
+            # private from its root down. Something else in the way is found by the first alert.
+            os.mkdir(run_dir, 0o700)
+        except FileExistsError:
             return
-        make_private_dir(run_dir)
         with self._lock:
             self._unsynced_dirs[run_dir.parent] = None
 

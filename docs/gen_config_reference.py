@@ -71,9 +71,12 @@ TOP: Dict[str, Tuple[str, str]] = {
     "dead_letter_retention": ("", "How long undeliverable alerts are kept for inspection."),
     "retry_for": ("", "Transient delivery failures are retried (capped exponential backoff) at least "
                   "this long."),
-    "rescan_interval": ("", "Full spool rescan, the safety net under inotify: it also reads runs the daemon "
-                        "could not watch (the kernel's `fs.inotify.max_user_watches` used up, logged once; "
-                        "or more than 1024 run directories of one user)."),
+    "rescan_interval": ("", "Full spool rescan, the safety net under inotify: it lists the spool for runs "
+                        "it missed, and looks at the runs the daemon could not watch (the kernel's "
+                        "`fs.inotify.max_user_watches` used up, logged once; or more than 1024 run "
+                        "directories of one user) with a few stats, reading one only when its messages or "
+                        "final record changed; after a lost inotify event (queue overflow) it reads every "
+                        "run."),
     "log_level": ("", "`debug`, `info`, `warning` or `error`."),
     "trend_metric": ("the first scalar a run logs", "The metric every alert draws as a sparkline "
                      "(`loss █▆▄▂▁ 2.3 → 0.41 (min 0.40, max 2.3)`)."),

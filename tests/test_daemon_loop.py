@@ -366,3 +366,24 @@ def test_a_rescan_reads_an_unwatched_run_only_when_it_changed(
         assert AlertKind.FINISHED in [a.kind for a in d.outbox.journal(paths.run_id)]
     finally:
         d.close()
+
+
+def test_descendants_are_noted_for_a_bounded_number_of_runs_a_rescan_in_turn(
+        daemon: Daemon, child: subprocess.Popen[bytes], monkeypatch: pytest.MonkeyPatch) -> None:
+    from sentinel.daemon import loop
+
+    monkeypatch.setattr(loop, "FAMILY_NOTES_PER_RESCAN", 2)
+    run_ids = {_write_run(daemon.spool, identity_of(child), i) for i in range(5)}
+    daemon.rescan(NOW)  # admitted: each noted once then
+    noted: list[str] = []
+    monkeypatch.setattr(daemon.tracker, "note_descendants", lambda run: noted.append(run.run_id))
+    rounds = []
+    for _ in range(4):
+        noted.clear()
+        daemon.rescan(NOW)
+        rounds.append(list(noted))
+    assert [len(r) for r in rounds] == [2, 2, 1, 0]  # at most 2 a rescan, then none due yet
+    assert {run_id for r in rounds for run_id in r} == run_ids  # every run in turn
+    noted.clear()
+    daemon.rescan(NOW + 3 * daemon.config.rescan_interval)  # 5 runs, 2 a rescan: each every 3 rescans
+    assert len(noted) == 2

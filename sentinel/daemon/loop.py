@@ -391,6 +391,7 @@ class Daemon:
             self.sweep.close()
         self.sweep = RescanSweep(self.spool)
         self.sweep.events_missed = self.watcher.take_missed()
+        self.sweep.family_notes_left = FAMILY_NOTES_PER_RESCAN
 
     def continue_rescan(self, now: float, limit: int = RESCAN_SLICE) -> None:
         """Visit the next ``limit`` runs of the rescan under way (tracked ones re-read, new ones
@@ -443,10 +444,12 @@ class Daemon:
         elif not watched:
             tracker.look_unwatched(run, now)
         tracker.check_recovery(run, now)
-        if run.state.is_live and now >= run.family_due:
+        sweep = self.sweep
+        if run.state.is_live and now >= run.family_due and sweep is not None and sweep.family_notes_left > 0:
+            # Up to FAMILY_NOTES_PER_RESCAN runs a rescan; with more, each run every few rescans, in turn.
+            sweep.family_notes_left -= 1
             tracker.note_descendants(run)
-            # Up to FAMILY_NOTES_PER_RESCAN runs a rescan; with more, each run every few rescans.
-            rounds = len(tracker.runs) // FAMILY_NOTES_PER_RESCAN
+            rounds = -(-len(tracker.runs) // FAMILY_NOTES_PER_RESCAN)
             run.family_due = now + (rounds - 0.5) * self.config.rescan_interval
         if run.state.is_terminal and not run.watched:
             tracker.retire(run, now)

@@ -33,6 +33,7 @@ class RescanSweep:
         # Whether inotify may have lost events since the last sweep: every tracked run is then
         # read again, not only those it cannot watch.
         self.events_missed = True
+        self.family_notes_left = 0  # runs whose descendants this sweep may still note (the loop's budget)
         self._unlisted: Optional[deque[str]] = None  # tracked runs not listed, once listing ended
 
     @property

@@ -524,13 +524,17 @@ def main() -> int:
         ]
     if len(phases) > 1:
         quiet, hostile = phases
-        added = _common.percentile(hostile.clean, 99) - _common.percentile(quiet.clean, 99)
-        verdicts.append(Verdict("soak", "soak: delay a hostile user adds to others' kill alerts (p99, clean)",
-                                f"{added:.0f} ms", f"≤ {ADDED_DELAY_LIMIT_MS:.0f} ms",
-                                added <= ADDED_DELAY_LIMIT_MS,
-                                f"{len(quiet.clean)} and {len(hostile.clean)} kills"))
+        kills = f"{len(quiet.clean)} and {len(hostile.clean)} kills"
+        metric = "soak: delay a hostile user adds to others' kill alerts (p99, clean)"
+        if quiet.clean and hostile.clean:
+            added = _common.percentile(hostile.clean, 99) - _common.percentile(quiet.clean, 99)
+            verdicts.append(Verdict("soak", metric, f"{added:.0f} ms", f"≤ {ADDED_DELAY_LIMIT_MS:.0f} ms",
+                                    added <= ADDED_DELAY_LIMIT_MS, kills))
+        else:  # a short run (the CI's) may see no clean kill in a phase: nothing to judge, not a miss
+            verdicts.append(Verdict("soak", metric, "not measured", f"≤ {ADDED_DELAY_LIMIT_MS:.0f} ms", None,
+                                    f"{kills}: a phase had no clean kill"))
     _common.publish(args, "soak", "7. Soak: an hour of faults", body, verdicts, started, info)
-    return 0 if all(v.met for v in verdicts) and all(ph.drained for ph in phases) else 1
+    return 0 if all(v.met is not False for v in verdicts) and all(ph.drained for ph in phases) else 1
 
 
 if __name__ == "__main__":

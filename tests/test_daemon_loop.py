@@ -346,7 +346,7 @@ def test_a_rescan_reads_an_unwatched_run_only_when_it_changed(
         d.start(NOW)
         paths = write_run(d.spool, identity_of(child), "unwatched")
         d.rescan(NOW)  # the first rescan reads every run (events before it could not be seen)
-        assert paths.run_id in d.tracker.runs and not d.watcher.watching_dir(paths.run_id)
+        assert paths.run_id in d.tracker.runs and not d.watcher.watched(paths.run_id)
         full_reads.clear()
         d.rescan(NOW)
         assert full_reads == []  # nothing new: stats only

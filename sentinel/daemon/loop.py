@@ -422,8 +422,8 @@ class Daemon:
         freeze_long_lived()
 
     def _rescan_run(self, run: TrackedRun, now: float) -> None:
-        watcher = self.watcher
-        watched = watcher.watching_dir(run.run_id)
+        watcher, sweep = self.watcher, self.sweep
+        watched = watcher.watched(run.run_id)
         if not watched and watcher.room_for(run.owner_uid):  # not watched before (the inotify limit)
             watcher.watch_run(run.run_id)
         tracker = self.tracker
@@ -439,12 +439,11 @@ class Daemon:
         # read again only then, and the runs inotify could not watch (at most a stat-like look each).
         again = run.run_id in tracker.read_again
         tracker.read_again.discard(run.run_id)
-        if again or (self.sweep is not None and self.sweep.events_missed):
+        if again or (sweep is not None and sweep.events_missed):
             tracker.check_final(run, now, rescan=True)
         elif not watched:
             tracker.look_unwatched(run, now)
         tracker.check_recovery(run, now)
-        sweep = self.sweep
         if run.state.is_live and now >= run.family_due and sweep is not None and sweep.family_notes_left > 0:
             # Up to FAMILY_NOTES_PER_RESCAN runs a rescan; with more, each run every few rescans, in turn.
             sweep.family_notes_left -= 1

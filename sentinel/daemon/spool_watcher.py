@@ -285,7 +285,7 @@ class SpoolWatcher:
             self._watches[wd] = _Watch(run_id, True)
 
     def _room_for(self, uid: int) -> bool:
-        if self._runs_of_uid[uid] < MAX_RUNS_WATCHED_PER_USER:
+        if self.room_for(uid):
             return True
         if uid not in self._reported_users:
             self._reported_users.add(uid)
@@ -330,9 +330,6 @@ class SpoolWatcher:
                 self._inotify.rm_watch(self.fd, wd)
 
     def watched(self, run_id: str) -> bool:
-        return run_id in self._run_wds
-
-    def watching_dir(self, run_id: str) -> bool:
         """Whether ``run_id``'s directory is watched (its ``msg/``, made later, is
         watched on the directory's event for it)."""
         return run_id in self._run_wds

@@ -434,13 +434,11 @@ class Outbox:
         may be empty: the alert is then only journalled. Raises OSError
         (nothing changed) if the record cannot be written.
         """
-        alert_id = alert.alert_id
-        if not _SAFE_NAME.match(alert_id or ""):
-            raise ValueError(f"alert id {alert_id!r} is not a safe file name")
         with self._lock:
-            if alert_id in self._paths:
+            new = self._new_record(alert, channels)
+            if new is None:
                 return False
-            record, path, new_dir = self._new_record(alert, channels)
+            record, path, new_dir = new
             write_json(path, record.to_dict(), durable=sync)
             if sync:
                 if new_dir or path.parent.parent in self._unsynced_dirs:
@@ -462,16 +460,14 @@ class Outbox:
         the alert, or not, but left the run in the spool, so its restart
         decides the run again and sends the alert (again: the one duplicate
         a kill can cause)."""
-        alert_id = alert.alert_id
-        if not _SAFE_NAME.match(alert_id or ""):
-            raise ValueError(f"alert id {alert_id!r} is not a safe file name")
         with self._lock:
-            if alert_id in self._paths:
+            new = self._new_record(alert, channels)
+            if new is None:
                 return False
-            record, path, new_dir = self._new_record(alert, channels)
+            record, path, new_dir = new
             if new_dir:
                 self._unsynced_dirs[path.parent.parent] = None  # its entry, fsynced by the next sync()
-            self._unwritten[alert_id] = record
+            self._unwritten[alert.alert_id] = record
             self._index(record, path)
             return True
 
@@ -511,9 +507,14 @@ class Outbox:
         with self._lock:
             return any(record.alert.run_id == run_id for record in self._unwritten.values())
 
-    def _new_record(self, alert: Alert, channels: list[str]) -> tuple[OutboxRecord, Path, bool]:
-        """The next record for ``alert`` and its path; the run's directory made
-        if missing (whether it was new). Lock held."""
+    def _new_record(self, alert: Alert, channels: list[str]) -> Optional[tuple[OutboxRecord, Path, bool]]:
+        """The next record for ``alert``, its path and whether the run's
+        directory had to be made; None if the alert id is known already.
+        ValueError for an id that is no safe file name. Lock held."""
+        if not _SAFE_NAME.match(alert.alert_id or ""):
+            raise ValueError(f"alert id {alert.alert_id!r} is not a safe file name")
+        if alert.alert_id in self._paths:
+            return None
         seq = self._next_seq
         self._next_seq += 1
         record = OutboxRecord(seq=seq, alert=alert,

@@ -238,21 +238,54 @@ def test_an_admitted_record_that_cannot_be_written_is_kept_and_written_later(out
     outbox.prepare_run(RUN_ID)
     outbox.admit(alert, ["slack"])
     real_write = outbox_module.write_json
+    tries = []
 
     def disk_full(*args, **kwargs):
+        tries.append(args[0])
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(outbox_module, "write_json", disk_full)
     with caplog.at_level(logging.ERROR, logger="sentinel.outbox"):
-        assert outbox.write_admitted() is False
-        assert outbox.write_admitted() is False
+        assert outbox.write_admitted(now=100.0) is False
+        assert outbox.write_admitted(now=100.5) is False
     assert [r.getMessage() for r in caplog.records].count(
         f"cannot write the record of alert {alert.alert_id} (No space left on device): its delivery goes on, "
         "and the record is written as soon as it can be") == 1  # once, not per try
     assert outbox.unwritten(RUN_ID) and [p.alert for p in outbox.pending("slack")] == [alert]
+    # Backed off like a channel's outcome: SAVE_RETRY, then doubling (not a try on every loop pass).
+    assert len(tries) == 1
+    assert outbox.write_admitted(now=101.0) is False and len(tries) == 2
+    assert outbox.write_admitted(now=102.9) is False and len(tries) == 2
+    assert outbox.write_admitted(now=103.0) is False and len(tries) == 3
     monkeypatch.setattr(outbox_module, "write_json", real_write)
-    assert outbox.write_admitted() is True and not outbox.unwritten(RUN_ID)
+    assert outbox.write_admitted(now=106.9) is False  # still waiting its turn
+    assert outbox.write_admitted(now=107.0) is True and not outbox.unwritten(RUN_ID)
     assert Outbox(tmp_path / "outbox").journal(RUN_ID) == [alert]
+
+
+def test_a_new_admitted_record_is_written_at_once_while_an_older_one_waits_its_turn(outbox, monkeypatch):
+    import errno
+
+    from sentinel.delivery import outbox as outbox_module
+
+    real_write = outbox_module.write_json
+    refused = {sample_alert(AlertKind.KILLED, n=1).alert_id}
+
+    def refusing(path, *args, **kwargs):
+        if any(alert_id in str(path) for alert_id in refused):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(path, *args, **kwargs)
+
+    monkeypatch.setattr(outbox_module, "write_json", refusing)
+    outbox.admit(sample_alert(AlertKind.KILLED, n=1), ["slack"])
+    assert outbox.write_admitted(now=100.0) is False
+    newer = sample_alert(AlertKind.CRASHED, n=2)
+    outbox.admit(newer, ["slack"])
+    assert outbox.write_admitted(now=100.1) is False  # the newer one written, the older still waits
+    assert [a.alert_id for a in outbox.journal(RUN_ID)] == [sample_alert(AlertKind.KILLED, n=1).alert_id,
+                                                              newer.alert_id]
+    refused.clear()
+    assert outbox.write_admitted(now=101.0) is True and not outbox.unwritten(RUN_ID)
 
 
 def test_default_enqueue_fsyncs_file_and_directories_before_returning(outbox, tmp_path, monkeypatch):

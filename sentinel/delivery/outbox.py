@@ -73,6 +73,7 @@ import os
 import re
 import shutil
 import threading
+import time
 from collections import deque
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -94,6 +95,11 @@ MAX_RECORD_BYTES = 1024 * 1024
 PENDING = "pending"
 DELIVERED = "delivered"
 DEAD = "dead"
+
+# A write the disk refused (full) is tried again after this long, doubling up
+# to the cap: a channel's outcome (``Delivery``), an admitted record (``write_admitted``).
+SAVE_RETRY = 1.0
+SAVE_RETRY_CAP = 60.0
 
 # Delivery writes one record at a time under one of these (by alert id), not
 # under the outbox's lock: workers of other channels go on while it fsyncs.
@@ -351,6 +357,8 @@ class Outbox:
         self._unsaved: dict[str, list[_Outcome]] = {}  # channel -> outcomes whose write failed, in order
         self._unwritten: dict[str, OutboxRecord] = {}  # admitted, record not yet written (``admit``)
         self._unwritable: set[str] = set()  # of those, the ones whose write failed (logged once)
+        self._rewrite_at = 0.0  # time.monotonic() when those are tried again
+        self._rewrite_wait = SAVE_RETRY / 2
         self._next_seq = 1
         # Written with sync=False and not yet fsynced: files, then the directories
         # whose entries must survive too (a record's run directory, a new one's parent).
@@ -471,13 +479,17 @@ class Outbox:
             self._index(record, path)
             return True
 
-    def write_admitted(self) -> bool:
+    def write_admitted(self, now: Optional[float] = None) -> bool:
         """Write the records ``admit`` kept in memory (renamed into place,
         fsynced by the next ``sync()``); True once none is left. One that
-        cannot be written (a full disk) is logged once and tried again by the
-        next call; its delivery goes on meanwhile."""
+        cannot be written (a full disk) is logged once and tried again after
+        ``SAVE_RETRY``, doubling up to ``SAVE_RETRY_CAP`` (``now``: a
+        ``time.monotonic()``); its delivery goes on meanwhile. A failed write
+        ends the call: the disk that refused one would refuse the rest."""
+        now = time.monotonic() if now is None else now
         with self._lock:
-            waiting = list(self._unwritten)
+            retry = now >= self._rewrite_at
+            waiting = [alert_id for alert_id in self._unwritten if retry or alert_id not in self._unwritable]
         for alert_id in waiting:
             # The record's lock: a delivery outcome written meanwhile wrote the whole record.
             with self._record_locks[_stripe(alert_id)]:
@@ -490,14 +502,20 @@ class Outbox:
                 try:
                     write_json(path, record.to_dict())
                 except OSError as exc:
-                    if alert_id not in self._unwritable:
+                    with self._lock:
+                        if retry:
+                            self._rewrite_wait = min(SAVE_RETRY_CAP, self._rewrite_wait * 2)
+                            self._rewrite_at = now + self._rewrite_wait
+                        first = alert_id not in self._unwritable
                         self._unwritable.add(alert_id)
+                    if first:
                         log.error("cannot write the record of alert %s (%s): its delivery goes on, "
                                   "and the record is written as soon as it can be", alert_id, exc.strerror)
-                    continue
+                    break
                 with self._lock:
                     self._unwritten.pop(alert_id, None)
                     self._unwritable.discard(alert_id)
+                    self._rewrite_wait = SAVE_RETRY / 2
                     self._written_unsynced(path, False)
         with self._lock:
             return not self._unwritten

@@ -37,7 +37,7 @@ from sentinel.channels.base import Channel, DeliveryError
 from sentinel.channels.routing import INLINE_PREFIX, is_inline, string_values
 from sentinel.common.latency_trace import TRACE
 from sentinel.common.redact import redact
-from sentinel.delivery.outbox import Outbox, PendingDelivery
+from sentinel.delivery.outbox import SAVE_RETRY, SAVE_RETRY_CAP, Outbox, PendingDelivery
 from sentinel.formats.safe_json import SpoolFormatError, make_private_dir, read_json, write_json
 from sentinel.model.observer import DEAD, DELIVERED, RETRY, FleetObserver
 
@@ -52,9 +52,7 @@ MAX_DIGEST = 50  # alerts merged into one digest at most
 # longer than this: 300 runs killed at once should not take 5 minutes to tell.
 DIGEST_AFTER = 10.0
 # A channel whose last outcome could not be written (disk full) retries the
-# write after this long, doubling up to the cap; it sends nothing meanwhile.
-SAVE_RETRY = 1.0
-SAVE_RETRY_CAP = 60.0
+# write after SAVE_RETRY, doubling up to SAVE_RETRY_CAP (``outbox``); it sends nothing meanwhile.
 # ``wake`` lets a worker it woke write its request first: waiting this long at most.
 HAND_OVER_MAX = 0.002
 # The loop spends at most this share of its time waiting for hand-overs (a storm

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from sentinel.host.procid import ProcessIdentity
+from sentinel.host.procid import ProcessIdentity, read_small
 from sentinel.model.endings import Reason
 
 log = logging.getLogger("sentinel.daemon.oom")
@@ -121,15 +121,8 @@ class CgroupCounter:
 
 
 def _read_oom_kill(path: Path) -> Optional[int]:
-    # One open and read of bytes: asked on the way to every kill alert, where a
-    # text file object's set-up cost more than the kernel's answer.
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            data = os.read(fd, 4096)
-        finally:
-            os.close(fd)
-        for line in data.splitlines():
+        for line in read_small(str(path)).splitlines():  # asked on the way to every kill alert
             key, _, value = line.partition(b" ")
             if key == b"oom_kill":
                 return int(value)

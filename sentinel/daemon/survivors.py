@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 from typing import Optional
 
-from sentinel.host.procid import ProcessIdentity, boot_id, start_ticks
+from sentinel.host.procid import ProcessIdentity, boot_id, read_small, start_ticks
 from sentinel.model.endings import Reason
 
 MAX_NOTED = 64  # processes noted per run: a fork bomb costs the daemon no more than this
@@ -59,12 +59,8 @@ def _children(pid: int, budget: _Budget, every_thread: bool) -> list[int]:
     for tid in tasks:
         if not budget.take():
             break
-        try:  # a plain open and read: a file object costs more than the kernel's answer
-            fd = os.open(f"/proc/{pid}/task/{tid}/children", os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                text = os.read(fd, 65536)
-            finally:
-                os.close(fd)
+        try:
+            text = read_small(f"/proc/{pid}/task/{tid}/children", 65536)
         except OSError:
             continue
         found.extend(int(word) for word in text.split() if word.isdigit())

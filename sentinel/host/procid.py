@@ -28,12 +28,23 @@ def boot_id() -> str:
     return _boot_id_cache
 
 
+def read_small(path: str, limit: int = 4096) -> bytes:
+    """Up to ``limit`` bytes of a kernel file (``/proc``, ``/sys``), in one
+    open and one read: the daemon asks some on the way to a kill alert, where
+    a file object's set-up cost more than the kernel's answer. OSError if
+    it cannot be read."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return os.read(fd, limit)
+    finally:
+        os.close(fd)
+
+
 def _stat_fields(pid: int, tid: Optional[int] = None) -> Optional[list[str]]:
     """Fields of /proc/<pid>/stat (or of its thread ``tid``) after the command name, or None if gone."""
     path = f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat"
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
+        raw = read_small(path)  # a stat line is well under 1 KiB, even with a 64-character name
     except OSError:
         return None
     # The command name is in parentheses and may itself hold spaces or ")".

@@ -162,6 +162,22 @@ def test_a_connection_is_kept_for_the_next_request() -> None:
     assert [number for number, _ in server.request_lines] == [0, 0, 0]  # one handshake for all three
 
 
+def test_a_kept_destination_whose_pool_was_closed_is_reached_again() -> None:
+    # The pool and request target of a URL are kept between requests; the pool may be closed meanwhile.
+    server = KeepAliveServer()
+    try:
+        first = http.post_json(server.url + "?a=1&b=%20", {"n": 1})
+        for pool, _ in http._pools()._targets.values():
+            pool.close()  # as a pool manager does to the pools it lets go of
+        http._pools()._direct.clear()
+        second = http.post_json(server.url + "?a=1&b=%20", {"n": 2})
+    finally:
+        server.close()
+    assert first.status == second.status == 200
+    assert server.request_lines == [(0, b"POST /push?a=1&b=%20 HTTP/1.1\r\n"),
+                                    (1, b"POST /push?a=1&b=%20 HTTP/1.1\r\n")]
+
+
 def test_an_answer_cut_at_the_bound_is_not_reused_as_a_connection() -> None:
     big = b"x" * (http.MAX_ANSWER_BYTES + 100)
     server = KeepAliveServer(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: "

@@ -131,10 +131,9 @@ class BarkChannel(Channel):
         level = self.options.get("level")
         if isinstance(level, str):
             return level
-        levels = dict(DEFAULT_LEVELS)
-        if isinstance(level, Mapping):
-            levels.update(level)
-        return levels[kind.value]
+        if isinstance(level, Mapping) and kind.value in level:
+            return str(level[kind.value])
+        return DEFAULT_LEVELS[kind.value]
 
     def payload(self, alert: Alert) -> dict[str, Any]:
         text = render_bark(alert, self.language_for(alert))

@@ -41,6 +41,11 @@ DEFAULT_DEADLINE = 30.0
 MAX_ANSWER_BYTES = 64 * 1024
 USER_AGENT = f"run-sentinel/{getattr(sentinel, '__version__', '0')}"
 
+# Connection pools kept (one per host and port, each keeping up to 4 idle
+# connections), and destinations whose pool and request target are remembered:
+# a run's inline webhook adds one of each.
+KEPT_POOLS = 16
+
 # Retry-After larger than this is not believed (a day is already generous).
 MAX_RETRY_AFTER = 24 * 3600.0
 
@@ -107,9 +112,8 @@ def post(
     connect, read = timeout if isinstance(timeout, tuple) else (timeout, timeout)
     _local.deadline = time.monotonic() + deadline
     try:
-        response = _pools().for_url(url).urlopen(
-            "POST", url, body=body, headers=sent, timeout=urllib3.Timeout(connect=connect, read=read),
-            retries=_retry(), redirect=False, preload_content=False)
+        response = _pools().urlopen(url, body=body, headers=sent, timeout=_timeout(connect, read),
+                                    retries=_retry())
         try:
             _local.status = response.status
             raw = response.read(MAX_ANSWER_BYTES, decode_content=True) or b""
@@ -176,12 +180,31 @@ def _charset(content_type: Optional[str]) -> str:
     return "utf-8"
 
 
+_RETRY: Any = None
+_TIMEOUTS: dict[tuple[float, float], Any] = {}
+
+
 def _retry() -> Any:
     """A connect failure is retried once at once (the request was never sent,
     so a POST cannot be duplicated); nothing else is. The retry is logged in
-    one line of ours (urllib3's own warning is filtered: ``_NoRetryLines``)."""
-    return _one_line_retry()(total=1, connect=1, read=0, redirect=0, status=0, other=0,
-                             allowed_methods=None, raise_on_status=False, raise_on_redirect=False)
+    one line of ours (urllib3's own warning is filtered: ``_NoRetryLines``).
+    One object serves every request: urllib3 never changes a Retry, its
+    ``increment`` returns a new one."""
+    global _RETRY
+    if _RETRY is None:
+        _RETRY = _one_line_retry()(total=1, connect=1, read=0, redirect=0, status=0, other=0,
+                                   allowed_methods=None, raise_on_status=False, raise_on_redirect=False)
+    return _RETRY
+
+
+def _timeout(connect: float, read: float) -> Any:
+    """urllib3's Timeout for (connect, read), made once per pair (urllib3 clones it per request)."""
+    timeout = _TIMEOUTS.get((connect, read))
+    if timeout is None:
+        import urllib3
+
+        timeout = _TIMEOUTS.setdefault((connect, read), urllib3.Timeout(connect=connect, read=read))
+    return timeout
 
 
 _ONE_LINE_RETRY: Any = None
@@ -243,11 +266,48 @@ class _Pools:
 
         _mask_urllib3_log()
         self._tls = _tls_options()
-        self._direct = self._adopt(urllib3.PoolManager(num_pools=16, maxsize=4, **self._tls))
+        self._direct = self._adopt(urllib3.PoolManager(num_pools=KEPT_POOLS, maxsize=4, **self._tls))
         # Read once: scanning the environment costs more than the rest of a request.
         self._proxies = urllib.request.getproxies_environment()
         self._proxied: dict[str, Any] = {}
         self._lock = threading.Lock()
+        # url -> (its connection pool, the request target): what PoolManager.urlopen
+        # works out on every request (parsing the URL, keying the pool), about a
+        # quarter of the way to an alert's first byte. Direct destinations only.
+        # (A pool the manager dropped since goes on serving its URL: at most
+        # KEPT_POOLS more are alive.)
+        self._targets: dict[str, tuple[Any, str]] = {}
+
+    def urlopen(self, url: str, **kw: Any) -> Any:
+        """POST ``url`` (no redirect followed, the answer not preloaded)."""
+        kw.update(redirect=False, preload_content=False)
+        manager = self.for_url(url)
+        if manager is not self._direct:
+            return manager.urlopen("POST", url, **kw)
+        from urllib3.exceptions import ClosedPoolError
+
+        for _attempt in range(2):
+            pool, target = self._target(url)
+            try:
+                return pool.urlopen("POST", target, assert_same_host=False, **kw)
+            except ClosedPoolError:  # closed since (nothing was sent): look again
+                with self._lock:
+                    self._targets.pop(url, None)
+        return self._direct.urlopen("POST", url, **kw)
+
+    def _target(self, url: str) -> tuple[Any, str]:
+        found = self._targets.get(url)
+        if found is not None and found[0].pool is not None:  # a closed pool's queue is None
+            return found
+        from urllib3.util import parse_url
+
+        pool = self._direct.connection_from_url(url)
+        found = (pool, parse_url(url).request_uri)
+        with self._lock:
+            if len(self._targets) >= KEPT_POOLS:
+                self._targets.clear()
+            self._targets[url] = found
+        return found
 
     def for_url(self, url: str) -> Any:
         proxy = _proxy_for(url, self._proxies) if self._proxies else None
@@ -258,7 +318,8 @@ class _Pools:
         with self._lock:
             manager = self._proxied.get(proxy)
             if manager is None:
-                manager = self._adopt(urllib3.ProxyManager(proxy, num_pools=16, maxsize=4, **self._tls))
+                manager = self._adopt(urllib3.ProxyManager(proxy, num_pools=KEPT_POOLS, maxsize=4,
+                                                           **self._tls))
                 self._proxied[proxy] = manager
             return manager
 
@@ -330,13 +391,14 @@ class _DeadlineSocket:
     def __init__(self, sock: Any) -> None:
         self._sock = sock
         self._timeout = sock.gettimeout()
+        self._armed = self._timeout  # what the socket is set to now
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._sock, name)
 
     def settimeout(self, value: Optional[float]) -> None:
         self._timeout = value
-        self._sock.settimeout(value)
+        self._set(value)
 
     def gettimeout(self) -> Optional[float]:
         return self._timeout
@@ -344,7 +406,15 @@ class _DeadlineSocket:
     def _arm(self) -> None:
         left = _remaining()
         if left is not None:
-            self._sock.settimeout(left if self._timeout is None else min(left, self._timeout))
+            self._set(left if self._timeout is None else min(left, self._timeout))
+
+    def _set(self, value: Optional[float]) -> None:
+        # A socket's settimeout is a syscall (it sets O_NONBLOCK again) however
+        # little changed; while the deadline is further off than the timeout,
+        # nothing did.
+        if value != self._armed:
+            self._sock.settimeout(value)
+            self._armed = value
 
     def sendall(self, data: Any, *args: Any) -> None:
         self._arm()

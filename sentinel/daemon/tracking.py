@@ -50,7 +50,7 @@ from sentinel.delivery.outbox import SyncThread
 from sentinel.formats import mutes
 from sentinel.formats.spool import FinalRecord
 from sentinel.host.containers import ContainerIdentity
-from sentinel.model.alerts import Alert, AlertKind, from_run, with_kernel_ending
+from sentinel.model.alerts import Alert, AlertKind, from_run
 from sentinel.model.endings import Reason
 from sentinel.model.observer import FleetObserver
 from sentinel.model.run_states import (
@@ -457,8 +457,8 @@ class Tracker:
                                          *filter(None, [nccl.explain(final.error if final else None), left])])
         alert = from_run(alert_id(run.run_id, number, kind), kind, run.record, progress=progress,
                          final=final, now=now, reason=reason, user=run.user,
-                         trend_metric=self.config.trend_metric, trend_points=self.config.trend_points)
-        alert = with_kernel_ending(alert, kernel_status)
+                         trend_metric=self.config.trend_metric, trend_points=self.config.trend_points,
+                         kernel_status=kernel_status)
         if new_state.is_terminal:
             crash = self.stacks.crash_facts(run, alert.signal)  # evidence: the frame that faulted
             if alert.signal in FATAL_SIGNALS:

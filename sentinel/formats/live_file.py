@@ -72,6 +72,7 @@ _NAMES_OFF = 64
 _RECORDS_OFF = _NAMES_OFF + MAX_SCALARS * LIVE_NAME_BYTES
 _SEQ = struct.Struct("<Q")
 _FIELDS = 2 + MAX_SCALARS  # last_progress, step, values: all f64
+_RECORD_FIELDS = struct.Struct(f"<{_FIELDS}d")
 LIVE_RECORD_BYTES = _SEQ.size + 8 * _FIELDS
 LIVE_SIZE = _RECORDS_OFF + 2 * LIVE_RECORD_BYTES
 _STEP_LIMIT = 2**53  # exact in a double; no run gets that far
@@ -248,17 +249,19 @@ def read_live(run_dir: Path, *,
     SIGBUS the reader), and every number checked. Raises FileNotFoundError if
     the run or file is absent, SpoolFormatError for anything else.
     """
-    try:
-        run_fd = (os.dup(dir_fd) if dir_fd is not None  # the run directory, opened already
-                  else os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC))
-    except OSError as exc:
-        if exc.errno == errno.ENOENT:
-            raise
-        raise SpoolFormatError(f"run directory: {exc.strerror}") from None
-    try:
-        fd = open_untrusted(LIVE_FILE, run_fd)
-    finally:
-        os.close(run_fd)
+    if dir_fd is not None:  # the run directory, opened already
+        fd = open_untrusted(LIVE_FILE, dir_fd)
+    else:
+        try:
+            run_fd = os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as exc:
+            if exc.errno == errno.ENOENT:
+                raise
+            raise SpoolFormatError(f"run directory: {exc.strerror}") from None
+        try:
+            fd = open_untrusted(LIVE_FILE, run_fd)
+        finally:
+            os.close(run_fd)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
@@ -342,11 +345,14 @@ def _step_or_none(step: float) -> Optional[int]:
 
 def _decode_live(record: bytes, names: bytes) -> LiveProgress:
     seq = _SEQ.unpack_from(record, 0)[0]
-    last_progress, step, *values = struct.unpack_from(f"<{_FIELDS}d", record, _SEQ.size)
+    last_progress, step, *values = _RECORD_FIELDS.unpack_from(record, _SEQ.size)
     scalars: dict[str, float] = {}
     cleared: set[str] = set()
     for slot, value in enumerate(values):
-        raw = names[slot * LIVE_NAME_BYTES:(slot + 1) * LIVE_NAME_BYTES].split(b"\0", 1)[0]
+        start = slot * LIVE_NAME_BYTES
+        if not names[start]:
+            continue  # a slot never named (most are): decoding its NULs finds nothing
+        raw = names[start:start + LIVE_NAME_BYTES].split(b"\0", 1)[0]
         name = _CONTROL_CHARS.sub("", raw.decode("utf-8", "replace"))
         if not name:
             continue

@@ -199,12 +199,17 @@ def from_run(
     trend_metric: Optional[str] = None,
     trend_points: int = sparkline.DEFAULT_POINTS,
     user: Optional[str] = None,
+    kernel_status: Optional[int] = None,
 ) -> Alert:
     """An alert about ``run`` with the freshest facts the records hold;
     ``user`` (the verified account) stands in for the name the record claims;
     ``trend_metric`` (default: the first one logged) is drawn from its last
-    ``trend_points`` values."""
+    ``trend_points`` values; ``kernel_status`` (a wait status) names the
+    ending as ``with_kernel_ending`` does."""
     now = time.time() if now is None else now
+    signal, exit_code = (final.signal, final.exit_code) if final is not None else (None, None)
+    if kernel_status is not None:
+        signal, exit_code = _kernel_ending(kernel_status)
     step = progress.step if progress else None
     if final is not None and final.step is not None:
         step = final.step
@@ -229,8 +234,8 @@ def from_run(
         last_progress=progress.last_progress if progress else None,
         step=step,
         scalars=dict(scalars),
-        exit_code=final.exit_code if final is not None else None,
-        signal=final.signal if final is not None else None,
+        exit_code=exit_code,
+        signal=signal,
         error=final.error if final is not None else None,
         detail=reason.text("en") if reason is not None else None,
         text=text,
@@ -248,7 +253,13 @@ def with_kernel_ending(alert: Alert, status: Optional[int]) -> Alert:
     """``alert`` with the ending the kernel reported (a wait status), if any."""
     if status is None:
         return alert
+    signal, exit_code = _kernel_ending(status)
+    return dataclasses.replace(alert, signal=signal, exit_code=exit_code)
+
+
+def _kernel_ending(status: int) -> tuple[Optional[str], Optional[int]]:
+    """(signal name, exit code) of a wait status."""
     from sentinel.model.exit_status import ending_of
 
     ending = ending_of(status)
-    return dataclasses.replace(alert, signal=ending.signal, exit_code=ending.exit_code)
+    return ending.signal, ending.exit_code

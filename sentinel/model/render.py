@@ -26,8 +26,14 @@ PRODUCT = "run-sentinel"
 _WORDS = endings.PHRASES  # the shared words live in the one word table
 
 
+_LANGUAGES = frozenset({"en", "zh"})
+
+
 def language_of(*choices: Optional[str]) -> str:
     """The first supported language among ``choices`` ("zh-CN" counts as zh)."""
+    first = choices[0] if choices else None
+    if first is not None and first in _LANGUAGES:  # already one: every ``say`` of a rendering asks again
+        return first
     for choice in choices:
         if not choice:
             continue

@@ -8,11 +8,18 @@ from __future__ import annotations
 import gc
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from sentinel.daemon.loop import ADMIT_PER_PASS, RESCAN_SLICE, STARTUP_FIRST_ADMISSIONS, Daemon
+from sentinel.daemon.loop import (
+    ADMIT_PER_PASS,
+    RESCAN_LOOK_EVERY,
+    RESCAN_SLICE,
+    STARTUP_FIRST_ADMISSIONS,
+    Daemon,
+)
 from sentinel.daemon.rescan import RescanSweep
 from sentinel.daemon.run_reader import TrackedRun
 from sentinel.delivery.outbox import Outbox
@@ -153,6 +160,45 @@ def test_a_run_added_during_a_rescan_is_admitted_by_the_next_one_at_the_latest(
     assert all(daemon.liveness.watching(run_id) for run_id in daemon.tracker.runs)
     assert all(daemon.outbox.journal(run_id) == []  # alive: nothing alerted
                for run_id in daemon.tracker.runs)
+
+
+def test_a_waiting_exit_is_judged_before_a_flood_of_new_runs_is_admitted(
+        daemon: Daemon, child: subprocess.Popen[bytes]) -> None:
+    """Another user's records keep the admission queue and the rescan busy; a
+    watched process's exit cuts their work short (after one admission, one
+    look's worth of rescan) and the next pass judges it before admitting more."""
+    dying = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    try:
+        watched = _write_run(daemon.spool, identity_of(dying), 0)
+        daemon.rescan(NOW)
+        assert daemon.liveness.watching(watched) and daemon.liveness.use_pidfd
+        flood = [_write_run(daemon.spool, identity_of(child), i) for i in range(1, 3 * ADMIT_PER_PASS)]
+        dying.kill()
+        dying.wait()  # its pidfd is readable from now on
+    finally:
+        dying.kill()
+        dying.wait()
+    assert daemon.exits_waiting()
+
+    daemon.start_rescan(NOW)
+    daemon.continue_rescan(NOW)  # a full slice would list every run at once
+    assert daemon.sweep is not None and len(daemon.admissions) <= RESCAN_LOOK_EVERY
+    daemon.admit_queued(NOW)
+    assert len(daemon.tracker.runs) == 2  # the watched run, and one new run: then it gave way
+    assert daemon.outbox.journal(watched) == []
+
+    order: list[str] = []
+    judge, admit = daemon.tracker.on_exit, daemon.admit_queued
+    daemon.tracker.on_exit = lambda *a: (order.append("exit"), judge(*a))[1]  # type: ignore[method-assign]
+    daemon.admit_queued = lambda *a, **k: (order.append("admit"), admit(*a, **k))[1]  # type: ignore[method-assign]
+    daemon.poll_once(lambda: NOW, max_wait=0)
+    assert order[:2] == ["exit", "admit"]
+    assert [a.kind for a in daemon.outbox.journal(watched)] == [AlertKind.KILLED]
+    assert not daemon.exits_waiting()
+    while daemon.sweep is not None or len(daemon.admissions):  # nothing waits: whole slices again
+        daemon.continue_rescan(NOW)
+        daemon.admit_queued(NOW)
+    assert set(flood) <= set(daemon.tracker.runs)
 
 
 def test_a_start_admits_a_first_slice_then_the_rest_a_pass_at_a_time_as_started(

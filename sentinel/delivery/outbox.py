@@ -77,7 +77,7 @@ import time
 from collections import deque
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 from sentinel.formats.record_rules import expect, is_int, is_number
 from sentinel.formats.safe_json import SpoolFormatError, fsync_dir, make_private_dir, read_json, write_json
@@ -327,6 +327,103 @@ class _Outcome:
     dead_letter: Optional[DeadLetterRecord] = None
 
 
+_Entry = tuple[int, int, str]  # (rank: 0 state alert / 1 message, seq, alert id): sorts in queue order
+_FIRST_MESSAGE: _Entry = (1, 0, "")
+
+
+class _ChannelQueue:
+    """One channel's pending alerts, kept per user (each user's sorted) and,
+    per run, the seqs of its pending messages, so that the sending order
+    (``order``) is produced lazily: its first few entries cost about as much
+    as the number of users, not the length of the queue (a user's thousands
+    of queued alerts are not regrouped and sorted on every delivery step).
+    Not thread-safe: the outbox's lock is held."""
+
+    def __init__(self) -> None:
+        self.users: dict[str, list[_Entry]] = {}  # user -> their entries, sorted
+        self.message_seqs: dict[tuple[str, str], list[int]] = {}  # (user, run id) -> its messages' seqs
+        self.runs: dict[str, tuple[str, str]] = {}  # alert id -> (user, run id)
+        self.size = 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def add(self, entry: _Entry, user: str, run_id: str) -> None:
+        if entry[2] in self.runs:
+            return
+        bisect.insort(self.users.setdefault(user, []), entry)
+        if entry[0] == 1:
+            bisect.insort(self.message_seqs.setdefault((user, run_id), []), entry[1])
+        self.runs[entry[2]] = (user, run_id)
+        self.size += 1
+
+    def remove(self, entry: _Entry) -> None:
+        key = self.runs.pop(entry[2], None)
+        if key is None:
+            return
+        user, _ = key
+        entries = self.users[user]
+        del entries[bisect.bisect_left(entries, entry)]
+        if not entries:
+            del self.users[user]
+        if entry[0] == 1:
+            seqs = self.message_seqs[key]
+            del seqs[bisect.bisect_left(seqs, entry[1])]
+            if not seqs:
+                del self.message_seqs[key]
+        self.size -= 1
+
+    def order(self, served: dict[str, int]) -> Iterator[_Entry]:
+        """The queue in sending order: each user in turn (one user's thousand
+        alerts, state alerts or messages, do not queue in front of another's,
+        and a user's steady stream of state alerts cannot starve another's
+        messages), the user whose alert was tried on the channel least
+        recently first (one never tried before any other; users tried equally
+        long ago in the order of their first entry), and within a user's turns
+        ``_one_users_order``."""
+        users = sorted(self.users, key=lambda user: (served.get(user, -1), self.users[user][0]))
+        turns = [self._one_users_order(user) for user in users]
+        while turns:
+            left = []
+            for turn in turns:
+                entry = next(turn, None)
+                if entry is not None:
+                    yield entry
+                    left.append(turn)
+            turns = left
+
+    def _one_users_order(self, user: str) -> Iterator[_Entry]:
+        """One user's queue in sending order: state alerts first, oldest
+        first, except that a run's state alert never overtakes that same
+        run's earlier messages (it goes right after the last of them)."""
+        entries = self.users[user]
+        split = bisect.bisect_left(entries, _FIRST_MESSAGE)
+        held: dict[str, deque[_Entry]] = {}
+        for index in range(split):
+            entry = entries[index]
+            run_id = self.runs[entry[2]][1]
+            seqs = self.message_seqs.get((user, run_id))
+            if seqs and seqs[0] < entry[1]:
+                held.setdefault(run_id, deque()).append(entry)
+            else:
+                yield entry
+        for index in range(split, len(entries)):
+            entry = entries[index]
+            yield entry
+            if not held:
+                continue
+            run_id = self.runs[entry[2]][1]
+            waiting = held.get(run_id)
+            if waiting:
+                seqs = self.message_seqs[(user, run_id)]
+                after = bisect.bisect_right(seqs, entry[1])
+                following = seqs[after] if after < len(seqs) else None
+                while waiting and (following is None or waiting[0][1] < following):
+                    yield waiting.popleft()
+                if not waiting:
+                    del held[run_id]
+
+
 class Outbox:
     """The durable queue between the daemon's decisions and the channels.
 
@@ -346,11 +443,10 @@ class Outbox:
         self._lock = threading.RLock()
         self._paths: dict[str, Path] = {}  # every known alert id -> its record
         self._open: dict[str, OutboxRecord] = {}  # records with a pending channel
-        # channel -> [(rank, seq, alert id)], sorted: state alerts (rank 0) before messages, each FIFO
-        self._queues: dict[str, list[tuple[int, int, str]]] = {}
+        self._queues: dict[str, _ChannelQueue] = {}  # channel -> its pending alerts
         self._open_messages: dict[str, int] = {}  # user -> their messages not yet delivered everywhere
         # channel -> user -> when (a count of attempts) that user's alert was last tried there:
-        # the user tried least recently goes first (``_in_order``)
+        # the user tried least recently goes first (``_ChannelQueue.order``)
         self._served: dict[str, dict[str, int]] = {}
         self._attempts = 0
         self._record_locks = [threading.Lock() for _ in range(_RECORD_LOCKS)]
@@ -401,12 +497,27 @@ class Outbox:
 
     def _opened(self, record: OutboxRecord, channels: list[str]) -> None:
         """Index an open record: in its channels' queues, and in its user's message count."""
-        entry = (_rank(record.alert), record.seq, record.alert.alert_id)
-        for name in channels:
-            bisect.insort(self._queues.setdefault(name, []), entry)
+        self._queue(record, channels)
         if record.alert.kind is AlertKind.MESSAGE:
             user = record.alert.user
             self._open_messages[user] = self._open_messages.get(user, 0) + 1
+
+    def _queue(self, record: OutboxRecord, channels: list[str]) -> None:
+        """Put ``record`` in ``channels``' queues. Lock held."""
+        entry = (_rank(record.alert), record.seq, record.alert.alert_id)
+        for name in channels:
+            queue = self._queues.get(name)
+            if queue is None:
+                queue = self._queues[name] = _ChannelQueue()
+            queue.add(entry, record.alert.user, record.alert.run_id)
+
+    def _unqueue(self, record: OutboxRecord, channels: Iterable[str]) -> None:
+        """Take ``record`` out of ``channels``' queues. Lock held."""
+        entry = (_rank(record.alert), record.seq, record.alert.alert_id)
+        for name in channels:
+            queue = self._queues.get(name)
+            if queue is not None:
+                queue.remove(entry)
 
     def _closed(self, record: OutboxRecord) -> None:
         """``record`` left the open ones (delivered or dead everywhere, or forgotten)."""
@@ -625,9 +736,8 @@ class Outbox:
                     self._unwritable.discard(alert_id)
                     record = self._open.pop(alert_id, None)
                     if record is not None:
+                        self._unqueue(record, list(self._queues))
                         self._closed(record)
-                for name, queue in self._queues.items():
-                    self._queues[name] = [item for item in queue if item[2] not in gone]
                 for name, outcomes in self._unsaved.items():
                     self._unsaved[name] = [o for o in outcomes if o.alert_id not in gone]
             shutil.rmtree(run_dir, ignore_errors=True)
@@ -681,9 +791,7 @@ class Outbox:
             was_open = alert_id in self._open
             self._open[alert_id] = updated
             if was_open:
-                entry = (_rank(record.alert), record.seq, alert_id)
-                for name in dead:
-                    bisect.insort(self._queues.setdefault(name, []), entry)
+                self._queue(updated, dead)
             else:
                 self._opened(updated, dead)
         for letter in read_dead_letters(self.root):
@@ -702,8 +810,11 @@ class Outbox:
     def pending(self, channel: str, limit: Optional[int] = None) -> list[PendingDelivery]:
         """``channel``'s undelivered alerts, oldest first (at most ``limit``)."""
         with self._lock:
-            out = []
-            for _, seq, alert_id in self._in_order(channel, self._queues.get(channel, []))[:limit]:
+            out: list[PendingDelivery] = []
+            queue = self._queues.get(channel)
+            if queue is None or limit == 0:
+                return out
+            for _, seq, alert_id in queue.order(self._served.get(channel, {})):
                 record = self._open[alert_id]
                 state = record.channels[channel]
                 out.append(PendingDelivery(
@@ -711,64 +822,9 @@ class Outbox:
                     first_attempt=state.first_attempt, next_attempt=state.next_attempt,
                     last_error=state.last_error,
                 ))
+                if limit is not None and len(out) >= limit:
+                    break
             return out
-
-    def _in_order(self, channel: str, queue: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
-        """A channel's queue in sending order: each user in turn (one user's
-        thousand alerts, state alerts or messages, do not queue in front of
-        another's, and a user's steady stream of state alerts cannot starve
-        another's messages), and within a user's turns ``_one_users_order``.
-        Lock held."""
-        by_user: dict[str, list[tuple[int, int, str]]] = {}
-        for entry in queue:
-            by_user.setdefault(self._open[entry[2]].alert.user, []).append(entry)
-        if len(by_user) < 2:
-            return self._one_users_order(queue)
-        served = self._served.get(channel, {})
-        # the user whose alert was tried on the channel least recently first (one never tried before
-        # any other); stable: users tried equally long ago keep the order of their oldest alert
-        turns = [deque(self._one_users_order(by_user[user]))
-                 for user in sorted(by_user, key=lambda user: served.get(user, -1))]
-        out: list[tuple[int, int, str]] = []
-        while turns:
-            for entries in turns:
-                out.append(entries.popleft())
-            turns = [entries for entries in turns if entries]
-        return out
-
-    def _one_users_order(self, queue: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
-        """One user's queue in sending order: state alerts first, oldest
-        first, except that a run's state alert never overtakes that same
-        run's earlier messages (it goes right after them). Lock held."""
-        split = bisect.bisect_left(queue, (1, 0, ""))
-        states, messages = queue[:split], queue[split:]
-        if not states or not messages:
-            return states + messages
-        message_seqs: dict[str, list[int]] = {}
-        for _, seq, alert_id in messages:
-            message_seqs.setdefault(self._open[alert_id].alert.run_id, []).append(seq)
-        out: list[tuple[int, int, str]] = []
-        held: dict[str, deque[tuple[int, int, str]]] = {}
-        for entry in states:
-            run_id = self._open[entry[2]].alert.run_id
-            if message_seqs.get(run_id, [entry[1]])[0] < entry[1]:
-                held.setdefault(run_id, deque()).append(entry)
-            else:
-                out.append(entry)
-        if not held:
-            return states + messages
-        sent: dict[str, int] = {}
-        for entry in messages:
-            out.append(entry)
-            run_id = self._open[entry[2]].alert.run_id
-            waiting = held.get(run_id)
-            if waiting:
-                seqs = message_seqs[run_id]
-                sent[run_id] = index = sent.get(run_id, 0) + 1
-                following = seqs[index] if index < len(seqs) else None
-                while waiting and (following is None or waiting[0][1] < following):
-                    out.append(waiting.popleft())
-        return out
 
     def blocked(self, channel: str) -> bool:
         """True while an outcome for ``channel`` waits to be written (see ``flush``)."""
@@ -909,8 +965,7 @@ class Outbox:
                 if alert_id not in self._open:
                     return True  # forgotten while we wrote
                 if not outcome.state.pending:
-                    queue = self._queues.get(outcome.channel, [])
-                    self._queues[outcome.channel] = [item for item in queue if item[2] != alert_id]
+                    self._unqueue(record, [outcome.channel])
                 if updated.open:
                     self._open[alert_id] = updated
                 else:

@@ -45,18 +45,25 @@ What is guaranteed when:
   no run whose record is unwritten (``unwritten``), so its restart finds the
   run's ending in the spool and sends it (again, if the first request had
   gone out). A record that cannot be written (a full disk) stays in memory,
-  its delivery goes on, and every later ``write_admitted()`` tries again.
+  its delivery goes on, and ``write_admitted()`` tries again after
+  ``SAVE_RETRY``, doubling up to ``SAVE_RETRY_CAP``.
 - Every later change of a record (delivered, failed, dead-lettered,
   resent) is fsynced before the call returns. ``resend(alert_id)`` (asked
   for by ``sentinel history --resend``) puts an alert's dead-lettered
   channels back to pending with a fresh attempt budget and removes their
   dead letters.
 
-``seq`` numbers alerts in enqueue order: a channel's pending alerts are sent
+``seq`` numbers alerts in enqueue order. A channel's pending alerts are sent
+each user in turn, the user tried there least recently first (one user's
+thousands do not queue in front of another's), and within a user's turns
 state alerts first (killed, crashed, finished, ...: a flood of one run's
 messages never delays another run's death notice), messages after them,
-each group oldest first (so a run's messages arrive in order), and ``journal(run_id)``
-lists a run's alerts in the order they were decided, surviving restarts.
+each group oldest first (so a run's messages arrive in order), except that a
+run's state alert never overtakes that same run's earlier messages. A
+channel's queue is kept per user as it changes (``_ChannelQueue``), so
+finding the next alert costs about the number of users, not the queue's
+length. ``journal(run_id)`` lists a run's alerts in the order they were
+decided, surviving restarts.
 Records stay until ``forget_run`` (when the archived run is pruned), so the
 journal also remembers alerts that had no channel at all.
 

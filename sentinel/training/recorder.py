@@ -136,17 +136,35 @@ def _numeric_scalars(values: Mapping[str, Any], into: dict[str, float]) -> dict[
     return merged
 
 
-class _ReentrantEvent(threading.Event):
-    """``threading.Event`` whose lock its own thread may take again. The SIGTERM
-    handler runs in the training thread between two bytecodes, and its
-    ``finish`` wakes the heartbeat thread: if the signal landed while that
-    thread was inside ``set()`` of this same event (a log call waking the
-    heartbeat thread), ``Event``'s plain lock was held by the very thread
-    asking for it, and the process hung for good instead of ending."""
+class _ReentrantEvent:
+    """An event (``set``, ``clear``, ``wait``) whose lock its own thread may
+    take again. The SIGTERM handler runs in the training thread between two
+    bytecodes, and its ``finish`` wakes the heartbeat thread: if the signal
+    landed while that thread was inside ``set()`` of this same event (a log
+    call waking the heartbeat thread), ``threading.Event``'s plain lock was
+    held by the very thread asking for it, and the process hung for good
+    instead of ending. (Its own, not ``Event``'s private ``_cond`` swapped.)"""
 
     def __init__(self) -> None:
-        super().__init__()
         self._cond = threading.Condition(threading.RLock())
+        self._flag = False
+
+    def is_set(self) -> bool:
+        return self._flag
+
+    def set(self) -> None:
+        with self._cond:
+            self._flag = True
+            self._cond.notify_all()
+
+    def clear(self) -> None:
+        with self._cond:
+            self._flag = False
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        """True once set (at once if it is), False if ``timeout`` ran out first."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._flag, timeout)
 
 
 class Recorder:

@@ -15,7 +15,8 @@ from sentinel.daemon.liveness import Exit, Liveness, Status
 from sentinel.daemon.pidfd import thread_pidfds_supported
 from sentinel.formats import spool
 from sentinel.host.procid import ProcessIdentity, thread_start_ticks
-from sentinel.model.alerts import Alert, AlertKind, with_kernel_ending
+from sentinel.model.alerts import Alert, AlertKind, from_run
+from sentinel.model.endings import Reason
 from sentinel.model.exit_status import Ending, ending_of, words
 from sentinel.model.render import headline, summary
 from tests.victims.harness import wait_for
@@ -38,6 +39,12 @@ def test_a_wait_status_names_its_ending(status: int, ending: Ending) -> None:
     assert ending_of(status) == ending
 
 
+def _killed(status: Optional[int], reason: Optional[Reason] = None) -> Alert:
+    """A kill alert about run "r", as the tracker builds it with the kernel's wait status."""
+    record = spool.RunRecord.from_dict(_record(name="r"))
+    return from_run("x", AlertKind.KILLED, record, now=0.0, reason=reason, kernel_status=status)
+
+
 @pytest.mark.parametrize("status, en, zh", [
     (signal.SIGKILL, "Killed (SIGKILL): r", "进程被杀死（SIGKILL）: r"),
     (signal.SIGSEGV, "Crashed in native code (SIGSEGV): r", "原生代码崩溃（SIGSEGV）: r"),
@@ -45,21 +52,20 @@ def test_a_wait_status_names_its_ending(status: int, ending: Ending) -> None:
     (3 << 8, "Exited with code 3: r", "退出码 3: r"),
 ])
 def test_a_killed_alert_is_headed_with_the_kernel_s_word(status: int, en: str, zh: str) -> None:
-    alert = with_kernel_ending(Alert(alert_id="x", kind=AlertKind.KILLED, created=0.0, run_name="r"), status)
+    alert = _killed(status)
     assert (headline(alert, "en"), headline(alert, "zh")) == (en, zh)
     assert "no exit record" in summary(alert, "en")
 
 
 def test_without_the_kernel_s_word_a_kill_reads_as_before() -> None:
-    alert = with_kernel_ending(Alert(alert_id="x", kind=AlertKind.KILLED, created=0.0, run_name="r"), None)
+    alert = _killed(None)
     assert headline(alert) == "Killed: r"
     assert summary(alert) == "killed (SIGKILL or crash of the interpreter; no exit record)"
     assert words(None, None, "en") is None
 
 
 def test_the_oom_killer_is_still_named_over_the_signal() -> None:
-    alert = with_kernel_ending(Alert(alert_id="x", kind=AlertKind.KILLED, created=0.0, run_name="r",
-                                     detail="OOM killer (kernel: Killed process 1)"), signal.SIGKILL)
+    alert = _killed(signal.SIGKILL, Reason("oom_kernel", {"line": "Killed process 1"}))
     assert headline(alert) == "Killed by the OOM killer: r"
 
 

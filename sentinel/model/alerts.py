@@ -7,7 +7,6 @@ Stdlib only: the in-process fallback sender builds alerts too.
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import time
 from dataclasses import dataclass, field, fields
@@ -204,12 +203,16 @@ def from_run(
     """An alert about ``run`` with the freshest facts the records hold;
     ``user`` (the verified account) stands in for the name the record claims;
     ``trend_metric`` (default: the first one logged) is drawn from its last
-    ``trend_points`` values; ``kernel_status`` (a wait status) names the
-    ending as ``with_kernel_ending`` does."""
+    ``trend_points`` values; ``kernel_status`` (a wait status, as the kernel
+    reported the death) names the signal or exit code, over what the final
+    record says."""
     now = time.time() if now is None else now
     signal, exit_code = (final.signal, final.exit_code) if final is not None else (None, None)
     if kernel_status is not None:
-        signal, exit_code = _kernel_ending(kernel_status)
+        from sentinel.model.exit_status import ending_of
+
+        ending = ending_of(kernel_status)
+        signal, exit_code = ending.signal, ending.exit_code
     step = progress.step if progress else None
     if final is not None and final.step is not None:
         step = final.step
@@ -247,19 +250,3 @@ def from_run(
         # What it printed last belongs to how it ended (and to a stall: what it said before it hung).
         output=list(progress.output) if progress is not None and kind.value != "message" else [],
     )
-
-
-def with_kernel_ending(alert: Alert, status: Optional[int]) -> Alert:
-    """``alert`` with the ending the kernel reported (a wait status), if any."""
-    if status is None:
-        return alert
-    signal, exit_code = _kernel_ending(status)
-    return dataclasses.replace(alert, signal=signal, exit_code=exit_code)
-
-
-def _kernel_ending(status: int) -> tuple[Optional[str], Optional[int]]:
-    """(signal name, exit code) of a wait status."""
-    from sentinel.model.exit_status import ending_of
-
-    ending = ending_of(status)
-    return ending.signal, ending.exit_code

@@ -108,6 +108,12 @@ DEAD = "dead"
 SAVE_RETRY = 1.0
 SAVE_RETRY_CAP = 60.0
 
+
+def save_backoff(previous: Optional[float]) -> float:
+    """The wait before the next try of a refused write: ``SAVE_RETRY``, then
+    each time twice the ``previous`` wait, up to ``SAVE_RETRY_CAP``."""
+    return SAVE_RETRY if previous is None else min(SAVE_RETRY_CAP, previous * 2)
+
 # Delivery writes one record at a time under one of these (by alert id), not
 # under the outbox's lock: workers of other channels go on while it fsyncs.
 _RECORD_LOCKS = 64
@@ -350,10 +356,9 @@ class _ChannelQueue:
         self.users: dict[str, list[_Entry]] = {}  # user -> their entries, sorted
         self.message_seqs: dict[tuple[str, str], list[int]] = {}  # (user, run id) -> its messages' seqs
         self.runs: dict[str, tuple[str, str]] = {}  # alert id -> (user, run id)
-        self.size = 0
 
     def __len__(self) -> int:
-        return self.size
+        return len(self.runs)
 
     def add(self, entry: _Entry, user: str, run_id: str) -> None:
         if entry[2] in self.runs:
@@ -362,7 +367,6 @@ class _ChannelQueue:
         if entry[0] == 1:
             bisect.insort(self.message_seqs.setdefault((user, run_id), []), entry[1])
         self.runs[entry[2]] = (user, run_id)
-        self.size += 1
 
     def remove(self, entry: _Entry) -> None:
         key = self.runs.pop(entry[2], None)
@@ -378,7 +382,6 @@ class _ChannelQueue:
             del seqs[bisect.bisect_left(seqs, entry[1])]
             if not seqs:
                 del self.message_seqs[key]
-        self.size -= 1
 
     def order(self, served: dict[str, int]) -> Iterator[_Entry]:
         """The queue in sending order: each user in turn (one user's thousand
@@ -461,7 +464,7 @@ class Outbox:
         self._unwritten: dict[str, OutboxRecord] = {}  # admitted, record not yet written (``admit``)
         self._unwritable: set[str] = set()  # of those, the ones whose write failed (logged once)
         self._rewrite_at = 0.0  # time.monotonic() when those are tried again
-        self._rewrite_wait = SAVE_RETRY / 2
+        self._rewrite_wait: Optional[float] = None  # the last wait (``save_backoff``); None: none failed
         self._next_seq = 1
         # Written with sync=False and not yet fsynced: files, then the directories
         # whose entries must survive too (a record's run directory, a new one's parent).
@@ -622,7 +625,7 @@ class Outbox:
                 except OSError as exc:
                     with self._lock:
                         if retry:
-                            self._rewrite_wait = min(SAVE_RETRY_CAP, self._rewrite_wait * 2)
+                            self._rewrite_wait = save_backoff(self._rewrite_wait)
                             self._rewrite_at = now + self._rewrite_wait
                         first = alert_id not in self._unwritable
                         self._unwritable.add(alert_id)
@@ -633,7 +636,7 @@ class Outbox:
                 with self._lock:
                     self._unwritten.pop(alert_id, None)
                     self._unwritable.discard(alert_id)
-                    self._rewrite_wait = SAVE_RETRY / 2
+                    self._rewrite_wait = None
                     self._written_unsynced(path, False)
         with self._lock:
             return not self._unwritten

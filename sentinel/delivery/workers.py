@@ -37,7 +37,7 @@ from sentinel.channels.base import Channel, DeliveryError
 from sentinel.channels.routing import INLINE_PREFIX, is_inline, string_values
 from sentinel.common.latency_trace import TRACE
 from sentinel.common.redact import redact
-from sentinel.delivery.outbox import SAVE_RETRY, SAVE_RETRY_CAP, Outbox, PendingDelivery
+from sentinel.delivery.outbox import Outbox, PendingDelivery, save_backoff
 from sentinel.formats.safe_json import SpoolFormatError, make_private_dir, read_json, write_json
 from sentinel.model.observer import DEAD, DELIVERED, RETRY, FleetObserver
 
@@ -52,7 +52,7 @@ MAX_DIGEST = 50  # alerts merged into one digest at most
 # longer than this: 300 runs killed at once should not take 5 minutes to tell.
 DIGEST_AFTER = 10.0
 # A channel whose last outcome could not be written (disk full) retries the
-# write after SAVE_RETRY, doubling up to SAVE_RETRY_CAP (``outbox``); it sends nothing meanwhile.
+# write after ``outbox.save_backoff``; it sends nothing meanwhile.
 # ``wake`` lets a worker it woke write its request first: waiting this long at most.
 HAND_OVER_MAX = 0.002
 # The loop spends at most this share of its time waiting for hand-overs (a storm
@@ -314,7 +314,7 @@ class Delivery:
         self._threads: list[threading.Thread] = []
         self._schedule = _Schedule()
         self._limiters: dict[str, RateLimiter] = {}
-        self._save_retry: dict[str, float] = {}  # channel -> next wait for a held outcome's write
+        self._save_retry: dict[str, float] = {}  # channel -> the last wait for a held outcome's write
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._idle = 0  # workers waiting for work
@@ -456,7 +456,7 @@ class Delivery:
         """Do the next thing for channel ``name``: send, or say how long to
         wait (seconds). None means "go again at once"."""
         if self.outbox.blocked(name) and not self.outbox.flush(name):
-            wait = min(SAVE_RETRY_CAP, self._save_retry.get(name, SAVE_RETRY / 2) * 2)
+            wait = save_backoff(self._save_retry.get(name))
             self._save_retry[name] = wait
             return wait
         self._save_retry.pop(name, None)

@@ -149,9 +149,6 @@ class _ReentrantEvent:
         self._cond = threading.Condition(threading.RLock())
         self._flag = False
 
-    def is_set(self) -> bool:
-        return self._flag
-
     def set(self) -> None:
         with self._cond:
             self._flag = True
